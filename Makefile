@@ -1,0 +1,41 @@
+# The README's two commands: `make demo` and `make test`. Both create .venv from the
+# repository's own pinned files, so they work on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PY_CODE := data_tools model export estimator_main.py benchmarks
+DEMO_DIR ?= demo_output
+# TensorFlow's C++ logging is noise in tests and the demo; errors still show.
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: venv lint test test-slow demo bench clean
+
+$(STAMP): requirements.txt setup.py
+	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if (3, 9) <= v <= (3, 11) else "TensorFlow 2.15 needs Python 3.9-3.11; run: make PYTHON=python3.11 ...")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/vermin --target=3.7- --violations --no-tips -q --eval-annotations $(PY_CODE)
+
+test: lint
+	$(BIN)/python -m pytest -q -m "not slow" tests
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow tests
+
+demo: $(STAMP)
+	bash scripts/demo.sh $(DEMO_DIR)
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run_all
+
+clean:
+	rm -rf $(DEMO_DIR) .pytest_cache .ruff_cache

@@ -1,0 +1,90 @@
+"""Image preprocessing shared by training input, evaluation input and the serving graph.
+
+Living once here is what keeps the three from drifting apart: a model trained on
+``preprocess_for_train`` sees exactly ``preprocess_for_eval``'s pixels at evaluation, and the
+exported SavedModel runs ``preprocess_pixels`` on whatever a client sends.
+
+Pixels are normalised as insightface and facenet-style face models expect: (x - 127.5) / 128.
+"""
+
+import tensorflow.compat.v1 as tf
+
+PIXEL_MEAN = 127.5
+PIXEL_SCALE = 128.0
+DEFAULT_IMAGE_SIZE = 112
+
+
+def decode_image(encoded):
+    """Decode JPEG or PNG bytes (scalar string tensor) to uint8 [H, W, 3].
+
+    Grayscale images (LFW-a is grayscale) become 3 identical channels, so readers always
+    produce RGB whatever the records hold.
+    """
+    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def resize(image, image_size):
+    """Resize one image or a batch to ``image_size`` × ``image_size`` float32 pixels in 0..255.
+
+    Bilinear, half-pixel centres. An image already at the target size passes through unchanged
+    (the converter usually writes aligned faces at the training size).
+    """
+    image = tf.cast(image, tf.float32)
+    is_batch = image.shape.ndims == 4
+    batch = image if is_batch else image[None]
+    shape = tf.shape(batch)
+    same_size = tf.logical_and(tf.equal(shape[1], image_size), tf.equal(shape[2], image_size))
+    resized = tf.cond(
+        same_size,
+        lambda: batch,
+        lambda: tf.image.resize_bilinear(batch, [image_size, image_size],
+                                         half_pixel_centers=True),
+    )
+    resized.set_shape([None, image_size, image_size, 3])
+    if not is_batch:
+        resized = resized[0]
+    return resized
+
+
+def normalize(pixels):
+    """Map float pixels in 0..255 to the network's input range, (x - 127.5) / 128."""
+    return (tf.cast(pixels, tf.float32) - PIXEL_MEAN) / PIXEL_SCALE
+
+
+def preprocess_for_eval(encoded, image_size=DEFAULT_IMAGE_SIZE):
+    """Encoded bytes → normalised float32 [S, S, 3]. Deterministic: no augmentation."""
+    return normalize(resize(decode_image(encoded), image_size))
+
+
+def preprocess_for_train(encoded, image_size=DEFAULT_IMAGE_SIZE, random_flip=True,
+                         random_crop=False, crop_padding=8, brightness_delta=0.0, seed=None):
+    """Encoded bytes → augmented, normalised float32 [S, S, 3].
+
+    * ``random_flip``: horizontal flip with probability 1/2 (faces are left/right symmetric);
+    * ``random_crop``: pad by ``crop_padding`` pixels (edge-replicated) and take a random S×S
+      crop, a small translation jitter that aligned faces tolerate;
+    * ``brightness_delta``: add a uniform shift in ±delta (0..255 scale).
+    """
+    image = resize(decode_image(encoded), image_size)
+    if random_crop:
+        padded = tf.pad(image, [[crop_padding, crop_padding], [crop_padding, crop_padding], [0, 0]],
+                        mode="SYMMETRIC")
+        image = tf.image.random_crop(padded, [image_size, image_size, 3], seed=seed)
+    if random_flip:
+        image = tf.image.random_flip_left_right(image, seed=seed)
+    if brightness_delta > 0:
+        image = tf.image.random_brightness(image, brightness_delta, seed=seed)
+        image = tf.clip_by_value(image, 0.0, 255.0)
+    return normalize(image)
+
+
+def flip_left_right(images):
+    """Horizontal flip of one image [H, W, C] or a batch [N, H, W, C] (flip test-time augmentation)."""
+    return tf.reverse(images, axis=[images.shape.ndims - 2])
+
+
+def preprocess_pixels(pixels, image_size=DEFAULT_IMAGE_SIZE):
+    """Serving: a float batch [N, H, W, 3] of 0..255 pixels (any H, W) → normalised [N, S, S, 3]."""
+    return normalize(resize(pixels, image_size))

@@ -1,0 +1,60 @@
+"""Circle-loss face recognition on tf.estimator.
+
+TensorFlow is deliberately not in install_requires: Ascend images ship their own TF 1.15 (with
+npu_bridge) and GPU users bring a CUDA build. Pick an extra (`cpu`, `gpu`) only when pip should
+install TensorFlow for you.
+"""
+
+import os
+import re
+
+from setuptools import find_packages, setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def read_version():
+    with open(os.path.join(HERE, "data_tools", "__init__.py")) as f:
+        return re.search(r'__version__ = "([^"]+)"', f.read()).group(1)
+
+
+def read_readme():
+    with open(os.path.join(HERE, "README.md")) as f:
+        return f.read()
+
+
+setup(
+    name="circle-face",
+    version=read_version(),
+    description="Face recognition training with the Circle loss on tf.estimator (CPU, GPU, Ascend)",
+    long_description=read_readme(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.7",
+    packages=find_packages(include=["data_tools", "data_tools.*", "model", "model.*",
+                                    "export", "export.*"]),
+    py_modules=["estimator_main"],
+    install_requires=[
+        "numpy>=1.16",
+        "absl-py>=0.9",
+        "tqdm>=4.40",
+        "Pillow>=6.2",
+        "matplotlib>=3.0",
+    ],
+    extras_require={
+        "cpu": ["tensorflow-cpu==2.15.1"],
+        "gpu": ["tensorflow[and-cuda]==2.15.1"],
+        "test": ["pytest>=6", "pytest-timeout", "hypothesis", "ruff", "vermin"],
+    },
+    entry_points={
+        "console_scripts": [
+            "circle-make-tfrecords=data_tools.make_tfrecords:run",
+            "circle-synthetic-faces=data_tools.synthetic:run",
+            "circle-train=estimator_main:run",
+            "circle-embed=export.embed:run",
+        ],
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)
