@@ -71,7 +71,9 @@ def image_example(encoded, image_format, height, width, channels, label, identit
     feature = _image_features("image/", encoded, image_format, height, width, channels,
                               identity, filename)
     feature[LABEL] = _int(label)
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    example = tf.train.Example(features=tf.train.Features(feature=feature))
+    # Protobuf leaves map order unspecified; sorted keys keep shards byte-identical.
+    return example.SerializeToString(deterministic=True)
 
 
 def pair_example(index, fold, issame, image1, image2):
@@ -92,7 +94,9 @@ def pair_example(index, fold, issame, image1, image2):
         feature.update(_image_features(prefix, image["encoded"], image["format"],
                                        image["height"], image["width"], image["channels"],
                                        image["identity"], image["filename"]))
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    example = tf.train.Example(features=tf.train.Features(feature=feature))
+    # Protobuf leaves map order unspecified; sorted keys keep shards byte-identical.
+    return example.SerializeToString(deterministic=True)
 
 
 def _image_spec(prefix):

@@ -1,0 +1,146 @@
+"""``manifest.json`` of a records directory: reading, writing and verifying shards.
+
+The converter writes the manifest last, so its presence means the conversion finished. Keys:
+
+* ``kind``: ``"images"`` (training shards) or ``"pairs"`` (verification pairs);
+* images: ``num_images``, ``num_classes``, ``dropped_classes`` (identities below
+  ``--min_images_per_class``), ``dropped_images`` (their images);
+* pairs: ``num_pairs``, ``num_folds``, ``pairs_per_fold``, ``fold_sizes`` (pairs kept per fold),
+  ``missing_pairs`` (pairs left out by ``--allow_missing_pairs``), ``num_images`` (distinct);
+* ``shards``: ``[{"file", "records", "bytes", "sha256"}]`` in order;
+* ``skipped``: ``[{"path", "reason"}]`` for every input file that did not become a record;
+* ``formats``: records per stored format and how many were re-encoded;
+* ``options`` (everything that determines the bytes), ``tool_version``, ``schema_version``.
+
+There are no timestamps: the same input and options give the same manifest, byte for byte.
+No TensorFlow here: tools that only inspect a records directory stay light.
+"""
+
+import hashlib
+import json
+import os
+
+MANIFEST_NAME = "manifest.json"
+LABELS_NAME = "labels.txt"
+
+
+class ManifestError(ValueError):
+    """A records directory without a usable manifest, or whose shards do not match it."""
+
+
+def sha256_file(path, chunk_size=1 << 20):
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(chunk_size), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fsync_dir(path):
+    # Makes a rename durable on power loss; not every platform lets a directory be opened.
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path, text):
+    """Write ``text`` (UTF-8) to ``path`` through a temporary file and a rename.
+
+    Readers see the old file or the new one, never a partial one, even if the process dies.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(directory, ".%s.tmp-%d" % (os.path.basename(path), os.getpid()))
+    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(directory)
+
+
+def dumps(manifest):
+    """Canonical JSON text of a manifest (sorted keys, 2-space indent, trailing newline)."""
+    return json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+
+
+def write_manifest(records_dir, manifest):
+    """Atomically write ``manifest`` (a dict) as ``records_dir/manifest.json``."""
+    atomic_write_text(os.path.join(records_dir, MANIFEST_NAME), dumps(manifest))
+
+
+def read_manifest(records_dir):
+    """The manifest of ``records_dir`` as a dict.
+
+    Raises :class:`ManifestError` when it is absent (the directory was never converted or the
+    conversion did not finish: the manifest is written last) or not valid JSON.
+    """
+    path = os.path.join(records_dir, MANIFEST_NAME)
+    if not os.path.isfile(path):
+        raise ManifestError("%s not found: %s is not a finished conversion (run "
+                            "data_tools/make_tfrecords.py, or re-run it to finish)"
+                            % (MANIFEST_NAME, records_dir))
+    try:
+        with open(path, encoding="utf-8") as f:
+            manifest = json.load(f)
+    except ValueError as e:
+        raise ManifestError("%s is not valid JSON: %s" % (path, e)) from None
+    if not isinstance(manifest, dict) or "shards" not in manifest or "kind" not in manifest:
+        raise ManifestError("%s lacks the 'kind' and 'shards' keys" % path)
+    return manifest
+
+
+def shard_paths(records_dir):
+    """Paths of the shards listed in the manifest, in manifest order."""
+    return [os.path.join(records_dir, shard["file"])
+            for shard in read_manifest(records_dir)["shards"]]
+
+
+def verify_shards(records_dir):
+    """Check every shard's size and sha256 against the manifest; returns the shard paths.
+
+    Raises :class:`ManifestError` naming the first shard that is missing, has another size, or
+    another sha256 (a copy cut short, a disk error, a file replaced by hand).
+    """
+    paths = []
+    for shard in read_manifest(records_dir)["shards"]:
+        path = os.path.join(records_dir, shard["file"])
+        if not os.path.isfile(path):
+            raise ManifestError("shard %s listed in the manifest is missing" % path)
+        size = os.path.getsize(path)
+        if size != shard["bytes"]:
+            raise ManifestError("shard %s has %d bytes, the manifest says %d"
+                                % (path, size, shard["bytes"]))
+        if sha256_file(path) != shard["sha256"]:
+            raise ManifestError("shard %s does not match its sha256 in the manifest" % path)
+        paths.append(path)
+    return paths
+
+
+def num_classes(records_dir):
+    """Number of identities (classes) of an images records directory."""
+    manifest = read_manifest(records_dir)
+    if manifest["kind"] != "images":
+        raise ManifestError("%s holds %s records, which have no classes"
+                            % (records_dir, manifest["kind"]))
+    return int(manifest["num_classes"])
+
+
+def read_labels(records_dir):
+    """Identity names of an images records directory: element i is the name of label i."""
+    path = os.path.join(records_dir, LABELS_NAME)
+    if not os.path.isfile(path):
+        raise ManifestError("%s not found in %s" % (LABELS_NAME, records_dir))
+    with open(path, encoding="utf-8", newline="\n") as f:
+        text = f.read()
+    if not text:
+        return []
+    # Only "\n" separates labels: str.splitlines() would also split on \x1c, \u2028, ...
+    return text.split("\n")[:-1] if text.endswith("\n") else text.split("\n")

@@ -1,0 +1,239 @@
+"""LFW View 2 pairs files (``pairs.txt``): parsing, fold structure, images on disk.
+
+Format (http://vis-www.cs.umass.edu/lfw/README.txt)::
+
+    10<TAB>300                 header: number of folds, pairs of each kind per fold
+    Abel_Pacheco<TAB>1<TAB>4   matched pair: name i j   -> name/name_0001.jpg, name/name_0004.jpg
+    ...                        (300 matched lines, then 300 mismatched lines, per fold)
+    AJ_Cook<TAB>1<TAB>Marsha_Thomason<TAB>1   mismatched pair: name1 i name2 j
+
+Folds are contiguous blocks of ``2 * n`` lines, so the fold of a pair is its position in the
+file divided by ``2 * n``. The parser checks that structure exactly, because an evaluation that
+silently drops or shifts pairs (as facenet's loader did for missing images) reports accuracies
+over the wrong folds. Tabs or spaces separate fields; CRLF line ends, a UTF-8 byte-order mark and
+blank lines are tolerated. A one-number header ``n`` (View 1's ``pairsDevTest.txt``) is one fold.
+
+This module needs no TensorFlow: the evaluation code reads pairs files with it too.
+"""
+
+import collections
+import os
+
+from data_tools.image_files import IMAGE_EXTENSIONS
+
+Pair = collections.namedtuple("Pair", ["name1", "index1", "name2", "index2", "issame", "fold",
+                                       "line"])
+Pair.__doc__ = """One pair: both identities and 1-based image numbers, ``issame`` (bool), the
+0-based fold and the 1-based line of the pairs file it came from."""
+
+PairsFile = collections.namedtuple("PairsFile", ["num_folds", "pairs_per_fold", "pairs"])
+PairsFile.__doc__ = """A parsed pairs file: ``num_folds``, ``pairs_per_fold`` (n: each fold
+holds n matched then n mismatched pairs) and ``pairs`` (list of :class:`Pair`, file order)."""
+
+
+class PairsFormatError(ValueError):
+    """A malformed pairs file. The message names the file and the line; ``.line`` holds it."""
+
+    def __init__(self, path, line, message):
+        super(PairsFormatError, self).__init__("%s, line %d: %s" % (path, line, message))
+        self.path = path
+        self.line = line
+
+
+class MissingPairImagesError(ValueError):
+    """Images named by a pairs file are absent. ``.missing`` lists every missing path."""
+
+    def __init__(self, image_dir, missing, num_pairs):
+        self.image_dir = image_dir
+        self.missing = list(missing)
+        self.num_pairs = num_pairs
+        super(MissingPairImagesError, self).__init__(
+            "%d image(s) named by the pairs file are missing under %s (%d pair(s) affected; "
+            "pass --allow_missing_pairs to skip those pairs):\n  %s"
+            % (len(self.missing), image_dir, num_pairs, "\n  ".join(self.missing)))
+
+
+def _parse_count(path, line_number, token, what):
+    try:
+        value = int(token)
+    except ValueError:
+        raise PairsFormatError(path, line_number, "%s must be an integer, got %r"
+                               % (what, token)) from None
+    if value < 1:
+        raise PairsFormatError(path, line_number, "%s must be at least 1, got %d" % (what, value))
+    return value
+
+
+def _parse_name(path, line_number, token):
+    if "/" in token or "\\" in token or token in (".", ".."):
+        raise PairsFormatError(path, line_number, "%r is not an identity folder name" % token)
+    return token
+
+
+def _parse_header(path, line):
+    tokens = line.split()
+    if len(tokens) == 2:
+        return (_parse_count(path, 1, tokens[0], "the number of folds"),
+                _parse_count(path, 1, tokens[1], "the number of pairs per fold"))
+    if len(tokens) == 1:
+        return 1, _parse_count(path, 1, tokens[0], "the number of pairs per fold")
+    raise PairsFormatError(path, 1, "expected the header 'folds<TAB>pairs_per_fold', got %r"
+                           % line.strip())
+
+
+def read_pairs(path):
+    """Parse an LFW-format pairs file into a :class:`PairsFile`.
+
+    Raises :class:`PairsFormatError` (a ``ValueError``) naming the line for a bad header, a line
+    that is neither ``name i j`` nor ``name1 i name2 j``, a non-positive or non-integer image
+    number, a pair of an image with itself, a matched pair where the fold expects a mismatched one
+    (or the reverse), or a pair count other than ``folds * 2 * n``.
+    """
+    with open(path, encoding="utf-8-sig", newline=None) as f:
+        lines = f.read().split("\n")
+    if not lines[0].strip():
+        raise PairsFormatError(path, 1, "expected the header 'folds<TAB>pairs_per_fold', "
+                               "found an empty line")
+    num_folds, per_fold = _parse_header(path, lines[0])
+    total = num_folds * 2 * per_fold
+    pairs = []
+    last_line = 1
+    for line_number, line in enumerate(lines[1:], start=2):
+        tokens = line.split()
+        if not tokens:
+            continue
+        last_line = line_number
+        position = len(pairs)
+        if position >= total:
+            raise PairsFormatError(path, line_number, "more pairs than the header announces "
+                                   "(%d folds x 2 x %d = %d)" % (num_folds, per_fold, total))
+        if len(tokens) == 3:
+            name1 = name2 = _parse_name(path, line_number, tokens[0])
+            index1 = _parse_count(path, line_number, tokens[1], "an image number")
+            index2 = _parse_count(path, line_number, tokens[2], "an image number")
+            issame = True
+        elif len(tokens) == 4:
+            name1 = _parse_name(path, line_number, tokens[0])
+            index1 = _parse_count(path, line_number, tokens[1], "an image number")
+            name2 = _parse_name(path, line_number, tokens[2])
+            index2 = _parse_count(path, line_number, tokens[3], "an image number")
+            issame = False
+        else:
+            raise PairsFormatError(path, line_number, "expected 'name i j' (matched) or "
+                                   "'name1 i name2 j' (mismatched), got %d fields: %r"
+                                   % (len(tokens), line.strip()))
+        if issame and index1 == index2:
+            raise PairsFormatError(path, line_number, "a matched pair of image %d with itself"
+                                   % index1)
+        if not issame and name1 == name2:
+            raise PairsFormatError(path, line_number, "a mismatched pair names one identity "
+                                   "twice (%s)" % name1)
+        fold, offset = divmod(position, 2 * per_fold)
+        expect_same = offset < per_fold
+        if issame != expect_same:
+            raise PairsFormatError(
+                path, line_number, "pair %d of fold %d should be %s: each fold holds %d matched "
+                "then %d mismatched pairs" % (offset + 1, fold + 1,
+                                              "matched ('name i j')" if expect_same
+                                              else "mismatched ('name1 i name2 j')",
+                                              per_fold, per_fold))
+        pairs.append(Pair(name1, index1, name2, index2, issame, fold, line_number))
+    if len(pairs) != total:
+        raise PairsFormatError(path, last_line, "the file ends after %d pairs; the header "
+                               "announces %d folds x 2 x %d = %d" % (len(pairs), num_folds,
+                                                                     per_fold, total))
+    return PairsFile(num_folds, per_fold, pairs)
+
+
+def write_pairs(path, num_folds, pairs_per_fold, pairs):
+    """Write a pairs file in the LFW format (tab-separated, ``\\n`` line ends).
+
+    ``pairs`` holds :class:`Pair` or ``(name1, index1, name2, index2)`` tuples in file order;
+    matched pairs (``name1 == name2``) are written as ``name i j``. The structure is not checked
+    here: read the file back with :func:`read_pairs` for that.
+    """
+    lines = ["%d\t%d" % (num_folds, pairs_per_fold)]
+    for pair in pairs:
+        name1, index1, name2, index2 = pair[:4]
+        if name1 == name2:
+            lines.append("%s\t%d\t%d" % (name1, index1, index2))
+        else:
+            lines.append("%s\t%d\t%s\t%d" % (name1, index1, name2, index2))
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+class _FolderIndex(object):
+    """Looks up ``name_%04d.<ext>`` in identity folders, listing each folder once."""
+
+    def __init__(self, image_dir):
+        self.image_dir = image_dir
+        self._listings = {}
+
+    def _listing(self, name):
+        if name not in self._listings:
+            files = {}
+            folder = os.path.join(self.image_dir, name)
+            try:
+                entries = sorted(os.listdir(folder))
+            except OSError:
+                entries = []
+            for filename in entries:
+                stem, ext = os.path.splitext(filename)
+                if os.path.isfile(os.path.join(folder, filename)):
+                    files.setdefault((stem, ext.lower()), filename)
+            self._listings[name] = files
+        return self._listings[name]
+
+    def find(self, name, index):
+        """``(relpath, exists)``; a missing image gets the first extension's path."""
+        stem = "%s_%04d" % (name, index)
+        listing = self._listing(name)
+        for ext in IMAGE_EXTENSIONS:
+            filename = listing.get((stem, ext))
+            if filename is not None:
+                return name + "/" + filename, True
+        return name + "/" + stem + IMAGE_EXTENSIONS[0], False
+
+
+def pair_image_relpaths(pair, image_dir):
+    """Paths (relative to ``image_dir``, ``/``-separated) of the two images of ``pair``.
+
+    Each image is ``name/name_%04d.<ext>`` with the first extension of
+    ``image_files.IMAGE_EXTENSIONS`` (jpg, jpeg, png, pgm, ...) that exists, compared
+    case-insensitively. An image found under no extension gets the ``.jpg`` path, which does not
+    exist; :func:`resolve_pairs` reports such images.
+    """
+    index = _FolderIndex(image_dir)
+    return (index.find(pair.name1, pair.index1)[0], index.find(pair.name2, pair.index2)[0])
+
+
+def resolve_pairs(pairs_file, image_dir, allow_missing=False):
+    """Find every pair's images under ``image_dir``.
+
+    Returns ``(relpaths, kept, missing)``: ``relpaths`` a list of ``(relpath1, relpath2)`` and
+    ``kept`` the matching list of :class:`Pair`, both for the pairs whose two images exist, in
+    file order; ``missing`` the missing image paths, each once, in order of first mention.
+    A missing image raises :class:`MissingPairImagesError` listing every missing path unless
+    ``allow_missing`` is true, in which case the pairs that need it are left out.
+    """
+    if not os.path.isdir(image_dir):
+        raise ValueError("image directory %s does not exist or is not a directory" % image_dir)
+    index = _FolderIndex(image_dir)
+    relpaths, kept, missing, seen_missing = [], [], [], set()
+    num_affected = 0
+    for pair in pairs_file.pairs:
+        found = [index.find(pair.name1, pair.index1), index.find(pair.name2, pair.index2)]
+        absent = [path for path, exists in found if not exists]
+        for path in absent:
+            if path not in seen_missing:
+                seen_missing.add(path)
+                missing.append(path)
+        if absent:
+            num_affected += 1
+            continue
+        relpaths.append((found[0][0], found[1][0]))
+        kept.append(pair)
+    if missing and not allow_missing:
+        raise MissingPairImagesError(image_dir, missing, num_affected)
+    return relpaths, kept, missing
