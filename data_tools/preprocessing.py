@@ -81,7 +81,7 @@ def preprocess_for_train(encoded, image_size=DEFAULT_IMAGE_SIZE, random_flip=Tru
 
 
 def flip_left_right(images):
-    """Horizontal flip of one image [H, W, C] or a batch [N, H, W, C] (flip test-time augmentation)."""
+    """Horizontal flip of one image [H, W, C] or a batch [N, H, W, C] (flip TTA)."""
     return tf.reverse(images, axis=[images.shape.ndims - 2])
 
 

@@ -1,0 +1,264 @@
+"""tf.data input_fn builders for the estimator: training images, verification pairs, prediction.
+
+Each builder binds everything it needs (file pattern, image size, augmentation) and returns an
+``input_fn`` that reads only ``params['batch_size']`` from the estimator, the shape the
+tf.estimator API and BERT-style ``file_based_input_fn_builder`` use.
+
+The training pipeline follows the order tensorflow/tpu's ``imagenet_input.py`` settled on: list
+files -> shard per worker -> shuffle files -> interleave -> shuffle records -> parallel map ->
+batch(drop_remainder) -> prefetch. Batches always have a static shape (Ascend needs it).
+"""
+
+import json
+import os
+
+import tensorflow.compat.v1 as tf
+
+from data_tools import preprocessing, schema
+
+AUTOTUNE = tf.data.experimental.AUTOTUNE
+
+
+def _list_files(file_pattern):
+    files = sorted(tf.io.gfile.glob(file_pattern))
+    if not files:
+        raise ValueError("no TFRecord files match %r" % file_pattern)
+    return files
+
+
+def worker_shard(config=None, input_context=None):
+    """(num_shards, shard_index) for this input pipeline.
+
+    A distribution strategy passes ``input_context``; a TF_CONFIG cluster without one (e.g.
+    parameter-server training) is described by the estimator's RunConfig. Sharding by worker keeps
+    every worker on a distinct part of the data, so no example is read twice in an epoch.
+    """
+    if input_context is not None and input_context.num_input_pipelines > 1:
+        return input_context.num_input_pipelines, input_context.input_pipeline_id
+    if config is not None and getattr(config, "num_worker_replicas", 1) > 1:
+        return config.num_worker_replicas, config.global_id_in_cluster
+    return 1, 0
+
+
+def records_file_pattern(records_dir_or_pattern):
+    """Accept a records directory (holding manifest.json) or a glob pattern."""
+    if tf.io.gfile.isdir(records_dir_or_pattern):
+        manifest_path = os.path.join(records_dir_or_pattern, "manifest.json")
+        if tf.io.gfile.exists(manifest_path):
+            with tf.io.gfile.GFile(manifest_path) as f:
+                manifest = json.load(f)
+            return [os.path.join(records_dir_or_pattern, s["file"]) for s in manifest["shards"]]
+        return os.path.join(records_dir_or_pattern, "*.tfrecord")
+    return records_dir_or_pattern
+
+
+def _files(records):
+    pattern = records_file_pattern(records)
+    if isinstance(pattern, (list, tuple)):
+        if not pattern:
+            raise ValueError("the manifest of %r lists no shards" % records)
+        return list(pattern)
+    return _list_files(pattern)
+
+
+def _sharded_files(files, num_shards, shard_index):
+    """Give each worker whole files when there are enough, otherwise shard records later."""
+    if num_shards > 1 and len(files) >= num_shards:
+        return files[shard_index::num_shards], False
+    return files, num_shards > 1
+
+
+def train_input_fn_builder(records, image_size=preprocessing.DEFAULT_IMAGE_SIZE,
+                           random_flip=True, random_crop=False, brightness_delta=0.0,
+                           shuffle_buffer=10000, images_per_identity=None, seed=None,
+                           is_training=True, num_classes=None, cycle_length=8,
+                           num_parallel_calls=AUTOTUNE):
+    """Builder of the training ``input_fn`` over image records.
+
+    Args:
+      records: a records directory (with manifest.json), a glob pattern or a list of files.
+      image_size: side of the square network input.
+      random_flip, random_crop, brightness_delta: augmentation, see
+        ``preprocessing.preprocess_for_train``.
+      shuffle_buffer: records held for shuffling.
+      images_per_identity: K of P×K sampling: each batch holds batch_size / K identities with K
+        images each (pair-level losses need positives in the batch). None: plain shuffling.
+      seed: makes shuffling and augmentation repeatable.
+      is_training: False gives a single ordered pass without augmentation (EVAL on labelled
+        records), still with full static batches.
+    Returns:
+      ``input_fn(params, config=None, input_context=None)`` yielding
+      ``({'image': float32 [B, S, S, 3]}, labels int32 [B])``.
+    """
+
+    def input_fn(params, config=None, input_context=None):
+        batch_size = params["batch_size"]
+        if input_context is not None:
+            batch_size = input_context.get_per_replica_batch_size(batch_size)
+        if images_per_identity and batch_size % images_per_identity:
+            raise ValueError("batch size %d is not a multiple of images_per_identity %d"
+                             % (batch_size, images_per_identity))
+        files = _files(records)
+        num_shards, shard_index = worker_shard(config, input_context)
+        files, shard_records = _sharded_files(files, num_shards, shard_index)
+
+        dataset = tf.data.Dataset.from_tensor_slices(files)
+        if is_training:
+            dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.interleave(
+            tf.data.TFRecordDataset,
+            cycle_length=min(cycle_length, len(files)) if is_training else 1,
+            num_parallel_calls=AUTOTUNE if is_training else None)
+        if shard_records:
+            dataset = dataset.shard(num_shards, shard_index)
+
+        if images_per_identity and is_training:
+            dataset = _pk_sample(dataset, batch_size, images_per_identity, shuffle_buffer, seed)
+        elif is_training:
+            dataset = dataset.shuffle(shuffle_buffer, seed=seed).repeat()
+
+        def parse(serialized):
+            record = schema.parse_image_record(serialized)
+            if is_training:
+                image = preprocessing.preprocess_for_train(
+                    record["encoded"], image_size, random_flip=random_flip,
+                    random_crop=random_crop, brightness_delta=brightness_delta)
+            else:
+                image = preprocessing.preprocess_for_eval(record["encoded"], image_size)
+            label = record["label"]
+            if num_classes is not None:
+                in_range = tf.logical_and(label >= 0, label < num_classes)
+                check = tf.debugging.Assert(in_range, [
+                    "label out of range [0, %d):" % num_classes, label, "in record of",
+                    record["filename"]])
+                with tf.control_dependencies([check]):
+                    label = tf.identity(label)
+            return {"image": image}, label
+
+        dataset = dataset.map(parse, num_parallel_calls=num_parallel_calls)
+        dataset = dataset.batch(batch_size, drop_remainder=True)
+        return dataset.prefetch(AUTOTUNE)
+
+    return input_fn
+
+
+def _pk_sample(dataset, batch_size, images_per_identity, shuffle_buffer, seed):
+    """P×K sampling: each batch is P runs of K records, each run one identity.
+
+    Records are grouped by label with ``group_by_window`` over a shuffled, repeated stream: a
+    window is emitted once K images of one identity have arrived (an identity with fewer than K
+    images fills its window on the next pass, so small identities repeat images). Windows are
+    shuffled, so a batch mixes P runs; with many identities two runs of the same identity in one
+    batch are rare, and harmless to pair-level losses (they only add positives).
+    """
+    k = images_per_identity
+    labelled = dataset.shuffle(shuffle_buffer, seed=seed).repeat().map(
+        lambda s: (schema.parse_image_record(s)["label"], s))
+
+    def reduce_window(_label, window):
+        return window.batch(k)
+
+    groups = labelled.apply(tf.data.experimental.group_by_window(
+        key_func=lambda label, _s: tf.cast(label, tf.int64),
+        reduce_func=reduce_window, window_size=k))
+    groups = groups.filter(lambda labels, _s: tf.equal(tf.shape(labels)[0], k))
+    groups = groups.shuffle(max(batch_size // k * 8, 64), seed=seed)
+    return groups.flat_map(
+        lambda _labels, serialized: tf.data.Dataset.from_tensor_slices(serialized))
+
+
+def count_records(files):
+    """Number of records in TFRecord files, by reading them (for record sets without a manifest)."""
+    total = 0
+    for path in files:
+        for _ in tf.io.tf_record_iterator(path):
+            total += 1
+    return total
+
+
+def num_pairs_in(records):
+    """Number of pair records: the manifest says; without one, count them."""
+    if tf.io.gfile.isdir(records):
+        manifest_path = os.path.join(records, "manifest.json")
+        if tf.io.gfile.exists(manifest_path):
+            with tf.io.gfile.GFile(manifest_path) as f:
+                return int(json.load(f)["num_pairs"])
+    return count_records(_files(records))
+
+
+def pairs_input_fn_builder(records, image_size=preprocessing.DEFAULT_IMAGE_SIZE, flip_tta=True,
+                           num_pairs=None, num_parallel_calls=AUTOTUNE):
+    """Builder of the verification ``input_fn`` over pair records (one ordered pass).
+
+    Every pair is read exactly once, in file order. The last batch is padded to full size with
+    copies of a real pair whose ``weight`` is 0 and ``pair_index`` -1, so shapes stay static (NPU)
+    and no pair is dropped.
+
+    Features: ``image1, image2`` float32 [B, S, S, 3] (and ``image1_flip, image2_flip`` with
+    ``flip_tta``), ``issame`` int32 [B], ``fold`` int32 [B], ``pair_index`` int32 [B],
+    ``weight`` float32 [B]. Labels: ``issame``.
+    """
+
+    def input_fn(params, config=None, input_context=None):
+        del config, input_context  # evaluation runs in one process over all pairs
+        batch_size = params["batch_size"]
+        files = _files(records)
+        total = num_pairs if num_pairs is not None else num_pairs_in(records)
+        if total <= 0:
+            raise ValueError("no pair records in %r" % (records,))
+        num_batches = -(-total // batch_size)
+        padding = num_batches * batch_size - total
+
+        def parse(serialized):
+            record = schema.parse_pair_record(serialized)
+            features = {
+                "image1": preprocessing.preprocess_for_eval(record["image1"]["encoded"],
+                                                            image_size),
+                "image2": preprocessing.preprocess_for_eval(record["image2"]["encoded"],
+                                                            image_size),
+                "issame": record["issame"],
+                "fold": record["fold"],
+                "pair_index": record["index"],
+                "weight": tf.constant(1.0, tf.float32),
+            }
+            return features
+
+        def as_padding(features):
+            features = dict(features)
+            features["pair_index"] = tf.constant(-1, tf.int32)
+            features["weight"] = tf.constant(0.0, tf.float32)
+            return features
+
+        dataset = tf.data.TFRecordDataset(files)
+        dataset = dataset.map(parse, num_parallel_calls=num_parallel_calls)
+        if padding:
+            pad = tf.data.TFRecordDataset(files[:1]).take(1).map(parse).map(as_padding)
+            dataset = dataset.concatenate(pad.repeat(padding))
+
+        def add_flips(features):
+            if flip_tta:
+                features["image1_flip"] = preprocessing.flip_left_right(features["image1"])
+                features["image2_flip"] = preprocessing.flip_left_right(features["image2"])
+            return features, features["issame"]
+
+        dataset = dataset.batch(batch_size, drop_remainder=True).map(add_flips)
+        return dataset.prefetch(AUTOTUNE)
+
+    return input_fn
+
+
+def predict_input_fn_builder(image_paths, image_size=preprocessing.DEFAULT_IMAGE_SIZE):
+    """Builder of a PREDICT ``input_fn`` over a list of image files (JPEG/PNG)."""
+    paths = list(image_paths)
+    if not paths:
+        raise ValueError("no images to predict")
+
+    def input_fn(params):
+        dataset = tf.data.Dataset.from_tensor_slices(paths)
+        dataset = dataset.map(
+            lambda path: {"image": preprocessing.preprocess_for_eval(tf.io.read_file(path),
+                                                                     image_size)},
+            num_parallel_calls=AUTOTUNE)
+        return dataset.batch(params["batch_size"]).prefetch(AUTOTUNE)
+
+    return input_fn

@@ -1,0 +1,153 @@
+"""input_fn builders: pixels, labels, P×K batches, padded pair batches, worker sharding."""
+
+import collections
+
+import numpy as np
+import pytest
+import tensorflow.compat.v1 as tf
+
+from data_tools import input_fns, preprocessing
+from tests import records_helpers as rh
+
+
+@pytest.fixture(scope="module")
+def image_records(tmp_path_factory):
+    directory = str(tmp_path_factory.mktemp("images"))
+    items = rh.write_image_records(directory, num_classes=4, per_class=6, size=32)
+    return directory, items
+
+
+@pytest.fixture(scope="module")
+def pair_records(tmp_path_factory):
+    directory = str(tmp_path_factory.mktemp("pairs"))
+    expected = rh.write_pair_records(directory, num_pairs=10, size=32)
+    return directory, expected
+
+
+def test_eval_pass_pixels_and_labels_match_pil_decode(image_records):
+    directory, items = image_records
+    with tf.Graph().as_default():
+        input_fn = input_fns.train_input_fn_builder(directory, image_size=32, is_training=False)
+        batches = rh.run_dataset(input_fn({"batch_size": 4}))
+    images = np.concatenate([b[0]["image"] for b in batches])
+    labels = np.concatenate([b[1] for b in batches])
+    assert images.shape == (24, 32, 32, 3) and images.dtype == np.float32
+    assert labels.dtype == np.int32
+    # Every record decodes to its PIL pixels (grayscale repeated over 3 channels), normalised.
+    expected = {}
+    for label, pixels in items:
+        rgb = np.repeat(pixels[..., None], 3, axis=2) if pixels.ndim == 2 else pixels
+        expected.setdefault(label, []).append((rgb.astype(np.float32) - 127.5) / 128.0)
+    for image, label in zip(images, labels):
+        assert any(np.array_equal(image, e) for e in expected[label])
+    assert collections.Counter(labels.tolist()) == {0: 6, 1: 6, 2: 6, 3: 6}
+
+
+def test_training_batches_are_static_augmented_and_resized(image_records):
+    directory, _ = image_records
+    with tf.Graph().as_default():
+        input_fn = input_fns.train_input_fn_builder(directory, image_size=48, random_crop=True,
+                                                    brightness_delta=10.0, seed=1)
+        dataset = input_fn({"batch_size": 5})
+        assert dataset.element_spec[0]["image"].shape.as_list() == [5, 48, 48, 3]
+        assert dataset.element_spec[1].shape.as_list() == [5]
+        batches = rh.run_dataset(dataset, max_batches=8)  # repeats past one epoch
+    assert len(batches) == 8
+    values = np.concatenate([b[0]["image"] for b in batches])
+    assert values.min() >= -1.0 and values.max() <= 1.0
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_pk_batches_hold_runs_of_k_images_of_one_identity(image_records, k):
+    directory, _ = image_records
+    batch = 2 * k
+    with tf.Graph().as_default():
+        input_fn = input_fns.train_input_fn_builder(directory, image_size=32,
+                                                    images_per_identity=k, seed=3)
+        batches = rh.run_dataset(input_fn({"batch_size": batch}), max_batches=10)
+    for _, labels in batches:
+        runs = labels.reshape(-1, k)
+        assert (runs == runs[:, :1]).all(), labels
+
+
+def test_pk_rejects_batch_not_multiple_of_k(image_records):
+    directory, _ = image_records
+    with tf.Graph().as_default():
+        input_fn = input_fns.train_input_fn_builder(directory, images_per_identity=3)
+        with pytest.raises(ValueError, match="multiple"):
+            input_fn({"batch_size": 4})
+
+
+def test_label_outside_num_classes_stops_input(image_records):
+    directory, _ = image_records
+    with tf.Graph().as_default():
+        input_fn = input_fns.train_input_fn_builder(directory, image_size=32, num_classes=2,
+                                                    is_training=False)
+        with pytest.raises(tf.errors.InvalidArgumentError, match="label out of range"):
+            rh.run_dataset(input_fn({"batch_size": 24}))
+
+
+@pytest.mark.parametrize("batch_size", [3, 4, 10, 16])
+def test_pairs_are_read_once_in_order_and_padding_weighs_zero(pair_records, batch_size):
+    directory, expected = pair_records
+    with tf.Graph().as_default():
+        input_fn = input_fns.pairs_input_fn_builder(directory, image_size=32, flip_tta=True)
+        dataset = input_fn({"batch_size": batch_size})
+        assert dataset.element_spec[0]["image1"].shape.as_list() == [batch_size, 32, 32, 3]
+        batches = rh.run_dataset(dataset)
+    features = {k: np.concatenate([b[0][k] for b in batches]) for k in batches[0][0]}
+    total = len(batches) * batch_size
+    assert total == -(-10 // batch_size) * batch_size
+    real = features["weight"] == 1.0
+    assert real.sum() == 10
+    np.testing.assert_array_equal(features["pair_index"][real], np.arange(10))
+    assert (features["pair_index"][~real] == -1).all()
+    assert (features["weight"][~real] == 0).all()
+    for i, (a, b, same) in enumerate(expected):
+        np.testing.assert_array_equal(features["image1"][i], (a - 127.5) / 128.0)
+        np.testing.assert_array_equal(features["image2"][i], (b - 127.5) / 128.0)
+        np.testing.assert_array_equal(features["image1_flip"][i], features["image1"][i][:, ::-1])
+        assert features["issame"][i] == int(same)
+    np.testing.assert_array_equal(batches[0][1], batches[0][0]["issame"])
+
+
+def test_records_split_across_workers_without_overlap(image_records):
+    directory, _ = image_records
+
+    class Config:
+        num_worker_replicas = 2
+
+        def __init__(self, index):
+            self.global_id_in_cluster = index
+
+    seen = []
+    for index in range(2):
+        with tf.Graph().as_default():
+            input_fn = input_fns.train_input_fn_builder(directory, image_size=32,
+                                                        is_training=False)
+            batches = rh.run_dataset(input_fn({"batch_size": 1}, config=Config(index)))
+        seen.append({tuple(b[0]["image"].ravel()[:8]) for b in batches})
+    assert len(seen[0]) == len(seen[1]) == 12
+    assert not seen[0] & seen[1]
+
+
+def test_predict_input_reads_image_files(tmp_path):
+    paths = []
+    for i in range(3):
+        path = tmp_path / ("%d.png" % i)
+        path.write_bytes(rh.encode(rh.class_image(i, 0, 40)))
+        paths.append(str(path))
+    with tf.Graph().as_default():
+        batches = rh.run_dataset(input_fns.predict_input_fn_builder(paths, 32)(
+            {"batch_size": 2}))
+    assert [b["image"].shape for b in batches] == [(2, 32, 32, 3), (1, 32, 32, 3)]
+
+
+def test_resize_passes_target_size_through_and_resizes_others():
+    with tf.Graph().as_default(), tf.Session() as sess:
+        same = np.arange(4 * 4 * 3, dtype=np.float32).reshape(4, 4, 3)
+        out_same, out_small = sess.run([preprocessing.resize(tf.constant(same), 4),
+                                        preprocessing.resize(tf.constant(same), 2)])
+    np.testing.assert_array_equal(out_same, same)
+    # Half-pixel bilinear 4 -> 2 averages each 2x2 block.
+    np.testing.assert_allclose(out_small, same.reshape(2, 2, 2, 2, 3).mean(axis=(1, 3)))
