@@ -1,0 +1,214 @@
+"""Circle loss (Sun et al., "Circle Loss: A Unified Perspective of Pair Similarity Optimization",
+CVPR 2020, arXiv 2002.10857), class level (one proxy per identity) and pair level (in-batch).
+
+With cosine similarities ``s``, margin ``m`` and scale ``gamma``, the paper sets the optima
+O_p = 1 + m, O_n = -m and the margins Δp = 1 - m, Δn = m, and weights every similarity by how far
+it is from its optimum::
+
+    a_p = relu(O_p - s_p)    a_n = relu(s_n - O_n)     (gradients stopped: eq. 5 and 6)
+
+The loss (eq. 4) is ``log(1 + sum_j exp(gamma a_n^j (s_n^j - Δn)) * sum_i exp(-gamma a_p^i (s_p^i
+- Δp)))``. With one positive (the identity's proxy) this is exactly softmax cross-entropy over the
+"circle logits" gamma a_p (s_p - Δp) for the true class and gamma a_n (s_n - Δn) for the others.
+
+Everything is computed in float32 with logsumexp / softplus: at gamma = 256 a logit reaches
+~1.4e3 and ``exp`` of it overflows even float64, so nothing here exponentiates a raw logit.
+Inputs in bfloat16 / float16 (mixed precision) are cast to float32 before normalisation, which
+also keeps the sum of squares of large half-precision activations from overflowing.
+"""
+
+import numbers
+
+import tensorflow.compat.v1 as tf
+
+__all__ = [
+    "circle_logits",
+    "class_level_circle_loss",
+    "cosine_similarity",
+    "l2_normalize",
+    "pair_level_circle_loss",
+    "pairwise_masks",
+]
+
+# Stands in for "minus infinity" in masked logsumexp rows. Finite, so an all-masked row gives a
+# finite (ignored) value and finite gradients; far below any real logit (|logit| < 3 * 512 * 2.25).
+_MASKED_LOGIT = -1e9
+
+
+def _check_hyperparameters(margin, gamma):
+    """Validates python-number hyperparameters; tensors (e.g. a gamma warm-up) pass through."""
+    if isinstance(margin, numbers.Number) and not 0.0 <= margin < 1.0:
+        raise ValueError(f"circle loss margin must be in [0, 1), got {margin!r}")
+    if isinstance(gamma, numbers.Number) and not gamma > 0:
+        raise ValueError(f"circle loss gamma must be > 0, got {gamma!r}")
+    return (tf.cast(margin, tf.float32), tf.cast(gamma, tf.float32))
+
+
+def _as_float32_matrix(x, what):
+    x = tf.convert_to_tensor(x)
+    if x.shape.ndims is not None and x.shape.ndims != 2:
+        raise ValueError(f"{what} must be a rank-2 tensor, got shape {x.shape}")
+    if not x.dtype.is_floating:
+        raise TypeError(f"{what} must be floating point, got {x.dtype.name}")
+    return tf.cast(x, tf.float32)
+
+
+def _as_labels(labels):
+    labels = tf.convert_to_tensor(labels)
+    if labels.shape.ndims is not None and labels.shape.ndims != 1:
+        raise ValueError(f"labels must be a rank-1 tensor [batch], got shape {labels.shape}")
+    if not labels.dtype.is_integer:
+        raise TypeError(f"labels must be integers, got {labels.dtype.name}")
+    return labels
+
+
+def _proxy_shards(proxies):
+    """The proxy matrix as a list of [D, C_i] column blocks.
+
+    A partitioned proxy matrix (``tf.get_variable(..., partitioner=...)`` returns a
+    ``PartitionedVariable``, which TF does not export publicly, hence the name check) or a python
+    list of blocks is kept in blocks, so each block's matmul can run where its shard lives.
+    """
+    if isinstance(proxies, (list, tuple)):
+        shards = list(proxies)
+    elif type(proxies).__name__ == "PartitionedVariable":
+        shards = list(proxies)
+    else:
+        shards = [proxies]
+    if not shards:
+        raise ValueError("proxies: got an empty list of shards")
+    return shards
+
+
+def l2_normalize(x, axis):
+    """Casts ``x`` to float32 and L2-normalises it along ``axis`` (zero vectors stay zero)."""
+    return tf.nn.l2_normalize(tf.cast(x, tf.float32), axis=axis, epsilon=1e-12)
+
+
+def cosine_similarity(embeddings, proxies):
+    """Cosine similarity of every embedding with every proxy.
+
+    Args:
+      embeddings: [B, D] float tensor (any float dtype; cast to float32).
+      proxies: [D, C] float tensor or variable, one column per class; or a list /
+        ``PartitionedVariable`` of [D, C_i] blocks along axis 1 (columns are normalised one by
+        one, so normalising block by block is exact).
+
+    Returns:
+      [B, C] float32 tensor of cosines.
+    """
+    embeddings = _as_float32_matrix(embeddings, "embeddings")
+    normalized = tf.nn.l2_normalize(embeddings, axis=1, epsilon=1e-12)
+    blocks = []
+    d_emb = tf.dimension_value(embeddings.shape[1])
+    for i, shard in enumerate(_proxy_shards(proxies)):
+        block = _as_float32_matrix(shard, "proxies" if i == 0 else f"proxy shard {i}")
+        d_proxy = tf.dimension_value(block.shape[0])
+        if d_emb is not None and d_proxy is not None and d_emb != d_proxy:
+            raise ValueError(
+                f"embeddings have {d_emb} dimensions but proxies are [{d_proxy}, num_classes]; "
+                "proxies must be [embedding_size, num_classes]"
+            )
+        blocks.append(tf.matmul(normalized, tf.nn.l2_normalize(block, axis=0, epsilon=1e-12)))
+    return blocks[0] if len(blocks) == 1 else tf.concat(blocks, axis=1)
+
+
+def circle_logits(cos, labels, margin=0.25, gamma=256.0):
+    """Class-level circle logits: softmax cross-entropy over them is the class-level loss.
+
+    Args:
+      cos: [B, C] cosine similarities (float32).
+      labels: [B] int class indices.
+      margin: relaxation m (python float or scalar tensor).
+      gamma: scale (python float or scalar tensor, e.g. a warm-up schedule).
+
+    Returns:
+      [B, C] float32: gamma * a_p * (s_p - (1 - m)) at the label, gamma * a_n * (s_n - m) elsewhere,
+      with a_p = relu(1 + m - s_p), a_n = relu(s_n + m) as constants (stopped gradients).
+    """
+    margin, gamma = _check_hyperparameters(margin, gamma)
+    cos = _as_float32_matrix(cos, "cos")
+    labels = _as_labels(labels)
+    classes = tf.range(tf.shape(cos)[1], dtype=labels.dtype)
+    is_target = tf.equal(labels[:, tf.newaxis], classes[tf.newaxis, :])
+    alpha_p = tf.stop_gradient(tf.nn.relu(1.0 + margin - cos))
+    alpha_n = tf.stop_gradient(tf.nn.relu(cos + margin))
+    positive = gamma * alpha_p * (cos - (1.0 - margin))
+    negative = gamma * alpha_n * (cos - margin)
+    return tf.where(is_target, positive, negative)
+
+
+def class_level_circle_loss(embeddings, labels, proxies, margin=0.25, gamma=256.0):
+    """Class-level circle loss per example.
+
+    Args:
+      embeddings: [B, D] float (float32, bfloat16 or float16); L2-normalised inside.
+      labels: [B] int class indices in [0, C).
+      proxies: [D, C] class proxies (one column per identity), or a list / PartitionedVariable
+        of [D, C_i] blocks along axis 1; L2-normalised inside.
+      margin: relaxation m; O_p = 1 + m, O_n = -m, Δp = 1 - m, Δn = m.
+      gamma: scale.
+
+    Returns:
+      [B] float32 per-example loss.
+    """
+    logits = circle_logits(cosine_similarity(embeddings, proxies), labels, margin, gamma)
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=_as_labels(labels), logits=logits)
+
+
+def pairwise_masks(labels):
+    """Positive / negative pair masks of a batch.
+
+    Returns:
+      (positive, negative): [B, B] bool; positive[i, j] when j != i has the same label as i,
+      negative[i, j] when the labels differ.
+    """
+    labels = _as_labels(labels)
+    same = tf.equal(labels[:, tf.newaxis], labels[tf.newaxis, :])
+    not_self = tf.logical_not(tf.cast(tf.eye(tf.shape(labels)[0]), tf.bool))
+    return tf.logical_and(same, not_self), tf.logical_not(same)
+
+
+def _masked_logsumexp(logits, mask):
+    """Row-wise logsumexp over the entries where ``mask`` holds.
+
+    Masked entries are replaced (not added to) by a finite very negative constant, so the
+    gradient reaching them is exactly zero and an all-masked row stays finite.
+    """
+    masked = tf.where(mask, logits, tf.fill(tf.shape(logits), _MASKED_LOGIT))
+    return tf.math.reduce_logsumexp(masked, axis=1)
+
+
+def pair_level_circle_loss(embeddings, labels, margin=0.25, gamma=256.0):
+    """Pair-level (in-batch) circle loss per anchor.
+
+    Every batch element is an anchor; its positives are the other elements with its label and its
+    negatives the elements with another label. Needs P x K batches (P identities, K >= 2 images).
+
+    Args:
+      embeddings: [B, D] float (float32, bfloat16 or float16); L2-normalised inside.
+      labels: [B] int identities.
+      margin: relaxation m.
+      gamma: scale.
+
+    Returns:
+      [B] float32: softplus(logsumexp_j gamma a_n^j (s_n^j - Δn) + logsumexp_i -gamma a_p^i
+      (s_p^i - Δp)); exactly 0 (with zero gradient) for an anchor without a positive or without a
+      negative in the batch.
+    """
+    margin, gamma = _check_hyperparameters(margin, gamma)
+    normalized = l2_normalize(_as_float32_matrix(embeddings, "embeddings"), axis=1)
+    labels = _as_labels(labels)
+    sim = tf.matmul(normalized, normalized, transpose_b=True)
+    positive_mask, negative_mask = pairwise_masks(labels)
+    alpha_p = tf.stop_gradient(tf.nn.relu(1.0 + margin - sim))
+    alpha_n = tf.stop_gradient(tf.nn.relu(sim + margin))
+    positive_term = _masked_logsumexp(-gamma * alpha_p * (sim - (1.0 - margin)), positive_mask)
+    negative_term = _masked_logsumexp(gamma * alpha_n * (sim - margin), negative_mask)
+    valid = tf.logical_and(
+        tf.reduce_any(positive_mask, axis=1), tf.reduce_any(negative_mask, axis=1)
+    )
+    # Exactly 0 whatever _MASKED_LOGIT is; both branches are finite, so the unselected one's
+    # zero gradient cannot turn into NaN (0 * inf).
+    loss = tf.nn.softplus(positive_term + negative_term)
+    return tf.where(valid, loss, tf.zeros_like(loss))
