@@ -1,0 +1,175 @@
+"""Verification report: ``report.json`` (every metric, per fold, the ROC) and ``roc.png``.
+
+``--mode=evaluate`` writes one into ``<model_dir>/eval/``, the embed CLI writes one for
+``--pairs`` and reads the decision threshold back from one. Both files are written atomically
+(a temporary file in the same directory, then ``os.replace``), so a reader never sees half a
+report, even when an evaluation is interrupted.
+
+matplotlib is imported inside :func:`write_report` and draws on an Agg canvas of its own: no
+display is needed, and the process-wide backend of an importing program is left alone.
+"""
+
+import datetime
+import json
+import math
+import os
+import tempfile
+
+import numpy as np
+
+REPORT_JSON = "report.json"
+ROC_PNG = "roc.png"
+REPORT_VERSION = 1
+
+# What the ROC figure needs; evaluate() returns all of them.
+_PLOT_KEYS = ("tpr", "fpr", "accuracy", "accuracy_std", "auc", "eer")
+
+
+def write_report(metrics, output_dir, extra=None, log_fpr=True):
+    """Write ``report.json`` and ``roc.png`` into ``output_dir`` (created if needed).
+
+    ``metrics`` is the dict of :func:`export.verification.evaluate`; numpy scalars and arrays
+    are converted to JSON numbers and lists, non-finite floats to ``null``. ``extra`` (a dict:
+    model path, checkpoint step, flip TTA, pairs file...) is stored under the key ``"extra"``.
+    ``log_fpr`` adds a second panel with the FPR axis in log scale, where the low-FAR operating
+    points of face verification are visible.
+
+    Returns ``(json_path, png_path)``.
+    """
+    if not isinstance(metrics, dict):
+        raise TypeError("metrics must be a dict, got %s" % type(metrics).__name__)
+    missing = [k for k in _PLOT_KEYS if k not in metrics]
+    if missing:
+        raise ValueError("metrics lack %s, needed for the report (pass the dict of "
+                         "export.verification.evaluate)" % missing)
+    if extra is not None and not isinstance(extra, dict):
+        raise TypeError("extra must be a dict or None, got %s" % type(extra).__name__)
+
+    report = _to_jsonable(metrics, "metrics")
+    report["report_version"] = REPORT_VERSION
+    report["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(
+        timespec="seconds")
+    if extra is not None:
+        report["extra"] = _to_jsonable(extra, "extra")
+    text = json.dumps(report, indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+    os.makedirs(output_dir, exist_ok=True)
+    json_path = os.path.join(output_dir, REPORT_JSON)
+    png_path = os.path.join(output_dir, ROC_PNG)
+    figure = _roc_figure(metrics, log_fpr)
+    _atomic_write(png_path, lambda f: figure.savefig(f, format="png", dpi=100))
+    _atomic_write(json_path, lambda f: f.write(text.encode("utf-8")))
+    return json_path, png_path
+
+
+def read_report(path):
+    """Load a report written by :func:`write_report`: ``path`` is the JSON file or its directory.
+
+    Returns the dict as stored (lists for the ROC arrays, ``None`` for non-finite values).
+    """
+    if os.path.isdir(path):
+        path = os.path.join(path, REPORT_JSON)
+    if not os.path.isfile(path):
+        raise FileNotFoundError("no verification report at %s" % path)
+    with open(path, "rb") as f:
+        try:
+            report = json.loads(f.read().decode("utf-8"))
+        except ValueError as e:
+            raise ValueError("%s is not a valid report (JSON error: %s)" % (path, e)) from e
+    if not isinstance(report, dict):
+        raise ValueError("%s is not a valid report (expected a JSON object)" % path)
+    return report
+
+
+def _to_jsonable(value, where):
+    """Recursively convert numpy types; ``where`` names the offending entry in errors."""
+    if isinstance(value, dict):
+        return {str(k): _to_jsonable(v, "%s[%r]" % (where, k)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_jsonable(v, where) for v in value]
+    if isinstance(value, np.ndarray):
+        return _to_jsonable(value.tolist(), where)
+    if isinstance(value, np.generic):
+        return _to_jsonable(value.item(), where)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    raise TypeError("%s: cannot store a %s in a JSON report" % (where, type(value).__name__))
+
+
+def _atomic_write(path, write):
+    """Call ``write(binary_file)`` on a temporary file next to ``path``, then rename it."""
+    directory, name = os.path.split(path)
+    fd, tmp_path = tempfile.mkstemp(prefix="." + name + ".", suffix=".tmp", dir=directory or ".")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+        raise
+
+
+def _roc_figure(metrics, log_fpr):
+    # Imported here so that importing this module (the eval path, the CLI) does not load
+    # matplotlib. A Figure with its own Agg canvas rather than pyplot: pyplot keeps global state
+    # and would pick a GUI backend on a desktop; here nothing outside this figure changes.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
+    from matplotlib.figure import Figure  # noqa: PLC0415
+
+    fpr = np.asarray(metrics["fpr"], dtype=np.float64)
+    tpr = np.asarray(metrics["tpr"], dtype=np.float64)
+    accuracy, accuracy_std = float(metrics["accuracy"]), float(metrics["accuracy_std"])
+    auc, eer = float(metrics["auc"]), float(metrics["eer"])
+    val, far = metrics.get("val"), metrics.get("far")
+    far_target = float(metrics.get("far_target", 1e-3))
+
+    panels = 2 if log_fpr else 1
+    figure = Figure(figsize=(5.5 * panels, 5.0))
+    FigureCanvasAgg(figure)
+    title = "accuracy %.2f%% \u00b1 %.2f%%   AUC %.4f   EER %.4f" % (
+        100 * accuracy, 100 * accuracy_std, auc, eer)
+    if val is not None:
+        title += "\nVAL %.4f @ FAR %.4g (target %g)" % (float(val), float(far), far_target)
+    if "num_pairs" in metrics:
+        title += "   %d pairs, %d folds" % (metrics["num_pairs"], metrics.get("n_folds", 0))
+    figure.suptitle(title, fontsize=10)
+
+    ax = figure.add_subplot(1, panels, 1)
+    ax.plot(fpr, tpr, color="C0", lw=1.5, label="ROC (fold average)")
+    ax.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls=":", label="chance")
+    ax.plot([0, 1], [1, 0], color="0.7", lw=0.8, ls="--")
+    ax.plot([eer], [1 - eer], "o", color="C2", ms=6, clip_on=False, label="EER %.4f" % eer)
+    if val is not None:
+        ax.plot([float(far)], [float(val)], "s", color="C3", ms=6, clip_on=False,
+                label="VAL @ FAR=%g" % far_target)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+
+    if log_fpr:
+        ax = figure.add_subplot(1, panels, 2)
+        positive = fpr > 0
+        lowest = min(far_target / 10, fpr[positive].min() if positive.any() else far_target)
+        ax.plot(fpr[positive], tpr[positive], color="C0", lw=1.5, label="ROC (fold average)")
+        ax.axvline(far_target, color="C3", lw=0.8, ls="--", label="FAR = %g" % far_target)
+        if val is not None:
+            # A measured FAR of 0 has no place on a log axis: mark it at the target instead.
+            ax.plot([max(float(far), far_target)], [float(val)], "s", color="C3", ms=6,
+                    label="VAL %.4f @ FAR %.4g" % (float(val), float(far)))
+        ax.set_xscale("log")
+        ax.set_xlim(lowest, 1)
+        ax.set_ylim(0, 1.01)
+        ax.set_xlabel("false positive rate (log scale)")
+        ax.set_ylabel("true positive rate")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
+    figure.tight_layout(rect=(0, 0, 1, 0.93))
+    return figure
