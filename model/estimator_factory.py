@@ -1,0 +1,144 @@
+"""One factory for the estimator on CPU, GPU and Ascend NPU.
+
+Everything device-specific lives here: the RunConfig (or NPURunConfig), precision settings
+(oneDNN bfloat16 rewrite on CPU, float16 rewrite on GPU, ``precision_mode`` on Ascend) and the
+optimizer wrappers Ascend needs (loss scaling, HCCL all-reduce). ``npu_bridge`` is imported only
+here, and only when ``device == 'npu'``.
+"""
+
+import collections
+import importlib
+import os
+
+import tensorflow.compat.v1 as tf
+
+DEVICES = ("cpu", "gpu", "npu")
+PRECISIONS = ("fp32", "bf16", "fp16")
+NPU_PRECISION_MODES = ("allow_mix_precision", "allow_fp32_to_fp16", "force_fp16",
+                       "must_keep_origin_dtype")
+
+NpuApi = collections.namedtuple("NpuApi", [
+    "NPURunConfig", "NPUEstimator", "NPUDistributedOptimizer", "NPULossScaleOptimizer",
+    "ExponentialUpdateLossScaleManager"])
+
+
+class DeviceUnavailableError(RuntimeError):
+    """The requested device's software stack is not installed."""
+
+
+def load_npu_api():
+    """The Ascend classes: TF 1.15 ``npu_bridge``, else CANN's TF 2.x ``npu_device.compat.v1``."""
+    try:
+        config = importlib.import_module("npu_bridge.estimator.npu.npu_config")
+        estimator = importlib.import_module("npu_bridge.estimator.npu.npu_estimator")
+        optimizer = importlib.import_module("npu_bridge.estimator.npu.npu_optimizer")
+        loss_scale = importlib.import_module("npu_bridge.estimator.npu.npu_loss_scale_optimizer")
+        manager = importlib.import_module("npu_bridge.estimator.npu.npu_loss_scale_manager")
+        return NpuApi(config.NPURunConfig, estimator.NPUEstimator,
+                      optimizer.NPUDistributedOptimizer, loss_scale.NPULossScaleOptimizer,
+                      manager.ExponentialUpdateLossScaleManager)
+    except ImportError as bridge_error:
+        try:
+            npu_device = importlib.import_module("npu_device")
+            npu_device.compat.enable_v1()
+            v1 = npu_device.compat.v1
+            return NpuApi(v1.estimator.npu.npu_config.NPURunConfig,
+                          v1.estimator.npu.npu_estimator.NPUEstimator,
+                          v1.estimator.npu.npu_optimizer.NPUDistributedOptimizer,
+                          v1.estimator.npu.npu_loss_scale_optimizer.NPULossScaleOptimizer,
+                          v1.estimator.npu.npu_loss_scale_manager
+                          .ExponentialUpdateLossScaleManager)
+        except (ImportError, AttributeError):
+            raise DeviceUnavailableError(
+                "--device=npu needs Ascend's TensorFlow adapter: npu_bridge (TF 1.15) or "
+                "npu_device (TF 2.x) could not be imported (%s)" % bridge_error) from None
+
+
+def ascend_rank():
+    """(rank_id, rank_size) from the Ascend environment (RANK_ID, RANK_SIZE); (0, 1) alone."""
+    return int(os.environ.get("RANK_ID", "0")), int(os.environ.get("RANK_SIZE", "1"))
+
+
+def session_config(device, precision, intra_op_threads=0, inter_op_threads=0):
+    """ConfigProto with the precision rewrite for the device."""
+    config = tf.ConfigProto(allow_soft_placement=True,
+                            intra_op_parallelism_threads=intra_op_threads,
+                            inter_op_parallelism_threads=inter_op_threads)
+    if device == "gpu":
+        config.gpu_options.allow_growth = True
+    if precision == "bf16":
+        if device != "cpu":
+            raise ValueError("--precision=bf16 is the oneDNN CPU rewrite; on GPU use fp16, on "
+                             "NPU --npu_precision_mode")
+        rewrite = config.graph_options.rewrite_options
+        field = "auto_mixed_precision_onednn_bfloat16"
+        if field not in type(rewrite).DESCRIPTOR.fields_by_name:
+            raise DeviceUnavailableError("--precision=bf16 needs TensorFlow >= 2.9 with oneDNN "
+                                         "(this TensorFlow is %s)" % tf.__version__)
+        setattr(rewrite, field, rewrite.ON)
+    elif precision == "fp16" and device != "gpu":
+        raise ValueError("--precision=fp16 is the GPU float16 rewrite; on CPU use bf16, on NPU "
+                         "--npu_precision_mode")
+    return config
+
+
+def optimizer_wrapper(device, npu_precision_mode="allow_mix_precision", npu_api=None,
+                      init_loss_scale=2 ** 32, incr_every_n_steps=1000):
+    """``fn(optimizer) -> optimizer`` for the device, or None when nothing is needed.
+
+    On Ascend with reduced precision, an NPULossScaleOptimizer with an exponential loss-scale
+    manager (fp16 gradients underflow otherwise); with RANK_SIZE > 1, NPUDistributedOptimizer
+    (HCCL all-reduce of the gradients across devices).
+    """
+    if device != "npu":
+        return None
+    api = npu_api or load_npu_api()
+    _, rank_size = ascend_rank()
+
+    def wrap(optimizer):
+        if rank_size > 1:
+            optimizer = api.NPUDistributedOptimizer(optimizer)
+        if npu_precision_mode != "must_keep_origin_dtype":
+            manager = api.ExponentialUpdateLossScaleManager(
+                init_loss_scale=init_loss_scale, incr_every_n_steps=incr_every_n_steps,
+                decr_every_n_nan_or_inf=2, decr_ratio=0.5)
+            optimizer = api.NPULossScaleOptimizer(optimizer, manager,
+                                                  is_distributed=rank_size > 1)
+        return optimizer
+
+    return wrap
+
+
+def build_estimator(model_fn, model_dir, device="cpu", precision="fp32",
+                    npu_precision_mode="allow_mix_precision", iterations_per_loop=100,
+                    save_checkpoints_steps=1000, save_summary_steps=100, keep_checkpoint_max=5,
+                    log_step_count_steps=100, tf_random_seed=None, warm_start_from=None,
+                    train_distribute=None, intra_op_threads=0, inter_op_threads=0, npu_api=None):
+    """The estimator for ``device`` (``cpu``, ``gpu`` or ``npu``).
+
+    ``warm_start_from`` (a checkpoint or SavedModel variables path) initialises a fresh run for
+    fine-tuning; an existing checkpoint in ``model_dir`` always wins, so a restarted job resumes.
+    """
+    if device not in DEVICES:
+        raise ValueError("device must be one of %s, got %r" % (DEVICES, device))
+    if precision not in PRECISIONS:
+        raise ValueError("precision must be one of %s, got %r" % (PRECISIONS, precision))
+    common = dict(model_dir=model_dir, tf_random_seed=tf_random_seed,
+                  save_checkpoints_steps=save_checkpoints_steps,
+                  save_summary_steps=save_summary_steps, keep_checkpoint_max=keep_checkpoint_max,
+                  log_step_count_steps=log_step_count_steps)
+    if device == "npu":
+        if npu_precision_mode not in NPU_PRECISION_MODES:
+            raise ValueError("npu_precision_mode must be one of %s, got %r"
+                             % (NPU_PRECISION_MODES, npu_precision_mode))
+        api = npu_api or load_npu_api()
+        config = api.NPURunConfig(iterations_per_loop=iterations_per_loop,
+                                  precision_mode=npu_precision_mode,
+                                  session_config=session_config("npu", "fp32"), **common)
+        return api.NPUEstimator(model_fn=model_fn, model_dir=model_dir, config=config,
+                                warm_start_from=warm_start_from)
+    config = tf.estimator.RunConfig(
+        session_config=session_config(device, precision, intra_op_threads, inter_op_threads),
+        train_distribute=train_distribute, **common)
+    return tf.estimator.Estimator(model_fn=model_fn, model_dir=model_dir, config=config,
+                                  warm_start_from=warm_start_from)

@@ -1,0 +1,75 @@
+"""Session-run hooks for training: throughput summaries and a progress bar."""
+
+import time
+
+import tensorflow.compat.v1 as tf
+from tqdm import tqdm
+
+
+class ExamplesPerSecondHook(tf.train.SessionRunHook):
+    """Logs and writes an ``examples_per_sec`` summary every ``every_n_steps`` global steps."""
+
+    def __init__(self, batch_size, every_n_steps=100, output_dir=None):
+        self._batch_size = batch_size
+        self._every_n_steps = every_n_steps
+        self._output_dir = output_dir
+        self._last = None
+        self._writer = None
+
+    def begin(self):
+        self._global_step = tf.train.get_global_step()
+        if self._output_dir:
+            self._writer = tf.summary.FileWriterCache.get(self._output_dir)
+
+    def before_run(self, run_context):
+        return tf.train.SessionRunArgs(self._global_step)
+
+    def after_run(self, run_context, run_values):
+        step = run_values.results
+        now = time.time()
+        if self._last is None:
+            self._last = (step, now)
+            return
+        last_step, last_time = self._last
+        if step - last_step >= self._every_n_steps:
+            rate = (step - last_step) * self._batch_size / max(now - last_time, 1e-9)
+            tf.logging.info("examples/sec: %.1f (step %d)", rate, step)
+            if self._writer is not None:
+                summary = tf.Summary(value=[tf.Summary.Value(tag="examples_per_sec",
+                                                             simple_value=rate)])
+                self._writer.add_summary(summary, step)
+            self._last = (step, now)
+
+
+class ProgressBarHook(tf.train.SessionRunHook):
+    """A tqdm bar over global steps up to ``total_steps``, with the latest loss."""
+
+    def __init__(self, total_steps, loss, every_n_steps=10):
+        self._total_steps = total_steps
+        self._loss = loss
+        self._every_n_steps = every_n_steps
+        self._bar = None
+        self._position = None
+
+    def begin(self):
+        self._global_step = tf.train.get_global_step()
+
+    def before_run(self, run_context):
+        return tf.train.SessionRunArgs([self._global_step, self._loss])
+
+    def after_run(self, run_context, run_values):
+
+
+        step, loss = run_values.results
+        if self._bar is None:
+            self._bar = tqdm(total=self._total_steps, initial=step, unit="step",
+                             desc="train", dynamic_ncols=True)
+            self._position = step
+        if step - self._position >= self._every_n_steps or step >= self._total_steps:
+            self._bar.update(step - self._position)
+            self._bar.set_postfix(loss="%.4f" % loss)
+            self._position = step
+
+    def end(self, session):
+        if self._bar is not None:
+            self._bar.close()

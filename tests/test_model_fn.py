@@ -1,0 +1,195 @@
+"""model_fn per estimator mode, training per head, resume, precision, NaN guard, schedules."""
+
+import numpy as np
+import pytest
+import tensorflow.compat.v1 as tf
+
+from data_tools import input_fns
+from model import estimator_factory, heads, model_fn, optimization
+from tests import records_helpers as rh
+
+SIZE = 32
+NUM_CLASSES = 4
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory):
+    directory = str(tmp_path_factory.mktemp("records"))
+    rh.write_image_records(directory, num_classes=NUM_CLASSES, per_class=8, size=SIZE)
+    pairs = str(tmp_path_factory.mktemp("pairs"))
+    rh.write_pair_records(pairs, num_pairs=10, size=SIZE)
+    return directory, pairs
+
+
+def builder(head="circle", **overrides):
+    settings = dict(backbone="tiny", head=head, num_classes=NUM_CLASSES, embedding_size=16,
+                    learning_rate=0.05, total_steps=100, warmup_steps=0, gamma=32.0,
+                    log_every_n_steps=1000)
+    settings.update(overrides)
+    return model_fn.model_fn_builder(**settings)
+
+
+def image_batch(batch=8):
+    rng = np.random.RandomState(0)
+    images = tf.constant(rng.uniform(-1, 1, (batch, SIZE, SIZE, 3)).astype(np.float32))
+    labels = tf.constant(np.arange(batch) % NUM_CLASSES, tf.int32)
+    return {"image": images}, labels
+
+
+@pytest.mark.parametrize("mode", ["train", "eval", "infer"])
+def test_spec_shapes_and_dtypes_per_mode(mode):
+    with tf.Graph().as_default():
+        features, labels = image_batch()
+        spec = builder()(features, labels if mode != "infer" else None, mode)
+        if mode == "infer":
+            embedding = spec.predictions["embedding"]
+            assert embedding.shape.as_list() == [8, 16] and embedding.dtype == tf.float32
+            assert "serving_default" in spec.export_outputs
+        else:
+            assert spec.loss.shape.ndims == 0 and spec.loss.dtype == tf.float32
+        if mode == "train":
+            assert spec.train_op is not None
+            assert tf.train.get_global_step() is not None
+        if mode == "eval":
+            assert {"similarity/positive", "similarity/negative",
+                    "classification/accuracy"} <= set(spec.eval_metric_ops)
+
+
+def test_predict_embeddings_are_unit_norm_and_batch_independent():
+    """Batch norm in inference mode: an example's embedding ignores the rest of the batch."""
+    with tf.Graph().as_default():
+        rng = np.random.RandomState(1)
+        images = tf.placeholder(tf.float32, [None, SIZE, SIZE, 3])
+        spec = builder()({"image": images}, None, tf.estimator.ModeKeys.PREDICT)
+        data = rng.uniform(-1, 1, (6, SIZE, SIZE, 3)).astype(np.float32)
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            full = sess.run(spec.predictions["embedding"], {images: data})
+            part = sess.run(spec.predictions["embedding"], {images: data[:2]})
+    np.testing.assert_allclose(np.linalg.norm(full, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(full[:2], part, atol=1e-5)
+
+
+def test_weight_decay_covers_kernels_and_proxies_only():
+    with tf.Graph().as_default():
+        features, labels = image_batch()
+        builder()(features, labels, tf.estimator.ModeKeys.TRAIN)
+        decayed = {v.op.name.split("/")[-1] for v in tf.trainable_variables()
+                   if optimization.is_decayed(v)}
+        kept = {v.op.name.split("/")[-1] for v in tf.trainable_variables()
+                if not optimization.is_decayed(v)}
+    assert decayed == {"kernel", "proxies"}
+    assert kept and kept <= {"gamma", "beta", "alpha", "bias"}
+
+
+@pytest.mark.parametrize("schedule,steps,expected", [
+    ("piecewise", [0, 4, 9, 10, 49, 50, 69, 70, 89, 90, 99],
+     [0.02, 0.1, 0.1, 0.1, 0.1, 0.01, 0.01, 0.001, 0.001, 0.0001, 0.0001]),
+    ("cosine", [10, 55, 100], [0.1, 0.05, 0.0]),
+    ("constant", [0, 4, 5, 99], [0.02, 0.1, 0.1, 0.1]),
+])
+def test_learning_rate_schedules(schedule, steps, expected):
+    warmup = 10 if schedule == "cosine" else 5
+    with tf.Graph().as_default(), tf.Session() as sess:
+        step = tf.placeholder(tf.int64, [])
+        lr = optimization.learning_rate_schedule(step, 0.1, 100, warmup_steps=warmup,
+                                                 schedule=schedule)
+        values = [sess.run(lr, {step: s}) for s in steps]
+    if schedule == "piecewise":
+        expected = [0.1 * (s + 1) / warmup if s < warmup else e for s, e in zip(steps, expected)]
+    np.testing.assert_allclose(values, expected, rtol=1e-5, atol=1e-7)
+
+
+def train_estimator(model_dir, records, head="circle", steps=30, batch=16, precision="fp32",
+                    images_per_identity=None, **overrides):
+    estimator = estimator_factory.build_estimator(
+        builder(head, total_steps=steps, **overrides), str(model_dir), precision=precision,
+        save_checkpoints_steps=steps, tf_random_seed=0)
+    input_fn = input_fns.train_input_fn_builder(records, image_size=SIZE, batch_size=batch,
+                                                images_per_identity=images_per_identity, seed=0)
+    return estimator, input_fn
+
+
+def labelled_eval_loss(estimator, records, batch=16):
+    input_fn = input_fns.train_input_fn_builder(records, image_size=SIZE, batch_size=batch,
+                                                is_training=False)
+    return estimator.evaluate(input_fn)["loss"]
+
+
+@pytest.mark.parametrize("head", sorted(heads.HEADS))
+def test_a_few_steps_lower_the_loss_for_every_head(tmp_path, records, head):
+    directory, _ = records
+    k = 4 if heads.HEADS[head].needs_pk_batches else None
+    estimator, input_fn = train_estimator(tmp_path, directory, head=head, steps=40,
+                                          images_per_identity=k)
+    estimator.train(input_fn, max_steps=1)
+    before = labelled_eval_loss(estimator, directory)
+    estimator.train(input_fn, max_steps=40)
+    after = labelled_eval_loss(estimator, directory)
+    assert np.isfinite(after) and after < 0.9 * before, (head, before, after)
+
+
+def test_second_run_resumes_from_the_checkpoint(tmp_path, records):
+    directory, _ = records
+    estimator, input_fn = train_estimator(tmp_path, directory, steps=10)
+    estimator.train(input_fn, max_steps=10)
+    assert estimator.get_variable_value("global_step") == 10
+    estimator, input_fn = train_estimator(tmp_path, directory, steps=15)
+    estimator.train(input_fn, max_steps=15)
+    assert estimator.get_variable_value("global_step") == 15
+    assert tf.train.latest_checkpoint(str(tmp_path)).endswith("model.ckpt-15")
+
+
+def test_bf16_builds_and_trains_on_cpu(tmp_path, records):
+    directory, _ = records
+    estimator, input_fn = train_estimator(tmp_path, directory, steps=20, precision="bf16")
+    estimator.train(input_fn, max_steps=20)
+    assert estimator.get_variable_value("global_step") == 20
+    for name in estimator.get_variable_names():
+        value = estimator.get_variable_value(name)
+        assert value.dtype != np.dtype("O") and np.all(np.isfinite(value)), name
+    # The optimizer state and proxies stay float32.
+    assert estimator.get_variable_value("head/proxies").dtype == np.float32
+
+
+def test_nan_loss_stops_before_the_update_and_names_the_step(tmp_path, records):
+    directory, _ = records
+    estimator, input_fn = train_estimator(tmp_path, directory, steps=5)
+    estimator.train(input_fn, max_steps=5)
+    good = {n: estimator.get_variable_value(n) for n in estimator.get_variable_names()}
+
+    def poisoned_input_fn():
+        return input_fn().map(lambda features, labels: (
+            {"image": features["image"] * np.nan}, labels))
+
+    estimator, _ = train_estimator(tmp_path, directory, steps=10)
+    with pytest.raises(tf.errors.InvalidArgumentError) as info:
+        estimator.train(poisoned_input_fn, max_steps=10)
+    assert model_fn.NON_FINITE_LOSS_MESSAGE in info.value.message
+    assert "[5]" in info.value.message  # the step that failed
+    # The last good checkpoint is intact and still loads.
+    assert tf.train.latest_checkpoint(str(tmp_path)).endswith("model.ckpt-5")
+    for name, value in good.items():
+        np.testing.assert_array_equal(estimator.get_variable_value(name), value)
+
+
+def test_pair_records_eval_feeds_the_metric_fn(records):
+    _, pairs = records
+    seen = {}
+
+    def metrics_fn(embeddings1, embeddings2, issame, pair_index, weight):
+        seen.update(e1=embeddings1, e2=embeddings2, index=pair_index, weight=weight)
+        return {"dummy/mean_weight": tf.metrics.mean(weight)}
+
+    with tf.Graph().as_default():
+        input_fn = input_fns.pairs_input_fn_builder(pairs, image_size=SIZE, batch_size=4)
+        features, labels = tf.data.make_one_shot_iterator(input_fn()).get_next()
+        spec = builder(eval_metrics_fn=metrics_fn)(features, labels, tf.estimator.ModeKeys.EVAL)
+        assert "dummy/mean_weight" in spec.eval_metric_ops
+        assert "pairs/mean_cosine_same" in spec.eval_metric_ops
+        assert seen["e1"].shape.as_list() == [4, 16] == seen["e2"].shape.as_list()
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            e1, e2 = sess.run([seen["e1"], seen["e2"]])
+    np.testing.assert_allclose(np.linalg.norm(e1, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(e2, axis=1), 1.0, rtol=1e-5)
