@@ -1,8 +1,8 @@
 """tf.data input_fn builders for the estimator: training images, verification pairs, prediction.
 
-Each builder binds everything it needs (file pattern, image size, augmentation) and returns an
-``input_fn`` that reads only ``params['batch_size']`` from the estimator, the shape the
-tf.estimator API and BERT-style ``file_based_input_fn_builder`` use.
+Each builder binds everything it needs (records, image size, augmentation, batch size) and
+returns an ``input_fn``, the shape of BERT's ``file_based_input_fn_builder``; a builder given no
+batch size reads ``params['batch_size']`` at call time, as TPU-style estimators pass it.
 
 The training pipeline follows the order tensorflow/tpu's ``imagenet_input.py`` settled on: list
 files -> shard per worker -> shuffle files -> interleave -> shuffle records -> parallel map ->
@@ -71,8 +71,8 @@ def _sharded_files(files, num_shards, shard_index):
 def train_input_fn_builder(records, image_size=preprocessing.DEFAULT_IMAGE_SIZE,
                            random_flip=True, random_crop=False, brightness_delta=0.0,
                            shuffle_buffer=10000, images_per_identity=None, seed=None,
-                           is_training=True, num_classes=None, cycle_length=8,
-                           num_parallel_calls=AUTOTUNE):
+                           is_training=True, num_classes=None, batch_size=None,
+                           cycle_length=8, num_parallel_calls=AUTOTUNE):
     """Builder of the training ``input_fn`` over image records.
 
     Args:
@@ -91,13 +91,13 @@ def train_input_fn_builder(records, image_size=preprocessing.DEFAULT_IMAGE_SIZE,
       ``({'image': float32 [B, S, S, 3]}, labels int32 [B])``.
     """
 
-    def input_fn(params, config=None, input_context=None):
-        batch_size = params["batch_size"]
+    def input_fn(params=None, config=None, input_context=None):
+        batch = _batch_size(batch_size, params)
         if input_context is not None:
-            batch_size = input_context.get_per_replica_batch_size(batch_size)
-        if images_per_identity and batch_size % images_per_identity:
+            batch = input_context.get_per_replica_batch_size(batch)
+        if images_per_identity and batch % images_per_identity:
             raise ValueError("batch size %d is not a multiple of images_per_identity %d"
-                             % (batch_size, images_per_identity))
+                             % (batch, images_per_identity))
         files = _files(records)
         num_shards, shard_index = worker_shard(config, input_context)
         files, shard_records = _sharded_files(files, num_shards, shard_index)
@@ -113,7 +113,7 @@ def train_input_fn_builder(records, image_size=preprocessing.DEFAULT_IMAGE_SIZE,
             dataset = dataset.shard(num_shards, shard_index)
 
         if images_per_identity and is_training:
-            dataset = _pk_sample(dataset, batch_size, images_per_identity, shuffle_buffer, seed)
+            dataset = _pk_sample(dataset, batch, images_per_identity, shuffle_buffer, seed)
         elif is_training:
             dataset = dataset.shuffle(shuffle_buffer, seed=seed).repeat()
 
@@ -136,10 +136,19 @@ def train_input_fn_builder(records, image_size=preprocessing.DEFAULT_IMAGE_SIZE,
             return {"image": image}, label
 
         dataset = dataset.map(parse, num_parallel_calls=num_parallel_calls)
-        dataset = dataset.batch(batch_size, drop_remainder=True)
+        dataset = dataset.batch(batch, drop_remainder=True)
         return dataset.prefetch(AUTOTUNE)
 
     return input_fn
+
+
+def _batch_size(bound, params):
+    if bound:
+        return bound
+    if not params or "batch_size" not in params:
+        raise ValueError("no batch size: bind batch_size in the builder or pass "
+                         "params['batch_size']")
+    return params["batch_size"]
 
 
 def _pk_sample(dataset, batch_size, images_per_identity, shuffle_buffer, seed):
@@ -187,7 +196,7 @@ def num_pairs_in(records):
 
 
 def pairs_input_fn_builder(records, image_size=preprocessing.DEFAULT_IMAGE_SIZE, flip_tta=True,
-                           num_pairs=None, num_parallel_calls=AUTOTUNE):
+                           num_pairs=None, batch_size=None, num_parallel_calls=AUTOTUNE):
     """Builder of the verification ``input_fn`` over pair records (one ordered pass).
 
     Every pair is read exactly once, in file order. The last batch is padded to full size with
@@ -199,15 +208,15 @@ def pairs_input_fn_builder(records, image_size=preprocessing.DEFAULT_IMAGE_SIZE,
     ``weight`` float32 [B]. Labels: ``issame``.
     """
 
-    def input_fn(params, config=None, input_context=None):
+    def input_fn(params=None, config=None, input_context=None):
         del config, input_context  # evaluation runs in one process over all pairs
-        batch_size = params["batch_size"]
+        batch = _batch_size(batch_size, params)
         files = _files(records)
         total = num_pairs if num_pairs is not None else num_pairs_in(records)
         if total <= 0:
             raise ValueError("no pair records in %r" % (records,))
-        num_batches = -(-total // batch_size)
-        padding = num_batches * batch_size - total
+        num_batches = -(-total // batch)
+        padding = num_batches * batch - total
 
         def parse(serialized):
             record = schema.parse_pair_record(serialized)
@@ -241,24 +250,25 @@ def pairs_input_fn_builder(records, image_size=preprocessing.DEFAULT_IMAGE_SIZE,
                 features["image2_flip"] = preprocessing.flip_left_right(features["image2"])
             return features, features["issame"]
 
-        dataset = dataset.batch(batch_size, drop_remainder=True).map(add_flips)
+        dataset = dataset.batch(batch, drop_remainder=True).map(add_flips)
         return dataset.prefetch(AUTOTUNE)
 
     return input_fn
 
 
-def predict_input_fn_builder(image_paths, image_size=preprocessing.DEFAULT_IMAGE_SIZE):
+def predict_input_fn_builder(image_paths, image_size=preprocessing.DEFAULT_IMAGE_SIZE,
+                             batch_size=None):
     """Builder of a PREDICT ``input_fn`` over a list of image files (JPEG/PNG)."""
     paths = list(image_paths)
     if not paths:
         raise ValueError("no images to predict")
 
-    def input_fn(params):
+    def input_fn(params=None):
         dataset = tf.data.Dataset.from_tensor_slices(paths)
         dataset = dataset.map(
             lambda path: {"image": preprocessing.preprocess_for_eval(tf.io.read_file(path),
                                                                      image_size)},
             num_parallel_calls=AUTOTUNE)
-        return dataset.batch(params["batch_size"]).prefetch(AUTOTUNE)
+        return dataset.batch(_batch_size(batch_size, params)).prefetch(AUTOTUNE)
 
     return input_fn

@@ -1,0 +1,67 @@
+"""Frozen GraphDef (.pb) from an exported SavedModel, for Ascend ATC and TF1 inference.
+
+Node names (stable, documented in the README):
+
+* input ``input``: float32 [N, H, W, 3] RGB pixels in 0..255 (N may be left open; ATC wants it
+  fixed with ``--input_shape="input:N,112,112,3"``); resizing and normalisation are inside;
+* output ``embedding``: float32 [N, D], L2-normalised.
+
+The graph is the SavedModel's pixels signature with its variables turned into constants; the
+JPEG/PNG decoding branch is cut away (ATC has no DecodeJpeg), and batch norm is in inference
+mode because the SavedModel was built in PREDICT mode.
+"""
+
+import os
+
+import tensorflow.compat.v1 as tf
+
+from export import serving
+
+INPUT_NODE = "input"
+OUTPUT_NODE = "embedding"
+
+
+def freeze_saved_model(saved_model_dir, output_path, image_size=None):
+    """Write the frozen graph of ``saved_model_dir`` to ``output_path``; returns the path.
+
+    ``image_size`` fixes the input's spatial size in the placeholder (ATC likes static shapes);
+    None leaves H and W open.
+    """
+    with tf.Graph().as_default() as graph, tf.Session(graph=graph) as sess:
+        meta_graph = tf.saved_model.loader.load(sess, [tf.saved_model.tag_constants.SERVING],
+                                                saved_model_dir)
+        if serving.PIXELS_SIGNATURE not in meta_graph.signature_def:
+            raise ValueError("%s has no %r signature; export it with this project's serving "
+                             "input receiver" % (saved_model_dir, serving.PIXELS_SIGNATURE))
+        signature = meta_graph.signature_def[serving.PIXELS_SIGNATURE]
+        pixels_name = signature.inputs[serving.PIXELS_INPUT].name
+        embedding_name = signature.outputs[serving.OUTPUT].name
+        constant_graph = tf.graph_util.convert_variables_to_constants(
+            sess, graph.as_graph_def(), [embedding_name.split(":")[0]])
+
+    with tf.Graph().as_default() as graph:
+        shape = [None, image_size, image_size, 3] if image_size else [None, None, None, 3]
+        pixels = tf.placeholder(tf.float32, shape, name=INPUT_NODE)
+        embedding, = tf.import_graph_def(constant_graph, input_map={pixels_name: pixels},
+                                         return_elements=[embedding_name], name="frozen")
+        tf.identity(embedding, name=OUTPUT_NODE)
+        pruned = tf.graph_util.extract_sub_graph(graph.as_graph_def(), [OUTPUT_NODE])
+
+    directory = os.path.dirname(os.path.abspath(output_path))
+    tf.io.gfile.makedirs(directory)
+    temporary = output_path + ".tmp"
+    with tf.io.gfile.GFile(temporary, "wb") as f:
+        f.write(pruned.SerializeToString())
+    tf.io.gfile.rename(temporary, output_path, overwrite=True)
+    return output_path
+
+
+def load_frozen_graph(path):
+    """(graph, input tensor, output tensor) of a frozen graph written by freeze_saved_model."""
+    graph_def = tf.GraphDef()
+    with tf.io.gfile.GFile(path, "rb") as f:
+        graph_def.ParseFromString(f.read())
+    with tf.Graph().as_default() as graph:
+        tf.import_graph_def(graph_def, name="")
+    return (graph, graph.get_tensor_by_name(INPUT_NODE + ":0"),
+            graph.get_tensor_by_name(OUTPUT_NODE + ":0"))
