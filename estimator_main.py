@@ -144,7 +144,9 @@ def build_params(values):
         _require(k >= 2, "--head=%s needs P×K batches: set --images_per_identity=K >= 2 "
                  "(e.g. 4)" % p["head"])
     if k:
-        _require(k >= 2 and p["batch_size"] % k == 0,
+        _require(k >= 2, "--images_per_identity=%d: K must be at least 2 (0 turns P×K batches "
+                 "off)" % k)
+        _require(p["batch_size"] % k == 0,
                  "--batch_size=%d must be a multiple of --images_per_identity=%d"
                  % (p["batch_size"], k))
     p["decay_boundaries"] = tuple(float(b) for b in p["decay_boundaries"])
@@ -190,6 +192,11 @@ def build_params(values):
                  "--npu_precision_mode on Ascend)")
     if p["precision"] == "fp16":
         _require(p["device"] == "gpu", "--precision=fp16 is for GPUs")
+    # A missing device stack (npu_bridge, a TF without the oneDNN bf16 rewrite) is a setting to
+    # change too: report it here, before model_dir is written, not as a traceback mid-run.
+    estimator_factory.session_config(p["device"], p["precision"])
+    if p["device"] == "npu":
+        estimator_factory.load_npu_api()
     return p
 
 
@@ -336,14 +343,27 @@ def run_mode(p):
         raise ValueError("unknown mode %r" % mode)
 
 
+def _silence_deprecation_warnings():
+    """The compat.v1 estimator stack warns about its own deprecation on every call; users of this
+    CLI cannot act on those lines, and they bury the ones they can."""
+    try:
+        from tensorflow.python.util import deprecation  # noqa: PLC0415
+    except ImportError:
+        return
+    deprecation._PRINT_DEPRECATION_WARNINGS = False
+
+
 def main(argv):
     # TensorFlow's logger has its own handler; without this every line prints twice under absl.
     tf.get_logger().propagate = False
+    # --verbosity (absl) governs TensorFlow's logger too: -1 leaves warnings and the progress bar.
+    tf.get_logger().setLevel(logging.get_absl_logger().getEffectiveLevel())
+    _silence_deprecation_warnings()
     if len(argv) > 1:
         raise app.UsageError("unexpected arguments: %s" % " ".join(argv[1:]))
     try:
         params = build_params(flag_values())
-    except (ParamsError, manifest.ManifestError) as e:
+    except (ParamsError, manifest.ManifestError, estimator_factory.DeviceUnavailableError) as e:
         raise app.UsageError(str(e)) from None
     record_run(params)
     try:

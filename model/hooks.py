@@ -66,8 +66,8 @@ class ProgressBarHook(tf.train.SessionRunHook):
                              desc="train", dynamic_ncols=True)
             self._position = step
         if step - self._position >= self._every_n_steps or step >= self._total_steps:
+            self._bar.set_postfix(loss="%.4f" % loss, refresh=False)
             self._bar.update(step - self._position)
-            self._bar.set_postfix(loss="%.4f" % loss)
             self._position = step
 
     def end(self, session):
