@@ -1,0 +1,1 @@
+"""Fake ``npu_bridge.estimator`` (see ``npu_bridge``)."""
