@@ -219,17 +219,25 @@ def _git_revision():
 
 
 def record_run(params):
-    """Flags, params, TF version and git revision into model_dir, for every run."""
+    """Flags of this run (flags.txt), params.json, and one line per run in runs.jsonl with the
+    TF version and git revision."""
     model_dir = params["model_dir"]
     tf.io.gfile.makedirs(model_dir)
-    FLAGS.append_flags_into_file(os.path.join(model_dir, "flags.txt"))
+    # gfile, not open(): model_dir may be an object store (ModelArts --train_url, gs://, s3://).
+    with tf.io.gfile.GFile(os.path.join(model_dir, "flags.txt"), "w") as fh:
+        fh.write(FLAGS.flags_into_string())
     with tf.io.gfile.GFile(os.path.join(model_dir, "params.json"), "w") as fh:
         json.dump(params, fh, indent=2, sort_keys=True)
     info = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "mode": params["mode"],
             "tensorflow": tf.__version__, "python": platform.python_version(),
             "git_revision": _git_revision(), "argv": sys.argv}
-    with open(os.path.join(model_dir, "runs.jsonl"), "a") as fh:
-        fh.write(json.dumps(info) + "\n")
+    runs_path = os.path.join(model_dir, "runs.jsonl")
+    history = ""
+    if tf.io.gfile.exists(runs_path):
+        with tf.io.gfile.GFile(runs_path) as fh:
+            history = fh.read()
+    with tf.io.gfile.GFile(runs_path, "w") as fh:
+        fh.write(history + json.dumps(info) + "\n")
 
 
 def build_model_fn(p, optimizer_wrapper=None):

@@ -117,12 +117,15 @@ def train_input_fn_builder(records, image_size=preprocessing.DEFAULT_IMAGE_SIZE,
         elif is_training:
             dataset = dataset.shuffle(shuffle_buffer, seed=seed).repeat()
 
-        def parse(serialized):
+        def parse(index, serialized):
             record = schema.parse_image_record(serialized)
             if is_training:
+                # Augmentation keyed on (seed, position in the stream): repeatable runs.
+                key = None if seed is None else tf.stack(
+                    [tf.constant(seed, tf.int64), tf.cast(index, tf.int64)])
                 image = preprocessing.preprocess_for_train(
                     record["encoded"], image_size, random_flip=random_flip,
-                    random_crop=random_crop, brightness_delta=brightness_delta)
+                    random_crop=random_crop, brightness_delta=brightness_delta, seed=key)
             else:
                 image = preprocessing.preprocess_for_eval(record["encoded"], image_size)
             label = record["label"]
@@ -135,6 +138,7 @@ def train_input_fn_builder(records, image_size=preprocessing.DEFAULT_IMAGE_SIZE,
                     label = tf.identity(label)
             return {"image": image}, label
 
+        dataset = dataset.apply(tf.data.experimental.enumerate_dataset())
         dataset = dataset.map(parse, num_parallel_calls=num_parallel_calls)
         dataset = dataset.batch(batch, drop_remainder=True)
         return dataset.prefetch(AUTOTUNE)

@@ -63,21 +63,42 @@ def preprocess_for_train(encoded, image_size=DEFAULT_IMAGE_SIZE, random_flip=Tru
     """Encoded bytes → augmented, normalised float32 [S, S, 3].
 
     * ``random_flip``: horizontal flip with probability 1/2 (faces are left/right symmetric);
-    * ``random_crop``: pad by ``crop_padding`` pixels (edge-replicated) and take a random S×S
-      crop, a small translation jitter that aligned faces tolerate;
+    * ``random_crop``: pad by ``crop_padding`` pixels (mirrored) and take a random S×S crop, a
+      small translation jitter that aligned faces tolerate;
     * ``brightness_delta``: add a uniform shift in ±delta (0..255 scale).
+
+    ``seed``: an int32 tensor of shape [2] (e.g. (run seed, element index)) makes every random
+    choice a stateless function of it, so a training run is repeatable whatever the number of
+    parallel map calls; None draws from TensorFlow's stateful generators.
     """
     image = resize(decode_image(encoded), image_size)
+    draws = _RandomDraws(seed)
     if random_crop:
         padded = tf.pad(image, [[crop_padding, crop_padding], [crop_padding, crop_padding], [0, 0]],
                         mode="SYMMETRIC")
-        image = tf.image.random_crop(padded, [image_size, image_size, 3], seed=seed)
+        limit = 2 * crop_padding + 1
+        offset_y = tf.cast(tf.floor(draws.uniform(0) * limit), tf.int32)
+        offset_x = tf.cast(tf.floor(draws.uniform(1) * limit), tf.int32)
+        image = tf.slice(padded, tf.stack([offset_y, offset_x, 0]), [image_size, image_size, 3])
     if random_flip:
-        image = tf.image.random_flip_left_right(image, seed=seed)
+        image = tf.cond(draws.uniform(2) < 0.5, lambda: flip_left_right(image), lambda: image)
     if brightness_delta > 0:
-        image = tf.image.random_brightness(image, brightness_delta, seed=seed)
-        image = tf.clip_by_value(image, 0.0, 255.0)
+        shift = (2.0 * draws.uniform(3) - 1.0) * brightness_delta
+        image = tf.clip_by_value(image + shift, 0.0, 255.0)
     return normalize(image)
+
+
+class _RandomDraws(object):
+    """Uniform [0, 1) scalars: stateless (keyed on seed and a draw number) when seeded."""
+
+    def __init__(self, seed):
+        self._seed = None if seed is None else tf.cast(seed, tf.int64)
+
+    def uniform(self, draw):
+        if self._seed is None:
+            return tf.random.uniform([])
+        key = tf.stack([self._seed[0], self._seed[1] * 8 + draw])
+        return tf.random.stateless_uniform([], seed=key)
 
 
 def flip_left_right(images):

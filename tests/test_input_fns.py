@@ -151,3 +151,45 @@ def test_resize_passes_target_size_through_and_resizes_others():
     np.testing.assert_array_equal(out_same, same)
     # Half-pixel bilinear 4 -> 2 averages each 2x2 block.
     np.testing.assert_allclose(out_small, same.reshape(2, 2, 2, 2, 3).mean(axis=(1, 3)))
+
+
+def _augmented_batches(directory, seed, num_parallel_calls):
+    with tf.Graph().as_default():
+        input_fn = input_fns.train_input_fn_builder(
+            directory, image_size=32, random_crop=True, brightness_delta=20.0, seed=seed,
+            batch_size=6, num_parallel_calls=num_parallel_calls)
+        return rh.run_dataset(input_fn(), max_batches=6)
+
+
+def test_seeded_training_input_is_repeatable_whatever_the_parallelism(image_records):
+    directory, _ = image_records
+    first = _augmented_batches(directory, 7, num_parallel_calls=1)
+    again = _augmented_batches(directory, 7, num_parallel_calls=4)
+    other = _augmented_batches(directory, 8, num_parallel_calls=4)
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a[0]["image"], b[0]["image"])
+        np.testing.assert_array_equal(a[1], b[1])
+    assert any(not np.array_equal(a[0]["image"], c[0]["image"]) for a, c in zip(first, other))
+
+
+def test_stateless_augmentation_flips_crops_and_shifts(image_records):
+    """Across many seeds the flip happens about half the time, crops move, brightness shifts."""
+    directory, _ = image_records
+    with tf.Graph().as_default(), tf.Session() as sess:
+        encoded = tf.placeholder(tf.string, [])
+        key = tf.placeholder(tf.int64, [2])
+        flipped = preprocessing.preprocess_for_train(encoded, 32, seed=key)
+        cropped = preprocessing.preprocess_for_train(encoded, 32, random_flip=False,
+                                                     random_crop=True, seed=key)
+        plain = preprocessing.preprocess_for_eval(encoded, 32)
+        data = rh.encode(rh.class_image(1, 3, 32))
+        base = sess.run(plain, {encoded: data})
+        flips = crops = 0
+        for i in range(40):
+            f, c = sess.run([flipped, cropped], {encoded: data, key: [3, i]})
+            if np.array_equal(f, base[:, ::-1]):
+                flips += 1
+            else:
+                np.testing.assert_array_equal(f, base)
+            crops += not np.array_equal(c, base)
+    assert 10 <= flips <= 30 and crops >= 30
