@@ -89,7 +89,8 @@ flags.DEFINE_string("warm_start_from", None, "Initialise a fresh run from this c
 # Devices and precision.
 flags.DEFINE_enum("device", "cpu", list(estimator_factory.DEVICES), "cpu, gpu or npu (Ascend).")
 flags.DEFINE_enum("precision", "fp32", list(estimator_factory.PRECISIONS),
-                  "fp32; bf16 (CPU, oneDNN rewrite); fp16 (GPU rewrite, loss scaling).")
+                  "fp32; bf16 (CPU: backbone in bfloat16, head and loss float32); fp16 (GPU "
+                  "rewrite, loss scaling).")
 flags.DEFINE_enum("npu_precision_mode", "allow_mix_precision",
                   list(estimator_factory.NPU_PRECISION_MODES), "Ascend precision_mode.")
 flags.DEFINE_integer("iterations_per_loop", 100, "Ascend: steps per device loop.")
@@ -256,7 +257,7 @@ def build_model_fn(p, optimizer_wrapper=None):
         warmup_steps=p["warmup_steps"], schedule=p["schedule"],
         decay_boundaries=p["decay_boundaries"], decay_factor=p["decay_factor"],
         eval_flip=p["eval_flip"], eval_metrics_fn=metrics_fn,
-        optimizer_wrapper=optimizer_wrapper, mixed_precision_fp16=p["precision"] == "fp16",
+        optimizer_wrapper=optimizer_wrapper, precision=p["precision"],
         check_finite_loss=p["check_finite_loss"], log_every_n_steps=p["log_every_n_steps"],
         show_progress=p["progress"], model_dir=p["model_dir"])
 

@@ -1,8 +1,8 @@
 """One factory for the estimator on CPU, GPU and Ascend NPU.
 
-Everything device-specific lives here: the RunConfig (or NPURunConfig), precision settings
-(oneDNN bfloat16 rewrite on CPU, float16 rewrite on GPU, ``precision_mode`` on Ascend) and the
-optimizer wrappers Ascend needs (loss scaling, HCCL all-reduce). ``npu_bridge`` is imported only
+Everything device-specific lives here: the RunConfig (or NPURunConfig), the session config
+(which checks the precision fits the device; Ascend takes ``precision_mode``) and the optimizer
+wrappers Ascend needs (loss scaling, HCCL all-reduce). ``npu_bridge`` is imported only
 here, and only when ``device == 'npu'``.
 """
 
@@ -60,23 +60,20 @@ def ascend_rank():
 
 
 def session_config(device, precision, intra_op_threads=0, inter_op_threads=0):
-    """ConfigProto with the precision rewrite for the device."""
+    """ConfigProto for the device; rejects a precision the device does not offer.
+
+    bf16 needs no rewrite here: the model_fn runs the backbone in bfloat16 itself, which keeps
+    the head out of it (oneDNN's automatic rewrite would also turn the cosine logits to bf16).
+    """
     config = tf.ConfigProto(allow_soft_placement=True,
                             intra_op_parallelism_threads=intra_op_threads,
                             inter_op_parallelism_threads=inter_op_threads)
     if device == "gpu":
         config.gpu_options.allow_growth = True
-    if precision == "bf16":
-        if device != "cpu":
-            raise ValueError("--precision=bf16 is the oneDNN CPU rewrite; on GPU use fp16, on "
-                             "NPU --npu_precision_mode")
-        rewrite = config.graph_options.rewrite_options
-        field = "auto_mixed_precision_onednn_bfloat16"
-        if field not in type(rewrite).DESCRIPTOR.fields_by_name:
-            raise DeviceUnavailableError("--precision=bf16 needs TensorFlow >= 2.9 with oneDNN "
-                                         "(this TensorFlow is %s)" % tf.__version__)
-        setattr(rewrite, field, rewrite.ON)
-    elif precision == "fp16" and device != "gpu":
+    if precision == "bf16" and device != "cpu":
+        raise ValueError("--precision=bf16 is for CPUs; on GPU use fp16, on NPU "
+                         "--npu_precision_mode")
+    if precision == "fp16" and device != "gpu":
         raise ValueError("--precision=fp16 is the GPU float16 rewrite; on CPU use bf16, on NPU "
                          "--npu_precision_mode")
     return config

@@ -16,12 +16,21 @@ from model import backbones, heads, hooks, optimization
 NON_FINITE_LOSS_MESSAGE = "Non-finite loss at global step"
 
 
-def embed(images, backbone, is_training, embedding_size, dropout_rate=0.0):
-    """Backbone embeddings (float32, not normalised) of a batch of normalised images."""
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def embed(images, backbone, is_training, embedding_size, dropout_rate=0.0,
+          compute_dtype=tf.float32):
+    """Backbone embeddings (float32, not normalised) of a batch of normalised images.
+
+    ``compute_dtype=tf.bfloat16`` runs the backbone in bfloat16 (its variables stay float32 and
+    are cast where used); the embedding comes back as float32, so the head, the loss and the
+    proxies never leave float32.
+    """
     build = backbones.get_backbone(backbone)
     with tf.variable_scope("backbone", reuse=tf.AUTO_REUSE):
-        embeddings = build(images, is_training=is_training, embedding_size=embedding_size,
-                           dropout_rate=dropout_rate)
+        embeddings = build(tf.cast(images, compute_dtype), is_training=is_training,
+                           embedding_size=embedding_size, dropout_rate=dropout_rate)
     return tf.cast(embeddings, tf.float32)
 
 
@@ -100,7 +109,7 @@ def model_fn_builder(backbone, head, num_classes, embedding_size=512, dropout_ra
                      proxy_partitions=1, optimizer="momentum", learning_rate=0.1, momentum=0.9,
                      weight_decay=5e-4, total_steps=1000, warmup_steps=0, schedule="piecewise",
                      decay_boundaries=(0.5, 0.7, 0.9), decay_factor=0.1, eval_flip=True,
-                     eval_metrics_fn=None, optimizer_wrapper=None, mixed_precision_fp16=False,
+                     eval_metrics_fn=None, optimizer_wrapper=None, precision="fp32",
                      check_finite_loss=True, log_every_n_steps=100, show_progress=False,
                      model_dir=None):
     """Return ``model_fn(features, labels, mode)`` bound to these settings.
@@ -117,10 +126,15 @@ def model_fn_builder(backbone, head, num_classes, embedding_size=512, dropout_ra
         ``(value, update_op)``; the evaluation protocol, supplied by the caller (``export/``).
       optimizer_wrapper: ``fn(optimizer) -> optimizer``, e.g. the Ascend loss-scale and
         distributed wrappers from the estimator factory.
-      mixed_precision_fp16: GPU float16 graph rewrite with dynamic loss scaling.
+      precision: ``fp32``; ``bf16``: the backbone computes in bfloat16 (AMX/AVX-512 CPUs)
+        while head, loss, proxies and optimizer state stay float32; ``fp16``: TensorFlow's GPU
+        float16 graph rewrite with dynamic loss scaling.
       check_finite_loss: stop with an error naming the step when the loss is NaN/Inf.
       log_every_n_steps, show_progress, model_dir: logging, tqdm bar, summaries location.
     """
+    if precision not in PRECISIONS:
+        raise ValueError("precision must be one of %s, got %r" % (PRECISIONS, precision))
+    compute_dtype = tf.bfloat16 if precision == "bf16" else tf.float32
     head_fn = heads.build_head(head, num_classes=num_classes, embedding_size=embedding_size,
                               margin=margin, gamma=gamma, scale=scale,
                               class_weight=class_weight, pair_weight=pair_weight,
@@ -131,14 +145,16 @@ def model_fn_builder(backbone, head, num_classes, embedding_size=512, dropout_ra
 
         def normalised_embeddings(images):
             return tf.nn.l2_normalize(
-                embed(images, backbone, is_training, embedding_size, dropout_rate), axis=1)
+                embed(images, backbone, is_training, embedding_size, dropout_rate,
+                      compute_dtype), axis=1)
 
         if mode == tf.estimator.ModeKeys.EVAL and "image1" in features:
             return _verification_eval_spec(features, normalised_embeddings, eval_metrics_fn,
                                            eval_flip)
 
         images = features["image"] if isinstance(features, dict) else features
-        embeddings = embed(images, backbone, is_training, embedding_size, dropout_rate)
+        embeddings = embed(images, backbone, is_training, embedding_size, dropout_rate,
+                           compute_dtype)
         normalised = tf.nn.l2_normalize(embeddings, axis=1, name="embedding")
 
         if mode == tf.estimator.ModeKeys.PREDICT:
@@ -169,7 +185,7 @@ def model_fn_builder(backbone, head, num_classes, embedding_size=512, dropout_ra
             global_step, learning_rate, total_steps, warmup_steps=warmup_steps,
             schedule=schedule, decay_boundaries=decay_boundaries, decay_factor=decay_factor)
         opt = optimization.build_optimizer(optimizer, lr, momentum=momentum)
-        if mixed_precision_fp16:
+        if precision == "fp16":
             opt = tf.train.experimental.enable_mixed_precision_graph_rewrite(opt)
         if optimizer_wrapper is not None:
             opt = optimizer_wrapper(opt)

@@ -103,8 +103,8 @@ def test_learning_rate_schedules(schedule, steps, expected):
 def train_estimator(model_dir, records, head="circle", steps=30, batch=16, precision="fp32",
                     images_per_identity=None, **overrides):
     estimator = estimator_factory.build_estimator(
-        builder(head, total_steps=steps, **overrides), str(model_dir), precision=precision,
-        save_checkpoints_steps=steps, tf_random_seed=0)
+        builder(head, total_steps=steps, precision=precision, **overrides), str(model_dir),
+        precision=precision, save_checkpoints_steps=steps, tf_random_seed=0)
     input_fn = input_fns.train_input_fn_builder(records, image_size=SIZE, batch_size=batch,
                                                 images_per_identity=images_per_identity, seed=0)
     return estimator, input_fn
@@ -152,6 +152,19 @@ def test_bf16_builds_and_trains_on_cpu(tmp_path, records):
         assert value.dtype != np.dtype("O") and np.all(np.isfinite(value)), name
     # The optimizer state and proxies stay float32.
     assert estimator.get_variable_value("head/proxies").dtype == np.float32
+
+
+def test_bf16_runs_the_backbone_in_bfloat16_and_the_head_in_float32():
+    with tf.Graph().as_default() as graph:
+        features, labels = image_batch()
+        builder(precision="bf16")(features, labels, tf.estimator.ModeKeys.TRAIN)
+        convolutions = [op for op in graph.get_operations() if op.type == "Conv2D"]
+        head_ops = [op for op in graph.get_operations() if op.name.startswith("head/")
+                    and op.outputs and op.outputs[0].dtype.is_floating]
+        variables = tf.global_variables()
+    assert convolutions and all(op.get_attr("T") == tf.bfloat16 for op in convolutions)
+    assert head_ops and all(op.outputs[0].dtype == tf.float32 for op in head_ops)
+    assert all(v.dtype.base_dtype == tf.float32 for v in variables if v.dtype.is_floating)
 
 
 def test_nan_loss_stops_before_the_update_and_names_the_step(tmp_path, records):
