@@ -45,19 +45,6 @@ def data(tmp_path_factory):
     return root
 
 
-@pytest.fixture
-def parse_flags():
-    """``parse(args) -> flag_values()`` on the global FLAGS; the defaults come back afterwards."""
-
-    def parse(args):
-        FLAGS.unparse_flags()
-        FLAGS(["estimator_main.py"] + list(args))
-        return estimator_main.flag_values()
-
-    yield parse
-    FLAGS.unparse_flags()
-
-
 def as_argv(settings):
     """``{"mode": "train", "progress": False, "x": None}`` -> ``--mode=train --noprogress``."""
     argv = []

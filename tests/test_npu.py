@@ -55,19 +55,6 @@ def no_npu(monkeypatch):
     monkeypatch.setitem(sys.modules, "npu_device", None)
 
 
-@pytest.fixture
-def parse_flags():
-    """``parse(args) -> flag_values()`` on the global FLAGS; the defaults come back afterwards."""
-
-    def parse(args):
-        FLAGS.unparse_flags()
-        FLAGS(["estimator_main.py"] + list(args))
-        return estimator_main.flag_values()
-
-    yield parse
-    FLAGS.unparse_flags()
-
-
 @pytest.fixture(scope="module")
 def records(tmp_path_factory):
     directory = str(tmp_path_factory.mktemp("records"))

@@ -1,0 +1,18 @@
+"""Fixtures shared by several test files."""
+
+import pytest
+
+import estimator_main
+
+
+@pytest.fixture
+def parse_flags():
+    """``parse(args) -> flag_values()`` on the global FLAGS; the defaults come back afterwards."""
+
+    def parse(args):
+        estimator_main.FLAGS.unparse_flags()
+        estimator_main.FLAGS(["estimator_main.py"] + list(args))
+        return estimator_main.flag_values()
+
+    yield parse
+    estimator_main.FLAGS.unparse_flags()
