@@ -45,7 +45,14 @@ def freeze_saved_model(saved_model_dir, output_path, image_size=None):
         embedding, = tf.import_graph_def(constant_graph, input_map={pixels_name: pixels},
                                          return_elements=[embedding_name], name="frozen")
         tf.identity(embedding, name=OUTPUT_NODE)
-        pruned = tf.graph_util.extract_sub_graph(graph.as_graph_def(), [OUTPUT_NODE])
+        graph_def = graph.as_graph_def()
+    # Colocation hints (``_class``) count as edges to extract_sub_graph: in TF 1.15 they tie
+    # the preprocessing to the JPEG decoding loop, which must go. They mean nothing in a frozen
+    # inference graph.
+    for node in graph_def.node:
+        if "_class" in node.attr:
+            del node.attr["_class"]
+    pruned = tf.graph_util.extract_sub_graph(graph_def, [OUTPUT_NODE])
 
     directory = os.path.dirname(os.path.abspath(output_path))
     tf.io.gfile.makedirs(directory)

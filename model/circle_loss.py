@@ -129,7 +129,8 @@ def circle_logits(cos, labels, margin=0.25, gamma=256.0):
     margin, gamma = _check_hyperparameters(margin, gamma)
     cos = _as_float32_matrix(cos, "cos")
     labels = _as_labels(labels)
-    classes = tf.range(tf.shape(cos)[1], dtype=labels.dtype)
+    # tf.range casts its limit in TF 1.15 only when the dtypes agree: build int32, then cast.
+    classes = tf.cast(tf.range(tf.shape(cos)[1]), labels.dtype)
     is_target = tf.equal(labels[:, tf.newaxis], classes[tf.newaxis, :])
     alpha_p = tf.stop_gradient(tf.nn.relu(1.0 + margin - cos))
     alpha_n = tf.stop_gradient(tf.nn.relu(cos + margin))

@@ -59,6 +59,11 @@ def ascend_rank():
     return int(os.environ.get("RANK_ID", "0")), int(os.environ.get("RANK_SIZE", "1"))
 
 
+def bfloat16_supported():
+    """bfloat16 convolutions and matmuls on CPU: TensorFlow 2.x builds with oneDNN."""
+    return int(tf.__version__.split(".")[0]) >= 2
+
+
 def session_config(device, precision, intra_op_threads=0, inter_op_threads=0):
     """ConfigProto for the device; rejects a precision the device does not offer.
 
@@ -73,6 +78,9 @@ def session_config(device, precision, intra_op_threads=0, inter_op_threads=0):
     if precision == "bf16" and device != "cpu":
         raise ValueError("--precision=bf16 is for CPUs; on GPU use fp16, on NPU "
                          "--npu_precision_mode")
+    if precision == "bf16" and not bfloat16_supported():
+        raise DeviceUnavailableError("--precision=bf16 needs TensorFlow 2.x with oneDNN (TF %s "
+                                     "has no bfloat16 CPU kernels)" % tf.__version__)
     if precision == "fp16" and device != "gpu":
         raise ValueError("--precision=fp16 is the GPU float16 rewrite; on CPU use bf16, on NPU "
                          "--npu_precision_mode")

@@ -90,7 +90,8 @@ def _mean_where(values, mask):
 
 def _target_mask(cos, labels):
     """[B, C] bool: True at each example's label."""
-    classes = tf.range(tf.shape(cos)[1], dtype=labels.dtype)
+    # tf.range casts its limit in TF 1.15 only when the dtypes agree: build int32, then cast.
+    classes = tf.cast(tf.range(tf.shape(cos)[1]), labels.dtype)
     return tf.equal(labels[:, tf.newaxis], classes[tf.newaxis, :])
 
 

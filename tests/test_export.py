@@ -125,6 +125,7 @@ def test_saved_model_signatures_agree_with_predict(trained, saved_model):
     assert np.min(np.sum(by_big * expected, axis=1)) > 0.9
 
 
+@pytest.mark.skipif(not tf2.__version__.startswith("2."), reason="TF 2 loader")
 def test_saved_model_loads_in_tf2(trained, saved_model):
     pixels = np.stack([e[1] for e in trained["expected"]]).astype(np.float32)
     loaded = tf2.saved_model.load(saved_model)
