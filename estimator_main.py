@@ -11,6 +11,7 @@ This file is thin on purpose: flags -> one validated params dict -> input_fns, m
 estimator from their builders -> mode dispatch. The model never reads flags.
 """
 
+import errno
 import json
 import os
 import platform
@@ -102,6 +103,8 @@ flags.DEFINE_integer("intra_op_threads", 0, "TF intra-op threads (0: all cores).
 flags.DEFINE_integer("inter_op_threads", 0, "TF inter-op threads (0: TF's default).")
 flags.DEFINE_bool("progress", True, "Show a progress bar while training.")
 flags.DEFINE_bool("check_finite_loss", True, "Stop on a NaN/Inf loss, naming the step.")
+flags.DEFINE_bool("verify_records", True, "Check every shard's size and sha256 against its "
+                  "manifest before any graph is built (local paths; hashing reads every byte).")
 
 
 class ParamsError(ValueError):
@@ -160,6 +163,8 @@ def build_params(values):
                      "training images" % (records, info.get("kind")))
             p["num_classes"] = int(info["num_classes"])
             p["num_train_images"] = int(info["num_images"])
+            if needs_train:
+                _verify(records, p["verify_records"])
             labels_path = os.path.join(records, "labels.txt")
             if tf.io.gfile.exists(labels_path):
                 with tf.io.gfile.GFile(labels_path) as fh:
@@ -188,6 +193,7 @@ def build_params(values):
                  % (p["eval_records"], info.get("kind")))
         p["num_pairs"] = int(info["num_pairs"])
         p["num_folds"] = int(info.get("num_folds", 10))
+        _verify(p["eval_records"], p["verify_records"])
     if p["precision"] == "bf16":
         _require(p["device"] == "cpu", "--precision=bf16 is for CPUs (use fp16 on GPU, "
                  "--npu_precision_mode on Ascend)")
@@ -199,6 +205,12 @@ def build_params(values):
     if p["device"] == "npu":
         estimator_factory.load_npu_api()
     return p
+
+
+def _verify(records_dir, enabled):
+    """A damaged or cut-short shard is named now, not met as a DataLossError mid-training."""
+    if enabled and "://" not in records_dir:  # object stores: the copy tool checks, not us
+        manifest.verify_shards(records_dir)
 
 
 def _num_classes_from_run(model_dir):
@@ -385,6 +397,15 @@ def main(argv):
         logging.error("training stopped: the loss became NaN/Inf at global step %s; no update "
                       "was applied. Last good checkpoint: %s. Lower --learning_rate or --gamma, "
                       "or lengthen --warmup_steps.", match.group(1), latest)
+        sys.exit(1)
+    except (tf.errors.OpError, OSError) as e:
+        # Out of memory is a ResourceExhaustedError too: only a full disk is handled here.
+        message = getattr(e, "message", None) or str(e)
+        if getattr(e, "errno", None) != errno.ENOSPC and "No space left on device" not in message:
+            raise
+        logging.error("training stopped: cannot write to %s (No space left on device). Last "
+                      "good checkpoint: %s. Free space and re-run the same command to resume.",
+                      params["model_dir"], tf.train.latest_checkpoint(params["model_dir"]))
         sys.exit(1)
 
 

@@ -114,7 +114,8 @@ def scan_identity_folders(input_dir):
     hidden files and folders (``.DS_Store``, macOS ``._*`` resource forks). Image-named files
     that can never become records are returned in ``skipped`` with the reason: files lying
     directly in ``input_dir`` (no identity), names that are not UTF-8, entries that are not
-    regular files (a FIFO would hang the reader) or cannot be stat'ed.
+    regular files (a FIFO would hang the reader) or cannot be stat'ed (a symlink loop), folders
+    that cannot be listed, and identity folders that are symlinks to a folder containing them.
     """
     entries = []
     skipped = []
@@ -126,8 +127,16 @@ def scan_identity_folders(input_dir):
             if is_image_filename(identity):
                 skipped.append((identity, "image outside an identity folder"))
             continue
+        if _links_to_ancestor(path, input_dir):
+            # os.walk does not follow links below the top, but this link is the top: the
+            # whole tree would come back as images of one more identity.
+            skipped.append((identity, "symlink loop: the identity folder links to a folder "
+                                      "that contains it"))
+            continue
         identity_problem = _name_problem(identity)
-        for relpath in _walk_images(input_dir, identity):
+        found, unlistable = _walk_images(input_dir, identity)
+        skipped.extend(unlistable)
+        for relpath in found:
             problem = identity_problem or _name_problem(relpath)
             if problem is not None:
                 skipped.append((relpath, problem))
@@ -146,16 +155,32 @@ def scan_identity_folders(input_dir):
     return ScanResult(entries, skipped)
 
 
+def _links_to_ancestor(path, input_dir):
+    real, root = os.path.realpath(path), os.path.realpath(input_dir)
+    return root == real or root.startswith(real.rstrip(os.sep) + os.sep)
+
+
 def _walk_images(input_dir, identity):
-    """Relative (``/``-separated) paths of the image-named files under one identity folder."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(os.path.join(input_dir, identity)):
+    """Paths (relative, ``/``-separated) of the image-named files under one identity folder.
+
+    Returns ``(found, unlistable)``: ``unlistable`` holds ``(relpath, reason)`` of the folders
+    that cannot be listed (os.walk would silently leave them out).
+    """
+    found, unlistable = [], []
+
+    def onerror(error):
+        where = os.path.relpath(error.filename or os.path.join(input_dir, identity), input_dir)
+        unlistable.append((where.replace(os.sep, "/"),
+                           "cannot list folder: %s" % (error.strerror or error)))
+
+    for dirpath, dirnames, filenames in os.walk(os.path.join(input_dir, identity),
+                                                onerror=onerror):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         rel_dir = os.path.relpath(dirpath, input_dir).replace(os.sep, "/")
         for filename in sorted(filenames):
             if not filename.startswith(".") and is_image_filename(filename):
                 found.append(rel_dir + "/" + filename)
-    return found
+    return found, unlistable
 
 
 def _describe(error):

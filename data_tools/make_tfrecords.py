@@ -425,6 +425,15 @@ def _format_skips(skipped):
     return "; ".join("%s: %s" % (item["path"], item["reason"]) for item in skipped)
 
 
+def _write_failure(output_dir, error):
+    """ConversionError for an output that cannot be written (disk full, quota, read-only)."""
+    detail = getattr(error, "message", None) or getattr(error, "strerror", None) or str(error)
+    return ConversionError("cannot write to %s (%s: %s); finished shards are kept and no "
+                           "manifest.json was written: free space (or fix the directory) and "
+                           "re-run the same command to resume"
+                           % (output_dir, type(error).__name__, detail))
+
+
 def _finish(output_dir, manifest, labels=None):
     if labels is not None:
         manifest_lib.atomic_write_text(os.path.join(output_dir, manifest_lib.LABELS_NAME),
@@ -528,6 +537,8 @@ def convert_folder(input_dir, output_dir, name="train", num_shards=None, seed=0,
                 "schema_version": schema.SCHEMA_VERSION,
             }
             _finish(output_dir, manifest, labels=identities)
+        except (OSError, tf.errors.OpError) as e:
+            raise _write_failure(output_dir, e) from None
         finally:
             if lock is not None:
                 os.close(lock)
@@ -635,6 +646,8 @@ def convert_pairs(pairs_path, input_dir, output_dir, name="pairs", num_shards=No
                 "tool_version": data_tools.__version__, "schema_version": schema.SCHEMA_VERSION,
             }
             _finish(output_dir, manifest)
+        except (OSError, tf.errors.OpError) as e:
+            raise _write_failure(output_dir, e) from None
         finally:
             if lock is not None:
                 os.close(lock)

@@ -58,11 +58,17 @@ def atomic_write_text(path, text):
     """
     directory = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(directory, ".%s.tmp-%d" % (os.path.basename(path), os.getpid()))
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        # A full disk must not keep a partial temporary file eating the space that is left.
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
     _fsync_dir(directory)
 
 
@@ -107,7 +113,9 @@ def verify_shards(records_dir):
     """Check every shard's size and sha256 against the manifest; returns the shard paths.
 
     Raises :class:`ManifestError` naming the first shard that is missing, has another size, or
-    another sha256 (a copy cut short, a disk error, a file replaced by hand).
+    another sha256 (a copy cut short, a disk error, a file replaced by hand). Manifests written
+    by other tools may leave out ``bytes`` and ``sha256``: those shards are checked for
+    existence only.
     """
     paths = []
     for shard in read_manifest(records_dir)["shards"]:
@@ -115,10 +123,10 @@ def verify_shards(records_dir):
         if not os.path.isfile(path):
             raise ManifestError("shard %s listed in the manifest is missing" % path)
         size = os.path.getsize(path)
-        if size != shard["bytes"]:
+        if shard.get("bytes") is not None and size != shard["bytes"]:
             raise ManifestError("shard %s has %d bytes, the manifest says %d"
                                 % (path, size, shard["bytes"]))
-        if sha256_file(path) != shard["sha256"]:
+        if shard.get("sha256") and sha256_file(path) != shard["sha256"]:
             raise ManifestError("shard %s does not match its sha256 in the manifest" % path)
         paths.append(path)
     return paths

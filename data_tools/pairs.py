@@ -84,13 +84,21 @@ def _parse_header(path, line):
 def read_pairs(path):
     """Parse an LFW-format pairs file into a :class:`PairsFile`.
 
-    Raises :class:`PairsFormatError` (a ``ValueError``) naming the line for a bad header, a line
+    Raises :class:`PairsFormatError` (a ``ValueError``) naming the line for bytes that are not
+    UTF-8, a bad header, a line
     that is neither ``name i j`` nor ``name1 i name2 j``, a non-positive or non-integer image
     number, a pair of an image with itself, a matched pair where the fold expects a mismatched one
     (or the reverse), or a pair count other than ``folds * 2 * n``.
     """
-    with open(path, encoding="utf-8-sig", newline=None) as f:
-        lines = f.read().split("\n")
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise PairsFormatError(path, data[:e.start].count(b"\n") + 1, "not UTF-8 text (byte "
+                               "0x%02x); save the file as UTF-8" % data[e.start]) from None
+    # Universal newlines, as text mode would give: CRLF and lone CR end lines too.
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     if not lines[0].strip():
         raise PairsFormatError(path, 1, "expected the header 'folds<TAB>pairs_per_fold', "
                                "found an empty line")
