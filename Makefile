@@ -9,7 +9,11 @@ DEMO_DIR ?= demo_output
 # TensorFlow's C++ logging is noise in tests and the demo; errors still show.
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv lint test test-slow demo bench clean
+# Python 3.7 + TensorFlow 1.15, the Ascend users' stack (pyenv's 3.7 works too).
+TF1_PYTHON ?= $(shell python3.7 -c 'import sys; print(sys.executable)' 2>/dev/null || ls $$HOME/.pyenv/versions/3.7*/bin/python 2>/dev/null | head -1)
+TF1_VENV   := .venv-tf1
+
+.PHONY: venv lint test test-slow test-tf1 demo bench clean
 
 $(STAMP): requirements.txt setup.py
 	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if (3, 9) <= v <= (3, 11) else "TensorFlow 2.15 needs Python 3.9-3.11; run: make PYTHON=python3.11 ...")'
@@ -30,6 +34,17 @@ test: lint
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow tests
+
+$(TF1_VENV)/.installed-stamp: requirements-tf1.txt
+	@test -n "$(TF1_PYTHON)" || { echo "make test-tf1 needs Python 3.7: make test-tf1 TF1_PYTHON=/path/to/python3.7"; exit 1; }
+	test -x $(TF1_VENV)/bin/python || $(TF1_PYTHON) -m venv $(TF1_VENV)
+	$(TF1_VENV)/bin/python -m pip install --quiet "pip<24"
+	$(TF1_VENV)/bin/python -m pip install --quiet -r requirements-tf1.txt
+	touch $@
+
+# The whole suite (slow cases aside) on TF 1.15 + Python 3.7; not part of `make test`.
+test-tf1: $(TF1_VENV)/.installed-stamp
+	PYTHONPATH=$(CURDIR) $(TF1_VENV)/bin/python -m pytest -q -p no:cacheprovider -m "not slow" tests
 
 demo: $(STAMP)
 	bash scripts/demo.sh $(DEMO_DIR)

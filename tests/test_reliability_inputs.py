@@ -125,7 +125,10 @@ def test_more_pixel_modes_become_8bit(tmp_path, mode):
         path = path.with_suffix(".jpg")
         image = Image.fromarray(base).convert("CMYK")
         expected = None
-    image.save(str(path))
+    try:
+        image.save(str(path))
+    except (KeyError, OSError) as e:  # Pillow < 10 cannot write big-endian 16-bit PNGs
+        pytest.skip("this Pillow cannot write %s: %s" % (mode, e))
     if expected is None:
         expected = ff.pil_rgb(str(path))
     summary = convert(tmp_path / "in", tmp_path / "out")
