@@ -32,8 +32,8 @@ pytestmark = [
 def run_main(*args):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     proc = subprocess.run([sys.executable, os.path.join(ff.REPO_ROOT, "estimator_main.py")]
-                          + list(args), cwd=ff.REPO_ROOT, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, universal_newlines=True, timeout=900)
+                          + list(args), cwd=ff.REPO_ROOT, env=env, capture_output=True,
+                          text=True, timeout=900, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
 
