@@ -95,6 +95,13 @@ flags.DEFINE_enum("precision", "fp32", list(estimator_factory.PRECISIONS),
 flags.DEFINE_enum("npu_precision_mode", "allow_mix_precision",
                   list(estimator_factory.NPU_PRECISION_MODES), "Ascend precision_mode.")
 flags.DEFINE_integer("iterations_per_loop", 100, "Ascend: steps per device loop.")
+flags.DEFINE_enum("distribution", "none", list(estimator_factory.DISTRIBUTIONS),
+                  "mirrored: synchronous data parallelism over this host's devices (the global "
+                  "--batch_size is split across them). Several hosts: set TF_CONFIG instead.")
+flags.DEFINE_integer("num_gpus", 0, "GPUs to mirror over; more than 1 implies "
+                     "--distribution=mirrored (needs --device=gpu).")
+flags.DEFINE_integer("num_cpu_devices", 1, "--device=cpu: split the host into this many CPU "
+                     "devices, mirrored with --distribution=mirrored (stands in for GPUs).")
 flags.DEFINE_integer("save_checkpoints_steps", 500, "Checkpoint (and eval) interval.")
 flags.DEFINE_integer("save_summary_steps", 100, "Summary interval.")
 flags.DEFINE_integer("keep_checkpoint_max", 5, "Checkpoints kept.")
@@ -199,6 +206,7 @@ def build_params(values):
                  "--npu_precision_mode on Ascend)")
     if p["precision"] == "fp16":
         _require(p["device"] == "gpu", "--precision=fp16 is for GPUs")
+    _validate_distribution(p)
     # A missing device stack (npu_bridge, a TF without the oneDNN bf16 rewrite) is a setting to
     # change too: report it here, before model_dir is written, not as a traceback mid-run.
     estimator_factory.session_config(p["device"], p["precision"])
@@ -211,6 +219,39 @@ def _verify(records_dir, enabled):
     """A damaged or cut-short shard is named now, not met as a DataLossError mid-training."""
     if enabled and "://" not in records_dir:  # object stores: the copy tool checks, not us
         manifest.verify_shards(records_dir)
+
+
+def _validate_distribution(p):
+    """Resolve --distribution/--num_gpus/--num_cpu_devices into p['num_replicas']."""
+    _require(p["num_gpus"] >= 0, "--num_gpus must not be negative")
+    _require(p["num_cpu_devices"] >= 1, "--num_cpu_devices must be at least 1")
+    if p["num_gpus"] > 1:
+        p["distribution"] = "mirrored"
+    if p["num_gpus"]:
+        _require(p["device"] == "gpu", "--num_gpus=%d needs --device=gpu" % p["num_gpus"])
+    if p["num_cpu_devices"] > 1:
+        _require(p["device"] == "cpu", "--num_cpu_devices is for --device=cpu")
+    p["num_replicas"] = 1
+    if p["distribution"] == "mirrored":
+        _require(p["device"] != "npu", "--distribution=mirrored is for GPUs and CPUs; Ascend "
+                 "devices train together through HCCL (RANK_ID, RANK_SIZE, RANK_TABLE_FILE)")
+        if p["device"] == "gpu":
+            _require(p["num_gpus"] >= 1, "--distribution=mirrored --device=gpu needs "
+                     "--num_gpus=N")
+            p["num_replicas"] = p["num_gpus"]
+        else:
+            _require(p["num_cpu_devices"] >= 2, "--distribution=mirrored --device=cpu needs "
+                     "--num_cpu_devices=N >= 2")
+            p["num_replicas"] = p["num_cpu_devices"]
+        n = p["num_replicas"]
+        _require(p["batch_size"] % n == 0, "--batch_size=%d (global) must split evenly over %d "
+                 "replicas" % (p["batch_size"], n))
+        k = p["images_per_identity"]
+        _require(not k or (p["batch_size"] // n) % k == 0,
+                 "the per-replica batch %d must be a multiple of --images_per_identity=%d"
+                 % (p["batch_size"] // n, k))
+        _require(p["proxy_partitions"] == 1, "--proxy_partitions is for parameter servers "
+                 "(TF_CONFIG); a mirrored run keeps one proxy matrix per device")
 
 
 def _num_classes_from_run(model_dir):
@@ -229,6 +270,13 @@ def _git_revision():
             stderr=subprocess.DEVNULL).decode().strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def _writes_run_record():
+    """Under TF_CONFIG only the chief writes flags.txt, params.json and runs.jsonl: every task
+    shares model_dir, and concurrent read-then-write of runs.jsonl would lose lines."""
+    task = json.loads(os.environ.get("TF_CONFIG") or "{}").get("task", {})
+    return task.get("type", "chief") in ("chief", "master")
 
 
 def record_run(params):
@@ -276,6 +324,10 @@ def build_model_fn(p, optimizer_wrapper=None):
 
 def build_estimator(p):
     wrapper = estimator_factory.optimizer_wrapper(p["device"], p["npu_precision_mode"])
+    strategy = None
+    if p["mode"] in ("train", "train_and_evaluate"):
+        strategy = estimator_factory.train_distribution(p["distribution"], p["device"],
+                                                        p["num_replicas"])
     return estimator_factory.build_estimator(
         build_model_fn(p, wrapper), p["model_dir"], device=p["device"],
         precision=p["precision"], npu_precision_mode=p["npu_precision_mode"],
@@ -284,7 +336,8 @@ def build_estimator(p):
         save_summary_steps=p["save_summary_steps"], keep_checkpoint_max=p["keep_checkpoint_max"],
         log_step_count_steps=p["log_every_n_steps"], tf_random_seed=p["seed"],
         warm_start_from=p["warm_start_from"], intra_op_threads=p["intra_op_threads"],
-        inter_op_threads=p["inter_op_threads"])
+        inter_op_threads=p["inter_op_threads"], train_distribute=strategy,
+        num_cpu_devices=p["num_cpu_devices"])
 
 
 def train_input_fn(p):
@@ -347,7 +400,15 @@ def run_mode(p):
             eval_input_fn(p), steps=None, name=EVAL_NAME,
             exporters=exporters.build_exporters(receiver, EVAL_NAME, p["exports_to_keep"]),
             start_delay_secs=0, throttle_secs=p["eval_throttle_secs"])
-        result, _ = tf.estimator.train_and_evaluate(estimator, train_spec, eval_spec)
+        outcome = tf.estimator.train_and_evaluate(estimator, train_spec, eval_spec)
+        result = outcome[0] if outcome else None
+        # Under TF_CONFIG the estimator returns None on every task. Training tasks leave
+        # checkpoints; the evaluator alone reports (its last evaluation, of the final
+        # checkpoint, is repeated to get the numbers) and freezes what its exporters wrote.
+        if estimator.config.task_type == "evaluator":
+            result = result or estimator.evaluate(eval_input_fn(p), name=EVAL_NAME)
+        elif estimator.config.cluster_spec.jobs:
+            return
         if result:
             write_eval_report(p, result)
         best = latest_export(os.path.join(p["model_dir"], "export", "best"))
@@ -386,7 +447,8 @@ def main(argv):
         params = build_params(flag_values())
     except (ParamsError, manifest.ManifestError, estimator_factory.DeviceUnavailableError) as e:
         raise app.UsageError(str(e)) from None
-    record_run(params)
+    if _writes_run_record():
+        record_run(params)
     try:
         run_mode(params)
     except tf.errors.InvalidArgumentError as e:

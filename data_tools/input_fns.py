@@ -30,13 +30,19 @@ def worker_shard(config=None, input_context=None):
     """(num_shards, shard_index) for this input pipeline.
 
     A distribution strategy passes ``input_context``; a TF_CONFIG cluster without one (e.g.
-    parameter-server training) is described by the estimator's RunConfig. Sharding by worker keeps
-    every worker on a distinct part of the data, so no example is read twice in an epoch.
+    parameter-server training) is described by the estimator's RunConfig; Ascend ranks by
+    RANK_SIZE / RANK_ID. Sharding by worker keeps every worker on a distinct part of the data, so
+    no example is read twice in an epoch.
     """
     if input_context is not None and input_context.num_input_pipelines > 1:
         return input_context.num_input_pipelines, input_context.input_pipeline_id
     if config is not None and getattr(config, "num_worker_replicas", 1) > 1:
         return config.num_worker_replicas, config.global_id_in_cluster
+    # Ascend multi-device training (HCCL) runs one process per device, described by RANK_SIZE
+    # and RANK_ID rather than by TF_CONFIG.
+    rank_size = int(os.environ.get("RANK_SIZE", "1") or 1)
+    if rank_size > 1:
+        return rank_size, int(os.environ.get("RANK_ID", "0") or 0)
     return 1, 0
 
 

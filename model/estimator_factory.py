@@ -16,6 +16,7 @@ DEVICES = ("cpu", "gpu", "npu")
 PRECISIONS = ("fp32", "bf16", "fp16")
 NPU_PRECISION_MODES = ("allow_mix_precision", "allow_fp32_to_fp16", "force_fp16",
                        "must_keep_origin_dtype")
+DISTRIBUTIONS = ("none", "mirrored")
 
 NpuApi = collections.namedtuple("NpuApi", [
     "NPURunConfig", "NPUEstimator", "NPUDistributedOptimizer", "NPULossScaleOptimizer",
@@ -64,15 +65,20 @@ def bfloat16_supported():
     return int(tf.__version__.split(".")[0]) >= 2
 
 
-def session_config(device, precision, intra_op_threads=0, inter_op_threads=0):
+def session_config(device, precision, intra_op_threads=0, inter_op_threads=0,
+                   num_cpu_devices=1):
     """ConfigProto for the device; rejects a precision the device does not offer.
 
     bf16 needs no rewrite here: the model_fn runs the backbone in bfloat16 itself, which keeps
     the head out of it (oneDNN's automatic rewrite would also turn the cosine logits to bf16).
+    ``num_cpu_devices > 1`` splits the host into that many CPU devices (/cpu:0, /cpu:1, ...),
+    the stand-in for GPUs that lets a mirrored run be tested on a machine without any.
     """
     config = tf.ConfigProto(allow_soft_placement=True,
                             intra_op_parallelism_threads=intra_op_threads,
                             inter_op_parallelism_threads=inter_op_threads)
+    if num_cpu_devices > 1:
+        config.device_count["CPU"] = num_cpu_devices
     if device == "gpu":
         config.gpu_options.allow_growth = True
     if precision == "bf16" and device != "cpu":
@@ -85,6 +91,32 @@ def session_config(device, precision, intra_op_threads=0, inter_op_threads=0):
         raise ValueError("--precision=fp16 is the GPU float16 rewrite; on CPU use bf16, on NPU "
                          "--npu_precision_mode")
     return config
+
+
+def train_distribution(distribution, device="cpu", num_devices=1):
+    """The ``RunConfig(train_distribute=...)`` strategy, or None for single-device training.
+
+    ``mirrored``: synchronous data parallelism over ``num_devices`` local devices of ``device``
+    (GPUs, or CPU devices made by ``session_config(num_cpu_devices=...)``). Each replica gets
+    global batch / num_devices examples and the gradients are all-reduced (NCCL on GPUs) before
+    one shared update. Ascend scales out through HCCL instead (``optimizer_wrapper``).
+    """
+    if distribution not in DISTRIBUTIONS:
+        raise ValueError("distribution must be one of %s, got %r" % (DISTRIBUTIONS, distribution))
+    if distribution == "none":
+        return None
+    if device == "npu":
+        raise ValueError("--distribution=mirrored is for GPUs and CPUs; on Ascend, several "
+                         "devices train through HCCL (RANK_ID, RANK_SIZE, RANK_TABLE_FILE)")
+    if device not in DEVICES:
+        raise ValueError("device must be one of %s, got %r" % (DEVICES, device))
+    if num_devices < 1:
+        raise ValueError("a mirrored run needs at least one device, got %d" % num_devices)
+    devices = ["/%s:%d" % (device, i) for i in range(num_devices)]
+    # Built in a graph: in TF 2 the constructor otherwise touches the eager context, whose
+    # devices were fixed when it started (without the extra CPU devices of session_config).
+    with tf.Graph().as_default():
+        return tf.distribute.MirroredStrategy(devices=devices)
 
 
 def optimizer_wrapper(device, npu_precision_mode="allow_mix_precision", npu_api=None,
@@ -118,11 +150,15 @@ def build_estimator(model_fn, model_dir, device="cpu", precision="fp32",
                     npu_precision_mode="allow_mix_precision", iterations_per_loop=100,
                     save_checkpoints_steps=1000, save_summary_steps=100, keep_checkpoint_max=5,
                     log_step_count_steps=100, tf_random_seed=None, warm_start_from=None,
-                    train_distribute=None, intra_op_threads=0, inter_op_threads=0, npu_api=None):
+                    train_distribute=None, intra_op_threads=0, inter_op_threads=0, npu_api=None,
+                    num_cpu_devices=1):
     """The estimator for ``device`` (``cpu``, ``gpu`` or ``npu``).
 
     ``warm_start_from`` (a checkpoint or SavedModel variables path) initialises a fresh run for
     fine-tuning; an existing checkpoint in ``model_dir`` always wins, so a restarted job resumes.
+    ``train_distribute``: a strategy from ``train_distribution`` (None: one device, or the
+    estimator's between-graph parameter-server training when TF_CONFIG describes a cluster).
+    ``num_cpu_devices``: see ``session_config``.
     """
     if device not in DEVICES:
         raise ValueError("device must be one of %s, got %r" % (DEVICES, device))
@@ -143,7 +179,8 @@ def build_estimator(model_fn, model_dir, device="cpu", precision="fp32",
         return api.NPUEstimator(model_fn=model_fn, model_dir=model_dir, config=config,
                                 warm_start_from=warm_start_from)
     config = tf.estimator.RunConfig(
-        session_config=session_config(device, precision, intra_op_threads, inter_op_threads),
+        session_config=session_config(device, precision, intra_op_threads, inter_op_threads,
+                                      num_cpu_devices),
         train_distribute=train_distribute, **common)
     return tf.estimator.Estimator(model_fn=model_fn, model_dir=model_dir, config=config,
                                   warm_start_from=warm_start_from)

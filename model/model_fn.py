@@ -199,7 +199,9 @@ def model_fn_builder(backbone, head, num_classes, embedding_size=512, dropout_ra
         _add_train_summaries(head_output, embeddings, lr)
         tf.summary.scalar("loss/head", loss)
         tf.summary.scalar("loss/total", total_loss)
-        batch_size = images.shape.as_list()[0] or 0
+        # Under a mirrored strategy the model_fn sees one replica's batch.
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        batch_size = (images.shape.as_list()[0] or 0) * replicas
         training_hooks = [tf.train.LoggingTensorHook(
             {"step": global_step, "loss": loss, "lr": lr,
              "s_p": tf.reduce_mean(head_output.positive_similarity),

@@ -193,3 +193,11 @@ def test_stateless_augmentation_flips_crops_and_shifts(image_records):
                 np.testing.assert_array_equal(f, base)
             crops += not np.array_equal(c, base)
     assert 10 <= flips <= 30 and crops >= 30
+
+
+def test_ascend_ranks_read_distinct_shards(monkeypatch):
+    monkeypatch.setenv("RANK_SIZE", "4")
+    monkeypatch.setenv("RANK_ID", "2")
+    assert input_fns.worker_shard() == (4, 2)
+    monkeypatch.setenv("RANK_SIZE", "1")
+    assert input_fns.worker_shard() == (1, 0)
