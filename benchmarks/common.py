@@ -1,0 +1,162 @@
+"""Shared benchmark machinery: timing, generated JPEG folders, JSON output, sessions."""
+
+import io
+import json
+import multiprocessing
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+import tensorflow.compat.v1 as tf
+from PIL import Image
+
+from data_tools import make_tfrecords
+
+IMAGE_SIZE = 112
+
+
+def cpu_count():
+    """CPUs this process may run on (the affinity mask, not the machine's total)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return multiprocessing.cpu_count()
+
+
+def machine():
+    """A short description of where the figures came from."""
+    flags = set()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    isa = [name for name in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if name in flags]
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = None
+    return {"cpus": cpu_count(), "isa": isa, "tf": tf.__version__,
+            "python": platform.python_version(), "load_1min": load}
+
+
+def emit(name, figures, stream=None):
+    """Print one JSON line ``{"benchmark": name, ...figures}`` and return the dict."""
+    record = {"benchmark": name}
+    record.update(figures)
+    stream = stream or sys.stdout
+    stream.write(json.dumps(record, sort_keys=False) + "\n")
+    stream.flush()
+    return record
+
+
+def ratio(numerator, denominator):
+    """``numerator / denominator`` rounded for reports; None when undefined."""
+    if not denominator:
+        return None
+    return round(float(numerator) / float(denominator), 3)
+
+
+def rounded(value, digits=1):
+    return round(float(value), digits)
+
+
+def timed(fn, repeats=1):
+    """Seconds of the fastest of ``repeats`` calls of ``fn()`` (the least disturbed by others)."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def per_call(fn, calls):
+    """Seconds per call over ``calls`` back-to-back calls of ``fn()``."""
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - start) / calls
+
+
+def interleaved(runners, rounds):
+    """Seconds per call of each runner, measured in alternating rounds.
+
+    ``runners`` maps a name to ``(fn, calls_per_round)``; every round runs each runner once
+    (``calls_per_round`` calls) in turn, so a burst of load from other jobs hits all of them
+    alike. Returns ``{name: median over rounds of seconds per call}``.
+    """
+    samples = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, (fn, calls) in runners.items():
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            samples[name].append((time.perf_counter() - start) / calls)
+    return {name: float(np.median(values)) for name, values in samples.items()}
+
+
+def session_config():
+    """Default threading (TensorFlow sizes its pools to the cores), no device placement logs."""
+    return tf.ConfigProto(allow_soft_placement=True)
+
+
+def face_like_pixels(rng, size=IMAGE_SIZE):
+    """A smooth random image with fine noise: JPEG sizes and decode cost close to real faces.
+
+    Pure noise would compress far worse than faces and smooth gradients far better; a low-
+    resolution random field upsampled, plus mild per-pixel noise, lands near aligned-face JPEGs
+    (about 4-6 kB at 112x112, quality 90).
+    """
+    coarse = rng.uniform(0, 255, size=(8, 8, 3)).astype(np.float32)
+    image = np.asarray(Image.fromarray(coarse.astype(np.uint8)).resize(
+        (size, size), Image.BICUBIC), np.float32)
+    image += rng.normal(0.0, 12.0, size=image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def jpeg_bytes(pixels, quality=90):
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def write_jpeg_folder(root, num_classes, per_class, size=IMAGE_SIZE, seed=0):
+    """Write ``num_classes`` identity folders of ``per_class`` JPEGs; returns (files, bytes)."""
+    rng = np.random.RandomState(seed)
+    total = 0
+    files = []
+    for label in range(num_classes):
+        folder = os.path.join(root, "id%05d" % label)
+        os.makedirs(folder, exist_ok=True)
+        for index in range(per_class):
+            path = os.path.join(folder, "%04d.jpg" % index)
+            data = jpeg_bytes(face_like_pixels(rng, size))
+            with open(path, "wb") as handle:
+                handle.write(data)
+            files.append(path)
+            total += len(data)
+    return files, total
+
+
+def make_train_records(workdir, num_classes, per_class, seed=0):
+    """A generated JPEG folder converted with make_tfrecords; returns the records directory."""
+    folder = os.path.join(workdir, "faces")
+    records = os.path.join(workdir, "records")
+    if not os.path.isdir(records):
+        write_jpeg_folder(folder, num_classes, per_class, seed=seed)
+        make_tfrecords.convert_folder(folder, records, num_workers=1, progress=False)
+    return records
+
+
+def add_common_args(parser):
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny sizes: checks that the benchmark runs, figures mean little")
+    parser.add_argument("--workdir", default=None,
+                        help="scratch directory (default: a temporary one, removed afterwards)")
+    return parser

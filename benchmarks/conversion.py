@@ -1,0 +1,92 @@
+"""Conversion throughput: make_tfrecords' convert_folder against a plain copy of the same files.
+
+The copy is the I/O limit of the machine for these files (read and write), measured with the
+same number of workers right before the conversion; the ratio says how much of it the converter
+keeps after validating every image and writing sharded records with checksums.
+"""
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from multiprocessing.pool import ThreadPool
+
+from benchmarks import common
+from data_tools import make_tfrecords
+
+
+def _copy_tree(files, source_root, target_root, workers):
+    """Copy every file as ``cp -r`` would (no fsync: the strictest reference for the converter,
+    which also fsyncs each finished shard)."""
+
+    def copy(path):
+        target = os.path.join(target_root, os.path.relpath(path, source_root))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        shutil.copyfile(path, target)
+
+    if workers == 1:
+        for path in files:
+            copy(path)
+    else:
+        pool = ThreadPool(workers)
+        try:
+            pool.map(copy, files, chunksize=64)
+        finally:
+            pool.close()
+            pool.join()
+
+
+def run(quick=False, workdir=None, worker_counts=(1, 2)):
+    """Measure and print; returns the JSON dict."""
+    num_classes, per_class = (10, 10) if quick else (100, 40)
+    own_dir = workdir is None
+    workdir = workdir or tempfile.mkdtemp(prefix="bench_conversion_")
+    try:
+        source = os.path.join(workdir, "conversion_faces")
+        if not os.path.isdir(source):
+            common.write_jpeg_folder(source, num_classes, per_class, seed=1)
+        files = sorted(os.path.join(d, f) for d, _, names in os.walk(source) for f in names)
+        total_bytes = sum(os.path.getsize(f) for f in files)
+        figures = {"images": len(files), "mean_jpeg_bytes": int(total_bytes / len(files))}
+        for workers in worker_counts:
+            copy_dir = os.path.join(workdir, "copy_%d" % workers)
+            out_dir = os.path.join(workdir, "records_%d" % workers)
+            shutil.rmtree(copy_dir, ignore_errors=True)
+            shutil.rmtree(out_dir, ignore_errors=True)
+            start = time.perf_counter()
+            _copy_tree(files, source, copy_dir, workers)
+            copy_seconds = time.perf_counter() - start
+            start = time.perf_counter()
+            summary = make_tfrecords.convert_folder(source, out_dir, num_workers=workers,
+                                                    progress=False)
+            convert_seconds = time.perf_counter() - start
+            if summary["num_images"] != len(files):
+                raise RuntimeError("converted %d of %d images" % (summary["num_images"],
+                                                                  len(files)))
+            copy_rate = len(files) / copy_seconds
+            convert_rate = len(files) / convert_seconds
+            figures["convert_images_per_s_w%d" % workers] = common.rounded(convert_rate)
+            figures["copy_images_per_s_w%d" % workers] = common.rounded(copy_rate)
+            figures["convert_over_copy_w%d" % workers] = common.ratio(convert_rate, copy_rate)
+            shutil.rmtree(copy_dir, ignore_errors=True)
+            shutil.rmtree(out_dir, ignore_errors=True)
+        if len(worker_counts) > 1:
+            first, last = worker_counts[0], worker_counts[-1]
+            figures["convert_scaling_w%d_over_w%d" % (last, first)] = common.ratio(
+                figures["convert_images_per_s_w%d" % last],
+                figures["convert_images_per_s_w%d" % first])
+        figures["target_convert_over_copy"] = 0.5
+        return common.emit("conversion", figures)
+    finally:
+        if own_dir:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main(argv=None):
+    args = common.add_common_args(argparse.ArgumentParser(description=__doc__)).parse_args(argv)
+    run(quick=args.quick, workdir=args.workdir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""Head cost: class-level Circle head against the plain (normalised) softmax head.
+
+The backbone is left out: the embeddings are a trainable [batch, 512] variable, so a step is the
+head's forward and backward pass plus the momentum update of the proxies (and the embeddings),
+which is everything the head adds to a training step. Both heads are timed in alternating rounds.
+"""
+
+import argparse
+
+import numpy as np
+import tensorflow.compat.v1 as tf
+
+from benchmarks import common
+from model import heads
+
+EMBEDDING_SIZE = 512
+BATCH = 64
+HEADS = ("circle", "softmax")
+
+
+def _step_runner(head_name, num_classes, batch):
+    """(session, fn running one training step) of ``head_name`` over ``num_classes`` proxies."""
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.set_random_seed(0)
+        rng = np.random.RandomState(0)
+        embeddings = tf.Variable(rng.standard_normal((batch, EMBEDDING_SIZE)).astype(np.float32),
+                                 name="embeddings")
+        labels = tf.constant(rng.randint(0, num_classes, batch).astype(np.int32))
+        head = heads.build_head(head_name, num_classes=num_classes,
+                                embedding_size=EMBEDDING_SIZE)
+        loss = tf.reduce_mean(head(embeddings, labels).per_example_loss)
+        train = tf.train.MomentumOptimizer(0.01, 0.9).minimize(loss)
+        init = tf.global_variables_initializer()
+    session = tf.Session(graph=graph, config=common.session_config())
+    session.run(init)
+    return session, lambda: session.run(train)
+
+
+def run(quick=False, workdir=None, class_counts=None):
+    """Measure and print; returns the JSON dict (``workdir`` is unused: no files)."""
+    del workdir
+    class_counts = class_counts or ((1000, 10000) if quick else (10000, 100000))
+    warmup, steps, rounds = (1, 2, 2) if quick else (3, 10, 5)
+    batch = 8 if quick else BATCH
+    figures = {"batch": batch, "embedding_size": EMBEDDING_SIZE}
+    for num_classes in class_counts:
+        sessions = []
+        try:
+            runners = {}
+            for name in HEADS:
+                session, step = _step_runner(name, num_classes, batch)
+                sessions.append(session)
+                for _ in range(warmup):
+                    step()
+                runners[name] = (step, steps)
+            seconds = common.interleaved(runners, rounds)
+        finally:
+            for session in sessions:
+                session.close()
+        for name in HEADS:
+            figures["%s_%d_ms_per_step" % (name, num_classes)] = common.rounded(
+                1000 * seconds[name], 2)
+        figures["circle_over_softmax_%d" % num_classes] = common.ratio(seconds["circle"],
+                                                                       seconds["softmax"])
+    figures["target_circle_over_softmax_100000"] = 1.05
+    return common.emit("head_cost", figures)
+
+
+def main(argv=None):
+    args = common.add_common_args(argparse.ArgumentParser(description=__doc__)).parse_args(argv)
+    run(quick=args.quick, workdir=args.workdir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""Run the benchmark suite (``make bench``): one JSON line per benchmark on stdout.
+
+    python -m benchmarks.run_all [--only=name[,name]] [--quick] [--workdir=DIR]
+
+The benchmarks share one scratch directory, so the generated JPEGs and TFRecords are made once.
+``--quick`` runs every benchmark at toy sizes in seconds (the smoke test); its figures mean little.
+"""
+
+import argparse
+import collections
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+from benchmarks import common, conversion, evaluation, head_cost, input_pipeline, train_step
+
+BENCHMARKS = collections.OrderedDict([
+    ("conversion", conversion.run),
+    ("input_pipeline", input_pipeline.run),
+    ("train_step", train_step.run),
+    ("head_cost", head_cost.run),
+    ("evaluation", evaluation.run),
+])
+
+
+def parse_only(value):
+    """``'a,b'`` -> ``['a', 'b']``, checked against the suite; empty means all of it."""
+    if not value:
+        return list(BENCHMARKS)
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = [name for name in names if name not in BENCHMARKS]
+    if unknown:
+        raise argparse.ArgumentTypeError("unknown benchmark(s) %s; choose from %s"
+                                         % (", ".join(unknown), ", ".join(BENCHMARKS)))
+    return names
+
+
+def run(names=None, quick=False, workdir=None):
+    """Run the named benchmarks in suite order; returns their JSON dicts."""
+    names = names or list(BENCHMARKS)
+    own_dir = workdir is None
+    workdir = workdir or tempfile.mkdtemp(prefix="bench_")
+    os.makedirs(workdir, exist_ok=True)
+    results = []
+    try:
+        common.emit("machine", common.machine())
+        for name in names:
+            start = time.perf_counter()
+            result = BENCHMARKS[name](quick=quick, workdir=workdir)
+            sys.stderr.write("%s: %.0f s\n" % (name, time.perf_counter() - start))
+            results.append(result)
+    finally:
+        if own_dir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return results
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", type=parse_only, default=None,
+                        help="comma-separated subset of: %s" % ", ".join(BENCHMARKS))
+    common.add_common_args(parser)
+    args = parser.parse_args(argv)
+    run(args.only, quick=args.quick, workdir=args.workdir)
+
+
+if __name__ == "__main__":
+    main()
