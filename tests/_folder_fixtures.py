@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 from PIL import Image
 
-from data_tools import schema
+from data_tools import make_tfrecords, schema
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO_ROOT, "data_tools", "make_tfrecords.py")
@@ -176,3 +176,16 @@ def run_script(args, **kwargs):
     return subprocess.run([sys.executable, SCRIPT] + list(args), cwd=REPO_ROOT,
                           env=script_env(), capture_output=True, text=True, timeout=300,
                           check=False, **kwargs)
+
+
+def convert_quietly(input_dir, output_dir, **kwargs):
+    """convert_folder with one worker and no progress bar (test defaults)."""
+    kwargs.setdefault("num_workers", 1)
+    kwargs.setdefault("progress", False)
+    return make_tfrecords.convert_folder(str(input_dir), str(output_dir), **kwargs)
+
+
+def shard_files(directory):
+    """The .tfrecord files of a records directory, sorted."""
+    return sorted(os.path.join(str(directory), f) for f in os.listdir(str(directory))
+                  if f.endswith(".tfrecord"))

@@ -27,15 +27,8 @@ ConversionError = make_tfrecords.ConversionError
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
 
-def convert(input_dir, output_dir, **kwargs):
-    kwargs.setdefault("num_workers", 1)
-    kwargs.setdefault("progress", False)
-    return make_tfrecords.convert_folder(str(input_dir), str(output_dir), **kwargs)
-
-
-def shard_files(directory):
-    return sorted(os.path.join(str(directory), f) for f in os.listdir(str(directory))
-                  if f.endswith(".tfrecord"))
+convert = ff.convert_quietly
+shard_files = ff.shard_files
 
 
 def records_by_name(directory):
