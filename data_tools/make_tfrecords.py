@@ -449,6 +449,32 @@ def _format_counts(records_formats):
 # ------------------------------------------------------------------ images mode
 
 
+def _write_output(output_dir, name, options, shards, records, mode, overwrite, workers,
+                  input_dir, image_size, crop_box, progress, build_manifest, labels=None):
+    """Write the planned shards under the output lock, then the manifest (and labels) last.
+
+    Both conversion modes end here: the lock, the resume check, the shard writing and the
+    one-line full-disk error live once. Returns (manifest, number of shards kept).
+    """
+    os.makedirs(output_dir, exist_ok=True)
+    lock = _lock(output_dir)
+    try:
+        # Checked again under the lock: another run may have finished in the meantime.
+        previous = _previous_shards(output_dir, options, overwrite)
+        _clean_output_dir(output_dir, overwrite)
+        manifest_shards, kept = _write_shards(output_dir, name, options, shards, records, mode,
+                                              previous, workers, input_dir, image_size,
+                                              crop_box, progress)
+        manifest = build_manifest(manifest_shards)
+        _finish(output_dir, manifest, labels=labels)
+    except (OSError, tf.errors.OpError) as e:
+        raise _write_failure(output_dir, e) from None
+    finally:
+        if lock is not None:
+            os.close(lock)
+    return manifest, kept
+
+
 def convert_folder(input_dir, output_dir, name="train", num_shards=None, seed=0, image_size=None,
                    crop_box=None, min_images_per_class=1, num_workers=None, strict=False,
                    overwrite=False, progress=True):
@@ -518,16 +544,8 @@ def convert_folder(input_dir, output_dir, name="train", num_shards=None, seed=0,
         count = _resolve_num_shards(num_shards, sizes, len(records), "images")
         shards = _plan_shards(name, count, [list(r) for r in records], options)
 
-        os.makedirs(output_dir, exist_ok=True)
-        lock = _lock(output_dir)
-        try:
-            # Checked again under the lock: another run may have finished in the meantime.
-            previous = _previous_shards(output_dir, options, overwrite)
-            _clean_output_dir(output_dir, overwrite)
-            manifest_shards, kept = _write_shards(output_dir, name, options, shards, records,
-                                                  _ImageMode, previous, workers, input_dir,
-                                                  image_size, crop_box, progress)
-            manifest = {
+        def image_manifest(manifest_shards):
+            return {
                 "kind": "images", "num_images": len(records), "num_classes": len(identities),
                 "dropped_classes": len(dropped),
                 "dropped_images": sum(len(valid[k]) for k in dropped),
@@ -536,12 +554,10 @@ def convert_folder(input_dir, output_dir, name="train", num_shards=None, seed=0,
                 "options": options, "tool_version": data_tools.__version__,
                 "schema_version": schema.SCHEMA_VERSION,
             }
-            _finish(output_dir, manifest, labels=identities)
-        except (OSError, tf.errors.OpError) as e:
-            raise _write_failure(output_dir, e) from None
-        finally:
-            if lock is not None:
-                os.close(lock)
+
+        manifest, kept = _write_output(output_dir, name, options, shards, records, _ImageMode,
+                                       overwrite, workers, input_dir, image_size, crop_box,
+                                       progress, image_manifest, labels=identities)
     seconds = time.time() - start_time
     return {
         "kind": "images", "output_dir": output_dir, "num_images": len(records),
@@ -625,17 +641,10 @@ def convert_pairs(pairs_path, input_dir, output_dir, name="pairs", num_shards=No
                        for r in records]
         shards = _plan_shards(name, count, descriptors, options)
 
-        os.makedirs(output_dir, exist_ok=True)
-        lock = _lock(output_dir)
-        try:
-            # Checked again under the lock: another run may have finished in the meantime.
-            previous = _previous_shards(output_dir, options, overwrite)
-            _clean_output_dir(output_dir, overwrite)
-            manifest_shards, kept = _write_shards(output_dir, name, options, shards, records,
-                                                  _PairMode, previous, workers, input_dir,
-                                                  image_size, crop_box, progress)
-            used = set(p for r in records for p in (r.image1.relpath, r.image2.relpath))
-            manifest = {
+        used = set(p for r in records for p in (r.image1.relpath, r.image2.relpath))
+
+        def pair_manifest(manifest_shards):
+            return {
                 "kind": "pairs", "num_pairs": len(records), "num_folds": pairs_file.num_folds,
                 "pairs_per_fold": pairs_file.pairs_per_fold, "fold_sizes": fold_sizes,
                 "missing_pairs": len(pairs_file.pairs) - len(records),
@@ -645,12 +654,10 @@ def convert_pairs(pairs_path, input_dir, output_dir, name="pairs", num_shards=No
                 "shards": manifest_shards, "skipped": skipped, "options": options,
                 "tool_version": data_tools.__version__, "schema_version": schema.SCHEMA_VERSION,
             }
-            _finish(output_dir, manifest)
-        except (OSError, tf.errors.OpError) as e:
-            raise _write_failure(output_dir, e) from None
-        finally:
-            if lock is not None:
-                os.close(lock)
+
+        manifest, kept = _write_output(output_dir, name, options, shards, records, _PairMode,
+                                       overwrite, workers, input_dir, image_size, crop_box,
+                                       progress, pair_manifest)
     seconds = time.time() - start_time
     return {
         "kind": "pairs", "output_dir": output_dir, "num_pairs": len(records),
