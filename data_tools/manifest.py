@@ -51,16 +51,16 @@ def _fsync_dir(path):
         os.close(fd)
 
 
-def atomic_write_text(path, text):
-    """Write ``text`` (UTF-8) to ``path`` through a temporary file and a rename.
-
-    Readers see the old file or the new one, never a partial one, even if the process dies.
+def atomic_write(path, write):
+    """Call ``write(binary_file)`` on a temporary file next to ``path``, then rename it over
+    ``path``: readers see the old file or the new one, never a partial one, even if the process
+    dies. Used for manifests, labels and the verification reports.
     """
     directory = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(directory, ".%s.tmp-%d" % (os.path.basename(path), os.getpid()))
     try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
+        with open(tmp, "wb") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -70,6 +70,11 @@ def atomic_write_text(path, text):
             os.remove(tmp)
         raise
     _fsync_dir(directory)
+
+
+def atomic_write_text(path, text):
+    """``atomic_write`` of ``text`` as UTF-8."""
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def dumps(manifest):

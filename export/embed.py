@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from data_tools import image_files, preprocessing
 from data_tools import pairs as pairs_lib
+from data_tools.manifest import atomic_write
 from export import report, verification
 
 SIGNATURE = "serving_default"
@@ -370,9 +371,9 @@ def save_embeddings(embeddings, names, output):
     npy_path, names_path = output_paths(output)
     directory = os.path.dirname(os.path.abspath(npy_path))
     os.makedirs(directory, exist_ok=True)
-    report._atomic_write(npy_path, lambda f: np.save(f, np.asarray(embeddings, np.float32)))
+    atomic_write(npy_path, lambda f: np.save(f, np.asarray(embeddings, np.float32)))
     text = "".join(name + "\n" for name in names)
-    report._atomic_write(names_path, lambda f: f.write(text.encode("utf-8")))
+    atomic_write(names_path, lambda f: f.write(text.encode("utf-8")))
     return npy_path, names_path
 
 

@@ -13,9 +13,10 @@ import datetime
 import json
 import math
 import os
-import tempfile
 
 import numpy as np
+
+from data_tools.manifest import atomic_write
 
 REPORT_JSON = "report.json"
 ROC_PNG = "roc.png"
@@ -57,8 +58,8 @@ def write_report(metrics, output_dir, extra=None, log_fpr=True):
     json_path = os.path.join(output_dir, REPORT_JSON)
     png_path = os.path.join(output_dir, ROC_PNG)
     figure = _roc_figure(metrics, log_fpr)
-    _atomic_write(png_path, lambda f: figure.savefig(f, format="png", dpi=100))
-    _atomic_write(json_path, lambda f: f.write(text.encode("utf-8")))
+    atomic_write(png_path, lambda f: figure.savefig(f, format="png", dpi=100))
+    atomic_write(json_path, lambda f: f.write(text.encode("utf-8")))
     return json_path, png_path
 
 
@@ -96,22 +97,6 @@ def _to_jsonable(value, where):
     if value is None or isinstance(value, (bool, int, str)):
         return value
     raise TypeError("%s: cannot store a %s in a JSON report" % (where, type(value).__name__))
-
-
-def _atomic_write(path, write):
-    """Call ``write(binary_file)`` on a temporary file next to ``path``, then rename it."""
-    directory, name = os.path.split(path)
-    fd, tmp_path = tempfile.mkstemp(prefix="." + name + ".", suffix=".tmp", dir=directory or ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
 
 
 def _roc_figure(metrics, log_fpr):
