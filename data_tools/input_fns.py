@@ -14,6 +14,7 @@ import os
 
 import tensorflow.compat.v1 as tf
 
+from data_tools import manifest as manifest_lib
 from data_tools import preprocessing, schema
 
 AUTOTUNE = tf.data.experimental.AUTOTUNE
@@ -46,14 +47,27 @@ def worker_shard(config=None, input_context=None):
     return 1, 0
 
 
+def _manifest_of(records):
+    """The manifest of a records directory, or None (a glob pattern, a bare directory).
+
+    Read through tf.io.gfile rather than ``data_tools.manifest`` (plain os, no TensorFlow, for
+    the converter's workers) so that the input can live on an object store.
+    """
+    if isinstance(records, (list, tuple)) or not tf.io.gfile.isdir(records):
+        return None
+    path = os.path.join(records, manifest_lib.MANIFEST_NAME)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)
+
+
 def records_file_pattern(records_dir_or_pattern):
     """Accept a records directory (holding manifest.json) or a glob pattern."""
+    manifest = _manifest_of(records_dir_or_pattern)
+    if manifest is not None:
+        return [os.path.join(records_dir_or_pattern, s["file"]) for s in manifest["shards"]]
     if tf.io.gfile.isdir(records_dir_or_pattern):
-        manifest_path = os.path.join(records_dir_or_pattern, "manifest.json")
-        if tf.io.gfile.exists(manifest_path):
-            with tf.io.gfile.GFile(manifest_path) as f:
-                manifest = json.load(f)
-            return [os.path.join(records_dir_or_pattern, s["file"]) for s in manifest["shards"]]
         return os.path.join(records_dir_or_pattern, "*.tfrecord")
     return records_dir_or_pattern
 
@@ -197,11 +211,9 @@ def count_records(files):
 
 def num_pairs_in(records):
     """Number of pair records: the manifest says; without one, count them."""
-    if tf.io.gfile.isdir(records):
-        manifest_path = os.path.join(records, "manifest.json")
-        if tf.io.gfile.exists(manifest_path):
-            with tf.io.gfile.GFile(manifest_path) as f:
-                return int(json.load(f)["num_pairs"])
+    manifest = _manifest_of(records)
+    if manifest is not None:
+        return int(manifest["num_pairs"])
     return count_records(_files(records))
 
 
