@@ -9,7 +9,6 @@ files -> shard per worker -> shuffle files -> interleave -> shuffle records -> p
 batch(drop_remainder) -> prefetch. Batches always have a static shape (Ascend needs it).
 """
 
-import json
 import os
 
 import tensorflow.compat.v1 as tf
@@ -48,18 +47,12 @@ def worker_shard(config=None, input_context=None):
 
 
 def _manifest_of(records):
-    """The manifest of a records directory, or None (a glob pattern, a bare directory).
-
-    Read through tf.io.gfile rather than ``data_tools.manifest`` (plain os, no TensorFlow, for
-    the converter's workers) so that the input can live on an object store.
-    """
+    """The manifest of a records directory, or None (a glob pattern, a bare directory)."""
     if isinstance(records, (list, tuple)) or not tf.io.gfile.isdir(records):
         return None
-    path = os.path.join(records, manifest_lib.MANIFEST_NAME)
-    if not tf.io.gfile.exists(path):
+    if not tf.io.gfile.exists(os.path.join(records, manifest_lib.MANIFEST_NAME)):
         return None
-    with tf.io.gfile.GFile(path) as f:
-        return json.load(f)
+    return manifest_lib.read_manifest(records)
 
 
 def records_file_pattern(records_dir_or_pattern):

@@ -94,12 +94,18 @@ def read_manifest(records_dir):
     conversion did not finish: the manifest is written last) or not valid JSON.
     """
     path = os.path.join(records_dir, MANIFEST_NAME)
-    if not os.path.isfile(path):
+    if "://" in path:  # gs://, s3://, obs://: only TensorFlow's file system reaches them
+        import tensorflow.compat.v1 as tf  # noqa: PLC0415  (local paths stay TF-free)
+
+        exists, opener = tf.io.gfile.exists, tf.io.gfile.GFile
+    else:
+        exists, opener = os.path.isfile, lambda name: open(name, encoding="utf-8")
+    if not exists(path):
         raise ManifestError("%s not found: %s is not a finished conversion (run "
                             "data_tools/make_tfrecords.py, or re-run it to finish)"
                             % (MANIFEST_NAME, records_dir))
     try:
-        with open(path, encoding="utf-8") as f:
+        with opener(path) as f:
             manifest = json.load(f)
     except ValueError as e:
         raise ManifestError("%s is not valid JSON: %s" % (path, e)) from None
