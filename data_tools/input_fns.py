@@ -83,7 +83,7 @@ def _sharded_files(files, num_shards, shard_index):
 
 def train_input_fn_builder(records, image_size=preprocessing.DEFAULT_IMAGE_SIZE,
                            random_flip=True, random_crop=False, brightness_delta=0.0,
-                           shuffle_buffer=10000, images_per_identity=None, seed=None,
+                           min_crop_scale=1.0, contrast_delta=0.0, shuffle_buffer=10000, images_per_identity=None, seed=None,
                            is_training=True, num_classes=None, batch_size=None,
                            cycle_length=8, num_parallel_calls=AUTOTUNE):
     """Builder of the training ``input_fn`` over image records.
@@ -91,7 +91,8 @@ def train_input_fn_builder(records, image_size=preprocessing.DEFAULT_IMAGE_SIZE,
     Args:
       records: a records directory (with manifest.json), a glob pattern or a list of files.
       image_size: side of the square network input.
-      random_flip, random_crop, brightness_delta: augmentation, see
+      random_flip, random_crop, brightness_delta, min_crop_scale, contrast_delta: augmentation,
+        see
         ``preprocessing.preprocess_for_train``.
       shuffle_buffer: records held for shuffling.
       images_per_identity: K of P×K sampling: each batch holds batch_size / K identities with K
@@ -138,7 +139,8 @@ def train_input_fn_builder(records, image_size=preprocessing.DEFAULT_IMAGE_SIZE,
                     [tf.constant(seed, tf.int64), tf.cast(index, tf.int64)])
                 image = preprocessing.preprocess_for_train(
                     record["encoded"], image_size, random_flip=random_flip,
-                    random_crop=random_crop, brightness_delta=brightness_delta, seed=key)
+                    random_crop=random_crop, brightness_delta=brightness_delta,
+                    min_crop_scale=min_crop_scale, contrast_delta=contrast_delta, seed=key)
             else:
                 image = preprocessing.preprocess_for_eval(record["encoded"], image_size)
             label = record["label"]

@@ -7,6 +7,7 @@ exported SavedModel runs ``preprocess_pixels`` on whatever a client sends.
 Pixels are normalised as insightface and facenet-style face models expect: (x - 127.5) / 128.
 """
 
+import numpy as np
 import tensorflow.compat.v1 as tf
 
 PIXEL_MEAN = 127.5
@@ -59,20 +60,30 @@ def preprocess_for_eval(encoded, image_size=DEFAULT_IMAGE_SIZE):
 
 
 def preprocess_for_train(encoded, image_size=DEFAULT_IMAGE_SIZE, random_flip=True,
-                         random_crop=False, crop_padding=8, brightness_delta=0.0, seed=None):
+                         random_crop=False, crop_padding=8, brightness_delta=0.0,
+                         min_crop_scale=1.0, max_aspect_ratio=1.1, contrast_delta=0.0, seed=None):
     """Encoded bytes → augmented, normalised float32 [S, S, 3].
 
-    * ``random_flip``: horizontal flip with probability 1/2 (faces are left/right symmetric);
+    * ``min_crop_scale`` < 1: random scale crop: a box of side fraction ``U(min_crop_scale, 1)``
+      of the decoded image, aspect ratio in [1/``max_aspect_ratio``, ``max_aspect_ratio``],
+      anywhere inside it, resized to S×S in the same op (zoom and translation jitter: what a few
+      thousand real faces need to stop a network memorising them; 1.0 keeps the whole image);
     * ``random_crop``: pad by ``crop_padding`` pixels (mirrored) and take a random S×S crop, a
       small translation jitter that aligned faces tolerate;
-    * ``brightness_delta``: add a uniform shift in ±delta (0..255 scale).
+    * ``random_flip``: horizontal flip with probability 1/2 (faces are left/right symmetric);
+    * ``brightness_delta``: add a uniform shift in ±delta (0..255 scale);
+    * ``contrast_delta``: scale each image's deviation from its mean by ``U(1 - d, 1 + d)``.
 
     ``seed``: an int32 tensor of shape [2] (e.g. (run seed, element index)) makes every random
     choice a stateless function of it, so a training run is repeatable whatever the number of
     parallel map calls; None draws from TensorFlow's stateful generators.
     """
-    image = resize(decode_image(encoded), image_size)
     draws = _RandomDraws(seed)
+    if min_crop_scale < 1.0:
+        image = _random_scale_crop(decode_image(encoded), image_size, min_crop_scale,
+                                   max_aspect_ratio, draws)
+    else:
+        image = resize(decode_image(encoded), image_size)
     if random_crop:
         padded = tf.pad(image, [[crop_padding, crop_padding], [crop_padding, crop_padding], [0, 0]],
                         mode="SYMMETRIC")
@@ -85,7 +96,32 @@ def preprocess_for_train(encoded, image_size=DEFAULT_IMAGE_SIZE, random_flip=Tru
     if brightness_delta > 0:
         shift = (2.0 * draws.uniform(3) - 1.0) * brightness_delta
         image = tf.clip_by_value(image + shift, 0.0, 255.0)
+    if contrast_delta > 0:
+        factor = 1.0 + (2.0 * draws.uniform(8) - 1.0) * contrast_delta
+        mean = tf.reduce_mean(image)
+        image = tf.clip_by_value((image - mean) * factor + mean, 0.0, 255.0)
     return normalize(image)
+
+
+def _random_scale_crop(image, image_size, min_scale, max_aspect_ratio, draws):
+    """A random box (side fraction, aspect ratio, position from ``draws``) of ``image``,
+    resized to ``image_size``² float32 pixels by ``crop_and_resize`` (bilinear)."""
+    side = min_scale + (1.0 - min_scale) * draws.uniform(4)
+    log_ratio = (2.0 * draws.uniform(5) - 1.0) * float(np.log(max_aspect_ratio))
+    root = tf.exp(0.5 * log_ratio)
+    height = tf.minimum(side * root, 1.0)
+    width = tf.minimum(side / root, 1.0)
+    top = (1.0 - height) * draws.uniform(6)
+    left = (1.0 - width) * draws.uniform(7)
+    box = tf.stack([top, left, top + height, left + width])[None]
+    crop = tf.image.crop_and_resize(tf.cast(image, tf.float32)[None], box,
+                                    box_indices=tf.zeros([1], tf.int32),
+                                    crop_size=[image_size, image_size])
+    return tf.reshape(crop, [image_size, image_size, 3])
+
+
+# Independent draws per image (flip, crop, brightness, scale crop, contrast use 0..8).
+_DRAWS_PER_IMAGE = 16
 
 
 class _RandomDraws(object):
@@ -97,7 +133,7 @@ class _RandomDraws(object):
     def uniform(self, draw):
         if self._seed is None:
             return tf.random.uniform([])
-        key = tf.stack([self._seed[0], self._seed[1] * 8 + draw])
+        key = tf.stack([self._seed[0], self._seed[1] * _DRAWS_PER_IMAGE + draw])
         return tf.random.stateless_uniform([], seed=key)
 
 

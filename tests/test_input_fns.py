@@ -201,3 +201,39 @@ def test_ascend_ranks_read_distinct_shards(monkeypatch):
     assert input_fns.worker_shard() == (4, 2)
     monkeypatch.setenv("RANK_SIZE", "1")
     assert input_fns.worker_shard() == (1, 0)
+
+
+def test_scale_crop_and_contrast_augmentation(image_records):
+    """Scale crops zoom into the face (a box inside the image, resized), contrast scales the
+    deviation from the mean; both are off at their defaults and stateless when seeded."""
+    with tf.Graph().as_default(), tf.Session() as sess:
+        encoded = tf.placeholder(tf.string, [])
+        key = tf.placeholder(tf.int64, [2])
+        zoomed = preprocessing.preprocess_for_train(encoded, 16, random_flip=False,
+                                                    min_crop_scale=0.5, seed=key)
+        contrasted = preprocessing.preprocess_for_train(encoded, 16, random_flip=False,
+                                                        contrast_delta=0.5, seed=key)
+        default = preprocessing.preprocess_for_train(encoded, 16, random_flip=False, seed=key)
+        plain = preprocessing.preprocess_for_eval(encoded, 16)
+        # A horizontal ramp 0..255 over 64 columns: a box's crop is a ramp over a sub-range.
+        ramp = np.tile(np.linspace(0, 255, 64)[None, :, None], (64, 1, 3)).round().astype(np.uint8)
+        data = rh.encode(ramp, "png")
+        base = sess.run(plain, {encoded: data})
+        np.testing.assert_array_equal(sess.run(default, {encoded: data, key: [1, 0]}), base)
+        spans, factors = [], []
+        for i in range(30):
+            z, c = sess.run([zoomed, contrasted], {encoded: data, key: [1, i]})
+            again = sess.run(zoomed, {encoded: data, key: [1, i]})
+            np.testing.assert_array_equal(z, again)
+            row = z[8, :, 0] * preprocessing.PIXEL_SCALE + preprocessing.PIXEL_MEAN
+            assert np.all(np.diff(row) >= -1e-3)  # still a rising ramp: no flip, no wrap
+            spans.append((row[-1] - row[0]) / 255.0)
+            centred = base - base.mean()
+            factors.append(float(np.sum((c - c.mean()) * centred) / np.sum(centred ** 2)))
+    # The box width is side / sqrt(ratio) with side in [0.5, 1], ratio within 1.1, and
+    # crop_and_resize samples the box from edge pixel to edge pixel: the ramp spans that
+    # fraction of its range (up to the uint8 rounding of the ramp).
+    assert min(spans) >= 0.5 / np.sqrt(1.1) - 0.01 and max(spans) <= 1.0 + 0.01
+    assert max(spans) - min(spans) > 0.2
+    assert 0.5 - 1e-3 <= min(factors) and max(factors) <= 1.5 + 1e-3
+    assert max(factors) - min(factors) > 0.3
