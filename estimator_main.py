@@ -77,6 +77,9 @@ flags.DEFINE_integer("warmup_steps", None, "Linear warm-up steps (default: 2%% o
 flags.DEFINE_bool("random_flip", True, "Random horizontal flips in training.")
 flags.DEFINE_bool("random_crop", False, "Random crops (padding 8) in training.")
 flags.DEFINE_float("brightness_delta", 0.0, "Random brightness shift (0..255 scale).")
+flags.DEFINE_float("min_crop_scale", 1.0, "Random scale crops: box side in [this, 1] of the "
+                   "stored face, aspect ratio within 1.1 (1: off).")
+flags.DEFINE_float("contrast_delta", 0.0, "Random contrast factor in [1 - d, 1 + d] (0: off).")
 flags.DEFINE_integer("shuffle_buffer", 10000, "Records held for shuffling.")
 flags.DEFINE_integer("seed", 0, "Seed of shuffling, augmentation and initialisation.")
 # Evaluation and export.
@@ -161,6 +164,10 @@ def build_params(values):
                  "--batch_size=%d must be a multiple of --images_per_identity=%d"
                  % (p["batch_size"], k))
     p["decay_boundaries"] = tuple(float(b) for b in p["decay_boundaries"])
+    _require(0.0 < p["min_crop_scale"] <= 1.0, "--min_crop_scale must be in (0, 1], got %g"
+             % p["min_crop_scale"])
+    _require(0.0 <= p["contrast_delta"] < 1.0, "--contrast_delta must be in [0, 1), got %g"
+             % p["contrast_delta"])
 
     if needs_train or mode == "export" or needs_eval:
         records = p["train_records"]
@@ -344,6 +351,7 @@ def train_input_fn(p):
     return input_fns.train_input_fn_builder(
         p["train_records"], image_size=p["image_size"], random_flip=p["random_flip"],
         random_crop=p["random_crop"], brightness_delta=p["brightness_delta"],
+        min_crop_scale=p["min_crop_scale"], contrast_delta=p["contrast_delta"],
         shuffle_buffer=p["shuffle_buffer"], images_per_identity=p["images_per_identity"] or None,
         seed=p["seed"], num_classes=p["num_classes"], batch_size=p["batch_size"])
 
@@ -354,9 +362,14 @@ def eval_input_fn(p):
                                             batch_size=p["eval_batch_size"])
 
 
-def write_eval_report(p, eval_result):
+def write_eval_report(p, eval_result, started=None):
+    """report.json + roc.png of one evaluation; ``started`` (time.time() at the start of this
+    invocation) records its wall time, training and evaluations included, as extra.wall_seconds."""
     metrics = eval_metrics.metrics_from_eval_result(eval_result, EVAL_NAME)
-    paths = report.write_report(metrics, os.path.join(p["model_dir"], "eval"))
+    extra = {"mode": p["mode"]}
+    if started is not None:
+        extra["wall_seconds"] = round(time.time() - started, 1)
+    paths = report.write_report(metrics, os.path.join(p["model_dir"], "eval"), extra=extra)
     print("LFW-style verification at step %s: accuracy %.4f ± %.4f, VAL@FAR=%g %.4f, AUC %.4f, "
           "EER %.4f (threshold %.2f) -> %s" % (
               metrics.get("global_step"), metrics["accuracy"], metrics["accuracy_std"],
@@ -385,6 +398,7 @@ _NON_FINITE = re.compile(re.escape(model_fn.NON_FINITE_LOSS_MESSAGE) + r"\]\s*\[
 
 
 def run_mode(p):
+    started = time.time()
     estimator = build_estimator(p)
     receiver = serving.serving_input_receiver_fn_builder(p["image_size"])
     mode = p["mode"]
@@ -410,7 +424,7 @@ def run_mode(p):
         elif estimator.config.cluster_spec.jobs:
             return
         if result:
-            write_eval_report(p, result)
+            write_eval_report(p, result, started)
         best = latest_export(os.path.join(p["model_dir"], "export", "best"))
         if best:
             print("best SavedModel: %s" % best)

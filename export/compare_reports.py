@@ -1,0 +1,120 @@
+"""One Markdown table row per training run, from its verification report and its parameters.
+
+    python -m export.compare_reports lfw_output/fold10/models/*    [--copy_reports=DIR]
+
+Each argument is a ``model_dir`` holding ``params.json`` (written by ``estimator_main.py``) and
+``eval/report.json`` (the evaluation of its final checkpoint). Rows are grouped by head: runs
+that differ only in ``--seed`` are averaged into one row (mean of the accuracies, the seeds
+listed), as the README's head comparison reports them. ``--copy_reports`` keeps each report as
+``<run name>.json`` next to the table, so the figures stay checkable after the models are gone.
+"""
+
+import argparse
+import collections
+import json
+import os
+import shutil
+import sys
+
+from export import report as report_lib
+
+# Columns of the table: header, then a function of (params, report) giving the cell's number.
+_METRICS = collections.OrderedDict([
+    ("accuracy", lambda r: r["accuracy"]),
+    ("accuracy_std", lambda r: r["accuracy_std"]),
+    ("val", lambda r: r["val"]),
+    ("auc", lambda r: r["auc"]),
+    ("eer", lambda r: r["eer"]),
+])
+
+
+def load_run(model_dir):
+    """``(name, params, report)`` of one run; ValueError naming what is missing."""
+    params_path = os.path.join(model_dir, "params.json")
+    if not os.path.isfile(params_path):
+        raise ValueError("%s has no params.json: not a model_dir of estimator_main.py"
+                         % model_dir)
+    with open(params_path, encoding="utf-8") as f:
+        params = json.load(f)
+    try:
+        report = report_lib.read_report(os.path.join(model_dir, "eval"))
+    except FileNotFoundError:
+        raise ValueError("%s has no eval/report.json: its training has not finished"
+                         % model_dir) from None
+    return os.path.basename(os.path.normpath(model_dir)), params, report
+
+
+def _mean(values):
+    return sum(values) / float(len(values))
+
+
+def summarize(runs):
+    """Rows (dicts) of the table: runs with the same head and settings but another seed are one
+    row, with the mean of each metric, the per-seed accuracies and the seeds."""
+    groups = collections.OrderedDict()
+    for name, params, report in runs:
+        key = tuple(sorted((k, json.dumps(v)) for k, v in params.items()
+                           if k not in ("seed", "model_dir")))
+        groups.setdefault(key, []).append((name, params, report))
+    rows = []
+    for members in groups.values():
+        params = members[0][1]
+        row = collections.OrderedDict([
+            ("runs", [name for name, _, _ in members]),
+            ("head", params["head"]),
+            ("margin", params.get("margin")),
+            ("gamma", params.get("gamma") if params["head"].startswith("circle")
+             else params.get("scale")),
+            ("seeds", [p.get("seed") for _, p, _ in members]),
+            ("steps", [r.get("global_step") for _, _, r in members]),
+            ("seed_accuracy", [r["accuracy"] for _, _, r in members]),
+            ("far_target", members[0][2].get("far_target")),
+        ])
+        minutes = [r.get("extra", {}).get("wall_seconds") for _, _, r in members]
+        row["wall_minutes"] = (_mean(minutes) / 60.0 if all(m is not None for m in minutes)
+                               else None)
+        for metric, value in _METRICS.items():
+            row[metric] = _mean([value(r) for _, _, r in members])
+        rows.append(row)
+    return rows
+
+
+def markdown_table(rows):
+    far = rows[0]["far_target"] if rows else 1e-3
+    lines = ["| head | m | γ / s | accuracy ± std | seeds (accuracy each) | VAL@FAR=%g | AUC | "
+             "EER | steps | minutes |" % far,
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        seeds = ", ".join("%s: %.4f" % (s, a) for s, a in zip(row["seeds"], row["seed_accuracy"]))
+        minutes = "%.0f" % row["wall_minutes"] if row["wall_minutes"] is not None else "—"
+        lines.append("| `%s` | %s | %s | %.4f ± %.4f | %s | %.4f | %.4f | %.4f | %s | %s |" % (
+            row["head"], _number(row["margin"]), _number(row["gamma"]), row["accuracy"],
+            row["accuracy_std"], seeds, row["val"], row["auc"], row["eer"],
+            "/".join(str(s) for s in sorted(set(row["steps"]))), minutes))
+    return "\n".join(lines)
+
+
+def _number(value):
+    return "—" if value is None else "%g" % value
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model_dirs", nargs="+", help="model_dir of each run")
+    parser.add_argument("--copy_reports", default=None,
+                        help="copy each run's report.json here as <run name>.json")
+    args = parser.parse_args(argv)
+    try:
+        runs = [load_run(d) for d in args.model_dirs]
+    except ValueError as e:
+        sys.exit("error: %s" % e)
+    if args.copy_reports:
+        os.makedirs(args.copy_reports, exist_ok=True)
+        for model_dir, (name, _, _) in zip(args.model_dirs, runs):
+            shutil.copyfile(os.path.join(model_dir, "eval", report_lib.REPORT_JSON),
+                            os.path.join(args.copy_reports, name + ".json"))
+    print(markdown_table(summarize(runs)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""The head-comparison table: rows from real reports, seeds averaged, reports kept."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from export import compare_reports, report, verification
+
+
+def _run(root, name, head, seed, accuracy_noise, wall_seconds=600.0):
+    """A model_dir with params.json and the report of a real evaluate() on noisy embeddings."""
+    rng = np.random.RandomState(seed)
+    base = rng.normal(size=(40, 8))
+    issame = np.arange(40) % 20 < 10
+    other = np.where(issame[:, None], base + accuracy_noise * rng.normal(size=base.shape),
+                     rng.normal(size=base.shape))
+    metrics = verification.evaluate(base, other, issame)
+    metrics["global_step"] = 1000
+    model_dir = os.path.join(str(root), name)
+    report.write_report(metrics, os.path.join(model_dir, "eval"),
+                        extra={"wall_seconds": wall_seconds})
+    params = {"head": head, "seed": seed, "margin": 0.25, "gamma": 64.0, "scale": 64.0,
+              "backbone": "tiny", "model_dir": model_dir}
+    with open(os.path.join(model_dir, "params.json"), "w") as f:
+        json.dump(params, f)
+    return model_dir, metrics
+
+
+def test_seeds_of_one_head_are_averaged(tmp_path):
+    a, ma = _run(tmp_path, "circle-s0", "circle", 0, 0.3)
+    b, mb = _run(tmp_path, "circle-s1", "circle", 1, 0.8, wall_seconds=1200.0)
+    c, mc = _run(tmp_path, "softmax-s0", "softmax", 0, 1.5)
+    rows = compare_reports.summarize([compare_reports.load_run(d) for d in (a, b, c)])
+    assert [r["head"] for r in rows] == ["circle", "softmax"]
+    circle, softmax = rows
+    assert circle["seeds"] == [0, 1]
+    assert circle["accuracy"] == pytest.approx((ma["accuracy"] + mb["accuracy"]) / 2)
+    assert circle["auc"] == pytest.approx((ma["auc"] + mb["auc"]) / 2)
+    assert circle["wall_minutes"] == pytest.approx(15.0)
+    assert softmax["accuracy"] == pytest.approx(mc["accuracy"])
+    assert softmax["gamma"] == 64.0  # the scale s for non-Circle heads
+
+    table = compare_reports.markdown_table(rows).splitlines()
+    assert len(table) == 4
+    assert table[2].startswith("| `circle` | 0.25 | 64 | %.4f ± " % circle["accuracy"])
+    assert "0: %.4f, 1: %.4f" % (ma["accuracy"], mb["accuracy"]) in table[2]
+
+
+def test_cli_copies_reports_and_prints_the_table(tmp_path, capsys):
+    a, _ = _run(tmp_path, "arcface-s0", "arcface", 0, 0.5)
+    kept = tmp_path / "kept"
+    compare_reports.main([a, "--copy_reports", str(kept)])
+    assert "| `arcface` |" in capsys.readouterr().out
+    assert report.read_report(str(kept / "arcface-s0.json"))["global_step"] == 1000
+
+
+def test_unfinished_run_is_named(tmp_path):
+    model_dir = tmp_path / "running"
+    model_dir.mkdir()
+    (model_dir / "params.json").write_text("{}")
+    with pytest.raises(SystemExit, match="has no eval/report.json"):
+        compare_reports.main([str(model_dir)])
+    with pytest.raises(SystemExit, match="no params.json"):
+        compare_reports.main([str(tmp_path)])
