@@ -14,9 +14,10 @@ import tensorflow.compat.v1 as tf
 from model import layers
 from model.backbones import BACKBONES, check_image_size, default_image_size, get_backbone
 
-ALL_BACKBONES = ["iresnet18", "iresnet34", "iresnet50", "iresnet100", "mobilefacenet", "tiny"]
+ALL_BACKBONES = ["iresnet18", "iresnet34", "iresnet50", "iresnet100", "iresnet_lite",
+                 "mobilefacenet", "tiny"]
 # Backbones small enough to run (not just build) in a unit test on two CPU cores.
-RUNNABLE = ["tiny", "mobilefacenet", "iresnet18"]
+RUNNABLE = ["tiny", "mobilefacenet", "iresnet18", "iresnet_lite"]
 
 # Trainable parameters of insightface recognition/arcface_torch/backbones/iresnet.py and
 # mobilefacenet.py (get_mbf: blocks (1, 4, 6, 2), scale 2), fp16=False, counted with PyTorch 2.13
@@ -51,6 +52,23 @@ def _tiny_trainable_params(embedding_size):
     widths = [(3, 24), (24, 48), (48, 48), (48, 96), (96, 96), (96, 192), (192, 192)]
     convs = sum(9 * cin * cout + 3 * cout for cin, cout in widths)
     return convs + 192 * embedding_size + 2 * embedding_size
+
+
+def _iresnet_lite_trainable_params(embedding_size, image_size):
+    """IResNet-lite's documented layout, counted by hand: stem conv 3→32 + BN + PReLU; stages
+    64/128/256 of two IResNet basic blocks (BN, conv, BN, PReLU, conv, BN; a 1×1 conv + BN
+    shortcut in each stage's first block); BN, FC with bias over the (S/16)² × 256 map, BN
+    without scale."""
+    total = 27 * 32 + 2 * 32 + 32
+    cin = 32
+    for width in (64, 128, 256):
+        for block in range(2):
+            total += 2 * cin + 9 * cin * width + 2 * width + width + 9 * width * width + 2 * width
+            if block == 0:
+                total += cin * width + 2 * width
+            cin = width
+    feature_map = (image_size // 16) ** 2 * 256
+    return total + 2 * 256 + feature_map * embedding_size + embedding_size + embedding_size
 
 
 def _size(variable):
@@ -110,7 +128,7 @@ def test_registry_lists_every_backbone():
     assert list(BACKBONES) == ALL_BACKBONES
     for name in ALL_BACKBONES:
         assert get_backbone(name) is BACKBONES[name]
-        assert default_image_size(name) == 112
+        assert default_image_size(name) == (64 if name == "iresnet_lite" else 112)
         check_image_size(name, default_image_size(name))
 
 
@@ -127,6 +145,7 @@ def test_unknown_backbone_lists_valid_names(lookup):
 @pytest.mark.parametrize("name,size", [
     ("iresnet18", 96), ("iresnet100", 128), ("mobilefacenet", 224), ("mobilefacenet", 56),
     ("tiny", 100), ("tiny", 16), ("tiny", 0), ("tiny", 112.0), ("iresnet50", True),
+    ("iresnet_lite", 72), ("iresnet_lite", 16),
 ])
 def test_check_image_size_rejects(name, size):
     with pytest.raises(ValueError) as error:
@@ -183,6 +202,26 @@ def test_batch_norm_statistics_match_reference_buffers(name):
 def test_tiny_parameter_count_matches_its_layout(embedding_size):
     facts = _graph_facts("tiny", True, embedding_size)
     assert facts["trainable"] == _tiny_trainable_params(embedding_size)
+
+
+@pytest.mark.parametrize("embedding_size", [512, 128])
+def test_iresnet_lite_parameter_count_matches_its_layout(embedding_size):
+    facts = _graph_facts("iresnet_lite", True, embedding_size)  # built at 112x112
+    assert facts["trainable"] == _iresnet_lite_trainable_params(embedding_size, 112)
+    # The docstring's figure: about 4.8 M at 64x64 with 512-d embeddings.
+    assert _iresnet_lite_trainable_params(512, 64) == 4858880
+
+
+@pytest.mark.parametrize("size", [32, 64, 96])
+def test_iresnet_lite_runs_at_multiples_of_16(size):
+    with tf.Graph().as_default():
+        images = tf.placeholder(tf.float32, [None, size, size, 3])
+        embeddings = get_backbone("iresnet_lite")(images, False, embedding_size=64)
+        with tf.Session() as session:
+            session.run(tf.global_variables_initializer())
+            value = session.run(embeddings, {images: _faces(2, size)})
+    assert value.shape == (2, 64) and np.all(np.isfinite(value))
+    assert default_image_size("iresnet_lite") == 64
 
 
 def test_iresnet_feature_neck_has_no_trainable_scale():

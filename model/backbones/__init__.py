@@ -10,7 +10,7 @@ True), and the embeddings ``[B, embedding_size]`` are not L2-normalised and have
 
 import collections
 
-from model.backbones import iresnet, mobilefacenet, tiny
+from model.backbones import iresnet, iresnet_lite, mobilefacenet, tiny
 
 _Spec = collections.namedtuple("_Spec", ["build", "size_error", "default_size"])
 
@@ -19,6 +19,8 @@ _SPECS = collections.OrderedDict([
     ("iresnet34", _Spec(iresnet.iresnet34, iresnet.image_size_error, iresnet.IMAGE_SIZE)),
     ("iresnet50", _Spec(iresnet.iresnet50, iresnet.image_size_error, iresnet.IMAGE_SIZE)),
     ("iresnet100", _Spec(iresnet.iresnet100, iresnet.image_size_error, iresnet.IMAGE_SIZE)),
+    ("iresnet_lite", _Spec(iresnet_lite.iresnet_lite, iresnet_lite.image_size_error,
+                           iresnet_lite.IMAGE_SIZE)),
     ("mobilefacenet", _Spec(mobilefacenet.mobilefacenet, mobilefacenet.image_size_error,
                             mobilefacenet.IMAGE_SIZE)),
     ("tiny", _Spec(tiny.tiny, tiny.image_size_error, tiny.IMAGE_SIZE)),
@@ -51,5 +53,5 @@ def check_image_size(name, image_size):
 
 
 def default_image_size(name):
-    """The input size backbone ``name`` is designed for (112 for all of them)."""
+    """The input size backbone ``name`` is designed for (112; 64 for iresnet_lite)."""
     return _spec(name).default_size

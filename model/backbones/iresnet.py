@@ -45,7 +45,7 @@ def _conv(x, filters, kernel_size, strides, padding, name):
                          name=name)
 
 
-def _basic_block(x, planes, strides, is_training, name):
+def basic_block(x, planes, strides, is_training, name):
     with tf.variable_scope(name):
         out = layers.batch_norm(x, is_training, name="bn1")
         out = _conv(out, planes, 3, 1, 1, "conv1")
@@ -77,7 +77,7 @@ def build_iresnet(images, is_training, depths, embedding_size=512, dropout_rate=
         for stage, (width, depth) in enumerate(zip(STAGE_WIDTHS, depths), start=1):
             with tf.variable_scope("layer{}".format(stage)):
                 for block in range(depth):
-                    x = _basic_block(x, width, 2 if block == 0 else 1, is_training,
+                    x = basic_block(x, width, 2 if block == 0 else 1, is_training,
                                      "block{}".format(block))
         x = layers.batch_norm(x, is_training, name="bn2")
         x = layers.flatten(x)
