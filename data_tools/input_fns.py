@@ -83,7 +83,8 @@ def _sharded_files(files, num_shards, shard_index):
 
 def train_input_fn_builder(records, image_size=preprocessing.DEFAULT_IMAGE_SIZE,
                            random_flip=True, random_crop=False, brightness_delta=0.0,
-                           min_crop_scale=1.0, contrast_delta=0.0, shuffle_buffer=10000, images_per_identity=None, seed=None,
+                           min_crop_scale=1.0, contrast_delta=0.0, shuffle_buffer=10000,
+                           images_per_identity=None, seed=None,
                            is_training=True, num_classes=None, batch_size=None,
                            cycle_length=8, num_parallel_calls=AUTOTUNE):
     """Builder of the training ``input_fn`` over image records.
