@@ -25,7 +25,7 @@ import stat
 import warnings
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFile
 
 # Lower-case extensions that mark a file as an image. The order is also the order in which a
 # pairs file's `name_%04d` is looked up on disk (pairs.py).
@@ -49,6 +49,10 @@ class ImageError(Exception):
     """A file that cannot become a record. ``str(error)`` is the reason shown to the user."""
 
 
+class ImageChanged(ImageError):
+    """The file's bytes are no longer those :func:`check_image` validated."""
+
+
 ImageEntry = collections.namedtuple("ImageEntry", ["identity", "relpath", "size"])
 ImageEntry.__doc__ = """A candidate image: identity folder, path relative to the input dir
 (``/``-separated), size in bytes."""
@@ -58,11 +62,14 @@ ScanResult.__doc__ = """Result of :func:`scan_identity_folders`: ``entries`` (li
 :class:`ImageEntry`, sorted by identity then path) and ``skipped`` (list of ``(relpath, reason)``
 for image-named files that cannot be used whatever their content)."""
 
-ImageInfo = collections.namedtuple("ImageInfo",
-                                   ["source_format", "width", "height", "reencode", "sha256"])
+ImageInfo = collections.namedtuple(
+    "ImageInfo", ["source_format", "width", "height", "reencode", "sha256", "stored_format",
+                  "channels"])
 ImageInfo.__doc__ = """What :func:`check_image` learnt: the source format (PIL's name), its size,
 whether the record will hold re-encoded PNG rather than the file's bytes, and the sha256 (hex) of
-the file's bytes, which pins the content the plan was made from."""
+the file's bytes, which pins the content the plan was made from. For a file stored as it is,
+``stored_format`` (``'jpeg'`` or ``'png'``) and ``channels`` are the record's fields, so that
+:func:`encode_image` needs no decoder for it; both are None when ``reencode``."""
 
 EncodedImage = collections.namedtuple(
     "EncodedImage", ["encoded", "format", "height", "width", "channels", "sha256"])
@@ -225,24 +232,40 @@ def _open_header(data):
     return image
 
 
-def _decode(data):
-    """Verify and fully decode ``data``; returns ``(format, loaded PIL image)``.
+# Image.verify() of every plugin but PNG only closes the file. PNG's checks the CRC of every chunk
+# from the first IDAT on, which load() skips, so it stays, with the reopen it needs.
+_NO_OP_VERIFY = (Image.Image.verify, ImageFile.ImageFile.verify)
 
-    ``verify()`` catches structural damage (PNG CRCs) without decoding; a full ``load()`` is the
-    only way to notice a truncated or corrupt JPEG.
-    """
-    probe = _open_header(data)
-    source_format = probe.format
-    try:
-        probe.verify()
-    except Exception as e:  # noqa: BLE001
-        raise ImageError("corrupt image (%s)" % _describe(e)) from None
-    image = _open_header(data)
+
+def _verify_checks_more(image):
+    return getattr(type(image), "verify", None) not in _NO_OP_VERIFY
+
+
+def _load(image):
     try:
         image.load()
     except Exception as e:  # noqa: BLE001
         raise ImageError("corrupt or truncated image data (%s)" % _describe(e)) from None
-    return source_format, image
+    return image
+
+
+def _decode(data):
+    """Verify and fully decode ``data``; returns ``(format, loaded PIL image)``.
+
+    A full ``load()`` is the only way to notice a truncated or corrupt JPEG (PIL's
+    ``LOAD_TRUNCATED_IMAGES`` stays False); ``verify()`` adds the PNG chunk CRCs, and runs (on
+    a header of its own: a verified image cannot be loaded) only for formats where it checks
+    anything, so that a JPEG's header is parsed once.
+    """
+    image = _open_header(data)
+    source_format = image.format
+    if _verify_checks_more(image):
+        try:
+            image.verify()
+        except Exception as e:  # noqa: BLE001
+            raise ImageError("corrupt image (%s)" % _describe(e)) from None
+        image = _open_header(data)
+    return source_format, _load(image)
 
 
 def _stored_format(source_format, mode, data, image_size, crop_box):
@@ -314,10 +337,11 @@ def _quiet(function):
 
 @_quiet
 def check_image(path, image_size=None, crop_box=None):
-    """Validate one image file fully (verify + decode); returns an :class:`ImageInfo`.
+    """Validate one image file fully (decode; PNG: CRCs too); returns an :class:`ImageInfo`.
 
-    Raises :class:`ImageError` with the reason when the file is empty, unreadable, not an image,
-    truncated or corrupt, too large (PIL's ``MAX_IMAGE_PIXELS``), or smaller than ``crop_box``.
+    The file is read once and decoded once. Raises :class:`ImageError` with the reason when the
+    file is empty, unreadable, not an image, truncated or corrupt, too large (PIL's
+    ``MAX_IMAGE_PIXELS``), or smaller than ``crop_box``.
     """
     data = _read_file(path)
     source_format, image = _decode(data)
@@ -333,25 +357,29 @@ def check_image(path, image_size=None, crop_box=None):
             raise ImageError("unsupported pixel mode %s (%s)"
                              % (image.mode, _describe(e))) from None
     return ImageInfo(source_format, image.size[0], image.size[1], stored is None,
-                     hashlib.sha256(data).hexdigest())
+                     hashlib.sha256(data).hexdigest(), stored,
+                     None if stored is None else _CHANNELS[image.mode])
 
 
 @_quiet
-def encode_image(path, image_size=None, crop_box=None):
-    """The record content of one image file as an :class:`EncodedImage`.
+def encode_image(path, info, image_size=None, crop_box=None):
+    """The record content of an image file that :func:`check_image` accepted, as an
+    :class:`EncodedImage`; ``info`` is its :class:`ImageInfo` (same ``image_size`` and
+    ``crop_box``).
 
-    JPEG/PNG in 8-bit grayscale or RGB come back byte for byte (only the header is parsed);
-    anything else, or any crop/resize, is decoded, converted to 8-bit L/RGB and encoded as PNG.
-    Raises :class:`ImageError` like :func:`check_image`.
+    The file is read again and must still hash to ``info.sha256`` (else :class:`ImageChanged`):
+    then it is the content already verified and decoded once, so a file stored as it is (JPEG/PNG
+    in 8-bit grayscale or RGB) is not parsed at all, and any other is decoded without a second
+    verification, converted to 8-bit L/RGB, cropped/resized and encoded as PNG.
     """
     data = _read_file(path)
     digest = hashlib.sha256(data).hexdigest()
-    header = _open_header(data)
-    stored = _stored_format(header.format, header.mode, data, image_size, crop_box)
-    if stored is not None:
-        width, height = header.size
-        return EncodedImage(data, stored, height, width, _CHANNELS[header.mode], digest)
-    image = _transform(_to_8bit(_decode(data)[1]), image_size, crop_box)
+    if digest != info.sha256:
+        raise ImageChanged("the file's content changed since it was checked")
+    if info.stored_format is not None:
+        return EncodedImage(data, info.stored_format, info.height, info.width, info.channels,
+                            digest)
+    image = _transform(_to_8bit(_load(_open_header(data))), image_size, crop_box)
     width, height = image.size
     return EncodedImage(_encode_png(image), "png", height, width, _CHANNELS[image.mode], digest)
 
@@ -369,12 +397,10 @@ def check_task(task):
 
 
 def encode_task(task):
-    """Pool task: ``(index, path, image_size, crop_box)`` → ``(index, EncodedImage, reason)``.
-
-    Exactly one of ``EncodedImage`` and ``reason`` is None.
-    """
-    index, path, image_size, crop_box = task
+    """Pool task: ``(index, path, info, image_size, crop_box)`` → ``(index, EncodedImage,
+    error)``; exactly one of ``EncodedImage`` and ``error`` (the :class:`ImageError`) is None."""
+    index, path, info, image_size, crop_box = task
     try:
-        return index, encode_image(path, image_size, crop_box), None
+        return index, encode_image(path, info, image_size, crop_box), None
     except ImageError as e:
-        return index, None, str(e)
+        return index, None, e

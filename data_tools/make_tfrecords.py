@@ -12,12 +12,14 @@ Verification pairs (LFW View 2 ``pairs.txt``), in pairs-file order so that folds
 
     python data_tools/make_tfrecords.py --pairs=pairs.txt --input_dir=lfw/ --output_dir=records/lfw
 
-How it works: workers (``--num_workers`` processes, PIL only) check every image fully, then a
-deterministic plan assigns records to shards; the same workers read or re-encode the images shard
-by shard and the parent serialises the records (``schema``) and writes them. Each shard is written
-under a temporary name and renamed when complete, ``manifest.json`` last, so a killed run never
-leaves a shard that looks complete but is not. ``.plan.json`` keeps the plan digest and sha256 of
-every finished shard: re-running the same command keeps the finished shards and writes the rest,
+How it works: workers (``--num_workers`` processes, PIL only) check every image fully, reading and
+decoding each file once; then a deterministic plan assigns records to shards. Shard by shard, the
+parent reads again the files that are stored as they are (no decoder: the check pass recorded
+their record fields, and their sha256 must still match), the workers re-encode the others, and the
+parent serialises the records (``schema``) and writes them. Each shard is written under a
+temporary name and renamed when complete, ``manifest.json`` last, so a killed run never leaves a
+shard that looks complete but is not. ``.plan.json`` keeps the plan digest and sha256 of every
+finished shard: re-running the same command keeps the finished shards and writes the rest,
 byte-identical to an uninterrupted run.
 """
 
@@ -302,27 +304,40 @@ def _fsync_file(path):
         os.fsync(f.fileno())
 
 
-def _encoded_sources(workers, input_dir, sources, image_size, crop_box):
-    """Yield the EncodedImage of each ``(relpath, sha256)``, in order, checking it is unchanged."""
-    tasks = [(i, os.path.join(input_dir, relpath), image_size, crop_box)
-             for i, (relpath, _) in enumerate(sources)]
-    for index, encoded, reason in workers.imap(image_files.encode_task, tasks):
-        relpath, sha256 = sources[index]
-        if encoded is None:
-            raise ConversionError("%s became unreadable during the conversion (%s); re-run to "
-                                  "resume" % (relpath, reason))
-        if encoded.sha256 != sha256:
+def _encoded_sources(workers, input_dir, sources, info_of, image_size, crop_box):
+    """Yield the EncodedImage of each ``(relpath, sha256)``, in order, checking it is unchanged.
+
+    ``info_of`` maps a relpath to its :class:`image_files.ImageInfo` from the check pass. Files
+    stored as they are cost one read and one hash, here: sending their bytes back from a worker
+    would cost more. The workers re-encode the others, ahead of the writer.
+    """
+    paths = [os.path.join(input_dir, relpath) for relpath, _ in sources]
+    infos = [info_of[relpath] for relpath, _ in sources]
+    tasks = [(i, paths[i], info, image_size, crop_box)
+             for i, info in enumerate(infos) if info.stored_format is None]
+    reencoded = iter(workers.imap(image_files.encode_task, tasks)) if tasks else iter(())
+    for i, (relpath, _) in enumerate(sources):
+        if infos[i].stored_format is None:
+            _, encoded, error = next(reencoded)
+        else:
+            _, encoded, error = image_files.encode_task(
+                (i, paths[i], infos[i], image_size, crop_box))
+        if isinstance(error, image_files.ImageChanged):
             raise ConversionError("%s changed during the conversion; re-run to resume" % relpath)
+        if error is not None:
+            raise ConversionError("%s became unreadable during the conversion (%s); re-run to "
+                                  "resume" % (relpath, error))
         yield encoded
 
 
 def _write_shards(output_dir, name, options, shards, records, mode, previous, workers,
-                  input_dir, image_size, crop_box, progress):
+                  input_dir, info_of, image_size, crop_box, progress):
     """Write the planned shards, keeping finished ones from an earlier run of the same plan.
 
     ``mode`` supplies ``sources(record) -> [(relpath, sha256)]`` and
     ``serialize(record, [EncodedImage]) -> bytes``; ``previous`` maps file names to the shard
-    states of ``.plan.json``. Returns the manifest shard entries and the number of shards kept.
+    states of ``.plan.json``; ``info_of`` maps each source relpath to its ImageInfo. Returns the
+    manifest shard entries and the number of shards kept.
     """
     entries, todo = [], []
     for shard in shards:
@@ -348,7 +363,7 @@ def _write_shards(output_dir, name, options, shards, records, mode, previous, wo
             shard_records = records[shard.start:shard.stop]
             per_record = [mode.sources(record) for record in shard_records]
             flat = [source for sources in per_record for source in sources]
-            encoded = _encoded_sources(workers, input_dir, flat, image_size, crop_box)
+            encoded = _encoded_sources(workers, input_dir, flat, info_of, image_size, crop_box)
             try:
                 with tf.io.TFRecordWriter(tmp) as writer:
                     for record, sources in zip(shard_records, per_record):
@@ -450,7 +465,8 @@ def _format_counts(records_formats):
 
 
 def _write_output(output_dir, name, options, shards, records, mode, overwrite, workers,
-                  input_dir, image_size, crop_box, progress, build_manifest, labels=None):
+                  input_dir, info_of, image_size, crop_box, progress, build_manifest,
+                  labels=None):
     """Write the planned shards under the output lock, then the manifest (and labels) last.
 
     Both conversion modes end here: the lock, the resume check, the shard writing and the
@@ -463,8 +479,8 @@ def _write_output(output_dir, name, options, shards, records, mode, overwrite, w
         previous = _previous_shards(output_dir, options, overwrite)
         _clean_output_dir(output_dir, overwrite)
         manifest_shards, kept = _write_shards(output_dir, name, options, shards, records, mode,
-                                              previous, workers, input_dir, image_size,
-                                              crop_box, progress)
+                                              previous, workers, input_dir, info_of,
+                                              image_size, crop_box, progress)
         manifest = build_manifest(manifest_shards)
         _finish(output_dir, manifest, labels=labels)
     except (OSError, tf.errors.OpError) as e:
@@ -533,10 +549,11 @@ def convert_folder(input_dir, output_dir, name="train", num_shards=None, seed=0,
             raise ConversionError("no identity has --min_images_per_class=%d valid images "
                                   "(the largest has %d)" % (min_images_per_class,
                                                             max(len(v) for v in valid.values())))
-        records, sizes, reencoded = [], 0, 0
+        records, sizes, reencoded, info_of = [], 0, 0, {}
         for label, identity in enumerate(identities):
             for entry, info in valid[identity]:
                 records.append(ImageRecord(entry.relpath, identity, label, info.sha256))
+                info_of[entry.relpath] = info
                 sizes += entry.size
                 reencoded += int(info.reencode)
         # Sorted list + seeded shuffle: the order depends on the input, options and seed only.
@@ -556,8 +573,8 @@ def convert_folder(input_dir, output_dir, name="train", num_shards=None, seed=0,
             }
 
         manifest, kept = _write_output(output_dir, name, options, shards, records, _ImageMode,
-                                       overwrite, workers, input_dir, image_size, crop_box,
-                                       progress, image_manifest, labels=identities)
+                                       overwrite, workers, input_dir, info_of, image_size,
+                                       crop_box, progress, image_manifest, labels=identities)
     seconds = time.time() - start_time
     return {
         "kind": "images", "output_dir": output_dir, "num_images": len(records),
@@ -656,8 +673,8 @@ def convert_pairs(pairs_path, input_dir, output_dir, name="pairs", num_shards=No
             }
 
         manifest, kept = _write_output(output_dir, name, options, shards, records, _PairMode,
-                                       overwrite, workers, input_dir, image_size, crop_box,
-                                       progress, pair_manifest)
+                                       overwrite, workers, input_dir, info_of, image_size,
+                                       crop_box, progress, pair_manifest)
     seconds = time.time() - start_time
     return {
         "kind": "pairs", "output_dir": output_dir, "num_pairs": len(records),

@@ -4,14 +4,16 @@ import collections
 import io
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
+import zlib
 
 import numpy as np
 import pytest
 from absl import app, flags
-from PIL import Image
+from PIL import Image, ImageFile
 
 from data_tools import image_files, make_tfrecords, manifest, pairs
 from tests import _folder_fixtures as ff
@@ -461,6 +463,143 @@ def test_default_num_shards_follows_input_size(tmp_path, monkeypatch):
     summary = convert(tmp_path / "in", tmp_path / "out")
     assert summary["num_shards"] == 4
     assert summary["num_images"] == 10
+
+
+# ------------------------------------------------------------------ work per image
+
+
+def _count_image_work(monkeypatch, root):
+    """Count, per relpath under ``root``, file reads, PIL header parses and full decodes."""
+    relpath_of = {}
+    for dirpath, _, filenames in os.walk(root):
+        for filename in filenames:
+            path = os.path.join(dirpath, filename)
+            with open(path, "rb") as f:
+                relpath_of[f.read()] = os.path.relpath(path, root).replace(os.sep, "/")
+    counts = collections.defaultdict(collections.Counter)
+    read_file, open_image = image_files._read_file, Image.open
+    decode = ImageFile.ImageFile.load
+
+    def counting_read(path):
+        counts[os.path.relpath(path, root).replace(os.sep, "/")]["reads"] += 1
+        return read_file(path)
+
+    def counting_open(fp, *args, **kwargs):
+        counts[relpath_of[fp.getvalue()]]["headers"] += 1
+        return open_image(fp, *args, **kwargs)
+
+    def counting_load(image):
+        if image.tile:  # a decode, not the no-op load() of an image already in memory
+            counts[relpath_of[image.fp.getvalue()]]["decodes"] += 1
+        return decode(image)
+
+    monkeypatch.setattr(image_files, "_read_file", counting_read)
+    monkeypatch.setattr(Image, "open", counting_open)
+    monkeypatch.setattr(ImageFile.ImageFile, "load", counting_load)
+    return counts
+
+
+@pytest.mark.parametrize("image_size", [None, 24])
+def test_each_image_is_read_for_the_check_and_the_write_and_decoded_once(tmp_path, monkeypatch,
+                                                                         image_size):
+    """The check reads and decodes every file once (PNG: one more header for verify()); the
+    write reads it again and decodes only what it re-encodes."""
+    written = ff.make_face_tree(str(tmp_path / "in"), [2, 2, 2], exts=("jpg", "png", "ppm"))
+    assert sorted(r.rsplit(".", 1)[1] for r in written) == ["jpg", "jpg", "png", "png", "ppm",
+                                                            "ppm"]
+    jpeg = (tmp_path / "in" / min(r for r in written if r.endswith(".jpg"))).read_bytes()
+    (tmp_path / "in" / "Person_A" / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 2])
+    counts = _count_image_work(monkeypatch, str(tmp_path / "in"))
+    summary = convert(tmp_path / "in", tmp_path / "out", image_size=image_size)
+    assert summary["num_images"] == 6 and summary["num_skipped"] == 1
+    monkeypatch.undo()
+    reencode = 1 if image_size else 0
+    expected = {"jpg": {"reads": 2, "headers": 1 + reencode, "decodes": 1 + reencode},
+                "png": {"reads": 2, "headers": 2 + reencode, "decodes": 1 + reencode},
+                "ppm": {"reads": 2, "headers": 2, "decodes": 2}}
+    assert sorted(counts) == sorted(
+        os.path.relpath(os.path.join(d, f), str(tmp_path / "in")).replace(os.sep, "/")
+        for d, _, fs in os.walk(str(tmp_path / "in")) for f in fs)
+    for relpath, count in counts.items():
+        if relpath.endswith("truncated.jpg"):
+            assert count == {"reads": 1, "headers": 1, "decodes": 1}, relpath
+        else:
+            assert count == expected[relpath.rsplit(".", 1)[1]], (relpath, count)
+    for record in ff.read_records(shard_files(str(tmp_path / "out"))):
+        source = str(tmp_path / "in" / record["filename"].decode())
+        if image_size is None and not source.endswith(".ppm"):
+            with open(source, "rb") as f:
+                assert record["encoded"] == f.read()
+        else:
+            expected_pixels = ff.pil_rgb(source)
+            if image_size is not None:
+                with Image.open(source) as image:
+                    expected_pixels = np.asarray(image.convert("RGB").resize(
+                        (image_size, image_size), getattr(Image, "Resampling", Image).LANCZOS))
+            np.testing.assert_array_equal(record["pixels"], expected_pixels)
+
+
+def _png_with_bad_crc(pixels, chunk):
+    """A PNG whose ``chunk`` (IDAT, or a tEXt after it) has a wrong CRC; its pixels decode."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    data = bytearray(buffer.getvalue())
+    if chunk == b"tEXt":
+        body = b"tEXtkey\x00value"
+        crc = (zlib.crc32(body) ^ 1) & 0xFFFFFFFF
+        iend = bytes(data).rindex(b"IEND") - 4
+        data[iend:iend] = struct.pack(">I", len(body) - 4) + body + struct.pack(">I", crc)
+    else:
+        start = bytes(data).index(chunk)
+        length = struct.unpack(">I", bytes(data[start - 4:start]))[0]
+        data[start + 4 + length] ^= 0xFF  # first CRC byte
+    return bytes(data)
+
+
+@pytest.mark.parametrize("chunk", [b"IDAT", b"tEXt"])
+def test_png_with_a_wrong_chunk_crc_is_skipped(tmp_path, chunk):
+    """load() alone skips the CRCs from IDAT on: PNG files still go through verify()."""
+    pixels = ff.random_pixels(np.random.RandomState(2), 16)
+    data = _png_with_bad_crc(pixels, chunk)
+    with Image.open(io.BytesIO(data)) as image:  # the pixels themselves are intact
+        np.testing.assert_array_equal(np.asarray(image.convert("RGB")), pixels)
+    ff.make_face_tree(str(tmp_path / "in"), [2], exts=("png",))
+    (tmp_path / "in" / "Person_A" / "bad_crc.png").write_bytes(data)
+    summary = convert(tmp_path / "in", tmp_path / "out")
+    assert summary["num_images"] == 2
+    (skip,) = summary["skipped"]
+    assert skip["path"] == "Person_A/bad_crc.png"
+    assert skip["reason"].startswith("corrupt image") and "checksum" in skip["reason"], skip
+
+
+@pytest.mark.parametrize("num_workers", [1, 2])
+@pytest.mark.parametrize("ext, change, message", [
+    ("jpg", "rewrite", "changed during the conversion"),
+    ("ppm", "rewrite", "changed during the conversion"),
+    ("jpg", "delete", "became unreadable during the conversion .cannot read"),
+    ("ppm", "delete", "became unreadable during the conversion .cannot read"),
+])
+def test_file_changed_between_check_and_write_stops_the_conversion(tmp_path, monkeypatch,
+                                                                   num_workers, ext, change,
+                                                                   message):
+    """The write pass stores only the bytes the check validated (same sha256)."""
+    written = ff.make_face_tree(str(tmp_path / "in"), [3, 3], exts=("jpg", "ppm"))
+    relpath = sorted(r for r in written if r.endswith(ext))[0]
+    check_images = make_tfrecords._check_images
+
+    def check_then_change(*args, **kwargs):
+        result = check_images(*args, **kwargs)
+        path = str(tmp_path / "in" / relpath)
+        if change == "delete":
+            os.remove(path)
+        else:  # another valid image under the same name
+            ff.save_image(path, 255 - written[relpath], ext)
+        return result
+
+    monkeypatch.setattr(make_tfrecords, "_check_images", check_then_change)
+    with pytest.raises(ConversionError, match="%s %s" % (relpath, message)):
+        convert(tmp_path / "in", tmp_path / "out", num_workers=num_workers)
+    assert not (tmp_path / "out" / "manifest.json").exists()
 
 
 # ------------------------------------------------------------------ pairs
