@@ -13,7 +13,9 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 TF1_PYTHON ?= $(shell python3.7 -c 'import sys; print(sys.executable)' 2>/dev/null || ls $$HOME/.pyenv/versions/3.7*/bin/python 2>/dev/null | head -1)
 TF1_VENV   := .venv-tf1
 
-.PHONY: venv lint test test-slow test-tf1 demo bench clean
+LFW_DIR ?= lfw_output
+
+.PHONY: venv lint test test-slow test-tf1 demo bench lfw-recipe lfw-heads clean
 
 $(STAMP): requirements.txt setup.py
 	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if (3, 9) <= v <= (3, 11) else "TensorFlow 2.15 needs Python 3.9-3.11; run: make PYTHON=python3.11 ...")'
@@ -48,6 +50,14 @@ test-tf1: $(TF1_VENV)/.installed-stamp
 
 demo: $(STAMP)
 	bash scripts/demo.sh $(DEMO_DIR)
+
+# Real faces (needs ../shared/data or LFW_DATA=...): the fold-10 holdout recipe, and the same
+# recipe once per head for the comparison table (README "Real faces").
+lfw-recipe: $(STAMP)
+	bash scripts/lfw_recipe.sh $(LFW_DIR)
+
+lfw-heads: $(STAMP)
+	bash scripts/lfw_heads.sh $(LFW_DIR)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run_all

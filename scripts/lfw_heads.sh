@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The head comparison on the fold-holdout protocol (README "Real faces", make lfw-heads): the
+# recipe of configs/lfw_holdout.flags once per head and seed, then one table of the results.
+#
+#   scripts/lfw_heads.sh [OUT]
+#
+# Environment: HEADS (all six), SEEDS ("0"), STEPS (2000: the comparison's budget, a third of
+# the recipe's 6,000 steps, so that six heads fit in an hour here), JOBS (1; 2 runs two heads
+# at a time with one thread each, which keeps both cores busier than one run with two threads),
+# plus lfw_recipe.sh's LFW_DATA and HOLDOUT_FOLD. The pair-level heads need P×K batches
+# (--images_per_identity=4); the class-level ones keep the recipe's plain shuffling.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-lfw_output}
+PY=${PYTHON:-.venv/bin/python}
+HEADS=${HEADS:-circle circle_pair circle_combined arcface cosface softmax}
+SEEDS=${SEEDS:-0}
+STEPS=${STEPS:-2000}
+JOBS=${JOBS:-1}
+FOLD=${HOLDOUT_FOLD:-10}
+LOGS=$OUT/fold$FOLD/logs
+mkdir -p "$LOGS"
+
+# Data once, before any parallel run (the converter refuses two writers on one directory).
+PREPARE_ONLY=1 bash scripts/lfw_recipe.sh "$OUT"
+
+threads=()
+[ "$JOBS" -gt 1 ] && threads=(--intra_op_threads=1 --inter_op_threads=1)
+runs=()
+for head in $HEADS; do
+    for seed in $SEEDS; do
+        name=$head-s$seed-$STEPS
+        runs+=("$OUT/fold$FOLD/models/$name")
+        extra=()
+        case $head in circle_pair|circle_combined) extra=(--images_per_identity=4) ;; esac
+        echo "== $name (log: $LOGS/$name.log)"
+        RUN_NAME=$name SKIP_PREPARE=1 bash scripts/lfw_recipe.sh "$OUT" --head="$head" \
+            --seed="$seed" --train_steps="$STEPS" --save_checkpoints_steps="$STEPS" \
+            --noprogress --verbosity=-1 "${threads[@]}" "${extra[@]}" \
+            > "$LOGS/$name.log" 2>&1 &
+        while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do sleep 5; done
+    done
+done
+wait
+"$PY" -m export.compare_reports "${runs[@]}" --copy_reports="$OUT/fold$FOLD/reports"

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The fold-holdout recipe on real LFW-a (README: "Real faces"):
+#   LFW-a archive -> identities outside the held-out fold (>= 2 images) + the fold's 600 pairs
+#   -> face-crop TFRecords -> train_and_evaluate with configs/lfw_holdout.flags -> report.
+#
+#   scripts/lfw_recipe.sh [OUT] [estimator_main flags...]     (make lfw-recipe)
+#
+# Environment: LFW_DATA (folder with lfw_a_gray250.tar.gz and lfw_pairs.txt; ../shared/data),
+# HOLDOUT_FOLD (10; tune with 9 so that fold 10 stays a test), RUN_NAME (model folder name,
+# circle), FLAGFILE (configs/lfw_holdout.flags). Extra flags override the flagfile, e.g.
+# `scripts/lfw_recipe.sh lfw_output --head=arcface --seed=1` with RUN_NAME=arcface-s1.
+# Every step resumes: re-running reuses the extracted images, the records and the checkpoints.
+# Nothing here is written inside the repository except under OUT (git-ignored by default).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-lfw_output}
+shift || true
+PY=${PYTHON:-.venv/bin/python}
+DATA=${LFW_DATA:-../shared/data}
+FOLD=${HOLDOUT_FOLD:-10}
+RUN=${RUN_NAME:-circle}
+FLAGFILE=${FLAGFILE:-configs/lfw_holdout.flags}
+ARCHIVE=$DATA/lfw_a_gray250.tar.gz
+PAIRS=$DATA/lfw_pairs.txt
+ARCHIVE_SHA256=723c32a6e84add6386bf38109727a97aada0bc48bb8f97bc5731084aa1490fcf
+PAIRS_SHA256=ea42330c62c92989f9d7c03237ed5d591365e89b3e649747777b70e692dc1592
+# LFW-a faces are warped into the centre of 250x250 frames with black borders: keep the face.
+CROP=(--crop_box=70,60,180,190 --image_size=112)
+
+for file in "$ARCHIVE" "$PAIRS"; do
+    [ -f "$file" ] || { echo "error: $file not found; set LFW_DATA to the folder holding" \
+        "lfw_a_gray250.tar.gz and lfw_pairs.txt" >&2; exit 2; }
+done
+mkdir -p "$OUT"
+SPLIT=$OUT/fold$FOLD
+
+if [ ! -d "$OUT/lfw_gray250" ]; then
+    echo "== extract $ARCHIVE -> $OUT/lfw_gray250"
+    echo "$ARCHIVE_SHA256  $ARCHIVE" | sha256sum --check --quiet
+    echo "$PAIRS_SHA256  $PAIRS" | sha256sum --check --quiet
+    rm -rf "$OUT/.extracting"
+    mkdir -p "$OUT/.extracting"
+    tar -xzf "$ARCHIVE" -C "$OUT/.extracting"
+    mv "$OUT/.extracting/lfw_gray250" "$OUT/lfw_gray250"
+    rmdir "$OUT/.extracting"
+fi
+
+echo "== fold-$FOLD holdout split -> $SPLIT"
+"$PY" -m data_tools.lfw_holdout --lfw_dir="$OUT/lfw_gray250" --pairs="$PAIRS" \
+    --holdout_folds="$FOLD" --output_dir="$SPLIT"
+
+echo "== TFRecords (face crop, 112x112) -> $SPLIT/records"
+"$PY" data_tools/make_tfrecords.py --input_dir="$SPLIT/train" \
+    --output_dir="$SPLIT/records/train" "${CROP[@]}"
+"$PY" data_tools/make_tfrecords.py --pairs="$SPLIT/pairs.txt" --input_dir="$OUT/lfw_gray250" \
+    --output_dir="$SPLIT/records/pairs" "${CROP[@]}"
+
+MODEL=$SPLIT/models/$RUN
+echo "== train_and_evaluate ($FLAGFILE $*) -> $MODEL"
+"$PY" estimator_main.py --flagfile="$FLAGFILE" --train_records="$SPLIT/records/train" \
+    --eval_records="$SPLIT/records/pairs" --model_dir="$MODEL" "$@"
+
+echo "== fold $FOLD, final checkpoint"
+"$PY" -m export.compare_reports "$MODEL"
