@@ -316,6 +316,15 @@ def flatten(x):
     return tf.reshape(x, [-1, size])
 
 
+def multiple_size_error(image_size, multiple, minimum):
+    """The size rule of backbones with stride-2 stages: ``None`` if ``image_size`` is a multiple
+    of ``multiple`` and at least ``minimum``, else the reason (for ``check_image_size``)."""
+    if image_size < minimum or image_size % multiple:
+        return ("needs an image size that is a multiple of {} and at least {}, got {}".format(
+            multiple, minimum, image_size))
+    return None
+
+
 def check_image_batch(images, backbone, size_error, static_size=True):
     """Validate a backbone's input: float NHWC with a static channel count.
 

@@ -7,7 +7,8 @@
 #
 # Environment: LFW_DATA (folder with lfw_a_gray250.tar.gz and lfw_pairs.txt; ../shared/data),
 # HOLDOUT_FOLD (10; tune with 9 so that fold 10 stays a test), RUN_NAME (model folder name,
-# circle), FLAGFILE (configs/lfw_holdout.flags). Extra flags override the flagfile, e.g.
+# circle), FLAGFILE (configs/lfw_holdout.flags), PREPARE_ONLY=1 (stop after the records),
+# SKIP_PREPARE=1 (records already made). Extra flags override the flagfile, e.g.
 # `scripts/lfw_recipe.sh lfw_output --head=arcface --seed=1` with RUN_NAME=arcface-s1.
 # Every step resumes: re-running reuses the extracted images, the records and the checkpoints.
 # Nothing here is written inside the repository except under OUT (git-ignored by default).
@@ -34,26 +35,31 @@ done
 mkdir -p "$OUT"
 SPLIT=$OUT/fold$FOLD
 
-if [ ! -d "$OUT/lfw_gray250" ]; then
-    echo "== extract $ARCHIVE -> $OUT/lfw_gray250"
-    echo "$ARCHIVE_SHA256  $ARCHIVE" | sha256sum --check --quiet
-    echo "$PAIRS_SHA256  $PAIRS" | sha256sum --check --quiet
-    rm -rf "$OUT/.extracting"
-    mkdir -p "$OUT/.extracting"
-    tar -xzf "$ARCHIVE" -C "$OUT/.extracting"
-    mv "$OUT/.extracting/lfw_gray250" "$OUT/lfw_gray250"
-    rmdir "$OUT/.extracting"
-fi
+prepare() {
+    if [ ! -d "$OUT/lfw_gray250" ]; then
+        echo "== extract $ARCHIVE -> $OUT/lfw_gray250"
+        echo "$ARCHIVE_SHA256  $ARCHIVE" | sha256sum --check --quiet
+        echo "$PAIRS_SHA256  $PAIRS" | sha256sum --check --quiet
+        rm -rf "$OUT/.extracting"
+        mkdir -p "$OUT/.extracting"
+        tar -xzf "$ARCHIVE" -C "$OUT/.extracting"
+        mv "$OUT/.extracting/lfw_gray250" "$OUT/lfw_gray250"
+        rmdir "$OUT/.extracting"
+    fi
 
-echo "== fold-$FOLD holdout split -> $SPLIT"
-"$PY" -m data_tools.lfw_holdout --lfw_dir="$OUT/lfw_gray250" --pairs="$PAIRS" \
-    --holdout_folds="$FOLD" --output_dir="$SPLIT"
+    echo "== fold-$FOLD holdout split -> $SPLIT"
+    "$PY" -m data_tools.lfw_holdout --lfw_dir="$OUT/lfw_gray250" --pairs="$PAIRS" \
+        --holdout_folds="$FOLD" --output_dir="$SPLIT"
 
-echo "== TFRecords (face crop, 112x112) -> $SPLIT/records"
-"$PY" data_tools/make_tfrecords.py --input_dir="$SPLIT/train" \
-    --output_dir="$SPLIT/records/train" "${CROP[@]}"
-"$PY" data_tools/make_tfrecords.py --pairs="$SPLIT/pairs.txt" --input_dir="$OUT/lfw_gray250" \
-    --output_dir="$SPLIT/records/pairs" "${CROP[@]}"
+    echo "== TFRecords (face crop, 112x112) -> $SPLIT/records"
+    "$PY" data_tools/make_tfrecords.py --input_dir="$SPLIT/train" \
+        --output_dir="$SPLIT/records/train" "${CROP[@]}"
+    "$PY" data_tools/make_tfrecords.py --pairs="$SPLIT/pairs.txt" \
+        --input_dir="$OUT/lfw_gray250" --output_dir="$SPLIT/records/pairs" "${CROP[@]}"
+}
+
+[ "${SKIP_PREPARE:-0}" = 1 ] || prepare
+[ "${PREPARE_ONLY:-0}" = 1 ] && exit 0
 
 MODEL=$SPLIT/models/$RUN
 echo "== train_and_evaluate ($FLAGFILE $*) -> $MODEL"

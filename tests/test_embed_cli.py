@@ -19,6 +19,7 @@ from PIL import Image
 from data_tools import pairs as pairs_lib
 from data_tools import preprocessing
 from export import embed, report, verification
+from tests import real_lfw
 
 SIZE = 8
 DIM = 16
@@ -482,16 +483,12 @@ def test_run_entry_point(model, images, capsys, monkeypatch):
 # Real LFW-a (../shared/data; skipped without it). `make test-slow` runs it.
 # ---------------------------------------------------------------------------------------------
 
-DATA_DIR = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
-                                         "shared", "data"))
-LFW_TARBALL = os.path.join(DATA_DIR, "lfw_a_gray250.tar.gz")
-LFW_PAIRS = os.path.join(DATA_DIR, "lfw_pairs.txt")
+LFW_TARBALL, LFW_PAIRS = real_lfw.TARBALL, real_lfw.PAIRS
 
 
 @pytest.mark.slow
 @pytest.mark.real_data
-@pytest.mark.skipif(not (os.path.isfile(LFW_TARBALL) and os.path.isfile(LFW_PAIRS)),
-                    reason="real LFW-a data not found in %s" % DATA_DIR)
+@real_lfw.skip_without_data
 def test_real_lfw_pairs(pixels_model, capsys, tmp_path):
     export_dir, _ = pixels_model
     with tarfile.open(LFW_TARBALL, "r:gz") as archive:

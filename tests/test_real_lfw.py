@@ -12,16 +12,11 @@ import pytest
 
 from data_tools import make_tfrecords, manifest, pairs
 from tests import _folder_fixtures as ff
+from tests import real_lfw
 
-DATA_DIR = os.path.normpath(os.path.join(ff.REPO_ROOT, "..", "shared", "data"))
-TARBALL = os.path.join(DATA_DIR, "lfw_a_gray250.tar.gz")
-PAIRS = os.path.join(DATA_DIR, "lfw_pairs.txt")
+DATA_DIR, TARBALL, PAIRS = real_lfw.DATA_DIR, real_lfw.TARBALL, real_lfw.PAIRS
 
-pytestmark = [
-    pytest.mark.real_data,
-    pytest.mark.skipif(not (os.path.isfile(TARBALL) and os.path.isfile(PAIRS)),
-                       reason="real LFW-a data not found in %s" % DATA_DIR),
-]
+pytestmark = real_lfw.MARKS
 
 
 @pytest.fixture(scope="module")

@@ -79,11 +79,17 @@ def build_iresnet(images, is_training, depths, embedding_size=512, dropout_rate=
                 for block in range(depth):
                     x = basic_block(x, width, 2 if block == 0 else 1, is_training,
                                      "block{}".format(block))
-        x = layers.batch_norm(x, is_training, name="bn2")
-        x = layers.flatten(x)
-        x = layers.dropout(x, dropout_rate, is_training)
-        x = layers.dense(x, embedding_size, use_bias=True, name="fc")
-        return layers.batch_norm(x, is_training, scale=False, name="features")
+        return neck(x, is_training, embedding_size, dropout_rate)
+
+
+def neck(x, is_training, embedding_size, dropout_rate):
+    """BN → flatten → dropout → FC(embedding_size) → BN without scale: the feature map's
+    spatial layout reaches the embedding, as insightface's ``features`` head has it."""
+    x = layers.batch_norm(x, is_training, name="bn2")
+    x = layers.flatten(x)
+    x = layers.dropout(x, dropout_rate, is_training)
+    x = layers.dense(x, embedding_size, use_bias=True, name="fc")
+    return layers.batch_norm(x, is_training, scale=False, name="features")
 
 
 def _variant(variant):

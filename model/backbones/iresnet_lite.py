@@ -31,10 +31,7 @@ STAGE_DEPTHS = (2, 2, 2)
 
 def image_size_error(image_size):
     """``None`` if IResNet-lite takes ``image_size`` × ``image_size`` input, else the reason."""
-    if image_size < MIN_IMAGE_SIZE or image_size % SIZE_MULTIPLE:
-        return ("needs an image size that is a multiple of {} and at least {}, got {}".format(
-            SIZE_MULTIPLE, MIN_IMAGE_SIZE, image_size))
-    return None
+    return layers.multiple_size_error(image_size, SIZE_MULTIPLE, MIN_IMAGE_SIZE)
 
 
 def iresnet_lite(images, is_training, embedding_size=512, dropout_rate=0.0):
@@ -52,8 +49,4 @@ def iresnet_lite(images, is_training, embedding_size=512, dropout_rate=0.0):
                 for block in range(depth):
                     x = iresnet.basic_block(x, width, 2 if block == 0 else 1, is_training,
                                             "block{}".format(block))
-        x = layers.batch_norm(x, is_training, name="bn2")
-        x = layers.flatten(x)
-        x = layers.dropout(x, dropout_rate, is_training)
-        x = layers.dense(x, embedding_size, use_bias=True, name="fc")
-        return layers.batch_norm(x, is_training, scale=False, name="features")
+        return iresnet.neck(x, is_training, embedding_size, dropout_rate)

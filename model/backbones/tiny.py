@@ -21,10 +21,7 @@ STAGE_WIDTHS = (48, 96, 192)
 
 def image_size_error(image_size):
     """``None`` if the tiny CNN takes ``image_size`` × ``image_size`` input, else the reason."""
-    if image_size < MIN_IMAGE_SIZE or image_size % SIZE_MULTIPLE:
-        return ("needs an image size that is a multiple of {} and at least {}, got {}".format(
-            SIZE_MULTIPLE, MIN_IMAGE_SIZE, image_size))
-    return None
+    return layers.multiple_size_error(image_size, SIZE_MULTIPLE, MIN_IMAGE_SIZE)
 
 
 def _conv_bn_prelu(x, filters, strides, is_training, name):
