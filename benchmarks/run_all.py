@@ -14,12 +14,21 @@ import sys
 import tempfile
 import time
 
-from benchmarks import common, conversion, evaluation, head_cost, input_pipeline, train_step
+from benchmarks import (
+    common,
+    conversion,
+    evaluation,
+    head_cost,
+    input_pipeline,
+    precision_curve,
+    train_step,
+)
 
 BENCHMARKS = collections.OrderedDict([
     ("conversion", conversion.run),
     ("input_pipeline", input_pipeline.run),
     ("train_step", train_step.run),
+    ("precision_curve", precision_curve.run),
     ("head_cost", head_cost.run),
     ("evaluation", evaluation.run),
 ])

@@ -3,10 +3,14 @@ line with its figures. Timings are never asserted (this machine is shared and no
 
 import argparse
 import json
+import math
 
 import pytest
 
-from benchmarks import common, run_all, train_step
+from benchmarks import common, precision_curve, run_all, train_step
+from model import estimator_factory
+
+PRECISION_RUNS = [name for name, _, _ in precision_curve.RUNS]
 
 EXPECTED_KEYS = {
     "conversion": ["images", "convert_images_per_s_w1", "copy_images_per_s_w1",
@@ -27,6 +31,13 @@ EXPECTED_KEYS = {
                   "softmax_10000_ms_per_step", "circle_over_softmax_10000"],
     "evaluation": ["embed_seconds_measured", "embed_images_per_s",
                    "embed_seconds_6000_pairs_extrapolated", "evaluate_seconds"],
+    # Without bfloat16 kernels (TF 1.15) the benchmark prints a "skipped" figure only.
+    "precision_curve": (["batch", "steps", "bf16_vs_fp32_mean_abs_diff", "noise_mean_abs_diff",
+                         "bf16_diff_over_noise", "bf16_over_fp32"]
+                        + ["%s_%s" % (run, figure) for run in PRECISION_RUNS
+                           for figure in ("first_mean_loss", "last_mean_loss", "seconds",
+                                          "images_per_s")]
+                        if estimator_factory.bfloat16_supported() else []),
 }
 
 
@@ -78,3 +89,81 @@ def test_parse_only_rejects_unknown_names():
     (3.0, 2.0, 1.5), (1.0, 3.0, 0.333), (1.0, 0.0, None)])
 def test_ratio(numerator, denominator, expected):
     assert common.ratio(numerator, denominator) == expected
+
+
+needs_bf16 = pytest.mark.skipif(not estimator_factory.bfloat16_supported(),
+                                reason="bf16 needs TensorFlow 2.x")
+
+
+@pytest.fixture(scope="module")
+def precision_figures(workdir):
+    return precision_curve.run(quick=True, workdir=workdir)
+
+
+@needs_bf16
+def test_precision_curve_records_falling_finite_curves_of_the_three_runs(precision_figures):
+    figures = precision_figures
+    steps = figures["steps"]
+    # Every CURVE_EVERY-th step and the last one.
+    points = len(range(0, steps, precision_curve.CURVE_EVERY)) + (
+        (steps - 1) % precision_curve.CURVE_EVERY != 0)
+    for run in PRECISION_RUNS:
+        curve = figures["%s_curve" % run]
+        assert len(curve) == points, (run, curve)
+        assert all(math.isfinite(value) and value > 0 for value in curve), (run, curve)
+        assert "%s_diverged_at_step" % run not in figures
+        assert figures["%s_last_mean_loss" % run] < 0.8 * figures["%s_first_mean_loss" % run], run
+        assert curve[-1] < curve[0], (run, curve)
+
+
+@needs_bf16
+def test_precision_curve_bf16_starts_from_the_fp32_model_and_batch(precision_figures):
+    figures = precision_figures
+    fp32, bf16, other = (figures["%s_curve" % run][0] for run in PRECISION_RUNS)
+    # Same weights, same first batch: only bfloat16 rounding separates the first losses.
+    assert figures["bf16_vs_fp32_step0_abs_diff"] == pytest.approx(abs(bf16 - fp32), abs=2e-3)
+    assert abs(bf16 - fp32) < 0.01 * fp32
+    # Another seed: other weights and another batch.
+    assert abs(other - fp32) > abs(bf16 - fp32)
+    assert figures["bf16_diff_over_noise"] == common.ratio(
+        figures["bf16_vs_fp32_mean_abs_diff"], figures["noise_mean_abs_diff"])
+
+
+def test_precision_curve_skips_without_bfloat16(monkeypatch, workdir, capsys):
+    monkeypatch.setattr(estimator_factory, "bfloat16_supported", lambda: False)
+    monkeypatch.setattr(precision_curve, "train_curve", None)  # training would fail the test
+    result = precision_curve.run(quick=True, workdir=workdir)
+    assert _json_lines(capsys.readouterr().out) == [result]
+    assert result["benchmark"] == "precision_curve"
+    assert "bf16 needs TensorFlow 2.x" in result["skipped"]
+    assert not [key for key in result if key.endswith("_curve")]
+
+
+@needs_bf16
+def test_precision_curve_flags_and_divergence(workdir, capsys):
+    # A learning rate that blows the weights up: every run stops at its first non-finite loss.
+    precision_curve.main(["--quick", "--workdir", workdir, "--steps=3", "--batch_size=8",
+                          "--learning_rate=1e30"])
+    (figures,) = _json_lines(capsys.readouterr().out)
+    assert (figures["backbone"], figures["steps"], figures["batch"]) == ("tiny", 3, 8)
+    for run in PRECISION_RUNS:
+        step = figures["%s_diverged_at_step" % run]
+        assert 0 < step < 3
+        assert len(figures["%s_curve" % run]) == min(step, 2)
+    assert figures["bf16_diff_over_noise"] is None
+
+
+def test_ema_and_mean_abs_diff():
+    assert list(precision_curve.ema([1.0, 3.0, 3.0], weight=0.5)) == [1.0, 2.0, 2.5]
+    curve = [5.0, 4.0, 4.5, 3.0]
+    # Smoothing is linear: a constant offset stays that offset, a scaled curve scales.
+    assert precision_curve.mean_abs_diff([v + 0.25 for v in curve], curve) == pytest.approx(0.25)
+    assert precision_curve.mean_abs_diff(curve, curve) == 0.0
+    assert precision_curve.mean_abs_diff([1.0, 1.0], [1.0, 3.0], weight=0.5) == 0.5
+    assert precision_curve.mean_abs_diff([], curve) is None
+
+
+@pytest.mark.parametrize("length, expected", [
+    (25, [0, 10, 20, 24]), (21, [0, 10, 20]), (1, [0]), (0, [])])
+def test_subsample_keeps_every_tenth_step_and_the_last(length, expected):
+    assert precision_curve.subsample([float(i) for i in range(length)], every=10) == expected
