@@ -68,7 +68,7 @@ def summarize(runs):
             ("seeds", [p.get("seed") for _, p, _ in members]),
             ("steps", [r.get("global_step") for _, _, r in members]),
             ("seed_accuracy", [r["accuracy"] for _, _, r in members]),
-            ("far_target", members[0][2].get("far_target")),
+            ("far_target", members[0][2].get("far_target") or params.get("far_target")),
         ])
         minutes = [r.get("extra", {}).get("wall_seconds") for _, _, r in members]
         row["wall_minutes"] = (_mean(minutes) / 60.0 if all(m is not None for m in minutes)
@@ -80,7 +80,7 @@ def summarize(runs):
 
 
 def markdown_table(rows):
-    far = rows[0]["far_target"] if rows else 1e-3
+    far = (rows[0]["far_target"] if rows else None) or 1e-3
     lines = ["| head | m | γ / s | accuracy ± std | seeds (accuracy each) | VAL@FAR=%g | AUC | "
              "EER | steps | minutes |" % far,
              "|---|---|---|---|---|---|---|---|---|---|"]

@@ -64,3 +64,22 @@ def test_unfinished_run_is_named(tmp_path):
         compare_reports.main([str(model_dir)])
     with pytest.raises(SystemExit, match="no params.json"):
         compare_reports.main([str(tmp_path)])
+
+
+def test_far_target_falls_back_to_the_runs_params(tmp_path):
+    """Reports written from estimator.evaluate() carry no far_target: params.json has it."""
+    model_dir, _ = _run(tmp_path, "cosface-s0", "cosface", 0, 0.5)
+    path = os.path.join(model_dir, "eval", "report.json")
+    with open(path) as f:
+        stored = json.load(f)
+    del stored["far_target"]
+    with open(path, "w") as f:
+        json.dump(stored, f)
+    with open(os.path.join(model_dir, "params.json")) as f:
+        params = json.load(f)
+    params["far_target"] = 0.01
+    with open(os.path.join(model_dir, "params.json"), "w") as f:
+        json.dump(params, f)
+    table = compare_reports.markdown_table(
+        compare_reports.summarize([compare_reports.load_run(model_dir)]))
+    assert "VAL@FAR=0.01 |" in table.splitlines()[0]
