@@ -62,6 +62,8 @@ def summarize(runs):
         row = collections.OrderedDict([
             ("runs", [name for name, _, _ in members]),
             ("head", params["head"]),
+            ("batches", "P×K, K=%d" % params["images_per_identity"]
+             if params.get("images_per_identity") else "shuffled"),
             ("margin", params.get("margin")),
             ("gamma", params.get("gamma") if params["head"].startswith("circle")
              else params.get("scale")),
@@ -81,15 +83,15 @@ def summarize(runs):
 
 def markdown_table(rows):
     far = (rows[0]["far_target"] if rows else None) or 1e-3
-    lines = ["| head | m | γ / s | accuracy ± std | seeds (accuracy each) | VAL@FAR=%g | AUC | "
-             "EER | steps | minutes |" % far,
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| head | batches | m | γ / s | accuracy ± std | seeds (accuracy each) | "
+             "VAL@FAR=%g | AUC | EER | steps | minutes |" % far,
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         seeds = ", ".join("%s: %.4f" % (s, a) for s, a in zip(row["seeds"], row["seed_accuracy"]))
         minutes = "%.0f" % row["wall_minutes"] if row["wall_minutes"] is not None else "—"
-        lines.append("| `%s` | %s | %s | %.4f ± %.4f | %s | %.4f | %.4f | %.4f | %s | %s |" % (
-            row["head"], _number(row["margin"]), _number(row["gamma"]), row["accuracy"],
-            row["accuracy_std"], seeds, row["val"], row["auc"], row["eer"],
+        lines.append("| `%s` | %s | %s | %s | %.4f ± %.4f | %s | %.4f | %.4f | %.4f | %s | %s |" % (
+            row["head"], row["batches"], _number(row["margin"]), _number(row["gamma"]),
+            row["accuracy"], row["accuracy_std"], seeds, row["val"], row["auc"], row["eer"],
             "/".join(str(s) for s in sorted(set(row["steps"]))), minutes))
     return "\n".join(lines)
 

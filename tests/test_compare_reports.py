@@ -44,8 +44,20 @@ def test_seeds_of_one_head_are_averaged(tmp_path):
 
     table = compare_reports.markdown_table(rows).splitlines()
     assert len(table) == 4
-    assert table[2].startswith("| `circle` | 0.25 | 64 | %.4f ± " % circle["accuracy"])
+    assert table[2].startswith("| `circle` | shuffled | 0.25 | 64 | %.4f ± " % circle["accuracy"])
     assert "0: %.4f, 1: %.4f" % (ma["accuracy"], mb["accuracy"]) in table[2]
+
+
+def test_pk_batches_make_their_own_row(tmp_path):
+    a, _ = _run(tmp_path, "circle-s0", "circle", 0, 0.3)
+    b, _ = _run(tmp_path, "circle-pk-s0", "circle", 0, 0.3)
+    with open(os.path.join(b, "params.json")) as f:
+        params = json.load(f)
+    params["images_per_identity"] = 4
+    with open(os.path.join(b, "params.json"), "w") as f:
+        json.dump(params, f)
+    rows = compare_reports.summarize([compare_reports.load_run(d) for d in (a, b)])
+    assert [r["batches"] for r in rows] == ["shuffled", "P×K, K=4"]
 
 
 def test_cli_copies_reports_and_prints_the_table(tmp_path, capsys):

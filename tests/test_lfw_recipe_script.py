@@ -34,7 +34,7 @@ def test_recipe_script_on_real_lfw(tmp_path):
          "--verbosity=-1"],
         cwd=ff.REPO_ROOT, env=env, capture_output=True, text=True, timeout=1200, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "| `circle` | 0.25 | 64 |" in proc.stdout
+    assert "| `circle` | shuffled | 0.25 | 64 |" in proc.stdout
 
     split = out / "fold10"
     with open(str(split / "split.json")) as f:
