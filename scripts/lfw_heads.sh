@@ -4,7 +4,8 @@
 #
 #   scripts/lfw_heads.sh [OUT]
 #
-# Environment: HEADS (all six), SEEDS ("0"), STEPS (2000: the comparison's budget, a third of
+# Environment: HEADS (all six, and circle+pk: the class-level head on P×K batches, which
+# separates the effect of the sampling from that of the pair-level loss), SEEDS ("0"), STEPS (2000: the comparison's budget, a third of
 # the recipe's 6,000 steps, so that six heads fit in an hour here), JOBS (1; 2 runs two heads
 # at a time with one thread each, which keeps both cores busier than one run with two threads),
 # plus lfw_recipe.sh's LFW_DATA and HOLDOUT_FOLD. The pair-level heads need P×K batches
@@ -13,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-lfw_output}
 PY=${PYTHON:-.venv/bin/python}
-HEADS=${HEADS:-circle circle_pair circle_combined arcface cosface softmax}
+HEADS=${HEADS:-circle circle+pk circle_pair circle_combined arcface cosface softmax}
 SEEDS=${SEEDS:-0}
 STEPS=${STEPS:-2000}
 JOBS=${JOBS:-1}
@@ -27,12 +28,13 @@ PREPARE_ONLY=1 bash scripts/lfw_recipe.sh "$OUT"
 threads=()
 [ "$JOBS" -gt 1 ] && threads=(--intra_op_threads=1 --inter_op_threads=1)
 runs=()
-for head in $HEADS; do
+for spec in $HEADS; do
+    head=${spec%+pk}
     for seed in $SEEDS; do
-        name=$head-s$seed-$STEPS
+        name=${spec/+/_}-s$seed-$STEPS
         runs+=("$OUT/fold$FOLD/models/$name")
         extra=()
-        case $head in circle_pair|circle_combined) extra=(--images_per_identity=4) ;; esac
+        case $spec in circle_pair|circle_combined|*+pk) extra=(--images_per_identity=4) ;; esac
         echo "== $name (log: $LOGS/$name.log)"
         RUN_NAME=$name SKIP_PREPARE=1 bash scripts/lfw_recipe.sh "$OUT" --head="$head" \
             --seed="$seed" --train_steps="$STEPS" --save_checkpoints_steps="$STEPS" \
