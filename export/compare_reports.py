@@ -64,7 +64,8 @@ def summarize(runs):
             ("head", params["head"]),
             ("batches", "P×K, K=%d" % params["images_per_identity"]
              if params.get("images_per_identity") else "shuffled"),
-            ("margin", params.get("margin")),
+            # Plain softmax has no margin: its --margin is ignored.
+            ("margin", None if params["head"] == "softmax" else params.get("margin")),
             ("gamma", params.get("gamma") if params["head"].startswith("circle")
              else params.get("scale")),
             ("seeds", [p.get("seed") for _, p, _ in members]),

@@ -41,6 +41,7 @@ def test_seeds_of_one_head_are_averaged(tmp_path):
     assert circle["wall_minutes"] == pytest.approx(15.0)
     assert softmax["accuracy"] == pytest.approx(mc["accuracy"])
     assert softmax["gamma"] == 64.0  # the scale s for non-Circle heads
+    assert softmax["margin"] is None  # plain softmax ignores --margin
 
     table = compare_reports.markdown_table(rows).splitlines()
     assert len(table) == 4
