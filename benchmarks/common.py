@@ -1,11 +1,14 @@
 """Shared benchmark machinery: timing, generated JPEG folders, JSON output, sessions."""
 
+import contextlib
 import io
 import json
 import multiprocessing
 import os
 import platform
+import shutil
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -152,6 +155,20 @@ def make_train_records(workdir, num_classes, per_class, seed=0):
         write_jpeg_folder(folder, num_classes, per_class, seed=seed)
         make_tfrecords.convert_folder(folder, records, num_workers=1, progress=False)
     return records
+
+
+@contextlib.contextmanager
+def scratch_dir(workdir, prefix):
+    """``workdir`` when given (kept: a later run reuses what is there), else a new temporary
+    directory named ``prefix...``, removed on exit."""
+    if workdir is not None:
+        yield workdir
+        return
+    path = tempfile.mkdtemp(prefix=prefix)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def add_common_args(parser):

@@ -10,7 +10,6 @@ one least disturbed by other jobs on a shared machine (a single copy varies by 4
 import argparse
 import os
 import shutil
-import tempfile
 import time
 from multiprocessing.pool import ThreadPool
 
@@ -43,10 +42,8 @@ def run(quick=False, workdir=None, worker_counts=(1, 2), repeats=None):
     """Measure and print; returns the JSON dict."""
     num_classes, per_class = (10, 10) if quick else (100, 40)
     repeats = repeats or (1 if quick else 3)
-    own_dir = workdir is None
-    workdir = workdir or tempfile.mkdtemp(prefix="bench_conversion_")
-    try:
-        source = os.path.join(workdir, "conversion_faces")
+    with common.scratch_dir(workdir, "bench_conversion_") as scratch:
+        source = os.path.join(scratch, "conversion_faces")
         if not os.path.isdir(source):
             common.write_jpeg_folder(source, num_classes, per_class, seed=1)
         files = sorted(os.path.join(d, f) for d, _, names in os.walk(source) for f in names)
@@ -54,8 +51,8 @@ def run(quick=False, workdir=None, worker_counts=(1, 2), repeats=None):
         figures = {"images": len(files), "mean_jpeg_bytes": int(total_bytes / len(files)),
                    "repeats": repeats}
         for workers in worker_counts:
-            copy_dir = os.path.join(workdir, "copy_%d" % workers)
-            out_dir = os.path.join(workdir, "records_%d" % workers)
+            copy_dir = os.path.join(scratch, "copy_%d" % workers)
+            out_dir = os.path.join(scratch, "records_%d" % workers)
             copy_seconds = convert_seconds = float("inf")
             for _ in range(repeats):
                 shutil.rmtree(copy_dir, ignore_errors=True)
@@ -84,9 +81,6 @@ def run(quick=False, workdir=None, worker_counts=(1, 2), repeats=None):
                 figures["convert_images_per_s_w%d" % first])
         figures["target_convert_over_copy"] = 0.5
         return common.emit("conversion", figures)
-    finally:
-        if own_dir:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def main(argv=None):

@@ -10,8 +10,6 @@ random 512-d embeddings in LFW's layout (10 folds of 300 matched + 300 mismatche
 
 import argparse
 import os
-import shutil
-import tempfile
 import time
 
 import numpy as np
@@ -93,10 +91,8 @@ def run(quick=False, workdir=None, backbone="tiny"):
     """Measure and print; returns the JSON dict."""
     measured_pairs = 32 if quick else PAIRS_PER_FOLD
     batch = 16 if quick else BATCH
-    own_dir = workdir is None
-    workdir = workdir or tempfile.mkdtemp(prefix="bench_eval_")
-    try:
-        records = os.path.join(workdir, "pairs_%d.tfrecord" % measured_pairs)
+    with common.scratch_dir(workdir, "bench_eval_") as scratch:
+        records = os.path.join(scratch, "pairs_%d.tfrecord" % measured_pairs)
         if not os.path.exists(records):
             write_pair_records(records, measured_pairs)
         seconds = time_embedding(records, measured_pairs, backbone, batch)
@@ -111,9 +107,6 @@ def run(quick=False, workdir=None, backbone="tiny"):
             "evaluate_pairs": evaluate_pairs,
             "evaluate_seconds": common.rounded(time_evaluate(evaluate_pairs), 3),
         })
-    finally:
-        if own_dir:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def main(argv=None):

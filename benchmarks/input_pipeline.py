@@ -6,8 +6,6 @@ the training input_fn adds (shuffle, resize, flip, normalise, float batches) is 
 """
 
 import argparse
-import shutil
-import tempfile
 
 import tensorflow.compat.v1 as tf
 
@@ -45,43 +43,40 @@ def run(quick=False, workdir=None):
     """Measure and print; returns the JSON dict."""
     num_classes, per_class = (8, 16) if quick else (100, 30)
     warmup, batches, rounds = (1, 2, 1) if quick else (10, 60, 2)
-    own_dir = workdir is None
-    workdir = workdir or tempfile.mkdtemp(prefix="bench_input_")
     sessions = []
-    try:
-        records = common.make_train_records(workdir, num_classes, per_class)
-        train = input_fns.train_input_fn_builder(records, batch_size=BATCH, seed=0,
-                                                 shuffle_buffer=num_classes * per_class)
-        seconds = {}
-        pipelines = (("input_fn", lambda: train(params={})),
-                     ("decode_jpeg", lambda: _decode_only_dataset(records, BATCH)))
-        # One pipeline at a time: an idle tf.data pipeline keeps prefetching in the background,
-        # which would steal cores from the one being timed and bank batches for its own turn.
-        for _ in range(rounds):
-            for name, dataset in pipelines:
-                session, fetch = _runner(dataset)
-                sessions.append(session)
-                for _ in range(warmup):  # fill the shuffle buffer, let AUTOTUNE settle
-                    fetch()
-                elapsed = common.per_call(fetch, batches)
-                seconds[name] = min(seconds.get(name, elapsed), elapsed)
+    with common.scratch_dir(workdir, "bench_input_") as scratch:
+        try:
+            records = common.make_train_records(scratch, num_classes, per_class)
+            train = input_fns.train_input_fn_builder(records, batch_size=BATCH, seed=0,
+                                                     shuffle_buffer=num_classes * per_class)
+            seconds = {}
+            pipelines = (("input_fn", lambda: train(params={})),
+                         ("decode_jpeg", lambda: _decode_only_dataset(records, BATCH)))
+            # One pipeline at a time: an idle tf.data pipeline keeps prefetching in the background,
+            # which would steal cores from the one being timed and bank batches for its own turn.
+            for _ in range(rounds):
+                for name, dataset in pipelines:
+                    session, fetch = _runner(dataset)
+                    sessions.append(session)
+                    for _ in range(warmup):  # fill the shuffle buffer, let AUTOTUNE settle
+                        fetch()
+                    elapsed = common.per_call(fetch, batches)
+                    seconds[name] = min(seconds.get(name, elapsed), elapsed)
+                    session.close()
+            cpus = common.cpu_count()
+            pipeline = BATCH / seconds["input_fn"]
+            decode = BATCH / seconds["decode_jpeg"]
+            return common.emit("input_pipeline", {
+                "images": num_classes * per_class, "batch": BATCH, "cpus": cpus,
+                "input_fn_images_per_s": common.rounded(pipeline),
+                "input_fn_images_per_s_per_core": common.rounded(pipeline / cpus),
+                "decode_jpeg_images_per_s": common.rounded(decode),
+                "input_fn_over_decode": common.ratio(pipeline, decode),
+                "target_input_fn_over_decode": 0.8,
+            })
+        finally:
+            for session in sessions:
                 session.close()
-        cpus = common.cpu_count()
-        pipeline = BATCH / seconds["input_fn"]
-        decode = BATCH / seconds["decode_jpeg"]
-        return common.emit("input_pipeline", {
-            "images": num_classes * per_class, "batch": BATCH, "cpus": cpus,
-            "input_fn_images_per_s": common.rounded(pipeline),
-            "input_fn_images_per_s_per_core": common.rounded(pipeline / cpus),
-            "decode_jpeg_images_per_s": common.rounded(decode),
-            "input_fn_over_decode": common.ratio(pipeline, decode),
-            "target_input_fn_over_decode": 0.8,
-        })
-    finally:
-        for session in sessions:
-            session.close()
-        if own_dir:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def main(argv=None):

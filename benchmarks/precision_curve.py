@@ -27,8 +27,6 @@ nothing.
 
 import argparse
 import os
-import shutil
-import tempfile
 import time
 
 import numpy as np
@@ -177,10 +175,8 @@ def run(quick=False, workdir=None, backbone=None, steps=None, batch_size=None,
         return _skip_figures(settings)
     steps, batch = settings["steps"], settings["batch_size"]
     warmup_steps = min(settings["warmup_steps"], steps // 2)
-    own_dir = workdir is None
-    workdir = workdir or tempfile.mkdtemp(prefix="bench_precision_")
-    try:
-        records = make_records(workdir, settings["image_size"], settings["identities"],
+    with common.scratch_dir(workdir, "bench_precision_") as scratch:
+        records = make_records(scratch, settings["image_size"], settings["identities"],
                                settings["images_per_identity"])
         results = {}
         for name, precision, seed in RUNS:
@@ -191,9 +187,6 @@ def run(quick=False, workdir=None, backbone=None, steps=None, batch_size=None,
                 initial_values=(results["fp32_seed0"]["initial_values"]
                                 if precision == "bf16" else None))
             results[name]["seconds"] = time.perf_counter() - start
-    finally:
-        if own_dir:
-            shutil.rmtree(workdir, ignore_errors=True)
 
     window = min(MEAN_WINDOW, max(1, steps // 4))
     figures = {"backbone": settings["backbone"], "image_size": settings["image_size"],

@@ -9,9 +9,7 @@ The benchmarks share one scratch directory, so the generated JPEGs and TFRecords
 import argparse
 import collections
 import os
-import shutil
 import sys
-import tempfile
 import time
 
 from benchmarks import (
@@ -49,20 +47,15 @@ def parse_only(value):
 def run(names=None, quick=False, workdir=None):
     """Run the named benchmarks in suite order; returns their JSON dicts."""
     names = names or list(BENCHMARKS)
-    own_dir = workdir is None
-    workdir = workdir or tempfile.mkdtemp(prefix="bench_")
-    os.makedirs(workdir, exist_ok=True)
     results = []
-    try:
+    with common.scratch_dir(workdir, "bench_") as scratch:
+        os.makedirs(scratch, exist_ok=True)
         common.emit("machine", common.machine())
         for name in names:
             start = time.perf_counter()
-            result = BENCHMARKS[name](quick=quick, workdir=workdir)
+            result = BENCHMARKS[name](quick=quick, workdir=scratch)
             sys.stderr.write("%s: %.0f s\n" % (name, time.perf_counter() - start))
             results.append(result)
-    finally:
-        if own_dir:
-            shutil.rmtree(workdir, ignore_errors=True)
     return results
 
 

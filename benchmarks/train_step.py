@@ -14,8 +14,6 @@ analytic estimate. The peak is a measured square matmul of the same dtype in the
 
 import argparse
 import functools
-import shutil
-import tempfile
 
 import numpy as np
 import tensorflow.compat.v1 as tf
@@ -126,10 +124,8 @@ def run(quick=False, workdir=None, backbones=None, precisions=None):
     backbones = backbones or (("tiny",) if quick else BACKBONES)
     batch = 8 if quick else 64
     num_classes, per_class = (8, 16) if quick else (100, 30)
-    own_dir = workdir is None
-    workdir = workdir or tempfile.mkdtemp(prefix="bench_train_")
-    try:
-        records = common.make_train_records(workdir, num_classes, per_class)
+    with common.scratch_dir(workdir, "bench_train_") as scratch:
+        records = common.make_train_records(scratch, num_classes, per_class)
         real = input_fns.train_input_fn_builder(records, batch_size=batch, seed=0,
                                                 shuffle_buffer=num_classes * per_class)
         peak_size = 512 if quick else 2048
@@ -170,9 +166,6 @@ def run(quick=False, workdir=None, backbones=None, precisions=None):
             figures["%s_over_matmul_peak" % key] = common.ratio(flops, peaks[precision])
         figures["targets"] = {"real_over_synthetic": 0.95, "iresnet50_bf16_over_fp32": 1.8}
         return common.emit("train_step", figures)
-    finally:
-        if own_dir:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def main(argv=None):
