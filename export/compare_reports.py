@@ -3,8 +3,9 @@
     python -m export.compare_reports lfw_output/fold10/models/*    [--copy_reports=DIR]
 
 Each argument is a ``model_dir`` holding ``params.json`` (written by ``estimator_main.py``) and
-``eval/report.json`` (the evaluation of its final checkpoint). Rows are grouped by head: runs
-that differ only in ``--seed`` are averaged into one row (mean of the accuracies, the seeds
+``eval/report.json`` (the evaluation of its final checkpoint). Runs that differ only in
+``--seed`` (or in threads, logging and other settings that do not change the model) are averaged
+into one row (mean of the accuracies, the seeds
 listed), as the README's head comparison reports them. ``--copy_reports`` keeps each report as
 ``<run name>.json`` next to the table, so the figures stay checkable after the models are gone.
 """
@@ -18,14 +19,14 @@ import sys
 
 from export import report as report_lib
 
-# Columns of the table: header, then a function of (params, report) giving the cell's number.
-_METRICS = collections.OrderedDict([
-    ("accuracy", lambda r: r["accuracy"]),
-    ("accuracy_std", lambda r: r["accuracy_std"]),
-    ("val", lambda r: r["val"]),
-    ("auc", lambda r: r["auc"]),
-    ("eer", lambda r: r["eer"]),
-])
+# Metrics averaged over the seeds of a row (keys of report.json).
+_METRICS = ("accuracy", "accuracy_std", "val", "auc", "eer")
+# Settings that do not change what is trained: runs differing only in these (and the seed) share
+# a row, e.g. the same head run with one thread (make lfw-heads JOBS=2) and with two.
+_RUN_MECHANICS = frozenset([
+    "seed", "model_dir", "intra_op_threads", "inter_op_threads", "progress",
+    "log_every_n_steps", "save_summary_steps", "eval_throttle_secs", "keep_checkpoint_max",
+    "exports_to_keep", "verify_records", "check_finite_loss"])
 
 
 def load_run(model_dir):
@@ -54,7 +55,7 @@ def summarize(runs):
     groups = collections.OrderedDict()
     for name, params, report in runs:
         key = tuple(sorted((k, json.dumps(v)) for k, v in params.items()
-                           if k not in ("seed", "model_dir")))
+                           if k not in _RUN_MECHANICS))
         groups.setdefault(key, []).append((name, params, report))
     rows = []
     for members in groups.values():
@@ -76,8 +77,8 @@ def summarize(runs):
         minutes = [r.get("extra", {}).get("wall_seconds") for _, _, r in members]
         row["wall_minutes"] = (_mean(minutes) / 60.0 if all(m is not None for m in minutes)
                                else None)
-        for metric, value in _METRICS.items():
-            row[metric] = _mean([value(r) for _, _, r in members])
+        for metric in _METRICS:
+            row[metric] = _mean([r[metric] for _, _, r in members])
         rows.append(row)
     return rows
 

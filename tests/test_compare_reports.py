@@ -28,9 +28,19 @@ def _run(root, name, head, seed, accuracy_noise, wall_seconds=600.0):
     return model_dir, metrics
 
 
+def _set_params(model_dir, **changes):
+    with open(os.path.join(model_dir, "params.json")) as f:
+        params = json.load(f)
+    params.update(changes)
+    with open(os.path.join(model_dir, "params.json"), "w") as f:
+        json.dump(params, f)
+
+
 def test_seeds_of_one_head_are_averaged(tmp_path):
     a, ma = _run(tmp_path, "circle-s0", "circle", 0, 0.3)
     b, mb = _run(tmp_path, "circle-s1", "circle", 1, 0.8, wall_seconds=1200.0)
+    # Thread counts do not change what is trained: still one row.
+    _set_params(b, intra_op_threads=1, inter_op_threads=1)
     c, mc = _run(tmp_path, "softmax-s0", "softmax", 0, 1.5)
     rows = compare_reports.summarize([compare_reports.load_run(d) for d in (a, b, c)])
     assert [r["head"] for r in rows] == ["circle", "softmax"]
@@ -52,11 +62,7 @@ def test_seeds_of_one_head_are_averaged(tmp_path):
 def test_pk_batches_make_their_own_row(tmp_path):
     a, _ = _run(tmp_path, "circle-s0", "circle", 0, 0.3)
     b, _ = _run(tmp_path, "circle-pk-s0", "circle", 0, 0.3)
-    with open(os.path.join(b, "params.json")) as f:
-        params = json.load(f)
-    params["images_per_identity"] = 4
-    with open(os.path.join(b, "params.json"), "w") as f:
-        json.dump(params, f)
+    _set_params(b, images_per_identity=4)
     rows = compare_reports.summarize([compare_reports.load_run(d) for d in (a, b)])
     assert [r["batches"] for r in rows] == ["shuffled", "P×K, K=4"]
 
@@ -88,11 +94,7 @@ def test_far_target_falls_back_to_the_runs_params(tmp_path):
     del stored["far_target"]
     with open(path, "w") as f:
         json.dump(stored, f)
-    with open(os.path.join(model_dir, "params.json")) as f:
-        params = json.load(f)
-    params["far_target"] = 0.01
-    with open(os.path.join(model_dir, "params.json"), "w") as f:
-        json.dump(params, f)
+    _set_params(model_dir, far_target=0.01)
     table = compare_reports.markdown_table(
         compare_reports.summarize([compare_reports.load_run(model_dir)]))
     assert "VAL@FAR=0.01 |" in table.splitlines()[0]
