@@ -27,7 +27,7 @@ import tensorflow.compat.v1 as tf  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 from data_tools import input_fns, manifest  # noqa: E402
-from export import eval_metrics, exporters, freeze, report, serving  # noqa: E402
+from export import eval_metrics, export_dirs, exporters, freeze, report, serving  # noqa: E402
 from model import backbones, estimator_factory, heads, model_fn, optimization  # noqa: E402
 
 MODES = ("train", "evaluate", "train_and_evaluate", "export")
@@ -386,14 +386,6 @@ def freeze_export(p, saved_model_dir):
     return path
 
 
-def latest_export(export_base):
-    if not tf.io.gfile.isdir(export_base):
-        return None
-    versions = sorted((d for d in tf.io.gfile.listdir(export_base) if d.strip("/").isdigit()),
-                      key=lambda d: int(d.strip("/")))
-    return os.path.join(export_base, versions[-1].strip("/")) if versions else None
-
-
 _NON_FINITE = re.compile(re.escape(model_fn.NON_FINITE_LOSS_MESSAGE) + r"\]\s*\[(\d+)\]")
 
 
@@ -425,7 +417,9 @@ def run_mode(p):
             return
         if result:
             write_eval_report(p, result, started)
-        best = latest_export(os.path.join(p["model_dir"], "export", "best"))
+        # By the accuracy recorded with each export, not the newest directory: a later, worse
+        # evaluation or a restarted job never displaces the best model.
+        best = export_dirs.best_export(os.path.join(p["model_dir"], "export", "best"))
         if best:
             print("best SavedModel: %s" % best)
             freeze_export(p, best)

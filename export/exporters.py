@@ -1,16 +1,29 @@
 """Exporters for the EvalSpec and the checkpoint -> SavedModel path of ``--mode=export``.
 
-The best exporter keeps the SavedModels with the highest verification accuracy and writes the
-eval report (metrics per fold, the decision threshold) into each export's ``assets.extra``, so a
-served model carries the threshold it was validated with. Estimator exports are written to a
-temporary directory and renamed when complete: a crash never leaves a half-written model.
+The best exporter keeps the SavedModels with the highest verification accuracy and stores, in
+each export's ``assets.extra``, the eval report (metrics per fold, the decision threshold) and
+the metric value it was chosen on, so a served model carries the threshold it was validated with
+and every later reader can rank the exports (``export.export_dirs``). Everything in
+``assets.extra`` is copied in before the estimator renames its temporary export directory: a crash
+never leaves a half-written model, nor a model without its numbers.
+
+Why not ``tf.estimator.BestExporter``: it remembers the best result in memory and re-reads it
+from event files on start, and both versions get it wrong in a way a user meets on the first
+real run. On TF 1.15 the event file already holds the current evaluation, so the first
+evaluation ties itself and is never exported (``export/best`` stays empty); on TF 2.x a
+restarted job exports its first evaluation even when it is worse, and with ``exports_to_keep``
+the better earlier model can be deleted. This exporter compares against what is on disk: the
+values recorded with the exports themselves.
 """
 
+import json
 import os
+import shutil
+import tempfile
 
 import tensorflow.compat.v1 as tf
 
-from export import eval_metrics, report
+from export import eval_metrics, export_dirs, report
 
 DEFAULT_METRIC = "lfw/accuracy"
 
@@ -27,46 +40,96 @@ def write_export_report(export_path, eval_result, prefix="lfw"):
     return report.write_report(metrics, os.path.join(_as_text(export_path), "assets.extra"))
 
 
-def higher_is_better(metric_key):
-    """compare_fn for BestExporter: export when ``metric_key`` improves (strictly)."""
-
-    def compare(best_eval_result, current_eval_result):
-        if current_eval_result is None or metric_key not in current_eval_result:
-            raise ValueError("the eval result has no %r; was the verification metric built?"
-                             % metric_key)
-        if not best_eval_result or metric_key not in best_eval_result:
-            return True
-        return current_eval_result[metric_key] > best_eval_result[metric_key]
-
-    return compare
+def metric_value(eval_result, metric_key):
+    """``eval_result[metric_key]`` as a float; a clear error when the metric was not built."""
+    if not eval_result or metric_key not in eval_result:
+        raise ValueError("the eval result has no %r; was the verification metric built?"
+                         % metric_key)
+    return float(eval_result[metric_key])
 
 
-class BestVerificationExporter(tf.estimator.BestExporter):
-    """BestExporter keyed on ``lfw/accuracy`` that also stores the eval report with the model."""
+def _global_step(eval_result):
+    step = eval_result.get(tf.GraphKeys.GLOBAL_STEP, eval_result.get("global_step"))
+    return None if step is None else int(step)
 
-    def __init__(self, serving_input_receiver_fn, eval_name="lfw", metric_key=DEFAULT_METRIC,
-                 exports_to_keep=3, prefix="lfw"):
+
+class BestVerificationExporter(tf.estimator.Exporter):
+    """Exports when ``metric_key`` is at least the best value recorded with an existing export.
+
+    Ties export (the newer model of equal accuracy has trained longer), so the first evaluation
+    of a fresh run always exports. ``exports_to_keep`` keeps that many exports ranked by recorded
+    value (then recency): the best one is never deleted, whatever the order of evaluations.
+    ``assets_extra``: further files to store with each export, ``{name: source path}`` (for
+    example the conversion transform of the evaluation records).
+    """
+
+    def __init__(self, serving_input_receiver_fn, metric_key=DEFAULT_METRIC, exports_to_keep=3,
+                 prefix="lfw", name="best", assets_extra=None):
+        if exports_to_keep is not None and exports_to_keep < 1:
+            raise ValueError("exports_to_keep must be positive or None, got %r"
+                             % exports_to_keep)
+        self._name = name
+        self._receiver_fn = serving_input_receiver_fn
+        self._metric_key = metric_key
+        self._exports_to_keep = exports_to_keep
         self._prefix = prefix
-        super(BestVerificationExporter, self).__init__(
-            name="best", serving_input_receiver_fn=serving_input_receiver_fn,
-            event_file_pattern="eval_%s/*.tfevents.*" % eval_name,
-            compare_fn=higher_is_better(metric_key), exports_to_keep=exports_to_keep)
+        self._assets_extra = dict(assets_extra or {})
+
+    @property
+    def name(self):
+        return self._name
 
     def export(self, estimator, export_path, checkpoint_path, eval_result, is_the_final_export):
-        path = super(BestVerificationExporter, self).export(
-            estimator, export_path, checkpoint_path, eval_result, is_the_final_export)
-        if path:
-            write_export_report(path, eval_result, self._prefix)
+        value = metric_value(eval_result, self._metric_key)
+        ranked = export_dirs.ranked_exports(export_path)
+        best = next((v for _, v in ranked if v is not None), None)
+        if best is not None and value < best:
+            tf.logging.info("%s = %.6f is below the best export's %.6f: not exported",
+                            self._metric_key, value, best)
+            return None
+        staging = tempfile.mkdtemp(prefix="export-extra-")
+        try:
+            assets = self._stage_assets(staging, eval_result, value)
+            path = _as_text(estimator.export_saved_model(
+                export_path, self._receiver_fn, assets_extra=assets,
+                checkpoint_path=checkpoint_path))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        tf.logging.info("best export (%s = %.6f): %s", self._metric_key, value, path)
+        self._garbage_collect(export_path)
         return path
 
+    def _stage_assets(self, staging, eval_result, value):
+        assets = dict(self._assets_extra)
+        if "%s/accuracy" % self._prefix in eval_result:
+            metrics = eval_metrics.metrics_from_eval_result(eval_result, self._prefix)
+            json_path, png_path = report.write_report(metrics, staging)
+            assets[report.REPORT_JSON] = json_path
+            assets[report.ROC_PNG] = png_path
+        record = {"metric": self._metric_key, "value": value,
+                  "global_step": _global_step(eval_result)}
+        record_path = os.path.join(staging, export_dirs.EXPORT_METRIC_JSON)
+        with open(record_path, "w") as fh:
+            json.dump(record, fh, sort_keys=True)
+        assets[export_dirs.EXPORT_METRIC_JSON] = record_path
+        return assets
 
-def build_exporters(serving_input_receiver_fn, eval_name="lfw", exports_to_keep=3):
+    def _garbage_collect(self, export_path):
+        if self._exports_to_keep is None:
+            return
+        for path, _ in export_dirs.ranked_exports(export_path)[self._exports_to_keep:]:
+            tf.io.gfile.rmtree(path)
+
+
+def build_exporters(serving_input_receiver_fn, eval_name="lfw", exports_to_keep=3,
+                    metric_key=DEFAULT_METRIC, assets_extra=None):
     """The EvalSpec's exporters: the best model by verification accuracy, and the latest."""
+    del eval_name  # the best exporter reads what it needs from disk, not from event files
     return [
-        BestVerificationExporter(serving_input_receiver_fn, eval_name=eval_name,
-                                 exports_to_keep=exports_to_keep),
+        BestVerificationExporter(serving_input_receiver_fn, metric_key=metric_key,
+                                 exports_to_keep=exports_to_keep, assets_extra=assets_extra),
         tf.estimator.LatestExporter("latest", serving_input_receiver_fn,
-                                    exports_to_keep=exports_to_keep),
+                                    assets_extra=assets_extra, exports_to_keep=exports_to_keep),
     ]
 
 

@@ -151,16 +151,6 @@ def test_frozen_graph_equals_saved_model_and_has_inference_batch_norm(trained, s
     assert batch_norms and not any(op.get_attr("is_training") for op in batch_norms)
 
 
-def test_best_exporter_compare_keeps_the_best():
-    compare = exporters.higher_is_better("lfw/accuracy")
-    assert compare(None, {"lfw/accuracy": 0.5})
-    assert compare({"lfw/accuracy": 0.5}, {"lfw/accuracy": 0.6})
-    assert not compare({"lfw/accuracy": 0.6}, {"lfw/accuracy": 0.6})
-    assert not compare({"lfw/accuracy": 0.6}, {"lfw/accuracy": 0.55})
-    with pytest.raises(ValueError, match="lfw/accuracy"):
-        compare({"lfw/accuracy": 0.6}, {"loss": 1.0})
-
-
 def test_embed_cli_verifies_two_images_with_the_exported_threshold(trained, saved_model, tmp_path,
                                                                    capsys):
     result = trained["estimator"].evaluate(input_fns.pairs_input_fn_builder(
