@@ -117,15 +117,19 @@ def train_input_fn_builder(records, image_size=preprocessing.DEFAULT_IMAGE_SIZE,
         num_shards, shard_index = worker_shard(config, input_context)
         files, shard_records = _sharded_files(files, num_shards, shard_index)
 
+        def read(filename):
+            records = tf.data.TFRecordDataset(filename)
+            # Fewer files than workers: each worker takes every num_shards-th record of each
+            # file. Sharding inside the file, not after the interleave, keeps the split exact
+            # whatever order the files come in (an unseeded shuffle differs per worker).
+            return records.shard(num_shards, shard_index) if shard_records else records
+
         dataset = tf.data.Dataset.from_tensor_slices(files)
         if is_training:
             dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
         dataset = dataset.interleave(
-            tf.data.TFRecordDataset,
-            cycle_length=min(cycle_length, len(files)) if is_training else 1,
+            read, cycle_length=min(cycle_length, len(files)) if is_training else 1,
             num_parallel_calls=AUTOTUNE if is_training else None)
-        if shard_records:
-            dataset = dataset.shard(num_shards, shard_index)
 
         if images_per_identity and is_training:
             dataset = _pk_sample(dataset, batch, images_per_identity, shuffle_buffer, seed)
