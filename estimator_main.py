@@ -11,7 +11,10 @@ This file is thin on purpose: flags -> one validated params dict -> input_fns, m
 estimator from their builders -> mode dispatch. The model never reads flags.
 """
 
+import collections
 import errno
+import functools
+import inspect
 import json
 import os
 import platform
@@ -22,99 +25,116 @@ import time
 
 if __package__ in (None, ""):  # `python estimator_main.py` from anywhere
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+if __name__ == "__main__":
+    # TensorFlow's C++ banners (oneDNN, CPU features) are noise to a user; --verbosity and an
+    # explicit TF_CPP_MIN_LOG_LEVEL still win. Set before TensorFlow is imported.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow.compat.v1 as tf  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
-from data_tools import input_fns, manifest  # noqa: E402
+from data_tools import input_config, input_fns, manifest  # noqa: E402
 from export import eval_metrics, export_dirs, exporters, freeze, report, serving  # noqa: E402
 from model import backbones, estimator_factory, heads, model_fn, optimization  # noqa: E402
+from model import config as model_config  # noqa: E402
 
 MODES = ("train", "evaluate", "train_and_evaluate", "export")
 EVAL_NAME = "lfw"
 
 FLAGS = flags.FLAGS
 
-# Data and output.
-flags.DEFINE_enum("mode", "train_and_evaluate", MODES, "What to run.")
-flags.DEFINE_string("model_dir", None, "Checkpoints, summaries, exports and reports go here; "
-                    "an existing checkpoint is resumed.")
-flags.DEFINE_string("train_records", None, "Directory of training image records "
-                    "(make_tfrecords.py output, with manifest.json).")
-flags.DEFINE_string("eval_records", None, "Directory of verification pair records "
-                    "(make_tfrecords.py --pairs output).")
-flags.DEFINE_string("data_url", None, "ModelArts-style dataset root: train_records defaults to "
-                    "DATA_URL/train and eval_records to DATA_URL/pairs.")
-flags.DEFINE_string("train_url", None, "ModelArts-style output location: model_dir defaults to it.")
-# Network and head.
-flags.DEFINE_enum("backbone", "iresnet50", sorted(backbones.BACKBONES), "Backbone network.")
-flags.DEFINE_enum("head", "circle", sorted(heads.HEADS), "Loss head.")
-flags.DEFINE_integer("embedding_size", 512, "Embedding dimension.")
-flags.DEFINE_integer("image_size", None, "Network input side; default: the backbone's (112).")
-flags.DEFINE_float("dropout_rate", 0.0, "Dropout before the embedding layer (iresnet).")
-flags.DEFINE_float("margin", None, "Margin m (Circle: 0.25; cosface 0.35; arcface 0.5).")
-flags.DEFINE_float("gamma", None, "Circle scale gamma (paper's face setting: 256).")
-flags.DEFINE_float("scale", 64.0, "Scale s of the softmax, cosface and arcface heads.")
-flags.DEFINE_float("class_weight", 1.0, "circle_combined: weight of the class-level loss.")
-flags.DEFINE_float("pair_weight", 1.0, "circle_combined: weight of the pair-level loss.")
-flags.DEFINE_integer("images_per_identity", 0, "K of P×K batches (0: plain shuffling). "
-                     "Needed by circle_pair and circle_combined.")
-flags.DEFINE_integer("proxy_partitions", 1, "Split the class proxies into this many variables.")
-# Optimisation.
-flags.DEFINE_integer("batch_size", 128, "Global training batch size.")
-flags.DEFINE_integer("train_steps", None, "Total training steps (or use --train_epochs).")
-flags.DEFINE_float("train_epochs", None, "Total training epochs over the training records.")
-flags.DEFINE_enum("optimizer", "momentum", list(optimization.OPTIMIZERS), "Optimizer.")
-flags.DEFINE_float("learning_rate", 0.1, "Base learning rate (after warm-up).")
-flags.DEFINE_float("momentum", 0.9, "Momentum.")
-flags.DEFINE_float("weight_decay", 5e-4, "Weight decay on kernels and proxies.")
-flags.DEFINE_enum("schedule", "piecewise", list(optimization.SCHEDULES), "Learning rate schedule.")
-flags.DEFINE_list("decay_boundaries", ["0.5", "0.7", "0.9"],
-                  "piecewise: fractions of the total steps where the rate is divided.")
-flags.DEFINE_float("decay_factor", 0.1, "piecewise: factor applied at each boundary.")
-flags.DEFINE_integer("warmup_steps", None, "Linear warm-up steps (default: 2%% of training).")
-# Input.
-flags.DEFINE_bool("random_flip", True, "Random horizontal flips in training.")
-flags.DEFINE_bool("random_crop", False, "Random crops (padding 8) in training.")
-flags.DEFINE_float("brightness_delta", 0.0, "Random brightness shift (0..255 scale).")
-flags.DEFINE_float("min_crop_scale", 1.0, "Random scale crops: box side in [this, 1] of the "
-                   "stored face, aspect ratio within 1.1 (1: off).")
-flags.DEFINE_float("contrast_delta", 0.0, "Random contrast factor in [1 - d, 1 + d] (0: off).")
-flags.DEFINE_integer("shuffle_buffer", 10000, "Records held for shuffling.")
-flags.DEFINE_integer("seed", 0, "Seed of shuffling, augmentation and initialisation.")
-# Evaluation and export.
-flags.DEFINE_integer("eval_batch_size", 64, "Pairs per eval batch (the last one is padded).")
-flags.DEFINE_bool("eval_flip", True, "Flip test-time augmentation in verification.")
-flags.DEFINE_float("far_target", 1e-3, "FAR of the VAL@FAR metric.")
-flags.DEFINE_integer("eval_throttle_secs", 60, "Minimum seconds between evaluations.")
-flags.DEFINE_integer("exports_to_keep", 3, "SavedModels kept by each exporter.")
-flags.DEFINE_string("checkpoint_path", None, "evaluate/export: this checkpoint, not the latest.")
-flags.DEFINE_string("warm_start_from", None, "Initialise a fresh run from this checkpoint.")
-# Devices and precision.
-flags.DEFINE_enum("device", "cpu", list(estimator_factory.DEVICES), "cpu, gpu or npu (Ascend).")
-flags.DEFINE_enum("precision", "fp32", list(estimator_factory.PRECISIONS),
-                  "fp32; bf16 (CPU: backbone in bfloat16, head and loss float32); fp16 (GPU "
-                  "rewrite, loss scaling).")
-flags.DEFINE_enum("npu_precision_mode", "allow_mix_precision",
-                  list(estimator_factory.NPU_PRECISION_MODES), "Ascend precision_mode.")
-flags.DEFINE_integer("iterations_per_loop", 100, "Ascend: steps per device loop.")
-flags.DEFINE_enum("distribution", "none", list(estimator_factory.DISTRIBUTIONS),
-                  "mirrored: synchronous data parallelism over this host's devices (the global "
-                  "--batch_size is split across them). Several hosts: set TF_CONFIG instead.")
-flags.DEFINE_integer("num_gpus", 0, "GPUs to mirror over; more than 1 implies "
-                     "--distribution=mirrored (needs --device=gpu).")
-flags.DEFINE_integer("num_cpu_devices", 1, "--device=cpu: split the host into this many CPU "
-                     "devices, mirrored with --distribution=mirrored (stands in for GPUs).")
-flags.DEFINE_integer("save_checkpoints_steps", 500, "Checkpoint (and eval) interval.")
-flags.DEFINE_integer("save_summary_steps", 100, "Summary interval.")
-flags.DEFINE_integer("keep_checkpoint_max", 5, "Checkpoints kept.")
-flags.DEFINE_integer("log_every_n_steps", 100, "Logging interval.")
-flags.DEFINE_integer("intra_op_threads", 0, "TF intra-op threads (0: all cores).")
-flags.DEFINE_integer("inter_op_threads", 0, "TF inter-op threads (0: TF's default).")
-flags.DEFINE_bool("progress", True, "Show a progress bar while training.")
-flags.DEFINE_bool("check_finite_loss", True, "Stop on a NaN/Inf loss, naming the step.")
-flags.DEFINE_bool("verify_records", True, "Check every shard's size and sha256 against its "
-                  "manifest before any graph is built (local paths; hashing reads every byte).")
+
+def define_flags(fv=flags.FLAGS):
+    """Define this program's flags on ``fv`` (absl's global FLAGS by default); idempotent."""
+    if "mode" in fv:
+        return fv
+    bool_flag = functools.partial(flags.DEFINE_bool, flag_values=fv)
+    enum_flag = functools.partial(flags.DEFINE_enum, flag_values=fv)
+    float_flag = functools.partial(flags.DEFINE_float, flag_values=fv)
+    integer_flag = functools.partial(flags.DEFINE_integer, flag_values=fv)
+    list_flag = functools.partial(flags.DEFINE_list, flag_values=fv)
+    string_flag = functools.partial(flags.DEFINE_string, flag_values=fv)
+    # Data and output.
+    enum_flag("mode", "train_and_evaluate", MODES, "What to run.")
+    string_flag("model_dir", None, "Checkpoints, summaries, exports and reports go here; "
+                "an existing checkpoint is resumed.")
+    string_flag("train_records", None, "Directory of training image records "
+                "(make_tfrecords.py output, with manifest.json).")
+    string_flag("eval_records", None, "Directory of verification pair records "
+                "(make_tfrecords.py --pairs output).")
+    string_flag("data_url", None, "ModelArts-style dataset root: train_records defaults to "
+                "DATA_URL/train and eval_records to DATA_URL/pairs.")
+    string_flag("train_url", None, "ModelArts-style output location: model_dir defaults to it.")
+    # Network and head.
+    enum_flag("backbone", "iresnet50", sorted(backbones.BACKBONES), "Backbone network.")
+    enum_flag("head", "circle", sorted(heads.HEADS), "Loss head.")
+    integer_flag("embedding_size", 512, "Embedding dimension.")
+    integer_flag("image_size", None, "Network input side; default: the backbone's (112).")
+    float_flag("dropout_rate", 0.0, "Dropout before the embedding layer (iresnet).")
+    float_flag("margin", None, "Margin m (Circle: 0.25; cosface 0.35; arcface 0.5).")
+    float_flag("gamma", None, "Circle scale gamma (paper's face setting: 256).")
+    float_flag("scale", 64.0, "Scale s of the softmax, cosface and arcface heads.")
+    float_flag("class_weight", 1.0, "circle_combined: weight of the class-level loss.")
+    float_flag("pair_weight", 1.0, "circle_combined: weight of the pair-level loss.")
+    integer_flag("images_per_identity", 0, "K of P×K batches (0: plain shuffling). "
+                 "Needed by circle_pair and circle_combined.")
+    integer_flag("proxy_partitions", 1, "Split the class proxies into this many variables.")
+    # Optimisation.
+    integer_flag("batch_size", 128, "Global training batch size.")
+    integer_flag("train_steps", None, "Total training steps (or use --train_epochs).")
+    float_flag("train_epochs", None, "Total training epochs over the training records.")
+    enum_flag("optimizer", "momentum", list(optimization.OPTIMIZERS), "Optimizer.")
+    float_flag("learning_rate", 0.1, "Base learning rate (after warm-up).")
+    float_flag("momentum", 0.9, "Momentum.")
+    float_flag("weight_decay", 5e-4, "Weight decay on kernels and proxies.")
+    enum_flag("schedule", "piecewise", list(optimization.SCHEDULES), "Learning rate schedule.")
+    list_flag("decay_boundaries", ["0.5", "0.7", "0.9"],
+              "piecewise: fractions of the total steps where the rate is divided.")
+    float_flag("decay_factor", 0.1, "piecewise: factor applied at each boundary.")
+    integer_flag("warmup_steps", None, "Linear warm-up steps (default: 2%% of training).")
+    # Input.
+    bool_flag("random_flip", True, "Random horizontal flips in training.")
+    bool_flag("random_crop", False, "Random crops (padding 8) in training.")
+    float_flag("brightness_delta", 0.0, "Random brightness shift (0..255 scale).")
+    float_flag("min_crop_scale", 1.0, "Random scale crops: box side in [this, 1] of the "
+               "stored face, aspect ratio within 1.1 (1: off).")
+    float_flag("contrast_delta", 0.0, "Random contrast factor in [1 - d, 1 + d] (0: off).")
+    integer_flag("shuffle_buffer", 10000, "Records held for shuffling.")
+    integer_flag("seed", 0, "Seed of shuffling, augmentation and initialisation.")
+    # Evaluation and export.
+    integer_flag("eval_batch_size", 64, "Pairs per eval batch (the last one is padded).")
+    bool_flag("eval_flip", True, "Flip test-time augmentation in verification.")
+    float_flag("far_target", 1e-3, "FAR of the VAL@FAR metric.")
+    integer_flag("eval_throttle_secs", 60, "Minimum seconds between evaluations.")
+    integer_flag("exports_to_keep", 3, "SavedModels kept by each exporter.")
+    string_flag("checkpoint_path", None, "evaluate/export: this checkpoint, not the latest.")
+    string_flag("warm_start_from", None, "Initialise a fresh run from this checkpoint.")
+    # Devices and precision.
+    enum_flag("device", "cpu", list(estimator_factory.DEVICES), "cpu, gpu or npu (Ascend).")
+    enum_flag("precision", "fp32", list(estimator_factory.PRECISIONS),
+              "fp32; bf16 (CPU: backbone in bfloat16, head and loss float32); fp16 (GPU "
+              "rewrite, loss scaling).")
+    enum_flag("npu_precision_mode", "allow_mix_precision",
+              list(estimator_factory.NPU_PRECISION_MODES), "Ascend precision_mode.")
+    integer_flag("iterations_per_loop", 100, "Ascend: steps per device loop.")
+    enum_flag("distribution", "none", list(estimator_factory.DISTRIBUTIONS),
+              "mirrored: synchronous data parallelism over this host's devices (the global "
+              "--batch_size is split across them). Several hosts: set TF_CONFIG instead.")
+    integer_flag("num_gpus", 0, "GPUs to mirror over; more than 1 implies "
+                 "--distribution=mirrored (needs --device=gpu).")
+    integer_flag("num_cpu_devices", 1, "--device=cpu: split the host into this many CPU "
+                 "devices, mirrored with --distribution=mirrored (stands in for GPUs).")
+    integer_flag("save_checkpoints_steps", 500, "Checkpoint (and eval) interval.")
+    integer_flag("save_summary_steps", 100, "Summary interval.")
+    integer_flag("keep_checkpoint_max", 5, "Checkpoints kept.")
+    integer_flag("log_every_n_steps", 100, "Logging interval.")
+    integer_flag("intra_op_threads", 0, "TF intra-op threads (0: all cores).")
+    integer_flag("inter_op_threads", 0, "TF inter-op threads (0: TF's default).")
+    bool_flag("progress", True, "Show a progress bar while training.")
+    bool_flag("check_finite_loss", True, "Stop on a NaN/Inf loss, naming the step.")
+    bool_flag("verify_records", True, "Check every shard's size and sha256 against its "
+              "manifest before any graph is built (local paths; hashing reads every byte).")
+    return fv
 
 
 class ParamsError(ValueError):
@@ -132,7 +152,14 @@ def flag_values():
 
 
 def build_params(values):
-    """Validate the flag values once and return the run's params dict."""
+    """Validate the flag values once and return the run's params dict.
+
+    Every setting is checked here, before anything is written: the typed configs of
+    ``model.config`` (backbone, optimisation, runtime), ``data_tools.input_config`` (input) and
+    the built head (``model.heads``) refuse bad values with one line. The dict holds the resolved
+    values (the head's own default margin, the steps derived from epochs), JSON-ready for
+    ``params.json``; :func:`build_configs` turns it into the configs the builders take.
+    """
     p = dict(values)
     if p["data_url"]:
         p["train_records"] = p["train_records"] or os.path.join(p["data_url"], "train")
@@ -147,11 +174,6 @@ def build_params(values):
     if needs_eval:
         _require(p["eval_records"], "--mode=%s needs --eval_records: the pair records of "
                  "make_tfrecords.py --pairs" % mode)
-    p["image_size"] = p["image_size"] or backbones.default_image_size(p["backbone"])
-    try:
-        backbones.check_image_size(p["backbone"], p["image_size"])
-    except ValueError as e:
-        raise ParamsError(str(e)) from None
     _require(p["batch_size"] > 0 and p["eval_batch_size"] > 0, "batch sizes must be positive")
     k = p["images_per_identity"]
     if heads.HEADS[p["head"]].needs_pk_batches:
@@ -164,93 +186,65 @@ def build_params(values):
                  "--batch_size=%d must be a multiple of --images_per_identity=%d"
                  % (p["batch_size"], k))
     p["decay_boundaries"] = tuple(float(b) for b in p["decay_boundaries"])
-    _require(0.0 < p["min_crop_scale"] <= 1.0, "--min_crop_scale must be in (0, 1], got %g"
-             % p["min_crop_scale"])
-    _require(0.0 <= p["contrast_delta"] < 1.0, "--contrast_delta must be in [0, 1), got %g"
-             % p["contrast_delta"])
-
-    if needs_train or mode == "export" or needs_eval:
-        records = p["train_records"]
-        if records:
-            info = manifest.read_manifest(records)
-            _require(info.get("kind") == "images", "--train_records=%s holds %s records, not "
-                     "training images" % (records, info.get("kind")))
-            p["num_classes"] = int(info["num_classes"])
-            p["num_train_images"] = int(info["num_images"])
-            if needs_train:
-                _verify(records, p["verify_records"])
-            labels_path = os.path.join(records, "labels.txt")
-            if tf.io.gfile.exists(labels_path):
-                with tf.io.gfile.GFile(labels_path) as fh:
-                    lines = [line for line in fh.read().splitlines() if line]
-                _require(len(lines) == p["num_classes"],
-                         "%s lists %d identities but the manifest says %d classes"
-                         % (labels_path, len(lines), p["num_classes"]))
-        else:
-            p["num_classes"] = _num_classes_from_run(p["model_dir"])
-    if needs_train:
-        _require(bool(p["train_steps"]) != bool(p["train_epochs"]),
-                 "give exactly one of --train_steps and --train_epochs")
-        if p["train_epochs"]:
-            p["train_steps"] = max(1, int(round(
-                p["train_epochs"] * p["num_train_images"] / p["batch_size"])))
-        _require(p["train_steps"] > 0, "--train_steps must be positive")
-        if p["warmup_steps"] is None:
-            p["warmup_steps"] = int(0.02 * p["train_steps"])
-        _require(p["warmup_steps"] < p["train_steps"], "--warmup_steps must be below the total")
-    else:
-        p["train_steps"] = p["train_steps"] or 1
-        p["warmup_steps"] = p["warmup_steps"] or 0
-    if needs_eval:
-        info = manifest.read_manifest(p["eval_records"])
-        _require(info.get("kind") == "pairs", "--eval_records=%s holds %s records, not pairs"
-                 % (p["eval_records"], info.get("kind")))
-        p["num_pairs"] = int(info["num_pairs"])
-        p["num_folds"] = int(info.get("num_folds", 10))
-        _verify(p["eval_records"], p["verify_records"])
-    if p["precision"] == "bf16":
-        _require(p["device"] == "cpu", "--precision=bf16 is for CPUs (use fp16 on GPU, "
-                 "--npu_precision_mode on Ascend)")
-    if p["precision"] == "fp16":
-        _require(p["device"] == "gpu", "--precision=fp16 is for GPUs")
-    _validate_distribution(p)
-    # A missing device stack (npu_bridge, a TF without the oneDNN bf16 rewrite) is a setting to
-    # change too: report it here, before model_dir is written, not as a traceback mid-run.
-    estimator_factory.session_config(p["device"], p["precision"])
-    if p["device"] == "npu":
-        estimator_factory.load_npu_api()
+    runtime = _config(model_config.RuntimeConfig, **_fields(model_config.RuntimeConfig, p))
+    p["distribution"], p["num_replicas"] = runtime.distribution, runtime.num_replicas
+    _check_replicas(p)
+    _read_records(p, needs_train, needs_eval)
+    _resolve_steps(p, needs_train)
+    build_configs(p)  # every remaining setting, checked and resolved into p
+    # A missing device stack (npu_bridge, a TF without the oneDNN bf16 rewrite, no GPU) is a
+    # setting to change too: report it here, before model_dir is written.
+    estimator_factory.check_device(runtime)
     return p
 
 
-def _verify(records_dir, enabled):
-    """A damaged or cut-short shard is named now, not met as a DataLossError mid-training."""
-    if enabled and "://" not in records_dir:  # object stores: the copy tool checks, not us
-        manifest.verify_shards(records_dir)
+Configs = collections.namedtuple("Configs", ["backbone", "head", "optimization", "input",
+                                             "runtime"])
 
 
-def _validate_distribution(p):
-    """Resolve --distribution/--num_gpus/--num_cpu_devices into p['num_replicas']."""
-    _require(p["num_gpus"] >= 0, "--num_gpus must not be negative")
-    _require(p["num_cpu_devices"] >= 1, "--num_cpu_devices must be at least 1")
-    if p["num_gpus"] > 1:
-        p["distribution"] = "mirrored"
-    if p["num_gpus"]:
-        _require(p["device"] == "gpu", "--num_gpus=%d needs --device=gpu" % p["num_gpus"])
-    if p["num_cpu_devices"] > 1:
-        _require(p["device"] == "cpu", "--num_cpu_devices is for --device=cpu")
-    p["num_replicas"] = 1
-    if p["distribution"] == "mirrored":
-        _require(p["device"] != "npu", "--distribution=mirrored is for GPUs and CPUs; Ascend "
-                 "devices train together through HCCL (RANK_ID, RANK_SIZE, RANK_TABLE_FILE)")
-        if p["device"] == "gpu":
-            _require(p["num_gpus"] >= 1, "--distribution=mirrored --device=gpu needs "
-                     "--num_gpus=N")
-            p["num_replicas"] = p["num_gpus"]
-        else:
-            _require(p["num_cpu_devices"] >= 2, "--distribution=mirrored --device=cpu needs "
-                     "--num_cpu_devices=N >= 2")
-            p["num_replicas"] = p["num_cpu_devices"]
-        n = p["num_replicas"]
+def _fields(config_type, p):
+    """The entries of ``p`` that ``config_type``'s constructor takes (derived fields aside)."""
+    accepted = inspect.signature(config_type.__new__).parameters
+    return {name: p[name] for name in config_type._fields if name in p and name in accepted}
+
+
+def _config(config_type, **values):
+    try:
+        return config_type(**values)
+    except ValueError as e:
+        raise ParamsError(str(e)) from None
+
+
+def build_configs(p):
+    """The typed configs of a params dict; resolved values (image size, margin, gamma) are
+    written back into ``p`` so that ``params.json`` records what the run uses."""
+    backbone = _config(model_config.BackboneConfig, name=p["backbone"],
+                       embedding_size=p["embedding_size"], image_size=p["image_size"],
+                       dropout_rate=p["dropout_rate"], precision=p["precision"])
+    p["image_size"] = backbone.image_size
+    try:
+        head = heads.build_head(p["head"], num_classes=p["num_classes"],
+                                embedding_size=backbone.embedding_size, margin=p["margin"],
+                                gamma=p["gamma"], scale=p["scale"],
+                                class_weight=p["class_weight"], pair_weight=p["pair_weight"],
+                                proxy_partitions=p["proxy_partitions"])
+    except (ValueError, TypeError) as e:
+        raise ParamsError("--head=%s: %s" % (p["head"], e)) from None
+    p["margin"], p["gamma"] = head.margin, head.gamma
+    optimization_values = _fields(model_config.OptimizationConfig, p)
+    optimization_values["total_steps"] = p["train_steps"]
+    optimization = _config(model_config.OptimizationConfig, **optimization_values)
+    input_values = _fields(input_config.InputConfig, p)
+    input_values["images_per_identity"] = p["images_per_identity"] or None
+    inputs = _config(input_config.InputConfig, **input_values)
+    runtime = _config(model_config.RuntimeConfig, **_fields(model_config.RuntimeConfig, p))
+    return Configs(backbone, head, optimization, inputs, runtime)
+
+
+def _check_replicas(p):
+    """The global batch splits over the replicas; per-replica P×K batches stay whole."""
+    n = p["num_replicas"]
+    if n > 1:
         _require(p["batch_size"] % n == 0, "--batch_size=%d (global) must split evenly over %d "
                  "replicas" % (p["batch_size"], n))
         k = p["images_per_identity"]
@@ -259,6 +253,86 @@ def _validate_distribution(p):
                  % (p["batch_size"] // n, k))
         _require(p["proxy_partitions"] == 1, "--proxy_partitions is for parameter servers "
                  "(TF_CONFIG); a mirrored run keeps one proxy matrix per device")
+
+
+def _read_records(p, needs_train, needs_eval):
+    """Sizes from the records' manifests (and shard checks), or from the run's params.json."""
+    records = p["train_records"]
+    if records:
+        info = manifest.read_manifest(records)
+        _require(info.get("kind") == "images", "--train_records=%s holds %s records, not "
+                 "training images" % (records, info.get("kind")))
+        p["num_classes"] = int(info["num_classes"])
+        p["num_train_images"] = int(info["num_images"])
+        if needs_train:
+            _verify(records, p["verify_records"])
+        labels_path = os.path.join(records, "labels.txt")
+        if tf.io.gfile.exists(labels_path):
+            with tf.io.gfile.GFile(labels_path) as fh:
+                lines = [line for line in fh.read().splitlines() if line]
+            _require(len(lines) == p["num_classes"],
+                     "%s lists %d identities but the manifest says %d classes"
+                     % (labels_path, len(lines), p["num_classes"]))
+    else:
+        p["num_classes"] = _num_classes_from_run(p["model_dir"])
+    if needs_eval:
+        info = manifest.read_manifest(p["eval_records"])
+        _require(info.get("kind") == "pairs", "--eval_records=%s holds %s records, not pairs"
+                 % (p["eval_records"], info.get("kind")))
+        p["num_pairs"] = int(info["num_pairs"])
+        p["num_folds"] = int(info.get("num_folds", 10))
+        _verify(p["eval_records"], p["verify_records"])
+
+
+def _data_parallel_ranks(p):
+    """Processes that each read their own part of the data with a per-device ``--batch_size``:
+    Ascend ranks (RANK_SIZE, one process per device). Mirrored and TF_CONFIG runs split or
+    count the global batch themselves."""
+    if p["device"] != "npu":
+        return 1
+    return estimator_factory.ascend_rank()[1]
+
+
+def _round_up_to_loop(p, name, what):
+    loop = p["iterations_per_loop"]
+    value = p[name]
+    if value % loop:
+        rounded = (value // loop + 1) * loop
+        logging.warning("--device=npu runs %d steps per device loop: %s %d rounded up to %d",
+                        loop, what, value, rounded)
+        p[name] = rounded
+
+
+def _resolve_steps(p, needs_train):
+    if needs_train:
+        _require(bool(p["train_steps"]) != bool(p["train_epochs"]),
+                 "give exactly one of --train_steps and --train_epochs")
+        if p["train_epochs"]:
+            # One epoch is the data read once across all ranks: each of RANK_SIZE Ascend
+            # processes reads 1/RANK_SIZE of it with its own --batch_size.
+            global_batch = p["batch_size"] * _data_parallel_ranks(p)
+            p["train_steps"] = max(1, int(round(
+                p["train_epochs"] * p["num_train_images"] / global_batch)))
+        _require(p["train_steps"] > 0, "--train_steps must be positive")
+        if p["warmup_steps"] is None:
+            p["warmup_steps"] = int(0.02 * p["train_steps"])
+        _require(p["warmup_steps"] < p["train_steps"], "--warmup_steps must be below the total")
+    else:
+        p["train_steps"] = p["train_steps"] or 1
+        p["warmup_steps"] = p["warmup_steps"] or 0
+    if p["device"] == "npu":
+        _require(p["iterations_per_loop"] >= 1, "--iterations_per_loop must be positive")
+        # The device runs whole loops: a total or a checkpoint interval between two loop ends
+        # is never reached exactly (NPUEstimator refuses such settings).
+        if needs_train:
+            _round_up_to_loop(p, "train_steps", "--train_steps")
+        _round_up_to_loop(p, "save_checkpoints_steps", "--save_checkpoints_steps")
+
+
+def _verify(records_dir, enabled):
+    """A damaged or cut-short shard is named now, not met as a DataLossError mid-training."""
+    if enabled and "://" not in records_dir:  # object stores: the copy tool checks, not us
+        manifest.verify_shards(records_dir)
 
 
 def _num_classes_from_run(model_dir):
@@ -308,52 +382,44 @@ def record_run(params):
         fh.write(history + json.dumps(info) + "\n")
 
 
-def build_model_fn(p, optimizer_wrapper=None):
+def build_model_fn(p, optimizer_wrapper=None, configs=None):
+    configs = configs or build_configs(p)
     metrics_fn = None
-    if p.get("num_pairs"):
+    host_verification = p["device"] == "npu"
+    if p.get("num_pairs") and not host_verification:
         metrics_fn = eval_metrics.verification_metrics_fn_builder(
             p["num_pairs"], n_folds=p["num_folds"], far_target=p["far_target"], prefix=EVAL_NAME)
     return model_fn.model_fn_builder(
-        backbone=p["backbone"], head=p["head"], num_classes=p["num_classes"],
-        embedding_size=p["embedding_size"], dropout_rate=p["dropout_rate"],
-        margin=p["margin"], gamma=p["gamma"], scale=p["scale"],
-        class_weight=p["class_weight"], pair_weight=p["pair_weight"],
-        proxy_partitions=p["proxy_partitions"], optimizer=p["optimizer"],
-        learning_rate=p["learning_rate"], momentum=p["momentum"],
-        weight_decay=p["weight_decay"], total_steps=p["train_steps"],
-        warmup_steps=p["warmup_steps"], schedule=p["schedule"],
-        decay_boundaries=p["decay_boundaries"], decay_factor=p["decay_factor"],
-        eval_flip=p["eval_flip"], eval_metrics_fn=metrics_fn,
-        optimizer_wrapper=optimizer_wrapper, precision=p["precision"],
+        configs.backbone, configs.head, configs.optimization, eval_metrics_fn=metrics_fn,
+        eval_flip=p["eval_flip"], optimizer_wrapper=optimizer_wrapper,
         check_finite_loss=p["check_finite_loss"], log_every_n_steps=p["log_every_n_steps"],
-        show_progress=p["progress"], model_dir=p["model_dir"])
+        show_progress=p["progress"], model_dir=p["model_dir"], host_logging=host_verification)
 
 
 def build_estimator(p):
-    wrapper = estimator_factory.optimizer_wrapper(p["device"], p["npu_precision_mode"])
+    configs = build_configs(p)
+    runtime = configs.runtime
+    wrapper = estimator_factory.optimizer_wrapper(runtime.device, runtime.npu_precision_mode)
     strategy = None
     if p["mode"] in ("train", "train_and_evaluate"):
-        strategy = estimator_factory.train_distribution(p["distribution"], p["device"],
-                                                        p["num_replicas"])
+        strategy = estimator_factory.train_distribution(runtime.distribution, runtime.device,
+                                                        runtime.num_replicas)
     return estimator_factory.build_estimator(
-        build_model_fn(p, wrapper), p["model_dir"], device=p["device"],
-        precision=p["precision"], npu_precision_mode=p["npu_precision_mode"],
-        iterations_per_loop=p["iterations_per_loop"],
+        build_model_fn(p, wrapper, configs), p["model_dir"], device=runtime.device,
+        precision=runtime.precision, npu_precision_mode=runtime.npu_precision_mode,
+        iterations_per_loop=runtime.iterations_per_loop,
         save_checkpoints_steps=p["save_checkpoints_steps"],
         save_summary_steps=p["save_summary_steps"], keep_checkpoint_max=p["keep_checkpoint_max"],
         log_step_count_steps=p["log_every_n_steps"], tf_random_seed=p["seed"],
         warm_start_from=p["warm_start_from"], intra_op_threads=p["intra_op_threads"],
         inter_op_threads=p["inter_op_threads"], train_distribute=strategy,
-        num_cpu_devices=p["num_cpu_devices"])
+        num_cpu_devices=runtime.num_cpu_devices)
 
 
 def train_input_fn(p):
-    return input_fns.train_input_fn_builder(
-        p["train_records"], image_size=p["image_size"], random_flip=p["random_flip"],
-        random_crop=p["random_crop"], brightness_delta=p["brightness_delta"],
-        min_crop_scale=p["min_crop_scale"], contrast_delta=p["contrast_delta"],
-        shuffle_buffer=p["shuffle_buffer"], images_per_identity=p["images_per_identity"] or None,
-        seed=p["seed"], num_classes=p["num_classes"], batch_size=p["batch_size"])
+    inputs = build_configs(p).input
+    return input_fns.train_input_fn_builder(p["train_records"], num_classes=p["num_classes"],
+                                            **inputs._asdict())
 
 
 def eval_input_fn(p):
@@ -389,6 +455,51 @@ def freeze_export(p, saved_model_dir):
 _NON_FINITE = re.compile(re.escape(model_fn.NON_FINITE_LOSS_MESSAGE) + r"\]\s*\[(\d+)\]")
 
 
+def evaluate_checkpoint(estimator, p, checkpoint_path=None):
+    """One verification of a checkpoint (default: the latest), as ``estimator.evaluate``'s dict.
+
+    On Ascend the graph handed to the device holds no ``py_func`` (CANN's default mode cannot
+    run one): the device computes the pair embeddings (PREDICT) and the metrics are computed on
+    the host, in numpy, by the same protocol.
+    """
+    if p["device"] != "npu":
+        return estimator.evaluate(eval_input_fn(p), name=EVAL_NAME,
+                                  checkpoint_path=checkpoint_path)
+    checkpoint_path = checkpoint_path or tf.train.latest_checkpoint(p["model_dir"])
+    if checkpoint_path is None:
+        raise ValueError("no checkpoint to evaluate in %s" % p["model_dir"])
+    step = tf.train.load_variable(checkpoint_path, tf.GraphKeys.GLOBAL_STEP)
+    predictions = estimator.predict(eval_input_fn(p), checkpoint_path=checkpoint_path,
+                                    yield_single_examples=True)
+    return eval_metrics.verification_on_host(predictions, p["num_pairs"], p["num_folds"],
+                                             p["far_target"], EVAL_NAME, global_step=step)
+
+
+def _train_and_evaluate_on_host(estimator, p, exporter_list):
+    """Ascend's train_and_evaluate: train to each checkpoint, verify it on the host, export.
+
+    Each segment restarts the input pipeline; its seed is offset by the starting step, so
+    segments see different batches and a resumed run repeats the same sequence.
+    """
+    interval = p["save_checkpoints_steps"]
+    checkpoint = tf.train.latest_checkpoint(p["model_dir"])
+    step = tf.train.load_variable(checkpoint, tf.GraphKeys.GLOBAL_STEP) if checkpoint else 0
+    result = None
+    while True:
+        if step < p["train_steps"]:
+            target = min(step + interval, p["train_steps"])
+            estimator.train(train_input_fn(dict(p, seed=p["seed"] + step)), max_steps=target)
+            step = target
+        checkpoint = tf.train.latest_checkpoint(p["model_dir"])
+        result = evaluate_checkpoint(estimator, p, checkpoint)
+        final = step >= p["train_steps"]
+        for exporter in exporter_list:
+            exporter.export(estimator, os.path.join(p["model_dir"], "export", exporter.name),
+                            checkpoint, result, final)
+        if final:
+            return result
+
+
 def run_mode(p):
     started = time.time()
     estimator = build_estimator(p)
@@ -397,24 +508,25 @@ def run_mode(p):
     if mode == "train":
         estimator.train(train_input_fn(p), max_steps=p["train_steps"])
     elif mode == "evaluate":
-        result = estimator.evaluate(eval_input_fn(p), name=EVAL_NAME,
-                                    checkpoint_path=p["checkpoint_path"])
-        write_eval_report(p, result)
+        write_eval_report(p, evaluate_checkpoint(estimator, p, p["checkpoint_path"]))
     elif mode == "train_and_evaluate":
-        train_spec = tf.estimator.TrainSpec(train_input_fn(p), max_steps=p["train_steps"])
-        eval_spec = tf.estimator.EvalSpec(
-            eval_input_fn(p), steps=None, name=EVAL_NAME,
-            exporters=exporters.build_exporters(receiver, EVAL_NAME, p["exports_to_keep"]),
-            start_delay_secs=0, throttle_secs=p["eval_throttle_secs"])
-        outcome = tf.estimator.train_and_evaluate(estimator, train_spec, eval_spec)
-        result = outcome[0] if outcome else None
-        # Under TF_CONFIG the estimator returns None on every task. Training tasks leave
-        # checkpoints; the evaluator alone reports (its last evaluation, of the final
-        # checkpoint, is repeated to get the numbers) and freezes what its exporters wrote.
-        if estimator.config.task_type == "evaluator":
-            result = result or estimator.evaluate(eval_input_fn(p), name=EVAL_NAME)
-        elif estimator.config.cluster_spec.jobs:
-            return
+        exporter_list = exporters.build_exporters(receiver, EVAL_NAME, p["exports_to_keep"])
+        if p["device"] == "npu":
+            result = _train_and_evaluate_on_host(estimator, p, exporter_list)
+        else:
+            train_spec = tf.estimator.TrainSpec(train_input_fn(p), max_steps=p["train_steps"])
+            eval_spec = tf.estimator.EvalSpec(
+                eval_input_fn(p), steps=None, name=EVAL_NAME, exporters=exporter_list,
+                start_delay_secs=0, throttle_secs=p["eval_throttle_secs"])
+            outcome = tf.estimator.train_and_evaluate(estimator, train_spec, eval_spec)
+            result = outcome[0] if outcome else None
+            # Under TF_CONFIG the estimator returns None on every task. Training tasks leave
+            # checkpoints; the evaluator alone reports (its last evaluation, of the final
+            # checkpoint, is repeated to get the numbers) and freezes what its exporters wrote.
+            if estimator.config.task_type == "evaluator":
+                result = result or estimator.evaluate(eval_input_fn(p), name=EVAL_NAME)
+            elif estimator.config.cluster_spec.jobs:
+                return
         if result:
             write_eval_report(p, result, started)
         # By the accuracy recorded with each export, not the newest directory: a later, worse
@@ -479,9 +591,20 @@ def main(argv):
         sys.exit(1)
 
 
+def _main_with_one_line_errors(argv):
+    """``main``, with a bad setting printed as its one line (absl would print the whole short
+    help before it)."""
+    try:
+        return main(argv)
+    except app.UsageError as e:
+        sys.stderr.write("%s: %s\nsee --help for the flags\n" % (os.path.basename(argv[0]), e))
+        return 1
+
+
 def run():
     """Console-script entry point."""
-    app.run(main)
+    define_flags()
+    app.run(_main_with_one_line_errors)
 
 
 if __name__ == "__main__":

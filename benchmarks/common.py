@@ -177,3 +177,15 @@ def add_common_args(parser):
     parser.add_argument("--workdir", default=None,
                         help="scratch directory (default: a temporary one, removed afterwards)")
     return parser
+
+
+def circle_model_fn(backbone, num_classes, precision="fp32", gamma=None, **optimization):
+    """The training model_fn of the benchmarks: ``backbone`` + the class-level Circle head."""
+    from model import config as model_config  # noqa: PLC0415
+    from model import heads, model_fn  # noqa: PLC0415
+
+    backbone_config = model_config.BackboneConfig(backbone, precision=precision)
+    head = heads.build_head("circle", num_classes=num_classes,
+                            embedding_size=backbone_config.embedding_size, gamma=gamma)
+    return model_fn.model_fn_builder(backbone_config, head,
+                                     model_config.OptimizationConfig(**optimization))

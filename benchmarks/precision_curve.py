@@ -118,8 +118,8 @@ def train_curve(records, backbone, precision, seed, num_classes, image_size, bat
             records, image_size=image_size, batch_size=batch_size, seed=seed,
             num_classes=num_classes)
         features, labels = tf.data.make_one_shot_iterator(input_fn(params={})).get_next()
-        model_fn = model_fn_lib.model_fn_builder(
-            backbone, "circle", num_classes=num_classes, gamma=GAMMA, precision=precision,
+        model_fn = common.circle_model_fn(
+            backbone, num_classes, precision=precision, gamma=GAMMA,
             learning_rate=learning_rate, total_steps=steps, warmup_steps=warmup_steps,
             schedule="cosine")
         spec = model_fn(features, labels, tf.estimator.ModeKeys.TRAIN)

@@ -90,9 +90,9 @@ def time_training(backbone, precision, dataset_fns, num_classes, warmup, steps, 
         features, labels = iterator.get_next()
         iterators = {name: tf.data.make_one_shot_iterator(dataset)
                      for name, dataset in datasets.items()}
-        model_fn = model_fn_lib.model_fn_builder(
-            backbone, "circle", num_classes=num_classes, precision=precision,
-            learning_rate=0.01, total_steps=1000, warmup_steps=1000)
+        model_fn = common.circle_model_fn(backbone, num_classes, precision=precision,
+                                          learning_rate=0.01, total_steps=1001,
+                                          warmup_steps=1000)
         spec = model_fn(features, labels, tf.estimator.ModeKeys.TRAIN)
         init = tf.group(tf.global_variables_initializer(), tf.local_variables_initializer())
         train = tf.group(spec.train_op)

@@ -31,6 +31,58 @@ def _local_variable(name, shape, dtype):
                        collections=[tf.GraphKeys.LOCAL_VARIABLES, tf.GraphKeys.METRIC_VARIABLES])
 
 
+def _evaluate_stored(embeddings1, embeddings2, issame, seen, num_pairs, n_folds, far_target):
+    """``verification.evaluate`` on embeddings stored by pair index, once each pair was seen."""
+    seen = np.asarray(seen)[:num_pairs]
+    if not np.all(seen == 1):
+        missing = np.flatnonzero(seen != 1)
+        raise ValueError("verification eval saw %d of %d pairs (first unseen or repeated "
+                         "index: %d); the eval input must yield every pair exactly once"
+                         % (int(np.sum(seen == 1)), num_pairs, int(missing[0])))
+    return verification.evaluate(embeddings1[:num_pairs], embeddings2[:num_pairs],
+                                 np.asarray(issame)[:num_pairs].astype(bool), n_folds=n_folds,
+                                 far_target=far_target)
+
+
+def verification_on_host(predictions, num_pairs, n_folds=10, far_target=1e-3, prefix="lfw",
+                         global_step=None):
+    """The same protocol from PREDICT outputs, computed in numpy on the host.
+
+    For devices whose graphs cannot hold a ``py_func`` (Ascend in its default mode): the device
+    computes the pair embeddings (``model_fn`` PREDICT on pair records yields ``embeddings1``,
+    ``embeddings2``, ``issame``, ``pair_index``, ``weight`` per pair), the metrics are computed
+    here. Returns a dict keyed like ``estimator.evaluate()``'s, so reports and exporters take it
+    unchanged.
+    """
+    store1 = store2 = None
+    store_same = np.zeros([num_pairs], np.int32)
+    seen = np.zeros([num_pairs], np.int32)
+    for item in predictions:
+        index = int(item["pair_index"])
+        if index < 0 or float(item["weight"]) <= 0:
+            continue  # padding
+        if index >= num_pairs:
+            raise ValueError("pair index %d outside the %d pairs of the eval set"
+                             % (index, num_pairs))
+        if store1 is None:
+            dim = np.asarray(item["embeddings1"]).shape[-1]
+            store1 = np.zeros([num_pairs, dim], np.float32)
+            store2 = np.zeros([num_pairs, dim], np.float32)
+        store1[index], store2[index] = item["embeddings1"], item["embeddings2"]
+        store_same[index] = int(item["issame"])
+        seen[index] += 1
+    if store1 is None:
+        raise ValueError("the eval input yielded no pairs")
+    metrics = _evaluate_stored(store1, store2, store_same, seen, num_pairs, n_folds, far_target)
+    result = {"%s/%s" % (prefix, name): np.float32(metrics[key])
+              for name, key in SCALAR_METRICS}
+    for name in VECTOR_METRICS:
+        result["%s/%s" % (prefix, name)] = np.asarray(metrics[name], np.float32)
+    if global_step is not None:
+        result["global_step"] = int(global_step)
+    return result
+
+
 def verification_metrics_fn_builder(num_pairs, n_folds=10, far_target=1e-3, prefix="lfw"):
     """Builder of ``metric_fn(embeddings1, embeddings2, issame, pair_index, weight)``.
 
@@ -43,15 +95,8 @@ def verification_metrics_fn_builder(num_pairs, n_folds=10, far_target=1e-3, pref
         raise ValueError("%d pairs cannot make %d folds" % (num_pairs, n_folds))
 
     def compute(embeddings1, embeddings2, issame, seen):
-        seen = seen[:num_pairs]
-        if not np.all(seen == 1):
-            missing = np.flatnonzero(seen != 1)
-            raise ValueError("verification eval saw %d of %d pairs (first unseen or repeated "
-                             "index: %d); the eval input must yield every pair exactly once"
-                             % (int(np.sum(seen == 1)), num_pairs, int(missing[0])))
-        metrics = verification.evaluate(embeddings1[:num_pairs], embeddings2[:num_pairs],
-                                        issame[:num_pairs].astype(bool), n_folds=n_folds,
-                                        far_target=far_target)
+        metrics = _evaluate_stored(embeddings1, embeddings2, issame, seen, num_pairs, n_folds,
+                                   far_target)
         scalars = np.array([metrics[key] for _, key in SCALAR_METRICS], np.float32)
         vectors = [np.asarray(metrics[key], np.float32) for key in VECTOR_METRICS]
         return [scalars] + vectors

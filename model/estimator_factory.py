@@ -12,11 +12,15 @@ import os
 
 import tensorflow.compat.v1 as tf
 
-DEVICES = ("cpu", "gpu", "npu")
-PRECISIONS = ("fp32", "bf16", "fp16")
-NPU_PRECISION_MODES = ("allow_mix_precision", "allow_fp32_to_fp16", "force_fp16",
-                       "must_keep_origin_dtype")
-DISTRIBUTIONS = ("none", "mirrored")
+from model import config as model_config
+
+# One definition each, in model.config (which validates them); re-exported for the flags.
+DEVICES = model_config.DEVICES
+PRECISIONS = model_config.PRECISIONS
+NPU_PRECISION_MODES = model_config.NPU_PRECISION_MODES
+DISTRIBUTIONS = model_config.DISTRIBUTIONS
+NPU_MODULES = ("npu_config", "npu_estimator", "npu_optimizer", "npu_loss_scale_optimizer",
+               "npu_loss_scale_manager")
 
 NpuApi = collections.namedtuple("NpuApi", [
     "NPURunConfig", "NPUEstimator", "NPUDistributedOptimizer", "NPULossScaleOptimizer",
@@ -27,28 +31,27 @@ class DeviceUnavailableError(RuntimeError):
     """The requested device's software stack is not installed."""
 
 
+def _npu_api_from(prefix):
+    """The five classes from ``<prefix>.estimator.npu.<module>``, each module imported by its
+    full dotted path (the submodules are not attributes of the package until imported)."""
+    modules = [importlib.import_module("%s.estimator.npu.%s" % (prefix, name))
+               for name in NPU_MODULES]
+    config, estimator, optimizer, loss_scale, manager = modules
+    return NpuApi(config.NPURunConfig, estimator.NPUEstimator,
+                  optimizer.NPUDistributedOptimizer, loss_scale.NPULossScaleOptimizer,
+                  manager.ExponentialUpdateLossScaleManager)
+
+
 def load_npu_api():
     """The Ascend classes: TF 1.15 ``npu_bridge``, else CANN's TF 2.x ``npu_device.compat.v1``."""
     try:
-        config = importlib.import_module("npu_bridge.estimator.npu.npu_config")
-        estimator = importlib.import_module("npu_bridge.estimator.npu.npu_estimator")
-        optimizer = importlib.import_module("npu_bridge.estimator.npu.npu_optimizer")
-        loss_scale = importlib.import_module("npu_bridge.estimator.npu.npu_loss_scale_optimizer")
-        manager = importlib.import_module("npu_bridge.estimator.npu.npu_loss_scale_manager")
-        return NpuApi(config.NPURunConfig, estimator.NPUEstimator,
-                      optimizer.NPUDistributedOptimizer, loss_scale.NPULossScaleOptimizer,
-                      manager.ExponentialUpdateLossScaleManager)
+        return _npu_api_from("npu_bridge")
     except ImportError as bridge_error:
         try:
             npu_device = importlib.import_module("npu_device")
+            importlib.import_module("npu_device.compat")
             npu_device.compat.enable_v1()
-            v1 = npu_device.compat.v1
-            return NpuApi(v1.estimator.npu.npu_config.NPURunConfig,
-                          v1.estimator.npu.npu_estimator.NPUEstimator,
-                          v1.estimator.npu.npu_optimizer.NPUDistributedOptimizer,
-                          v1.estimator.npu.npu_loss_scale_optimizer.NPULossScaleOptimizer,
-                          v1.estimator.npu.npu_loss_scale_manager
-                          .ExponentialUpdateLossScaleManager)
+            return _npu_api_from("npu_device.compat.v1")
         except (ImportError, AttributeError):
             raise DeviceUnavailableError(
                 "--device=npu needs Ascend's TensorFlow adapter: npu_bridge (TF 1.15) or "
@@ -65,6 +68,48 @@ def bfloat16_supported():
     return int(tf.__version__.split(".")[0]) >= 2
 
 
+def cpu_has_bfloat16_units(cpuinfo_path="/proc/cpuinfo"):
+    """True when the CPU computes bfloat16 natively (AVX512-BF16 or AMX-BF16), False when it
+    does not, None when unknown (no /proc/cpuinfo). Without the units oneDNN emulates bf16,
+    which is slower than float32."""
+    try:
+        with open(cpuinfo_path) as fh:
+            text = fh.read()
+    except OSError:
+        return None
+    cpu_flags = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            cpu_flags.update(line.split(":", 1)[-1].split())
+    return bool(cpu_flags & {"avx512_bf16", "amx_bf16"})
+
+
+def visible_gpus():
+    """The GPUs TensorFlow can use (TF 1.15 and 2.x)."""
+    return tf.config.experimental.list_physical_devices("GPU")
+
+
+def check_device(runtime):
+    """Fail now, with one line, when ``runtime``'s device cannot run here; warn when bf16 would
+    be emulated. ``runtime`` is a validated ``model.config.RuntimeConfig``."""
+    if runtime.precision == "bf16":
+        if not bfloat16_supported():
+            raise DeviceUnavailableError("--precision=bf16 needs TensorFlow 2.x with oneDNN (TF "
+                                         "%s has no bfloat16 CPU kernels)" % tf.__version__)
+        if cpu_has_bfloat16_units() is False:
+            tf.logging.warning("--precision=bf16: this CPU has no bfloat16 units (AVX512-BF16 "
+                               "or AMX); oneDNN emulates them and fp32 is likely faster here")
+    if runtime.device == "gpu" and not visible_gpus():
+        raise DeviceUnavailableError(
+            "--device=gpu but TensorFlow sees no GPU (a CPU-only TensorFlow, or no CUDA device "
+            "visible: check nvidia-smi and CUDA_VISIBLE_DEVICES, install the [gpu] extra)")
+    if runtime.device == "gpu" and runtime.num_gpus > len(visible_gpus()):
+        raise DeviceUnavailableError("--num_gpus=%d but TensorFlow sees %d GPU(s)"
+                                     % (runtime.num_gpus, len(visible_gpus())))
+    if runtime.device == "npu":
+        load_npu_api()
+
+
 def session_config(device, precision, intra_op_threads=0, inter_op_threads=0,
                    num_cpu_devices=1):
     """ConfigProto for the device; rejects a precision the device does not offer.
@@ -74,6 +119,10 @@ def session_config(device, precision, intra_op_threads=0, inter_op_threads=0,
     ``num_cpu_devices > 1`` splits the host into that many CPU devices (/cpu:0, /cpu:1, ...),
     the stand-in for GPUs that lets a mirrored run be tested on a machine without any.
     """
+    model_config.RuntimeConfig(device=device, precision=precision)  # the one validation
+    if precision == "bf16" and not bfloat16_supported():
+        raise DeviceUnavailableError("--precision=bf16 needs TensorFlow 2.x with oneDNN (TF %s "
+                                     "has no bfloat16 CPU kernels)" % tf.__version__)
     config = tf.ConfigProto(allow_soft_placement=True,
                             intra_op_parallelism_threads=intra_op_threads,
                             inter_op_parallelism_threads=inter_op_threads)
@@ -81,15 +130,6 @@ def session_config(device, precision, intra_op_threads=0, inter_op_threads=0,
         config.device_count["CPU"] = num_cpu_devices
     if device == "gpu":
         config.gpu_options.allow_growth = True
-    if precision == "bf16" and device != "cpu":
-        raise ValueError("--precision=bf16 is for CPUs; on GPU use fp16, on NPU "
-                         "--npu_precision_mode")
-    if precision == "bf16" and not bfloat16_supported():
-        raise DeviceUnavailableError("--precision=bf16 needs TensorFlow 2.x with oneDNN (TF %s "
-                                     "has no bfloat16 CPU kernels)" % tf.__version__)
-    if precision == "fp16" and device != "gpu":
-        raise ValueError("--precision=fp16 is the GPU float16 rewrite; on CPU use bf16, on NPU "
-                         "--npu_precision_mode")
     return config
 
 
@@ -101,15 +141,12 @@ def train_distribution(distribution, device="cpu", num_devices=1):
     global batch / num_devices examples and the gradients are all-reduced (NCCL on GPUs) before
     one shared update. Ascend scales out through HCCL instead (``optimizer_wrapper``).
     """
-    if distribution not in DISTRIBUTIONS:
-        raise ValueError("distribution must be one of %s, got %r" % (DISTRIBUTIONS, distribution))
     if distribution == "none":
         return None
-    if device == "npu":
-        raise ValueError("--distribution=mirrored is for GPUs and CPUs; on Ascend, several "
-                         "devices train through HCCL (RANK_ID, RANK_SIZE, RANK_TABLE_FILE)")
-    if device not in DEVICES:
-        raise ValueError("device must be one of %s, got %r" % (DEVICES, device))
+    # The one validation of device/distribution pairs (mirrored on Ascend is refused there).
+    model_config.RuntimeConfig(device=device, distribution=distribution,
+                               num_gpus=num_devices if device == "gpu" else 0,
+                               num_cpu_devices=num_devices if device == "cpu" else 1)
     if num_devices < 1:
         raise ValueError("a mirrored run needs at least one device, got %d" % num_devices)
     devices = ["/%s:%d" % (device, i) for i in range(num_devices)]
@@ -160,18 +197,14 @@ def build_estimator(model_fn, model_dir, device="cpu", precision="fp32",
     estimator's between-graph parameter-server training when TF_CONFIG describes a cluster).
     ``num_cpu_devices``: see ``session_config``.
     """
-    if device not in DEVICES:
-        raise ValueError("device must be one of %s, got %r" % (DEVICES, device))
-    if precision not in PRECISIONS:
-        raise ValueError("precision must be one of %s, got %r" % (PRECISIONS, precision))
+    model_config.RuntimeConfig(device=device, precision=precision,
+                               npu_precision_mode=npu_precision_mode,
+                               iterations_per_loop=iterations_per_loop)
     common = dict(model_dir=model_dir, tf_random_seed=tf_random_seed,
                   save_checkpoints_steps=save_checkpoints_steps,
                   save_summary_steps=save_summary_steps, keep_checkpoint_max=keep_checkpoint_max,
                   log_step_count_steps=log_step_count_steps)
     if device == "npu":
-        if npu_precision_mode not in NPU_PRECISION_MODES:
-            raise ValueError("npu_precision_mode must be one of %s, got %r"
-                             % (NPU_PRECISION_MODES, npu_precision_mode))
         api = npu_api or load_npu_api()
         config = api.NPURunConfig(iterations_per_loop=iterations_per_loop,
                                   precision_mode=npu_precision_mode,

@@ -42,7 +42,11 @@ class ExamplesPerSecondHook(tf.train.SessionRunHook):
 
 
 class ProgressBarHook(tf.train.SessionRunHook):
-    """A tqdm bar over global steps up to ``total_steps``, with the latest loss."""
+    """A tqdm bar over global steps up to ``total_steps``, with the latest loss.
+
+    ``loss=None``: the bar follows the global step alone (hosts that may not fetch device
+    tensors, as under Ascend's ``iterations_per_loop``).
+    """
 
     def __init__(self, total_steps, loss, every_n_steps=10):
         self._total_steps = total_steps
@@ -55,18 +59,19 @@ class ProgressBarHook(tf.train.SessionRunHook):
         self._global_step = tf.train.get_global_step()
 
     def before_run(self, run_context):
+        if self._loss is None:
+            return tf.train.SessionRunArgs([self._global_step])
         return tf.train.SessionRunArgs([self._global_step, self._loss])
 
     def after_run(self, run_context, run_values):
-
-
-        step, loss = run_values.results
+        step, loss = (run_values.results + [None])[:2]
         if self._bar is None:
             self._bar = tqdm(total=self._total_steps, initial=step, unit="step",
                              desc="train", dynamic_ncols=True)
             self._position = step
         if step - self._position >= self._every_n_steps or step >= self._total_steps:
-            self._bar.set_postfix(loss="%.4f" % loss, refresh=False)
+            if loss is not None:
+                self._bar.set_postfix(loss="%.4f" % loss, refresh=False)
             self._bar.update(step - self._position)
             self._position = step
 

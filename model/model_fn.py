@@ -6,17 +6,18 @@
 * EVAL on pair records (features ``image1``, ``image2``, ...): embeddings of both images with
   optional flip test-time augmentation, handed to the pluggable ``eval_metrics_fn`` (LFW
   verification, from ``export/``); batch norm in inference mode.
-* PREDICT: the L2-normalised ``embedding`` and the serving ``export_outputs``.
+* PREDICT: the L2-normalised ``embedding`` and the serving ``export_outputs``; on pair records,
+  the pair embeddings with their index and label (verification on the host, as on Ascend).
 """
 
 import tensorflow.compat.v1 as tf
 
-from model import backbones, heads, hooks, optimization
+from model import backbones, hooks
+from model import config as model_config
+from model import optimization as optimization_lib
 
 NON_FINITE_LOSS_MESSAGE = "Non-finite loss at global step"
 
-
-PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def embed(images, backbone, is_training, embedding_size, dropout_rate=0.0,
@@ -48,8 +49,8 @@ def flip_tta_embeddings(images, flipped, embed_fn):
     return tf.nn.l2_normalize(plain + mirrored, axis=1)
 
 
-def _verification_eval_spec(features, embed_fn, eval_metrics_fn, eval_flip):
-    """EVAL on pair records: pair embeddings -> the verification metric ops."""
+def _pair_embeddings(features, embed_fn, eval_flip):
+    """Normalised embeddings of both images of each pair, flip TTA applied when asked."""
     batch = tf.shape(features["image1"])[0]
     images = tf.concat([features["image1"], features["image2"]], axis=0)
     flipped = None
@@ -59,7 +60,22 @@ def _verification_eval_spec(features, embed_fn, eval_metrics_fn, eval_flip):
                              "pairs input_fn with flip_tta=True")
         flipped = tf.concat([features["image1_flip"], features["image2_flip"]], axis=0)
     embeddings = flip_tta_embeddings(images, flipped, embed_fn)
-    embeddings1, embeddings2 = embeddings[:batch], embeddings[batch:]
+    return embeddings[:batch], embeddings[batch:]
+
+
+def _pair_predict_spec(features, embed_fn, eval_flip):
+    """PREDICT on pair records: the pair embeddings with their index, label and weight, for a
+    verification computed on the host (Ascend: no py_func in a device graph)."""
+    embeddings1, embeddings2 = _pair_embeddings(features, embed_fn, eval_flip)
+    predictions = {"embeddings1": embeddings1, "embeddings2": embeddings2,
+                   "issame": features["issame"], "pair_index": features["pair_index"],
+                   "weight": features["weight"]}
+    return tf.estimator.EstimatorSpec(tf.estimator.ModeKeys.PREDICT, predictions=predictions)
+
+
+def _verification_eval_spec(features, embed_fn, eval_metrics_fn, eval_flip):
+    """EVAL on pair records: pair embeddings -> the verification metric ops."""
+    embeddings1, embeddings2 = _pair_embeddings(features, embed_fn, eval_flip)
 
     weight = tf.cast(features["weight"], tf.float32)
     issame = tf.cast(features["issame"], tf.float32)
@@ -85,12 +101,28 @@ def _verification_eval_spec(features, embed_fn, eval_metrics_fn, eval_flip):
 def _finite_loss_guard(loss, global_step):
     """An assertion that fails the step (before any update) when the loss is NaN or Inf.
 
-    The update ops depend on it, so a bad step changes no variable and the last checkpoint stays
-    the last good one; the error message names the step.
+    The optimizer's update and every op of ``UPDATE_OPS`` (batch-norm moving statistics) run
+    after it (see :func:`_guarded_updates`), so a bad step changes no variable, not even the
+    moving statistics, and the last checkpoint stays the last good one; the error message names
+    the step.
     """
     return tf.debugging.Assert(tf.math.is_finite(loss),
                                [NON_FINITE_LOSS_MESSAGE, global_step, "loss", loss],
                                name="finite_loss_guard")
+
+
+def _guarded_updates(update_ops, guard):
+    """Make each update op wait for ``guard``.
+
+    Depending on a group is not enough: the moving-average assignments of batch norm are ready
+    as soon as the batch moments are, and would run beside a failing guard. A control input on
+    each op itself orders them after it.
+    """
+    for update in update_ops:
+        op = getattr(update, "op", update)
+        if guard not in op.control_inputs:
+            op._add_control_input(guard)  # noqa: SLF001 (no public API edits an existing op)
+    return update_ops
 
 
 def _add_train_summaries(head_output, embeddings, learning_rate):
@@ -104,57 +136,60 @@ def _add_train_summaries(head_output, embeddings, learning_rate):
         tf.summary.scalar("norm/proxy", tf.reduce_mean(tf.norm(matrix, axis=0)))
 
 
-def model_fn_builder(backbone, head, num_classes, embedding_size=512, dropout_rate=0.0,
-                     margin=None, gamma=None, scale=64.0, class_weight=1.0, pair_weight=1.0,
-                     proxy_partitions=1, optimizer="momentum", learning_rate=0.1, momentum=0.9,
-                     weight_decay=5e-4, total_steps=1000, warmup_steps=0, schedule="piecewise",
-                     decay_boundaries=(0.5, 0.7, 0.9), decay_factor=0.1, eval_flip=True,
-                     eval_metrics_fn=None, optimizer_wrapper=None, precision="fp32",
-                     check_finite_loss=True, log_every_n_steps=100, show_progress=False,
-                     model_dir=None):
+def model_fn_builder(backbone, head, optimization, eval_metrics_fn=None, eval_flip=True,
+                     optimizer_wrapper=None, check_finite_loss=True, log_every_n_steps=100,
+                     show_progress=False, model_dir=None, host_logging=False):
     """Return ``model_fn(features, labels, mode)`` bound to these settings.
 
     Args:
-      backbone, head: registry names (``model.backbones``, ``model.heads``).
-      num_classes: identities in the training set (the proxy matrix is [embedding_size, C]).
-      margin, gamma, scale, class_weight, pair_weight, proxy_partitions: head settings; None
-        margin/gamma take the head's defaults (Circle: m = 0.25, gamma = 256).
-      optimizer, learning_rate, momentum, weight_decay, total_steps, warmup_steps, schedule,
-        decay_boundaries, decay_factor: training (see ``model.optimization``).
-      eval_flip: flip test-time augmentation in verification EVAL.
+      backbone: a ``model.config.BackboneConfig`` (network, embedding size, input side,
+        dropout, precision: ``bf16`` runs the backbone in bfloat16 while head, loss, proxies and
+        optimizer state stay float32; ``fp16`` is TensorFlow's GPU float16 graph rewrite with
+        dynamic loss scaling).
+      head: a built ``model.heads.Head`` (``heads.build_head``): validated, defaults resolved.
+      optimization: a ``model.config.OptimizationConfig``.
       eval_metrics_fn: ``fn(embeddings1, embeddings2, issame, pair_index, weight)`` -> dict of
         ``(value, update_op)``; the evaluation protocol, supplied by the caller (``export/``).
+        None leaves the pair EVAL with its monitoring metrics only (Ascend: the verification
+        runs on the host, from PREDICT outputs).
+      eval_flip: flip test-time augmentation of pair embeddings (EVAL and PREDICT).
       optimizer_wrapper: ``fn(optimizer) -> optimizer``, e.g. the Ascend loss-scale and
         distributed wrappers from the estimator factory.
-      precision: ``fp32``; ``bf16``: the backbone computes in bfloat16 (AMX/AVX-512 CPUs)
-        while head, loss, proxies and optimizer state stay float32; ``fp16``: TensorFlow's GPU
-        float16 graph rewrite with dynamic loss scaling.
       check_finite_loss: stop with an error naming the step when the loss is NaN/Inf.
       log_every_n_steps, show_progress, model_dir: logging, tqdm bar, summaries location.
+      host_logging: no training hooks that fetch graph tensors (the Ascend estimator runs
+        ``iterations_per_loop`` steps on the device per session call and refuses such hooks);
+        loss, s_p and s_n still reach the summaries.
     """
-    if precision not in PRECISIONS:
-        raise ValueError("precision must be one of %s, got %r" % (PRECISIONS, precision))
+    if not isinstance(backbone, model_config.BackboneConfig):
+        raise TypeError("backbone must be a model.config.BackboneConfig, got %r" % (backbone,))
+    if not isinstance(optimization, model_config.OptimizationConfig):
+        raise TypeError("optimization must be a model.config.OptimizationConfig, got %r"
+                        % (optimization,))
+    if not callable(head):
+        raise TypeError("head must be a built head (model.heads.build_head), got %r" % (head,))
+    precision = backbone.precision
     compute_dtype = tf.bfloat16 if precision == "bf16" else tf.float32
-    head_fn = heads.build_head(head, num_classes=num_classes, embedding_size=embedding_size,
-                              margin=margin, gamma=gamma, scale=scale,
-                              class_weight=class_weight, pair_weight=pair_weight,
-                              proxy_partitions=proxy_partitions)
+    head_fn = head
+    opt_config = optimization
 
     def model_fn(features, labels, mode):
         is_training = mode == tf.estimator.ModeKeys.TRAIN
 
         def normalised_embeddings(images):
             return tf.nn.l2_normalize(
-                embed(images, backbone, is_training, embedding_size, dropout_rate,
-                      compute_dtype), axis=1)
+                embed(images, backbone.name, is_training, backbone.embedding_size,
+                      backbone.dropout_rate, compute_dtype), axis=1)
 
-        if mode == tf.estimator.ModeKeys.EVAL and "image1" in features:
+        if isinstance(features, dict) and "image1" in features:
+            if mode == tf.estimator.ModeKeys.PREDICT:
+                return _pair_predict_spec(features, normalised_embeddings, eval_flip)
             return _verification_eval_spec(features, normalised_embeddings, eval_metrics_fn,
                                            eval_flip)
 
         images = features["image"] if isinstance(features, dict) else features
-        embeddings = embed(images, backbone, is_training, embedding_size, dropout_rate,
-                           compute_dtype)
+        embeddings = embed(images, backbone.name, is_training, backbone.embedding_size,
+                           backbone.dropout_rate, compute_dtype)
         normalised = tf.nn.l2_normalize(embeddings, axis=1, name="embedding")
 
         if mode == tf.estimator.ModeKeys.PREDICT:
@@ -180,11 +215,13 @@ def model_fn_builder(backbone, head, num_classes, embedding_size=512, dropout_ra
             return tf.estimator.EstimatorSpec(mode, loss=loss, eval_metric_ops=metric_ops)
 
         global_step = tf.train.get_or_create_global_step()
-        total_loss = loss + optimization.weight_decay_loss(weight_decay)
-        lr = optimization.learning_rate_schedule(
-            global_step, learning_rate, total_steps, warmup_steps=warmup_steps,
-            schedule=schedule, decay_boundaries=decay_boundaries, decay_factor=decay_factor)
-        opt = optimization.build_optimizer(optimizer, lr, momentum=momentum)
+        total_loss = loss + optimization_lib.weight_decay_loss(opt_config.weight_decay)
+        lr = optimization_lib.learning_rate_schedule(
+            global_step, opt_config.learning_rate, opt_config.total_steps,
+            warmup_steps=opt_config.warmup_steps, schedule=opt_config.schedule,
+            decay_boundaries=opt_config.decay_boundaries, decay_factor=opt_config.decay_factor)
+        opt = optimization_lib.build_optimizer(opt_config.optimizer, lr,
+                                               momentum=opt_config.momentum)
         if precision == "fp16":
             opt = tf.train.experimental.enable_mixed_precision_graph_rewrite(opt)
         if optimizer_wrapper is not None:
@@ -192,7 +229,8 @@ def model_fn_builder(backbone, head, num_classes, embedding_size=512, dropout_ra
 
         dependencies = list(tf.get_collection(tf.GraphKeys.UPDATE_OPS))
         if check_finite_loss:
-            dependencies.append(_finite_loss_guard(total_loss, global_step))
+            guard = _finite_loss_guard(total_loss, global_step)
+            dependencies = _guarded_updates(dependencies, guard) + [guard]
         with tf.control_dependencies(dependencies):
             train_op = opt.minimize(total_loss, global_step=global_step)
 
@@ -202,16 +240,20 @@ def model_fn_builder(backbone, head, num_classes, embedding_size=512, dropout_ra
         # Under a mirrored strategy the model_fn sees one replica's batch.
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         batch_size = (images.shape.as_list()[0] or 0) * replicas
-        training_hooks = [tf.train.LoggingTensorHook(
-            {"step": global_step, "loss": loss, "lr": lr,
-             "s_p": tf.reduce_mean(head_output.positive_similarity),
-             "s_n": tf.reduce_mean(head_output.negative_similarity)},
-            every_n_iter=log_every_n_steps)]
+        training_hooks = []
+        if not host_logging:
+            training_hooks.append(tf.train.LoggingTensorHook(
+                {"step": global_step, "loss": loss, "lr": lr,
+                 "s_p": tf.reduce_mean(head_output.positive_similarity),
+                 "s_n": tf.reduce_mean(head_output.negative_similarity)},
+                every_n_iter=log_every_n_steps))
         if batch_size:
+            # Reads only the global step: exact under Ascend loops too (it counts step deltas).
             training_hooks.append(hooks.ExamplesPerSecondHook(
                 batch_size, every_n_steps=log_every_n_steps, output_dir=model_dir))
         if show_progress:
-            training_hooks.append(hooks.ProgressBarHook(total_steps, loss))
+            training_hooks.append(hooks.ProgressBarHook(
+                opt_config.total_steps, None if host_logging else loss))
         return tf.estimator.EstimatorSpec(mode, loss=total_loss, train_op=train_op,
                                           training_hooks=training_hooks)
 

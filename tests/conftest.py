@@ -4,6 +4,9 @@ import pytest
 
 import estimator_main
 
+# The program's flags on absl's global FLAGS, as its entry point defines them.
+estimator_main.define_flags()
+
 
 @pytest.fixture
 def parse_flags():

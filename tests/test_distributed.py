@@ -18,7 +18,8 @@ from google.protobuf import text_format
 
 import estimator_main
 from data_tools import input_fns
-from model import estimator_factory, model_fn
+from model import estimator_factory
+from tests import model_helpers
 from tests import records_helpers as rh
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -176,8 +177,8 @@ def test_proxy_shards_are_placed_on_different_parameter_servers(monkeypatch, tmp
     whole."""
     num_classes, dim = 9, 16
     config = _run_config(monkeypatch, "worker", num_ps=3)
-    fn = model_fn.model_fn_builder("tiny", "circle", num_classes, embedding_size=dim,
-                                   proxy_partitions=3, total_steps=10, check_finite_loss=False)
+    fn = model_helpers.build_model_fn("tiny", "circle", num_classes, embedding_size=dim,
+                                      proxy_partitions=3, total_steps=10, check_finite_loss=False)
     estimator = tf.estimator.Estimator(fn, model_dir=str(tmp_path), config=config)
     with tf.Graph().as_default(), tf.device(estimator._device_fn):
         images = tf.zeros([4, SIZE, SIZE, 3])

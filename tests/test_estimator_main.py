@@ -113,6 +113,20 @@ REJECTED = [
      "lists 3 identities but the manifest says 4 classes"),
     ("records_without_manifest", {"train_records": "{data}/empty"}, "manifest.json not found"),
     ("no_model_dir", {"model_dir": None}, "--model_dir (or --train_url) is required"),
+    # Hyperparameters the head, the backbone, the optimizer or the input refuse: checked by
+    # their configs before anything is written (--margin=1.5 once reached the head mid-run).
+    ("circle_margin_above_one", {"margin": 1.5}, "--head=circle: margin must be in [0.0, 1.0)"),
+    ("negative_gamma", {"gamma": -1.0}, "gamma must be in (0.0, inf)"),
+    ("arcface_negative_margin", {"head": "arcface", "margin": -0.1}, "--head=arcface: margin"),
+    ("embedding_size_zero", {"embedding_size": 0}, "embedding_size must be a positive integer"),
+    ("dropout_one", {"dropout_rate": 1.0}, "dropout_rate must be in [0, 1)"),
+    ("learning_rate_zero", {"learning_rate": 0.0}, "learning_rate must be positive"),
+    ("momentum_one", {"momentum": 1.0}, "momentum must be in [0, 1)"),
+    ("boundaries_unordered", {"decay_boundaries": "0.7,0.5"},
+     "decay_boundaries must be increasing fractions in (0, 1)"),
+    ("shuffle_buffer_zero", {"shuffle_buffer": 0}, "--shuffle_buffer must be positive"),
+    ("proxy_partitions_above_classes", {"proxy_partitions": 9},
+     "proxy_partitions=9 exceeds num_classes=4"),
 ]
 
 
@@ -134,6 +148,19 @@ def test_bad_settings_are_rejected_before_any_graph(data, tmp_path, parse_flags,
     assert message in text
     assert "\n" not in text
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("head, margin, gamma", [("arcface", 0.5, None), ("cosface", 0.35, None),
+                                                 ("circle", 0.25, 256.0)])
+def test_params_record_the_heads_resolved_defaults(data, tmp_path, parse_flags, head, margin,
+                                                   gamma):
+    """params.json holds what the run uses (arcface's margin 0.5), never a null default."""
+    settings = base_settings(data, tmp_path / "run")
+    settings["head"] = head
+    params = estimator_main.build_params(parse_flags(as_argv(settings)))
+    assert params["margin"] == pytest.approx(margin)
+    assert params["gamma"] == (None if gamma is None else pytest.approx(gamma))
+    json.dumps(params)  # JSON-ready for params.json
 
 
 def test_modelarts_urls_give_records_and_model_dir(data, tmp_path, parse_flags):

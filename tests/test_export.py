@@ -10,7 +10,8 @@ import tensorflow.compat.v1 as tf
 
 from data_tools import input_fns
 from export import embed, eval_metrics, exporters, freeze, serving, verification
-from model import estimator_factory, model_fn
+from model import estimator_factory
+from tests import model_helpers
 from tests import records_helpers as rh
 
 SIZE = 32
@@ -19,7 +20,7 @@ N_FOLDS = 2
 
 
 def build_model_fn(metrics_fn=None, eval_flip=True):
-    return model_fn.model_fn_builder(
+    return model_helpers.build_model_fn(
         backbone="tiny", head="circle", num_classes=4, embedding_size=16, learning_rate=0.05,
         total_steps=20, gamma=32.0, eval_flip=eval_flip, eval_metrics_fn=metrics_fn,
         log_every_n_steps=1000)

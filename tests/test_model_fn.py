@@ -6,6 +6,7 @@ import tensorflow.compat.v1 as tf
 
 from data_tools import input_fns
 from model import estimator_factory, heads, model_fn, optimization
+from tests import model_helpers
 from tests import records_helpers as rh
 
 SIZE = 32
@@ -26,7 +27,7 @@ def builder(head="circle", **overrides):
                     learning_rate=0.05, total_steps=100, warmup_steps=0, gamma=32.0,
                     log_every_n_steps=1000)
     settings.update(overrides)
-    return model_fn.model_fn_builder(**settings)
+    return model_helpers.build_model_fn(**settings)
 
 
 def image_batch(batch=8):

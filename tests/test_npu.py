@@ -6,9 +6,9 @@ the real adapter the "not installed" tests block its import instead of relying o
 """
 
 import importlib
+import json
 import os
 import sys
-import types
 
 import numpy as np
 import pytest
@@ -166,16 +166,15 @@ def test_npu_training_goes_through_the_loss_scaler_and_matches_cpu(fake_npu, rec
 
     npu = checkpoints["npu"]
     assert npu == os.path.join(str(tmp_path / "npu"), "model.ckpt-6")
-    # The manager's counters are in the checkpoint: six finite steps at the initial scale.
-    assert tf.train.load_variable(npu, "loss_scale_manager/good_steps") == 6
-    assert tf.train.load_variable(npu, "loss_scale_manager/bad_steps") == 0
-    assert tf.train.load_variable(npu, "loss_scale_manager/loss_scale") == 2.0 ** 32
-
+    # The manager's state is in the checkpoint (found by name, wherever the adapter scopes it):
+    # six finite steps at the initial scale.
     cpu_names = {name for name, _ in tf.train.list_variables(checkpoints["cpu"])}
     npu_names = {name for name, _ in tf.train.list_variables(npu)}
-    assert npu_names - cpu_names == {"loss_scale_manager/loss_scale",
-                                     "loss_scale_manager/good_steps",
-                                     "loss_scale_manager/bad_steps"}
+    state = {name.split("/")[-1]: name for name in npu_names - cpu_names}
+    assert sorted(state) == ["bad_steps", "good_steps", "loss_scale"]
+    assert tf.train.load_variable(npu, state["good_steps"]) == 6
+    assert tf.train.load_variable(npu, state["bad_steps"]) == 0
+    assert tf.train.load_variable(npu, state["loss_scale"]) == 2.0 ** 32
     assert tf.train.load_variable(npu, "global_step") == 6
     for name in sorted(cpu_names):
         np.testing.assert_allclose(tf.train.load_variable(npu, name),
@@ -210,26 +209,44 @@ def test_without_the_adapter_the_cli_stops_before_writing(no_npu, records, tmp_p
     assert not model_dir.exists()
 
 
-def test_tf2_adapter_is_used_after_enable_v1(no_npu, monkeypatch):
-    """CANN's TF 2.x adapter: the same classes under npu_device.compat.v1, after enable_v1()."""
-    classes = {name: type(name, (), {}) for name in estimator_factory.NpuApi._fields}
-    namespace = types.SimpleNamespace
+ADAPTER_CLASSES = {"npu_config": "NPURunConfig", "npu_estimator": "NPUEstimator",
+                   "npu_optimizer": "NPUDistributedOptimizer",
+                   "npu_loss_scale_optimizer": "NPULossScaleOptimizer",
+                   "npu_loss_scale_manager": "ExponentialUpdateLossScaleManager"}
 
-    class Compat(object):
-        def enable_v1(self):
-            # The classes exist only once v1 is enabled, as in the real adapter.
-            self.v1 = namespace(estimator=namespace(npu=namespace(
-                npu_config=namespace(NPURunConfig=classes["NPURunConfig"]),
-                npu_estimator=namespace(NPUEstimator=classes["NPUEstimator"]),
-                npu_optimizer=namespace(
-                    NPUDistributedOptimizer=classes["NPUDistributedOptimizer"]),
-                npu_loss_scale_optimizer=namespace(
-                    NPULossScaleOptimizer=classes["NPULossScaleOptimizer"]),
-                npu_loss_scale_manager=namespace(ExponentialUpdateLossScaleManager=classes[
-                    "ExponentialUpdateLossScaleManager"]))))
 
-    monkeypatch.setitem(sys.modules, "npu_device", namespace(compat=Compat()))
-    assert estimator_factory.load_npu_api() == estimator_factory.NpuApi(**classes)
+def write_tf2_adapter(root):
+    """A package laid out as CANN's TF 2.x adapter: ``npu_device.compat.v1.estimator.npu.*``
+    are submodules (not attributes until imported), usable only after ``enable_v1()``."""
+    package = root / "npu_device"
+    npu = package / "compat" / "v1" / "estimator" / "npu"
+    npu.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "compat" / "__init__.py").write_text(
+        "ENABLED = []\n\n\ndef enable_v1():\n    ENABLED.append(True)\n")
+    for folder in (package / "compat" / "v1", npu.parent, npu):
+        (folder / "__init__.py").write_text("")
+    for module, name in ADAPTER_CLASSES.items():
+        (npu / (module + ".py")).write_text(
+            "from npu_device.compat import ENABLED\n\nif not ENABLED:\n"
+            "    raise ImportError('call npu_device.compat.enable_v1() first')\n\n\n"
+            "class %s:\n    pass\n" % name)
+
+
+def test_tf2_adapter_is_used_after_enable_v1(no_npu, monkeypatch, tmp_path):
+    """CANN's TF 2.x adapter: the same classes under npu_device.compat.v1, after enable_v1(),
+    each module imported by its full dotted path."""
+    write_tf2_adapter(tmp_path)
+    monkeypatch.delitem(sys.modules, "npu_device")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        api = estimator_factory.load_npu_api()
+    finally:
+        forget_npu_modules()
+    assert [cls.__name__ for cls in api] == [
+        "NPURunConfig", "NPUEstimator", "NPUDistributedOptimizer", "NPULossScaleOptimizer",
+        "ExponentialUpdateLossScaleManager"]
+    assert all(cls.__module__.startswith("npu_device.compat.v1.estimator.npu.") for cls in api)
 
 
 def test_cpu_never_imports_npu_bridge(fake_npu, records, tmp_path, parse_flags):
@@ -246,3 +263,80 @@ def test_cpu_never_imports_npu_bridge(fake_npu, records, tmp_path, parse_flags):
         spec = model_fn({"image": images}, tf.range(8) % 4, tf.estimator.ModeKeys.TRAIN)
         assert spec.train_op is not None
     assert loaded_npu_modules() == []
+
+
+@pytest.fixture(scope="module")
+def pair_records(tmp_path_factory):
+    directory = str(tmp_path_factory.mktemp("pairs"))
+    rh.write_pair_records(directory, num_pairs=10, size=SIZE, n_folds=2)
+    return directory
+
+
+def test_the_fake_refuses_what_the_device_refuses(fake_npu, records, pair_records, tmp_path,
+                                                  parse_flags):
+    """A py_func in the graph, or a hook that fetches device tensors: the NPU estimator fails
+    (the same model_fn as on the CPU, with the verification metric and logging hooks)."""
+    params = estimator_main.build_params(parse_flags(train_args(
+        records, tmp_path / "run", "--device=cpu", "--train_steps=2",
+        "--mode=train_and_evaluate", "--eval_records=%s" % pair_records)))
+    cpu_model_fn = estimator_main.build_model_fn(params)
+    api = estimator_factory.load_npu_api()
+    config = api.NPURunConfig(model_dir=str(tmp_path / "npu"), iterations_per_loop=1)
+    estimator = api.NPUEstimator(model_fn=cpu_model_fn, model_dir=str(tmp_path / "npu"),
+                                 config=config)
+    with pytest.raises(RuntimeError, match="LoggingTensorHook fetches device tensors"):
+        estimator.train(estimator_main.train_input_fn(params), max_steps=1)
+    with pytest.raises(RuntimeError, match="PyFunc"):
+        estimator.evaluate(estimator_main.eval_input_fn(params))
+
+
+def test_npu_train_and_evaluate_verifies_on_the_host(fake_npu, records, pair_records, tmp_path,
+                                                     parse_flags):
+    """--device=npu: the device graphs hold no py_func and no tensor-fetching hook; the
+    verification runs on the host from PREDICT outputs and equals the CPU's EVAL metric."""
+    model_dir = tmp_path / "npu"
+    parse_flags(train_args(records, model_dir, "--device=npu", "--mode=train_and_evaluate",
+                           "--eval_records=%s" % pair_records, "--train_steps=4",
+                           "--iterations_per_loop=2", "--save_checkpoints_steps=2",
+                           "--eval_batch_size=4", "--progress"))
+    estimator_main.main(["estimator_main.py"])
+    modes = fake_npu("npu_estimator").MODEL_FN_MODES
+    assert modes.count(tf.estimator.ModeKeys.TRAIN) == 2
+    assert modes.count(tf.estimator.ModeKeys.PREDICT) >= 2  # one verification per checkpoint
+    assert tf.estimator.ModeKeys.EVAL not in modes
+    with open(str(model_dir / "eval" / "report.json")) as fh:
+        host = json.load(fh)
+    assert host["global_step"] == 4
+    assert os.listdir(str(model_dir / "export" / "best"))
+
+    forget_npu_modules()
+    parse_flags(train_args(records, model_dir, "--device=cpu", "--mode=evaluate",
+                           "--eval_records=%s" % pair_records, "--eval_batch_size=4"))
+    cpu_dir = tmp_path / "cpu_eval"
+    os.makedirs(str(cpu_dir))
+    params = estimator_main.build_params(estimator_main.flag_values())
+    result = estimator_main.evaluate_checkpoint(estimator_main.build_estimator(params), params)
+    assert result["lfw/accuracy"] == pytest.approx(host["accuracy"], abs=1e-6)
+    assert result["lfw/auc"] == pytest.approx(host["auc"], abs=1e-5)
+
+
+def test_ascend_epochs_count_the_data_once_across_ranks(fake_npu, records, tmp_path, parse_flags,
+                                                        monkeypatch):
+    """8 ranks each read 1/8 of the data with a per-device batch: an epoch is 1/8 the steps."""
+    steps = {}
+    for rank_size in (1, 8):
+        monkeypatch.setenv("RANK_SIZE", str(rank_size))
+        monkeypatch.setenv("RANK_ID", "0")
+        params = estimator_main.build_params(parse_flags(train_args(
+            records, tmp_path / "run", "--device=npu", "--train_epochs=16",
+            "--iterations_per_loop=1", "--batch_size=2")))
+        steps[rank_size] = params["train_steps"]
+    assert steps == {1: 16 * 32 // 2, 8: 16 * 32 // (2 * 8)}
+
+
+def test_ascend_steps_round_up_to_whole_device_loops(fake_npu, records, tmp_path, parse_flags):
+    params = estimator_main.build_params(parse_flags(train_args(
+        records, tmp_path / "run", "--device=npu", "--train_steps=250",
+        "--iterations_per_loop=100", "--save_checkpoints_steps=150")))
+    assert params["train_steps"] == 300
+    assert params["save_checkpoints_steps"] == 200

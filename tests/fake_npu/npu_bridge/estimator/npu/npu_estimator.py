@@ -1,7 +1,11 @@
 """Fake ``NPUEstimator``: a ``tf.estimator.Estimator`` that insists on an ``NPURunConfig``.
 
 Like the real one it wraps the user's ``model_fn`` (passing only the arguments it declares) and
-hands ``params`` on as a dict; the wrapper records every mode it builds a graph for.
+hands ``params`` on as a dict; the wrapper records every mode it builds a graph for. It refuses
+what the device refuses: a graph with a ``py_func`` (CANN's default mode runs the whole graph on
+the device, which cannot call back into Python), and training or evaluation hooks that fetch
+graph tensors (the device runs ``iterations_per_loop`` steps per session call; such hooks see
+nothing or break the loop).
 """
 
 import inspect
@@ -12,6 +16,33 @@ from npu_bridge.estimator.npu.npu_config import NPURunConfig
 
 CREATED = []
 MODEL_FN_MODES = []
+
+HOST_OPS = ("PyFunc", "PyFuncStateless", "EagerPyFunc")
+
+
+def _holds_tensors(value, depth=0):
+    if isinstance(value, tf.Tensor):
+        return True
+    if depth > 3:
+        return False
+    if isinstance(value, dict):
+        return any(_holds_tensors(v, depth + 1) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_holds_tensors(v, depth + 1) for v in value)
+    return False
+
+
+def _check_device_graph(spec):
+    host_ops = ["%s (%s)" % (op.name, op.type) for op in tf.get_default_graph().get_operations()
+                if op.type in HOST_OPS]
+    if host_ops:
+        raise RuntimeError("the graph holds %s, which the NPU cannot run in this mode "
+                           "(mix_compile_mode with iterations_per_loop=1 is needed)" % host_ops)
+    for hooks in (spec.training_hooks, spec.evaluation_hooks):
+        for hook in hooks or ():
+            if any(_holds_tensors(v) for v in vars(hook).values()):
+                raise RuntimeError("%s fetches device tensors; the NPU estimator does not run "
+                                   "such hooks" % type(hook).__name__)
 
 
 def _arg_names(fn):
@@ -43,6 +74,7 @@ class NPUEstimator(tf.estimator.Estimator):
             if not isinstance(spec, tf.estimator.EstimatorSpec):
                 raise RuntimeError("estimator_spec used by NPU must have type "
                                    "`NPUEstimatorSpec` or `EstimatorSpec`. Got %s" % type(spec))
+            _check_device_graph(spec)
             MODEL_FN_MODES.append(mode)
             return spec
 

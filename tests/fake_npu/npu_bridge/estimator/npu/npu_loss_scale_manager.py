@@ -52,13 +52,12 @@ class ExponentialUpdateLossScaleManager(object):
         self._decr_every_n_nan_or_inf = decr_every_n_nan_or_inf
         self._incr_ratio = float(incr_ratio)
         self._decr_ratio = float(decr_ratio)
-        with tf.name_scope("loss_scale_manager"):
-            self._loss_scale = tf.Variable(float(init_loss_scale), trainable=False,
-                                           dtype=tf.float32, name="loss_scale")
-            self._num_good_steps = tf.Variable(0, trainable=False, dtype=tf.int32,
-                                               name="good_steps")
-            self._num_bad_steps = tf.Variable(0, trainable=False, dtype=tf.int32,
-                                              name="bad_steps")
+        # Named as the real manager names them (tf.contrib's lineage): no scope of their own.
+        self._loss_scale = tf.Variable(float(init_loss_scale), trainable=False,
+                                       dtype=tf.float32, name="loss_scale")
+        self._num_good_steps = tf.Variable(0, trainable=False, dtype=tf.int32,
+                                           name="good_steps")
+        self._num_bad_steps = tf.Variable(0, trainable=False, dtype=tf.int32, name="bad_steps")
         CREATED.append(self)
 
     def get_loss_scale(self):

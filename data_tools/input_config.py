@@ -1,0 +1,58 @@
+"""The training input's settings as one typed, self-validating value.
+
+Its fields are the keyword arguments of ``input_fns.train_input_fn_builder``, so a caller hands
+them over as ``train_input_fn_builder(records, num_classes=C, **config._asdict())`` and a new
+input setting touches its flag, its field here and its use in the builder.
+"""
+
+import collections
+import numbers
+
+
+def _check(condition, message):
+    if not condition:
+        raise ValueError(message)
+
+
+def _real(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+class InputConfig(collections.namedtuple(
+        "InputConfig", ["image_size", "batch_size", "random_flip", "random_crop",
+                        "brightness_delta", "min_crop_scale", "contrast_delta", "shuffle_buffer",
+                        "images_per_identity", "seed"])):
+    """Batch, augmentation, shuffling and P×K sampling of the training input."""
+
+    __slots__ = ()
+
+    def __new__(cls, image_size, batch_size, random_flip=True, random_crop=False,
+                brightness_delta=0.0, min_crop_scale=1.0, contrast_delta=0.0,
+                shuffle_buffer=10000, images_per_identity=None, seed=None):
+        _check(_int(image_size) and image_size > 0,
+               "image_size must be a positive integer, got %r" % (image_size,))
+        _check(_int(batch_size) and batch_size > 0,
+               "batch_size must be a positive integer, got %r" % (batch_size,))
+        _check(_real(brightness_delta) and 0.0 <= brightness_delta < 255.0,
+               "--brightness_delta must be in [0, 255), got %r" % (brightness_delta,))
+        _check(_real(min_crop_scale) and 0.0 < min_crop_scale <= 1.0,
+               "--min_crop_scale must be in (0, 1], got %g" % min_crop_scale)
+        _check(_real(contrast_delta) and 0.0 <= contrast_delta < 1.0,
+               "--contrast_delta must be in [0, 1), got %g" % contrast_delta)
+        _check(_int(shuffle_buffer) and shuffle_buffer > 0,
+               "--shuffle_buffer must be positive, got %r" % (shuffle_buffer,))
+        if images_per_identity is not None:
+            _check(_int(images_per_identity) and images_per_identity >= 2,
+                   "--images_per_identity: K must be at least 2, got %r"
+                   % (images_per_identity,))
+            _check(batch_size % images_per_identity == 0,
+                   "--batch_size=%d must be a multiple of --images_per_identity=%d"
+                   % (batch_size, images_per_identity))
+        return super().__new__(cls, int(image_size), int(batch_size), bool(random_flip),
+                               bool(random_crop), float(brightness_delta),
+                               float(min_crop_scale), float(contrast_delta),
+                               int(shuffle_buffer), images_per_identity, seed)

@@ -1,0 +1,146 @@
+"""Small typed, self-validating settings, one per concern: backbone, optimisation, runtime.
+
+Each is a frozen namedtuple whose constructor checks its values and resolves defaults, so a
+value that is wrong is refused where it enters (``estimator_main.build_params``, before anything
+is written) and every later reader can trust it. The loss head needs no tuple of its own: a
+built ``model.heads.Head`` is one (it validates in its constructor, resolves the head's default
+margin and scale, and ``head.config`` lists what it runs with); ``model_fn_builder`` receives it
+built, the way insightface hands its margin loss to Partial FC.
+
+A new hyperparameter touches its flag, its field here and the line that uses it.
+"""
+
+import collections
+import math
+import numbers
+
+from model import backbones, optimization
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+DEVICES = ("cpu", "gpu", "npu")
+NPU_PRECISION_MODES = ("allow_mix_precision", "allow_fp32_to_fp16", "force_fp16",
+                       "must_keep_origin_dtype")
+DISTRIBUTIONS = ("none", "mirrored")
+
+
+def _check(condition, message):
+    if not condition:
+        raise ValueError(message)
+
+
+def _is_number(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _one_of(value, choices, what):
+    _check(value in choices, "%s must be one of %s, got %r" % (what, ", ".join(choices), value))
+
+
+class BackboneConfig(collections.namedtuple(
+        "BackboneConfig", ["name", "embedding_size", "image_size", "dropout_rate",
+                           "precision"])):
+    """The network: registry name, embedding size, input side (default: the backbone's own),
+    dropout before the embedding, and the compute precision of the backbone (``bf16`` runs it
+    in bfloat16; head, loss and proxies stay float32)."""
+
+    __slots__ = ()
+
+    def __new__(cls, name, embedding_size=512, image_size=None, dropout_rate=0.0,
+                precision="fp32"):
+        backbones.get_backbone(name)  # ValueError listing the valid names
+        image_size = backbones.default_image_size(name) if image_size is None else image_size
+        backbones.check_image_size(name, image_size)
+        _check(_is_int(embedding_size) and embedding_size > 0,
+               "embedding_size must be a positive integer, got %r" % (embedding_size,))
+        _check(_is_number(dropout_rate) and 0.0 <= dropout_rate < 1.0,
+               "dropout_rate must be in [0, 1), got %r" % (dropout_rate,))
+        _one_of(precision, PRECISIONS, "precision")
+        return super().__new__(cls, name, int(embedding_size), int(image_size),
+                               float(dropout_rate), precision)
+
+
+class OptimizationConfig(collections.namedtuple(
+        "OptimizationConfig", ["optimizer", "learning_rate", "momentum", "weight_decay",
+                               "total_steps", "warmup_steps", "schedule", "decay_boundaries",
+                               "decay_factor"])):
+    """Optimizer, learning-rate schedule (``model.optimization``) and weight decay."""
+
+    __slots__ = ()
+
+    def __new__(cls, optimizer="momentum", learning_rate=0.1, momentum=0.9, weight_decay=5e-4,
+                total_steps=1000, warmup_steps=0, schedule="piecewise",
+                decay_boundaries=(0.5, 0.7, 0.9), decay_factor=0.1):
+        _one_of(optimizer, optimization.OPTIMIZERS, "optimizer")
+        _one_of(schedule, optimization.SCHEDULES, "schedule")
+        _check(_is_number(learning_rate) and math.isfinite(learning_rate) and learning_rate > 0,
+               "learning_rate must be positive, got %r" % (learning_rate,))
+        _check(_is_number(momentum) and 0.0 <= momentum < 1.0,
+               "momentum must be in [0, 1), got %r" % (momentum,))
+        _check(_is_number(weight_decay) and 0.0 <= weight_decay < 1.0,
+               "weight_decay must be in [0, 1), got %r" % (weight_decay,))
+        _check(_is_int(total_steps) and total_steps > 0,
+               "the total of training steps must be positive, got %r" % (total_steps,))
+        _check(_is_int(warmup_steps) and 0 <= warmup_steps < total_steps,
+               "warmup_steps must be in [0, total steps = %r), got %r"
+               % (total_steps, warmup_steps))
+        boundaries = tuple(float(b) for b in decay_boundaries)
+        _check(all(0.0 < b < 1.0 for b in boundaries) and list(boundaries) == sorted(boundaries),
+               "decay_boundaries must be increasing fractions in (0, 1), got %s"
+               % (list(decay_boundaries),))
+        _check(_is_number(decay_factor) and 0.0 < decay_factor <= 1.0,
+               "decay_factor must be in (0, 1], got %r" % (decay_factor,))
+        return super().__new__(cls, optimizer, float(learning_rate), float(momentum),
+                               float(weight_decay), int(total_steps), int(warmup_steps),
+                               schedule, boundaries, float(decay_factor))
+
+
+class RuntimeConfig(collections.namedtuple(
+        "RuntimeConfig", ["device", "precision", "npu_precision_mode", "iterations_per_loop",
+                          "distribution", "num_gpus", "num_cpu_devices", "num_replicas"])):
+    """Where and how the graph runs: device, precision, Ascend loop size, data parallelism.
+
+    The one place that knows which precision fits which device and which distribution fits
+    which device; ``num_replicas`` is derived (``num_gpus > 1`` implies ``mirrored``).
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, device="cpu", precision="fp32", npu_precision_mode="allow_mix_precision",
+                iterations_per_loop=1, distribution="none", num_gpus=0, num_cpu_devices=1):
+        _one_of(device, DEVICES, "device")
+        _one_of(precision, PRECISIONS, "precision")
+        _one_of(npu_precision_mode, NPU_PRECISION_MODES, "npu_precision_mode")
+        _one_of(distribution, DISTRIBUTIONS, "distribution")
+        _check(precision != "bf16" or device == "cpu", "--precision=bf16 is for CPUs (use "
+               "fp16 on GPU, --npu_precision_mode on Ascend)")
+        _check(precision != "fp16" or device == "gpu", "--precision=fp16 is for GPUs (TensorFlow's "
+               "float16 rewrite; use bf16 on CPU, --npu_precision_mode on Ascend)")
+        _check(_is_int(iterations_per_loop) and iterations_per_loop >= 1,
+               "iterations_per_loop must be a positive integer, got %r" % (iterations_per_loop,))
+        _check(_is_int(num_gpus) and num_gpus >= 0, "--num_gpus must not be negative")
+        _check(_is_int(num_cpu_devices) and num_cpu_devices >= 1,
+               "--num_cpu_devices must be at least 1")
+        if num_gpus:
+            _check(device == "gpu", "--num_gpus=%d needs --device=gpu" % num_gpus)
+        if num_gpus > 1:
+            distribution = "mirrored"
+        if num_cpu_devices > 1:
+            _check(device == "cpu", "--num_cpu_devices is for --device=cpu")
+        num_replicas = 1
+        if distribution == "mirrored":
+            _check(device != "npu", "--distribution=mirrored is for GPUs and CPUs; Ascend "
+                   "devices train together through HCCL (RANK_ID, RANK_SIZE, RANK_TABLE_FILE)")
+            if device == "gpu":
+                _check(num_gpus >= 1, "--distribution=mirrored --device=gpu needs --num_gpus=N")
+                num_replicas = num_gpus
+            else:
+                _check(num_cpu_devices >= 2, "--distribution=mirrored --device=cpu needs "
+                       "--num_cpu_devices=N >= 2")
+                num_replicas = num_cpu_devices
+        return super().__new__(cls, device, precision, npu_precision_mode,
+                               int(iterations_per_loop), distribution, int(num_gpus),
+                               int(num_cpu_devices), num_replicas)

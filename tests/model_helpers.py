@@ -1,0 +1,23 @@
+"""``model_fn_builder`` from flat keyword settings, for tests and benchmarks that vary a few.
+
+The builder takes typed configs and a built head; this sorts flat settings (``backbone="tiny",
+gamma=32, total_steps=20, ...``) into them, with the same defaults as the configs.
+"""
+
+from model import config as model_config
+from model import heads, model_fn
+
+HEAD_KEYS = ("margin", "gamma", "scale", "class_weight", "pair_weight", "proxy_partitions")
+BACKBONE_KEYS = ("embedding_size", "image_size", "dropout_rate", "precision")
+
+
+def build_model_fn(backbone, head, num_classes, **settings):
+    head_settings = {k: settings.pop(k) for k in HEAD_KEYS if k in settings}
+    backbone_settings = {k: settings.pop(k) for k in BACKBONE_KEYS if k in settings}
+    optimization_settings = {k: settings.pop(k) for k in model_config.OptimizationConfig._fields
+                             if k in settings}
+    backbone_config = model_config.BackboneConfig(backbone, **backbone_settings)
+    built_head = heads.build_head(head, num_classes=num_classes,
+                                  embedding_size=backbone_config.embedding_size, **head_settings)
+    optimization = model_config.OptimizationConfig(**optimization_settings)
+    return model_fn.model_fn_builder(backbone_config, built_head, optimization, **settings)
