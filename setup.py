@@ -29,6 +29,7 @@ setup(
     description="Face recognition training with the Circle loss on tf.estimator (CPU, GPU, Ascend)",
     long_description=read_readme(),
     long_description_content_type="text/markdown",
+    license="Apache-2.0",
     python_requires=">=3.7",
     packages=find_packages(include=["data_tools", "data_tools.*", "model", "model.*",
                                     "export", "export.*"]),
@@ -54,6 +55,7 @@ setup(
         ],
     },
     classifiers=[
+        "License :: OSI Approved :: Apache Software License",
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",
     ],
