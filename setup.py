@@ -49,6 +49,7 @@ setup(
     entry_points={
         "console_scripts": [
             "circle-make-tfrecords=data_tools.make_tfrecords:run",
+            "circle-make-pairs=data_tools.make_pairs:run",
             "circle-synthetic-faces=data_tools.synthetic:run",
             "circle-train=estimator_main:run",
             "circle-embed=export.embed:run",
