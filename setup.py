@@ -29,6 +29,7 @@ setup(
     description="Face recognition training with the Circle loss on tf.estimator (CPU, GPU, Ascend)",
     long_description=read_readme(),
     long_description_content_type="text/markdown",
+    license="Apache-2.0",
     python_requires=">=3.7",
     packages=find_packages(include=["data_tools", "data_tools.*", "model", "model.*",
                                     "export", "export.*"]),
@@ -48,12 +49,14 @@ setup(
     entry_points={
         "console_scripts": [
             "circle-make-tfrecords=data_tools.make_tfrecords:run",
+            "circle-make-pairs=data_tools.make_pairs:run",
             "circle-synthetic-faces=data_tools.synthetic:run",
             "circle-train=estimator_main:run",
             "circle-embed=export.embed:run",
         ],
     },
     classifiers=[
+        "License :: OSI Approved :: Apache Software License",
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",
     ],
