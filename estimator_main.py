@@ -108,7 +108,12 @@ def define_flags(fv=flags.FLAGS):
     integer_flag("eval_throttle_secs", 60, "Minimum seconds between evaluations.")
     integer_flag("exports_to_keep", 3, "SavedModels kept by each exporter.")
     string_flag("checkpoint_path", None, "evaluate/export: this checkpoint, not the latest.")
-    string_flag("warm_start_from", None, "Initialise a fresh run from this checkpoint.")
+    string_flag("warm_start_from", None, "Initialise a fresh run from this checkpoint (a file "
+                "prefix or a model_dir): fine-tuning.")
+    enum_flag("warm_start_vars", "auto", ["auto", "backbone", "all"],
+              "What --warm_start_from initialises: the backbone (and neck), plus the head when "
+              "its proxies have the new shape (auto); the backbone only; or all (the class "
+              "count must match).")
     # Devices and precision.
     enum_flag("device", "cpu", list(estimator_factory.DEVICES), "cpu, gpu or npu (Ascend).")
     enum_flag("precision", "fp32", list(estimator_factory.PRECISIONS),
@@ -191,7 +196,9 @@ def build_params(values):
     _check_replicas(p)
     _read_records(p, needs_train, needs_eval)
     _resolve_steps(p, needs_train)
-    build_configs(p)  # every remaining setting, checked and resolved into p
+    configs = build_configs(p)  # every remaining setting, checked and resolved into p
+    if p["warm_start_from"] and needs_train:
+        p["warm_start_scopes"] = _warm_start_scopes(p, configs.head)
     # A missing device stack (npu_bridge, a TF without the oneDNN bf16 rewrite, no GPU) is a
     # setting to change too: report it here, before model_dir is written.
     estimator_factory.check_device(runtime)
@@ -239,6 +246,45 @@ def build_configs(p):
     inputs = _config(input_config.InputConfig, **input_values)
     runtime = _config(model_config.RuntimeConfig, **_fields(model_config.RuntimeConfig, p))
     return Configs(backbone, head, optimization, inputs, runtime)
+
+
+# Scopes of the variables a fine-tuning run may take over; optimizer slots (Momentum, Adam)
+# start afresh. The head's proxies are [D, C]: they carry over only between equal class counts.
+_NO_SLOTS = r"(?!.*/(Momentum|Adam|Adam_1)$)"
+BACKBONE_SCOPE = "backbone/" + _NO_SLOTS
+HEAD_SCOPE = "head/" + _NO_SLOTS
+
+
+def _checkpoint_shapes(path):
+    try:
+        return dict(tf.train.list_variables(path))
+    except (tf.errors.OpError, ValueError) as e:
+        raise ParamsError("--warm_start_from=%s: no readable checkpoint there (%s)"
+                          % (path, str(e).splitlines()[0] if str(e) else type(e).__name__)) \
+            from None
+
+
+def _warm_start_scopes(p, head):
+    """Which variable scopes --warm_start_from initialises, checked against the checkpoint."""
+    shapes = _checkpoint_shapes(p["warm_start_from"])
+    _require(any(name.startswith("backbone/") for name in shapes),
+             "--warm_start_from=%s holds no backbone variables" % p["warm_start_from"])
+    old = [shape for name, shape in shapes.items()
+           if name.startswith("head/") and "proxies" in name and "/Momentum" not in name]
+    old_classes = sum(shape[1] for shape in old) if old else None
+    same_head = old_classes == head.num_classes and all(
+        shape[0] == p["embedding_size"] for shape in old)
+    mode = p["warm_start_vars"]
+    if mode == "all":
+        _require(same_head, "--warm_start_vars=all: the checkpoint's head has %s classes, this "
+                 "run %s (use --warm_start_vars=auto or backbone to fine-tune on other "
+                 "identities)" % (old_classes, head.num_classes))
+    if mode == "all" or (mode == "auto" and same_head and old):
+        logging.info("warm start: backbone and head from %s", p["warm_start_from"])
+        return [BACKBONE_SCOPE, HEAD_SCOPE]
+    logging.info("warm start: backbone from %s (head starts afresh: %s -> %s classes)",
+                 p["warm_start_from"], old_classes, head.num_classes)
+    return [BACKBONE_SCOPE]
 
 
 def _check_replicas(p):
@@ -411,9 +457,18 @@ def build_estimator(p):
         save_checkpoints_steps=p["save_checkpoints_steps"],
         save_summary_steps=p["save_summary_steps"], keep_checkpoint_max=p["keep_checkpoint_max"],
         log_step_count_steps=p["log_every_n_steps"], tf_random_seed=p["seed"],
-        warm_start_from=p["warm_start_from"], intra_op_threads=p["intra_op_threads"],
+        warm_start_from=_warm_start_settings(p), intra_op_threads=p["intra_op_threads"],
         inter_op_threads=p["inter_op_threads"], train_distribute=strategy,
         num_cpu_devices=runtime.num_cpu_devices)
+
+
+def _warm_start_settings(p):
+    if not p["warm_start_from"] or not p.get("warm_start_scopes"):
+        return None
+    # A list of scopes reaches GLOBAL_VARIABLES (batch-norm moving statistics too); a single
+    # regex would only see trainable ones.
+    return tf.estimator.WarmStartSettings(ckpt_to_initialize_from=p["warm_start_from"],
+                                          vars_to_warm_start=list(p["warm_start_scopes"]))
 
 
 def train_input_fn(p):
