@@ -375,4 +375,7 @@ def test_cli_prints_a_bad_setting_on_one_line_and_writes_nothing(data, tmp_path)
     assert re.search(r"^.*--head=circle_pair needs P×K batches: set --images_per_identity=K.*$",
                      proc.stderr, re.M), proc.stderr
     assert "Traceback" not in proc.stderr
+    # The line and a pointer to --help, not absl's whole short help (once ~180 lines).
+    assert len(proc.stderr.strip().splitlines()) <= 3, proc.stderr
+    assert "see --help" in proc.stderr
     assert not (tmp_path / "run").exists()
