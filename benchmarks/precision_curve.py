@@ -33,7 +33,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 from benchmarks import common
-from data_tools import input_fns, make_tfrecords, synthetic
+from data_tools import conversion, input_fns, synthetic
 from model import estimator_factory
 from model import model_fn as model_fn_lib
 
@@ -72,7 +72,7 @@ def make_records(workdir, image_size, identities, images_per_identity):
                                  num_workers=None if identities * images_per_identity > 256
                                  else 1,  # worker processes would cost more than they save
                                  progress=False)
-    make_tfrecords.convert_folder(summary["train_dir"], records, num_workers=1, progress=False)
+    conversion.convert_folder(summary["train_dir"], records, num_workers=1, progress=False)
     return records
 
 
