@@ -62,7 +62,7 @@ def run(quick=False, workdir=None, worker_counts=(1, 2), repeats=None):
                 copy_seconds = min(copy_seconds, time.perf_counter() - start)
                 start = time.perf_counter()
                 summary = conversion.convert_folder(source, out_dir, num_workers=workers,
-                                                        progress=False)
+                                                    progress=False)
                 convert_seconds = min(convert_seconds, time.perf_counter() - start)
                 if summary["num_images"] != len(files):
                     raise RuntimeError("converted %d of %d images" % (summary["num_images"],

@@ -122,6 +122,6 @@ def test_split_converts_to_records(lfw, tmp_path):
                 os.path.join(lfw[0], name, "%s_%04d.jpg" % (name, index)))
     out, summary = _split(lfw, tmp_path, [3], num_subfolds=2)
     result = conversion.convert_folder(os.path.join(out, "train"),
-                                           str(tmp_path / "records"), progress=False)
+                                       str(tmp_path / "records"), progress=False)
     assert result["num_classes"] == summary["train_identities"]
     assert result["num_images"] == summary["train_images"]

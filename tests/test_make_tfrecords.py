@@ -412,7 +412,7 @@ def test_sigkill_mid_run_then_rerun_gives_identical_shards(tmp_path):
     assert 1 <= len(finished) < 16 and not (out / "manifest.json").exists()
 
     summary = conversion.convert_folder(str(tmp_path / "in"), str(out), num_shards=16,
-                                            image_size=24, num_workers=1, progress=False)
+                                        image_size=24, num_workers=1, progress=False)
     assert summary["shards_kept"] >= 1
     convert(tmp_path / "in", tmp_path / "reference", num_shards=16, image_size=24)
     assert ff.read_dir_bytes(str(out)) == ff.read_dir_bytes(str(tmp_path / "reference"))

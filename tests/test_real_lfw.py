@@ -82,7 +82,7 @@ def test_lfw_converts_with_exact_counts(lfw_dir, tmp_path):
 def test_lfw_pairs_convert_with_face_crop(lfw_dir, tmp_path):
     out = str(tmp_path / "pairs")
     summary = conversion.convert_pairs(PAIRS, lfw_dir, out, crop_box="70,60,180,190",
-                                           image_size=112, num_workers=2, progress=False)
+                                       image_size=112, num_workers=2, progress=False)
     assert (summary["num_pairs"], summary["fold_sizes"]) == (6000, [600] * 10)
     records = ff.read_records(manifest.verify_shards(out), kind="pairs")
     assert [r["index"] for r in records] == list(range(6000))

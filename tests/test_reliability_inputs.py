@@ -290,7 +290,7 @@ def write_pairs_tree(root, lines, images=PAIRS_IMAGES, newline="\n"):
 
 def convert_pairs(pairs_path, image_dir, output_dir, **kwargs):
     return conversion.convert_pairs(pairs_path, image_dir, str(output_dir), num_workers=1,
-                                        progress=False, **kwargs)
+                                    progress=False, **kwargs)
 
 
 def test_duplicate_pairs_are_kept_at_their_positions(tmp_path):
