@@ -24,6 +24,10 @@ if __package__ in (None, ""):
     # Run as a script, sys.path[0] is data_tools/ and the package itself is not importable.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from data_tools import cli  # noqa: E402
+
+cli.quiet_tensorflow()  # before data_tools.conversion imports TensorFlow
+
 from absl import app, flags  # noqa: E402
 
 from data_tools import manifest as manifest_lib  # noqa: E402
@@ -96,15 +100,14 @@ def define_flags(flag_values=flags.FLAGS):
 _USER_ERRORS = (ConversionError, pairs_lib.PairsFormatError, pairs_lib.MissingPairImagesError)
 
 
-def main(argv, flag_values=None):
+def main(argv, flag_values=flags.FLAGS):
     """CLI body for ``absl.app.run``: returns 0 on success, 1 with a message on bad input.
 
-    ``flag_values`` (default ``absl.flags.FLAGS``) must hold the flags of :func:`define_flags`,
-    already parsed.
+    ``flag_values`` must hold the flags of :func:`define_flags`, already parsed.
     """
     if len(argv) > 1:
         raise app.UsageError("unexpected arguments: %s" % " ".join(argv[1:]))
-    FLAGS = flags.FLAGS if flag_values is None else flag_values  # noqa: N806 - absl idiom
+    FLAGS = flag_values  # noqa: N806 - absl idiom
     if FLAGS.pairs:
         for flag in ("seed", "min_images_per_class"):
             if FLAGS[flag].present:
@@ -138,8 +141,7 @@ def main(argv, flag_values=None):
 
 def run():
     """Console-script entry point (``circle-make-tfrecords``)."""
-    define_flags()
-    app.run(main)
+    cli.run(define_flags, main)
 
 
 if __name__ == "__main__":

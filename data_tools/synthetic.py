@@ -12,32 +12,43 @@ import sys
 
 from absl import app, flags
 
+from data_tools import cli
 from data_tools.synthetic_dataset import generate
 
 
-def _define_flags():
-    # Defined at run time, not import time: other modules of the package define flags of the
-    # same names (--output_dir, --seed) and may be imported in the same process.
-    flags.DEFINE_string("output_dir", None, "Directory to write train/, lfw/ and pairs.txt to.")
-    flags.DEFINE_integer("num_train_identities", 100, "Training identities.")
-    flags.DEFINE_integer("train_images_per_identity", 24, "Images per training identity.")
-    flags.DEFINE_integer("num_folds", 10, "Folds of pairs.txt (LFW View 2 has 10).")
+def define_flags(flag_values=flags.FLAGS):
+    """Define the command-line flags in ``flag_values``."""
+    fv = flag_values
+    flags.DEFINE_string("output_dir", None, "Directory to write train/, lfw/ and pairs.txt to.",
+                        flag_values=fv)
+    flags.DEFINE_integer("num_train_identities", 100, "Training identities.", flag_values=fv)
+    flags.DEFINE_integer("train_images_per_identity", 24, "Images per training identity.",
+                         flag_values=fv)
+    flags.DEFINE_integer("num_folds", 10, "Folds of pairs.txt (LFW View 2 has 10).",
+                         flag_values=fv)
     flags.DEFINE_integer("pair_identities_per_fold", 8,
-                         "Verification identities per fold; folds share no identity.")
-    flags.DEFINE_integer("pair_images_per_identity", 4, "Images per verification identity.")
-    flags.DEFINE_integer("pairs_per_fold", 60, "Pairs per fold, half matched (LFW: 600).")
-    flags.DEFINE_integer("image_size", 112, "Output image size in pixels.")
-    flags.DEFINE_float("grayscale_fraction", 0.02, "Fraction of images saved as grayscale.")
-    flags.DEFINE_integer("seed", 0, "Random seed; the same seed gives byte-identical files.")
-    flags.DEFINE_integer("num_workers", None, "Worker processes (default: CPU count).")
-    flags.DEFINE_boolean("progress", True, "Show a progress bar.")
-    flags.mark_flag_as_required("output_dir")
+                         "Verification identities per fold; folds share no identity.",
+                         flag_values=fv)
+    flags.DEFINE_integer("pair_images_per_identity", 4, "Images per verification identity.",
+                         flag_values=fv)
+    flags.DEFINE_integer("pairs_per_fold", 60, "Pairs per fold, half matched (LFW: 600).",
+                         flag_values=fv)
+    flags.DEFINE_integer("image_size", 112, "Output image size in pixels.", flag_values=fv)
+    flags.DEFINE_float("grayscale_fraction", 0.02, "Fraction of images saved as grayscale.",
+                       flag_values=fv)
+    flags.DEFINE_integer("seed", 0, "Random seed; the same seed gives byte-identical files.",
+                         flag_values=fv)
+    flags.DEFINE_integer("num_workers", None, "Worker processes (default: CPU count).",
+                         flag_values=fv)
+    flags.DEFINE_boolean("progress", True, "Show a progress bar.", flag_values=fv)
+    flags.mark_flag_as_required("output_dir", flag_values=fv)
 
 
-def _main(argv):
+def main(argv, flag_values=flags.FLAGS):
+    """CLI body for ``absl.app.run``: returns 0, or 2 with a message for unusable options."""
     if len(argv) > 1:
         raise app.UsageError("unexpected arguments: %s" % " ".join(argv[1:]))
-    f = flags.FLAGS
+    f = flag_values
     try:
         summary = generate(f.output_dir, num_train_identities=f.num_train_identities,
                            train_images_per_identity=f.train_images_per_identity,
@@ -66,8 +77,7 @@ def _main(argv):
 
 def run():
     """Console-script entry point (``circle-synthetic-faces``)."""
-    _define_flags()
-    app.run(_main)
+    cli.run(define_flags, main)
 
 
 if __name__ == "__main__":

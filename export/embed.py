@@ -21,11 +21,15 @@ SavedModel.
 import os
 import sys
 
-import tensorflow.compat.v1 as tf
-from absl import flags
+from data_tools import cli
 
-from export import report
-from export.embedder import (
+cli.quiet_tensorflow()  # before TensorFlow is imported
+
+import tensorflow.compat.v1 as tf  # noqa: E402
+from absl import flags  # noqa: E402
+
+from export import report  # noqa: E402
+from export.embedder import (  # noqa: E402
     EmbedError,
     FoldsError,
     compare,
@@ -37,11 +41,9 @@ from export.embedder import (
 )
 
 
-def _define_flags():
-    # A FlagValues of our own, made per call: importing this module registers nothing in the
-    # global absl FLAGS (estimator_main's flags live there), and a second run in the same process
-    # (tests) starts from the defaults.
-    fv = flags.FlagValues()
+def define_flags(flag_values=flags.FLAGS):
+    """Define the command-line flags in ``flag_values``."""
+    fv = flag_values
     flags.DEFINE_string("model", None, "SavedModel directory, or an exporter's base directory "
                         "holding timestamped SavedModels (the newest is used).", flag_values=fv)
     flags.DEFINE_bool("flip", True, "Flip test-time augmentation: embedding of the image plus that "
@@ -65,25 +67,12 @@ def _define_flags():
     flags.DEFINE_float("far_target", 1e-3, "FAR of the reported VAL@FAR.", flag_values=fv)
     flags.DEFINE_string("report_dir", None, "Write report.json and roc.png of the --pairs "
                         "evaluation here.", flag_values=fv)
-    return fv
 
 
-def _usage(fv):
-    title_and_examples = "\n\n".join(__doc__.split("\n\n")[:2]).strip()
-    return title_and_examples + "\n\nFlags:\n" + fv.get_help()
-
-
-def main(argv):
-    """Run the CLI on ``argv`` (``argv[0]`` is the program name); returns the exit status."""
-    fv = _define_flags()
-    if any(arg in ("-h", "--help", "-help", "--helpfull") for arg in argv[1:]):
-        print(_usage(fv))
-        return 0
-    try:
-        images = fv(list(argv))[1:]
-    except flags.Error as e:
-        print("error: %s\n\n%s" % (e, _usage(fv)), file=sys.stderr)
-        return 2
+def main(argv, flag_values=flags.FLAGS):
+    """The command line on parsed flags; ``argv[1:]`` are the IMAGE arguments. Returns the exit
+    status: 0, 1 for unusable input, 2 for flags that do not make sense together."""
+    fv, images = flag_values, list(argv[1:])
     try:
         _check_usage(fv, images)
         with load_saved_model(fv.model) as embedder:
@@ -207,7 +196,7 @@ def _evaluate_pairs(fv, embedder):
 def run():
     """Console entry point (``circle-embed``, ``python -m export.embed``)."""
     tf.get_logger().setLevel("ERROR")  # the TF1 loader's deprecation notices are not for users
-    sys.exit(main(sys.argv))
+    cli.run(define_flags, main)
 
 
 if __name__ == "__main__":

@@ -12,10 +12,10 @@ import zlib
 
 import numpy as np
 import pytest
-from absl import app, flags
+from absl import app
 from PIL import Image, ImageFile
 
-from data_tools import conversion, image_files, make_tfrecords, manifest, pairs, shard_writer
+from data_tools import cli, conversion, image_files, make_tfrecords, manifest, pairs, shard_writer
 from tests import _folder_fixtures as ff
 
 ConversionError = conversion.ConversionError
@@ -706,10 +706,8 @@ def test_pairs_malformed_file_names_the_line(tmp_path):
 
 def run_main(args):
     """``main`` in-process with its own FlagValues (a subprocess costs a TensorFlow import)."""
-    flag_values = flags.FlagValues()
-    make_tfrecords.define_flags(flag_values)
-    argv = flag_values(["make_tfrecords.py"] + list(args))
-    return make_tfrecords.main(argv, flag_values=flag_values)
+    return cli.run_main(make_tfrecords.define_flags, make_tfrecords.main,
+                        ["make_tfrecords.py"] + list(args))
 
 
 def test_main_converts_and_reports(tmp_path, capsys):

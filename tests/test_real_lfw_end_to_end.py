@@ -13,7 +13,7 @@ import tarfile
 
 import pytest
 
-from data_tools import conversion, synthetic_dataset
+from data_tools import cli, conversion, synthetic_dataset
 from export import embed, report
 from tests import _folder_fixtures as ff
 from tests import real_lfw
@@ -63,8 +63,9 @@ def test_real_lfw_pairs_evaluate_with_an_exported_model(tmp_path, capsys):
 
     run_main("--mode=export", *common)
     saved_model = os.path.join(model_dir, "export", "manual")
-    status = embed.main(["embed", "--model", saved_model, "--pairs", PAIRS, "--image_dir", lfw,
-                         "--report_dir", str(root / "embed_report")])
+    status = cli.run_main(embed.define_flags, embed.main,
+                          ["embed", "--model", saved_model, "--pairs", PAIRS, "--image_dir", lfw,
+                           "--report_dir", str(root / "embed_report")])
     assert status == 0, capsys.readouterr().err
     served = report.read_report(str(root / "embed_report"))
     assert (served["num_pairs"], served["n_folds"], served["fold_sizes"]) == (
