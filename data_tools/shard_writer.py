@@ -31,8 +31,8 @@ import tensorflow.compat.v1 as tf
 from tqdm import tqdm
 
 import data_tools
+from data_tools import fileio, schema
 from data_tools import manifest as manifest_lib
-from data_tools import schema
 
 try:
     import fcntl
@@ -249,7 +249,7 @@ def plan_shards(out, num_shards, descriptors):
 
 
 def _write_plan(out, entries):
-    manifest_lib.atomic_write_text(os.path.join(out.output_dir, PLAN_NAME), manifest_lib.dumps({
+    fileio.atomic_write_text(os.path.join(out.output_dir, PLAN_NAME), manifest_lib.dumps({
         "options": out.options, "shards": entries, "schema_version": schema.SCHEMA_VERSION,
         "tool_version": data_tools.__version__}))
 
@@ -277,7 +277,7 @@ def _write_shards(out, shards, records, examples, previous):
         entry = {"file": shard.file, "plan": shard.plan, "records": shard.stop - shard.start,
                  "bytes": None, "sha256": None}
         if (old.get("plan") == shard.plan and old.get("sha256") and os.path.isfile(path)
-                and manifest_lib.sha256_file(path) == old["sha256"]):
+                and fileio.sha256_file(path) == old["sha256"]):
             entry["bytes"], entry["sha256"] = os.path.getsize(path), old["sha256"]
         else:
             todo.append(len(entries))
@@ -298,7 +298,7 @@ def _write_shards(out, shards, records, examples, previous):
                         bar.update(1)
                 _fsync_file(tmp)
                 entry["bytes"] = os.path.getsize(tmp)
-                entry["sha256"] = manifest_lib.sha256_file(tmp)
+                entry["sha256"] = fileio.sha256_file(tmp)
                 # Recorded before the rename, so that a shard under its final name always has
                 # its sha256 in the plan; a kill in between leaves only the temp file.
                 _write_plan(out, entries)
@@ -330,7 +330,7 @@ def _write_failure(output_dir, error):
 
 def _finish(output_dir, manifest, labels=None):
     if labels is not None:
-        manifest_lib.atomic_write_text(os.path.join(output_dir, manifest_lib.LABELS_NAME),
+        fileio.atomic_write_text(os.path.join(output_dir, manifest_lib.LABELS_NAME),
                                        "".join(label + "\n" for label in labels))
     manifest_lib.write_manifest(output_dir, manifest)
 

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from data_tools import image_files, preprocessing
 from data_tools import pairs as pairs_lib
-from data_tools.manifest import atomic_write
+from data_tools.fileio import atomic_write
 from export import report, verification
 
 SIGNATURE = "serving_default"
