@@ -33,12 +33,11 @@ from tqdm import tqdm
 from data_tools import image_files, preprocessing
 from data_tools import pairs as pairs_lib
 from data_tools.fileio import atomic_write
-from export import report, verification
+from export import export_dirs, report, verification
 
 SIGNATURE = "serving_default"
 INPUT_KEY = "image_bytes"
 OUTPUT_KEY = "embedding"
-SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 REPORT_PARENT_LEVELS = 4
 
 # File signatures of the formats TensorFlow's decode_image reads; anything else goes through PIL.
@@ -66,19 +65,20 @@ class ImageDecodeError(EmbedError):
 
 
 def find_saved_model(path):
-    """The SavedModel directory for ``path``: ``path`` itself, or its newest numeric subdir.
+    """The SavedModel directory for ``path``: ``path`` itself, or the best export under it.
 
-    Estimator exporters write ``<base>/<timestamp>/saved_model.pb``; temporary
-    ``temp-<timestamp>`` directories of an export in progress are ignored.
+    Estimator exporters write ``<base>/<timestamp>/saved_model.pb``. From a base directory the
+    export with the best recorded metric is taken (``export.export_dirs``: the accuracy stored
+    with each export, then the newest), as training froze it; temporary ``temp-<timestamp>``
+    directories of an export in progress are ignored.
     """
     if not os.path.isdir(path):
         raise SavedModelNotFoundError("model directory %s does not exist" % path)
-    if any(os.path.isfile(os.path.join(path, name)) for name in SAVED_MODEL_FILES):
+    if export_dirs.is_saved_model(path):
         return path
-    versions = [d for d in os.listdir(path)
-                if d.isdigit() and _is_saved_model(os.path.join(path, d))]
-    if versions:
-        return os.path.join(path, max(versions, key=int))
+    best = export_dirs.best_export(path)
+    if best:
+        return best
     hints = []
     export_dir = os.path.join(path, "export")
     if os.path.isdir(export_dir):
@@ -90,10 +90,6 @@ def find_saved_model(path):
     if hints:
         message += " (this looks like a model_dir; try one of: %s)" % ", ".join(hints)
     raise SavedModelNotFoundError(message)
-
-
-def _is_saved_model(path):
-    return any(os.path.isfile(os.path.join(path, name)) for name in SAVED_MODEL_FILES)
 
 
 def report_candidates(saved_model_dir):

@@ -6,6 +6,7 @@ L2-normalise, behind the ``serving_default`` signature the exporters write (``im
 embeddings from the pixels: the reference every test compares with.
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -200,7 +201,7 @@ def test_any_size_and_format(request, images, tmp_path, model_kind):
             np.testing.assert_allclose(got[3], got[4], atol=1e-6)
 
 
-def test_find_saved_model_picks_newest_version(model, tmp_path):
+def test_find_saved_model_picks_the_best_then_the_newest_version(model, tmp_path):
     export_dir, _ = model
     base = tmp_path / "export" / "best"
     for version in ("1600000000", "1700000000", "999"):
@@ -209,6 +210,12 @@ def test_find_saved_model_picks_newest_version(model, tmp_path):
     (base / "1900000000").mkdir()  # not a SavedModel (export in progress or broken)
     assert embedder_lib.find_saved_model(str(base)) == str(base / "1700000000")
     assert embedder_lib.find_saved_model(str(base / "999")) == str(base / "999")
+    # With recorded accuracies the best export wins over the newest.
+    for version, value in (("1600000000", 0.95), ("1700000000", 0.90)):
+        extra = base / version / "assets.extra"
+        extra.mkdir(exist_ok=True)
+        (extra / "export_metric.json").write_text(json.dumps({"value": value}))
+    assert embedder_lib.find_saved_model(str(base)) == str(base / "1600000000")
 
 
 def test_report_candidates_order(tmp_path):
