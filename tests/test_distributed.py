@@ -46,8 +46,10 @@ def pairs(tmp_path_factory):
 
 
 @pytest.fixture
-def params_for(records, tmp_path):
-    """``params_for(**flags) -> build_params`` on the global FLAGS (defaults restored after)."""
+def params_for(records, tmp_path, monkeypatch):
+    """``params_for(**flags) -> build_params`` on the global FLAGS (defaults restored after);
+    TensorFlow is made to list four GPUs, so GPU settings validate on this CPU."""
+    monkeypatch.setattr(estimator_factory, "visible_gpus", lambda: ["GPU"] * 4)
 
     def build(**settings):
         base = {"mode": "train", "train_records": str(records), "model_dir": str(tmp_path),
@@ -73,6 +75,15 @@ def params_for(records, tmp_path):
 def test_replica_count_from_the_flags(params_for, settings, expected):
     p = params_for(**settings)
     assert (p["distribution"], p["num_replicas"]) == expected
+
+
+def test_gpu_without_a_visible_gpu_stops_before_anything(params_for, monkeypatch):
+    monkeypatch.setattr(estimator_factory, "visible_gpus", lambda: [])
+    with pytest.raises(estimator_factory.DeviceUnavailableError, match="sees no GPU"):
+        params_for(device="gpu")
+    monkeypatch.setattr(estimator_factory, "visible_gpus", lambda: ["GPU"] * 2)
+    with pytest.raises(estimator_factory.DeviceUnavailableError, match="sees 2 GPU"):
+        params_for(device="gpu", num_gpus=4)
 
 
 @pytest.mark.parametrize("settings,message", [
