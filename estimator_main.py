@@ -27,11 +27,12 @@ import tensorflow.compat.v1 as tf  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 from data_tools import input_fns, manifest  # noqa: E402
-from export import eval_metrics, exporters, freeze, report, serving  # noqa: E402
+from export import eval_metrics, exporters, freeze, report, retrieval_eval, serving  # noqa: E402
 from model import backbones, estimator_factory, heads, model_fn, optimization  # noqa: E402
 
 MODES = ("train", "evaluate", "train_and_evaluate", "export")
 EVAL_NAME = "lfw"
+EVAL_PROTOCOLS = ("verification", "retrieval")
 
 FLAGS = flags.FLAGS
 
@@ -86,6 +87,10 @@ flags.DEFINE_integer("seed", 0, "Seed of shuffling, augmentation and initialisat
 flags.DEFINE_integer("eval_batch_size", 64, "Pairs per eval batch (the last one is padded).")
 flags.DEFINE_bool("eval_flip", True, "Flip test-time augmentation in verification.")
 flags.DEFINE_float("far_target", 1e-3, "FAR of the VAL@FAR metric.")
+flags.DEFINE_enum("eval_protocol", "verification", list(EVAL_PROTOCOLS),
+                  "verification: LFW-style 1:1 on pair records (make_tfrecords.py --pairs); "
+                  "retrieval: Recall@K, R-precision and MAP@R on image records of held-out "
+                  "identities (re-identification, fine-grained retrieval).")
 flags.DEFINE_integer("eval_throttle_secs", 60, "Minimum seconds between evaluations.")
 flags.DEFINE_integer("exports_to_keep", 3, "SavedModels kept by each exporter.")
 flags.DEFINE_string("checkpoint_path", None, "evaluate/export: this checkpoint, not the latest.")
@@ -201,7 +206,16 @@ def build_params(values):
     else:
         p["train_steps"] = p["train_steps"] or 1
         p["warmup_steps"] = p["warmup_steps"] or 0
-    if needs_eval:
+    if needs_eval and p["eval_protocol"] == "retrieval":
+        info = manifest.read_manifest(p["eval_records"])
+        _require(info.get("kind") == "images", "--eval_protocol=retrieval needs image records "
+                 "of held-out identities; --eval_records=%s holds %s records"
+                 % (p["eval_records"], info.get("kind")))
+        p["num_eval_images"] = int(info["num_images"])
+        _require(p["num_eval_images"] >= 2, "--eval_records=%s holds fewer than 2 images"
+                 % p["eval_records"])
+        _verify(p["eval_records"], p["verify_records"])
+    elif needs_eval:
         info = manifest.read_manifest(p["eval_records"])
         _require(info.get("kind") == "pairs", "--eval_records=%s holds %s records, not pairs"
                  % (p["eval_records"], info.get("kind")))
@@ -310,7 +324,10 @@ def record_run(params):
 
 def build_model_fn(p, optimizer_wrapper=None):
     metrics_fn = None
-    if p.get("num_pairs"):
+    if p.get("eval_protocol") == "retrieval" and p.get("num_eval_images"):
+        metrics_fn = retrieval_eval.retrieval_metrics_fn_builder(
+            input_fns.image_record_labels(p["eval_records"]))
+    elif p.get("num_pairs"):
         metrics_fn = eval_metrics.verification_metrics_fn_builder(
             p["num_pairs"], n_folds=p["num_folds"], far_target=p["far_target"], prefix=EVAL_NAME)
     return model_fn.model_fn_builder(
@@ -356,7 +373,15 @@ def train_input_fn(p):
         seed=p["seed"], num_classes=p["num_classes"], batch_size=p["batch_size"])
 
 
+def eval_name(p):
+    return retrieval_eval.PREFIX if p.get("eval_protocol") == "retrieval" else EVAL_NAME
+
+
 def eval_input_fn(p):
+    if p.get("eval_protocol") == "retrieval":
+        return input_fns.image_pairs_input_fn_builder(
+            p["eval_records"], image_size=p["image_size"], flip_tta=p["eval_flip"],
+            num_images=p["num_eval_images"], batch_size=p["eval_batch_size"])
     return input_fns.pairs_input_fn_builder(p["eval_records"], image_size=p["image_size"],
                                             flip_tta=p["eval_flip"], num_pairs=p["num_pairs"],
                                             batch_size=p["eval_batch_size"])
@@ -365,6 +390,15 @@ def eval_input_fn(p):
 def write_eval_report(p, eval_result, started=None):
     """report.json + roc.png of one evaluation; ``started`` (time.time() at the start of this
     invocation) records its wall time, training and evaluations included, as extra.wall_seconds."""
+    if p.get("eval_protocol") == "retrieval":
+        metrics = retrieval_eval.metrics_from_eval_result(eval_result)
+        extra = {"mode": p["mode"]}
+        if started is not None:
+            extra["wall_seconds"] = round(time.time() - started, 1)
+        path = retrieval_eval.write_report(metrics, os.path.join(p["model_dir"], "eval"), extra)
+        print("Retrieval at step %s: %s -> %s" % (metrics.get("global_step"), ", ".join(
+            "%s %.4f" % (k, metrics[k]) for k in retrieval_eval.scalar_names()[:-1]), path))
+        return metrics
     metrics = eval_metrics.metrics_from_eval_result(eval_result, EVAL_NAME)
     extra = {"mode": p["mode"]}
     if started is not None:
@@ -405,14 +439,16 @@ def run_mode(p):
     if mode == "train":
         estimator.train(train_input_fn(p), max_steps=p["train_steps"])
     elif mode == "evaluate":
-        result = estimator.evaluate(eval_input_fn(p), name=EVAL_NAME,
+        result = estimator.evaluate(eval_input_fn(p), name=eval_name(p),
                                     checkpoint_path=p["checkpoint_path"])
         write_eval_report(p, result)
     elif mode == "train_and_evaluate":
         train_spec = tf.estimator.TrainSpec(train_input_fn(p), max_steps=p["train_steps"])
+        build_exporters = (retrieval_eval.build_exporters if p["eval_protocol"] == "retrieval"
+                           else exporters.build_exporters)
         eval_spec = tf.estimator.EvalSpec(
-            eval_input_fn(p), steps=None, name=EVAL_NAME,
-            exporters=exporters.build_exporters(receiver, EVAL_NAME, p["exports_to_keep"]),
+            eval_input_fn(p), steps=None, name=eval_name(p),
+            exporters=build_exporters(receiver, eval_name(p), p["exports_to_keep"]),
             start_delay_secs=0, throttle_secs=p["eval_throttle_secs"])
         outcome = tf.estimator.train_and_evaluate(estimator, train_spec, eval_spec)
         result = outcome[0] if outcome else None
@@ -420,7 +456,7 @@ def run_mode(p):
         # checkpoints; the evaluator alone reports (its last evaluation, of the final
         # checkpoint, is repeated to get the numbers) and freezes what its exporters wrote.
         if estimator.config.task_type == "evaluator":
-            result = result or estimator.evaluate(eval_input_fn(p), name=EVAL_NAME)
+            result = result or estimator.evaluate(eval_input_fn(p), name=eval_name(p))
         elif estimator.config.cluster_spec.jobs:
             return
         if result:
