@@ -26,16 +26,20 @@ DEFAULT_RANKS = (1, 5)
 DEFAULT_FPIRS = (0.01, 0.1)
 
 
-def l2_normalize(x, dtype=np.float32):
-    """Rows of ``x`` divided by their L2 norm, as ``dtype``; all-zero rows stay zero.
+def l2_normalize(x, dtype=np.float32, rows=None):
+    """Rows of ``x`` (or ``x[rows]``, in that order) divided by their L2 norm, as ``dtype``;
+    all-zero rows stay zero.
 
-    Normalised in slices, so a float32 input of 2 GB does not need a float64 copy.
+    Normalised in slices, so a float32 input of 2 GB needs neither a float64 copy nor, with
+    ``rows``, a reordered one: the output is the only new array.
     """
     x = np.asarray(x)
-    out = np.empty(x.shape, dtype=dtype)
+    count = x.shape[0] if rows is None else len(rows)
+    out = np.empty((count,) + x.shape[1:], dtype=dtype)
     step = max(1, (CHUNK_BYTES // 8) // max(1, x.shape[-1]))
-    for start in range(0, x.shape[0], step):
-        block = x[start:start + step].astype(np.float64)
+    for start in range(0, count, step):
+        where = slice(start, start + step) if rows is None else rows[start:start + step]
+        block = x[where].astype(np.float64)
         norms = np.sqrt(np.sum(np.square(block), axis=1, keepdims=True))
         norms[norms == 0.0] = 1.0
         out[start:start + step] = block / norms
@@ -251,7 +255,7 @@ def best_scores(gallery_embeddings, gallery_labels, probe_embeddings, probe_labe
     g_codes = g_codes.reshape(-1)
     num_identities = identities.size
     order = np.argsort(g_codes, kind="stable")
-    g = l2_normalize(np.asarray(gallery_embeddings)[order], dtype)
+    g = l2_normalize(gallery_embeddings, dtype, rows=order)
     starts = np.flatnonzero(np.r_[True, np.diff(g_codes[order]) != 0])
     pooled = starts.size != g.shape[0]
     # Probe label -> identity column, or -1.
