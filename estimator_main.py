@@ -34,12 +34,21 @@ import tensorflow.compat.v1 as tf  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 from data_tools import input_config, input_fns, manifest  # noqa: E402
-from export import eval_metrics, export_dirs, exporters, freeze, report, serving  # noqa: E402
+from export import (  # noqa: E402
+    eval_metrics,
+    export_dirs,
+    exporters,
+    freeze,
+    report,
+    retrieval_eval,
+    serving,
+)
 from model import backbones, estimator_factory, heads, model_fn, optimization  # noqa: E402
 from model import config as model_config  # noqa: E402
 
 MODES = ("train", "evaluate", "train_and_evaluate", "export")
 EVAL_NAME = "lfw"
+EVAL_PROTOCOLS = ("verification", "retrieval")
 
 FLAGS = flags.FLAGS
 
@@ -105,6 +114,10 @@ def define_flags(fv=flags.FLAGS):
     integer_flag("eval_batch_size", 64, "Pairs per eval batch (the last one is padded).")
     bool_flag("eval_flip", True, "Flip test-time augmentation in verification.")
     float_flag("far_target", 1e-3, "FAR of the VAL@FAR metric.")
+    enum_flag("eval_protocol", "verification", list(EVAL_PROTOCOLS),
+              "verification: LFW-style 1:1 on pair records (make_tfrecords.py --pairs); "
+              "retrieval: Recall@K, R-precision and MAP@R on image records of held-out "
+              "identities (re-identification, fine-grained retrieval).")
     integer_flag("eval_throttle_secs", 60, "Minimum seconds between evaluations.")
     integer_flag("exports_to_keep", 3, "SavedModels kept by each exporter.")
     string_flag("checkpoint_path", None, "evaluate/export: this checkpoint, not the latest.")
@@ -321,7 +334,19 @@ def _read_records(p, needs_train, needs_eval):
                      % (labels_path, len(lines), p["num_classes"]))
     else:
         p["num_classes"] = _num_classes_from_run(p["model_dir"])
-    if needs_eval:
+    if needs_eval and p["eval_protocol"] == "retrieval":
+        _require(p["device"] != "npu", "--eval_protocol=retrieval is not available on "
+                 "--device=npu yet (its metric runs in the graph; the Ascend host path covers "
+                 "verification)")
+        info = manifest.read_manifest(p["eval_records"])
+        _require(info.get("kind") == "images", "--eval_protocol=retrieval needs image records "
+                 "of held-out identities; --eval_records=%s holds %s records"
+                 % (p["eval_records"], info.get("kind")))
+        p["num_eval_images"] = int(info["num_images"])
+        _require(p["num_eval_images"] >= 2, "--eval_records=%s holds fewer than 2 images"
+                 % p["eval_records"])
+        _verify(p["eval_records"], p["verify_records"])
+    elif needs_eval:
         info = manifest.read_manifest(p["eval_records"])
         _require(info.get("kind") == "pairs", "--eval_records=%s holds %s records, not pairs"
                  % (p["eval_records"], info.get("kind")))
@@ -432,7 +457,10 @@ def build_model_fn(p, optimizer_wrapper=None, configs=None):
     configs = configs or build_configs(p)
     metrics_fn = None
     host_verification = p["device"] == "npu"
-    if p.get("num_pairs") and not host_verification:
+    if p.get("eval_protocol") == "retrieval" and p.get("num_eval_images"):
+        metrics_fn = retrieval_eval.retrieval_metrics_fn_builder(
+            input_fns.image_record_labels(p["eval_records"]))
+    elif p.get("num_pairs") and not host_verification:
         metrics_fn = eval_metrics.verification_metrics_fn_builder(
             p["num_pairs"], n_folds=p["num_folds"], far_target=p["far_target"], prefix=EVAL_NAME)
     return model_fn.model_fn_builder(
@@ -477,7 +505,15 @@ def train_input_fn(p):
                                             **inputs._asdict())
 
 
+def eval_name(p):
+    return retrieval_eval.PREFIX if p.get("eval_protocol") == "retrieval" else EVAL_NAME
+
+
 def eval_input_fn(p):
+    if p.get("eval_protocol") == "retrieval":
+        return input_fns.image_pairs_input_fn_builder(
+            p["eval_records"], image_size=p["image_size"], flip_tta=p["eval_flip"],
+            num_images=p["num_eval_images"], batch_size=p["eval_batch_size"])
     return input_fns.pairs_input_fn_builder(p["eval_records"], image_size=p["image_size"],
                                             flip_tta=p["eval_flip"], num_pairs=p["num_pairs"],
                                             batch_size=p["eval_batch_size"])
@@ -486,6 +522,15 @@ def eval_input_fn(p):
 def write_eval_report(p, eval_result, started=None):
     """report.json + roc.png of one evaluation; ``started`` (time.time() at the start of this
     invocation) records its wall time, training and evaluations included, as extra.wall_seconds."""
+    if p.get("eval_protocol") == "retrieval":
+        metrics = retrieval_eval.metrics_from_eval_result(eval_result)
+        extra = {"mode": p["mode"]}
+        if started is not None:
+            extra["wall_seconds"] = round(time.time() - started, 1)
+        path = retrieval_eval.write_report(metrics, os.path.join(p["model_dir"], "eval"), extra)
+        print("Retrieval at step %s: %s -> %s" % (metrics.get("global_step"), ", ".join(
+            "%s %.4f" % (k, metrics[k]) for k in retrieval_eval.scalar_names()[:-1]), path))
+        return metrics
     metrics = eval_metrics.metrics_from_eval_result(eval_result, EVAL_NAME)
     extra = {"mode": p["mode"]}
     if started is not None:
@@ -521,7 +566,7 @@ def evaluate_checkpoint(estimator, p, checkpoint_path=None):
     the host, in numpy, by the same protocol.
     """
     if p["device"] != "npu":
-        return estimator.evaluate(eval_input_fn(p), name=EVAL_NAME,
+        return estimator.evaluate(eval_input_fn(p), name=eval_name(p),
                                   checkpoint_path=checkpoint_path)
     checkpoint_path = checkpoint_path or tf.train.latest_checkpoint(p["model_dir"])
     if checkpoint_path is None:
@@ -568,13 +613,15 @@ def run_mode(p):
     elif mode == "evaluate":
         write_eval_report(p, evaluate_checkpoint(estimator, p, p["checkpoint_path"]))
     elif mode == "train_and_evaluate":
-        exporter_list = exporters.build_exporters(receiver, EVAL_NAME, p["exports_to_keep"])
+        build_exporters = (retrieval_eval.build_exporters if p["eval_protocol"] == "retrieval"
+                           else exporters.build_exporters)
+        exporter_list = build_exporters(receiver, eval_name(p), p["exports_to_keep"])
         if p["device"] == "npu":
             result = _train_and_evaluate_on_host(estimator, p, exporter_list)
         else:
             train_spec = tf.estimator.TrainSpec(train_input_fn(p), max_steps=p["train_steps"])
             eval_spec = tf.estimator.EvalSpec(
-                eval_input_fn(p), steps=None, name=EVAL_NAME, exporters=exporter_list,
+                eval_input_fn(p), steps=None, name=eval_name(p), exporters=exporter_list,
                 start_delay_secs=0, throttle_secs=p["eval_throttle_secs"])
             outcome = tf.estimator.train_and_evaluate(estimator, train_spec, eval_spec)
             result = outcome[0] if outcome else None
@@ -582,7 +629,7 @@ def run_mode(p):
             # checkpoints; the evaluator alone reports (its last evaluation, of the final
             # checkpoint, is repeated to get the numbers) and freezes what its exporters wrote.
             if estimator.config.task_type == "evaluator":
-                result = result or estimator.evaluate(eval_input_fn(p), name=EVAL_NAME)
+                result = result or estimator.evaluate(eval_input_fn(p), name=eval_name(p))
             elif estimator.config.cluster_spec.jobs:
                 return
         if result:

@@ -294,3 +294,81 @@ def predict_input_fn_builder(image_paths, image_size=preprocessing.DEFAULT_IMAGE
         return dataset.batch(_batch_size(batch_size, params)).prefetch(AUTOTUNE)
 
     return input_fn
+
+
+def image_record_labels(records):
+    """Labels (int) of the image records, in the order :func:`image_pairs_input_fn_builder` reads
+    them (file order, then record order); read in Python, for the retrieval EVAL metric."""
+    labels = []
+    for path in _files(records):
+        for serialized in tf.io.tf_record_iterator(path):
+            example = tf.train.Example.FromString(serialized)
+            labels.append(int(example.features.feature[schema.LABEL].int64_list.value[0]))
+    return labels
+
+
+def image_pairs_input_fn_builder(records, image_size=preprocessing.DEFAULT_IMAGE_SIZE,
+                                 flip_tta=True, num_images=None, batch_size=None,
+                                 num_parallel_calls=AUTOTUNE):
+    """Image records presented in the verification pair layout, for a retrieval EVAL.
+
+    The model's EVAL on pair features (``image1``, ``image2``, ...) embeds both images of a pair
+    and hands them to the injected metric; here pair ``i`` holds records ``2i`` and ``2i + 1``
+    in file order (an odd last record is paired with itself), so every record is embedded once
+    with the verification code path and the metric finds record ``2i`` / ``2i + 1`` by
+    ``pair_index``. ``issame`` says whether the two labels agree (the model's monitoring
+    cosines), ``fold`` is 0; the last batch is padded with weight-0 pairs of index -1.
+    """
+
+    def input_fn(params=None, config=None, input_context=None):
+        del config, input_context  # evaluation runs in one process over all records
+        batch = _batch_size(batch_size, params)
+        files = _files(records)
+        total = num_images if num_images is not None else count_records(files)
+        if total <= 0:
+            raise ValueError("no image records in %r" % (records,))
+        num_pairs = -(-total // 2)
+        num_batches = -(-num_pairs // batch)
+        padding = num_batches * batch - num_pairs
+
+        def parse(serialized):
+            record = schema.parse_image_record(serialized)
+            return preprocessing.preprocess_for_eval(record["encoded"], image_size), \
+                record["label"]
+
+        dataset = tf.data.TFRecordDataset(files)
+        if total % 2:
+            dataset = dataset.concatenate(tf.data.TFRecordDataset(files).skip(total - 1))
+        dataset = dataset.map(parse, num_parallel_calls=num_parallel_calls).batch(2)
+
+        def as_pair(index, pair):
+            images, labels = pair
+            return {
+                "image1": images[0],
+                "image2": images[1],
+                "issame": tf.cast(tf.equal(labels[0], labels[1]), tf.int32),
+                "fold": tf.constant(0, tf.int32),
+                "pair_index": tf.cast(index, tf.int32),
+                "weight": tf.constant(1.0, tf.float32),
+            }
+
+        dataset = dataset.apply(tf.data.experimental.enumerate_dataset()).map(as_pair)
+        if padding:
+            def as_padding(features):
+                features = dict(features)
+                features["pair_index"] = tf.constant(-1, tf.int32)
+                features["weight"] = tf.constant(0.0, tf.float32)
+                return features
+
+            dataset = dataset.concatenate(dataset.take(1).map(as_padding).repeat(padding))
+
+        def add_flips(features):
+            if flip_tta:
+                features["image1_flip"] = preprocessing.flip_left_right(features["image1"])
+                features["image2_flip"] = preprocessing.flip_left_right(features["image2"])
+            return features, features["issame"]
+
+        dataset = dataset.batch(batch, drop_remainder=True).map(add_flips)
+        return dataset.prefetch(AUTOTUNE)
+
+    return input_fn

@@ -53,26 +53,27 @@ def _global_step(eval_result):
     return None if step is None else int(step)
 
 
-class BestVerificationExporter(tf.estimator.Exporter):
+class BestMetricExporter(tf.estimator.Exporter):
     """Exports when ``metric_key`` is at least the best value recorded with an existing export.
 
     Ties export (the newer model of equal accuracy has trained longer), so the first evaluation
     of a fresh run always exports. ``exports_to_keep`` keeps that many exports ranked by recorded
     value (then recency): the best one is never deleted, whatever the order of evaluations.
-    ``assets_extra``: further files to store with each export, ``{name: source path}`` (for
+    ``report_fn(eval_result, directory) -> {name: path}`` writes the evaluation's report files
+    to store in ``assets.extra``; ``assets_extra``: further files, ``{name: source path}`` (for
     example the conversion transform of the evaluation records).
     """
 
-    def __init__(self, serving_input_receiver_fn, metric_key=DEFAULT_METRIC, exports_to_keep=3,
-                 prefix="lfw", name="best", assets_extra=None):
+    def __init__(self, serving_input_receiver_fn, metric_key, report_fn=None,
+                 exports_to_keep=3, name="best", assets_extra=None):
         if exports_to_keep is not None and exports_to_keep < 1:
             raise ValueError("exports_to_keep must be positive or None, got %r"
                              % exports_to_keep)
         self._name = name
         self._receiver_fn = serving_input_receiver_fn
         self._metric_key = metric_key
+        self._report_fn = report_fn
         self._exports_to_keep = exports_to_keep
-        self._prefix = prefix
         self._assets_extra = dict(assets_extra or {})
 
     @property
@@ -101,11 +102,8 @@ class BestVerificationExporter(tf.estimator.Exporter):
 
     def _stage_assets(self, staging, eval_result, value):
         assets = dict(self._assets_extra)
-        if "%s/accuracy" % self._prefix in eval_result:
-            metrics = eval_metrics.metrics_from_eval_result(eval_result, self._prefix)
-            json_path, png_path = report.write_report(metrics, staging)
-            assets[report.REPORT_JSON] = json_path
-            assets[report.ROC_PNG] = png_path
+        if self._report_fn is not None:
+            assets.update(self._report_fn(eval_result, staging) or {})
         record = {"metric": self._metric_key, "value": value,
                   "global_step": _global_step(eval_result)}
         record_path = os.path.join(staging, export_dirs.EXPORT_METRIC_JSON)
@@ -119,6 +117,29 @@ class BestVerificationExporter(tf.estimator.Exporter):
             return
         for path, _ in export_dirs.ranked_exports(export_path)[self._exports_to_keep:]:
             tf.io.gfile.rmtree(path)
+
+
+def verification_report_fn(prefix="lfw"):
+    """``report_fn`` of the verification protocol: report.json and roc.png."""
+
+    def write(eval_result, directory):
+        if "%s/accuracy" % prefix not in eval_result:
+            return {}
+        metrics = eval_metrics.metrics_from_eval_result(eval_result, prefix)
+        json_path, png_path = report.write_report(metrics, directory)
+        return {report.REPORT_JSON: json_path, report.ROC_PNG: png_path}
+
+    return write
+
+
+class BestVerificationExporter(BestMetricExporter):
+    """The best model by verification accuracy, with its report (``lfw/accuracy`` by default)."""
+
+    def __init__(self, serving_input_receiver_fn, metric_key=DEFAULT_METRIC, exports_to_keep=3,
+                 prefix="lfw", name="best", assets_extra=None):
+        super().__init__(serving_input_receiver_fn, metric_key,
+                         report_fn=verification_report_fn(prefix),
+                         exports_to_keep=exports_to_keep, name=name, assets_extra=assets_extra)
 
 
 def build_exporters(serving_input_receiver_fn, eval_name="lfw", exports_to_keep=3,

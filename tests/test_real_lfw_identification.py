@@ -1,0 +1,59 @@
+"""The fold-10 identification protocol on real LFW-a (needs ../shared/data; slow; skipped without
+it): fold-10 identities linked, cropped like the recipe's records, split into gallery and probes,
+and scored with ``export.identification`` end to end.
+
+The model is the tiny 8x8 projection of ``tests/tiny_model.py`` (the protocol is under test, not
+a network); the README's figures come from a trained model with the same command.
+"""
+
+import json
+import os
+import tarfile
+
+import pytest
+from absl import flags
+
+from data_tools import lfw_identification, make_tfrecords
+from export import identification
+from tests import real_lfw, tiny_model
+
+pytestmark = [pytest.mark.slow] + real_lfw.MARKS
+
+
+@pytest.fixture(scope="module")
+def lfw_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lfw_ident")
+    with tarfile.open(real_lfw.TARBALL, "r:gz") as archive:
+        members = [m for m in archive.getmembers() if m.isdir() or m.isfile()]
+        assert all(not m.name.startswith("/") and ".." not in m.name.split("/") for m in members)
+        safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+        archive.extractall(str(root), members=members, **safe)
+    return str(root / "lfw_gray250")
+
+
+def test_fold10_identification_protocol(lfw_dir, tmp_path, capsys):
+    identities = str(tmp_path / "identities")
+    summary = lfw_identification.link_identities(lfw_dir, real_lfw.PAIRS, [10], identities)
+    assert summary == {"identities": 451, "images": 1611, "identities_with_2_or_more": 175,
+                       "single_image_identities": 276}
+    records = str(tmp_path / "records")
+    converted = make_tfrecords.convert_folder(identities, records, crop_box="70,60,180,190",
+                                              image_size=112, num_workers=2, progress=False)
+    assert (converted["num_images"], converted["num_skipped"]) == (1611, 0)
+
+    model = tiny_model.build_saved_model(str(tmp_path / "model"), tiny_model.projection(0))
+    fv = flags.FlagValues()
+    identification.define_flags(fv)
+    out = str(tmp_path / "report")
+    argv = fv(["identification", "--model=%s" % model, "--records=%s" % records,
+               "--report_dir=%s" % out])
+    assert identification.main(argv, flag_values=fv) == 0
+    assert "gallery: 175 identities; probes: 1160 mated, 276 non-mated" in capsys.readouterr().out
+    with open(os.path.join(out, "report.json")) as f:
+        report = json.load(f)
+    assert (report["num_gallery_identities"], report["num_mated_probes"],
+            report["num_nonmated_probes"]) == (175, 1160, 276)
+    assert 0.0 <= report["rank1"] <= report["rank5"] <= 1.0
+    assert 0.0 <= report["tpir@fpir=0.01"] <= report["tpir@fpir=0.1"] <= report["rank1"]
+    # Recall@K leaves out the 276 single-image identities.
+    assert report["num_queries"] == 1611 - 276
