@@ -72,7 +72,8 @@ def retrieval_metrics_fn_builder(labels, ks=DEFAULT_KS, prefix=PREFIX):
         return np.array([metrics[name] for name in names[:-1]] + [metrics["num_queries"]],
                         np.float32)
 
-    def metric_fn(embeddings1, embeddings2, issame, pair_index, weight):
+    def metric_fn(embeddings1, embeddings2, issame, pair_index, weight, **single):
+        del single  # single (non-TTA) embeddings: the retrieval metrics use the TTA ones
         dim = embeddings1.shape.as_list()[-1]
         with tf.variable_scope("retrieval_metrics"):
             store = _local_variable("embeddings", [num_images + 1, dim], tf.float32)
