@@ -57,6 +57,23 @@ def test_model_image_size_is_read_from_the_graph(saved_model):
     assert convert.model_image_size(saved_model) == SIZE
 
 
+def test_model_image_size_asks_for_the_flag_when_the_graph_does_not_tell(tmp_path):
+    import tensorflow.compat.v1 as tf  # noqa: PLC0415
+
+    path = str(tmp_path / "no_resize")
+    with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
+        pixels = tf.placeholder(tf.float32, [None, None, None, 3], name="pixels")
+        embedding = tf.nn.l2_normalize(tf.reduce_mean(pixels, axis=[1, 2]), axis=1)
+        builder = tf.saved_model.builder.SavedModelBuilder(path)
+        builder.add_meta_graph_and_variables(
+            session, [tf.saved_model.tag_constants.SERVING], signature_def_map={
+                "pixels:serving_default": tf.saved_model.signature_def_utils.predict_signature_def(
+                    {"pixels": pixels}, {"embedding": embedding})})
+        builder.save()
+    with pytest.raises(convert.ConvertError, match="pass --image_size"):
+        convert.model_image_size(path)
+
+
 def test_resolve_model_takes_an_exporter_base(saved_model):
     assert convert.resolve_model(os.path.dirname(saved_model)) == saved_model
 
@@ -261,7 +278,7 @@ def real_setup(tmp_path_factory):
 @real_lfw.skip_without_data
 @needs_onnx
 @needs_tflite
-def test_real_faces_parity_int8_cosine_and_accuracy_per_format(real_setup, capsys):
+def test_real_faces_parity_int8_cosine_and_accuracy_per_format(real_setup):
     root, model = real_setup["root"], real_setup["model"]
     paths = {"onnx": str(root / "face.onnx"), "fp32": str(root / "face.tflite"),
              "fp16": str(root / "face_fp16.tflite"), "int8": str(root / "face_int8.tflite")}
@@ -270,15 +287,11 @@ def test_real_faces_parity_int8_cosine_and_accuracy_per_format(real_setup, capsy
     assert run_cli(["--model=%s" % model, "--tflite=%s" % paths["fp16"],
                     "--quantize=float16"]) == 0
     assert run_cli(["--model=%s" % model, "--tflite=%s" % paths["int8"], "--quantize=int8",
-                    "--calibration_records=%s" % real_setup["train"],
-                    "--check_records=%s" % real_setup["pairs"],
-                    "--check_files=%s,%s,%s" % (paths["onnx"], paths["fp32"],
-                                                paths["fp16"])]) == 0
-    out = capsys.readouterr().out
-    sys.stderr.write("\n" + out)  # the table, for the README (pytest -s shows it)
-    rows = {row["name"]: row for row in convert.check_formats(
-        model, [paths["onnx"], paths["fp32"], paths["fp16"], paths["int8"]],
-        real_setup["pairs"])}
+                    "--calibration_records=%s" % real_setup["train"]]) == 0
+    checked = convert.check_formats(
+        model, [paths["onnx"], paths["fp32"], paths["fp16"], paths["int8"]], real_setup["pairs"])
+    sys.stderr.write("\n" + convert.format_rows(checked) + "\n")  # pytest -s shows the table
+    rows = {row["name"]: row for row in checked}
     saved = rows["SavedModel"]
     assert saved["pairs"] == 600
     onnx_row, fp32, fp16, int8 = (rows[os.path.basename(paths[k])]
