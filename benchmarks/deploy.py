@@ -8,7 +8,7 @@ Every format embeds the same float32 RGB pixels at batch 1 and at batch 32, time
 rounds so that load from other jobs hits them alike: the SavedModel's pixels signature and the
 frozen graph in a TF session, ONNX Runtime (CPU provider), and the TFLite interpreter (XNNPACK
 delegate by default), which has a fixed batch of 1 and is invoked 32 times for a batch of 32.
-ONNX Runtime and TFLite get as many threads as TensorFlow uses (the CPUs of this process).
+Every runtime gets the same number of threads (``--threads``; default the CPUs of this process).
 
 One JSON line per format: images/s at batch 1 and 32 for each backbone and the ratio to the
 SavedModel's images/s in the same run.
@@ -85,16 +85,24 @@ def build_formats(workdir, backbone, image_size, embedding_size=512):
 
 
 def _runner(name, path, threads):
-    if name == "savedmodel":
-        return convert.SavedModelRunner(path, common.session_config())
-    if name == "frozen_graph":
-        return convert.FrozenGraphRunner(path, common.session_config())
+    if name in ("savedmodel", "frozen_graph"):
+        config = common.session_config()
+        config.intra_op_parallelism_threads = threads
+        config.inter_op_parallelism_threads = threads
+        if name == "savedmodel":
+            return convert.SavedModelRunner(path, config)
+        return convert.FrozenGraphRunner(path, config)
     return convert.runner_for(path, threads)
 
 
-def time_formats(paths, image_size, quick=False):
-    """``{(format, batch): seconds per image}``, formats interleaved per batch size."""
-    threads = common.cpu_count()
+def time_formats(paths, image_size, quick=False, threads=None, rounds=None, calls=None):
+    """``{(format, batch): seconds per image}``, formats interleaved per batch size.
+
+    Every runtime gets ``threads`` threads (default: the CPUs of this process). ``rounds``
+    alternating rounds (default 3), each with ``calls`` calls at batch 1 (default 10) and one at
+    batch 32.
+    """
+    threads = threads or common.cpu_count()
     rng = np.random.RandomState(0)
     pixels = np.stack([common.face_like_pixels(rng, image_size)
                        for _ in range(max(BATCHES))]).astype(np.float32)
@@ -103,13 +111,12 @@ def time_formats(paths, image_size, quick=False):
     try:
         for batch in BATCHES:
             images = pixels[:batch]
-            calls = 1 if batch > 1 else (2 if quick else 10)
-            rounds = 2 if quick else 3
+            per_round = 1 if batch > 1 else (calls or (2 if quick else 10))
             timed = {}
             for name, runner in runners.items():
                 runner(images)  # warm-up: graph optimisation, allocation, delegate setup
-                timed[name] = ((lambda r=runner, x=images: r(x)), calls)
-            for name, value in common.interleaved(timed, rounds).items():
+                timed[name] = ((lambda r=runner, x=images: r(x)), per_round)
+            for name, value in common.interleaved(timed, rounds or (2 if quick else 3)).items():
                 seconds[(name, batch)] = value / batch
     finally:
         for runner in runners.values():
@@ -117,7 +124,7 @@ def time_formats(paths, image_size, quick=False):
     return seconds
 
 
-def run(quick=False, workdir=None, backbones=None):
+def run(quick=False, workdir=None, backbones=None, threads=None, rounds=None, calls=None):
     """Measure and print one JSON line per format; returns their dicts."""
     backbones = backbones or (QUICK_BACKBONES if quick else BACKBONES)
     missing = [what for what, ok in (("tf2onnx/onnx/onnxruntime", convert.onnx_available()),
@@ -125,12 +132,13 @@ def run(quick=False, workdir=None, backbones=None):
                if not ok]
     if missing:
         return [common.emit("deploy", {"skipped": "needs %s" % " and ".join(missing)})]
-    figures = {name: {"format": name} for name in FORMATS}
+    figures = {name: {"format": name, "threads": threads or common.cpu_count()}
+               for name in FORMATS}
     with common.scratch_dir(workdir, "bench_deploy_") as scratch:
         for backbone, image_size in backbones:
             paths = build_formats(scratch, backbone, image_size,
                                   embedding_size=128 if quick else 512)
-            seconds = time_formats(paths, image_size, quick)
+            seconds = time_formats(paths, image_size, quick, threads, rounds, calls)
             for name in FORMATS:
                 for batch in BATCHES:
                     key = "%s_b%d" % (backbone, batch)
@@ -145,12 +153,18 @@ def main(argv=None):
     parser = common.add_common_args(argparse.ArgumentParser(description=__doc__))
     parser.add_argument("--backbones", default=None,
                         help="comma-separated backbone:size list, e.g. mobilefacenet:112")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads of every runtime (default: the CPUs of this process)")
+    parser.add_argument("--rounds", type=int, default=None, help="alternating rounds (3)")
+    parser.add_argument("--calls", type=int, default=None,
+                        help="calls at batch 1 per round (10)")
     args = parser.parse_args(argv)
     backbones = None
     if args.backbones:
         backbones = [(item.split(":")[0], int(item.split(":")[1]))
                      for item in args.backbones.split(",")]
-    run(quick=args.quick, workdir=args.workdir, backbones=backbones)
+    run(quick=args.quick, workdir=args.workdir, backbones=backbones, threads=args.threads,
+        rounds=args.rounds, calls=args.calls)
 
 
 if __name__ == "__main__":
