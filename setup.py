@@ -44,6 +44,8 @@ setup(
     extras_require={
         "cpu": ["tensorflow-cpu==2.15.1"],
         "gpu": ["tensorflow[and-cuda]==2.15.1"],
+        # export.convert: ONNX export and the ONNX Runtime checks (TFLite needs TF 2's tf.lite)
+        "onnx": ["tf2onnx==1.17.0", "onnx==1.17.0", "onnxruntime==1.22.1"],
         "test": ["pytest>=6", "pytest-timeout", "hypothesis", "ruff", "vermin"],
     },
     entry_points={
@@ -53,6 +55,7 @@ setup(
             "circle-synthetic-faces=data_tools.synthetic:run",
             "circle-train=estimator_main:run",
             "circle-embed=export.embed:run",
+            "circle-convert=export.convert:run",
         ],
     },
     classifiers=[

@@ -1,4 +1,5 @@
-"""Run the benchmark suite (``make bench``): one JSON line per benchmark on stdout.
+"""Run the benchmark suite (``make bench``): one JSON line per benchmark on stdout (``deploy``:
+one per deployment format).
 
     python -m benchmarks.run_all [--only=name[,name]] [--quick] [--workdir=DIR]
 
@@ -15,6 +16,7 @@ import time
 from benchmarks import (
     common,
     conversion,
+    deploy,
     evaluation,
     head_cost,
     identification,
@@ -31,6 +33,7 @@ BENCHMARKS = collections.OrderedDict([
     ("head_cost", head_cost.run),
     ("evaluation", evaluation.run),
     ("identification", identification.run),
+    ("deploy", deploy.run),
 ])
 
 
@@ -57,7 +60,8 @@ def run(names=None, quick=False, workdir=None):
             start = time.perf_counter()
             result = BENCHMARKS[name](quick=quick, workdir=scratch)
             sys.stderr.write("%s: %.0f s\n" % (name, time.perf_counter() - start))
-            results.append(result)
+            # A benchmark prints one JSON line, or one per variant (deploy: per format).
+            results.extend(result if isinstance(result, list) else [result])
     return results
 
 

@@ -7,7 +7,8 @@ import math
 
 import pytest
 
-from benchmarks import common, precision_curve, run_all, train_step
+from benchmarks import common, deploy, precision_curve, run_all, train_step
+from export import convert
 from model import estimator_factory
 
 PRECISION_RUNS = [name for name, _, _ in precision_curve.RUNS]
@@ -31,6 +32,10 @@ EXPECTED_KEYS = {
                   "softmax_10000_ms_per_step", "circle_over_softmax_10000"],
     "identification": ["probes_per_s_2k", "probes_per_s_10k", "gallery_normalise_s_10k",
                        "peak_rss_mb"],
+    # One line per format; without tf2onnx/onnxruntime or TF 2's tf.lite a "skipped" line only.
+    "deploy": (["tiny_b%d_%s" % (batch, figure) for batch in deploy.BATCHES
+                for figure in ("images_per_s", "over_savedmodel")]
+               if convert.onnx_available() and convert.tflite_available() else []),
     "evaluation": ["embed_seconds_measured", "embed_images_per_s",
                    "embed_seconds_6000_pairs_extrapolated", "evaluate_seconds"],
     # Without bfloat16 kernels (TF 1.15) the benchmark prints a "skipped" figure only.
@@ -57,13 +62,15 @@ def workdir(tmp_path_factory):
 def test_benchmark_prints_one_json_line_with_its_figures(name, workdir, capsys):
     result = run_all.BENCHMARKS[name](quick=True, workdir=workdir)
     lines = _json_lines(capsys.readouterr().out)
-    assert lines == [result]
-    assert result["benchmark"] == name
-    missing = [key for key in EXPECTED_KEYS[name] if key not in result]
-    assert not missing
-    for key in EXPECTED_KEYS[name]:
-        value = result[key]
-        assert isinstance(value, (int, float)) and value > 0, (key, value)
+    results = result if isinstance(result, list) else [result]
+    assert lines == results
+    for result in results:
+        assert result["benchmark"] == name
+        missing = [key for key in EXPECTED_KEYS[name] if key not in result]
+        assert not missing
+        for key in EXPECTED_KEYS[name]:
+            value = result[key]
+            assert isinstance(value, (int, float)) and value > 0, (key, value)
 
 
 def test_run_all_only_prints_the_machine_then_the_chosen_benchmark(workdir, capsys):
@@ -169,3 +176,12 @@ def test_ema_and_mean_abs_diff():
     (25, [0, 10, 20, 24]), (21, [0, 10, 20]), (1, [0]), (0, [])])
 def test_subsample_keeps_every_tenth_step_and_the_last(length, expected):
     assert precision_curve.subsample([float(i) for i in range(length)], every=10) == expected
+
+
+def test_deploy_prints_one_line_per_format_with_savedmodel_ratios_of_one(workdir, capsys):
+    if not (convert.onnx_available() and convert.tflite_available()):
+        pytest.skip("needs tf2onnx, onnxruntime and TF 2's tf.lite")
+    results = deploy.run(quick=True, workdir=workdir)
+    assert [r["format"] for r in results] == list(deploy.FORMATS)
+    assert _json_lines(capsys.readouterr().out) == results
+    assert results[0]["tiny_b1_over_savedmodel"] == results[0]["tiny_b32_over_savedmodel"] == 1.0

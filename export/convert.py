@@ -1,0 +1,678 @@
+"""ONNX and TFLite exports of a SavedModel, with parity and accuracy checks on real faces.
+
+    python -m export.convert --model=DIR --onnx=face.onnx
+    python -m export.convert --model=DIR --tflite=face.tflite [--quantize=float16]
+    python -m export.convert --model=DIR --tflite=face_int8.tflite --quantize=int8 \\
+        --calibration_records=records/train
+    python -m export.convert --model=DIR --check_records=records/pairs \\
+        --check_files=face.onnx,face.tflite,face_int8.tflite
+
+``--model`` is a SavedModel directory or an exporter's base directory (the newest timestamped
+SavedModel is used), as for ``export.embed``. Both formats are converted from the SavedModel's
+float signature (``pixels:serving_default``) with its variables frozen, the JPEG decoding cut
+away (export/freeze.py) and the input fixed to the model's size S x S (read from the graph's
+resize, or ``--image_size``):
+
+* ONNX (tf2onnx): input ``pixels`` float32 [batch, S, S, 3], RGB 0..255, dynamic batch; output
+  ``embedding`` float32 [batch, D], L2-normalised. Normalisation is inside the model.
+* TFLite (the TF1-style converter: the dynamic-shape signature does not convert with the TF2
+  one): input float32 [1, S, S, 3], RGB 0..255; output float32 [1, D], L2-normalised.
+  ``--quantize=float16`` stores the weights in float16; ``--quantize=int8`` is full-integer
+  quantisation (int8 weights and activations, float input and output), calibrated on
+  ``--num_calibration_images`` faces of the training records.
+
+``--check_records`` (pair records of make_tfrecords.py ``--pairs``) embeds every pair with the
+SavedModel and with each written or listed file, and prints the largest absolute difference of
+the embeddings, their cosine to the SavedModel's (mean and min) and the verification accuracy of
+each format (flip test-time augmentation, as the evaluation). Every model gets the same S x S
+pixels, resized outside the models with the training code's resize.
+
+Needs TensorFlow 2 for TFLite (``tf.lite``) and ``tf2onnx`` + ``onnx`` for ONNX; ``onnxruntime``
+runs the ONNX checks. All are imported only when used; without them the command stops with one
+line saying what to install.
+"""
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+import numpy as np
+import tensorflow.compat.v1 as tf
+from absl import app, flags
+
+from data_tools import input_fns, preprocessing, schema
+from export import embed, freeze, serving, verification
+
+QUANTIZE_MODES = ("none", "float16", "int8")
+ONNX_INPUT = "pixels"
+ONNX_OUTPUT = "embedding"
+ONNX_BATCH_DIM = "batch"
+DEFAULT_OPSET = 15
+DEFAULT_CALIBRATION_IMAGES = 200
+PARITY_BATCH = 32
+_RESIZE_OPS = ("ResizeBilinear", "ResizeArea", "ResizeBicubic", "ResizeNearestNeighbor")
+_INSTALL_HINT = "pip install tf2onnx==1.17.0 onnx==1.17.0 onnxruntime==1.22.1 (or .[onnx])"
+
+
+class ConvertError(ValueError):
+    """An input or environment the converter cannot use: the message says which and why."""
+
+
+class MissingDependencyError(ConvertError):
+    """An optional package (tf2onnx, onnx, onnxruntime, tf.lite) is not installed."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Optional dependencies, imported when used.
+# ---------------------------------------------------------------------------------------------
+
+def _import_tf2onnx():
+    try:
+        import onnx  # noqa: PLC0415
+        import tf2onnx  # noqa: PLC0415
+    except ImportError as e:
+        raise MissingDependencyError("ONNX export needs tf2onnx and onnx (%s): %s"
+                                     % (e, _INSTALL_HINT)) from None
+    return tf2onnx, onnx
+
+
+def _import_onnxruntime():
+    try:
+        import onnxruntime  # noqa: PLC0415
+    except ImportError as e:
+        raise MissingDependencyError("running ONNX models needs onnxruntime (%s): %s"
+                                     % (e, _INSTALL_HINT)) from None
+    return onnxruntime
+
+
+def _tflite():
+    """``tf.lite`` of TensorFlow 2 (the converter flags used here are not in TF 1.15's)."""
+    import tensorflow as tf_root  # noqa: PLC0415
+    if not tf_root.__version__.startswith("2.") or not hasattr(tf_root, "lite"):
+        raise MissingDependencyError("TFLite export and checks need TensorFlow 2.x (found %s); "
+                                     "convert on a TF 2 machine, e.g. pip install "
+                                     "tensorflow-cpu==2.15.1" % tf_root.__version__)
+    return tf_root.lite
+
+
+def onnx_available():
+    """True when tf2onnx, onnx and onnxruntime import (the ONNX path can run)."""
+    try:
+        _import_tf2onnx()
+        _import_onnxruntime()
+    except MissingDependencyError:
+        return False
+    return True
+
+
+def tflite_available():
+    try:
+        _tflite()
+    except MissingDependencyError:
+        return False
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# The SavedModel's float signature, frozen at a fixed size.
+# ---------------------------------------------------------------------------------------------
+
+def resolve_model(path):
+    """The SavedModel directory of ``path`` (itself or an exporter base's newest export)."""
+    try:
+        return embed.find_saved_model(path)
+    except embed.EmbedError as e:
+        raise ConvertError(str(e)) from None
+
+
+def model_image_size(saved_model_dir):
+    """The input size S of the model: the square size its pixels signature resizes to.
+
+    Read from the graph: the static shape of the decoded images the ``pixels`` input defaults
+    to (export/serving.py), else the constant size of the resize op(s) in the graph and its
+    functions (``tf.cond`` branches). A ConvertError asks for ``--image_size`` when the graph
+    does not tell.
+    """
+    with tf.Graph().as_default() as graph, tf.Session(graph=graph) as sess:
+        meta_graph = tf.saved_model.loader.load(sess, [tf.saved_model.tag_constants.SERVING],
+                                                saved_model_dir)
+        signature = _pixels_signature(meta_graph, saved_model_dir)
+        pixels = graph.get_tensor_by_name(signature.inputs[serving.PIXELS_INPUT].name)
+        if pixels.op.type == "PlaceholderWithDefault":
+            shape = pixels.op.inputs[0].shape
+            if shape.ndims == 4 and shape[1] is not None and shape[1] == shape[2]:
+                return int(shape[1])
+        graph_def = graph.as_graph_def()
+    sizes = set()
+    for nodes, key in [(graph_def.node, lambda name: name.split(":")[0])] + [
+            (function.node_def, lambda name: name.split(":")[0])
+            for function in graph_def.library.function]:
+        constants = {node.name: node for node in nodes if node.op == "Const"}
+        for node in nodes:
+            if node.op in _RESIZE_OPS and len(node.input) > 1:
+                const = constants.get(key(node.input[1]))
+                if const is not None:
+                    sizes.add(tuple(int(v) for v in tf.make_ndarray(const.attr["value"].tensor)))
+    square = {size[0] for size in sizes if len(size) == 2 and size[0] == size[1]}
+    if len(square) != 1:
+        raise ConvertError("cannot tell the input size of %s from its graph (resize sizes found: "
+                           "%s); pass --image_size" % (saved_model_dir, sorted(sizes) or "none"))
+    return square.pop()
+
+
+def _pixels_signature(meta_graph, saved_model_dir):
+    if serving.PIXELS_SIGNATURE not in meta_graph.signature_def:
+        raise ConvertError("%s has no %r signature; export it with this project's serving "
+                           "input receiver" % (saved_model_dir, serving.PIXELS_SIGNATURE))
+    return meta_graph.signature_def[serving.PIXELS_SIGNATURE]
+
+
+def frozen_graph_def(saved_model_dir, image_size):
+    """GraphDef of the pixels signature, variables as constants, input ``input`` [None, S, S, 3]
+    (float32 RGB 0..255) and output ``embedding``: export/freeze.py's graph."""
+    scratch = tempfile.mkdtemp(prefix="convert_")
+    try:
+        path = freeze.freeze_saved_model(saved_model_dir, os.path.join(scratch, "frozen.pb"),
+                                         image_size=image_size)
+        graph_def = tf.GraphDef()
+        with open(path, "rb") as f:
+            graph_def.ParseFromString(f.read())
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return graph_def
+
+
+def _atomic_bytes(path, data):
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    temporary = path + ".tmp"
+    with open(temporary, "wb") as f:
+        f.write(data)
+    os.replace(temporary, path)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# ONNX.
+# ---------------------------------------------------------------------------------------------
+
+def convert_onnx(saved_model_dir, output_path, image_size=None, opset=DEFAULT_OPSET):
+    """Write the ONNX model of ``saved_model_dir``; returns ``{"path", "image_size", ...}``.
+
+    Input ``pixels`` float32 [batch, S, S, 3] RGB 0..255 (dynamic batch), output ``embedding``
+    float32 [batch, D], L2-normalised.
+    """
+    tf2onnx, onnx = _import_tf2onnx()
+    image_size = image_size or model_image_size(saved_model_dir)
+    graph_def = frozen_graph_def(saved_model_dir, image_size)
+    input_name = freeze.INPUT_NODE + ":0"
+    output_name = freeze.OUTPUT_NODE + ":0"
+    model_proto, _ = tf2onnx.convert.from_graph_def(
+        graph_def, name="circle_face_embedding", input_names=[input_name],
+        output_names=[output_name], opset=opset,
+        tensors_to_rename={input_name: ONNX_INPUT, output_name: ONNX_OUTPUT})
+    for value in list(model_proto.graph.input) + list(model_proto.graph.output):
+        dim = value.type.tensor_type.shape.dim[0]
+        dim.Clear()
+        dim.dim_param = ONNX_BATCH_DIM
+    model_proto.doc_string = ("circle-face embedding from %s: input %s float32 [batch, %d, %d, 3] "
+                              "RGB 0..255, output %s L2-normalised"
+                              % (os.path.abspath(saved_model_dir), ONNX_INPUT, image_size,
+                                 image_size, ONNX_OUTPUT))
+    onnx.checker.check_model(model_proto)
+    _atomic_bytes(output_path, model_proto.SerializeToString())
+    dim = model_proto.graph.output[0].type.tensor_type.shape.dim[1]
+    return {"path": output_path, "format": "onnx", "image_size": image_size, "opset": opset,
+            "embedding_size": dim.dim_value or None,
+            "bytes": os.path.getsize(output_path)}
+
+
+# ---------------------------------------------------------------------------------------------
+# TFLite.
+# ---------------------------------------------------------------------------------------------
+
+def calibration_pixels(records, image_size, count=DEFAULT_CALIBRATION_IMAGES, seed=0):
+    """``count`` faces of training records (a records directory or glob) as float32 pixels
+    [count, S, S, 3] in 0..255, resized as the serving graph does; drawn with a fixed seed from
+    a shuffle of all the records (fewer if the records hold fewer)."""
+    try:
+        files = input_fns._files(records)
+    except ValueError as e:
+        raise ConvertError("--calibration_records: %s" % e) from None
+    with tf.Graph().as_default() as graph:
+        dataset = tf.data.TFRecordDataset(files).shuffle(10000, seed=seed).take(count)
+        dataset = dataset.map(lambda serialized: preprocessing.resize(preprocessing.decode_image(
+            schema.parse_image_record(serialized)["encoded"]), image_size)).batch(64)
+        batch = tf.data.make_one_shot_iterator(dataset).get_next()
+        arrays = []
+        with tf.Session(graph=graph) as sess:
+            while True:
+                try:
+                    arrays.append(sess.run(batch))
+                except tf.errors.OutOfRangeError:
+                    break
+                except tf.errors.InvalidArgumentError as e:
+                    raise ConvertError("--calibration_records %s are not image records of "
+                                       "make_tfrecords.py (%s)" % (records, _first_line(e.message))
+                                       ) from None
+    if not arrays:
+        raise ConvertError("--calibration_records %s hold no images" % records)
+    return np.concatenate(arrays).astype(np.float32)
+
+
+def convert_tflite(saved_model_dir, output_path, image_size=None, quantize="none",
+                   calibration=None):
+    """Write the TFLite model of ``saved_model_dir``; returns ``{"path", "image_size", ...}``.
+
+    ``quantize``: ``none`` (float32), ``float16`` (float16 weights) or ``int8`` (full-integer:
+    int8 weights and activations with float32 input and output; ``calibration`` is the
+    representative set, float32 pixels [N, S, S, 3], e.g. from :func:`calibration_pixels`).
+    """
+    if quantize not in QUANTIZE_MODES:
+        raise ConvertError("--quantize must be one of %s, got %r"
+                           % (", ".join(QUANTIZE_MODES), quantize))
+    if quantize == "int8" and (calibration is None or not len(calibration)):
+        raise ConvertError("--quantize=int8 needs calibration images (--calibration_records)")
+    lite = _tflite()
+    image_size = image_size or model_image_size(saved_model_dir)
+    graph_def = frozen_graph_def(saved_model_dir, image_size)
+    scratch = tempfile.mkdtemp(prefix="convert_")
+    try:
+        frozen = os.path.join(scratch, "frozen.pb")
+        with open(frozen, "wb") as f:
+            f.write(graph_def.SerializeToString())
+        # tf here is tensorflow.compat.v1: its TFLiteConverter takes explicit input shapes.
+        converter = tf.lite.TFLiteConverter.from_frozen_graph(
+            frozen, [freeze.INPUT_NODE], [freeze.OUTPUT_NODE],
+            input_shapes={freeze.INPUT_NODE: [1, image_size, image_size, 3]})
+        if quantize == "float16":
+            converter.optimizations = [lite.Optimize.DEFAULT]
+            converter.target_spec.supported_types = [tf.float16]
+        elif quantize == "int8":
+            samples = np.asarray(calibration, np.float32)
+
+            def representative_dataset():
+                for sample in samples:
+                    yield [sample[None]]
+
+            converter.optimizations = [lite.Optimize.DEFAULT]
+            converter.representative_dataset = representative_dataset
+            converter.target_spec.supported_ops = [lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.inference_input_type = tf.float32
+            converter.inference_output_type = tf.float32
+        data = converter.convert()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    _atomic_bytes(output_path, data)
+    info = {"path": output_path, "format": "tflite", "quantize": quantize,
+            "image_size": image_size, "bytes": len(data)}
+    if quantize == "int8":
+        info["calibration_images"] = int(len(calibration))
+    return info
+
+
+# ---------------------------------------------------------------------------------------------
+# Runners: float32 pixels [N, S, S, 3] in 0..255 -> embeddings [N, D].
+# ---------------------------------------------------------------------------------------------
+
+class SavedModelRunner(object):
+    """The SavedModel's pixels signature in a TF1 session (the reference)."""
+
+    name = "SavedModel"
+
+    def __init__(self, saved_model_dir, session_config=None):
+        self._graph = tf.Graph()
+        self._session = tf.Session(graph=self._graph, config=session_config)
+        with self._graph.as_default():
+            meta_graph = tf.saved_model.loader.load(
+                self._session, [tf.saved_model.tag_constants.SERVING], saved_model_dir)
+        try:
+            signature = _pixels_signature(meta_graph, saved_model_dir)
+        except ConvertError:
+            self._session.close()
+            raise
+        self._input = signature.inputs[serving.PIXELS_INPUT].name
+        self._output = signature.outputs[serving.OUTPUT].name
+
+    def __call__(self, pixels):
+        return self._session.run(self._output, {self._input: np.asarray(pixels, np.float32)})
+
+    def close(self):
+        self._session.close()
+
+
+class FrozenGraphRunner(object):
+    """A frozen graph of export/freeze.py in a TF1 session."""
+
+    name = "frozen graph"
+
+    def __init__(self, path, session_config=None):
+        graph, self._input, self._output = freeze.load_frozen_graph(path)
+        self._session = tf.Session(graph=graph, config=session_config)
+
+    def __call__(self, pixels):
+        return self._session.run(self._output, {self._input: np.asarray(pixels, np.float32)})
+
+    def close(self):
+        self._session.close()
+
+
+class OnnxRunner(object):
+    """An ONNX model in ONNX Runtime (CPU)."""
+
+    name = "ONNX Runtime"
+
+    def __init__(self, path, threads=None):
+        onnxruntime = _import_onnxruntime()
+        options = onnxruntime.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self._session = onnxruntime.InferenceSession(path, sess_options=options,
+                                                     providers=["CPUExecutionProvider"])
+        self._input = self._session.get_inputs()[0].name
+
+    def __call__(self, pixels):
+        return self._session.run(None, {self._input: np.asarray(pixels, np.float32)})[0]
+
+    def close(self):
+        self._session = None
+
+
+class TFLiteRunner(object):
+    """A TFLite model of :func:`convert_tflite`: one image per invocation (fixed batch 1)."""
+
+    name = "TFLite"
+
+    def __init__(self, path, threads=None):
+        self._interpreter = _tflite().Interpreter(model_path=path, num_threads=threads)
+        self._interpreter.allocate_tensors()
+        self._input = self._interpreter.get_input_details()[0]
+        self._output = self._interpreter.get_output_details()[0]
+
+    def __call__(self, pixels):
+        pixels = np.asarray(pixels, np.float32)
+        outputs = []
+        for image in pixels:
+            self._interpreter.set_tensor(self._input["index"], image[None])
+            self._interpreter.invoke()
+            outputs.append(self._interpreter.get_tensor(self._output["index"])[0].copy())
+        return np.stack(outputs) if outputs else np.zeros((0, 0), np.float32)
+
+    def close(self):
+        self._interpreter = None
+
+
+def runner_for(path, threads=None):
+    """The runner of a converted file, by its extension (.onnx, .tflite, .pb)."""
+    if not os.path.isfile(path):
+        raise ConvertError("%s does not exist" % path)
+    extension = os.path.splitext(path)[1].lower()
+    if extension == ".onnx":
+        return OnnxRunner(path, threads)
+    if extension == ".tflite":
+        return TFLiteRunner(path, threads)
+    if extension == ".pb":
+        return FrozenGraphRunner(path)
+    raise ConvertError("cannot run %s: expected a .onnx, .tflite or .pb file" % path)
+
+
+def embed_in_batches(runner, pixels, batch_size=PARITY_BATCH):
+    return np.concatenate([runner(pixels[i:i + batch_size])
+                           for i in range(0, len(pixels), batch_size)])
+
+
+# ---------------------------------------------------------------------------------------------
+# Parity and accuracy.
+# ---------------------------------------------------------------------------------------------
+
+def parity(reference, other):
+    """``{"max_abs_diff", "cosine_mean", "cosine_min"}`` of two embedding arrays [N, D]."""
+    reference = np.asarray(reference, np.float64)
+    other = np.asarray(other, np.float64)
+    if reference.shape != other.shape:
+        raise ConvertError("embeddings of shape %s and %s cannot be compared"
+                           % (reference.shape, other.shape))
+    cosine = np.sum(verification.l2_normalize(reference) * verification.l2_normalize(other),
+                    axis=1)
+    return {"max_abs_diff": float(np.max(np.abs(reference - other))),
+            "cosine_mean": float(np.mean(cosine)), "cosine_min": float(np.min(cosine))}
+
+
+def pair_pixels(records, image_size):
+    """Pixels of every pair of pair records, in pair order, resized to S x S as in serving.
+
+    Returns ``(images1, images2, issame, folds)``: float32 [P, S, S, 3] twice, bool [P], int [P].
+    """
+    try:
+        files = input_fns._files(records)
+    except ValueError as e:
+        raise ConvertError("--check_records: %s" % e) from None
+
+    def parse(serialized):
+        record = schema.parse_pair_record(serialized)
+        return (record["index"],
+                preprocessing.resize(preprocessing.decode_image(record["image1"]["encoded"]),
+                                     image_size),
+                preprocessing.resize(preprocessing.decode_image(record["image2"]["encoded"]),
+                                     image_size),
+                record["issame"], record["fold"])
+
+    with tf.Graph().as_default() as graph:
+        dataset = tf.data.TFRecordDataset(files).map(parse).batch(64)
+        batch = tf.data.make_one_shot_iterator(dataset).get_next()
+        parts = []
+        with tf.Session(graph=graph) as sess:
+            while True:
+                try:
+                    parts.append(sess.run(batch))
+                except tf.errors.OutOfRangeError:
+                    break
+                except tf.errors.InvalidArgumentError as e:
+                    raise ConvertError("--check_records %s are not pair records of "
+                                       "make_tfrecords.py --pairs (%s)"
+                                       % (records, _first_line(e.message))) from None
+    if not parts:
+        raise ConvertError("--check_records %s hold no pairs" % records)
+    index, images1, images2, issame, folds = (np.concatenate(column) for column in zip(*parts))
+    order = np.argsort(index, kind="stable")
+    return (images1[order].astype(np.float32), images2[order].astype(np.float32),
+            issame[order].astype(bool), folds[order])
+
+
+def flip_tta(runner, pixels, batch_size=PARITY_BATCH):
+    """Embeddings with flip test-time augmentation, as the evaluation: e(x) + e(mirror x),
+    L2-normalised. Also returns the plain embeddings ``e(x)``."""
+    plain = embed_in_batches(runner, pixels, batch_size)
+    mirrored = embed_in_batches(runner, pixels[:, :, ::-1], batch_size)
+    return verification.l2_normalize(plain + mirrored), plain
+
+
+def check_formats(saved_model_dir, files, records, image_size=None, n_folds=None,
+                  threads=None, progress=None):
+    """Parity and verification accuracy of each converted file against the SavedModel.
+
+    Every model embeds the same S x S pixels of every pair of ``records``. Returns one dict per
+    format, the SavedModel first: ``name, path, accuracy, accuracy_std, auc`` and, for the
+    files, ``max_abs_diff, cosine_mean, cosine_min`` (plain embeddings against the SavedModel's)
+    and ``max_abs_diff_batch`` (ONNX: the same at batch 32; the other rows run at batch 1 or
+    are the reference).
+    """
+    image_size = image_size or model_image_size(saved_model_dir)
+    images1, images2, issame, folds = pair_pixels(records, image_size)
+    pixels = np.concatenate([images1, images2])
+    num_pairs = len(issame)
+    n_folds = n_folds or len(np.unique(folds))
+    if n_folds < 2:
+        n_folds = 10 if num_pairs >= 10 else 2
+
+    def evaluate(tta):
+        metrics = verification.evaluate(tta[:num_pairs], tta[num_pairs:], issame,
+                                         n_folds=n_folds)
+        return {"accuracy": metrics["accuracy"], "accuracy_std": metrics["accuracy_std"],
+                "auc": metrics["auc"], "threshold": metrics["threshold"]}
+
+    rows = []
+    reference = SavedModelRunner(saved_model_dir)
+    try:
+        start = time.perf_counter()
+        reference_tta, reference_plain = flip_tta(reference, pixels)
+        row = {"name": "SavedModel", "path": saved_model_dir, "images": len(pixels),
+               "pairs": num_pairs, "seconds": time.perf_counter() - start}
+        row.update(evaluate(reference_tta))
+        rows.append(row)
+        reference_single = embed_in_batches(reference, pixels[:PARITY_BATCH], 1)
+    finally:
+        reference.close()
+    if progress:
+        progress(rows[-1])
+    for path in files:
+        runner = runner_for(path, threads)
+        try:
+            start = time.perf_counter()
+            batch = PARITY_BATCH if isinstance(runner, OnnxRunner) else 1
+            tta, plain = flip_tta(runner, pixels, batch)
+            row = {"name": os.path.basename(path), "path": path, "runner": runner.name,
+                   "seconds": time.perf_counter() - start}
+            row.update(evaluate(tta))
+            row.update(parity(reference_plain, plain))
+            if isinstance(runner, OnnxRunner):
+                row["max_abs_diff_batch"] = row["max_abs_diff"]
+                single = embed_in_batches(runner, pixels[:PARITY_BATCH], 1)
+                row["max_abs_diff_batch1"] = parity(reference_single, single)["max_abs_diff"]
+        finally:
+            runner.close()
+        rows.append(row)
+        if progress:
+            progress(row)
+    return rows
+
+
+def format_rows(rows):
+    """The Markdown table of :func:`check_formats`."""
+    lines = ["| format | accuracy ± std | AUC | max abs diff | cosine mean | cosine min |",
+             "|---|---|---|---|---|---|"]
+    for row in rows:
+        if "max_abs_diff" in row:
+            diff = "%.2e" % row["max_abs_diff"]
+            if "max_abs_diff_batch1" in row:
+                diff = "%.2e (batch 1: %.2e)" % (row["max_abs_diff"],
+                                                 row["max_abs_diff_batch1"])
+            cosines = "%.6f | %.6f" % (row["cosine_mean"], row["cosine_min"])
+        else:
+            diff, cosines = "reference", "— | —"
+        lines.append("| %s | %.4f ± %.4f | %.4f | %s | %s |" % (
+            row["name"], row["accuracy"], row["accuracy_std"], row["auc"], diff, cosines))
+    return "\n".join(lines)
+
+
+def _first_line(text):
+    lines = str(text).strip().splitlines()
+    return lines[0] if lines else "unknown error"
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line.
+# ---------------------------------------------------------------------------------------------
+
+def define_flags(flag_values=flags.FLAGS):
+    """Define the command-line flags (once; safe to call again)."""
+    if "onnx" in flag_values:
+        return
+    flags.DEFINE_string("model", None, "SavedModel directory, or an exporter's base directory "
+                        "holding timestamped SavedModels (the newest is used).",
+                        flag_values=flag_values)
+    flags.DEFINE_string("onnx", None, "Write the ONNX model here (dynamic batch).",
+                        flag_values=flag_values)
+    flags.DEFINE_string("tflite", None, "Write the TFLite model here (batch 1).",
+                        flag_values=flag_values)
+    flags.DEFINE_enum("quantize", "none", QUANTIZE_MODES, "TFLite quantisation: none (float32), "
+                      "float16 (weights), int8 (full integer, needs --calibration_records).",
+                      flag_values=flag_values)
+    flags.DEFINE_string("calibration_records", None, "Training records (make_tfrecords.py) the "
+                        "int8 calibration faces are drawn from.", flag_values=flag_values)
+    flags.DEFINE_integer("num_calibration_images", DEFAULT_CALIBRATION_IMAGES, "Faces in the "
+                         "int8 representative set.", lower_bound=1, flag_values=flag_values)
+    flags.DEFINE_integer("image_size", None, "Input size S (default: read from the model's "
+                         "graph).", lower_bound=1, flag_values=flag_values)
+    flags.DEFINE_integer("opset", DEFAULT_OPSET, "ONNX opset.", lower_bound=9,
+                         flag_values=flag_values)
+    flags.DEFINE_string("check_records", None, "Pair records (make_tfrecords.py --pairs): "
+                        "print parity and verification accuracy of the SavedModel and of every "
+                        "written or --check_files model on their faces.",
+                        flag_values=flag_values)
+    flags.DEFINE_list("check_files", [], "Converted models (.onnx, .tflite, .pb) to check with "
+                      "--check_records besides those written now.", flag_values=flag_values)
+    flags.DEFINE_integer("threads", None, "Threads of ONNX Runtime and TFLite in the checks "
+                         "(default: theirs).", lower_bound=1, flag_values=flag_values)
+
+
+def _check_usage(fv):
+    if not fv.model:
+        raise ConvertError("--model is required")
+    if not (fv.onnx or fv.tflite or fv.check_records):
+        raise ConvertError("nothing to do: give --onnx, --tflite and/or --check_records")
+    if fv.quantize != "none" and not fv.tflite:
+        raise ConvertError("--quantize applies to --tflite")
+    if fv.quantize == "int8" and not fv.calibration_records:
+        raise ConvertError("--quantize=int8 needs --calibration_records (training records the "
+                           "representative faces are drawn from)")
+    if fv.calibration_records and fv.quantize != "int8":
+        raise ConvertError("--calibration_records applies to --quantize=int8")
+    if fv.check_files and not fv.check_records:
+        raise ConvertError("--check_files needs --check_records")
+
+
+def main(argv, flag_values=flags.FLAGS):
+    """CLI body for ``absl.app.run``: 0 on success, 1 with a one-line message on bad input."""
+    if len(argv) > 1:
+        print("convert: error: unexpected arguments: %s" % " ".join(argv[1:]), file=sys.stderr)
+        return 1
+    fv = flag_values
+    try:
+        _check_usage(fv)
+        saved_model_dir = resolve_model(fv.model)
+        print("model: %s" % saved_model_dir, file=sys.stderr)
+        image_size = fv.image_size or model_image_size(saved_model_dir)
+        written = []
+        if fv.onnx:
+            info = convert_onnx(saved_model_dir, fv.onnx, image_size, opset=fv.opset)
+            print("ONNX: %s (input %s [batch, %d, %d, 3] float32 RGB 0..255, opset %d, %.1f MB)"
+                  % (info["path"], ONNX_INPUT, image_size, image_size, info["opset"],
+                     info["bytes"] / 1e6))
+            written.append(fv.onnx)
+        if fv.tflite:
+            calibration = None
+            if fv.quantize == "int8":
+                calibration = calibration_pixels(fv.calibration_records, image_size,
+                                                 fv.num_calibration_images)
+            info = convert_tflite(saved_model_dir, fv.tflite, image_size, fv.quantize,
+                                  calibration)
+            print("TFLite: %s (input [1, %d, %d, 3] float32 RGB 0..255, quantize %s%s, %.1f MB)"
+                  % (info["path"], image_size, image_size, fv.quantize,
+                     ", %d calibration faces" % info["calibration_images"]
+                     if "calibration_images" in info else "", info["bytes"] / 1e6))
+            written.append(fv.tflite)
+        if fv.check_records:
+            files = written + [path for path in fv.check_files if path not in written]
+            rows = check_formats(saved_model_dir, files, fv.check_records, image_size,
+                                 threads=fv.threads)
+            print("%d pairs, flip TTA, %dx%d pixels for every format" % (
+                rows[0]["pairs"], image_size, image_size))
+            print(format_rows(rows))
+    except ConvertError as e:
+        print("convert: error: %s" % e, file=sys.stderr)
+        return 1
+    return 0
+
+
+def run():
+    """Console entry point (``circle-convert``, ``python -m export.convert``)."""
+    tf.get_logger().setLevel("ERROR")
+    define_flags()
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
