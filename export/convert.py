@@ -43,7 +43,7 @@ import tensorflow.compat.v1 as tf
 from absl import app, flags
 
 from data_tools import input_fns, preprocessing, schema
-from export import embed, freeze, serving, verification
+from export import embedder, freeze, serving, verification
 
 QUANTIZE_MODES = ("none", "float16", "int8")
 ONNX_INPUT = "pixels"
@@ -122,8 +122,8 @@ def tflite_available():
 def resolve_model(path):
     """The SavedModel directory of ``path`` (itself or an exporter base's newest export)."""
     try:
-        return embed.find_saved_model(path)
-    except embed.EmbedError as e:
+        return embedder.find_saved_model(path)
+    except embedder.EmbedError as e:
         raise ConvertError(str(e)) from None
 
 
