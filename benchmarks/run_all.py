@@ -17,6 +17,7 @@ from benchmarks import (
     conversion,
     evaluation,
     head_cost,
+    identification,
     input_pipeline,
     precision_curve,
     train_step,
@@ -29,6 +30,7 @@ BENCHMARKS = collections.OrderedDict([
     ("precision_curve", precision_curve.run),
     ("head_cost", head_cost.run),
     ("evaluation", evaluation.run),
+    ("identification", identification.run),
 ])
 
 

@@ -29,6 +29,8 @@ EXPECTED_KEYS = {
     "head_cost": ["circle_1000_ms_per_step", "softmax_1000_ms_per_step",
                   "circle_over_softmax_1000", "circle_10000_ms_per_step",
                   "softmax_10000_ms_per_step", "circle_over_softmax_10000"],
+    "identification": ["probes_per_s_2k", "probes_per_s_10k", "gallery_normalise_s_10k",
+                       "peak_rss_mb"],
     "evaluation": ["embed_seconds_measured", "embed_images_per_s",
                    "embed_seconds_6000_pairs_extrapolated", "evaluate_seconds"],
     # Without bfloat16 kernels (TF 1.15) the benchmark prints a "skipped" figure only.

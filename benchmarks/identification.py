@@ -1,0 +1,66 @@
+"""1:N identification throughput: probes per second against 100k and 1M gallery entries.
+
+``export.retrieval.identification_metrics`` on random 512-d float32 embeddings (one gallery
+entry per identity, half of the probes mated): the whole call, i.e. the gallery's L2
+normalisation (once per call) plus the chunked probe x gallery products, ranks and thresholds.
+``gallery_normalise_s`` is that one-off part alone, so ``probes_per_s`` at another probe count
+can be estimated. ``peak_rss_mb`` is the process's peak resident memory afterwards: the gallery
+itself (2 GB at 1M) plus its normalised copy plus one chunk of scores.
+"""
+
+import argparse
+import resource
+import time
+
+import numpy as np
+
+from benchmarks import common
+from export import retrieval
+
+DIM = 512
+SIZES = ((100000, 2000), (1000000, 200))  # (gallery entries, probes)
+QUICK_SIZES = ((2000, 100), (10000, 50))
+
+
+def _peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # kB on Linux
+
+
+def run(quick=False, workdir=None, sizes=None):
+    """Measure and print; returns the JSON dict (``workdir`` is unused: no files)."""
+    del workdir
+    sizes = sizes or (QUICK_SIZES if quick else SIZES)
+    figures = {"dim": DIM, "chunk_mb": retrieval.CHUNK_BYTES >> 20}
+    rng = np.random.default_rng(0)
+    for entries, num_probes in sizes:
+        gallery = rng.standard_normal((entries, DIM), dtype=np.float32)
+        labels = np.arange(entries)
+        mated = num_probes // 2
+        probes = np.concatenate([
+            gallery[:mated] + 0.5 * rng.standard_normal((mated, DIM), dtype=np.float32),
+            rng.standard_normal((num_probes - mated, DIM), dtype=np.float32)])
+        probe_labels = np.concatenate([labels[:mated], entries + np.arange(num_probes - mated)])
+        start = time.perf_counter()
+        retrieval.l2_normalize(gallery)
+        normalise = time.perf_counter() - start
+        start = time.perf_counter()
+        result = retrieval.identification_metrics(gallery, labels, probes, probe_labels)
+        seconds = time.perf_counter() - start
+        name = "%dk" % (entries // 1000)
+        figures["probes_%s" % name] = num_probes
+        figures["probes_per_s_%s" % name] = common.rounded(num_probes / seconds, 1)
+        figures["seconds_%s" % name] = common.rounded(seconds, 2)
+        figures["gallery_normalise_s_%s" % name] = common.rounded(normalise, 2)
+        figures["rank1_%s" % name] = result["rank1"]
+        del gallery, probes
+    figures["peak_rss_mb"] = common.rounded(_peak_rss_mb(), 0)
+    return common.emit("identification", figures)
+
+
+def main(argv=None):
+    args = common.add_common_args(argparse.ArgumentParser(description=__doc__)).parse_args(argv)
+    run(quick=args.quick, workdir=args.workdir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+"""1:N identification and retrieval metrics of a model on image records of held-out identities.
+
+    python -m export.identification --model=runs/lfw/export/best \\
+        --records=lfw_output/fold10/records/identities --report_dir=out/ident
+
+The protocol (README "Identification, IJB and a face gallery"): every identity with two or more
+images puts its first image (by file name) in the gallery and the others in the probes (mated
+probes); every image of an identity with a single image is a non-mated probe. Reported, from
+:mod:`export.retrieval`: ``rank1``, ``rank5`` (closed set, mated probes), ``tpir@fpir=0.01``,
+``tpir@fpir=0.1`` (open set) with their thresholds, and Recall@K / R-precision / MAP@R of the
+whole set (leave one out). Embeddings use flip test-time augmentation (``--flip``) and the
+records' own pixels, so faces are cropped exactly as for training.
+
+The report (``report.json``) keeps the thresholds (cosine), so ``python -m export.gallery
+search --report=...`` can answer "unknown" at the same operating point.
+"""
+
+import datetime
+import json
+import math
+import os
+import sys
+
+import numpy as np
+from absl import app, flags
+
+from data_tools import schema
+from data_tools.manifest import atomic_write
+from export import retrieval
+
+REPORT_JSON = "report.json"
+
+
+class IdentificationError(ValueError):
+    """Bad input (one line for the CLI)."""
+
+
+def read_image_records(files):
+    """``(encoded, identities, filenames)`` lists of every image record in ``files`` (in order).
+
+    Parsed with the protobuf classes alone (no graph); TensorFlow is imported here.
+    """
+    import tensorflow.compat.v1 as tf  # noqa: PLC0415
+
+    encoded, identities, filenames = [], [], []
+    for path in files:
+        for serialized in tf.io.tf_record_iterator(path):
+            example = tf.train.Example.FromString(serialized)
+            feature = example.features.feature
+            if schema.ENCODED not in feature or schema.IDENTITY not in feature:
+                raise IdentificationError("%s holds records that are not image records "
+                                          "(pair records?)" % path)
+            encoded.append(feature[schema.ENCODED].bytes_list.value[0])
+            identities.append(feature[schema.IDENTITY].bytes_list.value[0].decode("utf-8"))
+            filenames.append(feature[schema.FILENAME].bytes_list.value[0].decode("utf-8"))
+    return encoded, identities, filenames
+
+
+def record_files(records):
+    """The shard files of a records directory (its manifest's list) or of a glob pattern."""
+    import tensorflow.compat.v1 as tf  # noqa: PLC0415
+
+    from data_tools import input_fns  # noqa: PLC0415
+
+    try:
+        pattern = input_fns.records_file_pattern(records)
+    except ValueError as e:  # a damaged manifest
+        raise IdentificationError(str(e)) from None
+    files = list(pattern) if isinstance(pattern, (list, tuple)) else sorted(
+        tf.io.gfile.glob(pattern))
+    if not files:
+        raise IdentificationError("no TFRecord files in %s" % records)
+    return files
+
+
+def gallery_probe_split(identities, filenames):
+    """``(gallery_rows, probe_rows)``: the first image (by file name) of every identity with two
+    or more images goes to the gallery, every other image to the probes."""
+    by_identity = {}
+    for row, (identity, filename) in enumerate(zip(identities, filenames)):
+        by_identity.setdefault(identity, []).append((filename, row))
+    gallery, probes = [], []
+    for identity in sorted(by_identity):
+        rows = [row for _, row in sorted(by_identity[identity])]
+        if len(rows) >= 2:
+            gallery.append(rows[0])
+            probes.extend(rows[1:])
+        else:
+            probes.extend(rows)
+    return np.array(gallery, np.int64), np.array(sorted(probes), np.int64)
+
+
+def evaluate(embeddings, identities, filenames, ranks=(1, 5), fpirs=(0.01, 0.1),
+             ks=(1, 5, 10)):
+    """The protocol's figures for embeddings [N, D] of images with these identities/file names."""
+    labels = np.array(identities)
+    gallery, probes = gallery_probe_split(identities, filenames)
+    if not gallery.size:
+        raise IdentificationError("no identity has two images: there is no gallery")
+    metrics = retrieval.identification_metrics(
+        embeddings[gallery], labels[gallery], embeddings[probes], labels[probes], ranks=ranks,
+        fpirs=fpirs)
+    metrics.update(retrieval.retrieval_metrics(embeddings, labels, ks=ks))
+    metrics["num_images"] = int(len(identities))
+    metrics["num_identities"] = int(np.unique(labels).size)
+    return metrics
+
+
+def write_report(metrics, output_dir, extra=None):
+    """``report.json`` (atomic) in ``output_dir``; returns its path. Non-finite values -> null."""
+    os.makedirs(output_dir, exist_ok=True)
+    data = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+            for k, v in metrics.items()}
+    data["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    if extra:
+        data["extra"] = extra
+    path = os.path.join(output_dir, REPORT_JSON)
+    text = json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+    return path
+
+
+def format_metrics(metrics):
+    lines = ["gallery: %d identities; probes: %d mated, %d non-mated" % (
+        metrics["num_gallery_identities"], metrics["num_mated_probes"],
+        metrics["num_nonmated_probes"])]
+    names = [k for k in sorted(metrics) if k.startswith("rank") or k.startswith("tpir@")]
+    names += ["recall@1", "recall@5", "recall@10", "r_precision", "map@r"]
+    for name in names:
+        if name in metrics:
+            lines.append("%-16s %.4f" % (name, metrics[name]))
+    return "\n".join(lines)
+
+
+def define_flags(flag_values=flags.FLAGS):
+    if "records" in flag_values:
+        return
+    flags.DEFINE_string("model", None, "SavedModel directory or an exporter's base directory.",
+                        flag_values=flag_values)
+    flags.DEFINE_string("records", None, "Image records (make_tfrecords.py output) of the "
+                        "held-out identities.", flag_values=flag_values)
+    flags.DEFINE_string("report_dir", None, "report.json goes here.", flag_values=flag_values)
+    flags.DEFINE_bool("flip", True, "Flip test-time augmentation.", flag_values=flag_values)
+    flags.DEFINE_list("fpirs", ["0.01", "0.1"], "Target FPIRs of the open-set TPIR.",
+                      flag_values=flag_values)
+    flags.DEFINE_integer("batch_size", 64, "Images per SavedModel call.", lower_bound=1,
+                         flag_values=flag_values)
+
+
+def main(argv, flag_values=flags.FLAGS):
+    if len(argv) > 1:
+        raise app.UsageError("unexpected arguments: %s" % " ".join(argv[1:]))
+    fv = flag_values
+    for name in ("model", "records"):
+        if not fv[name].value:
+            raise app.UsageError("--%s is required" % name)
+    try:
+        fpirs = [float(f) for f in fv.fpirs]
+    except ValueError:
+        raise app.UsageError("--fpirs takes numbers, got %s" % ",".join(fv.fpirs)) from None
+    from export import embed  # noqa: PLC0415
+
+    try:
+        files = record_files(fv.records)
+        encoded, identities, filenames = read_image_records(files)
+        if not encoded:
+            raise IdentificationError("no image records in %s" % fv.records)
+        with embed.load_saved_model(fv.model) as embedder:
+            embeddings = embedder.embed_bytes(encoded, batch_size=fv.batch_size, flip=fv.flip,
+                                              names=filenames, progress=True)
+            model_dir = embedder.saved_model_dir
+        metrics = evaluate(embeddings, identities, filenames, fpirs=fpirs)
+    except (IdentificationError, embed.EmbedError, ValueError) as e:
+        print("error: %s" % e, file=sys.stderr)
+        return 1
+    print(format_metrics(metrics))
+    if fv.report_dir:
+        extra = {"model": os.path.abspath(model_dir), "records": os.path.abspath(fv.records),
+                 "flip": bool(fv.flip)}
+        print("report: %s" % write_report(metrics, fv.report_dir, extra))
+    return 0
+
+
+def run():
+    define_flags()
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

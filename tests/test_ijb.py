@@ -1,0 +1,313 @@
+"""export/ijb.py: meta readers, insightface's template pooling, TAR@FAR both ways, the CLI.
+
+The references are loops written from insightface's ``eval_ijbc.py`` (``image2template_feature``,
+``verification``) and from the definitions of scikit-learn's ``roc_curve`` and of TAR@FAR; the
+CLI runs on synthetic meta files over generated faces placed in loose crops by random
+similarity transforms.
+"""
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+from absl import flags
+from PIL import Image
+
+from data_tools import align, synthetic
+from export import ijb
+from tests import tiny_model
+
+# ---------------------------------------------------------------------------------------------
+# References.
+
+
+def insightface_template_features(img_feats, templates, medias):
+    """insightface eval_ijbc.py image2template_feature, loop for loop."""
+    unique_templates = np.unique(templates)
+    template_feats = np.zeros((len(unique_templates), img_feats.shape[1]))
+    for count_template, uqt in enumerate(unique_templates):
+        (ind_t,) = np.where(templates == uqt)
+        face_norm_feats = img_feats[ind_t]
+        face_medias = medias[ind_t]
+        unique_medias, unique_media_counts = np.unique(face_medias, return_counts=True)
+        media_norm_feats = []
+        for u, ct in zip(unique_medias, unique_media_counts):
+            (ind_m,) = np.where(face_medias == u)
+            if ct == 1:
+                media_norm_feats += [face_norm_feats[ind_m]]
+            else:
+                media_norm_feats += [np.mean(face_norm_feats[ind_m], axis=0, keepdims=True)]
+        media_norm_feats = np.array(media_norm_feats)
+        template_feats[count_template] = np.sum(media_norm_feats, axis=0)
+    norms = np.sqrt(np.sum(template_feats ** 2, axis=1, keepdims=True))
+    return unique_templates, template_feats / np.where(norms == 0, 1, norms)
+
+
+def brute_roc(labels, scores, drop_intermediate=True):
+    thresholds = sorted(set(scores), reverse=True)
+    pos = sum(labels)
+    neg = len(labels) - pos
+    points = [(0, 0, math.inf)]
+    for t in thresholds:
+        tp = sum(1 for s, y in zip(scores, labels) if y and s >= t)
+        fp = sum(1 for s, y in zip(scores, labels) if not y and s >= t)
+        points.append((fp, tp, t))
+    if drop_intermediate:
+        body = points[1:]
+        kept = [body[0]]
+        for i in range(1, len(body) - 1):
+            a, b, c = body[i - 1], body[i], body[i + 1]
+            collinear = (c[0] - 2 * b[0] + a[0] == 0) and (c[1] - 2 * b[1] + a[1] == 0)
+            if not collinear:
+                kept.append(b)
+        if len(body) > 1:
+            kept.append(body[-1])
+        points = [points[0]] + kept
+    return ([p[0] / float(neg) for p in points], [p[1] / float(pos) for p in points],
+            [p[2] for p in points])
+
+
+def brute_tar_at_far(labels, scores, fars):
+    pos = sum(labels)
+    neg = len(labels) - pos
+    out = {}
+    fpr, tpr, _ = brute_roc(labels, scores)
+    for far in fars:
+        best = 0.0
+        for t in [math.inf] + sorted(set(scores)):
+            fa = sum(1 for s, y in zip(scores, labels) if not y and s >= t) / float(neg)
+            if fa <= far:
+                best = max(best, sum(1 for s, y in zip(scores, labels) if y and s >= t)
+                           / float(pos))
+        out["tar@far=%g" % far] = best
+        _, nearest = min(zip([abs(f - far) for f in fpr], range(len(fpr))))
+        out["tar_nearest@far=%g" % far] = tpr[nearest]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Library functions.
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_template_pooling_equals_insightface(seed):
+    rng = np.random.RandomState(seed)
+    n = rng.randint(1, 80)
+    feats = rng.randn(n, 7)
+    templates = rng.randint(0, 12, n) * 3 + 5
+    medias = rng.randint(0, 6, n) + 100
+    expected_ids, expected = insightface_template_features(feats, templates, medias)
+    ids, got = ijb.template_features(feats, templates, medias)
+    np.testing.assert_array_equal(ids, expected_ids)
+    np.testing.assert_allclose(got, expected, atol=1e-12)
+
+
+def test_media_shared_by_two_templates_is_pooled_per_template():
+    feats = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0]])
+    ids, got = ijb.template_features(feats, np.array([1, 1, 2, 2]), np.array([7, 7, 7, 8]))
+    np.testing.assert_allclose(got, insightface_template_features(
+        feats, np.array([1, 1, 2, 2]), np.array([7, 7, 7, 8]))[1])
+    assert ids.tolist() == [1, 2]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_roc_and_tar_at_far_equal_brute_force(seed):
+    rng = np.random.RandomState(seed)
+    n = rng.randint(4, 120)
+    labels = rng.rand(n) < rng.uniform(0.2, 0.8)
+    labels[:2] = [True, False]
+    # Rounded scores: many ties, including across mated and non-mated pairs.
+    scores = np.round(rng.randn(n) + labels * rng.uniform(0, 2), rng.choice([1, 2, 6]))
+    for drop in (True, False):
+        fpr, tpr, thr = ijb.roc_curve(labels, scores, drop_intermediate=drop)
+        bfpr, btpr, bthr = brute_roc(labels.tolist(), scores.tolist(), drop)
+        np.testing.assert_allclose(fpr, bfpr)
+        np.testing.assert_allclose(tpr, btpr)
+        np.testing.assert_array_equal(thr, bthr)
+    fars = (1e-6, 1e-3, 0.01, 0.05, 0.1, 0.3, 1.0)
+    got = ijb.tar_at_far(labels, scores, fars)
+    for key, value in brute_tar_at_far(labels.tolist(), scores.tolist(), fars).items():
+        assert got[key] == pytest.approx(value, abs=1e-12), key
+
+
+def test_tar_at_far_below_one_over_the_negatives_is_tar_at_far_zero():
+    labels = np.array([1, 1, 1, 0, 0], bool)
+    scores = np.array([0.9, 0.5, 0.1, 0.6, 0.2])
+    got = ijb.tar_at_far(labels, scores, fars=(1e-6, 0.5))
+    assert got["tar@far=1e-06"] == pytest.approx(1 / 3.0)  # only 0.9 beats every impostor
+    assert got["far@far=1e-06"] == 0.0
+    assert got["threshold@far=1e-06"] == pytest.approx(0.9)
+    assert got["tar@far=0.5"] == pytest.approx(2 / 3.0)
+    assert got["num_mated"] == 3 and got["num_nonmated"] == 2
+
+
+@pytest.mark.parametrize("labels", [[1, 1, 1], [0, 0]])
+def test_tar_at_far_needs_both_kinds_of_pairs(labels):
+    with pytest.raises(ijb.IJBError, match="mated and non-mated"):
+        ijb.tar_at_far(np.array(labels, bool), np.zeros(len(labels)))
+
+
+def test_pair_with_unknown_template_is_an_error():
+    with pytest.raises(ijb.IJBError, match="template 9"):
+        ijb.pair_scores(np.array([1, 2]), np.eye(2), np.array([1, 9]), np.array([2, 2]))
+
+
+@pytest.mark.parametrize("kind, text, message", [
+    ("face_tid_mid", "a.jpg 1\n", "line 1: expected 3 fields"),
+    ("face_tid_mid", "a.jpg 1 2\nb.jpg x 3\n", "line 2: expected integers"),
+    ("template_pair_label", "1 2 3\n", "0 or 1"),
+    ("name_5pts_score", "a.jpg " + "1 " * 10 + "\n", "expected 12 fields"),
+    ("name_5pts_score", "a.jpg " + "1 " * 10 + "nan\n", "non-finite"),
+    ("name_5pts_score", ("a.jpg " + "1 " * 11 + "\n") * 2, "listed twice"),
+    ("face_tid_mid", "\n\n", "holds no"),
+])
+def test_malformed_meta_files(tmp_path, kind, text, message):
+    path = tmp_path / ("ijbc_%s.txt" % kind)
+    path.write_text(text)
+    reader = {"face_tid_mid": ijb.read_template_media,
+              "template_pair_label": ijb.read_template_pairs,
+              "name_5pts_score": ijb.read_landmarks}[kind]
+    with pytest.raises(ijb.IJBError, match=message):
+        reader(str(path))
+
+
+def test_meta_paths_finds_the_prefix(tmp_path):
+    for kind in ijb.META_FILES:
+        (tmp_path / ("ijbb_%s.txt" % kind)).write_text("x")
+    assert ijb.meta_paths(str(tmp_path))[0] == "ijbb"
+    with pytest.raises(ijb.IJBError, match="ijbc_face_tid_mid.txt"):
+        ijb.meta_paths(str(tmp_path), "ijbc")
+
+
+# ---------------------------------------------------------------------------------------------
+# The CLI on a synthetic IJB-style set.
+
+IDENTITIES = 5
+PER_IDENTITY = 4
+ALIGN = tiny_model.SIZE
+
+
+def make_ijb_set(root, seed=0):
+    """Loose crops of generated faces, the three meta files; returns the truth for checks."""
+    rng = np.random.RandomState(seed)
+    image_dir = os.path.join(root, "loose_crop")
+    meta_dir = os.path.join(root, "meta")
+    os.makedirs(image_dir)
+    os.makedirs(meta_dir)
+    faces, landmarks, scores = [], {}, {}
+    lines_tid, lines_pts = [], []
+    template_identity = {}
+    for identity in range(IDENTITIES):
+        for image_index in range(PER_IDENTITY):
+            face, _ = synthetic.render_image(seed, "verification", identity, image_index, 112)
+            angle, scale = rng.uniform(-0.4, 0.4), rng.uniform(0.8, 1.3)
+            matrix = scale * np.array([[math.cos(angle), -math.sin(angle)],
+                                       [math.sin(angle), math.cos(angle)]])
+            matrix = np.hstack([matrix, (rng.uniform(60, 100, 2) - matrix @ [56, 72])[:, None]])
+            # The aligned face placed in a 160x160 loose crop: matrix maps face -> crop.
+            loose = align.warp_affine(np.asarray(face.convert("RGB")), matrix, (160, 160))
+            name = "%d.png" % len(faces)
+            Image.fromarray(np.clip(np.round(loose), 0, 255).astype(np.uint8)).save(
+                os.path.join(image_dir, name))
+            points = align.transform_points(matrix, align.TEMPLATE_112)
+            score = float(rng.uniform(0.5, 1.0))
+            template = 1 + identity * 2 + image_index // 2
+            media = 1000 + identity * 10 + (0 if image_index < 2 else image_index)
+            template_identity[template] = identity
+            faces.append((name, template, media))
+            landmarks[name] = points
+            scores[name] = score
+            lines_tid.append("%s %d %d" % (name, template, media))
+            lines_pts.append(" ".join([name] + ["%.4f" % v for v in points.reshape(-1)]
+                                      + ["%.6f" % score]))
+    pairs = []
+    ids = sorted(template_identity)
+    for i, t1 in enumerate(ids):
+        for t2 in ids[i + 1:]:
+            pairs.append((t1, t2, int(template_identity[t1] == template_identity[t2])))
+    with open(os.path.join(meta_dir, "ijbc_face_tid_mid.txt"), "w") as f:
+        f.write("\n".join(lines_tid) + "\n")
+    with open(os.path.join(meta_dir, "ijbc_name_5pts_score.txt"), "w") as f:
+        f.write("\n".join(lines_pts) + "\n")
+    with open(os.path.join(meta_dir, "ijbc_template_pair_label.txt"), "w") as f:
+        f.write("\n".join("%d %d %d" % p for p in pairs) + "\n")
+    return image_dir, meta_dir, faces, pairs
+
+
+@pytest.fixture(scope="module")
+def ijb_set(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("ijb"))
+    weights = tiny_model.projection(3)
+    model = tiny_model.build_saved_model(os.path.join(root, "model"), weights)
+    return (model, tiny_model.Reference(weights)) + make_ijb_set(root)
+
+
+def run_cli(args):
+    fv = flags.FlagValues()
+    ijb.define_flags(fv)
+    argv = fv(["ijb"] + args)
+    return ijb.main(argv, flag_values=fv)
+
+
+def test_cli_matches_insightface_reference(ijb_set, tmp_path, capsys):
+    model, reference, image_dir, meta_dir, faces, pairs = ijb_set
+    out = str(tmp_path / "report")
+    code = run_cli(["--model=%s" % model, "--image_dir=%s" % image_dir,
+                    "--meta_dir=%s" % meta_dir, "--report_dir=%s" % out,
+                    "--align_size=%d" % ALIGN, "--save_features", "--batch_size=7"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "nearest (insightface)" in printed
+
+    # Reference: align each face, embed with flip in numpy, weight by the detector score,
+    # pool as insightface, score pairs, read the ROC by loops.
+    landmarks = ijb.read_landmarks(os.path.join(meta_dir, "ijbc_name_5pts_score.txt"))
+    feats = []
+    for name, _, _ in faces:
+        aligned = align.align_face(Image.open(os.path.join(image_dir, name)),
+                                   landmarks[name][0], ALIGN)
+        feats.append(reference(aligned) * landmarks[name][1])
+    templates = np.array([t for _, t, _ in faces])
+    medias = np.array([m for _, _, m in faces])
+    ids, expected = insightface_template_features(np.array(feats), templates, medias)
+    saved = np.load(os.path.join(out, "templates.npz"), allow_pickle=False)
+    np.testing.assert_array_equal(saved["templates"], ids)
+    np.testing.assert_allclose(saved["features"], expected, atol=2e-5)
+
+    # The report's figures are the brute-force reading of the scores of the saved features.
+    row = {t: i for i, t in enumerate(ids)}
+    features = saved["features"].astype(np.float64)
+    features /= np.linalg.norm(features, axis=1, keepdims=True)
+    scores = [float(features[row[a]] @ features[row[b]]) for a, b, _ in pairs]
+    labels = [bool(y) for _, _, y in pairs]
+    with open(os.path.join(out, "report.json")) as f:
+        report = json.load(f)
+    expected_tar = brute_tar_at_far(labels, scores, ijb.FARS)
+    for key, value in expected_tar.items():
+        assert report[key] == pytest.approx(value, abs=0.02), key  # float32 features
+    assert report["num_templates"] == IDENTITIES * 2
+    assert report["num_mated"] == sum(labels)
+    assert report["extra"]["flip"] is True
+    assert os.path.getsize(os.path.join(out, "roc.png")) > 0
+
+
+def test_cli_one_line_errors(ijb_set, tmp_path, capsys):
+    model, _, image_dir, meta_dir, _, _ = ijb_set
+    broken = tmp_path / "meta"
+    broken.mkdir()
+    for name in os.listdir(meta_dir):
+        text = open(os.path.join(meta_dir, name)).read()
+        if "5pts" in name:
+            text = "\n".join(text.splitlines()[1:])  # the first face loses its landmarks
+        (broken / name).write_text(text)
+    code = run_cli(["--model=%s" % model, "--image_dir=%s" % image_dir,
+                    "--meta_dir=%s" % broken, "--report_dir=%s" % (tmp_path / "r")])
+    assert code == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == "error: 1 faces have no landmarks in the 5-point file (first: 0.png)"
+    code = run_cli(["--model=%s" % model, "--image_dir=%s" % image_dir,
+                    "--meta_dir=%s" % tmp_path, "--report_dir=%s" % (tmp_path / "r")])
+    assert code == 1
+    assert "does not hold the meta files" in capsys.readouterr().err

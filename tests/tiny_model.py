@@ -1,0 +1,65 @@
+"""A tiny SavedModel with the exporters' ``serving_default`` signature, and its numpy twin.
+
+decode -> resize to SIZE x SIZE -> (x - 127.5) / 128 -> flatten -> fixed random projection ->
+L2-normalise. Fed SIZE x SIZE images the resize is the identity, so :class:`Reference` computes
+the same embeddings in numpy (the reference the CLI tests of ijb, gallery and identification
+compare with).
+"""
+
+import numpy as np
+import tensorflow.compat.v1 as tf
+
+from data_tools import preprocessing
+
+SIZE = 8
+DIM = 16
+
+
+def projection(seed=0):
+    return np.random.RandomState(seed).randn(SIZE * SIZE * 3, DIM).astype(np.float32)
+
+
+def build_saved_model(export_dir, weights):
+    graph = tf.Graph()
+    with graph.as_default():
+        image_bytes = tf.placeholder(tf.string, [None], name="image_bytes")
+        pixels = tf.map_fn(
+            lambda b: preprocessing.resize(preprocessing.decode_image(b), SIZE),
+            image_bytes, dtype=tf.float32, back_prop=False)
+        flat = tf.reshape(preprocessing.preprocess_pixels(pixels, SIZE), [-1, SIZE * SIZE * 3])
+        variable = tf.Variable(weights, name="projection")
+        embedding = tf.nn.l2_normalize(tf.matmul(flat, variable), axis=1)
+        signatures = {"serving_default": tf.saved_model.signature_def_utils.predict_signature_def(
+            {"image_bytes": image_bytes}, {"embedding": embedding})}
+        with tf.Session(graph=graph) as session:
+            session.run(tf.global_variables_initializer())
+            builder = tf.saved_model.builder.SavedModelBuilder(export_dir)
+            builder.add_meta_graph_and_variables(
+                session, [tf.saved_model.tag_constants.SERVING], signature_def_map=signatures)
+            builder.save()
+    return export_dir
+
+
+def _unit(x):
+    norms = np.sqrt(np.sum(np.square(x), axis=-1, keepdims=True))
+    norms[norms == 0] = 1.0
+    return x / norms
+
+
+class Reference(object):
+    """The tiny model in numpy: ``ref(pixels [S, S(, 3)], flip)`` -> embedding."""
+
+    def __init__(self, weights):
+        self.weights = np.asarray(weights, np.float64)
+
+    def raw(self, pixels):
+        x = (np.asarray(pixels, np.float64) - 127.5) / 128.0
+        return _unit(x.reshape(1, -1) @ self.weights)[0]
+
+    def __call__(self, pixels, flip=True):
+        pixels = np.asarray(pixels)
+        if pixels.ndim == 2:
+            pixels = np.stack([pixels] * 3, axis=-1)
+        if not flip:
+            return self.raw(pixels)
+        return _unit((self.raw(pixels) + self.raw(pixels[:, ::-1]))[None])[0]
