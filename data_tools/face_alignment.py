@@ -12,8 +12,9 @@ Coordinates follow OpenCV's convention, which the landmark files of IJB-B/C and 
 (row r, column c) at (x, y) = (c, r). Each output pixel takes the bilinear interpolation of the
 input at the position its centre maps back to; outside the input the value is 0 (black).
 
-Only numpy and PIL: no OpenCV, no detector. This is a library module; the detector adapter and
-the command line come later.
+Only numpy and PIL: no OpenCV, no detector. This is a library module: the detector adapter is
+``data_tools.face_detector``, the folder pipeline ``data_tools.raw_faces`` and the command line
+``python -m data_tools.align``.
 """
 
 import numpy as np
