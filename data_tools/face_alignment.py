@@ -17,6 +17,10 @@ Only numpy and PIL: no OpenCV, no detector. This is a library module: the detect
 ``python -m data_tools.align``.
 """
 
+import collections
+import math
+import posixpath
+
 import numpy as np
 
 # insightface's arcface_dst: the five points of a 112x112 aligned face.
@@ -144,3 +148,61 @@ def align_face(image, landmarks, image_size=112):
     out = warp_affine(pixels, matrix, (image_size, image_size))
     out = np.clip(np.round(out), 0, 255).astype(np.uint8)
     return out[:, :, 0] if flat else out
+
+
+# ------------------------------------------------------------------ landmark files
+
+
+class LandmarkFileError(ValueError):
+    """A malformed landmark file: the message names the file and the line."""
+
+
+def _relpath_key(name):
+    """A landmark file's image name as a ``/``-separated path relative to the image root."""
+    key = posixpath.normpath(name.replace("\\", "/"))
+    return key[2:] if key.startswith("./") else key
+
+
+def read_landmark_file(path):
+    """The five points of each image of a landmark file, as an OrderedDict
+    ``relpath -> (landmarks [5, 2] float64, score or None)``.
+
+    One line per image: ``relative/path x1 y1 x2 y2 x3 y3 x4 y4 x5 y5`` with an optional trailing
+    detector score (the layout of IJB-B/C's ``*_name_5pts_score.txt``), points in the order of
+    this module (left eye, right eye, nose tip, left and right mouth corners, as seen in the
+    image), in pixels of the image as stored (after its EXIF orientation, if any). Blank lines
+    and lines starting with ``#`` are ignored; paths use ``/`` (``\\`` is accepted). Raises
+    :class:`LandmarkFileError` for a line with another number of fields, a value that is not a
+    finite number, or an image listed twice.
+    """
+    entries = collections.OrderedDict()
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise LandmarkFileError("cannot read landmark file %s: %s"
+                                % (path, getattr(e, "strerror", None) or e)) from None
+    for number, line in enumerate(lines, 1):
+        fields = line.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        where = "%s line %d" % (path, number)
+        if len(fields) not in (1 + 2 * NUM_LANDMARKS, 2 + 2 * NUM_LANDMARKS):
+            raise LandmarkFileError("%s: expected 'path x1 y1 ... x5 y5 [score]' (11 or 12 fields),"
+                                    " got %d" % (where, len(fields)))
+        try:
+            values = [float(v) for v in fields[1:]]
+        except ValueError:
+            raise LandmarkFileError("%s: the coordinates and score must be numbers" % where) \
+                from None
+        if not all(math.isfinite(v) for v in values):
+            raise LandmarkFileError("%s: NaN or infinite value" % where)
+        key = _relpath_key(fields[0])
+        if key in entries:
+            raise LandmarkFileError("%s: %s is listed twice" % (where, fields[0]))
+        points = np.array(values[:2 * NUM_LANDMARKS], np.float64).reshape(NUM_LANDMARKS, 2)
+        score = values[2 * NUM_LANDMARKS] if len(values) > 2 * NUM_LANDMARKS else None
+        entries[key] = (points, score)
+    if not entries:
+        raise LandmarkFileError("landmark file %s lists no image" % path)
+    return entries
