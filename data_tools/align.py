@@ -86,8 +86,9 @@ def user_errors():
             face_detector.DetectorUnavailableError)
 
 
-def print_skips(summary, stream=sys.stderr):
+def print_skips(summary, stream=None):
     """One line per image that gave no face (the first few; the report lists all)."""
+    stream = stream or sys.stderr
     missing = [e for e in summary["entries"] if e["status"] != raw_faces.ALIGNED]
     for entry in missing[:_MAX_LISTED]:
         print("%s %s: %s" % (entry["status"], entry["path"], entry.get("reason", "")),
