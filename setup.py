@@ -44,12 +44,16 @@ setup(
     extras_require={
         "cpu": ["tensorflow-cpu==2.15.1"],
         "gpu": ["tensorflow[and-cuda]==2.15.1"],
-        "test": ["pytest>=6", "pytest-timeout", "hypothesis", "ruff", "vermin"],
+        # Face detection for raw photos (python -m data_tools.align): TensorFlow 2, Python 3.10+.
+        "align": ["mtcnn==1.0.0"],
+        "test": ["pytest>=6", "pytest-timeout", "hypothesis", "ruff", "vermin",
+                 "scikit-image; python_version >= '3.11'"],
     },
     entry_points={
         "console_scripts": [
             "circle-make-tfrecords=data_tools.make_tfrecords:run",
             "circle-make-pairs=data_tools.make_pairs:run",
+            "circle-align=data_tools.align:run",
             "circle-synthetic-faces=data_tools.synthetic:run",
             "circle-train=estimator_main:run",
             "circle-embed=export.embed:run",
