@@ -206,7 +206,7 @@ def _read_report(path):
 
 def align_folder(input_dir, output_dir, landmarks_path=None, image_size=DEFAULT_IMAGE_SIZE,
                  report_path=None, overwrite=False, progress=True, detector=None,
-                 make_detector=None, detector_options=None):
+                 make_detector=None, detector_options=None, only=None):
     """Align every photo under ``input_dir`` into the same tree under ``output_dir``.
 
     The five points come from ``landmarks_path`` (see
@@ -214,7 +214,8 @@ def align_folder(input_dir, output_dir, landmarks_path=None, image_size=DEFAULT_
     aligned) or from ``detector``, else from ``make_detector()`` (default:
     ``face_detector.load_detector``), called only when an image needs detecting;
     ``detector_options`` (a dict, e.g. the minimum face size) are recorded with the options so
-    that a resumed run uses the same detector settings. The report
+    that a resumed run uses the same detector settings; ``only`` (relpaths) restricts the run
+    to those images (the converter's pairs mode aligns the images of the pairs file). The report
     (default ``<output_dir>/align_report.json``) is rewritten every :data:`SAVE_EVERY` images
     and at the end; a run with other options refuses to reuse it unless ``overwrite``. Returns
     a summary dict (counts per status, ``several_faces``, ``kept``, ``processed``,
@@ -233,6 +234,9 @@ def align_folder(input_dir, output_dir, landmarks_path=None, image_size=DEFAULT_
         raise AlignError("--output_dir %s lies inside --input_dir %s: the aligned faces would "
                          "be read back as photos" % (output_dir, input_dir))
     relpaths = list_images(input_dir)
+    if only is not None:
+        wanted = set(only)
+        relpaths = [relpath for relpath in relpaths if relpath in wanted]
     if not relpaths:
         raise AlignError("--input_dir %s holds no image files" % input_dir)
     listed = None

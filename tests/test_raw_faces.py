@@ -7,9 +7,11 @@ import os
 
 import numpy as np
 import pytest
+from absl import app
 from PIL import Image
 
-from data_tools import align, cli, face_alignment, raw_faces
+from data_tools import align, cli, face_alignment, make_tfrecords, manifest, raw_faces
+from tests import _folder_fixtures as ff
 from tests.test_reliability_inputs import decompression_bomb_png
 
 
@@ -251,3 +253,73 @@ def test_encode_face_keeps_the_format_of_the_name():
     assert raw_faces.encode_face(face, "a.png")[:4] == b"\x89PNG"
     assert raw_faces.encode_face(face, "a.bmp")[:2] == b"BM"
     assert raw_faces.encode_face(face[:, :, 0], "a.pgm")[:2] == b"P5"
+
+
+def run_make_tfrecords(*args):
+    return cli.run_main(make_tfrecords.define_flags, make_tfrecords.main,
+                        ["make_tfrecords"] + list(args))
+
+
+def dot_tree(root, rng, names):
+    """Dot faces at ``names`` (relpaths) under ``root``; returns the landmark-file text."""
+    text = ""
+    for relpath in names:
+        pixels, landmarks = dot_face(rng, rng.uniform(1.0, 2.5), gray=relpath.endswith(".png"))
+        os.makedirs(os.path.dirname(str(root / relpath)), exist_ok=True)
+        Image.fromarray(pixels).save(str(root / relpath), quality=95)
+        text += landmark_line(relpath, landmarks)
+    return text
+
+
+def test_make_tfrecords_align_converts_aligned_faces(tmp_path, capsys):
+    rng = np.random.RandomState(3)
+    names = ["Person_A/Person_A_0001.jpg", "Person_A/Person_A_0002.png",
+             "Person_B/Person_B_0001.jpg"]
+    (tmp_path / "points.txt").write_text(dot_tree(tmp_path / "raw", rng, names))
+    args = ["--input_dir=%s" % (tmp_path / "raw"), "--output_dir=%s" % (tmp_path / "records"),
+            "--align", "--landmarks=%s" % (tmp_path / "points.txt"), "--num_workers=1"]
+    assert run_make_tfrecords(*args) == 0
+    out = capsys.readouterr().out
+    assert "3 images: 3 aligned" in out and "3 images of 2 identities" in out
+    records = ff.read_records(ff.shard_files(tmp_path / "records"))
+    assert sorted(r["filename"].decode() for r in records) == names
+    for record in records:
+        assert record["pixels"].shape == (112, 112, 3)
+        found = dot_centres(record["pixels"], face_alignment.TEMPLATE_112)
+        assert np.max(np.hypot(*(found - face_alignment.TEMPLATE_112).T)) < 1.5  # JPEG q95
+    options = manifest.read_manifest(str(tmp_path / "records"))["options"]
+    assert options["align"]["image_size"] == 112
+    assert options["align"]["landmarks"] == str(tmp_path / "points.txt")
+    assert options["input_dir"] == str(tmp_path / "records_aligned")
+    # Re-running keeps both steps.
+    assert run_make_tfrecords(*args) == 0
+    out = capsys.readouterr().out
+    assert "0 done now, 3 kept" in out and "0 written, 1 kept" in out
+
+
+def test_make_tfrecords_align_pairs_aligns_the_pairs_images_only(tmp_path, capsys):
+    rng = np.random.RandomState(4)
+    names = ["A/A_0001.jpg", "A/A_0002.jpg", "B/B_0001.jpg", "C/C_0001.jpg"]
+    (tmp_path / "points.txt").write_text(dot_tree(tmp_path / "raw", rng, names))
+    (tmp_path / "pairs.txt").write_text("1\t1\nA\t1\t2\nA\t1\tB\t1\n")
+    assert run_make_tfrecords(
+        "--input_dir=%s" % (tmp_path / "raw"), "--output_dir=%s" % (tmp_path / "pairs"),
+        "--pairs=%s" % (tmp_path / "pairs.txt"), "--align", "--image_size=64",
+        "--landmarks=%s" % (tmp_path / "points.txt"), "--aligned_dir=%s" % (tmp_path / "al"),
+        "--num_workers=1") == 0
+    assert "3 images: 3 aligned" in capsys.readouterr().out
+    assert not (tmp_path / "al" / "C").exists()
+    records = ff.read_records(ff.shard_files(tmp_path / "pairs"), kind="pairs")
+    assert [r["issame"] for r in records] == [True, False]
+    assert records[0]["image1"]["pixels"].shape == (64, 64, 3)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--align", "--crop_box=0,0,10,10"], "--crop_box does not apply"),
+    (["--landmarks=x.txt"], "--landmarks needs --align"),
+    (["--aligned_dir=x"], "--aligned_dir needs --align"),
+])
+def test_make_tfrecords_align_usage(tmp_path, args, message):
+    with pytest.raises(app.UsageError, match=message):
+        run_make_tfrecords("--input_dir=%s" % tmp_path, "--output_dir=%s" % (tmp_path / "o"),
+                           *args)
