@@ -133,3 +133,36 @@ def test_cli_with_the_detector(detector, astronaut, tmp_path, monkeypatch, capsy
     made[:] = []
     assert cli.run_main(align.define_flags, align.main, args) == 0
     assert made == []
+
+
+def test_embed_align_verifies_two_raw_photos(detector, astronaut, tmp_path, monkeypatch,
+                                             capsys):
+    from export import embed  # noqa: PLC0415 - loads TensorFlow's SavedModel code
+    from tests.test_embed_cli import PROJECTION, build_saved_model  # noqa: PLC0415
+
+    model = str(tmp_path / "model")
+    build_saved_model(model, PROJECTION)
+    astronaut.save(str(tmp_path / "a.jpg"), quality=95)
+    pair = Image.new("RGB", (900, 512), (90, 90, 90))
+    pair.paste(astronaut, (0, 0))
+    pair.paste(astronaut.resize((200, 200)), (650, 50))
+    pair.convert("CMYK").save(str(tmp_path / "b.jpg"), quality=95)
+    Image.new("L", (300, 300), 128).save(str(tmp_path / "wall.png"))
+    monkeypatch.setattr(face_detector, "load_detector", lambda: detector)
+
+    def run(*args):
+        status = cli.run_main(embed.define_flags, embed.main,
+                              ["embed", "--model=%s" % model] + list(args))
+        return (status,) + tuple(capsys.readouterr())
+
+    status, out, err = run("--align", "--threshold=1.0", str(tmp_path / "a.jpg"),
+                           str(tmp_path / "b.jpg"))
+    assert status == 0, err
+    assert "b.jpg holds 2 faces: the largest is used" in err
+    similarity = float(out.split("cosine similarity: ")[1].split()[0])
+    # The same face (through CMYK, beside another face): nearly the same aligned pixels.
+    assert similarity > 0.95
+    status, _, err = run("--align", str(tmp_path / "a.jpg"), str(tmp_path / "wall.png"))
+    assert status == 1 and "wall.png: no face detected" in err
+    status, _, err = run("--align", "--folder=%s" % tmp_path, "--output=%s" % (tmp_path / "o"))
+    assert status == 2 and "--align applies to IMAGE arguments" in err
