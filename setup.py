@@ -46,12 +46,16 @@ setup(
         "gpu": ["tensorflow[and-cuda]==2.15.1"],
         # export.convert: ONNX export and the ONNX Runtime checks (TFLite needs TF 2's tf.lite)
         "onnx": ["tf2onnx==1.17.0", "onnx==1.17.0", "onnxruntime==1.22.1"],
-        "test": ["pytest>=6", "pytest-timeout", "hypothesis", "ruff", "vermin"],
+        # Face detection for raw photos (python -m data_tools.align): TensorFlow 2, Python 3.10+.
+        "align": ["mtcnn==1.0.0"],
+        "test": ["pytest>=6", "pytest-timeout", "hypothesis", "ruff", "vermin",
+                 "scikit-image; python_version >= '3.11'"],
     },
     entry_points={
         "console_scripts": [
             "circle-make-tfrecords=data_tools.make_tfrecords:run",
             "circle-make-pairs=data_tools.make_pairs:run",
+            "circle-align=data_tools.align:run",
             "circle-synthetic-faces=data_tools.synthetic:run",
             "circle-train=estimator_main:run",
             "circle-embed=export.embed:run",

@@ -1,145 +1,129 @@
-"""5-point face alignment: a least-squares similarity transform onto insightface's template.
+r"""Align raw photos onto the 5-point 112x112 template (command line; the library is
+``data_tools.raw_faces``, the transform ``data_tools.face_alignment``).
 
-    matrix = similarity_transform(landmarks, template)       # 2x3, maps landmarks onto template
-    face = align_face(image, landmarks, image_size=112)      # numpy uint8, the aligned face
+    python -m data_tools.align --input_dir=raw/ --output_dir=aligned/
+    python -m data_tools.align --input_dir=raw/ --output_dir=aligned/ --landmarks=5pts.txt
 
-The five points are, in this order: left eye, right eye, nose tip, left and right mouth corners
-(as seen in the image; insightface's and RetinaFace's order). The template is insightface's
-``arcface_dst`` for 112x112 crops, scaled by ``image_size / 112`` for other sizes.
-
-Coordinates follow OpenCV's convention, which the landmark files of IJB-B/C and insightface's
-``norm_crop`` (``cv2.warpAffine``) use: x to the right, y down, and the centre of pixel
-(row r, column c) at (x, y) = (c, r). Each output pixel takes the bilinear interpolation of the
-input at the position its centre maps back to; outside the input the value is 0 (black).
-
-Only numpy and PIL: no OpenCV, no detector. This is a library module; the detector adapter and
-the command line come later.
+The output tree mirrors the input (same folders and file names). Without ``--landmarks`` the
+faces are found by the detector of ``data_tools.face_detector`` (``pip install
+circle-face[align]``): of several faces the largest is kept, and a photo without a face gets no
+output. ``<output_dir>/align_report.json`` lists every image with its status, face count, score
+and landmarks; re-running the same command resumes where the last run stopped.
 """
 
-import numpy as np
+import os
+import sys
 
-# insightface's arcface_dst: the five points of a 112x112 aligned face.
-TEMPLATE_112 = np.array([
-    [38.2946, 51.6963],
-    [73.5318, 51.5014],
-    [56.0252, 71.7366],
-    [41.5493, 92.3655],
-    [70.7299, 92.2041],
-], dtype=np.float64)
-NUM_LANDMARKS = 5
+if __package__ in (None, ""):
+    # Run as a script, sys.path[0] is data_tools/ and the package itself is not importable.
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from data_tools import cli  # noqa: E402
 
-def template(image_size=112):
-    """The five template points for a square aligned face of side ``image_size``."""
-    if image_size < 1:
-        raise ValueError("image_size must be positive, got %r" % (image_size,))
-    return TEMPLATE_112 * (float(image_size) / 112.0)
+cli.quiet_tensorflow()  # before the detector imports TensorFlow
+
+from absl import app, flags  # noqa: E402
+
+from data_tools import face_alignment, raw_faces  # noqa: E402
+
+_MAX_LISTED = 20
 
 
-def _points(points, name):
-    points = np.asarray(points, dtype=np.float64)
-    if points.ndim != 2 or points.shape[1] != 2 or points.shape[0] < 2:
-        raise ValueError("%s must be an [N, 2] array of (x, y) points with N >= 2, got shape %s"
-                         % (name, points.shape))
-    if not np.all(np.isfinite(points)):
-        raise ValueError("%s has NaN or infinite coordinates" % name)
-    return points
+def define_flags(flag_values=flags.FLAGS):
+    """Define the command-line flags (once; safe to call again)."""
+    fv = flag_values
+    if "input_dir" in fv:
+        return
+    flags.DEFINE_string("input_dir", None, "Folder of raw photos (any depth; identity folders "
+                        "are kept).", flag_values=fv)
+    flags.DEFINE_string("output_dir", None, "Folder for the aligned faces (the same tree).",
+                        flag_values=fv)
+    define_align_flags(fv)
+    flags.DEFINE_string("report", None, "Alignment report (JSON). Default: "
+                        "<output_dir>/%s." % raw_faces.REPORT_NAME, flag_values=fv)
+    flags.DEFINE_boolean("overwrite", False, "Redo every image when the report was written "
+                         "with other options.", flag_values=fv)
+    flags.mark_flags_as_required(["input_dir", "output_dir"], flag_values=fv)
 
 
-def similarity_transform(src, dst):
-    """The 2x3 matrix [[s·cos, -s·sin, tx], [s·sin, s·cos, ty]] that maps ``src`` onto ``dst``
-    with the least squared error (Umeyama, *Least-squares estimation of transformation
-    parameters between two point patterns*, PAMI 1991; rotation, uniform scale and translation,
-    no reflection). ``src`` and ``dst`` are [N, 2] arrays of (x, y) points, N >= 2.
-
-    Apply it to points as ``matrix[:, :2] @ p + matrix[:, 2]``. Raises ValueError for
-    mismatched shapes or source points that all coincide.
-    """
-    src = _points(src, "src")
-    dst = _points(dst, "dst")
-    if src.shape != dst.shape:
-        raise ValueError("src and dst must hold the same number of points, got %d and %d"
-                         % (src.shape[0], dst.shape[0]))
-    n = src.shape[0]
-    mean_src, mean_dst = src.mean(axis=0), dst.mean(axis=0)
-    src_c, dst_c = src - mean_src, dst - mean_dst
-    var_src = np.sum(np.square(src_c)) / n
-    if var_src <= 1e-12:
-        raise ValueError("the source points coincide: no transform is defined")
-    covariance = np.dot(dst_c.T, src_c) / n
-    u, singular, vt = np.linalg.svd(covariance)
-    signs = np.ones(2)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        signs[1] = -1.0  # the best orthogonal map would reflect: take the best rotation
-    rotation = np.dot(u * signs, vt)
-    scale = np.sum(singular * signs) / var_src
-    translation = mean_dst - scale * np.dot(rotation, mean_src)
-    return np.hstack([scale * rotation, translation[:, None]])
+def define_align_flags(flag_values):
+    """The flags every command with alignment shares (``--landmarks``, ``--min_face_size``;
+    ``--image_size`` belongs to each command)."""
+    fv = flag_values
+    if "image_size" not in fv:
+        flags.DEFINE_integer("image_size", raw_faces.DEFAULT_IMAGE_SIZE, "Side of the aligned "
+                             "face; the template is insightface's 112x112 one, scaled.",
+                             lower_bound=8, flag_values=fv)
+    flags.DEFINE_string("landmarks", None, "Five points per image instead of the detector: "
+                        "'relative/path x1 y1 ... x5 y5 [score]' per line (left eye, right eye, "
+                        "nose tip, left and right mouth corners, as seen in the image).",
+                        flag_values=fv)
+    flags.DEFINE_integer("min_face_size", 20, "Smallest face the detector looks for, in pixels "
+                         "of the photo (at most 1280 pixels on its longest side).",
+                         lower_bound=12, flag_values=fv)
 
 
-def transform_points(matrix, points):
-    """``points`` [N, 2] mapped by a 2x3 affine ``matrix``."""
-    matrix = np.asarray(matrix, dtype=np.float64)
-    points = np.asarray(points, dtype=np.float64)
-    return np.dot(points, matrix[:, :2].T) + matrix[:, 2]
+def align_options(fv):
+    """``align_folder`` keyword arguments of the shared flags."""
+    kwargs = {"landmarks_path": fv.landmarks}
+    if not fv.landmarks:
+        kwargs["make_detector"] = lambda: _load_detector(fv.min_face_size)
+        kwargs["detector_options"] = {"min_face_size": fv.min_face_size}
+    return kwargs
 
 
-def _as_pixels(image):
-    """A PIL image or an array as a float64 [H, W, C] array, and whether it was 2-D."""
-    if hasattr(image, "mode") and hasattr(image, "size"):  # PIL, without importing PIL here
-        if image.mode not in ("L", "RGB"):
-            image = image.convert("RGB")
-        image = np.asarray(image)
-    pixels = np.asarray(image)
-    if pixels.ndim == 2:
-        return pixels[:, :, None].astype(np.float64), True
-    if pixels.ndim != 3 or pixels.shape[2] not in (1, 3, 4) or 0 in pixels.shape:
-        raise ValueError("image must be [H, W], [H, W, 1], [H, W, 3] or [H, W, 4], got shape %s"
-                         % (pixels.shape,))
-    return pixels.astype(np.float64), False
+def _load_detector(min_face_size):
+    from data_tools import face_detector  # noqa: PLC0415 - optional package, loads TensorFlow
+
+    return face_detector.load_detector(min_face_size=min_face_size)
 
 
-def warp_affine(image, matrix, output_size):
-    """``out[y, x] = image(inverse(matrix) · (x, y))``, bilinear, 0 outside the image.
+def user_errors():
+    """The exceptions that mean bad input (one line, exit 1), the detector's included."""
+    from data_tools import face_detector  # noqa: PLC0415 - the module itself is light
 
-    ``output_size`` is (width, height). Returns float64 [H, W, C] (see :func:`align_face` for
-    the uint8 result).
-    """
-    pixels, _ = _as_pixels(image)
-    height, width = pixels.shape[:2]
-    out_w, out_h = output_size
-    matrix = np.asarray(matrix, dtype=np.float64)
-    inverse = np.linalg.inv(np.vstack([matrix, [0.0, 0.0, 1.0]]))[:2]
-    ys, xs = np.mgrid[0:out_h, 0:out_w].astype(np.float64)
-    src_x = inverse[0, 0] * xs + inverse[0, 1] * ys + inverse[0, 2]
-    src_y = inverse[1, 0] * xs + inverse[1, 1] * ys + inverse[1, 2]
-    x0 = np.floor(src_x).astype(np.int64)
-    y0 = np.floor(src_y).astype(np.int64)
-    fx = (src_x - x0)[:, :, None]
-    fy = (src_y - y0)[:, :, None]
-    out = np.zeros((out_h, out_w, pixels.shape[2]), np.float64)
-    for dy, wy in ((0, 1.0 - fy), (1, fy)):
-        for dx, wx in ((0, 1.0 - fx), (1, fx)):
-            xi, yi = x0 + dx, y0 + dy
-            inside = (xi >= 0) & (xi < width) & (yi >= 0) & (yi < height)
-            values = pixels[np.clip(yi, 0, height - 1), np.clip(xi, 0, width - 1)]
-            out += wy * wx * values * inside[:, :, None]
-    return out
+    return (raw_faces.AlignError, face_alignment.LandmarkFileError,
+            face_detector.DetectorUnavailableError)
 
 
-def align_face(image, landmarks, image_size=112):
-    """The face of ``image`` aligned onto the 5-point template: a numpy uint8 array.
+def print_skips(summary, stream=None):
+    """One line per image that gave no face (the first few; the report lists all)."""
+    stream = stream or sys.stderr
+    missing = [e for e in summary["entries"] if e["status"] != raw_faces.ALIGNED]
+    for entry in missing[:_MAX_LISTED]:
+        print("%s %s: %s" % (entry["status"], entry["path"], entry.get("reason", "")),
+              file=stream)
+    if len(missing) > _MAX_LISTED:
+        print("... and %d more, all listed in %s" % (len(missing) - _MAX_LISTED,
+                                                     summary["report"]), file=stream)
+    if summary["listed_missing"]:
+        print("%d image(s) of the landmark file not found under the input, e.g. %s"
+              % (len(summary["listed_missing"]), summary["listed_missing"][0]), file=stream)
 
-    ``image``: a PIL image (``L`` and ``RGB`` kept, other modes converted to RGB) or a uint8
-    numpy array [H, W] or [H, W, C]. ``landmarks``: [5, 2] (x, y) points in the order of the
-    module docstring. Returns [image_size, image_size, C] uint8 (C as the input's; a 2-D input
-    gives a 2-D output), ready for ``PIL.Image.fromarray``.
-    """
-    landmarks = _points(landmarks, "landmarks")
-    if landmarks.shape[0] != NUM_LANDMARKS:
-        raise ValueError("landmarks must be 5 (x, y) points, got %d" % landmarks.shape[0])
-    pixels, flat = _as_pixels(image)
-    matrix = similarity_transform(landmarks, template(image_size))
-    out = warp_affine(pixels, matrix, (image_size, image_size))
-    out = np.clip(np.round(out), 0, 255).astype(np.uint8)
-    return out[:, :, 0] if flat else out
+
+def main(argv, flag_values=flags.FLAGS):
+    """CLI body for ``absl.app.run``: 0 when the run finished (photos without a face are
+    reported, not errors), 1 with one line for bad input."""
+    if len(argv) > 1:
+        raise app.UsageError("unexpected arguments: %s" % " ".join(argv[1:]))
+    fv = flag_values
+    try:
+        summary = raw_faces.align_folder(fv.input_dir, fv.output_dir,
+                                         image_size=fv.image_size, report_path=fv.report,
+                                         overwrite=fv.overwrite, progress=True,
+                                         **align_options(fv))
+    except user_errors() as e:
+        print("align: error: %s" % e, file=sys.stderr)
+        return 1
+    print_skips(summary)
+    print(raw_faces.format_summary(summary))
+    return 0
+
+
+def run():
+    """Console-script entry point (``circle-align``, ``python -m data_tools.align``)."""
+    cli.run(define_flags, main)
+
+
+if __name__ == "__main__":
+    run()

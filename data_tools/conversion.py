@@ -157,7 +157,7 @@ class _ImageFiles(collections.namedtuple(
 
 
 def _convert(source, output_dir, name, num_shards, image_size, crop_box, num_workers, strict,
-             overwrite, progress):
+             overwrite, progress, align=None):
     """Check, plan and write one conversion of ``source``; returns its summary dict."""
     start_time = time.time()
     _check_name(name)
@@ -168,8 +168,10 @@ def _convert(source, output_dir, name, num_shards, image_size, crop_box, num_wor
     num_workers = _resolve_workers(num_workers)
     output_dir = os.path.abspath(output_dir)
     source.check_inputs()
-    out = ShardOutput(output_dir, name, source.options(name, num_shards, image_size, crop_box),
-                      overwrite, progress)
+    options = source.options(name, num_shards, image_size, crop_box)
+    if align is not None:
+        options["align"] = align  # how the faces were aligned before (data_tools.raw_faces)
+    out = ShardOutput(output_dir, name, options, overwrite, progress)
     previous_shards(out)  # refuse early, before the long part
 
     relpaths = source.relpaths()
@@ -308,7 +310,7 @@ class _FolderSource(object):
 
 def convert_folder(input_dir, output_dir, name="train", num_shards=None, seed=0, image_size=None,
                    crop_box=None, min_images_per_class=1, num_workers=None, strict=False,
-                   overwrite=False, progress=True):
+                   overwrite=False, progress=True, align=None):
     """Convert a folder tree with one sub-folder per identity to sharded image records.
 
     ``crop_box`` is ``'x0,y0,x1,y1'`` or a 4-tuple; ``image_size`` centre-crops to a square and
@@ -317,9 +319,11 @@ def convert_folder(input_dir, output_dir, name="train", num_shards=None, seed=0,
     num_skipped, skipped, seconds, images_per_second``). Raises :class:`ConversionError` for bad
     arguments, a missing or empty input, no valid image, a skip under ``strict``, or an output
     directory that holds another conversion (unless ``overwrite``); nothing is written then.
+    ``align`` (a dict) records in the manifest's options how ``input_dir`` was aligned.
     """
     return _convert(_FolderSource(input_dir, seed, min_images_per_class), output_dir, name,
-                    num_shards, image_size, crop_box, num_workers, strict, overwrite, progress)
+                    num_shards, image_size, crop_box, num_workers, strict, overwrite, progress,
+                    align)
 
 
 # ------------------------------------------------------------------ pairs mode
@@ -430,7 +434,7 @@ class _PairsSource(object):
 
 def convert_pairs(pairs_path, input_dir, output_dir, name="pairs", num_shards=None,
                   image_size=None, crop_box=None, allow_missing_pairs=False, num_workers=None,
-                  strict=False, overwrite=False, progress=True):
+                  strict=False, overwrite=False, progress=True, align=None):
     """Convert an LFW-format pairs file and its images to pair records, in pairs-file order.
 
     Each record holds both images, ``issame``, the fold and the pair's position in the file.
@@ -441,4 +445,5 @@ def convert_pairs(pairs_path, input_dir, output_dir, name="pairs", num_shards=No
     fold_sizes, missing_pairs`` instead of the class counts).
     """
     return _convert(_PairsSource(pairs_path, input_dir, allow_missing_pairs), output_dir, name,
-                    num_shards, image_size, crop_box, num_workers, strict, overwrite, progress)
+                    num_shards, image_size, crop_box, num_workers, strict, overwrite, progress,
+                    align)

@@ -25,7 +25,7 @@ import stat
 import warnings
 
 import numpy as np
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, ImageOps
 
 # Lower-case extensions that mark a file as an image. The order is also the order in which a
 # pairs file's `name_%04d` is looked up on disk (pairs.py).
@@ -382,6 +382,28 @@ def encode_image(path, info, image_size=None, crop_box=None):
     image = _transform(_to_8bit(_load(_open_header(data))), image_size, crop_box)
     width, height = image.size
     return EncodedImage(_encode_png(image), "png", height, width, _CHANNELS[image.mode], digest)
+
+
+@_quiet
+def open_image(path, exif_transpose=False):
+    """Read, verify and fully decode one image file; returns a loaded PIL image in 8-bit ``L``
+    or ``RGB`` (as the records hold it), for code that works on pixels (face alignment).
+
+    ``exif_transpose`` applies the EXIF orientation tag first (phone photos). Raises
+    :class:`ImageError` with the reason for the same files :func:`check_image` rejects.
+    """
+    _, image = _decode(_read_file(path))
+    if exif_transpose:
+        try:
+            image = ImageOps.exif_transpose(image)
+        except Exception as e:  # noqa: BLE001 - a damaged EXIF block
+            raise ImageError("cannot apply the EXIF orientation (%s)" % _describe(e)) from None
+    try:
+        return _to_8bit(image)
+    except ImageError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise ImageError("unsupported pixel mode %s (%s)" % (image.mode, _describe(e))) from None
 
 
 def check_task(task):

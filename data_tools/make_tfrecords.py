@@ -12,11 +12,18 @@ Verification pairs (LFW View 2 ``pairs.txt``), in pairs-file order so that folds
 
     python data_tools/make_tfrecords.py --pairs=pairs.txt --input_dir=lfw/ --output_dir=records/lfw
 
+Raw photos (``--align``): the faces are first detected and aligned onto the 5-point template
+(``python -m data_tools.align``, or ``--landmarks`` for given points) into ``--aligned_dir``,
+then converted from there; both steps resume::
+
+    python data_tools/make_tfrecords.py --align --input_dir=photos/ --output_dir=records/train
+
 The conversion itself is ``data_tools.conversion`` (checking and encoding the images) feeding
 ``data_tools.shard_writer`` (plan, lock, resume, atomic shards, manifest): re-running the same
 command keeps the finished shards and writes the rest, byte-identical to an uninterrupted run.
 """
 
+import json
 import os
 import sys
 
@@ -30,8 +37,10 @@ cli.quiet_tensorflow()  # before data_tools.conversion imports TensorFlow
 
 from absl import app, flags  # noqa: E402
 
+from data_tools import align as align_cli  # noqa: E402
 from data_tools import manifest as manifest_lib  # noqa: E402
 from data_tools import pairs as pairs_lib  # noqa: E402
+from data_tools import raw_faces  # noqa: E402
 from data_tools.conversion import (  # noqa: E402
     TARGET_SHARD_BYTES,
     ConversionError,
@@ -94,10 +103,52 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_boolean("allow_missing_pairs", False, "With --pairs: leave out pairs whose "
                          "images are missing or unreadable instead of failing.",
                          flag_values=flag_values)
+    flags.DEFINE_boolean("align", False, "The input holds raw photos: detect each face (or read "
+                         "--landmarks), align it onto the 5-point template at --image_size "
+                         "(default %d) into --aligned_dir, and convert those faces."
+                         % raw_faces.DEFAULT_IMAGE_SIZE, flag_values=flag_values)
+    flags.DEFINE_string("aligned_dir", None, "With --align: where the aligned faces and "
+                        "their report go (default: <output_dir>_aligned).",
+                        flag_values=flag_values)
+    align_cli.define_align_flags(flag_values)
     flags.mark_flags_as_required(["input_dir", "output_dir"], flag_values=flag_values)
 
 
 _USER_ERRORS = (ConversionError, pairs_lib.PairsFormatError, pairs_lib.MissingPairImagesError)
+
+
+def _check_align_usage(FLAGS):  # noqa: N803 - absl idiom
+    if FLAGS.align:
+        if FLAGS.crop_box:
+            raise app.UsageError("--crop_box does not apply to --align (the five landmarks "
+                                 "place the face)")
+        return
+    for flag in ("aligned_dir", "landmarks", "min_face_size"):
+        if FLAGS[flag].present:
+            raise app.UsageError("--%s needs --align" % flag)
+
+
+def _align_first(FLAGS):  # noqa: N803 - absl idiom
+    """Align the raw photos of --input_dir; returns ``(aligned_dir, manifest record)``."""
+    aligned_dir = FLAGS.aligned_dir or FLAGS.output_dir.rstrip("/\\") + "_aligned"
+    only = None
+    if FLAGS.pairs:
+        pairs_file = pairs_lib.read_pairs(FLAGS.pairs)
+        relpath_pairs, _, _ = pairs_lib.resolve_pairs(pairs_file, FLAGS.input_dir,
+                                                      allow_missing=True)
+        only = sorted(set(path for two in relpath_pairs for path in two))
+    image_size = FLAGS.image_size or raw_faces.DEFAULT_IMAGE_SIZE
+    summary = raw_faces.align_folder(FLAGS.input_dir, aligned_dir, image_size=image_size,
+                                     overwrite=FLAGS.overwrite, progress=True, only=only,
+                                     **align_cli.align_options(FLAGS))
+    align_cli.print_skips(summary)
+    print(raw_faces.format_summary(summary))
+    with open(summary["report"], encoding="utf-8") as f:
+        options = json.load(f)["options"]
+    record = {"aligned_dir": summary["output_dir"], "report": summary["report"],
+              "image_size": image_size, "template": "insightface arcface_dst (5 points)"}
+    record.update({k: v for k, v in options.items() if k not in ("input_dir", "image_size")})
+    return aligned_dir, record
 
 
 def main(argv, flag_values=flags.FLAGS):
@@ -115,18 +166,23 @@ def main(argv, flag_values=flags.FLAGS):
                                      "order and all identities)" % flag)
     elif FLAGS.allow_missing_pairs:
         raise app.UsageError("--allow_missing_pairs needs --pairs")
+    _check_align_usage(FLAGS)
     common = dict(input_dir=FLAGS.input_dir, output_dir=FLAGS.output_dir,
                   num_shards=FLAGS.num_shards, image_size=FLAGS.image_size,
                   crop_box=FLAGS.crop_box, num_workers=FLAGS.num_workers, strict=FLAGS.strict,
                   overwrite=FLAGS.overwrite, progress=True)
     try:
+        if FLAGS.align:
+            # The aligned faces already have their size: stored as they are, not re-encoded.
+            common["input_dir"], common["align"] = _align_first(FLAGS)
+            common["image_size"] = None
         if FLAGS.pairs:
             summary = convert_pairs(FLAGS.pairs, name=FLAGS.name or "pairs",
                                     allow_missing_pairs=FLAGS.allow_missing_pairs, **common)
         else:
             summary = convert_folder(name=FLAGS.name or "train", seed=FLAGS.seed,
                                      min_images_per_class=FLAGS.min_images_per_class, **common)
-    except _USER_ERRORS as e:
+    except _USER_ERRORS + align_cli.user_errors() as e:
         print("make_tfrecords: error: %s" % e, file=sys.stderr)
         return 1
     for item in summary["skipped"][:_MAX_LISTED_SKIPS]:

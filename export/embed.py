@@ -3,6 +3,7 @@
 
     python -m export.embed --model DIR a.jpg                  # print the embedding
     python -m export.embed --model DIR a.jpg b.jpg            # same person or not?
+    python -m export.embed --model DIR --align raw1.jpg raw2.jpg   # raw photos: detect, align
     python -m export.embed --model DIR --folder faces/ --output faces_emb
     python -m export.embed --model DIR --pairs pairs.txt --image_dir lfw/ --report_dir out/
 
@@ -10,6 +11,10 @@
 SavedModels (``model_dir/export/best``: the newest is used). It is called through its
 ``serving_default`` signature: ``image_bytes`` (JPEG/PNG bytes, any size) in, L2-normalised
 ``embedding`` out.
+
+``--align`` (IMAGE arguments only) treats them as raw photos: the largest face of each is detected
+and aligned onto the 5-point 112x112 template (``data_tools.raw_faces``; the detector is the
+optional ``[align]`` extra) before it is embedded.
 
 ``--flip`` (on by default, as in the evaluation) adds the embedding of each mirror image, then
 renormalises. The decision threshold of the two-image mode comes from ``--threshold`` or from
@@ -32,6 +37,7 @@ from export import report  # noqa: E402
 from export.embedder import (  # noqa: E402
     EmbedError,
     FoldsError,
+    align_photos,
     compare,
     decision_threshold,
     embed_folder,
@@ -67,6 +73,9 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_float("far_target", 1e-3, "FAR of the reported VAL@FAR.", flag_values=fv)
     flags.DEFINE_string("report_dir", None, "Write report.json and roc.png of the --pairs "
                         "evaluation here.", flag_values=fv)
+    flags.DEFINE_bool("align", False, "The IMAGE arguments are raw photos: detect the largest "
+                      "face of each, align it onto the 5-point 112x112 template and embed that "
+                      "(needs pip install circle-face[align]).", flag_values=fv)
 
 
 def main(argv, flag_values=flags.FLAGS):
@@ -120,10 +129,23 @@ def _check_usage(fv, images):
         raise UsageError("--far_target must be in (0, 1], got %g" % fv.far_target)
     if fv.threshold is not None and len(images) != 2:
         raise UsageError("--threshold applies to the comparison of exactly two images")
+    if fv.align and not images:
+        raise UsageError("--align applies to IMAGE arguments (align folders first with python -m "
+                         "data_tools.align)")
+
+
+def _embed_files(fv, embedder, images):
+    """Embeddings of the IMAGE arguments; with --align, of their aligned largest faces."""
+    if not fv.align:
+        return embedder.embed_files(images, batch_size=fv.batch_size, flip=fv.flip)
+    blobs, notes = align_photos(images)
+    for note in notes:
+        print("note: %s" % note, file=sys.stderr)
+    return embedder.embed_bytes(blobs, batch_size=fv.batch_size, flip=fv.flip, names=images)
 
 
 def _embed_images(fv, embedder, images):
-    embeddings = embedder.embed_files(images, batch_size=fv.batch_size, flip=fv.flip)
+    embeddings = _embed_files(fv, embedder, images)
     if fv.output:
         paths = save_embeddings(embeddings, images, fv.output)
         print("%d embeddings of size %d -> %s, %s" % (len(images), embeddings.shape[1],
@@ -134,7 +156,7 @@ def _embed_images(fv, embedder, images):
 
 
 def _verify_two(fv, embedder, images):
-    embeddings = embedder.embed_files(images, batch_size=fv.batch_size, flip=fv.flip)
+    embeddings = _embed_files(fv, embedder, images)
     if fv.output:
         save_embeddings(embeddings, images, fv.output)
     similarity, distance = compare(embeddings[0], embeddings[1])

@@ -317,6 +317,35 @@ def read_images(paths, names=None):
     return blobs
 
 
+def align_photos(paths, image_size=112, detector=None):
+    """``(blobs, notes)``: PNG bytes of the largest face of each raw photo, aligned onto the
+    5-point template (``data_tools.raw_faces``), and one note per photo with several faces.
+
+    ``detector`` defaults to ``data_tools.face_detector.load_detector()`` (the optional
+    package, imported now). Raises :class:`ImageDecodeError` naming every photo that is
+    unreadable or has no face, and :class:`EmbedError` when the detector is not installed.
+    """
+    from data_tools import face_detector, raw_faces  # noqa: PLC0415 - only with --align
+
+    if detector is None:
+        try:
+            detector = face_detector.load_detector()
+        except face_detector.DetectorUnavailableError as e:
+            raise EmbedError(str(e)) from None
+    blobs, bad, notes = [], [], []
+    for path in paths:
+        png, result = raw_faces.aligned_png(path, image_size, detector=detector)
+        if png is None:
+            bad.append((path, result.reason))
+            continue
+        if result.num_faces > 1:
+            notes.append("%s holds %d faces: the largest is used" % (path, result.num_faces))
+        blobs.append(png)
+    if bad:
+        raise ImageDecodeError(bad)
+    return blobs, notes
+
+
 def _to_png(data):
     with Image.open(io.BytesIO(data)) as source:
         source.load()

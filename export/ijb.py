@@ -10,11 +10,11 @@ reads the three standard meta files (``ijbc_`` or ``ijbb_`` prefix, found in ``-
 * ``<set>_name_5pts_score.txt``: ``image x1 y1 ... x5 y5 detector_score`` per face.
 
 Each face of ``--image_dir`` is aligned from its five points onto the 112x112 template
-(``data_tools.align``), embedded with the model with flip test-time augmentation (the embedding
-of the face plus that of its mirror image, L2-normalised: insightface's F1 and N1), weighted by
-its detector score (D1, ``--detector_score``), averaged within each media (frames of one video,
-or one photo) and summed over the medias of a template; template features are L2-normalised and
-each pair is scored by their cosine.
+(``data_tools.face_alignment``), embedded with the model with flip test-time augmentation (the
+embedding of the face plus that of its mirror image, L2-normalised: insightface's F1 and N1),
+weighted by its detector score (D1, ``--detector_score``), averaged within each media (frames of
+one video, or one photo) and summed over the medias of a template; template features are
+L2-normalised and each pair is scored by their cosine.
 
 Reported: TAR at FAR = 1e-6 ... 1e-1, read two ways from the ROC of the pair scores:
 
@@ -41,7 +41,7 @@ from absl import app, flags
 from PIL import Image
 from tqdm import tqdm
 
-from data_tools import align
+from data_tools import face_alignment
 from data_tools.fileio import atomic_write
 
 FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
@@ -263,8 +263,9 @@ def aligned_png(path, landmarks, image_size=112):
     """The face of ``path`` aligned from its landmarks, as PNG bytes (lossless)."""
     with Image.open(path) as image:
         image.load()
-        face = align.align_face(image if image.mode in ("L", "RGB") else image.convert("RGB"),
-                                landmarks, image_size=image_size)
+        face = face_alignment.align_face(
+            image if image.mode in ("L", "RGB") else image.convert("RGB"), landmarks,
+            image_size=image_size)
     buffer = io.BytesIO()
     Image.fromarray(face).save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()

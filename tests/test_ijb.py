@@ -15,7 +15,8 @@ import pytest
 from absl import flags
 from PIL import Image
 
-from data_tools import align, synthetic
+from data_tools import face_alignment as align
+from data_tools import synthetic_faces
 from export import ijb
 from tests import tiny_model
 
@@ -201,7 +202,7 @@ def make_ijb_set(root, seed=0):
     template_identity = {}
     for identity in range(IDENTITIES):
         for image_index in range(PER_IDENTITY):
-            face, _ = synthetic.render_image(seed, "verification", identity, image_index, 112)
+            face, _ = synthetic_faces.render_image(seed, "verification", identity, image_index, 112)
             angle, scale = rng.uniform(-0.4, 0.4), rng.uniform(0.8, 1.3)
             matrix = scale * np.array([[math.cos(angle), -math.sin(angle)],
                                        [math.sin(angle), math.cos(angle)]])
