@@ -496,6 +496,9 @@ def write_eval_report(p, eval_result, started=None):
               metrics.get("global_step"), metrics["accuracy"], metrics["accuracy_std"],
               p["far_target"], metrics["val"], metrics["auc"], metrics["eer"],
               metrics["threshold"], paths[0]))
+    if "threshold_single" in metrics:
+        print("  without flip TTA (one embedding per image): accuracy %.4f, threshold %.2f"
+              % (metrics["accuracy_single"], metrics["threshold_single"]))
     return metrics
 
 

@@ -16,9 +16,10 @@ There are no timestamps: the same input and options give the same manifest, byte
 No TensorFlow here: tools that only inspect a records directory stay light.
 """
 
-import hashlib
 import json
 import os
+
+from data_tools import fileio
 
 MANIFEST_NAME = "manifest.json"
 LABELS_NAME = "labels.txt"
@@ -28,55 +29,6 @@ class ManifestError(ValueError):
     """A records directory without a usable manifest, or whose shards do not match it."""
 
 
-def sha256_file(path, chunk_size=1 << 20):
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(chunk_size), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _fsync_dir(path):
-    # Makes a rename durable on power loss; not every platform lets a directory be opened.
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path, write):
-    """Call ``write(binary_file)`` on a temporary file next to ``path``, then rename it over
-    ``path``: readers see the old file or the new one, never a partial one, even if the process
-    dies. Used for manifests, labels and the verification reports.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, ".%s.tmp-%d" % (os.path.basename(path), os.getpid()))
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        # A full disk must not keep a partial temporary file eating the space that is left.
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    _fsync_dir(directory)
-
-
-def atomic_write_text(path, text):
-    """``atomic_write`` of ``text`` as UTF-8."""
-    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
-
-
 def dumps(manifest):
     """Canonical JSON text of a manifest (sorted keys, 2-space indent, trailing newline)."""
     return json.dumps(manifest, indent=2, sort_keys=True) + "\n"
@@ -84,7 +36,7 @@ def dumps(manifest):
 
 def write_manifest(records_dir, manifest):
     """Atomically write ``manifest`` (a dict) as ``records_dir/manifest.json``."""
-    atomic_write_text(os.path.join(records_dir, MANIFEST_NAME), dumps(manifest))
+    fileio.atomic_write_text(os.path.join(records_dir, MANIFEST_NAME), dumps(manifest))
 
 
 def read_manifest(records_dir):
@@ -137,7 +89,7 @@ def verify_shards(records_dir):
         if shard.get("bytes") is not None and size != shard["bytes"]:
             raise ManifestError("shard %s has %d bytes, the manifest says %d"
                                 % (path, size, shard["bytes"]))
-        if shard.get("sha256") and sha256_file(path) != shard["sha256"]:
+        if shard.get("sha256") and fileio.sha256_file(path) != shard["sha256"]:
             raise ManifestError("shard %s does not match its sha256 in the manifest" % path)
         paths.append(path)
     return paths

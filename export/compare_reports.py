@@ -1,124 +1,54 @@
-"""One Markdown table row per training run, from its verification report and its parameters.
+"""Print one Markdown table row per training run (command line; the library is
+``export.report_table``).
 
     python -m export.compare_reports lfw_output/fold10/models/*    [--copy_reports=DIR]
 
-Each argument is a ``model_dir`` holding ``params.json`` (written by ``estimator_main.py``) and
-``eval/report.json`` (the evaluation of its final checkpoint). Runs that differ only in
-``--seed`` (or in threads, logging and other settings that do not change the model) are averaged
-into one row (mean of the accuracies, the seeds
-listed), as the README's head comparison reports them. ``--copy_reports`` keeps each report as
-``<run name>.json`` next to the table, so the figures stay checkable after the models are gone.
+Each argument is a ``model_dir`` holding ``params.json`` and ``eval/report.json``; runs that
+differ only in ``--seed`` share a row. ``--copy_reports`` keeps each report as
+``<run name>.json`` next to the table.
 """
 
-import argparse
-import collections
-import json
 import os
 import shutil
 import sys
 
+from absl import app, flags
+
+from data_tools import cli
 from export import report as report_lib
-
-# Metrics averaged over the seeds of a row (keys of report.json).
-_METRICS = ("accuracy", "accuracy_std", "val", "auc", "eer")
-# Settings that do not change what is trained: runs differing only in these (and the seed) share
-# a row, e.g. the same head run with one thread (make lfw-heads JOBS=2) and with two.
-_RUN_MECHANICS = frozenset([
-    "seed", "model_dir", "intra_op_threads", "inter_op_threads", "progress",
-    "log_every_n_steps", "save_summary_steps", "eval_throttle_secs", "keep_checkpoint_max",
-    "exports_to_keep", "verify_records", "check_finite_loss"])
+from export.report_table import load_run, markdown_table, summarize
 
 
-def load_run(model_dir):
-    """``(name, params, report)`` of one run; ValueError naming what is missing."""
-    params_path = os.path.join(model_dir, "params.json")
-    if not os.path.isfile(params_path):
-        raise ValueError("%s has no params.json: not a model_dir of estimator_main.py"
-                         % model_dir)
-    with open(params_path, encoding="utf-8") as f:
-        params = json.load(f)
+def define_flags(flag_values=flags.FLAGS):
+    """Define the command-line flags in ``flag_values``."""
+    flags.DEFINE_string("copy_reports", None, "Copy each run's report.json here as "
+                        "<run name>.json.", flag_values=flag_values)
+
+
+def main(argv, flag_values=flags.FLAGS):
+    """CLI body for ``absl.app.run``: ``argv[1:]`` are the model_dirs. Returns 0, or 1 with a
+    message when a run is incomplete."""
+    model_dirs = list(argv[1:])
+    if not model_dirs:
+        raise app.UsageError("give the model_dir of each run")
     try:
-        report = report_lib.read_report(os.path.join(model_dir, "eval"))
-    except FileNotFoundError:
-        raise ValueError("%s has no eval/report.json: its training has not finished"
-                         % model_dir) from None
-    return os.path.basename(os.path.normpath(model_dir)), params, report
-
-
-def _mean(values):
-    return sum(values) / float(len(values))
-
-
-def summarize(runs):
-    """Rows (dicts) of the table: runs with the same head and settings but another seed are one
-    row, with the mean of each metric, the per-seed accuracies and the seeds."""
-    groups = collections.OrderedDict()
-    for name, params, report in runs:
-        key = tuple(sorted((k, json.dumps(v)) for k, v in params.items()
-                           if k not in _RUN_MECHANICS))
-        groups.setdefault(key, []).append((name, params, report))
-    rows = []
-    for members in groups.values():
-        params = members[0][1]
-        row = collections.OrderedDict([
-            ("runs", [name for name, _, _ in members]),
-            ("head", params["head"]),
-            ("batches", "P×K, K=%d" % params["images_per_identity"]
-             if params.get("images_per_identity") else "shuffled"),
-            # Plain softmax has no margin: its --margin is ignored.
-            ("margin", None if params["head"] == "softmax" else params.get("margin")),
-            ("gamma", params.get("gamma") if params["head"].startswith("circle")
-             else params.get("scale")),
-            ("seeds", [p.get("seed") for _, p, _ in members]),
-            ("steps", [r.get("global_step") for _, _, r in members]),
-            ("seed_accuracy", [r["accuracy"] for _, _, r in members]),
-            ("far_target", members[0][2].get("far_target") or params.get("far_target")),
-        ])
-        minutes = [r.get("extra", {}).get("wall_seconds") for _, _, r in members]
-        row["wall_minutes"] = (_mean(minutes) / 60.0 if all(m is not None for m in minutes)
-                               else None)
-        for metric in _METRICS:
-            row[metric] = _mean([r[metric] for _, _, r in members])
-        rows.append(row)
-    return rows
-
-
-def markdown_table(rows):
-    far = (rows[0]["far_target"] if rows else None) or 1e-3
-    lines = ["| head | batches | m | γ / s | accuracy ± std | seeds (accuracy each) | "
-             "VAL@FAR=%g | AUC | EER | steps | minutes |" % far,
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for row in rows:
-        seeds = ", ".join("%s: %.4f" % (s, a) for s, a in zip(row["seeds"], row["seed_accuracy"]))
-        minutes = "%.0f" % row["wall_minutes"] if row["wall_minutes"] is not None else "—"
-        lines.append("| `%s` | %s | %s | %s | %.4f ± %.4f | %s | %.4f | %.4f | %.4f | %s | %s |" % (
-            row["head"], row["batches"], _number(row["margin"]), _number(row["gamma"]),
-            row["accuracy"], row["accuracy_std"], seeds, row["val"], row["auc"], row["eer"],
-            "/".join(str(s) for s in sorted(set(row["steps"]))), minutes))
-    return "\n".join(lines)
-
-
-def _number(value):
-    return "—" if value is None else "%g" % value
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("model_dirs", nargs="+", help="model_dir of each run")
-    parser.add_argument("--copy_reports", default=None,
-                        help="copy each run's report.json here as <run name>.json")
-    args = parser.parse_args(argv)
-    try:
-        runs = [load_run(d) for d in args.model_dirs]
+        runs = [load_run(d) for d in model_dirs]
     except ValueError as e:
-        sys.exit("error: %s" % e)
-    if args.copy_reports:
-        os.makedirs(args.copy_reports, exist_ok=True)
-        for model_dir, (name, _, _) in zip(args.model_dirs, runs):
+        print("error: %s" % e, file=sys.stderr)
+        return 1
+    if flag_values.copy_reports:
+        os.makedirs(flag_values.copy_reports, exist_ok=True)
+        for model_dir, (name, _, _) in zip(model_dirs, runs):
             shutil.copyfile(os.path.join(model_dir, "eval", report_lib.REPORT_JSON),
-                            os.path.join(args.copy_reports, name + ".json"))
+                            os.path.join(flag_values.copy_reports, name + ".json"))
     print(markdown_table(summarize(runs)))
+    return 0
+
+
+def run():
+    """Entry point of ``python -m export.compare_reports``."""
+    cli.run(define_flags, main)
 
 
 if __name__ == "__main__":
-    main()
+    run()

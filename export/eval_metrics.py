@@ -54,6 +54,18 @@ def verification_on_host(predictions, num_pairs, n_folds=10, far_target=1e-3, pr
     here. Returns a dict keyed like ``estimator.evaluate()``'s, so reports and exporters take it
     unchanged.
     """
+    predictions = list(predictions)
+    result = _host_metrics(predictions, "embeddings1", "embeddings2", num_pairs, n_folds,
+                           far_target, prefix)
+    if predictions and "single_embeddings1" in predictions[0]:
+        result.update(_host_metrics(predictions, "single_embeddings1", "single_embeddings2",
+                                    num_pairs, n_folds, far_target, single_prefix(prefix)))
+    if global_step is not None:
+        result["global_step"] = int(global_step)
+    return result
+
+
+def _host_metrics(predictions, key1, key2, num_pairs, n_folds, far_target, prefix):
     store1 = store2 = None
     store_same = np.zeros([num_pairs], np.int32)
     seen = np.zeros([num_pairs], np.int32)
@@ -65,10 +77,10 @@ def verification_on_host(predictions, num_pairs, n_folds=10, far_target=1e-3, pr
             raise ValueError("pair index %d outside the %d pairs of the eval set"
                              % (index, num_pairs))
         if store1 is None:
-            dim = np.asarray(item["embeddings1"]).shape[-1]
+            dim = np.asarray(item[key1]).shape[-1]
             store1 = np.zeros([num_pairs, dim], np.float32)
             store2 = np.zeros([num_pairs, dim], np.float32)
-        store1[index], store2[index] = item["embeddings1"], item["embeddings2"]
+        store1[index], store2[index] = item[key1], item[key2]
         store_same[index] = int(item["issame"])
         seen[index] += 1
     if store1 is None:
@@ -78,18 +90,25 @@ def verification_on_host(predictions, num_pairs, n_folds=10, far_target=1e-3, pr
               for name, key in SCALAR_METRICS}
     for name in VECTOR_METRICS:
         result["%s/%s" % (prefix, name)] = np.asarray(metrics[name], np.float32)
-    if global_step is not None:
-        result["global_step"] = int(global_step)
     return result
 
 
+def single_prefix(prefix):
+    """Metric prefix of the same verification on single embeddings (no flip TTA)."""
+    return prefix + "_single"
+
+
 def verification_metrics_fn_builder(num_pairs, n_folds=10, far_target=1e-3, prefix="lfw"):
-    """Builder of ``metric_fn(embeddings1, embeddings2, issame, pair_index, weight)``.
+    """Builder of ``metric_fn(embeddings1, embeddings2, issame, pair_index, weight,
+    single_embeddings1=None, single_embeddings2=None)``.
 
     Returns a dict of ``(value, update_op)``: ``{prefix}/accuracy``, ``accuracy_std``,
     ``val_far1e-3``, ``val_std``, ``far``, ``auc``, ``eer``, ``threshold`` (scalars) and
     ``fold_accuracy``, ``fold_threshold``, ``tpr``, ``fpr`` (vectors). ``num_pairs`` is the size
     of the eval set (the pair records' manifest has it); every pair must be seen exactly once.
+    With flip TTA the model also hands over the single (unflipped) embeddings: the same metrics
+    of those come under ``{prefix}_single/``, so a report also gives the threshold for a client
+    that embeds each image once.
     """
     if num_pairs < n_folds:
         raise ValueError("%d pairs cannot make %d folds" % (num_pairs, n_folds))
@@ -101,10 +120,11 @@ def verification_metrics_fn_builder(num_pairs, n_folds=10, far_target=1e-3, pref
         vectors = [np.asarray(metrics[key], np.float32) for key in VECTOR_METRICS]
         return [scalars] + vectors
 
-    def metric_fn(embeddings1, embeddings2, issame, pair_index, weight):
+    def store_and_evaluate(scope, name_prefix, embeddings1, embeddings2, issame, pair_index,
+                           weight):
         dim = embeddings1.shape.as_list()[-1]
         rows = num_pairs + 1  # the last row takes the padding
-        with tf.variable_scope("verification_metrics"):
+        with tf.variable_scope(scope):
             store1 = _local_variable("embeddings1", [rows, dim], tf.float32)
             store2 = _local_variable("embeddings2", [rows, dim], tf.float32)
             store_same = _local_variable("issame", [rows], tf.int32)
@@ -119,13 +139,23 @@ def verification_metrics_fn_builder(num_pairs, n_folds=10, far_target=1e-3, pref
         )
         outputs = tf.py_func(compute, [store1, store2, store_same, seen],
                              [tf.float32] * (1 + len(VECTOR_METRICS)), stateful=True,
-                             name="verification_evaluate")
+                             name=scope.replace("metrics", "evaluate"))
         scalars, vectors = outputs[0], outputs[1:]
         metric_ops = {}
         for i, (name, _) in enumerate(SCALAR_METRICS):
-            metric_ops["%s/%s" % (prefix, name)] = (scalars[i], update_op)
+            metric_ops["%s/%s" % (name_prefix, name)] = (scalars[i], update_op)
         for name, value in zip(VECTOR_METRICS, vectors):
-            metric_ops["%s/%s" % (prefix, name)] = (value, update_op)
+            metric_ops["%s/%s" % (name_prefix, name)] = (value, update_op)
+        return metric_ops
+
+    def metric_fn(embeddings1, embeddings2, issame, pair_index, weight,
+                  single_embeddings1=None, single_embeddings2=None):
+        metric_ops = store_and_evaluate("verification_metrics", prefix, embeddings1,
+                                        embeddings2, issame, pair_index, weight)
+        if single_embeddings1 is not None:
+            metric_ops.update(store_and_evaluate(
+                "verification_metrics_single", single_prefix(prefix), single_embeddings1,
+                single_embeddings2, issame, pair_index, weight))
         return metric_ops
 
     return metric_fn
@@ -139,6 +169,11 @@ def metrics_from_eval_result(eval_result, prefix="lfw"):
     for name in VECTOR_METRICS:
         metrics[name] = [float(v) for v in np.asarray(eval_result["%s/%s" % (prefix, name)])]
     metrics["n_folds"] = len(metrics["fold_accuracy"])
+    single = single_prefix(prefix)
+    if "%s/threshold" % single in eval_result:
+        # Without flip TTA (one embedding per image, as a plain serving call gives).
+        metrics["accuracy_single"] = float(eval_result["%s/accuracy" % single])
+        metrics["threshold_single"] = float(eval_result["%s/threshold" % single])
     if "global_step" in eval_result:
         metrics["global_step"] = int(eval_result["global_step"])
     return metrics

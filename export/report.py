@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from data_tools.manifest import atomic_write
+from data_tools.fileio import atomic_write
 
 REPORT_JSON = "report.json"
 ROC_PNG = "roc.png"

@@ -35,22 +35,26 @@ def embed(images, backbone, is_training, embedding_size, dropout_rate=0.0,
     return tf.cast(embeddings, tf.float32)
 
 
-def flip_tta_embeddings(images, flipped, embed_fn):
+def flip_tta_embeddings(images, flipped, embed_fn, with_single=False):
     """embedding(image) + embedding(flipped image), then L2-normalised.
 
     Each term is the model's own (normalised) embedding, exactly what the SavedModel serves, so a
     client that adds the served embeddings of an image and of its mirror image gets the
     evaluation's numbers. ``embed_fn`` maps a batch of images to normalised embeddings.
+    ``with_single``: also return the plain images' own embeddings (None without ``flipped``).
     """
     if flipped is None:
-        return embed_fn(images)
+        plain = embed_fn(images)
+        return (plain, None) if with_single else plain
     both = embed_fn(tf.concat([images, flipped], axis=0))
     plain, mirrored = tf.split(both, 2, axis=0)
-    return tf.nn.l2_normalize(plain + mirrored, axis=1)
+    combined = tf.nn.l2_normalize(plain + mirrored, axis=1)
+    return (combined, plain) if with_single else combined
 
 
 def _pair_embeddings(features, embed_fn, eval_flip):
-    """Normalised embeddings of both images of each pair, flip TTA applied when asked."""
+    """Normalised embeddings of both images of each pair, flip TTA applied when asked:
+    ``{"embeddings1", "embeddings2"}``, plus ``single_embeddings1/2`` (no TTA) with flips."""
     batch = tf.shape(features["image1"])[0]
     images = tf.concat([features["image1"], features["image2"]], axis=0)
     flipped = None
@@ -59,23 +63,26 @@ def _pair_embeddings(features, embed_fn, eval_flip):
             raise ValueError("eval_flip needs pair features image1_flip/image2_flip: build the "
                              "pairs input_fn with flip_tta=True")
         flipped = tf.concat([features["image1_flip"], features["image2_flip"]], axis=0)
-    embeddings = flip_tta_embeddings(images, flipped, embed_fn)
-    return embeddings[:batch], embeddings[batch:]
+    embeddings, single = flip_tta_embeddings(images, flipped, embed_fn, with_single=True)
+    outputs = {"embeddings1": embeddings[:batch], "embeddings2": embeddings[batch:]}
+    if single is not None:
+        outputs.update(single_embeddings1=single[:batch], single_embeddings2=single[batch:])
+    return outputs
 
 
 def _pair_predict_spec(features, embed_fn, eval_flip):
     """PREDICT on pair records: the pair embeddings with their index, label and weight, for a
     verification computed on the host (Ascend: no py_func in a device graph)."""
-    embeddings1, embeddings2 = _pair_embeddings(features, embed_fn, eval_flip)
-    predictions = {"embeddings1": embeddings1, "embeddings2": embeddings2,
-                   "issame": features["issame"], "pair_index": features["pair_index"],
-                   "weight": features["weight"]}
+    predictions = _pair_embeddings(features, embed_fn, eval_flip)
+    predictions.update(issame=features["issame"], pair_index=features["pair_index"],
+                       weight=features["weight"])
     return tf.estimator.EstimatorSpec(tf.estimator.ModeKeys.PREDICT, predictions=predictions)
 
 
 def _verification_eval_spec(features, embed_fn, eval_metrics_fn, eval_flip):
     """EVAL on pair records: pair embeddings -> the verification metric ops."""
-    embeddings1, embeddings2 = _pair_embeddings(features, embed_fn, eval_flip)
+    pair = _pair_embeddings(features, embed_fn, eval_flip)
+    embeddings1, embeddings2 = pair["embeddings1"], pair["embeddings2"]
 
     weight = tf.cast(features["weight"], tf.float32)
     issame = tf.cast(features["issame"], tf.float32)
@@ -87,10 +94,9 @@ def _verification_eval_spec(features, embed_fn, eval_metrics_fn, eval_flip):
 
     metric_ops = {}
     if eval_metrics_fn is not None:
-        metric_ops.update(eval_metrics_fn(embeddings1=embeddings1, embeddings2=embeddings2,
-                                          issame=features["issame"],
-                                          pair_index=features["pair_index"],
-                                          weight=weight))
+        metric_ops.update(eval_metrics_fn(issame=features["issame"],
+                                          pair_index=features["pair_index"], weight=weight,
+                                          **pair))
     metric_ops["pairs/mean_cosine_same"] = tf.metrics.mean(cosine, weights=weight * issame)
     metric_ops["pairs/mean_cosine_different"] = tf.metrics.mean(
         cosine, weights=weight * (1.0 - issame))
@@ -150,6 +156,7 @@ def model_fn_builder(backbone, head, optimization, eval_metrics_fn=None, eval_fl
       optimization: a ``model.config.OptimizationConfig``.
       eval_metrics_fn: ``fn(embeddings1, embeddings2, issame, pair_index, weight)`` -> dict of
         ``(value, update_op)``; the evaluation protocol, supplied by the caller (``export/``).
+        With flip TTA it also receives ``single_embeddings1/2`` (each image embedded once).
         None leaves the pair EVAL with its monitoring metrics only (Ascend: the verification
         runs on the host, from PREDICT outputs).
       eval_flip: flip test-time augmentation of pair embeddings (EVAL and PREDICT).

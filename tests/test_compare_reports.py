@@ -6,7 +6,13 @@ import os
 import numpy as np
 import pytest
 
-from export import compare_reports, report, verification
+from data_tools import cli
+from export import compare_reports, report, report_table, verification
+
+
+def run_main(*args):
+    return cli.run_main(compare_reports.define_flags, compare_reports.main,
+                        ["compare_reports"] + list(args))
 
 
 def _run(root, name, head, seed, accuracy_noise, wall_seconds=600.0):
@@ -42,7 +48,7 @@ def test_seeds_of_one_head_are_averaged(tmp_path):
     # Thread counts do not change what is trained: still one row.
     _set_params(b, intra_op_threads=1, inter_op_threads=1)
     c, mc = _run(tmp_path, "softmax-s0", "softmax", 0, 1.5)
-    rows = compare_reports.summarize([compare_reports.load_run(d) for d in (a, b, c)])
+    rows = report_table.summarize([report_table.load_run(d) for d in (a, b, c)])
     assert [r["head"] for r in rows] == ["circle", "softmax"]
     circle, softmax = rows
     assert circle["seeds"] == [0, 1]
@@ -53,7 +59,7 @@ def test_seeds_of_one_head_are_averaged(tmp_path):
     assert softmax["gamma"] == 64.0  # the scale s for non-Circle heads
     assert softmax["margin"] is None  # plain softmax ignores --margin
 
-    table = compare_reports.markdown_table(rows).splitlines()
+    table = report_table.markdown_table(rows).splitlines()
     assert len(table) == 4
     assert table[2].startswith("| `circle` | shuffled | 0.25 | 64 | %.4f ± " % circle["accuracy"])
     assert "0: %.4f, 1: %.4f" % (ma["accuracy"], mb["accuracy"]) in table[2]
@@ -63,26 +69,26 @@ def test_pk_batches_make_their_own_row(tmp_path):
     a, _ = _run(tmp_path, "circle-s0", "circle", 0, 0.3)
     b, _ = _run(tmp_path, "circle-pk-s0", "circle", 0, 0.3)
     _set_params(b, images_per_identity=4)
-    rows = compare_reports.summarize([compare_reports.load_run(d) for d in (a, b)])
+    rows = report_table.summarize([report_table.load_run(d) for d in (a, b)])
     assert [r["batches"] for r in rows] == ["shuffled", "P×K, K=4"]
 
 
 def test_cli_copies_reports_and_prints_the_table(tmp_path, capsys):
     a, _ = _run(tmp_path, "arcface-s0", "arcface", 0, 0.5)
     kept = tmp_path / "kept"
-    compare_reports.main([a, "--copy_reports", str(kept)])
+    assert run_main(a, "--copy_reports", str(kept)) == 0
     assert "| `arcface` |" in capsys.readouterr().out
     assert report.read_report(str(kept / "arcface-s0.json"))["global_step"] == 1000
 
 
-def test_unfinished_run_is_named(tmp_path):
+def test_unfinished_run_is_named(tmp_path, capsys):
     model_dir = tmp_path / "running"
     model_dir.mkdir()
     (model_dir / "params.json").write_text("{}")
-    with pytest.raises(SystemExit, match="has no eval/report.json"):
-        compare_reports.main([str(model_dir)])
-    with pytest.raises(SystemExit, match="no params.json"):
-        compare_reports.main([str(tmp_path)])
+    assert run_main(str(model_dir)) == 1
+    assert "has no eval/report.json" in capsys.readouterr().err
+    assert run_main(str(tmp_path)) == 1
+    assert "no params.json" in capsys.readouterr().err
 
 
 def test_far_target_falls_back_to_the_runs_params(tmp_path):
@@ -95,6 +101,6 @@ def test_far_target_falls_back_to_the_runs_params(tmp_path):
     with open(path, "w") as f:
         json.dump(stored, f)
     _set_params(model_dir, far_target=0.01)
-    table = compare_reports.markdown_table(
-        compare_reports.summarize([compare_reports.load_run(model_dir)]))
+    table = report_table.markdown_table(
+        report_table.summarize([report_table.load_run(model_dir)]))
     assert "VAL@FAR=0.01 |" in table.splitlines()[0]

@@ -6,23 +6,28 @@ L2-normalise, behind the ``serving_default`` signature the exporters write (``im
 embeddings from the pixels: the reference every test compares with.
 """
 
+import json
 import os
 import shutil
+import subprocess
 import sys
 import tarfile
 
 import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
+from absl import flags
 from PIL import Image
 
+from data_tools import cli, preprocessing
 from data_tools import pairs as pairs_lib
-from data_tools import preprocessing
 from export import embed, report, verification
+from export import embedder as embedder_lib
 from tests import real_lfw
 
 SIZE = 8
 DIM = 16
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def build_saved_model(export_dir, projection, pixels_signature=False):
@@ -117,9 +122,18 @@ def images(tmp_path_factory):
 
 
 def run_cli(capsys, *args):
-    status = embed.main(["embed"] + [str(a) for a in args])
+    status = cli.run_main(embed.define_flags, embed.main, ["embed"] + [str(a) for a in args])
     out, err = capsys.readouterr()
     return status, out, err
+
+
+def run_program(*args):
+    """``python -m export.embed ARGS`` from the repository root, without TF_CPP_MIN_LOG_LEVEL."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env["PYTHONPATH"] = REPO_ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.run([sys.executable, "-m", "export.embed"] + [str(a) for a in args],
+                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300,
+                          check=False)
 
 
 def parse_embedding_lines(out):
@@ -148,7 +162,7 @@ def test_embedder_matches_reference(request, images, flip, model_kind, flip_meth
     export_dir, reference = request.getfixturevalue(model_kind)
     paths, pixels = images
     names = sorted(paths)
-    with embed.load_saved_model(export_dir) as embedder:
+    with embedder_lib.load_saved_model(export_dir) as embedder:
         assert embedder.embedding_size == DIM
         assert embedder.flip_method == flip_method
         got = embedder.embed_files([paths[n] for n in names], batch_size=3, flip=flip)
@@ -179,7 +193,7 @@ def test_any_size_and_format(request, images, tmp_path, model_kind):
     Image.fromarray(pixels["gray.png"]).save(str(tmp_path / "gray.pgm"))
     files += [str(tmp_path / "big.tif"), str(tmp_path / "gray.pgm"),
               write_png(str(tmp_path / "gray.png"), pixels["gray.png"])]
-    with embed.load_saved_model(export_dir) as embedder:
+    with embedder_lib.load_saved_model(export_dir) as embedder:
         for flip in (False, True):
             got = embedder.embed_files(files, flip=flip)
             np.testing.assert_allclose(got[1], got[0], atol=1e-5)
@@ -187,20 +201,26 @@ def test_any_size_and_format(request, images, tmp_path, model_kind):
             np.testing.assert_allclose(got[3], got[4], atol=1e-6)
 
 
-def test_find_saved_model_picks_newest_version(model, tmp_path):
+def test_find_saved_model_picks_the_best_then_the_newest_version(model, tmp_path):
     export_dir, _ = model
     base = tmp_path / "export" / "best"
     for version in ("1600000000", "1700000000", "999"):
         shutil.copytree(export_dir, str(base / version))
     os.makedirs(str(base / "temp-1800000000"))
     (base / "1900000000").mkdir()  # not a SavedModel (export in progress or broken)
-    assert embed.find_saved_model(str(base)) == str(base / "1700000000")
-    assert embed.find_saved_model(str(base / "999")) == str(base / "999")
+    assert embedder_lib.find_saved_model(str(base)) == str(base / "1700000000")
+    assert embedder_lib.find_saved_model(str(base / "999")) == str(base / "999")
+    # With recorded accuracies the best export wins over the newest.
+    for version, value in (("1600000000", 0.95), ("1700000000", 0.90)):
+        extra = base / version / "assets.extra"
+        extra.mkdir(exist_ok=True)
+        (extra / "export_metric.json").write_text(json.dumps({"value": value}))
+    assert embedder_lib.find_saved_model(str(base)) == str(base / "1600000000")
 
 
 def test_report_candidates_order(tmp_path):
     saved_model = str(tmp_path / "run" / "export" / "best" / "1700000000")
-    candidates = embed.report_candidates(saved_model)
+    candidates = embedder_lib.report_candidates(saved_model)
     assert candidates == [
         os.path.join(saved_model, "assets.extra", "report.json"),
         str(tmp_path / "run" / "export" / "best" / "eval" / "report.json"),
@@ -450,8 +470,6 @@ def test_missing_image_file(model, capsys, tmp_path):
     (["--model", "m", "--pairs", "p", "--image_dir", "d", "--output", "o"],
      "--output applies to IMAGE arguments and --folder"),
     (["--model", "m", "--threshold", "1", "x.png"], "exactly two images"),
-    (["--model", "m", "--batch_size", "0", "x.png"], "batch_size"),
-    (["--model", "m", "--no_such_flag", "x.png"], "no_such_flag"),
 ])
 def test_usage_errors(capsys, args, message):
     status, _, err = run_cli(capsys, *args)
@@ -459,24 +477,34 @@ def test_usage_errors(capsys, args, message):
     assert message in err
 
 
-def test_help(capsys):
-    status, out, _ = run_cli(capsys, "--help")
-    assert status == 0 and "--folder" in out and "--threshold" in out
+@pytest.mark.parametrize("args, message", [
+    (["--model", "m", "--batch_size", "0", "x.png"], "batch_size"),
+    (["--model", "m", "--no_such_flag", "x.png"], "no_such_flag"),
+])
+def test_flag_errors(args, message):
+    # absl's app.run reports these (exit 1) before main runs.
+    with pytest.raises(flags.Error, match=message):
+        run_cli(None, *args)
 
 
-def test_run_entry_point(model, images, capsys, monkeypatch):
+def test_program_help_has_no_tensorflow_banners():
+    result = run_program("--help")  # absl's --help exits with status 1
+    assert "--folder" in result.stdout and "--threshold" in result.stdout
+    for banner in ("oneDNN", "cpu_feature_guard", "This TensorFlow binary"):
+        assert banner not in result.stderr
+
+
+def test_program_entry_point(model, images):
     # run() is what `python -m export.embed` and the circle-embed console script call.
     export_dir, reference = model
     paths, pixels = images
-    monkeypatch.setattr(sys, "argv", ["circle-embed", "--model", export_dir, "--threshold", "4",
-                                      paths["a.png"], paths["c.png"]])
-    with pytest.raises(SystemExit) as exit_info:
-        embed.run()
-    assert exit_info.value.code == 0
-    out = capsys.readouterr().out
+    result = run_program("--model", export_dir, "--threshold", "4", paths["a.png"],
+                         paths["c.png"])
+    assert result.returncode == 0, result.stderr
     a, c = reference(pixels["a.png"], True), reference(pixels["c.png"], True)
-    assert float(parse_value(out, "cosine similarity")) == pytest.approx(np.dot(a, c), abs=1e-5)
-    assert parse_value(out, "decision").startswith("same person")
+    assert float(parse_value(result.stdout, "cosine similarity")) == pytest.approx(np.dot(a, c),
+                                                                                  abs=1e-5)
+    assert parse_value(result.stdout, "decision").startswith("same person")
 
 
 # ---------------------------------------------------------------------------------------------

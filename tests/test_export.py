@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf2
 import tensorflow.compat.v1 as tf
 
-from data_tools import input_fns
+from data_tools import cli, input_fns
 from export import embed, eval_metrics, exporters, freeze, serving, verification
 from model import estimator_factory
 from tests import model_helpers
@@ -165,7 +165,8 @@ def test_embed_cli_verifies_two_images_with_the_exported_threshold(trained, save
             path = tmp_path / ("%d_%d.png" % (i, len(out)))
             path.write_bytes(rh.encode(pixels))
             out.append(str(path))
-    code = embed.main(["embed", "--model", saved_model, first[0], second[0]])
+    code = cli.run_main(embed.define_flags, embed.main,
+                        ["embed", "--model", saved_model, first[0], second[0]])
     printed = capsys.readouterr().out
     assert code == 0
     assert "%.2f" % threshold in printed or str(threshold) in printed

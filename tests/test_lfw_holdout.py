@@ -6,7 +6,7 @@ import os
 import pytest
 from PIL import Image
 
-from data_tools import lfw_holdout, make_tfrecords
+from data_tools import conversion, holdout_split
 from data_tools import pairs as pairs_lib
 
 # Three folds of 2 matched + 2 mismatched pairs over identities that never cross folds.
@@ -33,7 +33,7 @@ def lfw(tmp_path):
 
 def _split(lfw, tmp_path, folds, **kwargs):
     out = str(tmp_path / "split")
-    summary = lfw_holdout.make_split(lfw[0], lfw[1], folds, out, **kwargs)
+    summary = holdout_split.make_split(lfw[0], lfw[1], folds, out, **kwargs)
     return out, summary
 
 
@@ -49,7 +49,7 @@ def test_training_identities_exclude_the_held_out_fold(lfw, tmp_path):
     assert summary["train_images"] == 2 + 3 + 2 + 2 + 4 + 2
     assert summary["held_out_identities"] == 4
     assert summary["too_few_images_identities"] == 5  # C, D, G, H, N
-    with open(os.path.join(out, lfw_holdout.SPLIT_NAME)) as f:
+    with open(os.path.join(out, holdout_split.SPLIT_NAME)) as f:
         assert json.load(f) == summary
 
 
@@ -89,27 +89,27 @@ def test_rerun_replaces_links_of_another_split(lfw, tmp_path):
 
 @pytest.mark.parametrize("folds, message", [([4], "out of range"), ([], "at least one")])
 def test_bad_folds(lfw, tmp_path, folds, message):
-    with pytest.raises(lfw_holdout.HoldoutError, match=message):
+    with pytest.raises(holdout_split.HoldoutError, match=message):
         _split(lfw, tmp_path, folds, num_subfolds=2)
 
 
 def test_subfolds_that_do_not_divide(lfw, tmp_path):
-    with pytest.raises(lfw_holdout.HoldoutError, match="cannot make 3 sub-folds"):
+    with pytest.raises(holdout_split.HoldoutError, match="cannot make 3 sub-folds"):
         _split(lfw, tmp_path, [1], num_subfolds=3)
 
 
 def test_wrong_lfw_dir_names_missing_identities(lfw, tmp_path):
     other = tmp_path / "other"
     (other / "Z").mkdir(parents=True)
-    with pytest.raises(lfw_holdout.HoldoutError, match="not in"):
-        lfw_holdout.make_split(str(other), lfw[1], [1], str(tmp_path / "out"), num_subfolds=2)
+    with pytest.raises(holdout_split.HoldoutError, match="not in"):
+        holdout_split.make_split(str(other), lfw[1], [1], str(tmp_path / "out"), num_subfolds=2)
 
 
 def test_refuses_an_output_dir_with_real_files(lfw, tmp_path):
     train = tmp_path / "split" / "train"
     train.mkdir(parents=True)
     (train / "precious.txt").write_text("x")
-    with pytest.raises(lfw_holdout.HoldoutError, match="not identity links"):
+    with pytest.raises(holdout_split.HoldoutError, match="not identity links"):
         _split(lfw, tmp_path, [1], num_subfolds=2)
     assert (train / "precious.txt").exists()
 
@@ -121,7 +121,7 @@ def test_split_converts_to_records(lfw, tmp_path):
             Image.new("L", (40, 40), 10 * index).save(
                 os.path.join(lfw[0], name, "%s_%04d.jpg" % (name, index)))
     out, summary = _split(lfw, tmp_path, [3], num_subfolds=2)
-    result = make_tfrecords.convert_folder(os.path.join(out, "train"),
-                                           str(tmp_path / "records"), progress=False)
+    result = conversion.convert_folder(os.path.join(out, "train"),
+                                       str(tmp_path / "records"), progress=False)
     assert result["num_classes"] == summary["train_identities"]
     assert result["num_images"] == summary["train_images"]

@@ -194,8 +194,9 @@ def test_pair_records_eval_feeds_the_metric_fn(records):
     _, pairs = records
     seen = {}
 
-    def metrics_fn(embeddings1, embeddings2, issame, pair_index, weight):
-        seen.update(e1=embeddings1, e2=embeddings2, index=pair_index, weight=weight)
+    def metrics_fn(embeddings1, embeddings2, issame, pair_index, weight, **single):
+        seen.update(e1=embeddings1, e2=embeddings2, index=pair_index, weight=weight,
+                    single=sorted(single))
         return {"dummy/mean_weight": tf.metrics.mean(weight)}
 
     with tf.Graph().as_default():
@@ -205,6 +206,7 @@ def test_pair_records_eval_feeds_the_metric_fn(records):
         assert "dummy/mean_weight" in spec.eval_metric_ops
         assert "pairs/mean_cosine_same" in spec.eval_metric_ops
         assert seen["e1"].shape.as_list() == [4, 16] == seen["e2"].shape.as_list()
+        assert seen["single"] == ["single_embeddings1", "single_embeddings2"]  # flip TTA on
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
             e1, e2 = sess.run([seen["e1"], seen["e2"]])

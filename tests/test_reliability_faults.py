@@ -29,13 +29,13 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-from data_tools import make_tfrecords, manifest
+from data_tools import conversion, fileio, manifest
 from data_tools import manifest as manifest_lib
 from tests import _folder_fixtures as ff
 from tests import records_helpers as rh
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ConversionError = make_tfrecords.ConversionError
+ConversionError = conversion.ConversionError
 
 
 convert = ff.convert_quietly
@@ -45,7 +45,7 @@ shard_files = ff.shard_files
 def outputs(directory):
     """The files a finished conversion is judged by (the lock file is bookkeeping)."""
     files = ff.read_dir_bytes(str(directory))
-    files.pop(make_tfrecords.LOCK_NAME, None)
+    files.pop(conversion.LOCK_NAME, None)
     return files
 
 
@@ -161,8 +161,8 @@ def test_disk_full_is_one_clear_error_and_a_rerun_resumes(tmp_path, monkeypatch,
         _FullDiskWriter.budget = 7  # shard 0 (3 records) and 1 (3) fit, shard 2 does not
         monkeypatch.setattr(tf.io, "TFRecordWriter", _FullDiskWriter)
     else:
-        real_write = manifest_lib.atomic_write_text
-        target = {"plan": make_tfrecords.PLAN_NAME, "labels": manifest_lib.LABELS_NAME,
+        real_write = fileio.atomic_write_text
+        target = {"plan": conversion.PLAN_NAME, "labels": manifest_lib.LABELS_NAME,
                   "manifest": manifest_lib.MANIFEST_NAME}[where]
         calls = []
 
@@ -173,7 +173,7 @@ def test_disk_full_is_one_clear_error_and_a_rerun_resumes(tmp_path, monkeypatch,
                 _enospc()
             return real_write(path, text)
 
-        monkeypatch.setattr(manifest_lib, "atomic_write_text", atomic_write_text)
+        monkeypatch.setattr(fileio, "atomic_write_text", atomic_write_text)
     with pytest.raises(ConversionError) as error:
         convert(tmp_path / "in", tmp_path / "out", num_shards=4)
     message = str(error.value)
@@ -193,7 +193,7 @@ def test_atomic_write_leaves_no_temporary_file_when_the_disk_is_full(tmp_path, m
     real_fsync = os.fsync
     monkeypatch.setattr(os, "fsync", _enospc)
     with pytest.raises(OSError):
-        manifest_lib.atomic_write_text(str(path), "new\n")
+        fileio.atomic_write_text(str(path), "new\n")
     monkeypatch.setattr(os, "fsync", real_fsync)
     assert os.listdir(str(tmp_path)) == ["labels.txt"]
     assert path.read_text() == "old\n"

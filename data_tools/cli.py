@@ -1,0 +1,90 @@
+"""What every command-line tool of the project shares. No TensorFlow here, and nothing that
+imports it: the tools call :func:`quiet_tensorflow` before they import TensorFlow.
+
+One way to build a command line, in every CLI module (``data_tools/make_tfrecords.py``,
+``python -m data_tools.synthetic``, ``python -m data_tools.lfw_holdout``,
+``python -m export.embed``, ``python -m export.compare_reports``)::
+
+    from data_tools import cli
+    cli.quiet_tensorflow()          # before anything imports TensorFlow
+
+    def define_flags(flag_values=flags.FLAGS): ...   # DEFINE_* with flag_values=flag_values
+    def main(argv, flag_values=flags.FLAGS): ...     # parsed flags in, exit code out
+    def run():                                       # console script and __main__
+        cli.run(define_flags, main)
+
+Tests call ``define_flags`` on a ``flags.FlagValues()`` of their own, parse, and call ``main``
+with it, so no test touches the global ``FLAGS`` (``estimator_main`` defines its flags there).
+"""
+
+import os
+import sys
+
+TF_LOG_LEVEL_ENV = "TF_CPP_MIN_LOG_LEVEL"
+# TensorFlow's C++ log level: 0 all, 1 no INFO (the oneDNN and CPU-feature banners are INFO),
+# 2 no WARNING either, 3 errors only.
+DEFAULT_TF_LOG_LEVEL = "2"
+_ABSL_LEVEL_NAMES = {"debug": 1, "info": 0, "warning": -1, "warn": -1, "error": -2, "fatal": -3}
+
+
+def verbosity_from_argv(argv):
+    """The absl ``--verbosity`` (``-v``) a command line asks for, or None when it asks none."""
+    value = None
+    args = list(argv[1:])
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        name, has_value, text = arg.lstrip("-").partition("=")
+        if not arg.startswith("-") or name not in ("verbosity", "v"):
+            continue
+        if not has_value:
+            text = args[i + 1] if i + 1 < len(args) else ""
+        text = text.strip().lower()
+        try:
+            value = int(text)
+        except ValueError:
+            value = _ABSL_LEVEL_NAMES.get(text, value)
+    return value
+
+
+def quiet_tensorflow(argv=None):
+    """Set TensorFlow's C++ log level before TensorFlow is imported.
+
+    ``TF_CPP_MIN_LOG_LEVEL`` becomes 2 (errors only: no oneDNN and CPU-feature banners) unless
+    the environment already sets it, or ``--verbosity`` in ``argv`` (default ``sys.argv``) asks
+    for more: 0 or more (INFO, DEBUG) shows everything, -1 (WARNING) shows warnings.
+    """
+    verbosity = verbosity_from_argv(sys.argv if argv is None else argv)
+    if verbosity is not None and verbosity >= 0:
+        os.environ[TF_LOG_LEVEL_ENV] = "0"
+    elif verbosity == -1:
+        os.environ[TF_LOG_LEVEL_ENV] = "1"
+    else:
+        os.environ.setdefault(TF_LOG_LEVEL_ENV, DEFAULT_TF_LOG_LEVEL)
+
+
+def run(define_flags, main):
+    """The console-script entry: define the flags in the global ``FLAGS``, then ``app.run(main)``
+    (which parses them, handles ``--help`` and exits with ``main``'s return value).
+
+    The flags are made key flags of the program too, so that ``--help`` lists them when the
+    program is a console script (absl lists the flags of the module named by ``sys.argv[0]``).
+    """
+    from absl import app, flags  # noqa: PLC0415 - absl is light, but only entry points need it
+
+    before = set(flags.FLAGS)
+    define_flags()
+    for name in sorted(set(flags.FLAGS) - before):
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[name])
+    app.run(main)
+
+
+def run_main(define_flags, main, argv):
+    """``main`` on ``argv`` (``argv[0]`` is the program name) with flags of its own: a fresh
+    ``FlagValues``, so that tests and other programs can call a CLI in-process, again and again,
+    whatever the global ``FLAGS`` holds. Flag errors raise ``absl.flags.Error``."""
+    from absl import flags  # noqa: PLC0415
+
+    flag_values = flags.FlagValues()
+    define_flags(flag_values)
+    return main(flag_values(list(argv)), flag_values=flag_values)

@@ -1,0 +1,165 @@
+"""The fold-holdout protocol on real LFW: train on the identities outside one View 2 fold
+(the library behind ``python -m data_tools.lfw_holdout``).
+
+LFW's View 2 folds are identity-disjoint, so one fold's 600 pairs can be a test set for a model
+trained on every other LFW image, provided no identity of that fold reaches training::
+
+    python -m data_tools.lfw_holdout --lfw_dir=/data/lfw_gray250 --pairs=/data/pairs.txt \\
+        --holdout_folds=10 --output_dir=/data/lfw_fold10
+
+writes ``train/`` (one symbolic link per kept identity folder: identities with at least
+``--min_images`` images that appear in none of the held-out folds) and ``pairs.txt`` (the
+held-out folds' pairs in the LFW format), ready for ``make_tfrecords.py``.
+
+The test pairs are laid out as LFW's own protocol expects them: ``--subfolds`` (10) contiguous
+folds, each holding the same number of matched then mismatched pairs (30 + 30 for one held-out
+fold, in pairs.txt order). ``evaluate()`` picks each sub-fold's threshold on the other nine, as it
+does over View 2's folds; copying the held-out fold as one block instead would make every
+sub-fold all-matched or all-mismatched. Tuning holds out another fold (e.g.
+``--holdout_folds=9``) so that fold 10 stays a test. ``scripts/lfw_recipe.sh``
+runs the whole recipe.
+
+Only the file layout is touched here (no image is read or copied), so nothing derived from the
+LFW images is written by this module.
+"""
+
+import collections
+import json
+import os
+
+from data_tools import image_files
+from data_tools import pairs as pairs_lib
+
+SPLIT_NAME = "split.json"
+
+
+class HoldoutError(ValueError):
+    """Bad arguments or input for the holdout split (one line, for the command line)."""
+
+
+def fold_identities(pairs_file, folds):
+    """Names of every identity in the given 1-based ``folds`` of a parsed pairs file."""
+    wanted = {fold - 1 for fold in folds}
+    names = set()
+    for pair in pairs_file.pairs:
+        if pair.fold in wanted:
+            names.update((pair.name1, pair.name2))
+    return names
+
+
+def count_images(identity_dir):
+    """Image files directly inside one identity folder."""
+    return sum(1 for name in os.listdir(identity_dir) if image_files.is_image_filename(name))
+
+
+def _check_folds(pairs_file, folds):
+    if not folds:
+        raise HoldoutError("hold out at least one fold")
+    bad = [fold for fold in folds if not 1 <= fold <= pairs_file.num_folds]
+    if bad:
+        raise HoldoutError("holdout fold(s) %s out of range: the pairs file has folds 1-%d"
+                           % (", ".join(map(str, bad)), pairs_file.num_folds))
+
+
+def subfold_pairs(pairs, num_subfolds):
+    """Re-deal ``pairs`` (matched and mismatched, any order) into ``num_subfolds`` LFW folds.
+
+    Sub-fold k takes the k-th block of the matched pairs, then the k-th block of the mismatched
+    ones, both in input order. Returns ``(pairs_per_fold, pairs_in_file_order)``.
+    """
+    matched = [pair for pair in pairs if pair.issame]
+    mismatched = [pair for pair in pairs if not pair.issame]
+    per_fold, left = divmod(len(matched), num_subfolds)
+    if left or len(mismatched) != len(matched) or per_fold == 0:
+        raise HoldoutError("%d matched and %d mismatched pairs cannot make %d sub-folds of "
+                           "equal halves" % (len(matched), len(mismatched), num_subfolds))
+    ordered = []
+    for k in range(num_subfolds):
+        block = slice(k * per_fold, (k + 1) * per_fold)
+        ordered.extend(matched[block])
+        ordered.extend(mismatched[block])
+    return per_fold, ordered
+
+
+def _link(target, link_path):
+    """A symbolic link ``link_path`` → ``target``, replacing a stale link of a previous run."""
+    if os.path.islink(link_path):
+        if os.readlink(link_path) == target:
+            return
+        os.remove(link_path)
+    os.symlink(target, link_path)
+
+
+def make_split(lfw_dir, pairs_path, holdout_folds, output_dir, min_images=2, num_subfolds=10):
+    """Write the training identity links and the held-out pairs file; returns a summary dict.
+
+    Raises :class:`HoldoutError` for a missing ``lfw_dir``, folds outside the pairs file, a
+    ``min_images`` below 1, held-out pairs that do not split into ``num_subfolds``, or an
+    ``output_dir/train`` holding anything but links of this split; ``pairs_lib.PairsFormatError``
+    for a malformed pairs file.
+    """
+    if not os.path.isdir(lfw_dir):
+        raise HoldoutError("--lfw_dir %s is not a directory (extract the LFW archive first)"
+                           % lfw_dir)
+    if min_images < 1:
+        raise HoldoutError("--min_images must be at least 1, got %d" % min_images)
+    folds = sorted(set(holdout_folds))
+    pairs_file = pairs_lib.read_pairs(pairs_path)
+    _check_folds(pairs_file, folds)
+    held_out = fold_identities(pairs_file, folds)
+
+    lfw_dir = os.path.abspath(lfw_dir)
+    train_dir = os.path.join(output_dir, "train")
+    os.makedirs(train_dir, exist_ok=True)
+    foreign = [name for name in os.listdir(train_dir)
+               if not os.path.islink(os.path.join(train_dir, name))]
+    if foreign:
+        raise HoldoutError("%s holds %d entries that are not identity links (e.g. %s); choose "
+                           "an empty --output_dir" % (train_dir, len(foreign), foreign[0]))
+
+    kept = collections.OrderedDict()
+    counts = collections.Counter()
+    for name in sorted(os.listdir(lfw_dir)):
+        identity_dir = os.path.join(lfw_dir, name)
+        if not os.path.isdir(identity_dir):
+            continue
+        if name in held_out:
+            counts["held_out_identities"] += 1
+            continue
+        num_images = count_images(identity_dir)
+        if num_images < min_images:
+            counts["too_few_images_identities"] += 1
+            continue
+        kept[name] = num_images
+    missing = held_out.difference(os.listdir(lfw_dir))
+    if missing:
+        raise HoldoutError("%d identities of the held-out folds are not in %s (e.g. %s): "
+                           "wrong --lfw_dir?" % (len(missing), lfw_dir, sorted(missing)[0]))
+    for name in os.listdir(train_dir):
+        if name not in kept:
+            os.remove(os.path.join(train_dir, name))
+    for name in kept:
+        _link(os.path.join(lfw_dir, name), os.path.join(train_dir, name))
+
+    wanted = {fold - 1 for fold in folds}
+    per_subfold, test_pairs = subfold_pairs(
+        [pair for pair in pairs_file.pairs if pair.fold in wanted], num_subfolds)
+    pairs_out = os.path.join(output_dir, "pairs.txt")
+    pairs_lib.write_pairs(pairs_out, num_subfolds, per_subfold, test_pairs)
+
+    summary = {
+        "lfw_dir": lfw_dir,
+        "pairs": os.path.abspath(pairs_path),
+        "holdout_folds": folds,
+        "min_images": min_images,
+        "train_identities": len(kept),
+        "train_images": sum(kept.values()),
+        "held_out_identities": counts["held_out_identities"],
+        "too_few_images_identities": counts["too_few_images_identities"],
+        "test_pairs": len(test_pairs),
+        "test_subfolds": num_subfolds,
+    }
+    with open(os.path.join(output_dir, SPLIT_NAME), "w", encoding="utf-8") as f:
+        json.dump(summary, f, indent=2, sort_keys=True)
+        f.write("\n")
+    return summary
