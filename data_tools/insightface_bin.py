@@ -27,7 +27,7 @@ import pickle
 
 import numpy as np
 
-from data_tools import manifest as manifest_lib
+from data_tools import fileio
 
 DEFAULT_MAX_BYTES = 2 << 30
 NUM_FOLDS = 10
@@ -251,5 +251,5 @@ def dumps(bins, issame, protocol=4):
 def write_bin(path, bins, issame, protocol=4):
     """Write ``(bins, issame)`` as a ``.bin`` file, atomically."""
     data = dumps(bins, issame, protocol)
-    manifest_lib.atomic_write(path, lambda f: f.write(data))
+    fileio.atomic_write(path, lambda f: f.write(data))
     return len(data)
