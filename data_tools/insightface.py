@@ -72,6 +72,11 @@ def _reader(path):
     return _READERS[key]
 
 
+def _close_readers():
+    for key in [key for key in _READERS if key[0] == os.getpid()]:
+        _READERS.pop(key).close()
+
+
 def _class_id(header):
     value = recordio.class_of(header)
     if not math.isfinite(value) or value < 0 or value != int(value) or value >= 2 ** 31:
@@ -239,6 +244,15 @@ def convert_rec(input_rec, output_dir, name="train", num_shards=None, seed=0, im
     ``property`` that disagrees with the records, a damaged record under ``strict``, or an output
     directory that holds another conversion (unless ``overwrite``).
     """
+    try:
+        return _convert_rec(input_rec, output_dir, name, num_shards, seed, image_size, crop_box,
+                            min_images_per_class, num_workers, strict, overwrite, progress)
+    finally:
+        _close_readers()  # the file may change before the next conversion
+
+
+def _convert_rec(input_rec, output_dir, name, num_shards, seed, image_size, crop_box,
+                 min_images_per_class, num_workers, strict, overwrite, progress):
     start_time = time.time()
     crop_box, num_workers = _common_checks(name, num_shards, image_size, crop_box, num_workers)
     _check_positive(min_images_per_class, "min_images_per_class", allow_none=False)
