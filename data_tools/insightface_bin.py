@@ -53,7 +53,7 @@ def _empty_bytes(*args):
     return b""
 
 
-class _Dtype(object):
+class _Dtype:
     """Stand-in for ``numpy.dtype``: bool and integer type codes only. Its pickled state may
     set the byte order, nothing else (numpy's own ``__setstate__`` also takes flags that would
     make numpy read the array's bytes as object pointers)."""
@@ -66,10 +66,9 @@ class _Dtype(object):
         try:
             dtype = np.dtype(spec)
         except TypeError:
-            raise _Refused("numpy dtype %r is not a type code" % spec) from None
+            raise _Refused(f"numpy dtype {spec!r} is not a type code") from None
         if dtype.kind not in "biu" or dtype.hasobject:
-            raise _Refused("numpy dtype %r is not allowed (bool or integer only)"
-                                         % spec)
+            raise _Refused(f"numpy dtype {spec!r} is not allowed (bool or integer only)")
         self.dtype = dtype
 
     def __setstate__(self, state):
@@ -80,7 +79,7 @@ class _Dtype(object):
             self.dtype = self.dtype.newbyteorder(order)
 
 
-class _Array(object):
+class _Array:
     """Stand-in for the ndarray that ``_reconstruct`` creates and its state fills: the array is
     built from the raw bytes with a checked :class:`_Dtype`, never by numpy's unpickling."""
 
@@ -101,16 +100,14 @@ def _from_bytes(raw, dtype, shape, order):
         raise _Refused("numpy array data must be bytes")
     if (not isinstance(shape, tuple) or len(shape) > 1
             or not all(isinstance(n, int) and n >= 0 for n in shape)):
-        raise _Refused("only 1-D numpy arrays are allowed, got shape %r"
-                                     % (shape,))
+        raise _Refused(f"only 1-D numpy arrays are allowed, got shape {shape!r}")
     count = shape[0] if shape else 1
     if len(raw) != count * dtype.dtype.itemsize:
-        raise _Refused("numpy array of %d items holds %d bytes"
-                                     % (count, len(raw)))
+        raise _Refused(f"numpy array of {count} items holds {len(raw)} bytes")
     return np.frombuffer(bytes(raw), dtype=dtype.dtype).reshape(shape, order=order)
 
 
-class _NdarrayClass(object):
+class _NdarrayClass:
     """Stand-in for ``numpy.ndarray``: only an argument of ``_reconstruct``, never callable
     (``ndarray(shape)`` would allocate whatever a hostile file asks for)."""
 
@@ -153,10 +150,10 @@ class _RestrictedUnpickler(pickle.Unpickler):
         try:
             return _ALLOWED[(module, name)]
         except (KeyError, TypeError):
-            raise _Refused("refusing global %s.%s" % (module, name)) from None
+            raise _Refused(f"refusing global {module}.{name}") from None
 
     def persistent_load(self, pid):
-        raise _Refused("refusing persistent id %r" % (pid,))
+        raise _Refused(f"refusing persistent id {pid!r}")
 
 
 def loads(data, path="<bytes>"):
@@ -167,45 +164,46 @@ def loads(data, path="<bytes>"):
         value = _RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
     except _Refused as e:
         detail = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise BinFormatError("%s: not a safe verification .bin (%s); nothing in it was run"
-                             % (path, detail)) from None
+        raise BinFormatError(f"{path}: not a safe verification .bin ({detail}); nothing in it "
+                             f"was run") from None
     except Exception as e:  # noqa: BLE001 - a corrupt pickle raises anything
-        raise BinFormatError("%s: not a readable pickle (%s: %s)"
-                             % (path, type(e).__name__, str(e).split("\n")[0][:200])) from None
+        first_line = str(e).split("\n")[0][:200]
+        raise BinFormatError(f"{path}: not a readable pickle ({type(e).__name__}: "
+                             f"{first_line})") from None
     return _check_structure(value, path)
 
 
 def _check_structure(value, path):
     if not isinstance(value, (tuple, list)) or len(value) != 2:
-        raise BinFormatError("%s: expected a pickled (bins, issame_list) pair, got %s"
-                             % (path, type(value).__name__))
+        raise BinFormatError(f"{path}: expected a pickled (bins, issame_list) pair, got "
+                             f"{type(value).__name__}")
     bins, issame = value
     if isinstance(issame, _Array):
         issame = issame.array
     if not isinstance(bins, (list, tuple)):
-        raise BinFormatError("%s: bins is a %s, expected a list of encoded images"
-                             % (path, type(bins).__name__))
+        raise BinFormatError(f"{path}: bins is a {type(bins).__name__}, expected a list of "
+                             f"encoded images")
     if isinstance(issame, np.ndarray):
         if issame.ndim != 1:
-            raise BinFormatError("%s: issame_list is an array of shape %s, expected 1-D bools"
-                                 % (path, issame.shape))
+            raise BinFormatError(f"{path}: issame_list is an array of shape {issame.shape}, "
+                                 f"expected 1-D bools")
         issame = issame.tolist()
     if not isinstance(issame, (list, tuple)):
-        raise BinFormatError("%s: issame_list is a %s, expected a list of bools"
-                             % (path, type(issame).__name__))
+        raise BinFormatError(f"{path}: issame_list is a {type(issame).__name__}, expected a "
+                             f"list of bools")
     for i, flag in enumerate(issame):
         if not isinstance(flag, (bool, int, np.bool_, np.integer)) or int(flag) not in (0, 1):
-            raise BinFormatError("%s: issame_list[%d] is %r, expected a bool" % (path, i, flag))
+            raise BinFormatError(f"{path}: issame_list[{i}] is {flag!r}, expected a bool")
     if len(bins) != 2 * len(issame):
-        raise BinFormatError("%s: %d images for %d pairs (expected 2 per pair)"
-                             % (path, len(bins), len(issame)))
+        raise BinFormatError(f"{path}: {len(bins)} images for {len(issame)} pairs (expected 2 "
+                             f"per pair)")
     if not issame:
-        raise BinFormatError("%s: holds no pairs" % path)
+        raise BinFormatError(f"{path}: holds no pairs")
     images = []
     for i, image in enumerate(bins):
         if not isinstance(image, (bytes, bytearray)):
-            raise BinFormatError("%s: bins[%d] is a %s, expected encoded image bytes"
-                                 % (path, i, type(image).__name__))
+            raise BinFormatError(f"{path}: bins[{i}] is a {type(image).__name__}, expected "
+                                 f"encoded image bytes")
         images.append(bytes(image))
     return images, [bool(flag) for flag in issame]
 
@@ -216,10 +214,10 @@ def read_bin(path, max_bytes=DEFAULT_MAX_BYTES):
     try:
         size = os.path.getsize(path)
     except OSError as e:
-        raise BinFormatError("%s: cannot read (%s)" % (path, e.strerror or e)) from None
+        raise BinFormatError(f"{path}: cannot read ({e.strerror or e})") from None
     if size > max_bytes:
-        raise BinFormatError("%s: %d bytes, more than the %d-byte limit for a verification set"
-                             % (path, size, max_bytes))
+        raise BinFormatError(f"{path}: {size} bytes, more than the {max_bytes}-byte limit for a "
+                             f"verification set")
     with open(path, "rb") as f:
         data = f.read(max_bytes + 1)
     return loads(data, path)
@@ -229,7 +227,7 @@ def fold_sizes(num_pairs, num_folds=NUM_FOLDS):
     """Pairs per fold of sklearn's ``KFold(num_folds, shuffle=False)``, which insightface uses:
     contiguous, the first ``num_pairs % num_folds`` folds one larger."""
     if num_pairs < num_folds:
-        raise BinFormatError("%d pairs cannot make %d folds" % (num_pairs, num_folds))
+        raise BinFormatError(f"{num_pairs} pairs cannot make {num_folds} folds")
     return [num_pairs // num_folds + (1 if k < num_pairs % num_folds else 0)
             for k in range(num_folds)]
 
@@ -244,7 +242,7 @@ def dumps(bins, issame, protocol=4):
     bins = [bytes(b) for b in bins]
     issame = [bool(s) for s in issame]
     if len(bins) != 2 * len(issame):
-        raise ValueError("%d images for %d pairs (expected 2 per pair)" % (len(bins), len(issame)))
+        raise ValueError(f"{len(bins)} images for {len(issame)} pairs (expected 2 per pair)")
     return pickle.dumps((bins, issame), protocol=protocol)
 
 

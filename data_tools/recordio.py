@@ -44,8 +44,8 @@ class RecordError(ValueError):
     """A damaged record or index. ``str()`` is one line naming the file and the record."""
 
     def __init__(self, path, offset, reason, key=None):
-        where = "record %s at byte %d" % (key, offset) if key is not None else "byte %d" % offset
-        super(RecordError, self).__init__("%s: %s: %s" % (path, where, reason))
+        where = f"record {key} at byte {offset}" if key is not None else f"byte {offset}"
+        super().__init__(f"{path}: {where}: {reason}")
         self.path, self.offset, self.reason, self.key = path, offset, reason, key
 
 
@@ -57,7 +57,7 @@ def pack(header, data):
     numbers, then ``flag`` is ignored) followed by ``data``, as mxnet's ``recordio.pack``."""
     label = header.label
     if isinstance(label, (list, tuple)):
-        labels = struct.pack("<%df" % len(label), *label)
+        labels = struct.pack(f"<{len(label)}f", *label)
         return _IR.pack(len(label), 0.0, header.id, header.id2) + labels + bytes(data)
     return _IR.pack(header.flag, label, header.id, header.id2) + bytes(data)
 
@@ -66,16 +66,16 @@ def unpack(payload):
     """``(IRHeader, data)`` of a payload; raises ``ValueError`` when it is too short for its
     header or its array label."""
     if len(payload) < IR_SIZE:
-        raise ValueError("payload of %d bytes is shorter than the %d-byte IRHeader"
-                         % (len(payload), IR_SIZE))
+        raise ValueError(f"payload of {len(payload)} bytes is shorter than the {IR_SIZE}-byte "
+                         f"IRHeader")
     flag, label, id1, id2 = _IR.unpack_from(payload, 0)
     if flag == 0:
         return IRHeader(flag, label, id1, id2), payload[IR_SIZE:]
     end = IR_SIZE + 4 * flag
     if end > len(payload):
-        raise ValueError("IRHeader announces %d float labels, the payload holds only %d bytes"
-                         % (flag, len(payload)))
-    labels = struct.unpack_from("<%df" % flag, payload, IR_SIZE)
+        raise ValueError(f"IRHeader announces {flag} float labels, the payload holds only "
+                         f"{len(payload)} bytes")
+    labels = struct.unpack_from(f"<{flag}f", payload, IR_SIZE)
     return IRHeader(flag, labels, id1, id2), payload[end:]
 
 
@@ -93,7 +93,7 @@ def frame(payload):
     payload = bytes(payload)
     size = len(payload)
     if size > MAX_LENGTH:
-        raise ValueError("a record holds at most %d bytes, got %d" % (MAX_LENGTH, size))
+        raise ValueError(f"a record holds at most {MAX_LENGTH} bytes, got {size}")
     out = []
     start = 0
     position = payload.find(_MAGIC_BYTES)
@@ -120,7 +120,7 @@ class Truncated(ValueError):
     record's start, the pieces parsed so far announce."""
 
     def __init__(self, reason, need):
-        super(Truncated, self).__init__(reason)
+        super().__init__(reason)
         self.need = need
 
 
@@ -136,23 +136,23 @@ def parse_record(buffer, position, limit=None):
     pieces = []
     while True:
         if position + 8 > limit:
-            raise Truncated("truncated: %d byte(s) left where an 8-byte record head is due"
-                            % max(0, limit - position), position + 8 - start)
+            raise Truncated(f"truncated: {max(0, limit - position)} byte(s) left where an 8-byte "
+                            f"record head is due", position + 8 - start)
         magic, lrec = _FRAME.unpack_from(buffer, position)
         if magic != MAGIC:
-            raise ValueError("bad magic word 0x%08x (expected 0x%08x)%s"
-                             % (magic, MAGIC, " in a continuation piece" if pieces else ""))
+            where = " in a continuation piece" if pieces else ""
+            raise ValueError(f"bad magic word 0x{magic:08x} (expected 0x{MAGIC:08x}){where}")
         flag, length = lrec >> 29, lrec & _LENGTH_MASK
         if not pieces and flag not in (0, 1):
-            raise ValueError("continuation flag %d where a record starts" % flag)
+            raise ValueError(f"continuation flag {flag} where a record starts")
         if pieces and flag not in (2, 3):
-            raise ValueError("continuation flag %d inside a split record" % flag)
+            raise ValueError(f"continuation flag {flag} inside a split record")
         done = flag in (0, 3)
         if not done and length % 4:
-            raise ValueError("a split piece of %d bytes is not whole words" % length)
+            raise ValueError(f"a split piece of {length} bytes is not whole words")
         if position + 8 + length > limit:
-            raise Truncated("length %d runs past the end (%d byte(s) left)"
-                            % (length, limit - position - 8), position + 8 + length - start)
+            raise Truncated(f"length {length} runs past the end ({limit - position - 8} byte(s) "
+                            f"left)", position + 8 + length - start)
         pieces.append(bytes(buffer[position + 8:position + 8 + length]))
         # Pieces before the last are whole words; only the last carries padding.
         position += 8 + (_padded(length) if done else length)
@@ -181,10 +181,10 @@ def read_index(path):
                 if len(parts) != 2 or offset < 0:
                     raise ValueError
             except (ValueError, IndexError):
-                raise RecordError(path, 0, "line %d is not 'key<TAB>offset': %r"
-                                  % (number, text[:60])) from None
+                raise RecordError(path, 0, f"line {number} is not 'key<TAB>offset': "
+                                           f"{text[:60]!r}") from None
             if key in seen:
-                raise RecordError(path, 0, "line %d repeats key %d" % (number, key))
+                raise RecordError(path, 0, f"line {number} repeats key {key}")
             seen.add(key)
             entries.append((key, offset))
     return entries
@@ -193,7 +193,7 @@ def read_index(path):
 # ------------------------------------------------------------------ reading
 
 
-class RecordReader(object):
+class RecordReader:
     """Random and ranged access to a ``.rec`` file (a context manager).
 
     :meth:`read` fetches one record by offset; :meth:`read_many` fetches the records of a list
@@ -228,8 +228,8 @@ class RecordReader(object):
         """The payload of the record at byte ``offset``; :class:`RecordError` if damaged."""
         available = self.size - offset
         if offset < 0 or available < 8:
-            raise RecordError(self.path, offset, "offset beyond the end of the file (%d bytes)"
-                              % self.size, key)
+            raise RecordError(self.path, offset,
+                              f"offset beyond the end of the file ({self.size} bytes)", key)
         # Read what the heads announce, never more than the file holds: one read for a record
         # in one piece (the head and a typical JPEG fit in the first), one more per split piece.
         want = min(available, 8 << 10)
@@ -303,7 +303,7 @@ class RecordReader(object):
 # ------------------------------------------------------------------ writing
 
 
-class RecordWriter(object):
+class RecordWriter:
     """Write a ``.rec`` file and, when ``idx_path`` is given, its ``.idx`` (a context manager)."""
 
     def __init__(self, path, idx_path=None):
@@ -318,7 +318,7 @@ class RecordWriter(object):
         if self._idx is not None:
             if key is None:
                 raise ValueError("a key is needed to write an indexed record")
-            self._idx.write("%d\t%d\n" % (key, offset))
+            self._idx.write(f"{key}\t{offset}\n")
         return offset
 
     def close(self):
@@ -389,8 +389,8 @@ def read_property(path):
         if len(values) != 3 or min(values) < 1:
             raise ValueError
     except ValueError:
-        raise ValueError("%s: expected 'num_classes,height,width', got %r"
-                         % (path, text[:60])) from None
+        raise ValueError(f"{path}: expected 'num_classes,height,width', "
+                         f"got {text[:60]!r}") from None
     return values
 
 
@@ -430,9 +430,9 @@ def write_dataset(directory, images, layout=HEADER0, array_labels=False, num_cla
             for key, (cls, data) in enumerate(images):
                 writer.write(pack(IRHeader(0, label(cls), key, 0), data), key=key)
         else:
-            raise ValueError("layout must be %r or %r, got %r" % (HEADER0, FLAT, layout))
+            raise ValueError(f"layout must be {HEADER0!r} or {FLAT!r}, got {layout!r}")
     if image_shape is not None:
         with open(os.path.join(directory, "property"), "w", encoding="ascii") as f:
-            f.write("%d,%d,%d" % ((len(classes) if num_classes is None else num_classes,)
-                                  + tuple(image_shape)))
+            count = len(classes) if num_classes is None else num_classes
+            f.write(f"{count},{image_shape[0]},{image_shape[1]}")
     return rec

@@ -44,9 +44,9 @@ def test_writer_round_trip(tmp_path):
 
 
 def _hostile(marker):
-    command = "touch %s" % marker
+    command = f"touch {marker}"
 
-    class Reduce(object):
+    class Reduce:
         def __init__(self, func, args):
             self.func, self.args = func, args
 
@@ -55,8 +55,8 @@ def _hostile(marker):
 
     return {
         "os.system": Reduce(os.system, (command,)),
-        "builtins.eval": Reduce(eval, ("open(%r, 'w')" % marker,)),
-        "builtins.exec": Reduce(exec, ("open(%r, 'w')" % marker,)),
+        "builtins.eval": Reduce(eval, (f"open({marker!r}, 'w')",)),
+        "builtins.exec": Reduce(exec, (f"open({marker!r}, 'w')",)),
         "subprocess.Popen": Reduce(subprocess.Popen, (["touch", marker],)),
         "subprocess.call": Reduce(subprocess.call, (["touch", marker],)),
         "builtins.__import__": Reduce(__import__, ("os",)),
@@ -64,7 +64,7 @@ def _hostile(marker):
     }
 
 
-class _Evil(object):
+class _Evil:
     def __init__(self, marker):
         self.marker = marker
 
@@ -99,7 +99,7 @@ def test_hostile_pickles_never_run(tmp_path, name, protocol, where):
         insightface_bin.read_bin(str(path))
     message = str(info.value)
     assert "\n" not in message and str(path) in message
-    assert any("refusing global %s" % n in message for n in _NAMES[name]), message
+    assert any(f"refusing global {n}" in message for n in _NAMES[name]), message
     assert not os.path.exists(marker)
 
 

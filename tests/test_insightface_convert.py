@@ -118,7 +118,7 @@ def test_damaged_record_is_skipped_and_listed_or_fatal_with_strict(tmp_path, dam
     with pytest.raises(ConversionError) as info:
         _convert_rec(rec_dir, tmp_path / "strict", strict=True)
     message = str(info.value)
-    assert "train.rec: record 3 at byte %d" % offset in message and "\n" not in message
+    assert f"train.rec: record 3 at byte {offset}" in message and "\n" not in message
     assert not os.path.exists(str(tmp_path / "strict" / "manifest.json"))
 
 
@@ -137,7 +137,7 @@ def test_property_is_checked(tmp_path, shape, needle):
     if shape is None:
         (rec_dir / "property").write_text("4,32,32")
     else:
-        (rec_dir / "property").write_text("3,%d,%d" % shape)
+        (rec_dir / "property").write_text(f"3,{shape[0]},{shape[1]}")
     with pytest.raises(ConversionError, match=needle):
         _convert_rec(rec_dir, tmp_path / "out")
 
@@ -199,7 +199,7 @@ def run_main(args):
 
 def test_cli(tmp_path, capsys):
     rec_dir = _rec_dir(tmp_path)
-    assert run_main(["--input_rec=%s" % rec_dir, "--output_dir=%s" % (tmp_path / "r"),
+    assert run_main([f"--input_rec={rec_dir}", "--output_dir=%s" % (tmp_path / "r"),
                      "--num_workers=1"]) == 0
     assert "8 images of 3 identities" in capsys.readouterr().out
     bins, issame = _pairs_set(tmp_path / "p")
@@ -216,7 +216,7 @@ def test_cli(tmp_path, capsys):
     assert "refusing global os.system" in err and err.count("\n") == 1
     assert not os.path.exists(str(tmp_path / "pwned"))
     with pytest.raises(app.UsageError, match="exactly one of"):
-        run_main(["--input_rec=%s" % rec_dir, "--input_dir=%s" % rec_dir,
+        run_main([f"--input_rec={rec_dir}", f"--input_dir={rec_dir}",
                   "--output_dir=%s" % (tmp_path / "x")])
 
 
@@ -230,12 +230,12 @@ def test_make_bin_then_from_bin_gives_the_pairs_path_images(tmp_path):
     for fold in range(10):
         a = names_with_two[fold]
         b = names[(names.index(a) + 2) % 20]
-        lines += ["%s\t1\t2" % a, "%s\t1\t%s\t1" % (a, b)]
+        lines += [f"{a}\t1\t2", f"{a}\t1\t{b}\t1"]
     (tmp_path / "pairs.txt").write_text("\n".join(lines) + "\n")
     out_bin = tmp_path / "lfw.bin"
     assert cli.run_main(make_bin.define_flags, make_bin.main, [
-        "make_bin", "--pairs=%s" % (tmp_path / "pairs.txt"), "--image_dir=%s" % faces,
-        "--output=%s" % out_bin, "--crop_box=4,4,36,36", "--image_size=16",
+        "make_bin", "--pairs=%s" % (tmp_path / "pairs.txt"), f"--image_dir={faces}",
+        f"--output={out_bin}", "--crop_box=4,4,36,36", "--image_size=16",
         "--num_workers=1"]) == 0
     _convert_bin(out_bin, tmp_path / "from_bin")
     convert_pairs(str(tmp_path / "pairs.txt"), str(faces), str(tmp_path / "from_pairs"),
@@ -248,6 +248,6 @@ def test_make_bin_then_from_bin_gives_the_pairs_path_images(tmp_path):
         for k in ("image1", "image2"):
             assert x[k]["encoded"] == y[k]["encoded"]
     # A missing image is an error naming it.
-    os.remove(str(faces / names_with_two[0] / ("%s_0002.jpg" % names_with_two[0])))
+    os.remove(str(faces / names_with_two[0] / (f"{names_with_two[0]}_0002.jpg")))
     with pytest.raises(Exception, match="missing"):
         make_bin.make_bin(str(tmp_path / "pairs.txt"), str(faces), str(tmp_path / "x.bin"))

@@ -36,8 +36,8 @@ def test_lfw_bin_round_trip_gives_the_pairs_metrics(tmp_path):
     lfw = str(tmp_path / "lfw_gray250")
     lfw_bin = str(tmp_path / "lfw.bin")
     assert cli.run_main(make_bin.define_flags, make_bin.main, [
-        "make_bin", "--pairs=%s" % real_lfw.PAIRS, "--image_dir=%s" % lfw,
-        "--output=%s" % lfw_bin, "--crop_box=%s" % CROP, "--image_size=112",
+        "make_bin", f"--pairs={real_lfw.PAIRS}", f"--image_dir={lfw}",
+        f"--output={lfw_bin}", f"--crop_box={CROP}", "--image_size=112",
         "--num_workers=2"]) == 0
     from_bin = insightface.convert_bin(lfw_bin, str(tmp_path / "from_bin"), num_workers=2,
                                        progress=False)

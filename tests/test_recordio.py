@@ -133,12 +133,12 @@ class _CountingReader(recordio.RecordReader):
     """Records every read length: a damaged length must never become an allocation."""
 
     def __init__(self, *args, **kwargs):
-        super(_CountingReader, self).__init__(*args, **kwargs)
+        super().__init__(*args, **kwargs)
         self.lengths = []
 
     def _read_file(self, offset, length):
         self.lengths.append(length)
-        return super(_CountingReader, self)._read_file(offset, length)
+        return super()._read_file(offset, length)
 
 
 def _damage(path, offset, data):
@@ -172,7 +172,7 @@ def test_damaged_record_is_one_error_and_neighbours_still_read(tmp_path, what):
         with pytest.raises(recordio.RecordError) as info:
             reader.read(offsets[bad], key=bad)
         message = str(info.value)
-        assert rec in message and "record 6 at byte %d" % offsets[bad] in message
+        assert rec in message and f"record 6 at byte {offsets[bad]}" in message
         assert "\n" not in message
         results = dict(reader.read_many(offsets, list(range(len(offsets)))))
         assert isinstance(results.pop(bad), recordio.RecordError)
