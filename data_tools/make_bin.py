@@ -51,6 +51,8 @@ def make_bin(pairs_path, image_dir, output, image_size=None, crop_box=None, num_
         raise MakeBinError(f"--crop_box: {e}") from None
     if image_size is not None and image_size < 1:
         raise MakeBinError(f"--image_size must be a positive integer, got {image_size}")
+    if not os.path.isfile(pairs_path):
+        raise MakeBinError(f"--pairs {pairs_path} does not exist")
     if not os.path.isdir(image_dir):
         raise MakeBinError(f"--image_dir {image_dir} is not a directory")
     pairs_file = pairs_lib.read_pairs(pairs_path)
@@ -104,6 +106,9 @@ def main(argv, flag_values=flags.FLAGS):
                           crop_box=f.crop_box, num_workers=f.num_workers, protocol=f.protocol)
     except (MakeBinError, pairs_lib.PairsFormatError) as e:
         print(f"make_bin: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # the output cannot be written (directory, disk full, permissions)
+        print(f"make_bin: error: cannot write {f.output}: {e.strerror or e}", file=sys.stderr)
         return 1
     except pairs_lib.MissingPairImagesError as e:
         print(f"make_bin: error: {str(e).splitlines()[0]}", file=sys.stderr)
