@@ -11,7 +11,7 @@ The same generated 112x112 JPEGs are written once as identity folders and once a
 * ``write_pass``: the part that stays in one process (read by offset, sha256, ``tf.Example``,
   TFRecord write) and ``check_per_core``: one worker's check rate (framing + full JPEG decode).
 
-The MS1MV2 projection (5.8 M images) takes the measured rate with every CPU of this machine, and
+The MS1MV2 projection (5.8 M images) takes the best measured rate on this machine, and
 for 16 cores Amdahl's bound from the two parts: 1 / (1 / (16 x check_per_core) + 1 / write_pass).
 """
 
@@ -131,7 +131,7 @@ def run(quick=False, workdir=None, worker_counts=(1, 2), repeats=None):
         shutil.rmtree(out, ignore_errors=True)
         figures["write_pass_images_per_s"] = common.rounded(write_rate)
         figures["check_per_core_images_per_s"] = common.rounded(check_rate)
-        here = figures[f"rec_convert_images_per_s_w{last}"]
+        here = max(figures[f"rec_convert_images_per_s_w{w}"] for w in worker_counts)
         amdahl_16 = 1.0 / (1.0 / (16 * check_rate) + 1.0 / write_rate)
         figures["ms1mv2_hours_this_machine"] = common.rounded(MS1MV2_IMAGES / here / 3600, 2)
         figures["ms1mv2_hours_16_cores_bound"] = common.rounded(
