@@ -56,6 +56,7 @@ setup(
             "circle-make-tfrecords=data_tools.make_tfrecords:run",
             "circle-make-pairs=data_tools.make_pairs:run",
             "circle-align=data_tools.align:run",
+            "circle-make-bin=data_tools.make_bin:run",
             "circle-synthetic-faces=data_tools.synthetic:run",
             "circle-train=estimator_main:run",
             "circle-embed=export.embed:run",

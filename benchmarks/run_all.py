@@ -21,12 +21,14 @@ from benchmarks import (
     head_cost,
     identification,
     input_pipeline,
+    insightface_rec,
     precision_curve,
     train_step,
 )
 
 BENCHMARKS = collections.OrderedDict([
     ("conversion", conversion.run),
+    ("insightface_rec", insightface_rec.run),
     ("input_pipeline", input_pipeline.run),
     ("train_step", train_step.run),
     ("precision_curve", precision_curve.run),

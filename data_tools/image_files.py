@@ -426,3 +426,41 @@ def encode_task(task):
         return index, encode_image(path, info, image_size, crop_box), None
     except ImageError as e:
         return index, None, e
+
+
+# ------------------------------------------------------------------ images inside containers
+
+
+@_quiet
+def check_bytes(data, image_size=None, crop_box=None):
+    """:func:`check_image` for an image already in memory (an image of an insightface ``.rec``
+    or ``.bin`` container); the :class:`ImageInfo` pins ``data`` by its sha256."""
+    if not data:
+        raise ImageError("empty image (0 bytes)")
+    source_format, image = _decode(data)
+    _check_crop_box(image.size, crop_box)
+    stored = _stored_format(source_format, image.mode, data, image_size, crop_box)
+    if stored is None:
+        try:
+            _to_8bit(image)
+        except ImageError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            raise ImageError(f"unsupported pixel mode {image.mode} ({_describe(e)})") from None
+    return ImageInfo(source_format, image.size[0], image.size[1], stored is None,
+                     hashlib.sha256(data).hexdigest(), stored,
+                     None if stored is None else _CHANNELS[image.mode])
+
+
+@_quiet
+def encode_bytes(data, info, image_size=None, crop_box=None):
+    """:func:`encode_image` for an image in memory that :func:`check_bytes` accepted."""
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != info.sha256:
+        raise ImageChanged("the image's bytes changed since they were checked")
+    if info.stored_format is not None:
+        return EncodedImage(bytes(data), info.stored_format, info.height, info.width,
+                            info.channels, digest)
+    image = _transform(_to_8bit(_load(_open_header(data))), image_size, crop_box)
+    width, height = image.size
+    return EncodedImage(_encode_png(image), "png", height, width, _CHANNELS[image.mode], digest)

@@ -1,4 +1,5 @@
-r"""Convert face folders, or an LFW pairs file, to sharded TFRecords.
+r"""Convert face folders, an LFW pairs file, or insightface's .rec/.bin sets to sharded
+TFRecords.
 
 Training images (one sub-folder per identity, the layout of LFW, CASIA-WebFace and
 MS-Celeb-1M_clean_align)::
@@ -17,6 +18,12 @@ Raw photos (``--align``): the faces are first detected and aligned onto the 5-po
 then converted from there; both steps resume::
 
     python data_tools/make_tfrecords.py --align --input_dir=photos/ --output_dir=records/train
+
+insightface training sets (``train.rec`` + ``train.idx`` + ``property``, no mxnet needed) and
+verification sets (``lfw.bin``, ``cfp_fp.bin``, ...)::
+
+    python data_tools/make_tfrecords.py --input_rec=faces_emore/ --output_dir=records/train
+    python data_tools/make_tfrecords.py --from_bin=faces_emore/lfw.bin --output_dir=records/lfw
 
 The conversion itself is ``data_tools.conversion`` (checking and encoding the images) feeding
 ``data_tools.shard_writer`` (plan, lock, resume, atomic shards, manifest): re-running the same
@@ -38,6 +45,7 @@ cli.quiet_tensorflow()  # before data_tools.conversion imports TensorFlow
 from absl import app, flags  # noqa: E402
 
 from data_tools import align as align_cli  # noqa: E402
+from data_tools import insightface  # noqa: E402
 from data_tools import manifest as manifest_lib  # noqa: E402
 from data_tools import pairs as pairs_lib  # noqa: E402
 from data_tools import raw_faces  # noqa: E402
@@ -111,7 +119,13 @@ def define_flags(flag_values=flags.FLAGS):
                         "their report go (default: <output_dir>_aligned).",
                         flag_values=flag_values)
     align_cli.define_align_flags(flag_values)
-    flags.mark_flags_as_required(["input_dir", "output_dir"], flag_values=flag_values)
+    flags.DEFINE_string("input_rec", None, "insightface training set: a directory holding "
+                        "train.rec, train.idx (and optionally property), read without mxnet; "
+                        "instead of --input_dir.", flag_values=flag_values)
+    flags.DEFINE_string("from_bin", None, "insightface verification set (lfw.bin, cfp_fp.bin, "
+                        "...): write pair records (10 contiguous folds); instead of --input_dir.",
+                        flag_values=flag_values)
+    flags.mark_flags_as_required(["output_dir"], flag_values=flag_values)
 
 
 _USER_ERRORS = (ConversionError, pairs_lib.PairsFormatError, pairs_lib.MissingPairImagesError)
@@ -159,28 +173,52 @@ def main(argv, flag_values=flags.FLAGS):
     if len(argv) > 1:
         raise app.UsageError("unexpected arguments: %s" % " ".join(argv[1:]))
     FLAGS = flag_values  # noqa: N806 - absl idiom
+    sources = [f"--{flag}" for flag in ("input_dir", "input_rec", "from_bin") if FLAGS[flag].value]
+    if len(sources) != 1:
+        raise app.UsageError("give exactly one of --input_dir, --input_rec and --from_bin"
+                             + (f" (got {' and '.join(sources)})" if sources else ""))
+    if FLAGS.pairs and not FLAGS.input_dir:
+        raise app.UsageError("--pairs needs --input_dir (the image root of the pairs file)")
+    if FLAGS.from_bin:
+        for flag in ("seed", "min_images_per_class"):
+            if FLAGS[flag].present:
+                raise app.UsageError(f"--{flag} does not apply to --from_bin (pairs keep the "
+                                     f"file's order)")
     if FLAGS.pairs:
         for flag in ("seed", "min_images_per_class"):
             if FLAGS[flag].present:
                 raise app.UsageError("--%s does not apply to --pairs (pairs keep the file's "
                                      "order and all identities)" % flag)
-    elif FLAGS.allow_missing_pairs:
-        raise app.UsageError("--allow_missing_pairs needs --pairs")
+    elif FLAGS.allow_missing_pairs and not FLAGS.from_bin:
+        raise app.UsageError("--allow_missing_pairs needs --pairs or --from_bin")
+    if FLAGS.align and not FLAGS.input_dir:
+        raise app.UsageError("--align needs --input_dir (the raw photos)")
     _check_align_usage(FLAGS)
-    common = dict(input_dir=FLAGS.input_dir, output_dir=FLAGS.output_dir,
+    common = dict(output_dir=FLAGS.output_dir,
                   num_shards=FLAGS.num_shards, image_size=FLAGS.image_size,
                   crop_box=FLAGS.crop_box, num_workers=FLAGS.num_workers, strict=FLAGS.strict,
                   overwrite=FLAGS.overwrite, progress=True)
     try:
+        input_dir = FLAGS.input_dir
         if FLAGS.align:
             # The aligned faces already have their size: stored as they are, not re-encoded.
-            common["input_dir"], common["align"] = _align_first(FLAGS)
+            input_dir, common["align"] = _align_first(FLAGS)
             common["image_size"] = None
-        if FLAGS.pairs:
-            summary = convert_pairs(FLAGS.pairs, name=FLAGS.name or "pairs",
+        if FLAGS.from_bin:
+            summary = insightface.convert_bin(FLAGS.from_bin, name=FLAGS.name or "pairs",
+                                              allow_missing_pairs=FLAGS.allow_missing_pairs,
+                                              **common)
+        elif FLAGS.input_rec:
+            summary = insightface.convert_rec(
+                FLAGS.input_rec, name=FLAGS.name or "train", seed=FLAGS.seed,
+                min_images_per_class=FLAGS.min_images_per_class, **common)
+        elif FLAGS.pairs:
+            summary = convert_pairs(FLAGS.pairs, input_dir=input_dir,
+                                    name=FLAGS.name or "pairs",
                                     allow_missing_pairs=FLAGS.allow_missing_pairs, **common)
         else:
-            summary = convert_folder(name=FLAGS.name or "train", seed=FLAGS.seed,
+            summary = convert_folder(input_dir=input_dir, name=FLAGS.name or "train",
+                                     seed=FLAGS.seed,
                                      min_images_per_class=FLAGS.min_images_per_class, **common)
     except _USER_ERRORS + align_cli.user_errors() as e:
         print("make_tfrecords: error: %s" % e, file=sys.stderr)

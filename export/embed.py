@@ -6,6 +6,7 @@
     python -m export.embed --model DIR --align raw1.jpg raw2.jpg   # raw photos: detect, align
     python -m export.embed --model DIR --folder faces/ --output faces_emb
     python -m export.embed --model DIR --pairs pairs.txt --image_dir lfw/ --report_dir out/
+    python -m export.embed --model DIR --pairs lfw.bin --report_dir out/   # or pair records
 
 ``--model`` is a SavedModel directory or an exporter's base directory holding timestamped
 SavedModels (``model_dir/export/best``: the newest is used). It is called through its
@@ -41,6 +42,7 @@ from export.embedder import (  # noqa: E402
     compare,
     decision_threshold,
     embed_folder,
+    evaluate_pair_images,
     evaluate_pairs,
     load_saved_model,
     save_embeddings,
@@ -64,7 +66,9 @@ def define_flags(flag_values=flags.FLAGS):
                         "OUTPUT.names.txt (required with --folder).", flag_values=fv)
     flags.DEFINE_string("folder", None, "Embed every image of this identity-folder tree "
                         "(<folder>/<identity>/<image>).", flag_values=fv)
-    flags.DEFINE_string("pairs", None, "Evaluate the model on this LFW-format pairs file.",
+    flags.DEFINE_string("pairs", None, "Evaluate the model on these pairs: an LFW-format "
+                        "pairs file (with --image_dir), an insightface .bin, or a directory of "
+                        "pair records (make_tfrecords --pairs/--from_bin).",
                         flag_values=fv)
     flags.DEFINE_string("image_dir", None, "Identity folders of the --pairs images.",
                         flag_values=fv)
@@ -115,8 +119,12 @@ def _check_usage(fv, images):
     if len(modes) != 1:
         raise UsageError("give exactly one of IMAGE arguments, --folder or --pairs (got %s)"
                          % (" and ".join(modes) if modes else "none"))
-    if fv.pairs and not fv.image_dir:
-        raise UsageError("--pairs needs --image_dir, the folder of the identity folders")
+    if fv.pairs and not fv.image_dir and not _self_contained(fv.pairs):
+        raise UsageError("--pairs needs --image_dir, the folder of the identity folders (unless "
+                         "it is an insightface .bin or a directory of pair records)")
+    if fv.pairs and fv.image_dir and _self_contained(fv.pairs):
+        raise UsageError("--image_dir does not apply to a .bin or pair records: they hold the "
+                         "images")
     if fv.folder and not fv.output:
         raise UsageError("--folder needs --output (embeddings go to OUTPUT.npy, names to "
                          "OUTPUT.names.txt)")
@@ -142,6 +150,11 @@ def _embed_files(fv, embedder, images):
     for note in notes:
         print("note: %s" % note, file=sys.stderr)
     return embedder.embed_bytes(blobs, batch_size=fv.batch_size, flip=fv.flip, names=images)
+
+
+def _self_contained(pairs):
+    """True for the --pairs values that hold their images: a .bin file, a records directory."""
+    return os.path.isdir(pairs) or pairs.lower().endswith(".bin")
 
 
 def _embed_images(fv, embedder, images):
@@ -191,9 +204,14 @@ def _embed_folder(fv, embedder):
 
 def _evaluate_pairs(fv, embedder):
     try:
-        result = evaluate_pairs(embedder, fv.pairs, fv.image_dir, n_folds=fv.n_folds,
-                                far_target=fv.far_target, batch_size=fv.batch_size,
-                                flip=fv.flip, progress=True)
+        if _self_contained(fv.pairs):
+            result = evaluate_pair_images(embedder, fv.pairs, n_folds=fv.n_folds,
+                                          far_target=fv.far_target, batch_size=fv.batch_size,
+                                          flip=fv.flip, progress=True)
+        else:
+            result = evaluate_pairs(embedder, fv.pairs, fv.image_dir, n_folds=fv.n_folds,
+                                    far_target=fv.far_target, batch_size=fv.batch_size,
+                                    flip=fv.flip, progress=True)
     except FoldsError as e:
         raise UsageError(str(e)) from None
     metrics = result.metrics
@@ -209,7 +227,7 @@ def _evaluate_pairs(fv, embedder):
     if fv.report_dir:
         extra = {"model": os.path.abspath(embedder.saved_model_dir),
                  "pairs": os.path.abspath(fv.pairs),
-                 "image_dir": os.path.abspath(fv.image_dir),
+                 "image_dir": os.path.abspath(fv.image_dir) if fv.image_dir else None,
                  "flip": bool(fv.flip), "num_images": result.num_images}
         json_path, png_path = report.write_report(metrics, fv.report_dir, extra=extra)
         print("report: %s, %s" % (json_path, png_path))

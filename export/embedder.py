@@ -30,7 +30,7 @@ import tensorflow.compat.v1 as tf
 from PIL import Image
 from tqdm import tqdm
 
-from data_tools import image_files, preprocessing
+from data_tools import image_files, insightface_bin, manifest, preprocessing, schema
 from data_tools import pairs as pairs_lib
 from data_tools.fileio import atomic_write
 from export import export_dirs, report, verification
@@ -500,3 +500,56 @@ def evaluate_pairs(embedder, pairs_path, image_dir, n_folds=None, far_target=1e-
     metrics = verification.evaluate(embeddings[index1], embeddings[index2], issame,
                                     n_folds=n_folds, far_target=far_target)
     return PairsEvaluation(metrics, n_folds, len(unique))
+
+
+def read_pair_images(path):
+    """``(images, issame, n_folds, what)`` of a verification set given without an image folder:
+    an insightface ``.bin`` (read without running anything from it) or a directory of pair
+    records. ``images`` holds pair i's encoded images at 2i and 2i+1."""
+    if os.path.isdir(path):
+        try:
+            info = manifest.read_manifest(path)
+            paths = manifest.verify_shards(path)
+        except manifest.ManifestError as e:
+            raise EmbedError(str(e)) from None
+        if info["kind"] != "pairs":
+            raise EmbedError(f"{path} holds {info['kind']} records, not verification pairs")
+        records = []
+        with tf.Graph().as_default():
+            dataset = tf.data.TFRecordDataset(paths).map(schema.parse_pair_record).batch(256)
+            batch = tf.data.make_one_shot_iterator(dataset).get_next()
+            with tf.Session() as session:
+                while True:
+                    try:
+                        value = session.run(batch)
+                    except tf.errors.OutOfRangeError:
+                        break
+                    records.extend(zip(value["index"], value["issame"],
+                                       value["image1"]["encoded"], value["image2"]["encoded"]))
+        records.sort(key=lambda r: r[0])
+        images = [blob for r in records for blob in (r[2], r[3])]
+        return (images, [bool(r[1]) for r in records], int(info.get("num_folds", 10)),
+                "pair records")
+    try:
+        images, issame = insightface_bin.read_bin(path)
+    except insightface_bin.BinFormatError as e:
+        raise EmbedError(str(e)) from None
+    return images, issame, insightface_bin.NUM_FOLDS, ".bin"
+
+
+def evaluate_pair_images(embedder, path, n_folds=None, far_target=1e-3, batch_size=64,
+                         flip=False, progress=False):
+    """:func:`evaluate_pairs` for a ``.bin`` file or a pair-records directory (see
+    :func:`read_pair_images`); folds contiguous, as insightface and the training evaluation
+    cut them."""
+    images, issame, default_folds, _ = read_pair_images(path)
+    n_folds = n_folds or default_folds
+    if n_folds < 2 or n_folds > len(issame):
+        raise FoldsError(f"--n_folds={n_folds} does not fit the {len(issame)} pairs of {path}")
+    names = [f"{os.path.basename(path.rstrip(os.sep))}#{i}" for i in range(len(images))]
+    embeddings = embedder.embed_bytes(images, batch_size=batch_size, flip=flip, names=names,
+                                      progress=progress)
+    metrics = verification.evaluate(embeddings[0::2], embeddings[1::2],
+                                    np.array(issame, dtype=bool), n_folds=n_folds,
+                                    far_target=far_target)
+    return PairsEvaluation(metrics, n_folds, len(images))

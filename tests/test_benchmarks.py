@@ -17,6 +17,11 @@ EXPECTED_KEYS = {
     "conversion": ["images", "convert_images_per_s_w1", "copy_images_per_s_w1",
                    "convert_over_copy_w1", "convert_images_per_s_w2", "copy_images_per_s_w2",
                    "convert_over_copy_w2"],
+    "insightface_rec": ["images", "sequential_read_images_per_s", "rec_convert_images_per_s_w1",
+                        "folder_convert_images_per_s_w1", "rec_over_folder_w2",
+                        "rec_convert_over_sequential_read_w2", "write_pass_images_per_s",
+                        "check_per_core_images_per_s", "ms1mv2_hours_this_machine",
+                        "ms1mv2_hours_16_cores_bound"],
     "input_pipeline": ["input_fn_images_per_s", "input_fn_images_per_s_per_core",
                        "decode_jpeg_images_per_s", "input_fn_over_decode"],
     "train_step": ["tiny_train_gflop_per_image"]

@@ -19,7 +19,7 @@ import tensorflow.compat.v1 as tf
 from absl import flags
 from PIL import Image
 
-from data_tools import cli, preprocessing
+from data_tools import cli, conversion, make_bin, preprocessing
 from data_tools import pairs as pairs_lib
 from export import embed, report, verification
 from export import embedder as embedder_lib
@@ -534,3 +534,26 @@ def test_real_lfw_pairs(pixels_model, capsys, tmp_path):
     # A random projection of 8x8 pixels is a weak face matcher, but not a blind one.
     assert 0.5 < written["accuracy"] < 0.8
     assert "pairs: 6000 (3000 same, 3000 different) in 10 folds, 7701 images" in out
+
+
+def test_pairs_from_a_bin_or_pair_records_match_the_pairs_file(model, capsys, tmp_path):
+    export_dir, _ = model
+    image_dir = str(tmp_path / "lfw")
+    pairs_path, _, _ = make_pairs_dataset(image_dir, np.random.RandomState(5))
+    make_bin.make_bin(pairs_path, image_dir, str(tmp_path / "set.bin"))
+    conversion.convert_pairs(pairs_path, image_dir, str(tmp_path / "records"), num_workers=1,
+                             progress=False)
+    reports = {}
+    for name, args in (("txt", ["--pairs", pairs_path, "--image_dir", image_dir]),
+                       ("bin", ["--pairs", str(tmp_path / "set.bin"), "--n_folds", 2]),
+                       ("records", ["--pairs", str(tmp_path / "records"), "--n_folds", 2])):
+        status, _, err = run_cli(capsys, "--model", export_dir, "--report_dir",
+                                 tmp_path / name, *args)
+        assert status == 0, err
+        reports[name] = report.read_report(str(tmp_path / name))
+    for name in ("bin", "records"):
+        for key in ("fold_accuracy", "fold_threshold", "accuracy", "auc", "num_pairs"):
+            assert reports[name][key] == pytest.approx(reports["txt"][key], abs=1e-6), key
+    status, _, err = run_cli(capsys, "--model", export_dir, "--pairs", str(tmp_path / "set.bin"),
+                             "--image_dir", image_dir)
+    assert status == 2 and "--image_dir does not apply" in err
