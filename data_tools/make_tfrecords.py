@@ -45,10 +45,7 @@ cli.quiet_tensorflow()  # before data_tools.conversion imports TensorFlow
 from absl import app, flags  # noqa: E402
 
 from data_tools import align as align_cli  # noqa: E402
-from data_tools import (
-    insightface,  # noqa: E402
-    raw_faces,  # noqa: E402
-)
+from data_tools import insightface, raw_faces  # noqa: E402
 from data_tools import manifest as manifest_lib  # noqa: E402
 from data_tools import pairs as pairs_lib  # noqa: E402
 from data_tools.conversion import (  # noqa: E402
