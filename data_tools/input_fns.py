@@ -22,7 +22,7 @@ AUTOTUNE = tf.data.experimental.AUTOTUNE
 def _list_files(file_pattern):
     files = sorted(tf.io.gfile.glob(file_pattern))
     if not files:
-        raise ValueError("no TFRecord files match %r" % file_pattern)
+        raise ValueError(f"no TFRecord files match {file_pattern!r}")
     return files
 
 
@@ -69,7 +69,7 @@ def _files(records):
     pattern = records_file_pattern(records)
     if isinstance(pattern, (list, tuple)):
         if not pattern:
-            raise ValueError("the manifest of %r lists no shards" % records)
+            raise ValueError(f"the manifest of {records!r} lists no shards")
         return list(pattern)
     return _list_files(pattern)
 
@@ -111,8 +111,8 @@ def train_input_fn_builder(records, image_size=preprocessing.DEFAULT_IMAGE_SIZE,
         if input_context is not None:
             batch = input_context.get_per_replica_batch_size(batch)
         if images_per_identity and batch % images_per_identity:
-            raise ValueError("batch size %d is not a multiple of images_per_identity %d"
-                             % (batch, images_per_identity))
+            raise ValueError(f"batch size {batch} is not a multiple of images_per_identity "
+                             f"{images_per_identity}")
         files = _files(records)
         num_shards, shard_index = worker_shard(config, input_context)
         files, shard_records = _sharded_files(files, num_shards, shard_index)
@@ -148,7 +148,7 @@ def train_input_fn_builder(records, image_size=preprocessing.DEFAULT_IMAGE_SIZE,
             if num_classes is not None:
                 in_range = tf.logical_and(label >= 0, label < num_classes)
                 check = tf.debugging.Assert(in_range, [
-                    "label out of range [0, %d):" % num_classes, label, "in record of",
+                    f"label out of range [0, {num_classes}):", label, "in record of",
                     record["filename"]])
                 with tf.control_dependencies([check]):
                     label = tf.identity(label)
@@ -232,7 +232,7 @@ def pairs_input_fn_builder(records, image_size=preprocessing.DEFAULT_IMAGE_SIZE,
         files = _files(records)
         total = num_pairs if num_pairs is not None else num_pairs_in(records)
         if total <= 0:
-            raise ValueError("no pair records in %r" % (records,))
+            raise ValueError(f"no pair records in {records!r}")
         num_batches = -(-total // batch)
         padding = num_batches * batch - total
 

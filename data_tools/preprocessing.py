@@ -124,7 +124,7 @@ def _random_scale_crop(image, image_size, min_scale, max_aspect_ratio, draws):
 _DRAWS_PER_IMAGE = 16
 
 
-class _RandomDraws(object):
+class _RandomDraws:
     """Uniform [0, 1) scalars: stateless (keyed on seed and a draw number) when seeded."""
 
     def __init__(self, seed):

@@ -40,15 +40,16 @@ def verification_metrics_fn_builder(num_pairs, n_folds=10, far_target=1e-3, pref
     of the eval set (the pair records' manifest has it); every pair must be seen exactly once.
     """
     if num_pairs < n_folds:
-        raise ValueError("%d pairs cannot make %d folds" % (num_pairs, n_folds))
+        raise ValueError(f"{num_pairs} pairs cannot make {n_folds} folds")
 
     def compute(embeddings1, embeddings2, issame, seen):
         seen = seen[:num_pairs]
         if not np.all(seen == 1):
             missing = np.flatnonzero(seen != 1)
-            raise ValueError("verification eval saw %d of %d pairs (first unseen or repeated "
-                             "index: %d); the eval input must yield every pair exactly once"
-                             % (int(np.sum(seen == 1)), num_pairs, int(missing[0])))
+            raise ValueError(f"verification eval saw {int(np.sum(seen == 1))} of {num_pairs} pairs "
+                             "(first unseen or repeated "
+                             f"index: {int(missing[0])}); the eval input must yield every pair "
+                             "exactly once")
         metrics = verification.evaluate(embeddings1[:num_pairs], embeddings2[:num_pairs],
                                         issame[:num_pairs].astype(bool), n_folds=n_folds,
                                         far_target=far_target)
@@ -78,9 +79,9 @@ def verification_metrics_fn_builder(num_pairs, n_folds=10, far_target=1e-3, pref
         scalars, vectors = outputs[0], outputs[1:]
         metric_ops = {}
         for i, (name, _) in enumerate(SCALAR_METRICS):
-            metric_ops["%s/%s" % (prefix, name)] = (scalars[i], update_op)
+            metric_ops[f"{prefix}/{name}"] = (scalars[i], update_op)
         for name, value in zip(VECTOR_METRICS, vectors):
-            metric_ops["%s/%s" % (prefix, name)] = (value, update_op)
+            metric_ops[f"{prefix}/{name}"] = (value, update_op)
         return metric_ops
 
     return metric_fn
@@ -90,9 +91,9 @@ def metrics_from_eval_result(eval_result, prefix="lfw"):
     """Turn ``estimator.evaluate()``'s dict back into ``verification.evaluate()``'s layout."""
     metrics = {}
     for name, key in SCALAR_METRICS:
-        metrics[key] = float(eval_result["%s/%s" % (prefix, name)])
+        metrics[key] = float(eval_result[f"{prefix}/{name}"])
     for name in VECTOR_METRICS:
-        metrics[name] = [float(v) for v in np.asarray(eval_result["%s/%s" % (prefix, name)])]
+        metrics[name] = [float(v) for v in np.asarray(eval_result[f"{prefix}/{name}"])]
     metrics["n_folds"] = len(metrics["fold_accuracy"])
     if "global_step" in eval_result:
         metrics["global_step"] = int(eval_result["global_step"])

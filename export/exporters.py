@@ -47,13 +47,13 @@ class BestVerificationExporter(tf.estimator.BestExporter):
     def __init__(self, serving_input_receiver_fn, eval_name="lfw", metric_key=DEFAULT_METRIC,
                  exports_to_keep=3, prefix="lfw"):
         self._prefix = prefix
-        super(BestVerificationExporter, self).__init__(
+        super().__init__(
             name="best", serving_input_receiver_fn=serving_input_receiver_fn,
             event_file_pattern="eval_%s/*.tfevents.*" % eval_name,
             compare_fn=higher_is_better(metric_key), exports_to_keep=exports_to_keep)
 
     def export(self, estimator, export_path, checkpoint_path, eval_result, is_the_final_export):
-        path = super(BestVerificationExporter, self).export(
+        path = super().export(
             estimator, export_path, checkpoint_path, eval_result, is_the_final_export)
         if path:
             write_export_report(path, eval_result, self._prefix)

@@ -52,7 +52,7 @@ def load_npu_api():
         except (ImportError, AttributeError):
             raise DeviceUnavailableError(
                 "--device=npu needs Ascend's TensorFlow adapter: npu_bridge (TF 1.15) or "
-                "npu_device (TF 2.x) could not be imported (%s)" % bridge_error) from None
+                f"npu_device (TF 2.x) could not be imported ({bridge_error})") from None
 
 
 def ascend_rank():
@@ -85,8 +85,8 @@ def session_config(device, precision, intra_op_threads=0, inter_op_threads=0,
         raise ValueError("--precision=bf16 is for CPUs; on GPU use fp16, on NPU "
                          "--npu_precision_mode")
     if precision == "bf16" and not bfloat16_supported():
-        raise DeviceUnavailableError("--precision=bf16 needs TensorFlow 2.x with oneDNN (TF %s "
-                                     "has no bfloat16 CPU kernels)" % tf.__version__)
+        raise DeviceUnavailableError("--precision=bf16 needs TensorFlow 2.x with oneDNN (TF "
+                                     f"{tf.__version__} has no bfloat16 CPU kernels)")
     if precision == "fp16" and device != "gpu":
         raise ValueError("--precision=fp16 is the GPU float16 rewrite; on CPU use bf16, on NPU "
                          "--npu_precision_mode")
@@ -102,17 +102,17 @@ def train_distribution(distribution, device="cpu", num_devices=1):
     one shared update. Ascend scales out through HCCL instead (``optimizer_wrapper``).
     """
     if distribution not in DISTRIBUTIONS:
-        raise ValueError("distribution must be one of %s, got %r" % (DISTRIBUTIONS, distribution))
+        raise ValueError(f"distribution must be one of {DISTRIBUTIONS}, got {distribution!r}")
     if distribution == "none":
         return None
     if device == "npu":
         raise ValueError("--distribution=mirrored is for GPUs and CPUs; on Ascend, several "
                          "devices train through HCCL (RANK_ID, RANK_SIZE, RANK_TABLE_FILE)")
     if device not in DEVICES:
-        raise ValueError("device must be one of %s, got %r" % (DEVICES, device))
+        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
     if num_devices < 1:
-        raise ValueError("a mirrored run needs at least one device, got %d" % num_devices)
-    devices = ["/%s:%d" % (device, i) for i in range(num_devices)]
+        raise ValueError(f"a mirrored run needs at least one device, got {num_devices}")
+    devices = [f"/{device}:{i}" for i in range(num_devices)]
     # Built in a graph: in TF 2 the constructor otherwise touches the eager context, whose
     # devices were fixed when it started (without the extra CPU devices of session_config).
     with tf.Graph().as_default():
@@ -161,17 +161,17 @@ def build_estimator(model_fn, model_dir, device="cpu", precision="fp32",
     ``num_cpu_devices``: see ``session_config``.
     """
     if device not in DEVICES:
-        raise ValueError("device must be one of %s, got %r" % (DEVICES, device))
+        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
     if precision not in PRECISIONS:
-        raise ValueError("precision must be one of %s, got %r" % (PRECISIONS, precision))
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     common = dict(model_dir=model_dir, tf_random_seed=tf_random_seed,
                   save_checkpoints_steps=save_checkpoints_steps,
                   save_summary_steps=save_summary_steps, keep_checkpoint_max=keep_checkpoint_max,
                   log_step_count_steps=log_step_count_steps)
     if device == "npu":
         if npu_precision_mode not in NPU_PRECISION_MODES:
-            raise ValueError("npu_precision_mode must be one of %s, got %r"
-                             % (NPU_PRECISION_MODES, npu_precision_mode))
+            raise ValueError(f"npu_precision_mode must be one of {NPU_PRECISION_MODES}, got "
+                             f"{npu_precision_mode!r}")
         api = npu_api or load_npu_api()
         config = api.NPURunConfig(iterations_per_loop=iterations_per_loop,
                                   precision_mode=npu_precision_mode,

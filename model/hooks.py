@@ -66,7 +66,7 @@ class ProgressBarHook(tf.train.SessionRunHook):
                              desc="train", dynamic_ncols=True)
             self._position = step
         if step - self._position >= self._every_n_steps or step >= self._total_steps:
-            self._bar.set_postfix(loss="%.4f" % loss, refresh=False)
+            self._bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
             self._bar.update(step - self._position)
             self._position = step
 

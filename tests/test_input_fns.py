@@ -134,7 +134,7 @@ def test_records_split_across_workers_without_overlap(image_records):
 def test_predict_input_reads_image_files(tmp_path):
     paths = []
     for i in range(3):
-        path = tmp_path / ("%d.png" % i)
+        path = tmp_path / (f"{i}.png")
         path.write_bytes(rh.encode(rh.class_image(i, 0, 40)))
         paths.append(str(path))
     with tf.Graph().as_default():

@@ -29,7 +29,7 @@ def test_package_imports_follow_the_layering(package):
             if name.endswith(".py"):
                 path = os.path.join(directory, name)
                 bad = set(imported_packages(path)) & FORBIDDEN[package]
-                offending += ["%s imports %s" % (os.path.relpath(path, ROOT), b) for b in bad]
+                offending += [f"{os.path.relpath(path, ROOT)} imports {b}" for b in bad]
     assert not offending
 
 

@@ -63,8 +63,8 @@ def records(tmp_path_factory):
 
 
 def train_args(records, model_dir, *extra):
-    return ["--mode=train", "--train_records=%s" % records, "--model_dir=%s" % model_dir,
-            "--backbone=tiny", "--image_size=%d" % SIZE, "--embedding_size=16",
+    return ["--mode=train", f"--train_records={records}", f"--model_dir={model_dir}",
+            "--backbone=tiny", f"--image_size={SIZE}", "--embedding_size=16",
             "--batch_size=8", "--gamma=32", "--noprogress"] + list(extra)
 
 
@@ -149,7 +149,7 @@ def test_npu_training_goes_through_the_loss_scaler_and_matches_cpu(fake_npu, rec
     for device in ("cpu", "npu"):
         model_dir = str(tmp_path / device)
         # No random flips: a stateful RNG in a parallel map is not repeatable from run to run.
-        parse_flags(train_args(records, model_dir, "--device=%s" % device, "--train_steps=6",
+        parse_flags(train_args(records, model_dir, f"--device={device}", "--train_steps=6",
                                "--iterations_per_loop=3", "--save_checkpoints_steps=3",
                                "--norandom_flip"))
         estimator_main.main(["estimator_main.py"])
@@ -215,7 +215,7 @@ def test_tf2_adapter_is_used_after_enable_v1(no_npu, monkeypatch):
     classes = {name: type(name, (), {}) for name in estimator_factory.NpuApi._fields}
     namespace = types.SimpleNamespace
 
-    class Compat(object):
+    class Compat:
         def enable_v1(self):
             # The classes exist only once v1 is enabled, as in the real adapter.
             self.v1 = namespace(estimator=namespace(npu=namespace(

@@ -29,8 +29,8 @@ class NPUEstimator(tf.estimator.Estimator):
             raise ValueError("model_fn must be provided")
         declared = _arg_names(model_fn)
         if params and "params" not in declared:
-            raise ValueError("model_fn does not include params argument, but params (%r) are "
-                             "passed to Estimator." % (params,))
+            raise ValueError(f"model_fn does not include params argument, but params ({params!r}) "
+                             "are passed to Estimator.")
         self.job_start_file = job_start_file
 
         def npu_model_fn(features, labels, mode, params, config):
@@ -42,11 +42,11 @@ class NPUEstimator(tf.estimator.Estimator):
             spec = model_fn(features=features, **kwargs)
             if not isinstance(spec, tf.estimator.EstimatorSpec):
                 raise RuntimeError("estimator_spec used by NPU must have type "
-                                   "`NPUEstimatorSpec` or `EstimatorSpec`. Got %s" % type(spec))
+                                   f"`NPUEstimatorSpec` or `EstimatorSpec`. Got {type(spec)}")
             MODEL_FN_MODES.append(mode)
             return spec
 
-        super(NPUEstimator, self).__init__(model_fn=npu_model_fn, model_dir=model_dir,
+        super().__init__(model_fn=npu_model_fn, model_dir=model_dir,
                                            config=config, params=params or {},
                                            warm_start_from=warm_start_from)
         CREATED.append(self)
