@@ -16,8 +16,9 @@ import tensorflow.compat.v1 as tf
 from PIL import Image
 
 from data_tools import conversion
+from model import backbones
 
-IMAGE_SIZE = 112
+IMAGE_SIZE = backbones.default_image_size("iresnet50")  # the backbones' own input size
 
 
 def cpu_count():

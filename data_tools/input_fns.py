@@ -13,8 +13,8 @@ import os
 
 import tensorflow.compat.v1 as tf
 
+from data_tools import ascend, preprocessing, schema
 from data_tools import manifest as manifest_lib
-from data_tools import preprocessing, schema
 
 AUTOTUNE = tf.data.experimental.AUTOTUNE
 
@@ -40,9 +40,9 @@ def worker_shard(config=None, input_context=None):
         return config.num_worker_replicas, config.global_id_in_cluster
     # Ascend multi-device training (HCCL) runs one process per device, described by RANK_SIZE
     # and RANK_ID rather than by TF_CONFIG.
-    rank_size = int(os.environ.get("RANK_SIZE", "1") or 1)
+    rank_id, rank_size = ascend.ascend_rank()
     if rank_size > 1:
-        return rank_size, int(os.environ.get("RANK_ID", "0") or 0)
+        return rank_size, rank_id
     return 1, 0
 
 

@@ -12,6 +12,7 @@ import tensorflow.compat.v1 as tf
 
 PIXEL_MEAN = 127.5
 PIXEL_SCALE = 128.0
+# insightface's aligned face crop: the one source of the input size the backbones default to.
 DEFAULT_IMAGE_SIZE = 112
 
 

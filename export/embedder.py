@@ -33,11 +33,12 @@ from tqdm import tqdm
 from data_tools import image_files, preprocessing
 from data_tools import pairs as pairs_lib
 from data_tools.fileio import atomic_write
-from export import report, verification
+from export import report, serving, verification
 
 SIGNATURE = "serving_default"
-INPUT_KEY = "image_bytes"
-OUTPUT_KEY = "embedding"
+# The serving signature's keys, as export/serving.py writes them.
+INPUT_KEY = serving.BYTES_INPUT
+OUTPUT_KEY = serving.OUTPUT
 SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 REPORT_PARENT_LEVELS = 4
 

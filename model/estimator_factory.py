@@ -8,9 +8,10 @@ here, and only when ``device == 'npu'``.
 
 import collections
 import importlib
-import os
 
 import tensorflow.compat.v1 as tf
+
+from data_tools.ascend import ascend_rank
 
 DEVICES = ("cpu", "gpu", "npu")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -53,11 +54,6 @@ def load_npu_api():
             raise DeviceUnavailableError(
                 "--device=npu needs Ascend's TensorFlow adapter: npu_bridge (TF 1.15) or "
                 f"npu_device (TF 2.x) could not be imported ({bridge_error})") from None
-
-
-def ascend_rank():
-    """(rank_id, rank_size) from the Ascend environment (RANK_ID, RANK_SIZE); (0, 1) alone."""
-    return int(os.environ.get("RANK_ID", "0")), int(os.environ.get("RANK_SIZE", "1"))
 
 
 def bfloat16_supported():

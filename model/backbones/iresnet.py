@@ -18,9 +18,10 @@ BN after every convolution.
 
 import tensorflow.compat.v1 as tf
 
+from data_tools import preprocessing
 from model import layers
 
-IMAGE_SIZE = 112
+IMAGE_SIZE = preprocessing.DEFAULT_IMAGE_SIZE  # insightface's aligned crop
 # Four stride-2 stages: 112 → 7, the map the FC layer is sized for.
 FEATURE_MAP_SIZE = 7
 STAGE_WIDTHS = (64, 128, 256, 512)

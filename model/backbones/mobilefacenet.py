@@ -17,9 +17,10 @@ the reference, 0 by default) drops the flattened GDC output before the linear la
 
 import tensorflow.compat.v1 as tf
 
+from data_tools import preprocessing
 from model import layers
 
-IMAGE_SIZE = 112
+IMAGE_SIZE = preprocessing.DEFAULT_IMAGE_SIZE  # insightface's aligned crop
 FEATURE_MAP_SIZE = 7
 SCALE = 2
 BLOCKS = (1, 4, 6, 2)

@@ -9,9 +9,10 @@ per 112×112 image.
 
 import tensorflow.compat.v1 as tf
 
+from data_tools import preprocessing
 from model import layers
 
-IMAGE_SIZE = 112
+IMAGE_SIZE = preprocessing.DEFAULT_IMAGE_SIZE  # insightface's aligned crop
 MIN_IMAGE_SIZE = 32
 # Four stride-2 stages: sizes divisible by 16 keep every feature map aligned.
 SIZE_MULTIPLE = 16
