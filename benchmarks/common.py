@@ -16,8 +16,9 @@ import tensorflow.compat.v1 as tf
 from PIL import Image
 
 from data_tools import conversion
+from model import backbones
 
-IMAGE_SIZE = 112
+IMAGE_SIZE = backbones.default_image_size("iresnet50")  # the backbones' own input size
 
 
 def cpu_count():
@@ -135,10 +136,10 @@ def write_jpeg_folder(root, num_classes, per_class, size=IMAGE_SIZE, seed=0):
     total = 0
     files = []
     for label in range(num_classes):
-        folder = os.path.join(root, "id%05d" % label)
+        folder = os.path.join(root, f"id{label:05d}")
         os.makedirs(folder, exist_ok=True)
         for index in range(per_class):
-            path = os.path.join(folder, "%04d.jpg" % index)
+            path = os.path.join(folder, f"{index:04d}.jpg")
             data = jpeg_bytes(face_like_pixels(rng, size))
             with open(path, "wb") as handle:
                 handle.write(data)

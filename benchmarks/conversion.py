@@ -51,8 +51,8 @@ def run(quick=False, workdir=None, worker_counts=(1, 2), repeats=None):
         figures = {"images": len(files), "mean_jpeg_bytes": int(total_bytes / len(files)),
                    "repeats": repeats}
         for workers in worker_counts:
-            copy_dir = os.path.join(scratch, "copy_%d" % workers)
-            out_dir = os.path.join(scratch, "records_%d" % workers)
+            copy_dir = os.path.join(scratch, f"copy_{workers}")
+            out_dir = os.path.join(scratch, f"records_{workers}")
             copy_seconds = convert_seconds = float("inf")
             for _ in range(repeats):
                 shutil.rmtree(copy_dir, ignore_errors=True)
@@ -65,20 +65,19 @@ def run(quick=False, workdir=None, worker_counts=(1, 2), repeats=None):
                                                     progress=False)
                 convert_seconds = min(convert_seconds, time.perf_counter() - start)
                 if summary["num_images"] != len(files):
-                    raise RuntimeError("converted %d of %d images" % (summary["num_images"],
-                                                                      len(files)))
+                    raise RuntimeError(f"converted {summary['num_images']} of {len(files)} images")
             copy_rate = len(files) / copy_seconds
             convert_rate = len(files) / convert_seconds
-            figures["convert_images_per_s_w%d" % workers] = common.rounded(convert_rate)
-            figures["copy_images_per_s_w%d" % workers] = common.rounded(copy_rate)
-            figures["convert_over_copy_w%d" % workers] = common.ratio(convert_rate, copy_rate)
+            figures[f"convert_images_per_s_w{workers}"] = common.rounded(convert_rate)
+            figures[f"copy_images_per_s_w{workers}"] = common.rounded(copy_rate)
+            figures[f"convert_over_copy_w{workers}"] = common.ratio(convert_rate, copy_rate)
             shutil.rmtree(copy_dir, ignore_errors=True)
             shutil.rmtree(out_dir, ignore_errors=True)
         if len(worker_counts) > 1:
             first, last = worker_counts[0], worker_counts[-1]
-            figures["convert_scaling_w%d_over_w%d" % (last, first)] = common.ratio(
-                figures["convert_images_per_s_w%d" % last],
-                figures["convert_images_per_s_w%d" % first])
+            figures[f"convert_scaling_w{last}_over_w{first}"] = common.ratio(
+                figures[f"convert_images_per_s_w{last}"],
+                figures[f"convert_images_per_s_w{first}"])
         figures["target_convert_over_copy"] = 0.5
         return common.emit("conversion", figures)
 

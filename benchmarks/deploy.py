@@ -131,7 +131,7 @@ def run(quick=False, workdir=None, backbones=None, threads=None, rounds=None, ca
                                      ("tf.lite of TensorFlow 2", convert.tflite_available()))
                if not ok]
     if missing:
-        return [common.emit("deploy", {"skipped": "needs %s" % " and ".join(missing)})]
+        return [common.emit("deploy", {"skipped": "needs {}".format(" and ".join(missing))})]
     figures = {name: {"format": name, "threads": threads or common.cpu_count()}
                for name in FORMATS}
     with common.scratch_dir(workdir, "bench_deploy_") as scratch:

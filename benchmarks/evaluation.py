@@ -35,8 +35,8 @@ def write_pair_records(path, num_pairs, seed=0):
                 data = common.jpeg_bytes(common.face_like_pixels(rng))
                 images.append({"encoded": data, "format": "jpeg", "height": common.IMAGE_SIZE,
                                "width": common.IMAGE_SIZE, "channels": 3,
-                               "identity": "id%05d" % (2 * index + side),
-                               "filename": "%05d_%d.jpg" % (index, side)})
+                               "identity": f"id{2 * index + side:05d}",
+                               "filename": f"{index:05d}_{side}.jpg"})
             issame = (index % PAIRS_PER_FOLD) < PAIRS_PER_FOLD // 2
             writer.write(schema.pair_example(index, index // PAIRS_PER_FOLD, issame, *images))
     return path
@@ -73,7 +73,7 @@ def time_embedding(records, num_pairs, backbone, batch):
         seconds = time.perf_counter() - start
     expected = -(-num_pairs // batch) * batch
     if count != expected:
-        raise RuntimeError("embedded %d pairs, expected %d" % (count, expected))
+        raise RuntimeError(f"embedded {count} pairs, expected {expected}")
     return seconds
 
 
@@ -92,7 +92,7 @@ def run(quick=False, workdir=None, backbone="tiny"):
     measured_pairs = 32 if quick else PAIRS_PER_FOLD
     batch = 16 if quick else BATCH
     with common.scratch_dir(workdir, "bench_eval_") as scratch:
-        records = os.path.join(scratch, "pairs_%d.tfrecord" % measured_pairs)
+        records = os.path.join(scratch, f"pairs_{measured_pairs}.tfrecord")
         if not os.path.exists(records):
             write_pair_records(records, measured_pairs)
         seconds = time_embedding(records, measured_pairs, backbone, batch)

@@ -59,9 +59,9 @@ def run(quick=False, workdir=None, class_counts=None):
             for session in sessions:
                 session.close()
         for name in HEADS:
-            figures["%s_%d_ms_per_step" % (name, num_classes)] = common.rounded(
+            figures[f"{name}_{num_classes}_ms_per_step"] = common.rounded(
                 1000 * seconds[name], 2)
-        figures["circle_over_softmax_%d" % num_classes] = common.ratio(seconds["circle"],
+        figures[f"circle_over_softmax_{num_classes}"] = common.ratio(seconds["circle"],
                                                                        seconds["softmax"])
     figures["target_circle_over_softmax_100000"] = 1.05
     return common.emit("head_cost", figures)

@@ -49,13 +49,13 @@ def run(quick=False, workdir=None, sizes=None):
         seconds = time.perf_counter() - start
         cpu_seconds = time.process_time() - cpu_start
         name = "%dk" % (entries // 1000)
-        figures["probes_%s" % name] = num_probes
-        figures["probes_per_s_%s" % name] = common.rounded(num_probes / seconds, 1)
-        figures["seconds_%s" % name] = common.rounded(seconds, 2)
+        figures[f"probes_{name}"] = num_probes
+        figures[f"probes_per_s_{name}"] = common.rounded(num_probes / seconds, 1)
+        figures[f"seconds_{name}"] = common.rounded(seconds, 2)
         # CPU seconds of every thread: on a shared machine, wall time / CPU time shows the wait.
-        figures["cpu_seconds_%s" % name] = common.rounded(cpu_seconds, 2)
-        figures["gallery_normalise_s_%s" % name] = common.rounded(normalise, 2)
-        figures["rank1_%s" % name] = result["rank1"]
+        figures[f"cpu_seconds_{name}"] = common.rounded(cpu_seconds, 2)
+        figures[f"gallery_normalise_s_{name}"] = common.rounded(normalise, 2)
+        figures[f"rank1_{name}"] = result["rank1"]
         del gallery, probes
     figures["peak_rss_mb"] = common.rounded(_peak_rss_mb(), 0)
     return common.emit("identification", figures)

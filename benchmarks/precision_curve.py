@@ -59,8 +59,7 @@ MEAN_WINDOW = 20
 
 def make_records(workdir, image_size, identities, images_per_identity):
     """Synthetic training faces as TFRecords under ``workdir`` (reused when already there)."""
-    root = os.path.join(workdir, BENCHMARK, "%dpx_%dx%d" % (image_size, identities,
-                                                            images_per_identity))
+    root = os.path.join(workdir, BENCHMARK, f"{image_size}px_{identities}x{images_per_identity}")
     records = os.path.join(root, "records")
     if os.path.isfile(os.path.join(records, "manifest.json")):
         return records
@@ -132,9 +131,9 @@ def train_curve(records, backbone, precision, seed, num_classes, image_size, bat
         if initial_values is not None:
             names = {v.op.name for v in variables}
             if names != set(initial_values):
-                raise ValueError("initial values for other variables: missing %s, extra %s"
-                                 % (sorted(names - set(initial_values)),
-                                    sorted(set(initial_values) - names)))
+                raise ValueError("initial values for other variables: missing "
+                                 f"{sorted(names - set(initial_values))}, extra "
+                                 f"{sorted(set(initial_values) - names)}")
             for variable in variables:
                 session.run(variable.initializer,
                             {variable.initial_value: initial_values[variable.op.name]})
@@ -156,8 +155,8 @@ def train_curve(records, backbone, precision, seed, num_classes, image_size, bat
 
 def _skip_figures(settings):
     figures = {"backbone": settings["backbone"], "skipped": (
-        "bf16 needs TensorFlow 2.x with oneDNN bfloat16 CPU kernels; this is TensorFlow %s"
-        % tf.__version__)}
+        "bf16 needs TensorFlow 2.x with oneDNN bfloat16 CPU kernels; this is TensorFlow "
+        f"{tf.__version__}")}
     return common.emit(BENCHMARK, figures)
 
 
@@ -170,8 +169,8 @@ def run(quick=False, workdir=None, backbone=None, steps=None, batch_size=None,
         if value is not None:
             settings[key] = value
     if settings["steps"] < 1 or settings["batch_size"] < 1:
-        raise ValueError("steps and batch_size must be positive, got %d and %d"
-                         % (settings["steps"], settings["batch_size"]))
+        raise ValueError(f"steps and batch_size must be positive, got {settings['steps']} and "
+                         f"{settings['batch_size']}")
     if not estimator_factory.bfloat16_supported():
         return _skip_figures(settings)
     steps, batch = settings["steps"], settings["batch_size"]
@@ -200,17 +199,17 @@ def run(quick=False, workdir=None, backbone=None, steps=None, batch_size=None,
     for name, _, _ in RUNS:
         result = results[name]
         losses = result["losses"]
-        figures["%s_curve" % name] = subsample(losses)
-        figures["%s_first_mean_loss" % name] = (
+        figures[f"{name}_curve"] = subsample(losses)
+        figures[f"{name}_first_mean_loss"] = (
             common.rounded(np.mean(losses[:window]), 4) if losses else None)
-        figures["%s_last_mean_loss" % name] = (
+        figures[f"{name}_last_mean_loss"] = (
             common.rounded(np.mean(losses[-window:]), 4) if losses else None)
         if result["diverged_at_step"] is not None:
-            figures["%s_diverged_at_step" % name] = result["diverged_at_step"]
-        figures["%s_seconds" % name] = common.rounded(result["seconds"])
+            figures[f"{name}_diverged_at_step"] = result["diverged_at_step"]
+        figures[f"{name}_seconds"] = common.rounded(result["seconds"])
         timed_steps = result["step_seconds"][TIMING_SKIP:] or result["step_seconds"]
         images_per_s[name] = batch * len(timed_steps) / max(sum(timed_steps), 1e-9)
-        figures["%s_images_per_s" % name] = common.rounded(images_per_s[name], 2)
+        figures[f"{name}_images_per_s"] = common.rounded(images_per_s[name], 2)
 
     fp32, bf16, noise = (results[name]["losses"] for name, _, _ in RUNS)
     diverged = any(results[name]["diverged_at_step"] is not None for name, _, _ in RUNS)
@@ -233,17 +232,18 @@ def main(argv=None):
     parser = common.add_common_args(argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
     parser.add_argument("--backbone", default=None,
-                        help="backbone name (default %s; --quick: %s)"
-                             % (FULL["backbone"], QUICK["backbone"]))
+                        help=f"backbone name (default {FULL['backbone']}; --quick: "
+                             f"{QUICK['backbone']})")
     parser.add_argument("--steps", type=int, default=None,
-                        help="training steps per run (default %d; --quick: %d)"
-                             % (FULL["steps"], QUICK["steps"]))
+                        help=f"training steps per run (default {FULL['steps']}; --quick: "
+                             f"{QUICK['steps']})")
     parser.add_argument("--batch_size", type=int, default=None,
-                        help="batch size (default %d; --quick: %d)"
-                             % (FULL["batch_size"], QUICK["batch_size"]))
+                        help=f"batch size (default {FULL['batch_size']}; --quick: "
+                             f"{QUICK['batch_size']})")
     parser.add_argument("--learning_rate", type=float, default=None,
-                        help="peak learning rate after the warm-up (default %g; --quick: %g)"
-                             % (FULL["learning_rate"], QUICK["learning_rate"]))
+                        help="peak learning rate after the warm-up (default "
+                             f"{FULL['learning_rate']:g}; --quick: "
+                             f"{QUICK['learning_rate']:g})")
     args = parser.parse_args(argv)
     run(quick=args.quick, workdir=args.workdir, backbone=args.backbone, steps=args.steps,
         batch_size=args.batch_size, learning_rate=args.learning_rate)

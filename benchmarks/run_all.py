@@ -46,8 +46,8 @@ def parse_only(value):
     names = [name.strip() for name in value.split(",") if name.strip()]
     unknown = [name for name in names if name not in BENCHMARKS]
     if unknown:
-        raise argparse.ArgumentTypeError("unknown benchmark(s) %s; choose from %s"
-                                         % (", ".join(unknown), ", ".join(BENCHMARKS)))
+        raise argparse.ArgumentTypeError(f"unknown benchmark(s) {', '.join(unknown)}; choose from "
+                                         f"{', '.join(BENCHMARKS)}")
     return names
 
 
@@ -61,7 +61,7 @@ def run(names=None, quick=False, workdir=None):
         for name in names:
             start = time.perf_counter()
             result = BENCHMARKS[name](quick=quick, workdir=scratch)
-            sys.stderr.write("%s: %.0f s\n" % (name, time.perf_counter() - start))
+            sys.stderr.write(f"{name}: {time.perf_counter() - start:.0f} s\n")
             # A benchmark prints one JSON line, or one per variant (deploy: per format).
             results.extend(result if isinstance(result, list) else [result])
     return results
@@ -71,7 +71,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", type=parse_only, default=None,
-                        help="comma-separated subset of: %s" % ", ".join(BENCHMARKS))
+                        help=f"comma-separated subset of: {', '.join(BENCHMARKS)}")
     common.add_common_args(parser)
     args = parser.parse_args(argv)
     run(args.only, quick=args.quick, workdir=args.workdir)

@@ -119,8 +119,8 @@ def run(quick=False, workdir=None, backbones=None, precisions=None):
     precisions = precisions or available_precisions()
     unknown = [p for p in precisions if p not in PRECISIONS]
     if unknown:
-        raise ValueError("unknown precision(s) %s; choose from %s"
-                         % (", ".join(unknown), ", ".join(PRECISIONS)))
+        raise ValueError(f"unknown precision(s) {', '.join(unknown)}; choose from "
+                         f"{', '.join(PRECISIONS)}")
     backbones = backbones or (("tiny",) if quick else BACKBONES)
     batch = 8 if quick else 64
     num_classes, per_class = (8, 16) if quick else (100, 30)
@@ -131,39 +131,38 @@ def run(quick=False, workdir=None, backbones=None, precisions=None):
         peak_size = 512 if quick else 2048
         peaks = {p: matmul_peak(DTYPES[p], size=peak_size) for p in precisions}
         figures = {"batch": batch, "image_size": common.IMAGE_SIZE, "precisions": list(precisions),
-                   "flops": "tf.profiler "
-                   "float_ops of the forward pass x3 (forward + backward)"}
+                   "flops": "tf.profiler float_ops of the forward pass x3 (forward + backward)"}
         achieved = {}
         for backbone in backbones:
             warmup, steps, rounds = QUICK_STEPS if quick else STEPS[backbone]
             step_flops = 3.0 * forward_flops_per_image(backbone) * batch
-            figures["%s_train_gflop_per_image" % backbone] = common.rounded(
+            figures[f"{backbone}_train_gflop_per_image"] = common.rounded(
                 step_flops / batch / 1e9, 3)
             for precision in precisions:
-                key = "%s_%s" % (backbone, precision)
+                key = f"{backbone}_{precision}"
                 seconds = time_training(backbone, precision, {
                     "real": lambda: real(params={}),
                     "synthetic": lambda: _synthetic_dataset(batch, num_classes,
                                                             common.IMAGE_SIZE)},
                     num_classes, warmup, steps, rounds)
                 for source in ("real", "synthetic"):
-                    figures["%s_%s_images_per_s" % (key, source)] = common.rounded(
+                    figures[f"{key}_{source}_images_per_s"] = common.rounded(
                         batch / seconds[source], 2)
-                figures["%s_real_over_synthetic" % key] = common.ratio(seconds["synthetic"],
+                figures[f"{key}_real_over_synthetic"] = common.ratio(seconds["synthetic"],
                                                                        seconds["real"])
                 achieved[key] = (precision, step_flops / seconds["synthetic"])
-                figures["%s_gflops" % key] = common.rounded(achieved[key][1] / 1e9)
+                figures[f"{key}_gflops"] = common.rounded(achieved[key][1] / 1e9)
             if "fp32" in precisions and "bf16" in precisions:
-                figures["%s_bf16_over_fp32" % backbone] = common.ratio(
-                    figures["%s_bf16_synthetic_images_per_s" % backbone],
-                    figures["%s_fp32_synthetic_images_per_s" % backbone])
+                figures[f"{backbone}_bf16_over_fp32"] = common.ratio(
+                    figures[f"{backbone}_bf16_synthetic_images_per_s"],
+                    figures[f"{backbone}_fp32_synthetic_images_per_s"])
         # Measured again at the end, the best of both: the peak is what the cores can do when
         # other jobs leave them alone.
         for precision in precisions:
             peaks[precision] = max(peaks[precision], matmul_peak(DTYPES[precision], peak_size))
-            figures["matmul_peak_gflops_%s" % precision] = common.rounded(peaks[precision] / 1e9)
+            figures[f"matmul_peak_gflops_{precision}"] = common.rounded(peaks[precision] / 1e9)
         for key, (precision, flops) in achieved.items():
-            figures["%s_over_matmul_peak" % key] = common.ratio(flops, peaks[precision])
+            figures[f"{key}_over_matmul_peak"] = common.ratio(flops, peaks[precision])
         figures["targets"] = {"real_over_synthetic": 0.95, "iresnet50_bf16_over_fp32": 1.8}
         return common.emit("train_step", figures)
 
@@ -171,10 +170,10 @@ def run(quick=False, workdir=None, backbones=None, precisions=None):
 def main(argv=None):
     parser = common.add_common_args(argparse.ArgumentParser(description=__doc__))
     parser.add_argument("--backbones", default=None,
-                        help="comma-separated subset of %s" % ",".join(BACKBONES))
+                        help=f"comma-separated subset of {','.join(BACKBONES)}")
     parser.add_argument("--precisions", default=None,
-                        help="comma-separated subset of %s (default: those this TensorFlow "
-                             "has kernels for)" % ",".join(PRECISIONS))
+                        help=f"comma-separated subset of {','.join(PRECISIONS)} (default: those "
+                             "this TensorFlow has kernels for)")
     args = parser.parse_args(argv)
     backbones = tuple(args.backbones.split(",")) if args.backbones else None
     run(quick=args.quick, workdir=args.workdir, backbones=backbones,

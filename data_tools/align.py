@@ -40,7 +40,7 @@ def define_flags(flag_values=flags.FLAGS):
                         flag_values=fv)
     define_align_flags(fv)
     flags.DEFINE_string("report", None, "Alignment report (JSON). Default: "
-                        "<output_dir>/%s." % raw_faces.REPORT_NAME, flag_values=fv)
+                        f"<output_dir>/{raw_faces.REPORT_NAME}.", flag_values=fv)
     flags.DEFINE_boolean("overwrite", False, "Redo every image when the report was written "
                          "with other options.", flag_values=fv)
     flags.mark_flags_as_required(["input_dir", "output_dir"], flag_values=fv)
@@ -91,7 +91,7 @@ def print_skips(summary, stream=None):
     stream = stream or sys.stderr
     missing = [e for e in summary["entries"] if e["status"] != raw_faces.ALIGNED]
     for entry in missing[:_MAX_LISTED]:
-        print("%s %s: %s" % (entry["status"], entry["path"], entry.get("reason", "")),
+        print("{} {}: {}".format(entry["status"], entry["path"], entry.get("reason", "")),
               file=stream)
     if len(missing) > _MAX_LISTED:
         print("... and %d more, all listed in %s" % (len(missing) - _MAX_LISTED,
@@ -105,7 +105,7 @@ def main(argv, flag_values=flags.FLAGS):
     """CLI body for ``absl.app.run``: 0 when the run finished (photos without a face are
     reported, not errors), 1 with one line for bad input."""
     if len(argv) > 1:
-        raise app.UsageError("unexpected arguments: %s" % " ".join(argv[1:]))
+        raise app.UsageError("unexpected arguments: {}".format(" ".join(argv[1:])))
     fv = flag_values
     try:
         summary = raw_faces.align_folder(fv.input_dir, fv.output_dir,
@@ -113,7 +113,7 @@ def main(argv, flag_values=flags.FLAGS):
                                          overwrite=fv.overwrite, progress=True,
                                          **align_options(fv))
     except user_errors() as e:
-        print("align: error: %s" % e, file=sys.stderr)
+        print(f"align: error: {e}", file=sys.stderr)
         return 1
     print_skips(summary)
     print(raw_faces.format_summary(summary))

@@ -56,7 +56,7 @@ def _check_positive(value, flag, allow_none=True):
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConversionError("--%s must be a positive integer, got %r" % (flag, value))
+        raise ConversionError(f"--{flag} must be a positive integer, got {value!r}")
     return value
 
 
@@ -64,7 +64,7 @@ def _check_name(name):
     if (not name or name.startswith(".") or "/" in name or os.sep in name
             or not re.match(r"^[\w.-]+$", name)):
         raise ConversionError("--name must be a plain file name prefix (letters, digits, "
-                              "'_', '-', '.'), got %r" % (name,))
+                              f"'_', '-', '.'), got {name!r}")
     return name
 
 
@@ -72,17 +72,17 @@ def _check_crop_box(crop_box):
     try:
         box = image_files.parse_crop_box(crop_box)
     except ValueError as e:
-        raise ConversionError("--crop_box: %s" % e) from None
+        raise ConversionError(f"--crop_box: {e}") from None
     return list(box) if box is not None else None
 
 
 def _check_input_dir(input_dir):
     if not os.path.exists(input_dir):
-        raise ConversionError("--input_dir %s does not exist" % input_dir)
+        raise ConversionError(f"--input_dir {input_dir} does not exist")
     if not os.path.isdir(input_dir):
-        raise ConversionError("--input_dir %s is not a directory" % input_dir)
+        raise ConversionError(f"--input_dir {input_dir} is not a directory")
     if not os.listdir(input_dir):
-        raise ConversionError("--input_dir %s is empty" % input_dir)
+        raise ConversionError(f"--input_dir {input_dir} is empty")
 
 
 def _resolve_workers(num_workers):
@@ -91,7 +91,7 @@ def _resolve_workers(num_workers):
 
 
 def _format_skips(skipped):
-    return "; ".join("%s: %s" % (item["path"], item["reason"]) for item in skipped)
+    return "; ".join(f"{item['path']}: {item['reason']}" for item in skipped)
 
 
 # ------------------------------------------------------------------ image files
@@ -137,11 +137,10 @@ class _ImageFiles(collections.namedtuple(
                 _, encoded, error = image_files.encode_task(
                     (i, paths[i], infos[i], self.image_size, self.crop_box))
             if isinstance(error, image_files.ImageChanged):
-                raise ConversionError("%s changed during the conversion; re-run to resume"
-                                      % relpath)
+                raise ConversionError(f"{relpath} changed during the conversion; re-run to resume")
             if error is not None:
-                raise ConversionError("%s became unreadable during the conversion (%s); re-run "
-                                      "to resume" % (relpath, error))
+                raise ConversionError(f"{relpath} became unreadable during the conversion "
+                                      f"({error}); re-run to resume")
             yield encoded
 
     def examples(self, source, records):
@@ -209,7 +208,7 @@ def _convert(source, output_dir, name, num_shards, image_size, crop_box, num_wor
 # ------------------------------------------------------------------ images mode
 
 
-class _FolderSource(object):
+class _FolderSource:
     """Training images: ``<input_dir>/<identity>/<image>``, labels by sorted identity name."""
 
     kind, what = "images", "images"
@@ -224,7 +223,7 @@ class _FolderSource(object):
     def check_arguments(self):
         _check_positive(self.min_images_per_class, "min_images_per_class", allow_none=False)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ConversionError("--seed must be an integer, got %r" % (self.seed,))
+            raise ConversionError(f"--seed must be an integer, got {self.seed!r}")
 
     def check_inputs(self):
         _check_input_dir(self.input_dir)
@@ -237,9 +236,9 @@ class _FolderSource(object):
     def relpaths(self):
         self._scan = image_files.scan_identity_folders(self.input_dir)
         if not self._scan.entries and not self._scan.skipped:
-            raise ConversionError("--input_dir %s holds no images in identity folders (expected "
-                                  "<input_dir>/<identity>/<image>.jpg, .png, ...)"
-                                  % self.input_dir)
+            raise ConversionError(f"--input_dir {self.input_dir} holds no images in identity "
+                                  "folders (expected "
+                                  "<input_dir>/<identity>/<image>.jpg, .png, ...)")
         return [entry.relpath for entry in self._scan.entries]
 
     def collect(self, relpaths, infos, reasons, strict):
@@ -251,8 +250,8 @@ class _FolderSource(object):
         skipped.sort(key=lambda item: item["path"])
         self.skipped = skipped
         if strict and skipped:
-            raise ConversionError("--strict: %d file(s) skipped: %s"
-                                  % (len(skipped), _format_skips(skipped)))
+            raise ConversionError(f"--strict: {len(skipped)} file(s) skipped: "
+                                  f"{_format_skips(skipped)}")
 
         valid = collections.OrderedDict()
         for entry, info in zip(scan.entries, infos):
@@ -260,14 +259,13 @@ class _FolderSource(object):
             if info is not None:
                 valid[entry.identity].append((entry, info))
         if not any(valid.values()):
-            raise ConversionError("no valid image under %s: %d file(s) skipped, e.g. %s"
-                                  % (self.input_dir, len(skipped), _format_skips(skipped[:3])))
+            raise ConversionError(f"no valid image under {self.input_dir}: {len(skipped)} file(s) "
+                                  f"skipped, e.g. {_format_skips(skipped[:3])}")
         identities = sorted(k for k, v in valid.items() if len(v) >= min_images)
         dropped = [k for k, v in valid.items() if len(v) < min_images]
         if not identities:
-            raise ConversionError("no identity has --min_images_per_class=%d valid images "
-                                  "(the largest has %d)" % (min_images,
-                                                            max(len(v) for v in valid.values())))
+            raise ConversionError(f"no identity has --min_images_per_class={min_images} valid "
+                                  f"images (the largest has {max(len(v) for v in valid.values())})")
         records, sizes, reencoded = [], 0, 0
         for label, identity in enumerate(identities):
             for entry, info in valid[identity]:
@@ -329,7 +327,7 @@ def convert_folder(input_dir, output_dir, name="train", num_shards=None, seed=0,
 # ------------------------------------------------------------------ pairs mode
 
 
-class _PairsSource(object):
+class _PairsSource:
     """Verification pairs of an LFW-format pairs file, in the file's order."""
 
     kind, what = "pairs", "pairs"
@@ -346,7 +344,7 @@ class _PairsSource(object):
 
     def check_inputs(self):
         if not os.path.isfile(self.pairs_path):
-            raise ConversionError("--pairs %s does not exist" % self.pairs_path)
+            raise ConversionError(f"--pairs {self.pairs_path} does not exist")
         _check_input_dir(self.input_dir)
 
     def options(self, name, num_shards, image_size, crop_box):
@@ -366,15 +364,15 @@ class _PairsSource(object):
         unreadable = [{"path": path, "reason": reason}
                       for path, reason in zip(relpaths, reasons) if reason is not None]
         if unreadable and not self.allow_missing_pairs:
-            raise ConversionError("%d image(s) named by the pairs file cannot be used (pass "
-                                  "--allow_missing_pairs to skip their pairs): %s"
-                                  % (len(unreadable), _format_skips(unreadable)))
+            raise ConversionError(f"{len(unreadable)} image(s) named by the pairs file cannot be "
+                                  "used (pass --allow_missing_pairs to skip their pairs): "
+                                  f"{_format_skips(unreadable)}")
         skipped = sorted([{"path": path, "reason": "missing (named by the pairs file)"}
                           for path in self._missing] + unreadable, key=lambda item: item["path"])
         self.skipped = skipped
         if strict and skipped:
-            raise ConversionError("--strict: %d pair image(s) skipped: %s"
-                                  % (len(skipped), _format_skips(skipped)))
+            raise ConversionError(f"--strict: {len(skipped)} pair image(s) skipped: "
+                                  f"{_format_skips(skipped)}")
 
         position = {pair.line: i for i, pair in enumerate(self._file.pairs)}
         records, sizes = [], 0
@@ -388,8 +386,8 @@ class _PairsSource(object):
             sizes += (os.path.getsize(os.path.join(self.input_dir, path1))
                       + os.path.getsize(os.path.join(self.input_dir, path2)))
         if not records:
-            raise ConversionError("no pair of %s has two usable images under %s"
-                                  % (self.pairs_path, self.input_dir))
+            raise ConversionError(f"no pair of {self.pairs_path} has two usable images under "
+                                  f"{self.input_dir}")
         self._fold_sizes = [0] * self._file.num_folds
         for record in records:
             self._fold_sizes[record.fold] += 1

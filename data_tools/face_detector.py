@@ -72,7 +72,7 @@ def as_rgb(pixels):
     return np.ascontiguousarray(pixels[:, :, :3])
 
 
-class MtcnnDetector(object):
+class MtcnnDetector:
     """MTCNN from the ``mtcnn`` package, weights from the package's own directory."""
 
     name = PACKAGE

@@ -37,7 +37,7 @@ def atomic_write(path, write):
     dies. Used for manifests, labels, shard plans, reports and saved embeddings.
     """
     directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, ".%s.tmp-%d" % (os.path.basename(path), os.getpid()))
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
             write(f)

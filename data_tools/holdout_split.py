@@ -57,8 +57,8 @@ def _check_folds(pairs_file, folds):
         raise HoldoutError("hold out at least one fold")
     bad = [fold for fold in folds if not 1 <= fold <= pairs_file.num_folds]
     if bad:
-        raise HoldoutError("holdout fold(s) %s out of range: the pairs file has folds 1-%d"
-                           % (", ".join(map(str, bad)), pairs_file.num_folds))
+        raise HoldoutError(f"holdout fold(s) {', '.join(map(str, bad))} out of range: the pairs "
+                           f"file has folds 1-{pairs_file.num_folds}")
 
 
 def subfold_pairs(pairs, num_subfolds):
@@ -71,8 +71,8 @@ def subfold_pairs(pairs, num_subfolds):
     mismatched = [pair for pair in pairs if not pair.issame]
     per_fold, left = divmod(len(matched), num_subfolds)
     if left or len(mismatched) != len(matched) or per_fold == 0:
-        raise HoldoutError("%d matched and %d mismatched pairs cannot make %d sub-folds of "
-                           "equal halves" % (len(matched), len(mismatched), num_subfolds))
+        raise HoldoutError(f"{len(matched)} matched and {len(mismatched)} mismatched pairs cannot "
+                           f"make {num_subfolds} sub-folds of equal halves")
     ordered = []
     for k in range(num_subfolds):
         block = slice(k * per_fold, (k + 1) * per_fold)
@@ -99,10 +99,10 @@ def make_split(lfw_dir, pairs_path, holdout_folds, output_dir, min_images=2, num
     for a malformed pairs file.
     """
     if not os.path.isdir(lfw_dir):
-        raise HoldoutError("--lfw_dir %s is not a directory (extract the LFW archive first)"
-                           % lfw_dir)
+        raise HoldoutError(f"--lfw_dir {lfw_dir} is not a directory (extract the LFW archive "
+                           "first)")
     if min_images < 1:
-        raise HoldoutError("--min_images must be at least 1, got %d" % min_images)
+        raise HoldoutError(f"--min_images must be at least 1, got {min_images}")
     folds = sorted(set(holdout_folds))
     pairs_file = pairs_lib.read_pairs(pairs_path)
     _check_folds(pairs_file, folds)
@@ -114,8 +114,8 @@ def make_split(lfw_dir, pairs_path, holdout_folds, output_dir, min_images=2, num
     foreign = [name for name in os.listdir(train_dir)
                if not os.path.islink(os.path.join(train_dir, name))]
     if foreign:
-        raise HoldoutError("%s holds %d entries that are not identity links (e.g. %s); choose "
-                           "an empty --output_dir" % (train_dir, len(foreign), foreign[0]))
+        raise HoldoutError(f"{train_dir} holds {len(foreign)} entries that are not identity links "
+                           f"(e.g. {foreign[0]}); choose an empty --output_dir")
 
     kept = collections.OrderedDict()
     counts = collections.Counter()
@@ -133,8 +133,8 @@ def make_split(lfw_dir, pairs_path, holdout_folds, output_dir, min_images=2, num
         kept[name] = num_images
     missing = held_out.difference(os.listdir(lfw_dir))
     if missing:
-        raise HoldoutError("%d identities of the held-out folds are not in %s (e.g. %s): "
-                           "wrong --lfw_dir?" % (len(missing), lfw_dir, sorted(missing)[0]))
+        raise HoldoutError(f"{len(missing)} identities of the held-out folds are not in {lfw_dir} "
+                           f"(e.g. {sorted(missing)[0]}): wrong --lfw_dir?")
     for name in os.listdir(train_dir):
         if name not in kept:
             os.remove(os.path.join(train_dir, name))

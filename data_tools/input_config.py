@@ -34,21 +34,20 @@ class InputConfig(collections.namedtuple(
                 brightness_delta=0.0, min_crop_scale=1.0, contrast_delta=0.0,
                 shuffle_buffer=10000, images_per_identity=None, seed=None):
         _check(_int(image_size) and image_size > 0,
-               "image_size must be a positive integer, got %r" % (image_size,))
+               f"image_size must be a positive integer, got {image_size!r}")
         _check(_int(batch_size) and batch_size > 0,
-               "batch_size must be a positive integer, got %r" % (batch_size,))
+               f"batch_size must be a positive integer, got {batch_size!r}")
         _check(_real(brightness_delta) and 0.0 <= brightness_delta < 255.0,
-               "--brightness_delta must be in [0, 255), got %r" % (brightness_delta,))
+               f"--brightness_delta must be in [0, 255), got {brightness_delta!r}")
         _check(_real(min_crop_scale) and 0.0 < min_crop_scale <= 1.0,
-               "--min_crop_scale must be in (0, 1], got %g" % min_crop_scale)
+               f"--min_crop_scale must be in (0, 1], got {min_crop_scale:g}")
         _check(_real(contrast_delta) and 0.0 <= contrast_delta < 1.0,
-               "--contrast_delta must be in [0, 1), got %g" % contrast_delta)
+               f"--contrast_delta must be in [0, 1), got {contrast_delta:g}")
         _check(_int(shuffle_buffer) and shuffle_buffer > 0,
-               "--shuffle_buffer must be positive, got %r" % (shuffle_buffer,))
+               f"--shuffle_buffer must be positive, got {shuffle_buffer!r}")
         if images_per_identity is not None:
             _check(_int(images_per_identity) and images_per_identity >= 2,
-                   "--images_per_identity: K must be at least 2, got %r"
-                   % (images_per_identity,))
+                   f"--images_per_identity: K must be at least 2, got {images_per_identity!r}")
             _check(batch_size % images_per_identity == 0,
                    "--batch_size=%d must be a multiple of --images_per_identity=%d"
                    % (batch_size, images_per_identity))

@@ -13,8 +13,8 @@ import os
 
 import tensorflow.compat.v1 as tf
 
+from data_tools import ascend, preprocessing, schema
 from data_tools import manifest as manifest_lib
-from data_tools import preprocessing, schema
 
 AUTOTUNE = tf.data.experimental.AUTOTUNE
 
@@ -22,7 +22,7 @@ AUTOTUNE = tf.data.experimental.AUTOTUNE
 def _list_files(file_pattern):
     files = sorted(tf.io.gfile.glob(file_pattern))
     if not files:
-        raise ValueError("no TFRecord files match %r" % file_pattern)
+        raise ValueError(f"no TFRecord files match {file_pattern!r}")
     return files
 
 
@@ -40,9 +40,9 @@ def worker_shard(config=None, input_context=None):
         return config.num_worker_replicas, config.global_id_in_cluster
     # Ascend multi-device training (HCCL) runs one process per device, described by RANK_SIZE
     # and RANK_ID rather than by TF_CONFIG.
-    rank_size = int(os.environ.get("RANK_SIZE", "1") or 1)
+    rank_id, rank_size = ascend.ascend_rank()
     if rank_size > 1:
-        return rank_size, int(os.environ.get("RANK_ID", "0") or 0)
+        return rank_size, rank_id
     return 1, 0
 
 
@@ -69,7 +69,7 @@ def _files(records):
     pattern = records_file_pattern(records)
     if isinstance(pattern, (list, tuple)):
         if not pattern:
-            raise ValueError("the manifest of %r lists no shards" % records)
+            raise ValueError(f"the manifest of {records!r} lists no shards")
         return list(pattern)
     return _list_files(pattern)
 
@@ -111,8 +111,8 @@ def train_input_fn_builder(records, image_size=preprocessing.DEFAULT_IMAGE_SIZE,
         if input_context is not None:
             batch = input_context.get_per_replica_batch_size(batch)
         if images_per_identity and batch % images_per_identity:
-            raise ValueError("batch size %d is not a multiple of images_per_identity %d"
-                             % (batch, images_per_identity))
+            raise ValueError(f"batch size {batch} is not a multiple of images_per_identity "
+                             f"{images_per_identity}")
         files = _files(records)
         num_shards, shard_index = worker_shard(config, input_context)
         files, shard_records = _sharded_files(files, num_shards, shard_index)
@@ -152,7 +152,7 @@ def train_input_fn_builder(records, image_size=preprocessing.DEFAULT_IMAGE_SIZE,
             if num_classes is not None:
                 in_range = tf.logical_and(label >= 0, label < num_classes)
                 check = tf.debugging.Assert(in_range, [
-                    "label out of range [0, %d):" % num_classes, label, "in record of",
+                    f"label out of range [0, {num_classes}):", label, "in record of",
                     record["filename"]])
                 with tf.control_dependencies([check]):
                     label = tf.identity(label)
@@ -236,7 +236,7 @@ def pairs_input_fn_builder(records, image_size=preprocessing.DEFAULT_IMAGE_SIZE,
         files = _files(records)
         total = num_pairs if num_pairs is not None else num_pairs_in(records)
         if total <= 0:
-            raise ValueError("no pair records in %r" % (records,))
+            raise ValueError(f"no pair records in {records!r}")
         num_batches = -(-total // batch)
         padding = num_batches * batch - total
 
@@ -326,7 +326,7 @@ def image_pairs_input_fn_builder(records, image_size=preprocessing.DEFAULT_IMAGE
         files = _files(records)
         total = num_images if num_images is not None else count_records(files)
         if total <= 0:
-            raise ValueError("no image records in %r" % (records,))
+            raise ValueError(f"no image records in {records!r}")
         num_pairs = -(-total // 2)
         num_batches = -(-num_pairs // batch)
         padding = num_batches * batch - num_pairs

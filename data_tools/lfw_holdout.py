@@ -40,19 +40,19 @@ def main(argv, flag_values=flags.FLAGS):
     try:
         folds = [int(fold) for fold in flag_values.holdout_folds]
     except ValueError:
-        print("error: --holdout_folds takes fold numbers, got %s"
-              % ",".join(flag_values.holdout_folds), file=sys.stderr)
+        print("error: --holdout_folds takes fold numbers, got "
+              f"{','.join(flag_values.holdout_folds)}", file=sys.stderr)
         return 1
     try:
         summary = make_split(flag_values.lfw_dir, flag_values.pairs, folds,
                              flag_values.output_dir, flag_values.min_images,
                              flag_values.subfolds)
     except (HoldoutError, pairs_lib.PairsFormatError, OSError) as e:
-        print("error: %s" % e, file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)
         return 1
-    print("holdout folds %s: %d training identities, %d images; %d test pairs -> %s"
-          % (",".join(map(str, summary["holdout_folds"])), summary["train_identities"],
-             summary["train_images"], summary["test_pairs"], flag_values.output_dir))
+    print(f"holdout folds {','.join(map(str, summary['holdout_folds']))}: "
+          f"{summary['train_identities']} training identities, {summary['train_images']} images; "
+          f"{summary['test_pairs']} test pairs -> {flag_values.output_dir}")
     return 0
 
 

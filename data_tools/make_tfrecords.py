@@ -61,18 +61,17 @@ _MAX_LISTED_SKIPS = 20
 def format_summary(summary):
     """One human-readable paragraph of a conversion summary."""
     if summary["kind"] == "images":
-        what = "%d images of %d identities" % (summary["num_images"], summary["num_classes"])
-        dropped = ", %d identities dropped (%d images) by --min_images_per_class" % (
-            summary["dropped_classes"], summary["dropped_images"])
+        what = f"{summary['num_images']} images of {summary['num_classes']} identities"
+        dropped = (f", {summary['dropped_classes']} identities dropped "
+                   f"({summary['dropped_images']} images) by --min_images_per_class")
     else:
-        what = "%d pairs in %d folds %s" % (summary["num_pairs"], summary["num_folds"],
-                                            summary["fold_sizes"])
-        dropped = ", %d pairs left out" % summary["missing_pairs"]
-    return ("%s -> %d shard(s) in %s (%d written, %d kept from an earlier run); %d file(s) "
-            "skipped%s; %.1f s, %.0f images/s" % (
-                what, summary["num_shards"], summary["output_dir"], summary["shards_written"],
-                summary["shards_kept"], summary["num_skipped"], dropped, summary["seconds"],
-                summary["images_per_second"]))
+        what = (f"{summary['num_pairs']} pairs in {summary['num_folds']} folds "
+                f"{summary['fold_sizes']}")
+        dropped = f", {summary['missing_pairs']} pairs left out"
+    return (f"{what} -> {summary['num_shards']} shard(s) in {summary['output_dir']} "
+            f"({summary['shards_written']} written, {summary['shards_kept']} kept from an earlier "
+            f"run); {summary['num_skipped']} file(s) skipped{dropped}; {summary['seconds']:.1f} s, "
+            f"{summary['images_per_second']:.0f} images/s")
 
 
 def define_flags(flag_values=flags.FLAGS):
@@ -86,8 +85,9 @@ def define_flags(flag_values=flags.FLAGS):
                         "manifest.json.", flag_values=flag_values)
     flags.DEFINE_string("name", None, "Shard file prefix (default: 'train', or 'pairs' with "
                         "--pairs).", flag_values=flag_values)
-    flags.DEFINE_integer("num_shards", None, "Number of shards (default: about one per %d MB of "
-                         "input)." % (TARGET_SHARD_BYTES // 2 ** 20), lower_bound=1,
+    flags.DEFINE_integer("num_shards", None, "Number of shards (default: about one per "
+                                             f"{TARGET_SHARD_BYTES // 2 ** 20} MB of "
+                         "input).", lower_bound=1,
                          flag_values=flag_values)
     flags.DEFINE_integer("seed", 0, "Seed of the order in which images are spread over the "
                          "shards.", flag_values=flag_values)
@@ -138,7 +138,7 @@ def _check_align_usage(FLAGS):  # noqa: N803 - absl idiom
         return
     for flag in ("aligned_dir", "landmarks", "min_face_size"):
         if FLAGS[flag].present:
-            raise app.UsageError("--%s needs --align" % flag)
+            raise app.UsageError(f"--{flag} needs --align")
 
 
 def _align_first(FLAGS):  # noqa: N803 - absl idiom
@@ -170,7 +170,7 @@ def main(argv, flag_values=flags.FLAGS):
     ``flag_values`` must hold the flags of :func:`define_flags`, already parsed.
     """
     if len(argv) > 1:
-        raise app.UsageError("unexpected arguments: %s" % " ".join(argv[1:]))
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     FLAGS = flag_values  # noqa: N806 - absl idiom
     sources = [f"--{flag}" for flag in ("input_dir", "input_rec", "from_bin") if FLAGS[flag].value]
     if len(sources) != 1:
@@ -186,8 +186,8 @@ def main(argv, flag_values=flags.FLAGS):
     if FLAGS.pairs:
         for flag in ("seed", "min_images_per_class"):
             if FLAGS[flag].present:
-                raise app.UsageError("--%s does not apply to --pairs (pairs keep the file's "
-                                     "order and all identities)" % flag)
+                raise app.UsageError(f"--{flag} does not apply to --pairs (pairs keep the file's "
+                                     "order and all identities)")
     elif FLAGS.allow_missing_pairs and not FLAGS.from_bin:
         raise app.UsageError("--allow_missing_pairs needs --pairs or --from_bin")
     if FLAGS.align and not FLAGS.input_dir:
@@ -220,14 +220,14 @@ def main(argv, flag_values=flags.FLAGS):
                                      seed=FLAGS.seed,
                                      min_images_per_class=FLAGS.min_images_per_class, **common)
     except _USER_ERRORS + align_cli.user_errors() as e:
-        print("make_tfrecords: error: %s" % e, file=sys.stderr)
+        print(f"make_tfrecords: error: {e}", file=sys.stderr)
         return 1
     for item in summary["skipped"][:_MAX_LISTED_SKIPS]:
-        print("skipped %s: %s" % (item["path"], item["reason"]), file=sys.stderr)
+        print(f"skipped {item['path']}: {item['reason']}", file=sys.stderr)
     if len(summary["skipped"]) > _MAX_LISTED_SKIPS:
-        print("... and %d more skipped files, all listed in %s" % (
-            len(summary["skipped"]) - _MAX_LISTED_SKIPS,
-            os.path.join(summary["output_dir"], manifest_lib.MANIFEST_NAME)), file=sys.stderr)
+        print(f"... and {len(summary['skipped']) - _MAX_LISTED_SKIPS} more skipped files, all "
+              "listed in "
+              f"{os.path.join(summary['output_dir'], manifest_lib.MANIFEST_NAME)}", file=sys.stderr)
     print(format_summary(summary))
     return 0
 

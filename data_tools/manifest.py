@@ -53,16 +53,15 @@ def read_manifest(records_dir):
     else:
         exists, opener = os.path.isfile, lambda name: open(name, encoding="utf-8")
     if not exists(path):
-        raise ManifestError("%s not found: %s is not a finished conversion (run "
-                            "data_tools/make_tfrecords.py, or re-run it to finish)"
-                            % (MANIFEST_NAME, records_dir))
+        raise ManifestError(f"{MANIFEST_NAME} not found: {records_dir} is not a finished "
+                            "conversion (run data_tools/make_tfrecords.py, or re-run it to finish)")
     try:
         with opener(path) as f:
             manifest = json.load(f)
     except ValueError as e:
-        raise ManifestError("%s is not valid JSON: %s" % (path, e)) from None
+        raise ManifestError(f"{path} is not valid JSON: {e}") from None
     if not isinstance(manifest, dict) or "shards" not in manifest or "kind" not in manifest:
-        raise ManifestError("%s lacks the 'kind' and 'shards' keys" % path)
+        raise ManifestError(f"{path} lacks the 'kind' and 'shards' keys")
     return manifest
 
 
@@ -84,13 +83,13 @@ def verify_shards(records_dir):
     for shard in read_manifest(records_dir)["shards"]:
         path = os.path.join(records_dir, shard["file"])
         if not os.path.isfile(path):
-            raise ManifestError("shard %s listed in the manifest is missing" % path)
+            raise ManifestError(f"shard {path} listed in the manifest is missing")
         size = os.path.getsize(path)
         if shard.get("bytes") is not None and size != shard["bytes"]:
-            raise ManifestError("shard %s has %d bytes, the manifest says %d"
-                                % (path, size, shard["bytes"]))
+            raise ManifestError(f"shard {path} has {size} bytes, the manifest says "
+                                f"{shard['bytes']}")
         if shard.get("sha256") and fileio.sha256_file(path) != shard["sha256"]:
-            raise ManifestError("shard %s does not match its sha256 in the manifest" % path)
+            raise ManifestError(f"shard {path} does not match its sha256 in the manifest")
         paths.append(path)
     return paths
 
@@ -99,8 +98,8 @@ def num_classes(records_dir):
     """Number of identities (classes) of an images records directory."""
     manifest = read_manifest(records_dir)
     if manifest["kind"] != "images":
-        raise ManifestError("%s holds %s records, which have no classes"
-                            % (records_dir, manifest["kind"]))
+        raise ManifestError(f"{records_dir} holds {manifest['kind']} records, which have no "
+                            "classes")
     return int(manifest["num_classes"])
 
 
@@ -108,7 +107,7 @@ def read_labels(records_dir):
     """Identity names of an images records directory: element i is the name of label i."""
     path = os.path.join(records_dir, LABELS_NAME)
     if not os.path.isfile(path):
-        raise ManifestError("%s not found in %s" % (LABELS_NAME, records_dir))
+        raise ManifestError(f"{LABELS_NAME} not found in {records_dir}")
     with open(path, encoding="utf-8", newline="\n") as f:
         text = f.read()
     if not text:

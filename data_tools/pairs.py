@@ -35,7 +35,7 @@ class PairsFormatError(ValueError):
     """A malformed pairs file. The message names the file and the line; ``.line`` holds it."""
 
     def __init__(self, path, line, message):
-        super(PairsFormatError, self).__init__("%s, line %d: %s" % (path, line, message))
+        super().__init__(f"{path}, line {line}: {message}")
         self.path = path
         self.line = line
 
@@ -47,26 +47,27 @@ class MissingPairImagesError(ValueError):
         self.image_dir = image_dir
         self.missing = list(missing)
         self.num_pairs = num_pairs
-        super(MissingPairImagesError, self).__init__(
-            "%d image(s) named by the pairs file are missing under %s (%d pair(s) affected; "
-            "pass --allow_missing_pairs to skip those pairs):\n  %s"
-            % (len(self.missing), image_dir, num_pairs, "\n  ".join(self.missing)))
+        listed = "\n  ".join(self.missing)
+        super().__init__(
+            f"{len(self.missing)} image(s) named by the pairs file are missing under {image_dir} "
+            f"({num_pairs} pair(s) affected; pass --allow_missing_pairs to skip those pairs):"
+            f"\n  {listed}")
 
 
 def _parse_count(path, line_number, token, what):
     try:
         value = int(token)
     except ValueError:
-        raise PairsFormatError(path, line_number, "%s must be an integer, got %r"
-                               % (what, token)) from None
+        raise PairsFormatError(path, line_number, f"{what} must be an integer, got "
+                                                  f"{token!r}") from None
     if value < 1:
-        raise PairsFormatError(path, line_number, "%s must be at least 1, got %d" % (what, value))
+        raise PairsFormatError(path, line_number, f"{what} must be at least 1, got {value}")
     return value
 
 
 def _parse_name(path, line_number, token):
     if "/" in token or "\\" in token or token in (".", ".."):
-        raise PairsFormatError(path, line_number, "%r is not an identity folder name" % token)
+        raise PairsFormatError(path, line_number, f"{token!r} is not an identity folder name")
     return token
 
 
@@ -77,8 +78,8 @@ def _parse_header(path, line):
                 _parse_count(path, 1, tokens[1], "the number of pairs per fold"))
     if len(tokens) == 1:
         return 1, _parse_count(path, 1, tokens[0], "the number of pairs per fold")
-    raise PairsFormatError(path, 1, "expected the header 'folds<TAB>pairs_per_fold', got %r"
-                           % line.strip())
+    raise PairsFormatError(path, 1, "expected the header 'folds<TAB>pairs_per_fold', got "
+                                    f"{line.strip()!r}")
 
 
 def read_pairs(path):
@@ -96,7 +97,7 @@ def read_pairs(path):
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise PairsFormatError(path, data[:e.start].count(b"\n") + 1, "not UTF-8 text (byte "
-                               "0x%02x); save the file as UTF-8" % data[e.start]) from None
+                               f"0x{data[e.start]:02x}); save the file as UTF-8") from None
     # Universal newlines, as text mode would give: CRLF and lone CR end lines too.
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     if not lines[0].strip():
@@ -114,7 +115,7 @@ def read_pairs(path):
         position = len(pairs)
         if position >= total:
             raise PairsFormatError(path, line_number, "more pairs than the header announces "
-                                   "(%d folds x 2 x %d = %d)" % (num_folds, per_fold, total))
+                                   f"({num_folds} folds x 2 x {per_fold} = {total})")
         if len(tokens) == 3:
             name1 = name2 = _parse_name(path, line_number, tokens[0])
             index1 = _parse_count(path, line_number, tokens[1], "an image number")
@@ -128,28 +129,27 @@ def read_pairs(path):
             issame = False
         else:
             raise PairsFormatError(path, line_number, "expected 'name i j' (matched) or "
-                                   "'name1 i name2 j' (mismatched), got %d fields: %r"
-                                   % (len(tokens), line.strip()))
+                                   f"'name1 i name2 j' (mismatched), got {len(tokens)} fields: "
+                                   f"{line.strip()!r}")
         if issame and index1 == index2:
-            raise PairsFormatError(path, line_number, "a matched pair of image %d with itself"
-                                   % index1)
+            raise PairsFormatError(path, line_number, f"a matched pair of image {index1} with "
+                                                      "itself")
         if not issame and name1 == name2:
             raise PairsFormatError(path, line_number, "a mismatched pair names one identity "
-                                   "twice (%s)" % name1)
+                                   f"twice ({name1})")
         fold, offset = divmod(position, 2 * per_fold)
         expect_same = offset < per_fold
         if issame != expect_same:
+            kind = ("matched ('name i j')" if expect_same
+                    else "mismatched ('name1 i name2 j')")
             raise PairsFormatError(
-                path, line_number, "pair %d of fold %d should be %s: each fold holds %d matched "
-                "then %d mismatched pairs" % (offset + 1, fold + 1,
-                                              "matched ('name i j')" if expect_same
-                                              else "mismatched ('name1 i name2 j')",
-                                              per_fold, per_fold))
+                path, line_number, f"pair {offset + 1} of fold {fold + 1} should be {kind}: each "
+                f"fold holds {per_fold} matched then {per_fold} mismatched pairs")
         pairs.append(Pair(name1, index1, name2, index2, issame, fold, line_number))
     if len(pairs) != total:
-        raise PairsFormatError(path, last_line, "the file ends after %d pairs; the header "
-                               "announces %d folds x 2 x %d = %d" % (len(pairs), num_folds,
-                                                                     per_fold, total))
+        raise PairsFormatError(path, last_line, f"the file ends after {len(pairs)} pairs; the "
+                                                "header "
+                               f"announces {num_folds} folds x 2 x {per_fold} = {total}")
     return PairsFile(num_folds, per_fold, pairs)
 
 
@@ -160,13 +160,13 @@ def write_pairs(path, num_folds, pairs_per_fold, pairs):
     matched pairs (``name1 == name2``) are written as ``name i j``. The structure is not checked
     here: read the file back with :func:`read_pairs` for that.
     """
-    lines = ["%d\t%d" % (num_folds, pairs_per_fold)]
+    lines = [f"{num_folds}\t{pairs_per_fold}"]
     for pair in pairs:
         name1, index1, name2, index2 = pair[:4]
         if name1 == name2:
-            lines.append("%s\t%d\t%d" % (name1, index1, index2))
+            lines.append(f"{name1}\t{index1}\t{index2}")
         else:
-            lines.append("%s\t%d\t%s\t%d" % (name1, index1, name2, index2))
+            lines.append(f"{name1}\t{index1}\t{name2}\t{index2}")
     with open(path, "w", encoding="utf-8", newline="\n") as f:
         f.write("\n".join(lines) + "\n")
 
@@ -206,29 +206,29 @@ def make_fold_pairs(num_folds, identities_per_fold, images_per_identity, pairs_p
 def check_pairs_feasible(num_folds, identities_per_fold, images_per_identity, pairs_per_fold):
     """Raise ValueError unless :func:`make_fold_pairs` can draw these pairs."""
     if num_folds < 1:
-        raise ValueError("num_folds must be >= 1, got %d" % num_folds)
+        raise ValueError(f"num_folds must be >= 1, got {num_folds}")
     if identities_per_fold < 2:
         raise ValueError("pair_identities_per_fold must be >= 2 (mismatched pairs need two "
-                         "identities), got %d" % identities_per_fold)
+                         f"identities), got {identities_per_fold}")
     if images_per_identity < 2:
         raise ValueError("pair_images_per_identity must be >= 2 (matched pairs need two "
-                         "images), got %d" % images_per_identity)
+                         f"images), got {images_per_identity}")
     if pairs_per_fold < 2 or pairs_per_fold % 2:
         raise ValueError("pairs_per_fold must be a positive even number (half matched, half "
-                         "mismatched), got %d" % pairs_per_fold)
+                         f"mismatched), got {pairs_per_fold}")
     half = pairs_per_fold // 2
     k, m = identities_per_fold, images_per_identity
     max_matched = k * m * (m - 1) // 2
     max_mismatched = k * (k - 1) // 2 * m * m
     if half > max_matched or half > max_mismatched:
         raise ValueError(
-            "pairs_per_fold=%d needs %d distinct matched and mismatched pairs per fold, but %d "
-            "identities x %d images give only %d matched and %d mismatched; raise "
-            "pair_identities_per_fold or pair_images_per_identity"
-            % (pairs_per_fold, half, k, m, max_matched, max_mismatched))
+            f"pairs_per_fold={pairs_per_fold} needs {half} distinct matched and mismatched pairs "
+            f"per fold, but {k} "
+            f"identities x {m} images give only {max_matched} matched and {max_mismatched} "
+            "mismatched; raise pair_identities_per_fold or pair_images_per_identity")
 
 
-class _FolderIndex(object):
+class _FolderIndex:
     """Looks up ``name_%04d.<ext>`` in identity folders, listing each folder once."""
 
     def __init__(self, image_dir):
@@ -252,7 +252,7 @@ class _FolderIndex(object):
 
     def find(self, name, index):
         """``(relpath, exists)``; a missing image gets the first extension's path."""
-        stem = "%s_%04d" % (name, index)
+        stem = f"{name}_{index:04d}"
         listing = self._listing(name)
         for ext in IMAGE_EXTENSIONS:
             filename = listing.get((stem, ext))
@@ -283,7 +283,7 @@ def resolve_pairs(pairs_file, image_dir, allow_missing=False):
     ``allow_missing`` is true, in which case the pairs that need it are left out.
     """
     if not os.path.isdir(image_dir):
-        raise ValueError("image directory %s does not exist or is not a directory" % image_dir)
+        raise ValueError(f"image directory {image_dir} does not exist or is not a directory")
     index = _FolderIndex(image_dir)
     relpaths, kept, missing, seen_missing = [], [], [], set()
     num_affected = 0

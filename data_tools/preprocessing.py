@@ -12,6 +12,7 @@ import tensorflow.compat.v1 as tf
 
 PIXEL_MEAN = 127.5
 PIXEL_SCALE = 128.0
+# insightface's aligned face crop: the one source of the input size the backbones default to.
 DEFAULT_IMAGE_SIZE = 112
 
 
@@ -124,7 +125,7 @@ def _random_scale_crop(image, image_size, min_scale, max_aspect_ratio, draws):
 _DRAWS_PER_IMAGE = 16
 
 
-class _RandomDraws(object):
+class _RandomDraws:
     """Uniform [0, 1) scalars: stateless (keyed on seed and a draw number) when seeded."""
 
     def __init__(self, seed):

@@ -52,7 +52,7 @@ class AlignError(ValueError):
     """Bad arguments or an output that belongs to another run: one line for the CLI."""
 
 
-class AlignedFace(object):
+class AlignedFace:
     """What aligning one photo gave: ``face`` (uint8 array, None when there is none), ``status``
     (one of :data:`STATUSES`), ``num_faces``, ``score``, ``landmarks`` ([5, 2] or None),
     ``box`` (or None) and ``reason`` (for anything but ``aligned``)."""
@@ -113,7 +113,7 @@ def align_image(image, faces, image_size=DEFAULT_IMAGE_SIZE):
     return AlignedFace(ALIGNED, face, len(faces), chosen.score, chosen.landmarks, chosen.box)
 
 
-class _Listed(object):
+class _Listed:
     """A face from a landmark file (no box: the only face of its image)."""
 
     box = None

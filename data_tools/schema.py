@@ -50,7 +50,7 @@ def _int(value):
 
 def _image_features(prefix, encoded, image_format, height, width, channels, identity, filename):
     if image_format not in FORMATS:
-        raise ValueError("image_format must be one of %s, got %r" % (FORMATS, image_format))
+        raise ValueError(f"image_format must be one of {FORMATS}, got {image_format!r}")
     return {
         prefix + "encoded": _bytes(encoded),
         prefix + "format": _bytes(image_format),
@@ -90,7 +90,7 @@ def pair_example(index, fold, issame, image1, image2):
     for prefix, image in zip(PAIR_PREFIXES, (image1, image2)):
         missing = [k for k in _IMAGE_FIELDS if k not in image]
         if missing:
-            raise ValueError("pair image is missing fields %s" % missing)
+            raise ValueError(f"pair image is missing fields {missing}")
         feature.update(_image_features(prefix, image["encoded"], image["format"],
                                        image["height"], image["width"], image["channels"],
                                        image["identity"], image["filename"]))

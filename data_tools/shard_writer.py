@@ -66,7 +66,7 @@ Shard = collections.namedtuple("Shard", ["file", "start", "stop", "plan"])
 
 def shard_filename(name, index, num_shards):
     """``{name}-00003-of-00010.tfrecord``."""
-    return "%s-%05d-of-%05d.tfrecord" % (name, index, num_shards)
+    return f"{name}-{index:05d}-of-{num_shards:05d}.tfrecord"
 
 
 # ------------------------------------------------------------------ worker pool
@@ -86,7 +86,7 @@ def _ignore_sigint():
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-class Workers(object):
+class Workers:
     """Ordered parallel map over PIL tasks; runs in-process for a single worker.
 
     Create it before any progress bar: tqdm starts a monitor thread, and a process should fork
@@ -161,23 +161,22 @@ def previous_shards(out):
     if not os.path.exists(output_dir):
         return {}
     if not os.path.isdir(output_dir):
-        raise ConversionError("--output_dir %s exists and is not a directory" % output_dir)
+        raise ConversionError(f"--output_dir {output_dir} exists and is not a directory")
     if overwrite or not [f for f in os.listdir(output_dir) if f != LOCK_NAME]:
         return {}
     state = _load_state(output_dir)
     if state is None:
-        raise ConversionError("--output_dir %s is not empty and holds no conversion to resume; "
-                              "use an empty directory, or pass --overwrite to replace its "
-                              ".tfrecord files, labels.txt and manifest.json" % output_dir)
+        raise ConversionError(f"--output_dir {output_dir} is not empty and holds no conversion to "
+                              "resume; use an empty directory, or pass --overwrite to replace its "
+                              ".tfrecord files, labels.txt and manifest.json")
     previous, current = _canonical(state["options"]), _canonical(options)
     if previous != current:
-        changes = ["%s %s -> %s" % (key, json.dumps(previous.get(key)),
-                                    json.dumps(current.get(key)))
+        changes = [f"{key} {json.dumps(previous.get(key))} -> {json.dumps(current.get(key))}"
                    for key in sorted(set(previous) | set(current))
                    if previous.get(key) != current.get(key)]
-        raise ConversionError("--output_dir %s holds a conversion made with other options (%s); "
-                              "pass --overwrite to replace it, or choose another --output_dir"
-                              % (output_dir, "; ".join(changes)))
+        raise ConversionError(f"--output_dir {output_dir} holds a conversion made with other "
+                              f"options ({'; '.join(changes)}); "
+                              "pass --overwrite to replace it, or choose another --output_dir")
     if state["source"] != PLAN_NAME:
         return {}
     return {shard["file"]: shard for shard in state.get("shards", []) if "file" in shard}
@@ -191,7 +190,7 @@ def _lock(output_dir):
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         os.close(fd)
-        raise ConversionError("another make_tfrecords run is writing to %s" % output_dir) from None
+        raise ConversionError(f"another make_tfrecords run is writing to {output_dir}") from None
     return fd
 
 
@@ -228,8 +227,8 @@ def resolve_num_shards(num_shards, total_bytes, num_records, what):
     if num_shards is None:
         return min(_auto_num_shards(total_bytes), num_records)
     if num_shards > num_records:
-        raise ConversionError("--num_shards=%d is more than the %d %s to write: a shard would be "
-                              "empty" % (num_shards, num_records, what))
+        raise ConversionError(f"--num_shards={num_shards} is more than the {num_records} {what} to "
+                              "write: a shard would be empty")
     return num_shards
 
 
@@ -290,7 +289,7 @@ def _write_shards(out, shards, records, examples, previous):
         for i in todo:
             shard, entry = shards[i], entries[i]
             path = os.path.join(output_dir, shard.file)
-            tmp = os.path.join(output_dir, ".%s.tmp-%d" % (shard.file, os.getpid()))
+            tmp = os.path.join(output_dir, f".{shard.file}.tmp-{os.getpid()}")
             try:
                 with tf.io.TFRecordWriter(tmp) as writer:
                     for example in examples(records[shard.start:shard.stop]):
@@ -310,7 +309,7 @@ def _write_shards(out, shards, records, examples, previous):
 
     # Shards of an earlier plan with another shard count would be picked up by a glob.
     planned = set(entry["file"] for entry in entries)
-    stale = re.compile(r"^%s-\d{5}-of-\d{5}\.tfrecord$" % re.escape(out.name))
+    stale = re.compile(rf"^{re.escape(out.name)}-\d{{5}}-of-\d{{5}}\.tfrecord$")
     for filename in os.listdir(output_dir):
         if stale.match(filename) and filename not in planned:
             os.remove(os.path.join(output_dir, filename))
@@ -322,10 +321,10 @@ def _write_shards(out, shards, records, examples, previous):
 def _write_failure(output_dir, error):
     """ConversionError for an output that cannot be written (disk full, quota, read-only)."""
     detail = getattr(error, "message", None) or getattr(error, "strerror", None) or str(error)
-    return ConversionError("cannot write to %s (%s: %s); finished shards are kept and no "
+    return ConversionError(f"cannot write to {output_dir} ({type(error).__name__}: {detail}); "
+                           "finished shards are kept and no "
                            "manifest.json was written: free space (or fix the directory) and "
-                           "re-run the same command to resume"
-                           % (output_dir, type(error).__name__, detail))
+                           "re-run the same command to resume")
 
 
 def _finish(output_dir, manifest, labels=None):

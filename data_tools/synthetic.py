@@ -47,7 +47,7 @@ def define_flags(flag_values=flags.FLAGS):
 def main(argv, flag_values=flags.FLAGS):
     """CLI body for ``absl.app.run``: returns 0, or 2 with a message for unusable options."""
     if len(argv) > 1:
-        raise app.UsageError("unexpected arguments: %s" % " ".join(argv[1:]))
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     f = flag_values
     try:
         summary = generate(f.output_dir, num_train_identities=f.num_train_identities,
@@ -59,19 +59,19 @@ def main(argv, flag_values=flags.FLAGS):
                            seed=f.seed, num_workers=f.num_workers, progress=f.progress,
                            grayscale_fraction=f.grayscale_fraction)
     except ValueError as e:
-        sys.stderr.write("error: %s\n" % e)
+        sys.stderr.write(f"error: {e}\n")
         return 2
     if summary["reused"]:
-        print("%s already holds this synthetic dataset (same options); nothing to do."
-              % summary["output_dir"])
+        print(f"{summary['output_dir']} already holds this synthetic dataset (same options); "
+              "nothing to do.")
     else:
-        print("synthetic faces: %d train images of %d identities in %s; %d verification images "
-              "of %d identities in %s; %d pairs in %d folds in %s; %.1f s, %.0f images/s"
-              % (summary["num_train_images"], summary["num_train_identities"],
-                 summary["train_dir"], summary["num_verification_images"],
-                 summary["num_verification_identities"], summary["lfw_dir"],
-                 summary["num_pairs"], summary["num_folds"], summary["pairs_path"],
-                 summary["seconds"], summary["images_per_second"]))
+        print(f"synthetic faces: {summary['num_train_images']} train images of "
+              f"{summary['num_train_identities']} identities in {summary['train_dir']}; "
+              f"{summary['num_verification_images']} verification images "
+              f"of {summary['num_verification_identities']} identities in {summary['lfw_dir']}; "
+              f"{summary['num_pairs']} pairs in {summary['num_folds']} folds in "
+              f"{summary['pairs_path']}; {summary['seconds']:.1f} s, "
+              f"{summary['images_per_second']:.0f} images/s")
     return 0
 
 

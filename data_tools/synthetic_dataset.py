@@ -74,8 +74,8 @@ def _prepare_output_dir(output_dir, options):
     marker = os.path.join(output_dir, MARKER_FILENAME)
     if os.path.isdir(output_dir) and os.listdir(output_dir):
         if not os.path.isfile(marker):
-            raise ValueError("output_dir %s is not empty and holds no synthetic dataset (no %s); "
-                             "choose an empty or new directory" % (output_dir, MARKER_FILENAME))
+            raise ValueError(f"output_dir {output_dir} is not empty and holds no synthetic dataset "
+                             f"(no {MARKER_FILENAME}); choose an empty or new directory")
         try:
             with open(marker) as f:
                 previous = json.load(f)
@@ -90,7 +90,7 @@ def _prepare_output_dir(output_dir, options):
             elif os.path.exists(path):
                 os.remove(path)
     elif os.path.exists(output_dir) and not os.path.isdir(output_dir):
-        raise ValueError("output_dir %s exists and is not a directory" % output_dir)
+        raise ValueError(f"output_dir {output_dir} exists and is not a directory")
     os.makedirs(output_dir, exist_ok=True)
     # Written first (incomplete) so that a killed run is recognised and cleared next time.
     _write_marker(marker, options, complete=False, counts=None)
@@ -109,7 +109,7 @@ def _write_marker(path, options, complete, counts):
 
 def _check_positive(name, value, minimum=1):
     if int(value) != value or value < minimum:
-        raise ValueError("%s must be an integer >= %d, got %r" % (name, minimum, value))
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 def generate(output_dir, num_train_identities=100, train_images_per_identity=24, num_folds=10,
@@ -135,7 +135,7 @@ def generate(output_dir, num_train_identities=100, train_images_per_identity=24,
     pairs_lib.check_pairs_feasible(num_folds, pair_identities_per_fold, pair_images_per_identity,
                                    pairs_per_fold)
     if not 0.0 <= grayscale_fraction <= 1.0:
-        raise ValueError("grayscale_fraction must be in [0, 1], got %r" % grayscale_fraction)
+        raise ValueError(f"grayscale_fraction must be in [0, 1], got {grayscale_fraction!r}")
     if num_workers is None:
         num_workers = os.cpu_count() or 1
     _check_positive("num_workers", num_workers)
@@ -185,7 +185,7 @@ def generate(output_dir, num_train_identities=100, train_images_per_identity=24,
             folder = os.path.join(split_dir, name)
             os.makedirs(folder, exist_ok=True)
             for image_index in range(per_identity):
-                path = os.path.join(folder, "%s_%04d.jpg" % (name, image_index + 1))
+                path = os.path.join(folder, f"{name}_{image_index + 1:04d}.jpg")
                 tasks.append((seed, split, index, image_index, image_size, grayscale_fraction,
                               path))
 

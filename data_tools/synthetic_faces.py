@@ -66,21 +66,21 @@ _COLOUR_KEYS = ("skin", "hair", "eye_colour", "lip")
 
 def rng(*keys):
     """A RandomState keyed by a tuple: independent streams, stable across numpy versions."""
-    text = "synthetic-faces/v%d/%s" % (GENERATOR_VERSION, "/".join(str(k) for k in keys))
+    text = f"synthetic-faces/v{GENERATOR_VERSION}/{'/'.join(str(k) for k in keys)}"
     digest = hashlib.sha256(text.encode("utf-8")).digest()
     return np.random.RandomState(np.frombuffer(digest, dtype="<u4"))
 
 
 def _split_key(split):
     if split not in _SPLIT_KEYS:
-        raise ValueError("split must be one of %s, got %r" % (sorted(_SPLIT_KEYS), split))
+        raise ValueError(f"split must be one of {sorted(_SPLIT_KEYS)}, got {split!r}")
     return _SPLIT_KEYS[split]
 
 
 def identity_name(split, index, width=4):
     """Folder name of identity ``index`` (0-based): ``synth_0001`` (train), ``synth_v0001``."""
     prefix = "synth_" if _split_key(split) == 0 else "synth_v"
-    return "%s%0*d" % (prefix, width, index + 1)
+    return f"{prefix}{index + 1:0{width}d}"
 
 
 def _mix(a, b, t):

@@ -34,7 +34,7 @@ def main(argv, flag_values=flags.FLAGS):
     try:
         runs = [load_run(d) for d in model_dirs]
     except ValueError as e:
-        print("error: %s" % e, file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)
         return 1
     if flag_values.copy_reports:
         os.makedirs(flag_values.copy_reports, exist_ok=True)

@@ -317,7 +317,7 @@ def convert_tflite(saved_model_dir, output_path, image_size=None, quantize="none
 # Runners: float32 pixels [N, S, S, 3] in 0..255 -> embeddings [N, D].
 # ---------------------------------------------------------------------------------------------
 
-class SavedModelRunner(object):
+class SavedModelRunner:
     """The SavedModel's pixels signature in a TF1 session (the reference)."""
 
     name = "SavedModel"
@@ -343,7 +343,7 @@ class SavedModelRunner(object):
         self._session.close()
 
 
-class FrozenGraphRunner(object):
+class FrozenGraphRunner:
     """A frozen graph of export/freeze.py in a TF1 session."""
 
     name = "frozen graph"
@@ -359,7 +359,7 @@ class FrozenGraphRunner(object):
         self._session.close()
 
 
-class OnnxRunner(object):
+class OnnxRunner:
     """An ONNX model in ONNX Runtime (CPU)."""
 
     name = "ONNX Runtime"
@@ -380,7 +380,7 @@ class OnnxRunner(object):
         self._session = None
 
 
-class TFLiteRunner(object):
+class TFLiteRunner:
     """A TFLite model of :func:`convert_tflite`: one image per invocation (fixed batch 1)."""
 
     name = "TFLite"

@@ -89,7 +89,7 @@ def main(argv, flag_values=flags.FLAGS):
     try:
         _check_usage(fv, images)
         with load_saved_model(fv.model) as embedder:
-            print("model: %s" % embedder.saved_model_dir, file=sys.stderr)
+            print(f"model: {embedder.saved_model_dir}", file=sys.stderr)
             if fv.pairs:
                 _evaluate_pairs(fv, embedder)
             elif fv.folder:
@@ -99,10 +99,10 @@ def main(argv, flag_values=flags.FLAGS):
             else:
                 _embed_images(fv, embedder, images)
     except UsageError as e:
-        print("error: %s\n(--help lists the flags)" % e, file=sys.stderr)
+        print(f"error: {e}\n(--help lists the flags)", file=sys.stderr)
         return 2
     except EmbedError as e:
-        print("error: %s" % e, file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)
         return 1
     return 0
 
@@ -134,7 +134,7 @@ def _check_usage(fv, images):
         raise UsageError("--output applies to IMAGE arguments and --folder; --pairs writes its "
                          "report to --report_dir")
     if not 0.0 < fv.far_target <= 1.0:
-        raise UsageError("--far_target must be in (0, 1], got %g" % fv.far_target)
+        raise UsageError(f"--far_target must be in (0, 1], got {fv.far_target:g}")
     if fv.threshold is not None and len(images) != 2:
         raise UsageError("--threshold applies to the comparison of exactly two images")
     if fv.align and not images:
@@ -148,7 +148,7 @@ def _embed_files(fv, embedder, images):
         return embedder.embed_files(images, batch_size=fv.batch_size, flip=fv.flip)
     blobs, notes = align_photos(images)
     for note in notes:
-        print("note: %s" % note, file=sys.stderr)
+        print(f"note: {note}", file=sys.stderr)
     return embedder.embed_bytes(blobs, batch_size=fv.batch_size, flip=fv.flip, names=images)
 
 
@@ -161,11 +161,11 @@ def _embed_images(fv, embedder, images):
     embeddings = _embed_files(fv, embedder, images)
     if fv.output:
         paths = save_embeddings(embeddings, images, fv.output)
-        print("%d embeddings of size %d -> %s, %s" % (len(images), embeddings.shape[1],
-                                                      paths[0], paths[1]))
+        print(f"{len(images)} embeddings of size {embeddings.shape[1]} -> {paths[0]}, {paths[1]}")
         return
     for path, embedding in zip(images, embeddings):
-        print("%s %s" % (path, " ".join("%.8g" % v for v in embedding)))
+        values = " ".join(f"{v:.8g}" for v in embedding)
+        print(f"{path} {values}")
 
 
 def _verify_two(fv, embedder, images):
@@ -173,33 +173,31 @@ def _verify_two(fv, embedder, images):
     if fv.output:
         save_embeddings(embeddings, images, fv.output)
     similarity, distance = compare(embeddings[0], embeddings[1])
-    print("image 1: %s" % images[0])
-    print("image 2: %s" % images[1])
-    print("cosine similarity: %.6f" % similarity)
-    print("squared L2 distance: %.6f" % distance)
+    print(f"image 1: {images[0]}")
+    print(f"image 2: {images[1]}")
+    print(f"cosine similarity: {similarity:.6f}")
+    print(f"squared L2 distance: {distance:.6f}")
 
     threshold, source, notes = decision_threshold(embedder.saved_model_dir, fv.threshold, fv.flip)
     for note in notes:
-        print("note: %s" % note)
+        print(f"note: {note}")
     if threshold is None:
-        print("decision: none (%s)" % source)
+        print(f"decision: none ({source})")
         return
     same = distance < threshold
-    print("threshold: %.6f (%s)" % (threshold, source))
-    print("decision: %s (squared L2 distance %.6f %s threshold %.6f)" % (
-        "same person" if same else "different people", distance, "<" if same else ">=",
-        threshold))
+    print(f"threshold: {threshold:.6f} ({source})")
+    print(f"decision: {'same person' if same else 'different people'} (squared L2 distance "
+          f"{distance:.6f} {'<' if same else '>='} threshold {threshold:.6f})")
 
 
 def _embed_folder(fv, embedder):
     result = embed_folder(
         embedder, fv.folder, batch_size=fv.batch_size, flip=fv.flip, progress=True,
-        on_skipped=lambda relpath, reason: print("skipped %s: %s" % (relpath, reason),
+        on_skipped=lambda relpath, reason: print(f"skipped {relpath}: {reason}",
                                                  file=sys.stderr))
     npy_path, names_path = save_embeddings(result.embeddings, result.names, fv.output)
-    print("%d images of %d identities, embeddings of size %d -> %s, %s"
-          % (len(result.names), result.num_identities, result.embeddings.shape[1], npy_path,
-             names_path))
+    print(f"{len(result.names)} images of {result.num_identities} identities, embeddings of size "
+          f"{result.embeddings.shape[1]} -> {npy_path}, {names_path}")
 
 
 def _evaluate_pairs(fv, embedder):
@@ -215,22 +213,22 @@ def _evaluate_pairs(fv, embedder):
     except FoldsError as e:
         raise UsageError(str(e)) from None
     metrics = result.metrics
-    print("pairs: %d (%d same, %d different) in %d folds, %d images, flip TTA %s"
-          % (metrics["num_pairs"], metrics["num_same"], metrics["num_diff"], result.n_folds,
-             result.num_images, "on" if fv.flip else "off"))
-    print("accuracy: %.4f +- %.4f" % (metrics["accuracy"], metrics["accuracy_std"]))
-    print("threshold: %.4f (squared L2, mean over folds)" % metrics["threshold"])
-    print("VAL@FAR=%g: %.4f +- %.4f (FAR %.5f)" % (fv.far_target, metrics["val"],
-                                                   metrics["val_std"], metrics["far"]))
-    print("AUC: %.4f" % metrics["auc"])
-    print("EER: %.4f" % metrics["eer"])
+    print(f"pairs: {metrics['num_pairs']} ({metrics['num_same']} same, {metrics['num_diff']} "
+          f"different) in {result.n_folds} folds, {result.num_images} images, flip TTA "
+          f"{'on' if fv.flip else 'off'}")
+    print(f"accuracy: {metrics['accuracy']:.4f} +- {metrics['accuracy_std']:.4f}")
+    print(f"threshold: {metrics['threshold']:.4f} (squared L2, mean over folds)")
+    print(f"VAL@FAR={fv.far_target:g}: {metrics['val']:.4f} +- {metrics['val_std']:.4f} (FAR "
+          f"{metrics['far']:.5f})")
+    print(f"AUC: {metrics['auc']:.4f}")
+    print(f"EER: {metrics['eer']:.4f}")
     if fv.report_dir:
         extra = {"model": os.path.abspath(embedder.saved_model_dir),
                  "pairs": os.path.abspath(fv.pairs),
                  "image_dir": os.path.abspath(fv.image_dir) if fv.image_dir else None,
                  "flip": bool(fv.flip), "num_images": result.num_images}
         json_path, png_path = report.write_report(metrics, fv.report_dir, extra=extra)
-        print("report: %s, %s" % (json_path, png_path))
+        print(f"report: {json_path}, {png_path}")
 
 
 def run():

@@ -33,11 +33,12 @@ from tqdm import tqdm
 from data_tools import image_files, insightface_bin, manifest, preprocessing, schema
 from data_tools import pairs as pairs_lib
 from data_tools.fileio import atomic_write
-from export import export_dirs, report, verification
+from export import export_dirs, report, serving, verification
 
 SIGNATURE = "serving_default"
-INPUT_KEY = "image_bytes"
-OUTPUT_KEY = "embedding"
+# The serving signature's keys, as export/serving.py writes them.
+INPUT_KEY = serving.BYTES_INPUT
+OUTPUT_KEY = serving.OUTPUT
 REPORT_PARENT_LEVELS = 4
 
 # File signatures of the formats TensorFlow's decode_image reads; anything else goes through PIL.
@@ -59,9 +60,8 @@ class ImageDecodeError(EmbedError):
 
     def __init__(self, files):
         self.files = list(files)
-        super(ImageDecodeError, self).__init__(
-            "cannot use %d image(s):\n  %s" % (len(self.files), "\n  ".join(
-                "%s: %s" % (name, reason) for name, reason in self.files)))
+        listed = "\n  ".join(f"{name}: {reason}" for name, reason in self.files)
+        super().__init__(f"cannot use {len(self.files)} image(s):\n  {listed}")
 
 
 def find_saved_model(path):
@@ -73,7 +73,7 @@ def find_saved_model(path):
     directories of an export in progress are ignored.
     """
     if not os.path.isdir(path):
-        raise SavedModelNotFoundError("model directory %s does not exist" % path)
+        raise SavedModelNotFoundError(f"model directory {path} does not exist")
     if export_dirs.is_saved_model(path):
         return path
     best = export_dirs.best_export(path)
@@ -84,11 +84,10 @@ def find_saved_model(path):
     if os.path.isdir(export_dir):
         hints = [os.path.join(export_dir, d) for d in sorted(os.listdir(export_dir))
                  if os.path.isdir(os.path.join(export_dir, d))]
-    message = ("no SavedModel in %s: it holds no saved_model.pb and no timestamped SavedModel "
-               "subdirectory; pass a SavedModel directory or an exporter's base directory"
-               % path)
+    message = (f"no SavedModel in {path}: it holds no saved_model.pb and no timestamped SavedModel "
+               "subdirectory; pass a SavedModel directory or an exporter's base directory")
     if hints:
-        message += " (this looks like a model_dir; try one of: %s)" % ", ".join(hints)
+        message += f" (this looks like a model_dir; try one of: {', '.join(hints)})"
     raise SavedModelNotFoundError(message)
 
 
@@ -113,7 +112,7 @@ def find_report(saved_model_dir):
     return None
 
 
-class Embedder(object):
+class Embedder:
     """A loaded SavedModel that turns encoded images into L2-normalised embeddings.
 
     Use :func:`load_saved_model` to build one; close it (or use it as a context manager) to
@@ -146,17 +145,17 @@ class Embedder(object):
     def _signature_tensors(self, meta_graph):
         signatures = meta_graph.signature_def
         if SIGNATURE not in signatures:
-            raise EmbedError("SavedModel %s has no %r signature (it has: %s)"
-                             % (self.saved_model_dir, SIGNATURE, sorted(signatures)))
+            raise EmbedError(f"SavedModel {self.saved_model_dir} has no {SIGNATURE!r} signature "
+                             f"(it has: {sorted(signatures)})")
         signature = signatures[SIGNATURE]
         if INPUT_KEY not in signature.inputs or OUTPUT_KEY not in signature.outputs:
-            raise EmbedError("signature %r of %s must take %r and return %r; it takes %s and "
-                             "returns %s" % (SIGNATURE, self.saved_model_dir, INPUT_KEY,
-                                             OUTPUT_KEY, sorted(signature.inputs),
-                                             sorted(signature.outputs)))
+            raise EmbedError(f"signature {SIGNATURE!r} of {self.saved_model_dir} must take "
+                             f"{INPUT_KEY!r} and return {OUTPUT_KEY!r}; it takes "
+                             f"{sorted(signature.inputs)} and "
+                             f"returns {sorted(signature.outputs)}")
         if signature.inputs[INPUT_KEY].dtype != tf.string.as_datatype_enum:
-            raise EmbedError("input %r of %s is not a string tensor of encoded images"
-                             % (INPUT_KEY, self.saved_model_dir))
+            raise EmbedError(f"input {INPUT_KEY!r} of {self.saved_model_dir} is not a string "
+                             "tensor of encoded images")
         return (self._graph.get_tensor_by_name(signature.inputs[INPUT_KEY].name),
                 self._graph.get_tensor_by_name(signature.outputs[OUTPUT_KEY].name))
 
@@ -199,9 +198,9 @@ class Embedder(object):
         :class:`ImageDecodeError` naming every image of the failing batch that cannot be decoded.
         """
         images = list(images)
-        names = list(names) if names is not None else ["image %d" % i for i in range(len(images))]
+        names = list(names) if names is not None else [f"image {i}" for i in range(len(images))]
         if len(names) != len(images):
-            raise ValueError("%d names for %d images" % (len(names), len(images)))
+            raise ValueError(f"{len(names)} names for {len(images)} images")
         return self._embed_batches(images, names, lambda blobs, _: blobs, batch_size, flip,
                                    progress)
 
@@ -218,7 +217,7 @@ class Embedder(object):
     def _embed_batches(self, items, names, to_blobs, batch_size, flip, progress):
         """The one batching loop: ``to_blobs(items[batch], names[batch])`` gives encoded images."""
         if batch_size < 1:
-            raise ValueError("batch_size must be positive, got %d" % batch_size)
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
         bar = _progress_bar(len(items), progress)
         try:
             chunks = []
@@ -263,8 +262,8 @@ class Embedder(object):
             embeddings = verification.l2_normalize(both[:len(blobs)] + both[len(blobs):])
         embeddings = np.asarray(embeddings, dtype=np.float32)
         if embeddings.ndim != 2 or embeddings.shape[0] != len(blobs):
-            raise EmbedError("the SavedModel returned embeddings of shape %s for %d images"
-                             % (embeddings.shape, len(blobs)))
+            raise EmbedError(f"the SavedModel returned embeddings of shape {embeddings.shape} for "
+                             f"{len(blobs)} images")
         return embeddings
 
     def close(self):
@@ -308,8 +307,8 @@ def read_images(paths, names=None):
                 bad.append((name, "not an image TensorFlow or PIL can read (unknown format)"))
                 continue
             except Exception as e:  # PIL raises many types for damaged files
-                bad.append((name, "not an image TensorFlow or PIL can read (%s: %s)"
-                            % (type(e).__name__, _first_line(str(e)))))
+                bad.append((name, f"not an image TensorFlow or PIL can read ({type(e).__name__}: "
+                                  f"{_first_line(str(e))})"))
                 continue
         blobs.append(data)
     if bad:
@@ -411,22 +410,22 @@ def decision_threshold(saved_model_dir, threshold=None, flip=True):
         return threshold, "from --threshold", []
     path = find_report(saved_model_dir)
     if path is None:
-        return None, ("no --threshold given and no report.json found; looked in: %s"
-                      % ", ".join(report_candidates(saved_model_dir))), []
+        return None, ("no --threshold given and no report.json found; looked in: "
+                      f"{', '.join(report_candidates(saved_model_dir))}"), []
     data = report.read_report(path)
     found = data.get("threshold")
     if not isinstance(found, (int, float)):
-        return None, "%s holds no threshold" % path, []
-    source = "from %s" % path
+        return None, f"{path} holds no threshold", []
+    source = f"from {path}"
     if isinstance(data.get("accuracy"), (int, float)):
-        source += ", verification accuracy %.4f" % data["accuracy"]
+        source += f", verification accuracy {data['accuracy']:.4f}"
     notes = []
     report_flip = (data.get("extra") or {}).get("flip")
     if isinstance(report_flip, bool) and report_flip != flip:
-        notes.append("the report was computed %s flip test-time augmentation and these "
-                     "embeddings %s it: the threshold may be slightly off"
-                     % ("with" if report_flip else "without", "without" if report_flip
-                        else "with"))
+        notes.append(f"the report was computed {'with' if report_flip else 'without'} flip "
+                     "test-time augmentation and these embeddings "
+                     f"{'without' if report_flip else 'with'} it: the threshold may be slightly "
+                     "off")
     return float(found), source, notes
 
 
@@ -443,13 +442,13 @@ def embed_folder(embedder, folder, batch_size=64, flip=False, progress=False, on
     before the error when nothing is left).
     """
     if not os.path.isdir(folder):
-        raise EmbedError("--folder %s is not a directory" % folder)
+        raise EmbedError(f"--folder {folder} is not a directory")
     scan = image_files.scan_identity_folders(folder)
     for relpath, reason in scan.skipped:
         if on_skipped is not None:
             on_skipped(relpath, reason)
     if not scan.entries:
-        raise EmbedError("no images found in identity folders under %s" % folder)
+        raise EmbedError(f"no images found in identity folders under {folder}")
     names = [entry.relpath for entry in scan.entries]
     paths = [os.path.join(folder, *name.split("/")) for name in names]
     embeddings = embedder.embed_files(paths, batch_size=batch_size, flip=flip, names=names,
@@ -479,16 +478,15 @@ def evaluate_pairs(embedder, pairs_path, image_dir, n_folds=None, far_target=1e-
         pairs_file = pairs_lib.read_pairs(pairs_path)
         relpaths, kept, _ = pairs_lib.resolve_pairs(pairs_file, image_dir)
     except OSError as e:
-        raise EmbedError("cannot read pairs file %s: %s" % (pairs_path, e.strerror or e)) from e
+        raise EmbedError(f"cannot read pairs file {pairs_path}: {e.strerror or e}") from e
     except ValueError as e:  # data_tools.pairs: malformed file, missing images, no image_dir
         raise EmbedError(str(e)) from e
     n_folds = n_folds or pairs_file.num_folds
     if n_folds < 2:
-        raise FoldsError("%s has a single fold; the protocol needs at least 2 (pass --n_folds "
-                         "to cut it into contiguous folds)" % pairs_path)
+        raise FoldsError(f"{pairs_path} has a single fold; the protocol needs at least 2 (pass "
+                         "--n_folds to cut it into contiguous folds)")
     if n_folds > len(kept):
-        raise FoldsError("--n_folds=%d exceeds the %d pairs of %s" % (n_folds, len(kept),
-                                                                      pairs_path))
+        raise FoldsError(f"--n_folds={n_folds} exceeds the {len(kept)} pairs of {pairs_path}")
     unique = sorted({path for pair in relpaths for path in pair})
     row = {path: i for i, path in enumerate(unique)}
     files = [os.path.join(image_dir, *path.split("/")) for path in unique]

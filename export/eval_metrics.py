@@ -86,10 +86,10 @@ def _host_metrics(predictions, key1, key2, num_pairs, n_folds, far_target, prefi
     if store1 is None:
         raise ValueError("the eval input yielded no pairs")
     metrics = _evaluate_stored(store1, store2, store_same, seen, num_pairs, n_folds, far_target)
-    result = {"%s/%s" % (prefix, name): np.float32(metrics[key])
+    result = {f"{prefix}/{name}": np.float32(metrics[key])
               for name, key in SCALAR_METRICS}
     for name in VECTOR_METRICS:
-        result["%s/%s" % (prefix, name)] = np.asarray(metrics[name], np.float32)
+        result[f"{prefix}/{name}"] = np.asarray(metrics[name], np.float32)
     return result
 
 
@@ -143,9 +143,9 @@ def verification_metrics_fn_builder(num_pairs, n_folds=10, far_target=1e-3, pref
         scalars, vectors = outputs[0], outputs[1:]
         metric_ops = {}
         for i, (name, _) in enumerate(SCALAR_METRICS):
-            metric_ops["%s/%s" % (name_prefix, name)] = (scalars[i], update_op)
+            metric_ops[f"{name_prefix}/{name}"] = (scalars[i], update_op)
         for name, value in zip(VECTOR_METRICS, vectors):
-            metric_ops["%s/%s" % (name_prefix, name)] = (value, update_op)
+            metric_ops[f"{name_prefix}/{name}"] = (value, update_op)
         return metric_ops
 
     def metric_fn(embeddings1, embeddings2, issame, pair_index, weight,
@@ -165,15 +165,15 @@ def metrics_from_eval_result(eval_result, prefix="lfw"):
     """Turn ``estimator.evaluate()``'s dict back into ``verification.evaluate()``'s layout."""
     metrics = {}
     for name, key in SCALAR_METRICS:
-        metrics[key] = float(eval_result["%s/%s" % (prefix, name)])
+        metrics[key] = float(eval_result[f"{prefix}/{name}"])
     for name in VECTOR_METRICS:
-        metrics[name] = [float(v) for v in np.asarray(eval_result["%s/%s" % (prefix, name)])]
+        metrics[name] = [float(v) for v in np.asarray(eval_result[f"{prefix}/{name}"])]
     metrics["n_folds"] = len(metrics["fold_accuracy"])
     single = single_prefix(prefix)
-    if "%s/threshold" % single in eval_result:
+    if f"{single}/threshold" in eval_result:
         # Without flip TTA (one embedding per image, as a plain serving call gives).
-        metrics["accuracy_single"] = float(eval_result["%s/accuracy" % single])
-        metrics["threshold_single"] = float(eval_result["%s/threshold" % single])
+        metrics["accuracy_single"] = float(eval_result[f"{single}/accuracy"])
+        metrics["threshold_single"] = float(eval_result[f"{single}/threshold"])
     if "global_step" in eval_result:
         metrics["global_step"] = int(eval_result["global_step"])
     return metrics

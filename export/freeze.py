@@ -31,8 +31,8 @@ def freeze_saved_model(saved_model_dir, output_path, image_size=None):
         meta_graph = tf.saved_model.loader.load(sess, [tf.saved_model.tag_constants.SERVING],
                                                 saved_model_dir)
         if serving.PIXELS_SIGNATURE not in meta_graph.signature_def:
-            raise ValueError("%s has no %r signature; export it with this project's serving "
-                             "input receiver" % (saved_model_dir, serving.PIXELS_SIGNATURE))
+            raise ValueError(f"{saved_model_dir} has no {serving.PIXELS_SIGNATURE!r} signature; "
+                             "export it with this project's serving input receiver")
         signature = meta_graph.signature_def[serving.PIXELS_SIGNATURE]
         pixels_name = signature.inputs[serving.PIXELS_INPUT].name
         embedding_name = signature.outputs[serving.OUTPUT].name

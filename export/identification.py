@@ -48,8 +48,8 @@ def read_image_records(files):
             example = tf.train.Example.FromString(serialized)
             feature = example.features.feature
             if schema.ENCODED not in feature or schema.IDENTITY not in feature:
-                raise IdentificationError("%s holds records that are not image records "
-                                          "(pair records?)" % path)
+                raise IdentificationError(f"{path} holds records that are not image records "
+                                          "(pair records?)")
             encoded.append(feature[schema.ENCODED].bytes_list.value[0])
             identities.append(feature[schema.IDENTITY].bytes_list.value[0].decode("utf-8"))
             filenames.append(feature[schema.FILENAME].bytes_list.value[0].decode("utf-8"))
@@ -69,7 +69,7 @@ def record_files(records):
     files = list(pattern) if isinstance(pattern, (list, tuple)) else sorted(
         tf.io.gfile.glob(pattern))
     if not files:
-        raise IdentificationError("no TFRecord files in %s" % records)
+        raise IdentificationError(f"no TFRecord files in {records}")
     return files
 
 
@@ -149,35 +149,35 @@ def define_flags(flag_values=flags.FLAGS):
 
 def main(argv, flag_values=flags.FLAGS):
     if len(argv) > 1:
-        raise app.UsageError("unexpected arguments: %s" % " ".join(argv[1:]))
+        raise app.UsageError("unexpected arguments: {}".format(" ".join(argv[1:])))
     fv = flag_values
     for name in ("model", "records"):
         if not fv[name].value:
-            raise app.UsageError("--%s is required" % name)
+            raise app.UsageError(f"--{name} is required")
     try:
         fpirs = [float(f) for f in fv.fpirs]
     except ValueError:
-        raise app.UsageError("--fpirs takes numbers, got %s" % ",".join(fv.fpirs)) from None
+        raise app.UsageError("--fpirs takes numbers, got {}".format(",".join(fv.fpirs))) from None
     from export import embedder as embed  # noqa: PLC0415
 
     try:
         files = record_files(fv.records)
         encoded, identities, filenames = read_image_records(files)
         if not encoded:
-            raise IdentificationError("no image records in %s" % fv.records)
+            raise IdentificationError(f"no image records in {fv.records}")
         with embed.load_saved_model(fv.model) as embedder:
             embeddings = embedder.embed_bytes(encoded, batch_size=fv.batch_size, flip=fv.flip,
                                               names=filenames, progress=True)
             model_dir = embedder.saved_model_dir
         metrics = evaluate(embeddings, identities, filenames, fpirs=fpirs)
     except (IdentificationError, embed.EmbedError, ValueError) as e:
-        print("error: %s" % e, file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)
         return 1
     print(format_metrics(metrics))
     if fv.report_dir:
         extra = {"model": os.path.abspath(model_dir), "records": os.path.abspath(fv.records),
                  "flip": bool(fv.flip)}
-        print("report: %s" % write_report(metrics, fv.report_dir, extra))
+        print(f"report: {write_report(metrics, fv.report_dir, extra)}")
     return 0
 
 

@@ -62,7 +62,7 @@ class IJBError(ValueError):
 def _rows(path, columns, what):
     """Whitespace-separated rows of ``path`` with ``columns`` fields (None: at least 2)."""
     if not os.path.isfile(path):
-        raise IJBError("%s not found" % path)
+        raise IJBError(f"{path} not found")
     rows = []
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, 1):
@@ -74,7 +74,7 @@ def _rows(path, columns, what):
                                % (path, number, columns, what, len(fields)))
             rows.append((number, fields))
     if not rows:
-        raise IJBError("%s holds no %s" % (path, what))
+        raise IJBError(f"{path} holds no {what}")
     return rows
 
 
@@ -130,11 +130,11 @@ def meta_paths(meta_dir, dataset=None):
     """``(dataset, {kind: path})``; ``dataset`` None picks the prefix whose files exist."""
     candidates = [dataset] if dataset else list(DATASETS)
     for name in candidates:
-        paths = {kind: os.path.join(meta_dir, "%s_%s.txt" % (name, kind)) for kind in META_FILES}
+        paths = {kind: os.path.join(meta_dir, f"{name}_{kind}.txt") for kind in META_FILES}
         if all(os.path.isfile(p) for p in paths.values()):
             return name, paths
-    expected = ", ".join("%s_%s.txt" % (candidates[0], kind) for kind in META_FILES)
-    raise IJBError("--meta_dir %s does not hold the meta files (%s)" % (meta_dir, expected))
+    expected = ", ".join(f"{candidates[0]}_{kind}.txt" for kind in META_FILES)
+    raise IJBError(f"--meta_dir {meta_dir} does not hold the meta files ({expected})")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,15 +231,15 @@ def tar_at_far(labels, scores, fars=FARS):
     out = {"num_pairs": int(labels.size), "num_mated": num_pos, "num_nonmated": num_neg,
            "fars": [float(f) for f in fars]}
     for far in fars:
-        key = "%g" % far
+        key = f"{far:g}"
         # The step ROC at FAR <= target: FPR rises with the index, TPR never falls.
         index = int(np.searchsorted(full_fpr, far, side="right")) - 1
-        out["tar@far=%s" % key] = float(full_tpr[index])
-        out["threshold@far=%s" % key] = float(full_thr[index])
-        out["far@far=%s" % key] = float(full_fpr[index])
+        out[f"tar@far={key}"] = float(full_tpr[index])
+        out[f"threshold@far={key}"] = float(full_thr[index])
+        out[f"far@far={key}"] = float(full_fpr[index])
         nearest = int(np.argmin(np.abs(fpr - far)))  # the first of equals, as min(zip(...))
-        out["tar_nearest@far=%s" % key] = float(tpr[nearest])
-        out["far_nearest@far=%s" % key] = float(fpr[nearest])
+        out[f"tar_nearest@far={key}"] = float(tpr[nearest])
+        out[f"far_nearest@far={key}"] = float(fpr[nearest])
     out["auc"] = float(np.sum(np.diff(full_fpr) * (full_tpr[1:] + full_tpr[:-1]) / 2.0))
     out["fpr"], out["tpr"] = _thin_roc(full_fpr, full_tpr)
     return out
@@ -292,7 +292,7 @@ def image_features(embedder, image_dir, names, landmarks, batch_size=64, flip=Tr
                 try:
                     blobs.append(aligned_png(path, landmarks[name][0], align_size))
                 except (OSError, ValueError) as e:
-                    raise IJBError("cannot use %s: %s" % (path, e)) from None
+                    raise IJBError(f"cannot use {path}: {e}") from None
             chunks.append(embedder.embed_bytes(blobs, batch_size=len(blobs), flip=flip,
                                                names=batch))
             bar.update(len(batch))
@@ -360,10 +360,10 @@ def _roc_figure(metrics):
     positive = fpr > 0
     ax.plot(fpr[positive], tpr[positive], color="C0", lw=1.5, label="ROC")
     fars = metrics["fars"]
-    ax.plot(fars, [metrics["tar@far=%g" % f] for f in fars], "s", color="C3", ms=5,
+    ax.plot(fars, [metrics[f"tar@far={f:g}"] for f in fars], "s", color="C3", ms=5,
             label="TAR @ FAR <= target")
-    ax.plot([metrics["far_nearest@far=%g" % f] or fars[0] for f in fars],
-            [metrics["tar_nearest@far=%g" % f] for f in fars], "x", color="C2", ms=6,
+    ax.plot([metrics[f"far_nearest@far={f:g}"] or fars[0] for f in fars],
+            [metrics[f"tar_nearest@far={f:g}"] for f in fars], "x", color="C2", ms=6,
             label="nearest ROC point (insightface)")
     ax.set_xscale("log")
     ax.set_xlim(min(fars) / 2, 1)
@@ -413,17 +413,17 @@ def define_flags(flag_values=flags.FLAGS):
 def main(argv, flag_values=flags.FLAGS):
     """CLI body for ``absl.app.run``: returns 0, or 1 with a one-line message on bad input."""
     if len(argv) > 1:
-        raise app.UsageError("unexpected arguments: %s" % " ".join(argv[1:]))
+        raise app.UsageError("unexpected arguments: {}".format(" ".join(argv[1:])))
     fv = flag_values
     for name in ("model", "image_dir", "meta_dir", "report_dir"):
         if not fv[name].value:
-            raise app.UsageError("--%s is required" % name)
+            raise app.UsageError(f"--{name} is required")
     # Imported here: export.embed loads TensorFlow, which the metric functions do not need.
     from export import embedder as embed  # noqa: PLC0415
 
     try:
         if not os.path.isdir(fv.image_dir):
-            raise IJBError("--image_dir %s is not a directory" % fv.image_dir)
+            raise IJBError(f"--image_dir {fv.image_dir} is not a directory")
         dataset, paths = meta_paths(fv.meta_dir, fv.dataset)
         names, templates, medias = read_template_media(paths["face_tid_mid"])
         template1, template2, labels = read_template_pairs(paths["template_pair_label"])
@@ -441,7 +441,7 @@ def main(argv, flag_values=flags.FLAGS):
             features, templates, medias, scores, template1, template2, labels,
             detector_score=fv.detector_score)
     except (IJBError, embed.EmbedError) as e:
-        print("error: %s" % e, file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)
         return 1
     metrics["dataset"] = dataset
     extra = {"model": os.path.abspath(model_dir), "image_dir": os.path.abspath(fv.image_dir),
@@ -453,9 +453,9 @@ def main(argv, flag_values=flags.FLAGS):
                  features=feats.astype(np.float32))
     print("%-8s %-10s %-10s" % ("FAR", "TAR@<=FAR", "nearest (insightface)"))
     for far in metrics["fars"]:
-        print("%-8g %-10.4f %-10.4f" % (far, metrics["tar@far=%g" % far],
-                                       metrics["tar_nearest@far=%g" % far]))
-    print("report: %s, %s" % (json_path, png_path))
+        print("{:<8g} {:<10.4f} {:<10.4f}".format(far, metrics[f"tar@far={far:g}"],
+                                       metrics[f"tar_nearest@far={far:g}"]))
+    print(f"report: {json_path}, {png_path}")
     return 0
 
 

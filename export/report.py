@@ -38,13 +38,13 @@ def write_report(metrics, output_dir, extra=None, log_fpr=True):
     Returns ``(json_path, png_path)``.
     """
     if not isinstance(metrics, dict):
-        raise TypeError("metrics must be a dict, got %s" % type(metrics).__name__)
+        raise TypeError(f"metrics must be a dict, got {type(metrics).__name__}")
     missing = [k for k in _PLOT_KEYS if k not in metrics]
     if missing:
-        raise ValueError("metrics lack %s, needed for the report (pass the dict of "
-                         "export.verification.evaluate)" % missing)
+        raise ValueError(f"metrics lack {missing}, needed for the report (pass the dict of "
+                         "export.verification.evaluate)")
     if extra is not None and not isinstance(extra, dict):
-        raise TypeError("extra must be a dict or None, got %s" % type(extra).__name__)
+        raise TypeError(f"extra must be a dict or None, got {type(extra).__name__}")
 
     report = _to_jsonable(metrics, "metrics")
     report["report_version"] = REPORT_VERSION
@@ -71,21 +71,21 @@ def read_report(path):
     if os.path.isdir(path):
         path = os.path.join(path, REPORT_JSON)
     if not os.path.isfile(path):
-        raise FileNotFoundError("no verification report at %s" % path)
+        raise FileNotFoundError(f"no verification report at {path}")
     with open(path, "rb") as f:
         try:
             report = json.loads(f.read().decode("utf-8"))
         except ValueError as e:
-            raise ValueError("%s is not a valid report (JSON error: %s)" % (path, e)) from e
+            raise ValueError(f"{path} is not a valid report (JSON error: {e})") from e
     if not isinstance(report, dict):
-        raise ValueError("%s is not a valid report (expected a JSON object)" % path)
+        raise ValueError(f"{path} is not a valid report (expected a JSON object)")
     return report
 
 
 def _to_jsonable(value, where):
     """Recursively convert numpy types; ``where`` names the offending entry in errors."""
     if isinstance(value, dict):
-        return {str(k): _to_jsonable(v, "%s[%r]" % (where, k)) for k, v in value.items()}
+        return {str(k): _to_jsonable(v, f"{where}[{k!r}]") for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_to_jsonable(v, where) for v in value]
     if isinstance(value, np.ndarray):
@@ -96,7 +96,7 @@ def _to_jsonable(value, where):
         return value if math.isfinite(value) else None
     if value is None or isinstance(value, (bool, int, str)):
         return value
-    raise TypeError("%s: cannot store a %s in a JSON report" % (where, type(value).__name__))
+    raise TypeError(f"{where}: cannot store a {type(value).__name__} in a JSON report")
 
 
 def _roc_figure(metrics, log_fpr):
@@ -116,22 +116,22 @@ def _roc_figure(metrics, log_fpr):
     panels = 2 if log_fpr else 1
     figure = Figure(figsize=(5.5 * panels, 5.0))
     FigureCanvasAgg(figure)
-    title = "accuracy %.2f%% \u00b1 %.2f%%   AUC %.4f   EER %.4f" % (
-        100 * accuracy, 100 * accuracy_std, auc, eer)
+    title = (f"accuracy {100 * accuracy:.2f}% \u00b1 {100 * accuracy_std:.2f}%   AUC {auc:.4f}   "
+             f"EER {eer:.4f}")
     if val is not None:
-        title += "\nVAL %.4f @ FAR %.4g (target %g)" % (float(val), float(far), far_target)
+        title += f"\nVAL {float(val):.4f} @ FAR {float(far):.4g} (target {far_target:g})"
     if "num_pairs" in metrics:
-        title += "   %d pairs, %d folds" % (metrics["num_pairs"], metrics.get("n_folds", 0))
+        title += f"   {metrics['num_pairs']} pairs, {metrics.get('n_folds', 0)} folds"
     figure.suptitle(title, fontsize=10)
 
     ax = figure.add_subplot(1, panels, 1)
     ax.plot(fpr, tpr, color="C0", lw=1.5, label="ROC (fold average)")
     ax.plot([0, 1], [0, 1], color="0.7", lw=0.8, ls=":", label="chance")
     ax.plot([0, 1], [1, 0], color="0.7", lw=0.8, ls="--")
-    ax.plot([eer], [1 - eer], "o", color="C2", ms=6, clip_on=False, label="EER %.4f" % eer)
+    ax.plot([eer], [1 - eer], "o", color="C2", ms=6, clip_on=False, label=f"EER {eer:.4f}")
     if val is not None:
         ax.plot([float(far)], [float(val)], "s", color="C3", ms=6, clip_on=False,
-                label="VAL @ FAR=%g" % far_target)
+                label=f"VAL @ FAR={far_target:g}")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.01)
     ax.set_xlabel("false positive rate")
@@ -144,11 +144,11 @@ def _roc_figure(metrics, log_fpr):
         positive = fpr > 0
         lowest = min(far_target / 10, fpr[positive].min() if positive.any() else far_target)
         ax.plot(fpr[positive], tpr[positive], color="C0", lw=1.5, label="ROC (fold average)")
-        ax.axvline(far_target, color="C3", lw=0.8, ls="--", label="FAR = %g" % far_target)
+        ax.axvline(far_target, color="C3", lw=0.8, ls="--", label=f"FAR = {far_target:g}")
         if val is not None:
             # A measured FAR of 0 has no place on a log axis: mark it at the target instead.
             ax.plot([max(float(far), far_target)], [float(val)], "s", color="C3", ms=6,
-                    label="VAL %.4f @ FAR %.4g" % (float(val), float(far)))
+                    label=f"VAL {float(val):.4f} @ FAR {float(far):.4g}")
         ax.set_xscale("log")
         ax.set_xlim(lowest, 1)
         ax.set_ylim(0, 1.01)

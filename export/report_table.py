@@ -31,15 +31,14 @@ def load_run(model_dir):
     """``(name, params, report)`` of one run; ValueError naming what is missing."""
     params_path = os.path.join(model_dir, "params.json")
     if not os.path.isfile(params_path):
-        raise ValueError("%s has no params.json: not a model_dir of estimator_main.py"
-                         % model_dir)
+        raise ValueError(f"{model_dir} has no params.json: not a model_dir of estimator_main.py")
     with open(params_path, encoding="utf-8") as f:
         params = json.load(f)
     try:
         report = report_lib.read_report(os.path.join(model_dir, "eval"))
     except FileNotFoundError:
-        raise ValueError("%s has no eval/report.json: its training has not finished"
-                         % model_dir) from None
+        raise ValueError(f"{model_dir} has no eval/report.json: its training has not "
+                         "finished") from None
     return os.path.basename(os.path.normpath(model_dir)), params, report
 
 
@@ -61,7 +60,7 @@ def summarize(runs):
         row = collections.OrderedDict([
             ("runs", [name for name, _, _ in members]),
             ("head", params["head"]),
-            ("batches", "P×K, K=%d" % params["images_per_identity"]
+            ("batches", f"P×K, K={params['images_per_identity']}"
              if params.get("images_per_identity") else "shuffled"),
             # Plain softmax has no margin: its --margin is ignored.
             ("margin", None if params["head"] == "softmax" else params.get("margin")),
@@ -84,17 +83,17 @@ def summarize(runs):
 def markdown_table(rows):
     far = (rows[0]["far_target"] if rows else None) or 1e-3
     lines = ["| head | batches | m | γ / s | accuracy ± std | seeds (accuracy each) | "
-             "VAL@FAR=%g | AUC | EER | steps | minutes |" % far,
+             f"VAL@FAR={far:g} | AUC | EER | steps | minutes |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
-        seeds = ", ".join("%s: %.4f" % (s, a) for s, a in zip(row["seeds"], row["seed_accuracy"]))
-        minutes = "%.0f" % row["wall_minutes"] if row["wall_minutes"] is not None else "—"
-        lines.append("| `%s` | %s | %s | %s | %.4f ± %.4f | %s | %.4f | %.4f | %.4f | %s | %s |" % (
-            row["head"], row["batches"], _number(row["margin"]), _number(row["gamma"]),
-            row["accuracy"], row["accuracy_std"], seeds, row["val"], row["auc"], row["eer"],
-            "/".join(str(s) for s in sorted(set(row["steps"]))), minutes))
+        seeds = ", ".join(f"{s}: {a:.4f}" for s, a in zip(row["seeds"], row["seed_accuracy"]))
+        minutes = f"{row['wall_minutes']:.0f}" if row["wall_minutes"] is not None else "—"
+        lines.append(f"| `{row['head']}` | {row['batches']} | {_number(row['margin'])} | "
+                     f"{_number(row['gamma'])} | {row['accuracy']:.4f} ± {row['accuracy_std']:.4f} "
+                     f"| {seeds} | {row['val']:.4f} | {row['auc']:.4f} | {row['eer']:.4f} | "
+                     f"{'/'.join(str(s) for s in sorted(set(row['steps'])))} | {minutes} |")
     return "\n".join(lines)
 
 
 def _number(value):
-    return "—" if value is None else "%g" % value
+    return "—" if value is None else f"{value:g}"

@@ -49,9 +49,9 @@ def l2_normalize(x, dtype=np.float32, rows=None):
 def _check_embeddings(x, name, dim=None):
     x = np.asarray(x)
     if x.ndim != 2:
-        raise ValueError("%s must be a 2-D array [N, dim], got shape %s" % (name, x.shape))
+        raise ValueError(f"{name} must be a 2-D array [N, dim], got shape {x.shape}")
     if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
-        raise ValueError("%s must be real numbers, got dtype %s" % (name, x.dtype))
+        raise ValueError(f"{name} must be real numbers, got dtype {x.dtype}")
     if dim is not None and x.shape[1] != dim:
         raise ValueError("%s has dimension %d, the gallery %d" % (name, x.shape[1], dim))
     step = max(1, (CHUNK_BYTES // 8) // max(1, x.shape[1]))
@@ -74,14 +74,14 @@ def _check_labels(labels, count, name):
 def _check_positive_ints(values, name):
     values = tuple(values)
     if not values or any(isinstance(v, bool) or int(v) != v or v < 1 for v in values):
-        raise ValueError("%s must be positive integers, got %r" % (name, values))
+        raise ValueError(f"{name} must be positive integers, got {values!r}")
     return tuple(int(v) for v in values)
 
 
 def _chunk_rows(columns, dtype, chunk_size):
     if chunk_size is not None:
         if chunk_size < 1:
-            raise ValueError("chunk_size must be positive, got %r" % chunk_size)
+            raise ValueError(f"chunk_size must be positive, got {chunk_size!r}")
         return int(chunk_size)
     return max(1, CHUNK_BYTES // (max(1, columns) * np.dtype(dtype).itemsize))
 
@@ -202,7 +202,7 @@ def identification_metrics(gallery_embeddings, gallery_labels, probe_embeddings,
     ranks = _check_positive_ints(ranks, "ranks")
     fpirs = tuple(float(f) for f in fpirs)
     if not fpirs or any(not 0.0 < f <= 1.0 for f in fpirs):
-        raise ValueError("fpirs must be in (0, 1], got %r" % (fpirs,))
+        raise ValueError(f"fpirs must be in (0, 1], got {fpirs!r}")
     if g.shape[0] == 0:
         raise ValueError("the gallery is empty")
 
@@ -221,7 +221,7 @@ def identification_metrics(gallery_embeddings, gallery_labels, probe_embeddings,
     correct = rank == 1
     mated_score = best["mated_score"][mated]
     for f in fpirs:
-        key = "%g" % f
+        key = f"{f:g}"
         if not num_nonmated:
             threshold = fpir = tpir = float("nan")
         else:
@@ -229,9 +229,9 @@ def identification_metrics(gallery_embeddings, gallery_labels, probe_embeddings,
             fpir = float(np.count_nonzero(nonmated_best > threshold)) / num_nonmated
             tpir = (float(np.count_nonzero(correct & (mated_score > threshold))) / num_mated
                     if num_mated else float("nan"))
-        result["tpir@fpir=%s" % key] = tpir
-        result["threshold@fpir=%s" % key] = threshold
-        result["fpir@fpir=%s" % key] = fpir
+        result[f"tpir@fpir={key}"] = tpir
+        result[f"threshold@fpir={key}"] = threshold
+        result[f"fpir@fpir={key}"] = fpir
     return result
 
 

@@ -95,7 +95,7 @@ def retrieval_metrics_fn_builder(labels, ks=DEFAULT_KS, prefix=PREFIX):
         )
         scalars = tf.py_func(compute, [store, seen, same], tf.float32, stateful=True,
                              name="retrieval_evaluate")
-        return {"%s/%s" % (prefix, name): (scalars[i], update_op)
+        return {f"{prefix}/{name}": (scalars[i], update_op)
                 for i, name in enumerate(names)}
 
     return metric_fn
@@ -138,7 +138,7 @@ class BestRetrievalExporter(exporters.BestMetricExporter):
 
     def __init__(self, serving_input_receiver_fn, prefix=PREFIX, exports_to_keep=3,
                  assets_extra=None):
-        super().__init__(serving_input_receiver_fn, "%s/%s" % (prefix, BEST_METRIC),
+        super().__init__(serving_input_receiver_fn, f"{prefix}/{BEST_METRIC}",
                          report_fn=lambda result, directory: _report_files(result, directory,
                                                                            prefix),
                          exports_to_keep=exports_to_keep, assets_extra=assets_extra)

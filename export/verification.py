@@ -55,8 +55,8 @@ def evaluate(embeddings1, embeddings2, issame, n_folds=10, far_target=1e-3):
     e1 = _as_embeddings(embeddings1, "embeddings1")
     e2 = _as_embeddings(embeddings2, "embeddings2")
     if e1.shape != e2.shape:
-        raise ValueError("embeddings1 and embeddings2 must have the same shape, got %s and %s"
-                         % (e1.shape, e2.shape))
+        raise ValueError(f"embeddings1 and embeddings2 must have the same shape, got {e1.shape} "
+                         f"and {e2.shape}")
     distances = np.sum(np.square(l2_normalize(e1) - l2_normalize(e2)), axis=1)
     return evaluate_distances(distances, issame, n_folds=n_folds, far_target=far_target)
 
@@ -78,16 +78,16 @@ def evaluate_distances(distances, issame, n_folds=10, far_target=1e-3):
     """
     distances = np.asarray(distances, dtype=np.float64)
     if distances.ndim != 1:
-        raise ValueError("distances must be a 1-D array, got shape %s" % (distances.shape,))
+        raise ValueError(f"distances must be a 1-D array, got shape {distances.shape}")
     if not np.all(np.isfinite(distances)):
-        raise ValueError("distances contain NaN or infinite values (%d of %d)"
-                         % (np.count_nonzero(~np.isfinite(distances)), distances.size))
+        raise ValueError("distances contain NaN or infinite values "
+                         f"({np.count_nonzero(~np.isfinite(distances))} of {distances.size})")
     same = _as_issame(issame, distances.shape[0])
     num_pairs = distances.shape[0]
     n_folds = _check_n_folds(n_folds, num_pairs)
     far_target = float(far_target)
     if not 0.0 < far_target <= 1.0:
-        raise ValueError("far_target must be in (0, 1], got %r" % far_target)
+        raise ValueError(f"far_target must be in (0, 1], got {far_target!r}")
 
     fold_ids, fold_sizes = _contiguous_folds(num_pairs, n_folds)
     roc = _roc(distances, same, fold_ids, fold_sizes, n_folds)
@@ -124,45 +124,43 @@ def evaluate_distances(distances, issame, n_folds=10, far_target=1e-3):
 def _as_embeddings(x, name):
     x = np.asarray(x)
     if x.ndim != 2:
-        raise ValueError("%s must be a 2-D array [num_pairs, dim], got shape %s"
-                         % (name, x.shape))
+        raise ValueError(f"{name} must be a 2-D array [num_pairs, dim], got shape {x.shape}")
     if not np.issubdtype(x.dtype, np.number):
-        raise ValueError("%s must be numeric, got dtype %s" % (name, x.dtype))
+        raise ValueError(f"{name} must be numeric, got dtype {x.dtype}")
     x = x.astype(np.float64)
     if not np.all(np.isfinite(x)):
         bad = np.flatnonzero(~np.all(np.isfinite(x), axis=1))
-        raise ValueError("%s has NaN or infinite values in %d rows (first: %s)"
-                         % (name, bad.size, bad[:5].tolist()))
+        raise ValueError(f"{name} has NaN or infinite values in {bad.size} rows (first: "
+                         f"{bad[:5].tolist()})")
     return x
 
 
 def _as_issame(issame, num_pairs):
     labels = np.asarray(issame)
     if labels.ndim != 1:
-        raise ValueError("issame must be a 1-D array, got shape %s" % (labels.shape,))
+        raise ValueError(f"issame must be a 1-D array, got shape {labels.shape}")
     if labels.shape[0] != num_pairs:
-        raise ValueError("issame has %d labels but there are %d pairs"
-                         % (labels.shape[0], num_pairs))
+        raise ValueError(f"issame has {labels.shape[0]} labels but there are {num_pairs} pairs")
     if labels.dtype == np.bool_:
         return labels
     if not np.issubdtype(labels.dtype, np.number):
-        raise ValueError("issame must hold booleans or 0/1, got dtype %s" % labels.dtype)
+        raise ValueError(f"issame must hold booleans or 0/1, got dtype {labels.dtype}")
     bad = ~np.isin(labels, (0, 1))
     if np.any(bad):
-        raise ValueError("issame must hold booleans or 0/1; found %s"
-                         % np.unique(labels[bad])[:5].tolist())
+        raise ValueError("issame must hold booleans or 0/1; found "
+                         f"{np.unique(labels[bad])[:5].tolist()}")
     return labels == 1
 
 
 def _check_n_folds(n_folds, num_pairs):
     if isinstance(n_folds, bool) or int(n_folds) != n_folds:
-        raise ValueError("n_folds must be an integer, got %r" % (n_folds,))
+        raise ValueError(f"n_folds must be an integer, got {n_folds!r}")
     n_folds = int(n_folds)
     if n_folds < 2:
         raise ValueError("n_folds must be at least 2 (one fold is held out, the others choose "
-                         "the threshold), got %d" % n_folds)
+                         f"the threshold), got {n_folds}")
     if n_folds > num_pairs:
-        raise ValueError("n_folds=%d exceeds the number of pairs (%d)" % (n_folds, num_pairs))
+        raise ValueError(f"n_folds={n_folds} exceeds the number of pairs ({num_pairs})")
     return n_folds
 
 

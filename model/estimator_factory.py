@@ -8,10 +8,10 @@ here, and only when ``device == 'npu'``.
 
 import collections
 import importlib
-import os
 
 import tensorflow.compat.v1 as tf
 
+from data_tools.ascend import ascend_rank
 from model import config as model_config
 
 # One definition each, in model.config (which validates them); re-exported for the flags.
@@ -55,12 +55,7 @@ def load_npu_api():
         except (ImportError, AttributeError):
             raise DeviceUnavailableError(
                 "--device=npu needs Ascend's TensorFlow adapter: npu_bridge (TF 1.15) or "
-                "npu_device (TF 2.x) could not be imported (%s)" % bridge_error) from None
-
-
-def ascend_rank():
-    """(rank_id, rank_size) from the Ascend environment (RANK_ID, RANK_SIZE); (0, 1) alone."""
-    return int(os.environ.get("RANK_ID", "0")), int(os.environ.get("RANK_SIZE", "1"))
+                f"npu_device (TF 2.x) could not be imported ({bridge_error})") from None
 
 
 def bfloat16_supported():
@@ -148,8 +143,8 @@ def train_distribution(distribution, device="cpu", num_devices=1):
                                num_gpus=num_devices if device == "gpu" else 0,
                                num_cpu_devices=num_devices if device == "cpu" else 1)
     if num_devices < 1:
-        raise ValueError("a mirrored run needs at least one device, got %d" % num_devices)
-    devices = ["/%s:%d" % (device, i) for i in range(num_devices)]
+        raise ValueError(f"a mirrored run needs at least one device, got {num_devices}")
+    devices = [f"/{device}:{i}" for i in range(num_devices)]
     # Built in a graph: in TF 2 the constructor otherwise touches the eager context, whose
     # devices were fixed when it started (without the extra CPU devices of session_config).
     with tf.Graph().as_default():

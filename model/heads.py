@@ -207,45 +207,40 @@ class _ProxyHead(Head):
         return self._class_terms(embeddings, labels)
 
 
-def _check_circle(head):
-    head.margin = _number(head.margin, "margin", 0.0, 1.0)
-    head.gamma = _number(head.gamma, "gamma", 0.0, low_inclusive=False)
+class _CircleParameters:
+    """Margin ``m`` in [0, 1] and scale ``gamma`` > 0 of every Circle head (defaults: the paper's
+    face setting), checked and reported once for the class-level and the pair-level loss."""
 
-
-class CircleHead(_ProxyHead):
-    """Class-level circle loss: one proxy per identity."""
-
-    name = "circle"
     default_margin = 0.25
     default_gamma = 256.0
 
     def _validate(self):
-        _check_circle(self)
+        self.margin = _number(self.margin, "margin", 0.0, 1.0)
+        self.gamma = _number(self.gamma, "gamma", 0.0, low_inclusive=False)
 
     @property
     def config(self):
-        return {"head": self.name, "margin": self.margin, "gamma": self.gamma,
-                "proxy_partitions": self.proxy_partitions}
+        config = {"head": self.name, "margin": self.margin, "gamma": self.gamma}
+        if self.uses_proxies:
+            config["proxy_partitions"] = self.proxy_partitions
+        return config
+
+
+class CircleHead(_CircleParameters, _ProxyHead):
+    """Class-level circle loss: one proxy per identity."""
+
+    name = "circle"
 
     def margin_logits(self, cos, labels):
         return circle_loss.circle_logits(cos, labels, self.margin, self.gamma)
 
 
-class CirclePairHead(Head):
+class CirclePairHead(_CircleParameters, Head):
     """Pair-level circle loss over the batch (no proxies). Needs P x K batches."""
 
     name = "circle_pair"
     needs_pk_batches = True
     uses_proxies = False
-    default_margin = 0.25
-    default_gamma = 256.0
-
-    def _validate(self):
-        _check_circle(self)
-
-    @property
-    def config(self):
-        return {"head": self.name, "margin": self.margin, "gamma": self.gamma}
 
     def _compute(self, embeddings, labels):
         loss = circle_loss.pair_level_circle_loss(embeddings, labels, self.margin, self.gamma)
@@ -266,7 +261,7 @@ class CircleCombinedHead(CircleHead):
     needs_pk_batches = True
 
     def _validate(self):
-        _check_circle(self)
+        super()._validate()
         if (isinstance(self.class_weight, float) and isinstance(self.pair_weight, float)
                 and self.class_weight == 0.0 and self.pair_weight == 0.0):
             raise ValueError("circle_combined: class_weight and pair_weight are both 0")

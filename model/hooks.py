@@ -71,7 +71,7 @@ class ProgressBarHook(tf.train.SessionRunHook):
             self._position = step
         if step - self._position >= self._every_n_steps or step >= self._total_steps:
             if loss is not None:
-                self._bar.set_postfix(loss="%.4f" % loss, refresh=False)
+                self._bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
             self._bar.update(step - self._position)
             self._position = step
 

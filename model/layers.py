@@ -40,7 +40,7 @@ def _pair(value, what):
     if isinstance(value, (tuple, list)) and len(value) == 2 and all(
             isinstance(v, int) and not isinstance(v, bool) for v in value):
         return tuple(value)
-    raise ValueError("{} must be an int or a pair of ints, got {!r}".format(what, value))
+    raise ValueError(f"{what} must be an int or a pair of ints, got {value!r}")
 
 
 def _check_training_flag(is_training):
@@ -48,14 +48,14 @@ def _check_training_flag(is_training):
     # batch-norm kernel and dropout need the mode as a Python bool.
     if not isinstance(is_training, bool):
         raise TypeError("is_training must be a Python bool (the estimator mode decides it), "
-                        "got {!r}".format(is_training))
+                        f"got {is_training!r}")
 
 
 def _static_channels(x, layer):
     channels = x.shape[-1].value if hasattr(x.shape[-1], "value") else x.shape[-1]
     if channels is None:
-        raise ValueError("{}: the channel dimension of {} must be static, got shape {}".format(
-            layer, x.name, x.shape))
+        raise ValueError(f"{layer}: the channel dimension of {x.name} must be static, got shape "
+                         f"{x.shape}")
     return int(channels)
 
 
@@ -67,15 +67,14 @@ def variance_scaling(fan, scale=2.0, distribution="truncated_normal"):
     ``nn.Linear``'s default (``scale=1/3``, uniform) are the references the backbones follow.
     """
     if fan <= 0:
-        raise ValueError("fan must be positive, got {}".format(fan))
+        raise ValueError(f"fan must be positive, got {fan}")
     if distribution == "truncated_normal":
         stddev = math.sqrt(scale / fan) / _TRUNCATED_NORMAL_STD_CORRECTION
         return tf.truncated_normal_initializer(stddev=stddev)
     if distribution == "uniform":
         limit = math.sqrt(3.0 * scale / fan)
         return tf.random_uniform_initializer(-limit, limit)
-    raise ValueError("distribution must be one of {}, got {!r}".format(
-        _INIT_DISTRIBUTIONS, distribution))
+    raise ValueError(f"distribution must be one of {_INIT_DISTRIBUTIONS}, got {distribution!r}")
 
 
 def _weight(name, shape, initializer):
@@ -101,11 +100,11 @@ def _pad_for_conv(x, padding, kernel, strides):
     if isinstance(padding, str):
         if padding not in ("SAME", "VALID"):
             raise ValueError("padding must be 'SAME', 'VALID' or an int/pair of ints, "
-                             "got {!r}".format(padding))
+                             f"got {padding!r}")
         return x, padding
     pad_h, pad_w = _pair(padding, "padding")
     if pad_h < 0 or pad_w < 0:
-        raise ValueError("padding must be non-negative, got {!r}".format(padding))
+        raise ValueError(f"padding must be non-negative, got {padding!r}")
     if strides == (1, 1) and kernel == (2 * pad_h + 1, 2 * pad_w + 1):
         return x, "SAME"
     if pad_h or pad_w:
@@ -148,19 +147,19 @@ def conv2d(x, filters, kernel_size, strides=1, padding="SAME", use_bias=False, g
     kernel_h, kernel_w = _pair(kernel_size, "kernel_size")
     stride_h, stride_w = _pair(strides, "strides")
     if min(kernel_h, kernel_w, stride_h, stride_w, filters) < 1:
-        raise ValueError("conv2d: filters, kernel_size and strides must be positive, got {}, "
-                         "{!r}, {!r}".format(filters, kernel_size, strides))
+        raise ValueError("conv2d: filters, kernel_size and strides must be positive, got "
+                         f"{filters}, {kernel_size!r}, {strides!r}")
     if init_mode not in _INIT_MODES:
-        raise ValueError("init_mode must be one of {}, got {!r}".format(_INIT_MODES, init_mode))
+        raise ValueError(f"init_mode must be one of {_INIT_MODES}, got {init_mode!r}")
     if x.shape.ndims != 4:
-        raise ValueError("conv2d takes NHWC [B, H, W, C] tensors, got shape {}".format(x.shape))
+        raise ValueError(f"conv2d takes NHWC [B, H, W, C] tensors, got shape {x.shape}")
     in_channels = _static_channels(x, "conv2d")
     if groups < 1 or in_channels % groups or filters % groups:
-        raise ValueError("conv2d: groups={} must divide both the input channels ({}) and "
-                         "filters ({})".format(groups, in_channels, filters))
+        raise ValueError(f"conv2d: groups={groups} must divide both the input channels "
+                         f"({in_channels}) and filters ({filters})")
     if groups > 1 and stride_h != stride_w:
-        raise ValueError("conv2d: grouped convolutions need equal strides, got {}".format(
-            (stride_h, stride_w)))
+        raise ValueError("conv2d: grouped convolutions need equal strides, got "
+                         f"{(stride_h, stride_w)}")
     in_per_group = in_channels // groups
     out_per_group = filters // groups
     fan = kernel_h * kernel_w * (in_per_group if init_mode == "fan_in" else filters)
@@ -212,11 +211,10 @@ def batch_norm(x, is_training, momentum=0.9, epsilon=1e-5, scale=True, center=Tr
     """
     _check_training_flag(is_training)
     if not 0.0 <= momentum <= 1.0:
-        raise ValueError("momentum must be in [0, 1], got {}".format(momentum))
+        raise ValueError(f"momentum must be in [0, 1], got {momentum}")
     ndims = x.shape.ndims
     if ndims not in (2, 4):
-        raise ValueError("batch_norm takes [B, H, W, C] or [B, C] tensors, got shape {}".format(
-            x.shape))
+        raise ValueError(f"batch_norm takes [B, H, W, C] or [B, C] tensors, got shape {x.shape}")
     channels = _static_channels(x, "batch_norm")
 
     with tf.variable_scope(name, default_name="batch_norm"):
@@ -279,9 +277,9 @@ def dense(x, units, use_bias=True, init_mode="fan_in", init_scale=1.0 / 3.0,
     1 / (3·fan_in); the bias starts at zero.
     """
     if x.shape.ndims != 2:
-        raise ValueError("dense takes [B, features] tensors, got shape {}".format(x.shape))
+        raise ValueError(f"dense takes [B, features] tensors, got shape {x.shape}")
     if init_mode not in _INIT_MODES:
-        raise ValueError("init_mode must be one of {}, got {!r}".format(_INIT_MODES, init_mode))
+        raise ValueError(f"init_mode must be one of {_INIT_MODES}, got {init_mode!r}")
     in_units = _static_channels(x, "dense")
     fan = in_units if init_mode == "fan_in" else units
     with tf.variable_scope(name, default_name="dense"):
@@ -299,7 +297,7 @@ def dropout(x, rate, is_training):
     inference and frozen graphs carry no random ops."""
     _check_training_flag(is_training)
     if not 0.0 <= rate < 1.0:
-        raise ValueError("dropout rate must be in [0, 1), got {}".format(rate))
+        raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
     if not is_training or rate == 0.0:
         return x
     return tf.nn.dropout(x, rate=rate)
@@ -310,8 +308,7 @@ def flatten(x):
     size = 1
     for dim in x.shape.as_list()[1:]:
         if dim is None:
-            raise ValueError("flatten needs static non-batch dimensions, got shape {}".format(
-                x.shape))
+            raise ValueError(f"flatten needs static non-batch dimensions, got shape {x.shape}")
         size *= dim
     return tf.reshape(x, [-1, size])
 
@@ -320,8 +317,8 @@ def multiple_size_error(image_size, multiple, minimum):
     """The size rule of backbones with stride-2 stages: ``None`` if ``image_size`` is a multiple
     of ``multiple`` and at least ``minimum``, else the reason (for ``check_image_size``)."""
     if image_size < minimum or image_size % multiple:
-        return ("needs an image size that is a multiple of {} and at least {}, got {}".format(
-            multiple, minimum, image_size))
+        return (f"needs an image size that is a multiple of {multiple} and at least {minimum}, got "
+                f"{image_size}")
     return None
 
 
@@ -333,20 +330,19 @@ def check_image_batch(images, backbone, size_error, static_size=True):
     the last feature map) also reject unknown spatial sizes.
     """
     if images.shape.ndims != 4:
-        raise ValueError("{}: images must be [batch, height, width, channels], got shape "
-                         "{}".format(backbone, images.shape))
+        raise ValueError(f"{backbone}: images must be [batch, height, width, channels], got shape "
+                         f"{images.shape}")
     if not images.dtype.is_floating:
-        raise ValueError("{}: images must be float (normalised pixels), got {}".format(
-            backbone, images.dtype.name))
+        raise ValueError(f"{backbone}: images must be float (normalised pixels), got "
+                         f"{images.dtype.name}")
     _static_channels(images, backbone)
     height, width = images.shape.as_list()[1:3]
     if height is None or width is None:
         if static_size:
-            raise ValueError("{}: needs a static image size, got shape {}".format(
-                backbone, images.shape))
+            raise ValueError(f"{backbone}: needs a static image size, got shape {images.shape}")
         return
     if height != width:
-        raise ValueError("{}: images must be square, got {}x{}".format(backbone, height, width))
+        raise ValueError(f"{backbone}: images must be square, got {height}x{width}")
     reason = size_error(height)
     if reason is not None:
-        raise ValueError("{}: {}".format(backbone, reason))
+        raise ValueError(f"{backbone}: {reason}")

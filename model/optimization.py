@@ -30,16 +30,16 @@ def learning_rate_schedule(global_step, base_learning_rate, total_steps, warmup_
     * ``constant``.
     """
     if schedule not in SCHEDULES:
-        raise ValueError("schedule must be one of %s, got %r" % (SCHEDULES, schedule))
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
     if total_steps <= 0:
-        raise ValueError("total_steps must be positive, got %d" % total_steps)
+        raise ValueError(f"total_steps must be positive, got {total_steps}")
     step = tf.cast(global_step, tf.float32)
     base = float(base_learning_rate)
     if schedule == "piecewise":
         boundaries = [int(math.floor(f * total_steps)) for f in decay_boundaries]
         if sorted(boundaries) != boundaries or any(not 0 < f < 1 for f in decay_boundaries):
-            raise ValueError("decay_boundaries must be increasing fractions in (0, 1), got %s"
-                             % (decay_boundaries,))
+            raise ValueError("decay_boundaries must be increasing fractions in (0, 1), got "
+                             f"{decay_boundaries}")
         values = [base * decay_factor ** i for i in range(len(boundaries) + 1)]
         # piecewise_constant keeps values[i] while step <= boundary: shift by one so that the
         # step at exactly 50% already runs at the decayed rate.
@@ -67,7 +67,7 @@ def build_optimizer(name, learning_rate, momentum=0.9):
         return tf.train.AdamOptimizer(learning_rate)
     if name == "sgd":
         return tf.train.GradientDescentOptimizer(learning_rate)
-    raise ValueError("optimizer must be one of %s, got %r" % (OPTIMIZERS, name))
+    raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
 
 
 def is_decayed(variable):

@@ -44,7 +44,7 @@ def free_ports(count):
 def cluster_spec(num_workers=1, num_ps=1):
     """The TF_CONFIG ``cluster`` dict: chief, ``num_workers`` workers, ``num_ps`` ps."""
     ports = free_ports(1 + num_workers + num_ps)
-    address = ["%s:%d" % (HOST, port) for port in ports]
+    address = [f"{HOST}:{port}" for port in ports]
     return {"chief": address[:1], "worker": address[1:1 + num_workers],
             "ps": address[1 + num_workers:]}
 
@@ -58,7 +58,7 @@ def start(task, cluster, argv, log_dir):
     env = dict(os.environ, TF_CONFIG=tf_config(cluster, task_type, index),
                TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
                PYTHONIOENCODING="utf-8", PYTHONUNBUFFERED="1")
-    log_path = os.path.join(log_dir, "%s_%d.log" % task)
+    log_path = os.path.join(log_dir, f"{task[0]}_{task[1]}.log")
     log = open(log_path, "w")
     # A new session: the whole process group can be stopped, whatever TF started under it.
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "estimator_main.py")] + argv,
@@ -106,20 +106,20 @@ def check_run(model_dir, logs, train_steps):
     final = tf.train.latest_checkpoint(model_dir)
     step = tf.train.load_variable(final, "global_step") if final else None
     if step is None or step < train_steps:
-        problems.append("final checkpoint %s has global step %s < %d" % (final, step, train_steps))
+        problems.append(f"final checkpoint {final} has global step {step} < {train_steps}")
     for task in (("chief", 0), ("worker", 0)):
         steps = logged_steps(logs[task])
         if not steps:
-            problems.append("%s_%d logged no training step" % task)
+            problems.append(f"{task[0]}_{task[1]} logged no training step")
     tags = eval_tags(model_dir)
     if "lfw/accuracy" not in tags:
-        problems.append("no lfw/accuracy in the evaluator's summaries (tags: %s)" % sorted(tags))
+        problems.append(f"no lfw/accuracy in the evaluator's summaries (tags: {sorted(tags)})")
     report_path = os.path.join(model_dir, "eval", "report.json")
     if not os.path.exists(report_path):
-        problems.append("the evaluator wrote no %s" % report_path)
+        problems.append(f"the evaluator wrote no {report_path}")
     best = glob.glob(os.path.join(model_dir, "export", "best", "*", "saved_model.pb"))
     if not best:
-        problems.append("no best SavedModel under %s/export/best" % model_dir)
+        problems.append(f"no best SavedModel under {model_dir}/export/best")
     return problems
 
 
@@ -129,9 +129,9 @@ def run_cluster(train_records, eval_records, model_dir, task_argv, train_steps, 
     log_dir = log_dir or os.path.join(model_dir + "_logs")
     os.makedirs(log_dir, exist_ok=True)
     cluster = cluster_spec()
-    argv = ["--mode=train_and_evaluate", "--train_records=%s" % train_records,
-            "--eval_records=%s" % eval_records, "--model_dir=%s" % model_dir,
-            "--train_steps=%d" % train_steps, "--noprogress", "--log_every_n_steps=1",
+    argv = ["--mode=train_and_evaluate", f"--train_records={train_records}",
+            f"--eval_records={eval_records}", f"--model_dir={model_dir}",
+            f"--train_steps={train_steps}", "--noprogress", "--log_every_n_steps=1",
             "--verbosity=0"] + list(task_argv)
     tasks = [("ps", 0), ("chief", 0), ("worker", 0), ("evaluator", 0)]
     procs, logs, handles = {}, {}, []
@@ -146,11 +146,11 @@ def run_cluster(train_records, eval_records, model_dir, task_argv, train_steps, 
             try:
                 code = procs[task].wait(timeout=remaining)
             except subprocess.TimeoutExpired:
-                problems.append("%s_%d did not finish within %d s" % (task + (timeout,)))
+                problems.append(f"{task[0]}_{task[1]} did not finish within {timeout} s")
                 break
             if code != 0:
-                problems.append("%s_%d exited with status %d (log: %s)"
-                                % (task + (code, logs[task])))
+                problems.append(f"{task[0]}_{task[1]} exited with status {code} "
+                                f"(log: {logs[task]})")
     finally:
         for proc in procs.values():
             stop(proc)
@@ -174,13 +174,13 @@ def main(argv=None):
                                  args.task_flags, args.train_steps, args.timeout)
     for task, path in sorted(logs.items()):
         steps = logged_steps(path)
-        print("%s_%d: %d steps logged%s, log %s" % (
-            task + (len(steps), " (%d..%d)" % (min(steps), max(steps)) if steps else "", path)))
+        logged = f" ({min(steps)}..{max(steps)})" if steps else ""
+        print(f"{task[0]}_{task[1]}: {len(steps)} steps logged{logged}, log {path}")
     if problems:
         print("FAILED:\n  " + "\n  ".join(problems))
         return 1
-    print("OK: chief and worker trained to step %d, LFW metrics evaluated, best model exported"
-          % args.train_steps)
+    print(f"OK: chief and worker trained to step {args.train_steps}, LFW metrics evaluated, best "
+          "model exported")
     return 0
 
 

@@ -32,11 +32,11 @@ SAVE_ARGS = {
 
 
 def identity_name(i):
-    return "Person_%s" % chr(ord("A") + i)
+    return f"Person_{chr(ord('A') + i)}"
 
 
 def image_relpath(identity, index, ext):
-    return "%s/%s_%04d.%s" % (identity, identity, index, ext)
+    return f"{identity}/{identity}_{index:04d}.{ext}"
 
 
 def random_pixels(rng, size=32, gray=False, height=None):

@@ -14,5 +14,5 @@ PAIRS = os.path.join(DATA_DIR, "lfw_pairs.txt")
 AVAILABLE = os.path.isfile(TARBALL) and os.path.isfile(PAIRS)
 
 skip_without_data = pytest.mark.skipif(not AVAILABLE,
-                                       reason="real LFW-a data not found in %s" % DATA_DIR)
+                                       reason=f"real LFW-a data not found in {DATA_DIR}")
 MARKS = [pytest.mark.real_data, skip_without_data]

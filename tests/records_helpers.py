@@ -42,18 +42,18 @@ def write_image_records(directory, num_classes=4, per_class=5, size=32, num_shar
             items.append((label, index, class_image(label, index, size, grayscale=index == 0)))
     shards = []
     for shard in range(num_shards):
-        name = "train-%05d-of-%05d.tfrecord" % (shard, num_shards)
+        name = f"train-{shard:05d}-of-{num_shards:05d}.tfrecord"
         with tf.io.TFRecordWriter(os.path.join(directory, name)) as writer:
             count = 0
             for label, index, pixels in items[shard::num_shards]:
                 channels = 1 if pixels.ndim == 2 else 3
                 writer.write(schema.image_example(
                     encode(pixels, image_format), image_format, size, size, channels, label,
-                    "id%02d" % label, "id%02d/%d.png" % (label, index)))
+                    f"id{label:02d}", f"id{label:02d}/{index}.png"))
                 count += 1
         shards.append({"file": name, "records": count})
     with open(os.path.join(directory, "labels.txt"), "w") as f:
-        f.write("".join("id%02d\n" % i for i in range(num_classes)))
+        f.write("".join(f"id{i:02d}\n" for i in range(num_classes)))
     with open(os.path.join(directory, "manifest.json"), "w") as f:
         json.dump({"kind": "images", "num_images": len(items), "num_classes": num_classes,
                    "shards": shards}, f)
@@ -74,7 +74,7 @@ def write_pair_records(directory, num_pairs=10, size=32, n_folds=2):
             for tag, pixels in (("a", a), ("b", b)):
                 images.append({"encoded": encode(pixels), "format": "png", "height": size,
                                "width": size, "channels": 3, "identity": "id",
-                               "filename": "%s%d.png" % (tag, i)})
+                               "filename": f"{tag}{i}.png"})
             writer.write(schema.pair_example(i, i * n_folds // num_pairs, same, *images))
             expected.append((a, b, same))
     with open(os.path.join(directory, "manifest.json"), "w") as f:

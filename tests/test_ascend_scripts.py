@@ -70,7 +70,7 @@ def runs(data, tmp_path_factory):
         stdout, stderr = open(str(out) + ".stdout", "w+"), open(str(out) + ".stderr", "w+")
         proc = subprocess.Popen(
             ["bash", os.path.join(SCRIPTS, argv[0])] + argv[1:] + [
-                "--data_path=%s" % data, "--output_path=%s" % out, "--batch_size=%d" % BATCH,
+                f"--data_path={data}", f"--output_path={out}", "--batch_size=%d" % BATCH,
                 "--train_steps=%d" % STEPS, "--"] + NET,
             cwd=ROOT, env=_environ(env), stdout=stdout, stderr=stderr, text=True,
             start_new_session=True)
@@ -141,13 +141,13 @@ def test_full_run_summary(full):
     out, proc = full
     case = "CircleLoss_for_TensorFlow_bs%d_1p_acc" % BATCH
     summary = read_summary(os.path.join(out, case + ".log"))
-    check_common(summary, case, os.path.join(out, "train_%s.log" % case))
+    check_common(summary, case, os.path.join(out, f"train_{case}.log"))
     with open(os.path.join(out, case, "eval", "report.json")) as f:
         accuracy = json.load(f)["accuracy"]
-    assert summary["TrainAccuracy"] == "%.4f" % accuracy
+    assert summary["TrainAccuracy"] == f"{accuracy:.4f}"
     assert 0.0 <= accuracy <= 1.0
     assert "Final result" in proc.stdout and "ActualFPS = " in proc.stdout
-    with open(os.path.join(out, "train_%s_loss.txt" % case)) as f:
+    with open(os.path.join(out, f"train_{case}_loss.txt")) as f:
         losses = f.read().split()
     assert len(losses) == STEPS // 2  # loss logged every 2 steps: 0, 2, ..., 10
 
@@ -167,7 +167,7 @@ def test_performance_run_on_the_default_npu_device(perf):
     out, _ = perf
     case = "CircleLoss_for_TensorFlow_bs%d_1p_perf" % BATCH
     summary = read_summary(os.path.join(out, case + ".log"))
-    check_common(summary, case, os.path.join(out, "train_%s.log" % case))
+    check_common(summary, case, os.path.join(out, f"train_{case}.log"))
     assert summary["TrainAccuracy"] == "None"
     model_dir = os.path.join(out, case)
     assert {"--mode=train", "--device=npu", "--npu_precision_mode=allow_fp32_to_fp16",
@@ -179,8 +179,8 @@ def test_performance_run_refuses_a_foreign_model_dir(data, tmp_path):
     case = tmp_path / ("CircleLoss_for_TensorFlow_bs%d_1p_perf" % BATCH)
     case.mkdir()
     (case / "precious.txt").write_text("not ours")
-    proc = launch("train_performance_1p.sh", "--data_path=%s" % data,
-                  "--output_path=%s" % tmp_path, "--batch_size=%d" % BATCH)
+    proc = launch("train_performance_1p.sh", f"--data_path={data}",
+                  f"--output_path={tmp_path}", "--batch_size=%d" % BATCH)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "is not a run of this launcher" in proc.stderr
     assert (case / "precious.txt").exists()
@@ -190,7 +190,7 @@ def test_performance_run_refuses_a_foreign_model_dir(data, tmp_path):
 def test_help_prints_the_usage(script):
     proc = launch(script, "-h")
     assert proc.returncode == 0 and not proc.stderr
-    assert proc.stdout.startswith("usage: %s --data_path=DIR" % script)
+    assert proc.stdout.startswith(f"usage: {script} --data_path=DIR")
     for option in ("--data_path", "--output_path", "--precision_mode", "--train_steps",
                    "--train_epochs", "--batch_size", "--device", "-h"):
         assert option in proc.stdout
@@ -209,10 +209,10 @@ def test_help_prints_the_usage(script):
 ])
 def test_a_bad_option_is_one_line(script, args, message, data, tmp_path):
     out = tmp_path / "out"
-    proc = launch(script, "--output_path=%s" % out, *[a.format(data=data) for a in args])
+    proc = launch(script, f"--output_path={out}", *[a.format(data=data) for a in args])
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1, proc.stderr
-    assert proc.stderr.startswith("%s: error: " % script) and message in proc.stderr
+    assert proc.stderr.startswith(f"{script}: error: ") and message in proc.stderr
     assert not proc.stdout and not out.exists()
 
 

@@ -25,8 +25,8 @@ EXPECTED_KEYS = {
     "input_pipeline": ["input_fn_images_per_s", "input_fn_images_per_s_per_core",
                        "decode_jpeg_images_per_s", "input_fn_over_decode"],
     "train_step": ["tiny_train_gflop_per_image"]
-                  + ["matmul_peak_gflops_%s" % p for p in train_step.available_precisions()]
-                  + ["tiny_%s_%s" % (precision, figure)
+                  + [f"matmul_peak_gflops_{p}" for p in train_step.available_precisions()]
+                  + [f"tiny_{precision}_{figure}"
                      for precision in train_step.available_precisions()
                      for figure in ("real_images_per_s", "synthetic_images_per_s",
                                     "real_over_synthetic", "gflops", "over_matmul_peak")]
@@ -46,7 +46,7 @@ EXPECTED_KEYS = {
     # Without bfloat16 kernels (TF 1.15) the benchmark prints a "skipped" figure only.
     "precision_curve": (["batch", "steps", "bf16_vs_fp32_mean_abs_diff", "noise_mean_abs_diff",
                          "bf16_diff_over_noise", "bf16_over_fp32"]
-                        + ["%s_%s" % (run, figure) for run in PRECISION_RUNS
+                        + [f"{run}_{figure}" for run in PRECISION_RUNS
                            for figure in ("first_mean_loss", "last_mean_loss", "seconds",
                                           "images_per_s")]
                         if estimator_factory.bfloat16_supported() else []),
@@ -122,18 +122,18 @@ def test_precision_curve_records_falling_finite_curves_of_the_three_runs(precisi
     points = len(range(0, steps, precision_curve.CURVE_EVERY)) + (
         (steps - 1) % precision_curve.CURVE_EVERY != 0)
     for run in PRECISION_RUNS:
-        curve = figures["%s_curve" % run]
+        curve = figures[f"{run}_curve"]
         assert len(curve) == points, (run, curve)
         assert all(math.isfinite(value) and value > 0 for value in curve), (run, curve)
-        assert "%s_diverged_at_step" % run not in figures
-        assert figures["%s_last_mean_loss" % run] < 0.8 * figures["%s_first_mean_loss" % run], run
+        assert f"{run}_diverged_at_step" not in figures
+        assert figures[f"{run}_last_mean_loss"] < 0.8 * figures[f"{run}_first_mean_loss"], run
         assert curve[-1] < curve[0], (run, curve)
 
 
 @needs_bf16
 def test_precision_curve_bf16_starts_from_the_fp32_model_and_batch(precision_figures):
     figures = precision_figures
-    fp32, bf16, other = (figures["%s_curve" % run][0] for run in PRECISION_RUNS)
+    fp32, bf16, other = (figures[f"{run}_curve"][0] for run in PRECISION_RUNS)
     # Same weights, same first batch: only bfloat16 rounding separates the first losses.
     assert figures["bf16_vs_fp32_step0_abs_diff"] == pytest.approx(abs(bf16 - fp32), abs=2e-3)
     assert abs(bf16 - fp32) < 0.01 * fp32
@@ -161,9 +161,9 @@ def test_precision_curve_flags_and_divergence(workdir, capsys):
     (figures,) = _json_lines(capsys.readouterr().out)
     assert (figures["backbone"], figures["steps"], figures["batch"]) == ("tiny", 3, 8)
     for run in PRECISION_RUNS:
-        step = figures["%s_diverged_at_step" % run]
+        step = figures[f"{run}_diverged_at_step"]
         assert 0 < step < 3
-        assert len(figures["%s_curve" % run]) == min(step, 2)
+        assert len(figures[f"{run}_curve"]) == min(step, 2)
     assert figures["bf16_diff_over_noise"] is None
 
 

@@ -61,8 +61,8 @@ def test_seeds_of_one_head_are_averaged(tmp_path):
 
     table = report_table.markdown_table(rows).splitlines()
     assert len(table) == 4
-    assert table[2].startswith("| `circle` | shuffled | 0.25 | 64 | %.4f ± " % circle["accuracy"])
-    assert "0: %.4f, 1: %.4f" % (ma["accuracy"], mb["accuracy"]) in table[2]
+    assert table[2].startswith(f"| `circle` | shuffled | 0.25 | 64 | {circle['accuracy']:.4f} ± ")
+    assert f"0: {ma['accuracy']:.4f}, 1: {mb['accuracy']:.4f}" in table[2]
 
 
 def test_pk_batches_make_their_own_row(tmp_path):

@@ -183,13 +183,13 @@ def test_cli_names_a_missing_model(tmp_path, capsys):
 def test_cli_refuses_a_saved_model_without_the_pixels_signature(tmp_path, capsys):
     path = str(tmp_path / "bytes_only")
     test_embed_cli.build_saved_model(path, test_embed_cli.PROJECTION)
-    assert run_cli(["--model=%s" % path, "--onnx=%s" % (tmp_path / "a.onnx")]) == 1
+    assert run_cli([f"--model={path}", "--onnx=%s" % (tmp_path / "a.onnx")]) == 1
     assert "pixels:serving_default" in one_error_line(capsys)
 
 
 def test_cli_says_what_to_install_without_tf2onnx(saved_model, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "tf2onnx", None)  # import tf2onnx raises ImportError
-    assert run_cli(["--model=%s" % saved_model, "--onnx=%s" % (tmp_path / "a.onnx")]) == 1
+    assert run_cli([f"--model={saved_model}", "--onnx=%s" % (tmp_path / "a.onnx")]) == 1
     assert "pip install tf2onnx==1.17.0" in one_error_line(capsys)
     assert not os.path.exists(str(tmp_path / "a.onnx"))
 
@@ -198,8 +198,8 @@ def test_cli_says_what_to_install_without_tf2onnx(saved_model, tmp_path, monkeyp
 def test_cli_refuses_records_that_are_not_image_records(saved_model, tmp_path, capsys):
     pairs = str(tmp_path / "pairs")
     rh.write_pair_records(pairs, size=SIZE)
-    assert run_cli(["--model=%s" % saved_model, "--tflite=%s" % (tmp_path / "a.tflite"),
-                    "--quantize=int8", "--calibration_records=%s" % pairs]) == 1
+    assert run_cli([f"--model={saved_model}", "--tflite=%s" % (tmp_path / "a.tflite"),
+                    "--quantize=int8", f"--calibration_records={pairs}"]) == 1
     assert "not image records" in one_error_line(capsys)
 
 
@@ -210,8 +210,8 @@ def test_cli_converts_and_checks_every_format_on_pair_records(saved_model, tmp_p
     rh.write_pair_records(pairs, num_pairs=20, size=SIZE, n_folds=2)
     onnx_path, tflite_path = str(tmp_path / "f.onnx"), str(tmp_path / "f.tflite")
     base = os.path.dirname(saved_model)  # an exporter base directory
-    assert run_cli(["--model=%s" % base, "--onnx=%s" % onnx_path, "--tflite=%s" % tflite_path,
-                    "--check_records=%s" % pairs]) == 0
+    assert run_cli([f"--model={base}", f"--onnx={onnx_path}", f"--tflite={tflite_path}",
+                    f"--check_records={pairs}"]) == 0
     out = capsys.readouterr().out
     assert "20 pairs, flip TTA, 32x32 pixels" in out
     rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line]
@@ -264,7 +264,7 @@ def real_setup(tmp_path_factory):
             proc = subprocess.run(
                 [sys.executable, os.path.join(real_lfw.REPO_ROOT, "estimator_main.py"),
                  "--backbone=tiny", "--image_size=64", "--embedding_size=128",
-                 "--model_dir=%s" % model_dir, "--noprogress", "--verbosity=-1"] + args,
+                 f"--model_dir={model_dir}", "--noprogress", "--verbosity=-1"] + args,
                 cwd=real_lfw.REPO_ROOT, env=env, capture_output=True, text=True, timeout=1200,
                 check=False)
             assert proc.returncode == 0, proc.stderr[-3000:]
@@ -282,12 +282,12 @@ def test_real_faces_parity_int8_cosine_and_accuracy_per_format(real_setup):
     root, model = real_setup["root"], real_setup["model"]
     paths = {"onnx": str(root / "face.onnx"), "fp32": str(root / "face.tflite"),
              "fp16": str(root / "face_fp16.tflite"), "int8": str(root / "face_int8.tflite")}
-    assert run_cli(["--model=%s" % model, "--onnx=%s" % paths["onnx"],
-                    "--tflite=%s" % paths["fp32"]]) == 0
-    assert run_cli(["--model=%s" % model, "--tflite=%s" % paths["fp16"],
+    assert run_cli([f"--model={model}", "--onnx={}".format(paths["onnx"]),
+                    "--tflite={}".format(paths["fp32"])]) == 0
+    assert run_cli([f"--model={model}", "--tflite={}".format(paths["fp16"]),
                     "--quantize=float16"]) == 0
-    assert run_cli(["--model=%s" % model, "--tflite=%s" % paths["int8"], "--quantize=int8",
-                    "--calibration_records=%s" % real_setup["train"]]) == 0
+    assert run_cli([f"--model={model}", "--tflite={}".format(paths["int8"]), "--quantize=int8",
+                    "--calibration_records={}".format(real_setup["train"])]) == 0
     checked = convert.check_formats(
         model, [paths["onnx"], paths["fp32"], paths["fp16"], paths["int8"]], real_setup["pairs"])
     sys.stderr.write("\n" + convert.format_rows(checked) + "\n")  # pytest -s shows the table

@@ -56,7 +56,7 @@ def params_for(records, tmp_path, monkeypatch):
                 "backbone": "tiny", "image_size": SIZE, "embedding_size": 16, "batch_size": 8,
                 "train_steps": 5}
         base.update(settings)
-        argv = ["--%s=%s" % (k, v) for k, v in sorted(base.items())]
+        argv = [f"--{k}={v}" for k, v in sorted(base.items())]
         FLAGS.unparse_flags()
         FLAGS(["estimator_main.py"] + argv)
         return estimator_main.build_params(estimator_main.flag_values())
@@ -110,7 +110,7 @@ def test_mirrored_strategy_spans_the_requested_devices(device, count):
     assert strategy.num_replicas_in_sync == count
     # The job prefix depends on whether an eager context exists; the devices are what count.
     assert sorted(d.split("/device:")[1] for d in strategy.extended.worker_devices) == sorted(
-        "%s:%d" % (device.upper(), i) for i in range(count))
+        f"{device.upper()}:{i}" for i in range(count))
 
 
 def test_no_strategy_without_distribution_and_none_on_ascend():
@@ -133,8 +133,8 @@ def test_mirrored_training_on_two_cpu_devices(records, tmp_path):
     model_dir = str(tmp_path / "run")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONIOENCODING="utf-8")
     proc = subprocess.run(
-        [sys.executable, "estimator_main.py", "--mode=train", "--train_records=%s" % records,
-         "--model_dir=%s" % model_dir, "--backbone=tiny", "--image_size=%d" % SIZE,
+        [sys.executable, "estimator_main.py", "--mode=train", f"--train_records={records}",
+         f"--model_dir={model_dir}", "--backbone=tiny", f"--image_size={SIZE}",
          "--embedding_size=16", "--batch_size=8", "--train_steps=6", "--gamma=32",
          "--distribution=mirrored", "--num_cpu_devices=2", "--noprogress",
          "--save_checkpoints_steps=100"],
@@ -160,7 +160,7 @@ def test_mirrored_training_on_two_cpu_devices(records, tmp_path):
 
 def _cluster(num_ps):
     return {"chief": ["127.0.0.1:2220"], "worker": ["127.0.0.1:2221"],
-            "ps": ["127.0.0.1:%d" % (2230 + i) for i in range(num_ps)]}
+            "ps": [f"127.0.0.1:{2230 + i}" for i in range(num_ps)]}
 
 
 def _run_config(monkeypatch, task_type, index=0, num_ps=1):
@@ -196,11 +196,11 @@ def test_proxy_shards_are_placed_on_different_parameter_servers(monkeypatch, tmp
         fn({"image": images}, tf.constant([0, 3, 5, 8]), tf.estimator.ModeKeys.TRAIN)
         device = {v.op.name: v.device for v in tf.global_variables()}
         shape = {v.op.name: v.shape.as_list() for v in tf.global_variables()}
-    parts = ["head/proxies/part_%d" % i for i in range(3)]
+    parts = [f"head/proxies/part_{i}" for i in range(3)]
     assert [shape[name] for name in parts] == [[dim, num_classes // 3]] * 3
     # The round robin starts wherever the backbone's variables left it; what matters is that
     # the three slices sit on three different ps and each momentum slot stays with its slice.
-    assert sorted(device[name] for name in parts) == ["/job:ps/task:%d" % i for i in range(3)]
+    assert sorted(device[name] for name in parts) == [f"/job:ps/task:{i}" for i in range(3)]
     assert all(device[name + "/Momentum"] == device[name] for name in parts)
     assert "head/proxies" not in device
     others = [name for name in device if "/proxies/" not in name]
@@ -215,9 +215,9 @@ def test_local_cluster_trains_evaluates_and_exports(records, pairs, tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONIOENCODING="utf-8")
     proc = subprocess.run(
         [sys.executable, os.path.join("scripts", "local_cluster.py"),
-         "--train_records=%s" % records, "--eval_records=%s" % pairs,
-         "--model_dir=%s" % model_dir, "--train_steps=%d" % steps, "--timeout=200", "--",
-         "--backbone=tiny", "--image_size=%d" % SIZE, "--embedding_size=16", "--batch_size=8",
+         f"--train_records={records}", f"--eval_records={pairs}",
+         f"--model_dir={model_dir}", f"--train_steps={steps}", "--timeout=200", "--",
+         "--backbone=tiny", f"--image_size={SIZE}", "--embedding_size=16", "--batch_size=8",
          "--gamma=32", "--eval_batch_size=4", "--eval_throttle_secs=0",
          "--save_checkpoints_steps=300", "--proxy_partitions=2"],
         cwd=ROOT, env=env, capture_output=True, encoding="utf-8", timeout=260, check=False)
@@ -255,7 +255,7 @@ def _processes_mentioning(text):
     pids = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            with open("/proc/%s/cmdline" % pid, "rb") as f:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
                 if text.encode() in f.read():
                     pids.append(int(pid))
         except OSError:
@@ -268,7 +268,7 @@ def test_local_cluster_stops_every_task_when_it_times_out(records, pairs, tmp_pa
     model_dir = str(tmp_path / "never_finishes")
     problems, logs = local_cluster.run_cluster(
         str(records), str(pairs), model_dir,
-        ["--backbone=tiny", "--image_size=%d" % SIZE, "--embedding_size=16", "--batch_size=8"],
+        ["--backbone=tiny", f"--image_size={SIZE}", "--embedding_size=16", "--batch_size=8"],
         train_steps=10 ** 6, timeout=4)
     assert problems and "did not finish within 4 s" in problems[0]
     assert sorted(logs) == [("chief", 0), ("evaluator", 0), ("ps", 0), ("worker", 0)]

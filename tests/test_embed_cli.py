@@ -61,7 +61,7 @@ def build_saved_model(export_dir, projection, pixels_signature=False):
             builder.save()
 
 
-class Reference(object):
+class Reference:
     """The tiny model in numpy."""
 
     def __init__(self, projection):
@@ -148,7 +148,7 @@ def parse_value(out, label):
     for line in out.splitlines():
         if line.startswith(label + ":"):
             return line.split(":", 1)[1].strip()
-    raise AssertionError("no %r line in:\n%s" % (label, out))
+    raise AssertionError(f"no {label!r} line in:\n{out}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -309,15 +309,13 @@ def test_two_images_threshold_from_reports(model, images, capsys, tmp_path):
     eval_report = write_fake_report(run_dir / "eval", distance + 0.05)
     status, out, _ = run_cli(capsys, *argv)
     assert status == 0
-    assert parse_value(out, "threshold").startswith("%.6f (from %s" % (distance + 0.05,
-                                                                       eval_report))
+    assert parse_value(out, "threshold").startswith(f"{distance + 0.05:.6f} (from {eval_report}")
     assert parse_value(out, "decision").startswith("same person")
 
     # The report stored with the SavedModel wins; it was made without flip TTA: a note says so.
     model_report = write_fake_report(version / "assets.extra", distance - 0.05, flip=False)
     status, out, _ = run_cli(capsys, *argv)
-    assert parse_value(out, "threshold").startswith("%.6f (from %s" % (distance - 0.05,
-                                                                       model_report))
+    assert parse_value(out, "threshold").startswith(f"{distance - 0.05:.6f} (from {model_report}")
     assert parse_value(out, "decision").startswith("different people")
     assert "computed without flip" in parse_value(out, "note")
 
@@ -329,7 +327,7 @@ def test_folder(model, capsys, tmp_path):
     expected = {}
     for identity, count in (("Zoe", 2), ("Adam", 3), ("Mia", 1)):
         for i in range(count):
-            relpath = "%s/%s_%04d.png" % (identity, identity, i + 1)
+            relpath = f"{identity}/{identity}_{i + 1:04d}.png"
             expected[relpath] = random_pixels(rng)
             write_png(str(root / relpath), expected[relpath])
     (root / "Adam" / "notes.txt").write_text("not an image")
@@ -348,12 +346,12 @@ def test_folder(model, capsys, tmp_path):
 def make_pairs_dataset(root, rng, num_identities=6, per_identity=4):
     """Identity folders of noisy copies of one pattern each, and a 2-fold LFW pairs file."""
     pixels = {}
-    identities = ["Person_%s" % chr(ord("A") + i) for i in range(num_identities)]
+    identities = [f"Person_{chr(ord('A') + i)}" for i in range(num_identities)]
     for name in identities:
         base = rng.randint(40, 216, (SIZE, SIZE, 3))
         for index in range(1, per_identity + 1):
             noisy = np.clip(base + rng.randint(-30, 31, base.shape), 0, 255).astype(np.uint8)
-            relpath = "%s/%s_%04d.png" % (name, name, index)
+            relpath = f"{name}/{name}_{index:04d}.png"
             write_png(os.path.join(root, relpath), noisy)
             pixels[relpath] = noisy
     per_fold, pairs = 5, []
@@ -383,7 +381,7 @@ def test_pairs_evaluation(request, capsys, tmp_path, model_kind, flip):
     assert status == 0, err
 
     def emb(name, index):
-        return reference(pixels["%s/%s_%04d.png" % (name, name, index)], flip)
+        return reference(pixels[f"{name}/{name}_{index:04d}.png"], flip)
 
     e1 = np.stack([emb(p[0], p[1]) for p in pairs])
     e2 = np.stack([emb(p[2], p[3]) for p in pairs])
@@ -408,7 +406,7 @@ def test_pairs_missing_image_is_an_error(model, capsys, tmp_path):
     export_dir, _ = model
     image_dir = str(tmp_path / "lfw")
     pairs_path, pairs, _ = make_pairs_dataset(image_dir, np.random.RandomState(4))
-    missing = "%s/%s_%04d.png" % (pairs[0][0], pairs[0][0], pairs[0][1])
+    missing = f"{pairs[0][0]}/{pairs[0][0]}_{pairs[0][1]:04d}.png"
     os.remove(os.path.join(image_dir, missing))
     status, _, err = run_cli(capsys, "--model", export_dir, "--pairs", pairs_path,
                              "--image_dir", image_dir)
@@ -424,7 +422,7 @@ def test_no_saved_model(capsys, tmp_path, images):
     paths, _ = images
     status, _, err = run_cli(capsys, "--model", tmp_path, paths["a.png"])
     assert status == 1
-    assert "no SavedModel in %s" % tmp_path in err
+    assert f"no SavedModel in {tmp_path}" in err
     (tmp_path / "export" / "best").mkdir(parents=True)
     status, _, err = run_cli(capsys, "--model", tmp_path, paths["a.png"])
     assert "try one of: %s" % (tmp_path / "export" / "best") in err

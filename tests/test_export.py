@@ -162,12 +162,12 @@ def test_embed_cli_verifies_two_images_with_the_exported_threshold(trained, save
     first, second = [], []
     for i, (a, b, _) in enumerate(trained["expected"][:2]):
         for pixels, out in ((a, first), (b, second)):
-            path = tmp_path / ("%d_%d.png" % (i, len(out)))
+            path = tmp_path / (f"{i}_{len(out)}.png")
             path.write_bytes(rh.encode(pixels))
             out.append(str(path))
     code = cli.run_main(embed.define_flags, embed.main,
                         ["embed", "--model", saved_model, first[0], second[0]])
     printed = capsys.readouterr().out
     assert code == 0
-    assert "%.2f" % threshold in printed or str(threshold) in printed
+    assert f"{threshold:.2f}" in printed or str(threshold) in printed
     assert "same" in printed.lower() or "different" in printed.lower()

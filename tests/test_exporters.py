@@ -20,7 +20,7 @@ KEY = "lfw/accuracy"
 
 def eval_result(accuracy, step):
     """What ``estimator.evaluate`` returns with the verification metric, at ``accuracy``."""
-    result = {"lfw/%s" % name: 0.5 for name, _ in eval_metrics.SCALAR_METRICS}
+    result = {f"lfw/{name}": 0.5 for name, _ in eval_metrics.SCALAR_METRICS}
     result.update({"lfw/fold_accuracy": [accuracy] * 2, "lfw/fold_threshold": [1.0, 1.1],
                    "lfw/tpr": [0.0, 0.5, 1.0], "lfw/fpr": [0.0, 0.2, 1.0]})
     result.update({KEY: accuracy, "global_step": step})

@@ -152,7 +152,7 @@ def test_embed_align_verifies_two_raw_photos(detector, astronaut, tmp_path, monk
 
     def run(*args):
         status = cli.run_main(embed.define_flags, embed.main,
-                              ["embed", "--model=%s" % model] + list(args))
+                              ["embed", f"--model={model}"] + list(args))
         return (status,) + tuple(capsys.readouterr())
 
     status, out, err = run("--align", "--threshold=1.0", str(tmp_path / "a.jpg"),
@@ -164,5 +164,5 @@ def test_embed_align_verifies_two_raw_photos(detector, astronaut, tmp_path, monk
     assert similarity > 0.95
     status, _, err = run("--align", str(tmp_path / "a.jpg"), str(tmp_path / "wall.png"))
     assert status == 1 and "wall.png: no face detected" in err
-    status, _, err = run("--align", "--folder=%s" % tmp_path, "--output=%s" % (tmp_path / "o"))
+    status, _, err = run("--align", f"--folder={tmp_path}", "--output=%s" % (tmp_path / "o"))
     assert status == 2 and "--align applies to IMAGE arguments" in err

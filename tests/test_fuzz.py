@@ -43,7 +43,7 @@ def check_parse(path, data):
     except pairs.PairsFormatError as e:
         num_lines = data.count(b"\n") + data.count(b"\r") + 1
         assert 1 <= e.line <= num_lines, (e.line, num_lines, str(e))
-        assert ("line %d:" % e.line) in str(e)
+        assert (f"line {e.line}:") in str(e)
         return None
     n = parsed.pairs_per_fold
     assert len(parsed.pairs) == parsed.num_folds * 2 * n

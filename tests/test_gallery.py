@@ -44,8 +44,8 @@ def test_enrol_search_and_append(model, tmp_path, capsys):
     faces = str(tmp_path / "faces")
     write_faces(faces, ["alice", "bob", "carol"], 3, seed=0)
     index_path = str(tmp_path / "g" / "gallery.npz")
-    assert run_cli(["enrol", "--model=%s" % saved_model, "--folder=%s" % faces,
-                    "--index=%s" % index_path]) == 0
+    assert run_cli(["enrol", f"--model={saved_model}", f"--folder={faces}",
+                    f"--index={index_path}"]) == 0
     assert "enrolled 9 new image(s)" in capsys.readouterr().out
 
     with np.load(index_path, allow_pickle=False) as data:  # never pickle
@@ -60,20 +60,20 @@ def test_enrol_search_and_append(model, tmp_path, capsys):
                                    atol=1e-5)
 
     # Re-enrolling the same folder adds nothing; a new identity is appended.
-    assert run_cli(["enrol", "--model=%s" % saved_model, "--folder=%s" % faces,
-                    "--index=%s" % index_path]) == 0
+    assert run_cli(["enrol", f"--model={saved_model}", f"--folder={faces}",
+                    f"--index={index_path}"]) == 0
     assert "enrolled 0 new image(s)" in capsys.readouterr().out
     write_faces(faces, ["dave"], 2, seed=1)
-    assert run_cli(["enrol", "--model=%s" % saved_model, "--folder=%s" % faces,
-                    "--index=%s" % index_path]) == 0
-    assert "enrolled 2 new image(s); %s holds 11" % index_path in capsys.readouterr().out
+    assert run_cli(["enrol", f"--model={saved_model}", f"--folder={faces}",
+                    f"--index={index_path}"]) == 0
+    assert f"enrolled 2 new image(s); {index_path} holds 11" in capsys.readouterr().out
     index = gallery.load_index(index_path)
     assert index["labels"].tolist()[:9] == labels  # appended, the old entries unchanged
 
     probe = os.path.join(faces, "bob", "bob_1.png")
-    assert run_cli(["search", "--index=%s" % index_path, "--top_k=3", probe]) == 0
+    assert run_cli(["search", f"--index={index_path}", "--top_k=3", probe]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("%s: bob (cosine 1.0000; no threshold)" % probe)
+    assert out[0].startswith(f"{probe}: bob (cosine 1.0000; no threshold)")
     assert len(out) == 4 and out[1].split()[2] == "bob"
 
 
@@ -84,12 +84,12 @@ def test_open_set_threshold(model, tmp_path, capsys):
     stranger = str(tmp_path / "stranger")
     write_faces(stranger, ["eve"], 1, seed=3)
     index_path = str(tmp_path / "gallery.npz")
-    assert run_cli(["enrol", "--model=%s" % saved_model, "--folder=%s" % faces,
-                    "--index=%s" % index_path]) == 0
+    assert run_cli(["enrol", f"--model={saved_model}", f"--folder={faces}",
+                    f"--index={index_path}"]) == 0
     probes = [os.path.join(faces, "alice", "alice_0.png"),
               os.path.join(stranger, "eve", "eve_0.png")]
     capsys.readouterr()
-    assert run_cli(["search", "--index=%s" % index_path, "--threshold=0.999"] + probes) == 0
+    assert run_cli(["search", f"--index={index_path}", "--threshold=0.999"] + probes) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if not line.startswith(" ")]
     assert lines[0] == "threshold: cosine 0.9990 (--threshold)"
     assert lines[1].startswith(probes[0] + ": alice (cosine 1.0000 > 0.9990)")
@@ -102,7 +102,7 @@ def test_open_set_threshold(model, tmp_path, capsys):
     verif = tmp_path / "verif.json"
     verif.write_text(json.dumps({"threshold": 1.2}))
     assert gallery.threshold_from_report(str(verif), 0.01)[0] == pytest.approx(0.4)
-    assert run_cli(["search", "--index=%s" % index_path, "--report=%s" % ident] + probes) == 0
+    assert run_cli(["search", f"--index={index_path}", f"--report={ident}"] + probes) == 0
     assert "unknown" in capsys.readouterr().out
 
 
@@ -119,12 +119,12 @@ def test_search_results_ties_and_order():
 def test_one_line_errors(model, tmp_path, capsys):
     saved_model, _ = model
     missing = str(tmp_path / "none.npz")
-    assert run_cli(["search", "--index=%s" % missing, "x.jpg"]) == 1
+    assert run_cli(["search", f"--index={missing}", "x.jpg"]) == 1
     assert capsys.readouterr().err.strip() == (
-        "error: no gallery index at %s (run 'enrol' first)" % missing)
+        f"error: no gallery index at {missing} (run 'enrol' first)")
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a zip")
-    assert run_cli(["search", "--index=%s" % bad, "x.jpg"]) == 1
+    assert run_cli(["search", f"--index={bad}", "x.jpg"]) == 1
     assert "is not a gallery index" in capsys.readouterr().err
     # An npz holding a pickled object array is refused, not unpickled.
     np.savez(str(tmp_path / "evil.npz"), embeddings=np.zeros((1, 2)),
@@ -132,7 +132,7 @@ def test_one_line_errors(model, tmp_path, capsys):
              model=np.array("m"), flip=np.array(True), version=np.array(1))
     assert run_cli(["search", "--index=%s" % (tmp_path / "evil.npz"), "x.jpg"]) == 1
     assert "is not a gallery index" in capsys.readouterr().err
-    assert run_cli(["enrol", "--model=%s" % saved_model, "--folder=%s" % (tmp_path / "no"),
+    assert run_cli(["enrol", f"--model={saved_model}", "--folder=%s" % (tmp_path / "no"),
                     "--index=%s" % (tmp_path / "g.npz")]) == 1
     assert "is not a directory" in capsys.readouterr().err
     with pytest.raises(app.UsageError, match="command"):

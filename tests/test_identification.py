@@ -53,8 +53,8 @@ def test_cli_on_records(tmp_path, capsys):
     weights = tiny_model.projection(2)
     model = tiny_model.build_saved_model(str(tmp_path / "model"), weights)
     out = str(tmp_path / "report")
-    assert run_cli(["--model=%s" % model, "--records=%s" % records,
-                    "--report_dir=%s" % out]) == 0
+    assert run_cli([f"--model={model}", f"--records={records}",
+                    f"--report_dir={out}"]) == 0
     printed = capsys.readouterr().out
     assert "gallery: 4 identities; probes: 7 mated, 3 non-mated" in printed
     with open(os.path.join(out, "report.json")) as f:
@@ -88,7 +88,7 @@ def test_cli_on_records(tmp_path, capsys):
 
 
 def test_cli_errors(tmp_path, capsys):
-    assert run_cli(["--model=%s" % tmp_path, "--records=%s" % (tmp_path / "none")]) == 1
+    assert run_cli([f"--model={tmp_path}", "--records=%s" % (tmp_path / "none")]) == 1
     assert capsys.readouterr().err.startswith("error: ")
 
 

@@ -82,9 +82,9 @@ def brute_tar_at_far(labels, scores, fars):
             if fa <= far:
                 best = max(best, sum(1 for s, y in zip(scores, labels) if y and s >= t)
                            / float(pos))
-        out["tar@far=%g" % far] = best
+        out[f"tar@far={far:g}"] = best
         _, nearest = min(zip([abs(f - far) for f in fpr], range(len(fpr))))
-        out["tar_nearest@far=%g" % far] = tpr[nearest]
+        out[f"tar_nearest@far={far:g}"] = tpr[nearest]
     return out
 
 
@@ -165,7 +165,7 @@ def test_pair_with_unknown_template_is_an_error():
     ("face_tid_mid", "\n\n", "holds no"),
 ])
 def test_malformed_meta_files(tmp_path, kind, text, message):
-    path = tmp_path / ("ijbc_%s.txt" % kind)
+    path = tmp_path / (f"ijbc_{kind}.txt")
     path.write_text(text)
     reader = {"face_tid_mid": ijb.read_template_media,
               "template_pair_label": ijb.read_template_pairs,
@@ -176,7 +176,7 @@ def test_malformed_meta_files(tmp_path, kind, text, message):
 
 def test_meta_paths_finds_the_prefix(tmp_path):
     for kind in ijb.META_FILES:
-        (tmp_path / ("ijbb_%s.txt" % kind)).write_text("x")
+        (tmp_path / (f"ijbb_{kind}.txt")).write_text("x")
     assert ijb.meta_paths(str(tmp_path))[0] == "ijbb"
     with pytest.raises(ijb.IJBError, match="ijbc_face_tid_mid.txt"):
         ijb.meta_paths(str(tmp_path), "ijbc")
@@ -221,8 +221,8 @@ def make_ijb_set(root, seed=0):
             landmarks[name] = points
             scores[name] = score
             lines_tid.append("%s %d %d" % (name, template, media))
-            lines_pts.append(" ".join([name] + ["%.4f" % v for v in points.reshape(-1)]
-                                      + ["%.6f" % score]))
+            lines_pts.append(" ".join([name] + [f"{v:.4f}" for v in points.reshape(-1)]
+                                      + [f"{score:.6f}"]))
     pairs = []
     ids = sorted(template_identity)
     for i, t1 in enumerate(ids):
@@ -255,8 +255,8 @@ def run_cli(args):
 def test_cli_matches_insightface_reference(ijb_set, tmp_path, capsys):
     model, reference, image_dir, meta_dir, faces, pairs = ijb_set
     out = str(tmp_path / "report")
-    code = run_cli(["--model=%s" % model, "--image_dir=%s" % image_dir,
-                    "--meta_dir=%s" % meta_dir, "--report_dir=%s" % out,
+    code = run_cli([f"--model={model}", f"--image_dir={image_dir}",
+                    f"--meta_dir={meta_dir}", f"--report_dir={out}",
                     "--align_size=%d" % ALIGN, "--save_features", "--batch_size=7"])
     assert code == 0
     printed = capsys.readouterr().out
@@ -303,12 +303,12 @@ def test_cli_one_line_errors(ijb_set, tmp_path, capsys):
         if "5pts" in name:
             text = "\n".join(text.splitlines()[1:])  # the first face loses its landmarks
         (broken / name).write_text(text)
-    code = run_cli(["--model=%s" % model, "--image_dir=%s" % image_dir,
-                    "--meta_dir=%s" % broken, "--report_dir=%s" % (tmp_path / "r")])
+    code = run_cli([f"--model={model}", f"--image_dir={image_dir}",
+                    f"--meta_dir={broken}", "--report_dir=%s" % (tmp_path / "r")])
     assert code == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err == "error: 1 faces have no landmarks in the 5-point file (first: 0.png)"
-    code = run_cli(["--model=%s" % model, "--image_dir=%s" % image_dir,
-                    "--meta_dir=%s" % tmp_path, "--report_dir=%s" % (tmp_path / "r")])
+    code = run_cli([f"--model={model}", f"--image_dir={image_dir}",
+                    f"--meta_dir={tmp_path}", "--report_dir=%s" % (tmp_path / "r")])
     assert code == 1
     assert "does not hold the meta files" in capsys.readouterr().err

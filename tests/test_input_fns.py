@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-from data_tools import input_fns, preprocessing
+from data_tools import ascend, input_fns, preprocessing
+from model import estimator_factory
 from tests import records_helpers as rh
 
 
@@ -134,7 +135,7 @@ def test_records_split_across_workers_without_overlap(image_records):
 def test_predict_input_reads_image_files(tmp_path):
     paths = []
     for i in range(3):
-        path = tmp_path / ("%d.png" % i)
+        path = tmp_path / (f"{i}.png")
         path.write_bytes(rh.encode(rh.class_image(i, 0, 40)))
         paths.append(str(path))
     with tf.Graph().as_default():
@@ -201,6 +202,15 @@ def test_ascend_ranks_read_distinct_shards(monkeypatch):
     assert input_fns.worker_shard() == (4, 2)
     monkeypatch.setenv("RANK_SIZE", "1")
     assert input_fns.worker_shard() == (1, 0)
+
+
+@pytest.mark.parametrize("environ, rank", [
+    ({}, (0, 1)), ({"RANK_ID": "", "RANK_SIZE": ""}, (0, 1)),
+    ({"RANK_ID": "3", "RANK_SIZE": "8"}, (3, 8))])
+def test_one_rank_parser_for_input_and_factory(environ, rank):
+    # The input pipeline and the estimator factory read RANK_ID / RANK_SIZE through it alike.
+    assert ascend.ascend_rank(environ) == rank
+    assert estimator_factory.ascend_rank is ascend.ascend_rank
 
 
 def test_scale_crop_and_contrast_augmentation(image_records):

@@ -248,11 +248,11 @@ def test_make_bin_then_from_bin_gives_the_pairs_path_images(tmp_path):
         for k in ("image1", "image2"):
             assert x[k]["encoded"] == y[k]["encoded"]
     # A missing pairs file, an unwritable output: one line, exit 1.
-    for args in (["--pairs=%s" % (tmp_path / "nope.txt"), "--output=%s" % out_bin],
+    for args in (["--pairs=%s" % (tmp_path / "nope.txt"), f"--output={out_bin}"],
                  ["--pairs=%s" % (tmp_path / "pairs.txt"),
                   "--output=%s" % (tmp_path / "no_dir" / "x.bin")]):
         assert cli.run_main(make_bin.define_flags, make_bin.main,
-                            ["make_bin", "--image_dir=%s" % faces, "--num_workers=1"]
+                            ["make_bin", f"--image_dir={faces}", "--num_workers=1"]
                             + args) == 1
     # A missing image is an error naming it.
     os.remove(str(faces / names_with_two[0] / (f"{names_with_two[0]}_0002.jpg")))

@@ -30,7 +30,7 @@ def test_rec_and_bin_train_and_evaluate(tmp_path):
     recordio.write_dataset(str(rec_dir), images, layout=recordio.FLAT, image_shape=(64, 64))
     make_bin.make_bin(data["pairs_path"], data["lfw_dir"], str(rec_dir / "lfw.bin"))
 
-    for args in (["--input_rec=%s" % rec_dir, "--output_dir=%s" % (tmp_path / "train")],
+    for args in ([f"--input_rec={rec_dir}", "--output_dir=%s" % (tmp_path / "train")],
                  ["--from_bin=%s" % (rec_dir / "lfw.bin"), "--output_dir=%s" % (tmp_path / "lfw")]):
         result = ff.run_script(args + ["--num_workers=1"])
         assert result.returncode == 0, result.stderr
@@ -42,7 +42,7 @@ def test_rec_and_bin_train_and_evaluate(tmp_path):
              "--image_size=64", "--train_records=%s" % (tmp_path / "train"),
              "--eval_records=%s" % (tmp_path / "lfw"), "--batch_size=12", "--train_steps=4",
              "--save_checkpoints_steps=4", "--gamma=64", "--eval_batch_size=60",
-             "--model_dir=%s" % model_dir, "--noprogress", "--verbosity=-1")
+             f"--model_dir={model_dir}", "--noprogress", "--verbosity=-1")
     with open(os.path.join(model_dir, "eval", "report.json")) as f:
         evaluated = json.load(f)
     assert len(evaluated["fold_accuracy"]) == 10 and 0.0 <= evaluated["accuracy"] <= 1.0

@@ -1,5 +1,5 @@
-"""The layering of DESIGN.md: data_tools imports neither model nor export, and model and export
-do not import each other (estimator_main.py composes them)."""
+"""The layering of docs/DESIGN.md: data_tools imports neither model nor export, and model and
+export do not import each other (estimator_main.py composes them)."""
 
 import ast
 import os
@@ -7,6 +7,7 @@ import os
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DESIGN = os.path.join(ROOT, "docs", "DESIGN.md")
 FORBIDDEN = {"data_tools": {"model", "export"}, "model": {"export"}, "export": {"model"}}
 
 
@@ -29,7 +30,7 @@ def test_package_imports_follow_the_layering(package):
             if name.endswith(".py"):
                 path = os.path.join(directory, name)
                 bad = set(imported_packages(path)) & FORBIDDEN[package]
-                offending += ["%s imports %s" % (os.path.relpath(path, ROOT), b) for b in bad]
+                offending += [f"{os.path.relpath(path, ROOT)} imports {b}" for b in bad]
     assert not offending
 
 
@@ -44,3 +45,19 @@ def test_npu_bridge_is_imported_only_by_the_estimator_factory():
                         if "npu_bridge" in f.read():
                             users.append(os.path.relpath(path, ROOT))
     assert users == [os.path.join("model", "estimator_factory.py")]
+
+
+def test_the_design_page_states_this_layering():
+    with open(DESIGN, encoding="utf-8") as f:
+        design = f.read()
+    assert "Arrows point down the table only" in design
+    for package in FORBIDDEN:
+        assert f"`{package}/`" in design
+
+
+@pytest.mark.parametrize("module", ["cli", "fileio", "ascend", "synthetic", "synthetic_faces",
+                                    "synthetic_dataset", "pairs"])
+def test_light_modules_do_not_import_tensorflow(module):
+    # cli must run before TensorFlow loads; the others serve tools that need no TensorFlow.
+    path = os.path.join(ROOT, "data_tools", module + ".py")
+    assert "tensorflow" not in set(imported_packages(path))

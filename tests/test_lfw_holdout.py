@@ -25,7 +25,7 @@ def lfw(tmp_path):
     for name, count in IMAGES.items():
         (root / name).mkdir(parents=True)
         for index in range(1, count + 1):
-            (root / name / ("%s_%04d.jpg" % (name, index))).write_bytes(b"not read")
+            (root / name / (f"{name}_{index:04d}.jpg")).write_bytes(b"not read")
     pairs_path = tmp_path / "pairs.txt"
     pairs_lib.write_pairs(str(pairs_path), 3, 2, [p for fold in FOLDS for p in fold])
     return str(root), str(pairs_path)
@@ -119,7 +119,7 @@ def test_split_converts_to_records(lfw, tmp_path):
     for name, count in IMAGES.items():
         for index in range(1, count + 1):
             Image.new("L", (40, 40), 10 * index).save(
-                os.path.join(lfw[0], name, "%s_%04d.jpg" % (name, index)))
+                os.path.join(lfw[0], name, f"{name}_{index:04d}.jpg"))
     out, summary = _split(lfw, tmp_path, [3], num_subfolds=2)
     result = conversion.convert_folder(os.path.join(out, "train"),
                                        str(tmp_path / "records"), progress=False)

@@ -205,13 +205,13 @@ def run_cli(*args):
 
 def test_command_line(faces, tmp_path):
     out = str(tmp_path / "cli.txt")
-    proc = run_cli("--input_dir=%s" % faces, "--output=%s" % out, "--seed=2")
+    proc = run_cli(f"--input_dir={faces}", f"--output={out}", "--seed=2")
     assert proc.returncode == 0, proc.stderr
     assert "10 folds x (" in proc.stdout and out in proc.stdout
     reference, _ = write(faces, tmp_path, "ref.txt", seed=2)
     with open(out) as f1, open(reference) as f2:
         assert f1.read() == f2.read()
-    proc = run_cli("--input_dir=%s" % faces, "--output=%s" % out, "--num_folds=20")
+    proc = run_cli(f"--input_dir={faces}", f"--output={out}", "--num_folds=20")
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("make_pairs: error: too few identities")

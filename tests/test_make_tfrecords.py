@@ -50,7 +50,7 @@ def test_round_trip_labels_names_counts_pixels(tmp_path, num_workers):
     assert (info["kind"], info["num_images"], info["num_classes"]) == ("images", 21, 6)
     assert info["skipped"] == [] and info["dropped_classes"] == 0
     assert [s["file"] for s in info["shards"]] == [
-        "train-%05d-of-00003.tfrecord" % k for k in range(3)]
+        f"train-{k:05d}-of-00003.tfrecord" for k in range(3)]
     assert manifest.verify_shards(str(out)) == manifest.shard_paths(str(out))
     assert manifest.num_classes(str(out)) == len(counts)
 
@@ -357,7 +357,7 @@ def test_resume_after_simulated_crash(tmp_path):
     os.remove(shards[2])
     os.remove(shards[3])
     os.remove(str(out / "manifest.json"))
-    tmp = out / (".%s.tmp-99999" % os.path.basename(shards[2]))
+    tmp = out / (f".{os.path.basename(shards[2])}.tmp-99999")
     tmp.write_bytes(first[: len(first) // 2])
     with open(shards[1], "r+b") as f:
         f.seek(20)
@@ -394,7 +394,7 @@ def test_sigkill_mid_run_then_rerun_gives_identical_shards(tmp_path):
     args = ["--input_dir=%s" % (tmp_path / "in"), "--num_shards=16", "--image_size=24",
             "--num_workers=1"]
     out = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, ff.SCRIPT, "--output_dir=%s" % out] + args,
+    process = subprocess.Popen([sys.executable, ff.SCRIPT, f"--output_dir={out}"] + args,
                                cwd=ff.REPO_ROOT, env=ff.script_env(),
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
@@ -597,7 +597,7 @@ def test_file_changed_between_check_and_write_stops_the_conversion(tmp_path, mon
         return result
 
     monkeypatch.setattr(conversion, "_check_images", check_then_change)
-    with pytest.raises(ConversionError, match="%s %s" % (relpath, message)):
+    with pytest.raises(ConversionError, match=f"{relpath} {message}"):
         convert(tmp_path / "in", tmp_path / "out", num_workers=num_workers)
     assert not (tmp_path / "out" / "manifest.json").exists()
 
@@ -611,8 +611,8 @@ def write_pairs_tree(root, with_missing=False):
     lines = ["2\t2",
              "Person_A\t1\t2", "Person_B\t2\t3",
              "Person_A\t3\tPerson_C\t1", "Person_B\t1\tPerson_C\t2",
-             "Person_D\t1\t3", "Person_E\t1\t%d" % (9 if with_missing else 2),
-             "Person_D\t2\tPerson_F\t1", "Person_E\t3\tPerson_F\t%d" % (7 if with_missing else 3)]
+             "Person_D\t1\t3", f"Person_E\t1\t{9 if with_missing else 2}",
+             "Person_D\t2\tPerson_F\t1", f"Person_E\t3\tPerson_F\t{7 if with_missing else 3}"]
     path = os.path.join(root, "pairs.txt")
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
@@ -645,7 +645,7 @@ def test_pairs_round_trip(tmp_path):
                                  ("image2", pair.name2, pair.index2)):
             image = record[key]
             relpath = image["filename"].decode()
-            assert relpath.startswith("%s/%s_%04d." % (name, name, index))
+            assert relpath.startswith(f"{name}/{name}_{index:04d}.")
             assert image["identity"].decode() == name
             np.testing.assert_array_equal(image["pixels"],
                                           ff.pil_rgb(str(tmp_path / "lfw" / relpath)))
@@ -730,7 +730,7 @@ def test_main_converts_and_reports(tmp_path, capsys):
 
 def test_main_pairs_mode(tmp_path, capsys):
     pairs_path = write_pairs_tree(str(tmp_path / "lfw"), with_missing=True)
-    base = ["--pairs=%s" % pairs_path, "--input_dir=%s" % (tmp_path / "lfw"), "--num_workers=1"]
+    base = [f"--pairs={pairs_path}", "--input_dir=%s" % (tmp_path / "lfw"), "--num_workers=1"]
     assert run_main(base + ["--output_dir=%s" % (tmp_path / "a")]) == 1
     _, err = capsys.readouterr()
     assert "Person_E/Person_E_0009.jpg" in err and "Person_F/Person_F_0007.jpg" in err
@@ -749,7 +749,7 @@ def test_main_pairs_mode(tmp_path, capsys):
                                   ["--allow_missing_pairs"], ["extra_argument"]])
 def test_main_usage_errors(tmp_path, args):
     with pytest.raises(app.UsageError):
-        run_main(["--input_dir=%s" % tmp_path, "--output_dir=%s" % (tmp_path / "o")] + args)
+        run_main([f"--input_dir={tmp_path}", "--output_dir=%s" % (tmp_path / "o")] + args)
 
 
 def test_script_reports_bad_input_in_one_line(tmp_path):

@@ -63,7 +63,7 @@ def records(tmp_path_factory):
 
 
 def train_args(records, model_dir, *extra):
-    return ["--mode=train", "--train_records=%s" % records, "--model_dir=%s" % model_dir,
+    return ["--mode=train", f"--train_records={records}", f"--model_dir={model_dir}",
             "--backbone=tiny", "--image_size=%d" % SIZE, "--embedding_size=16",
             "--batch_size=8", "--gamma=32", "--noprogress"] + list(extra)
 
@@ -149,7 +149,7 @@ def test_npu_training_goes_through_the_loss_scaler_and_matches_cpu(fake_npu, rec
     for device in ("cpu", "npu"):
         model_dir = str(tmp_path / device)
         # No random flips: a stateful RNG in a parallel map is not repeatable from run to run.
-        parse_flags(train_args(records, model_dir, "--device=%s" % device, "--train_steps=6",
+        parse_flags(train_args(records, model_dir, f"--device={device}", "--train_steps=6",
                                "--iterations_per_loop=3", "--save_checkpoints_steps=3",
                                "--norandom_flip"))
         estimator_main.main(["estimator_main.py"])
@@ -230,7 +230,7 @@ def write_tf2_adapter(root):
         (npu / (module + ".py")).write_text(
             "from npu_device.compat import ENABLED\n\nif not ENABLED:\n"
             "    raise ImportError('call npu_device.compat.enable_v1() first')\n\n\n"
-            "class %s:\n    pass\n" % name)
+            f"class {name}:\n    pass\n")
 
 
 def test_tf2_adapter_is_used_after_enable_v1(no_npu, monkeypatch, tmp_path):
@@ -278,7 +278,7 @@ def test_the_fake_refuses_what_the_device_refuses(fake_npu, records, pair_record
     (the same model_fn as on the CPU, with the verification metric and logging hooks)."""
     params = estimator_main.build_params(parse_flags(train_args(
         records, tmp_path / "run", "--device=cpu", "--train_steps=2",
-        "--mode=train_and_evaluate", "--eval_records=%s" % pair_records)))
+        "--mode=train_and_evaluate", f"--eval_records={pair_records}")))
     cpu_model_fn = estimator_main.build_model_fn(params)
     api = estimator_factory.load_npu_api()
     config = api.NPURunConfig(model_dir=str(tmp_path / "npu"), iterations_per_loop=1)
@@ -296,7 +296,7 @@ def test_npu_train_and_evaluate_verifies_on_the_host(fake_npu, records, pair_rec
     verification runs on the host from PREDICT outputs and equals the CPU's EVAL metric."""
     model_dir = tmp_path / "npu"
     parse_flags(train_args(records, model_dir, "--device=npu", "--mode=train_and_evaluate",
-                           "--eval_records=%s" % pair_records, "--train_steps=4",
+                           f"--eval_records={pair_records}", "--train_steps=4",
                            "--iterations_per_loop=2", "--save_checkpoints_steps=2",
                            "--eval_batch_size=4", "--progress"))
     estimator_main.main(["estimator_main.py"])
@@ -311,7 +311,7 @@ def test_npu_train_and_evaluate_verifies_on_the_host(fake_npu, records, pair_rec
 
     forget_npu_modules()
     parse_flags(train_args(records, model_dir, "--device=cpu", "--mode=evaluate",
-                           "--eval_records=%s" % pair_records, "--eval_batch_size=4"))
+                           f"--eval_records={pair_records}", "--eval_batch_size=4"))
     cpu_dir = tmp_path / "cpu_eval"
     os.makedirs(str(cpu_dir))
     params = estimator_main.build_params(estimator_main.flag_values())

@@ -96,7 +96,7 @@ def test_malformed_names_the_line(tmp_path, text, line, message):
         pairs.read_pairs(path)
     assert isinstance(error.value, ValueError)
     assert error.value.line == line
-    assert "line %d:" % line in str(error.value)
+    assert f"line {line}:" in str(error.value)
     assert message in str(error.value)
 
 
@@ -119,7 +119,7 @@ def test_resolve_all_present(tmp_path):
     parsed = pairs.read_pairs(write(tmp_path, "\n".join(VALID_LINES)))
     relpaths, kept, missing = pairs.resolve_pairs(parsed, str(tmp_path / "img"))
     assert kept == parsed.pairs and missing == []
-    assert relpaths == [("%s/%s_%04d.jpg" % (n1, n1, i1), "%s/%s_%04d.jpg" % (n2, n2, i2))
+    assert relpaths == [(f"{n1}/{n1}_{i1:04d}.jpg", f"{n2}/{n2}_{i2:04d}.jpg")
                         for n1, i1, n2, i2 in VALID_TUPLES]
 
 

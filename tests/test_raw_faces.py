@@ -47,8 +47,8 @@ def dot_centres(aligned, points, radius=6):
 
 
 def landmark_line(relpath, landmarks, score=None):
-    fields = [relpath] + ["%.4f" % v for v in np.ravel(landmarks)]
-    return " ".join(fields + ([] if score is None else ["%.3f" % score])) + "\n"
+    fields = [relpath] + [f"{v:.4f}" for v in np.ravel(landmarks)]
+    return " ".join(fields + ([] if score is None else [f"{score:.3f}"])) + "\n"
 
 
 def run_align(*args):
@@ -321,5 +321,5 @@ def test_make_tfrecords_align_pairs_aligns_the_pairs_images_only(tmp_path, capsy
 ])
 def test_make_tfrecords_align_usage(tmp_path, args, message):
     with pytest.raises(app.UsageError, match=message):
-        run_make_tfrecords("--input_dir=%s" % tmp_path, "--output_dir=%s" % (tmp_path / "o"),
+        run_make_tfrecords(f"--input_dir={tmp_path}", "--output_dir=%s" % (tmp_path / "o"),
                            *args)

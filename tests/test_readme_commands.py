@@ -55,7 +55,7 @@ def _as_test_args(words, data, run_dir):
     args = []
     for word in words:
         name = word[2:].split("=", 1)[0] if word.startswith("--") else None
-        args.append("--%s=%s" % (name, paths[name]) if name in paths else word)
+        args.append(f"--{name}={paths[name]}" if name in paths else word)
     return args
 
 
@@ -72,7 +72,7 @@ def test_readme_command_validates(command, data, tmp_path, parse_flags, monkeypa
     for path in flagfile:
         with open(os.path.join(ROOT, path)) as fh:
             lines += [line.strip() for line in fh if line.startswith("--")]
-        args = ["--flagfile=%s" % os.path.join(ROOT, path) if a == "--flagfile=%s" % path else a
+        args = [f"--flagfile={os.path.join(ROOT, path)}" if a == f"--flagfile={path}" else a
                 for a in args]
     everything = set(lines) | set(args)
     if "--device=npu" in everything:

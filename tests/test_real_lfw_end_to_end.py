@@ -48,7 +48,7 @@ def test_real_lfw_pairs_evaluate_with_an_exported_model(tmp_path, capsys):
                               progress=False)
 
     model_dir = str(root / "model")
-    common = ["--backbone=tiny", "--embedding_size=64", "--model_dir=%s" % model_dir,
+    common = ["--backbone=tiny", "--embedding_size=64", f"--model_dir={model_dir}",
               "--noprogress", "--verbosity=-1"]
     run_main("--mode=train", "--train_records=%s" % (root / "train"), "--batch_size=16",
              "--train_steps=10", "--gamma=64", *common)

@@ -45,8 +45,8 @@ def test_fold10_identification_protocol(lfw_dir, tmp_path, capsys):
     fv = flags.FlagValues()
     identification.define_flags(fv)
     out = str(tmp_path / "report")
-    argv = fv(["identification", "--model=%s" % model, "--records=%s" % records,
-               "--report_dir=%s" % out])
+    argv = fv(["identification", f"--model={model}", f"--records={records}",
+               f"--report_dir={out}"])
     assert identification.main(argv, flag_values=fv) == 0
     assert "gallery: 175 identities; probes: 1160 mated, 276 non-mated" in capsys.readouterr().out
     with open(os.path.join(out, "report.json")) as f:

@@ -57,7 +57,7 @@ def assert_no_damage(directory, reference):
     for path in shard_files(directory):
         name = os.path.basename(path)
         with open(path, "rb") as f:
-            assert f.read() == reference[name], "%s is not the finished shard" % name
+            assert f.read() == reference[name], f"{name} is not the finished shard"
 
 
 # ------------------------------------------------------------------ converter: kill -9
@@ -85,7 +85,7 @@ def test_converter_killed_at_random_moments_then_rerun_is_identical(tmp_path):
     for kind, when in plans:
         present = len(shard_files(out)) if out.is_dir() else 0
         process = subprocess.Popen(
-            [sys.executable, ff.SCRIPT, "--output_dir=%s" % out] + args, cwd=ff.REPO_ROOT,
+            [sys.executable, ff.SCRIPT, f"--output_dir={out}"] + args, cwd=ff.REPO_ROOT,
             env=ff.script_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + (when if kind == "time" else 120)
         try:
@@ -104,7 +104,7 @@ def test_converter_killed_at_random_moments_then_rerun_is_identical(tmp_path):
                     with open(path, "rb") as f:
                         assert f.read() == reference[os.path.basename(path)]
                 assert not (out / manifest_lib.MANIFEST_NAME).exists()
-    assert len(killed) >= 3, "the runs ended before the kills: %s" % killed
+    assert len(killed) >= 3, f"the runs ended before the kills: {killed}"
 
     finished = len(shard_files(out))
     summary = convert(tmp_path / "in", out, num_shards=12, image_size=24, seed=5)
@@ -121,7 +121,7 @@ def test_converter_killed_at_random_moments_then_rerun_is_identical(tmp_path):
 # ------------------------------------------------------------------ converter: disk full
 
 
-class _FullDiskWriter(object):
+class _FullDiskWriter:
     """tf.io.TFRecordWriter that fails like a full disk after ``budget`` records in total."""
 
     budget = 0
@@ -133,7 +133,7 @@ class _FullDiskWriter(object):
     def write(self, record):
         if _FullDiskWriter.budget <= 0:
             raise tf.errors.ResourceExhaustedError(None, None,
-                                                   "%s; No space left on device" % self._path)
+                                                   f"{self._path}; No space left on device")
         _FullDiskWriter.budget -= 1
         self._writer.write(record)
 
@@ -213,7 +213,7 @@ def small_fs(tmp_path):
         pytest.skip("needs root to mount a small tmpfs")
 
     def resize(size):
-        assert subprocess.run(["mount", "-o", "remount,size=%d" % size, str(mount_point)],
+        assert subprocess.run(["mount", "-o", f"remount,size={size}", str(mount_point)],
                               check=False).returncode == 0
 
     yield mount_point, resize
@@ -227,7 +227,7 @@ def test_real_full_disk_from_the_command_line(tmp_path, small_fs):
     reference = outputs(tmp_path / "reference")
     assert sum(len(v) for v in reference.values()) > 2 * 64 * 1024
     out = mount_point / "records"
-    args = ["--input_dir=%s" % (tmp_path / "in"), "--output_dir=%s" % out, "--num_shards=6",
+    args = ["--input_dir=%s" % (tmp_path / "in"), f"--output_dir={out}", "--num_shards=6",
             "--num_workers=1"]
     result = ff.run_script(args)
     assert result.returncode == 1
@@ -240,14 +240,14 @@ def test_real_full_disk_from_the_command_line(tmp_path, small_fs):
     resize(4 * 1024 * 1024)
     result = ff.run_script(args)
     assert result.returncode == 0, result.stderr
-    assert "%d kept from an earlier run" % kept in result.stdout
+    assert f"{kept} kept from an earlier run" in result.stdout
     assert outputs(out) == reference
 
 
 # ------------------------------------------------------------------ training: kill -9, full disk
 
 SIZE = 32
-TRAIN = ["--backbone=tiny", "--image_size=%d" % SIZE, "--embedding_size=16", "--batch_size=8",
+TRAIN = ["--backbone=tiny", f"--image_size={SIZE}", "--embedding_size=16", "--batch_size=8",
          "--save_checkpoints_steps=5", "--noprogress", "--gamma=32", "--eval_batch_size=4",
          "--eval_throttle_secs=0", "--save_summary_steps=1", "--schedule=cosine",
          "--warmup_steps=3", "--learning_rate=0.05"]
@@ -255,9 +255,9 @@ TOTAL_STEPS = 40
 
 
 def training_cli(data, model_dir, mode="train_and_evaluate", steps=TOTAL_STEPS):
-    return [sys.executable, "estimator_main.py", "--mode=%s" % mode,
+    return [sys.executable, "estimator_main.py", f"--mode={mode}",
             "--train_records=%s" % (data / "train"), "--eval_records=%s" % (data / "pairs"),
-            "--model_dir=%s" % model_dir, "--train_steps=%d" % steps, "--verbosity=0"] + TRAIN
+            f"--model_dir={model_dir}", f"--train_steps={steps}", "--verbosity=0"] + TRAIN
 
 
 def training_env():
@@ -340,7 +340,7 @@ def test_training_killed_while_exporting_resumes_and_never_leaves_a_partial_expo
     result = subprocess.run(training_cli(data, model_dir), cwd=ROOT, env=training_env(),
                             capture_output=True, encoding="utf-8", timeout=600, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "Restoring parameters from %s" % checkpoint in result.stderr
+    assert f"Restoring parameters from {checkpoint}" in result.stderr
     final = tf.train.latest_checkpoint(model_dir)
     assert int(tf.train.load_variable(final, "global_step")) == TOTAL_STEPS
     # The schedule continues at the restored step: every learning rate logged after the resume
@@ -351,7 +351,7 @@ def test_training_killed_while_exporting_resumes_and_never_leaves_a_partial_expo
     assert new_steps == list(range(resumed_from + 1, TOTAL_STEPS + 1)), new_steps
     for step in new_steps:
         np.testing.assert_allclose(after[step][-1], cosine_learning_rate(step - 1), rtol=1e-5,
-                                   err_msg="step %d" % step)
+                                   err_msg=f"step {step}")
     exports = complete_exports(model_dir)
     assert any(os.path.basename(os.path.dirname(e)) == "best" for e in exports)
     for export in exports:
@@ -424,4 +424,4 @@ def test_full_disk_during_training_is_one_clear_line(full_disk_training):
     assert returncode == 1
     assert "Traceback" not in stderr, stderr[-2000:]
     latest = tf.train.latest_checkpoint(model_dir)
-    assert re.search(r"No space left on device.*%s\b" % re.escape(latest), stderr), stderr[-2000:]
+    assert re.search(rf"No space left on device.*{re.escape(latest)}\b", stderr), stderr[-2000:]

@@ -121,7 +121,7 @@ def test_more_pixel_modes_become_8bit(tmp_path, mode):
     try:
         image.save(str(path))
     except (KeyError, OSError) as e:  # Pillow < 10 cannot write big-endian 16-bit PNGs
-        pytest.skip("this Pillow cannot write %s: %s" % (mode, e))
+        pytest.skip(f"this Pillow cannot write {mode}: {e}")
     if expected is None:
         expected = ff.pil_rgb(str(path))
     summary = convert(tmp_path / "in", tmp_path / "out")
@@ -193,7 +193,7 @@ def test_10000x10000_decompression_bomb_is_skipped_without_decoding(tmp_path):
     assert list(reasons) == ["Person_A/bomb.png"]
     assert "10000x10000 pixels exceed" in reasons["Person_A/bomb.png"]
     # A decode would take 100 MB (L) to 300 MB (RGB); the header check takes nothing.
-    assert grown_mib < 50, "peak memory grew by %.0f MiB" % grown_mib
+    assert grown_mib < 50, f"peak memory grew by {grown_mib:.0f} MiB"
 
 
 def test_symlink_loops_are_skipped_with_their_reason(tmp_path):
@@ -358,7 +358,7 @@ def test_non_utf8_pairs_file_is_one_line_on_the_command_line(tmp_path):
         data = f.read().replace(b"Cid\t1", b"C\xefd\t1")
     with open(pairs_path, "wb") as f:
         f.write(data)
-    result = ff.run_script(["--pairs=%s" % pairs_path, "--input_dir=%s" % image_dir,
+    result = ff.run_script([f"--pairs={pairs_path}", f"--input_dir={image_dir}",
                             "--output_dir=%s" % (tmp_path / "out"), "--num_workers=1"])
     assert result.returncode == 1
     assert "Traceback" not in result.stderr

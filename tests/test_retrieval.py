@@ -72,15 +72,15 @@ def brute_identification(gallery, gallery_labels, probes, probe_labels, ranks, f
                              if mated_ranks else float("nan"))
     for f in fpirs:
         if not nonmated_best:
-            out["tpir@fpir=%g" % f] = float("nan")
+            out[f"tpir@fpir={f:g}"] = float("nan")
             continue
         threshold = None
         for t in [-math.inf] + sorted(nonmated_best):
             if sum(1 for b in nonmated_best if b > t) / float(len(nonmated_best)) <= f:
                 threshold = t
                 break
-        out["threshold@fpir=%g" % f] = threshold
-        out["tpir@fpir=%g" % f] = (
+        out[f"threshold@fpir={f:g}"] = threshold
+        out[f"tpir@fpir={f:g}"] = (
             sum(1 for s in mated_correct_scores if s is not None and s > threshold)
             / float(len(mated_correct_scores)) if mated_correct_scores else float("nan"))
     return out

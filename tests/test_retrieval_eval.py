@@ -86,7 +86,7 @@ def test_metric_fn_equals_numpy_metrics(records):
             got = session.run(values)
     expected = retrieval.retrieval_metrics(np.array([rows[i] for i in range(9)]), labels)
     for name in ("recall@1", "recall@5", "recall@10", "r_precision", "map@r"):
-        assert got["retrieval/%s" % name] == pytest.approx(expected[name], abs=1e-6), name
+        assert got[f"retrieval/{name}"] == pytest.approx(expected[name], abs=1e-6), name
     assert got["retrieval/num_queries"] == 9
 
 
@@ -119,7 +119,7 @@ def test_train_and_evaluate_with_the_retrieval_protocol(records, tmp_path):
     model_dir = str(tmp_path / "run")
     proc = run_cli("--mode=train_and_evaluate", "--eval_protocol=retrieval",
                    "--train_records=%s" % (records / "train"),
-                   "--eval_records=%s" % (records / "heldout"), "--model_dir=%s" % model_dir,
+                   "--eval_records=%s" % (records / "heldout"), f"--model_dir={model_dir}",
                    "--train_steps=20", *NET)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert re.search(r"Retrieval at step 20: recall@1 \d\.\d{4}", proc.stdout), proc.stdout

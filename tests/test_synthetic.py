@@ -24,7 +24,7 @@ def parse_pairs(path):
     with open(path) as f:
         lines = f.read().splitlines()
     header = lines[0].split("\t")
-    assert len(header) == 2, "header must be '<folds>\\t<n>', got %r" % lines[0]
+    assert len(header) == 2, f"header must be '<folds>\\t<n>', got {lines[0]!r}"
     num_folds, n = int(header[0]), int(header[1])
     body = lines[1:]
     assert len(body) == num_folds * 2 * n
@@ -35,12 +35,11 @@ def parse_pairs(path):
         for position, line in enumerate(chunk):
             fields = line.split("\t")
             if position < n:
-                assert len(fields) == 3, "fold %d line %d should be matched: %r" % (
-                    fold, position, line)
+                assert len(fields) == 3, f"fold {fold} line {position} should be matched: {line!r}"
                 pairs.append((fields[0], int(fields[1]), fields[0], int(fields[2])))
             else:
-                assert len(fields) == 4, "fold %d line %d should be mismatched: %r" % (
-                    fold, position, line)
+                assert len(fields) == 4, (f"fold {fold} line {position} should be mismatched: "
+                                          f"{line!r}")
                 pairs.append((fields[0], int(fields[1]), fields[2], int(fields[3])))
         folds.append(pairs)
     return num_folds, n, folds
@@ -58,7 +57,7 @@ def tree_bytes(root):
 
 
 def image_path(root, name, number):
-    return os.path.join(root, "lfw", name, "%s_%04d.jpg" % (name, number))
+    return os.path.join(root, "lfw", name, f"{name}_{number:04d}.jpg")
 
 
 @pytest.fixture(scope="module")
@@ -82,13 +81,13 @@ def test_layout_and_counts(small):
     assert sorted(os.listdir(out)) == ["lfw", "pairs.txt", "synthetic.json", "train"]
     train = sorted(os.listdir(os.path.join(out, "train")))
     lfw = sorted(os.listdir(os.path.join(out, "lfw")))
-    assert train == ["synth_%04d" % (i + 1) for i in range(6)]
-    assert lfw == ["synth_v%04d" % (i + 1) for i in range(12)]
+    assert train == [f"synth_{i + 1:04d}" for i in range(6)]
+    assert lfw == [f"synth_v{i + 1:04d}" for i in range(12)]
     assert not set(train) & set(lfw)
     for split, names, per in (("train", train, 5), ("lfw", lfw, 3)):
         for name in names:
             files = sorted(os.listdir(os.path.join(out, split, name)))
-            assert files == ["%s_%04d.jpg" % (name, k + 1) for k in range(per)]
+            assert files == [f"{name}_{k + 1:04d}.jpg" for k in range(per)]
     assert summary["num_train_identities"] == 6
     assert summary["num_train_images"] == 30
     assert summary["num_verification_identities"] == 12
@@ -142,12 +141,12 @@ def test_pairs_file_is_lfw_view2(small):
                 assert name not in train
                 identities.add(name)
             key = frozenset([(name1, i), (name2, j)])
-            assert key not in seen, "duplicate pair %s" % sorted(key)
+            assert key not in seen, f"duplicate pair {sorted(key)}"
             seen.add(key)
         fold_identities.append(identities)
     for a in range(num_folds):
         for b in range(a + 1, num_folds):
-            assert not fold_identities[a] & fold_identities[b], "folds %d and %d share" % (a, b)
+            assert not fold_identities[a] & fold_identities[b], f"folds {a} and {b} share"
 
 
 @pytest.mark.parametrize("folds, k, m, pairs", [

@@ -451,6 +451,6 @@ def test_speed_lfw_sized():
     start = time.perf_counter()
     m = verification.evaluate(e1, e2, same)
     elapsed = time.perf_counter() - start
-    print("evaluate(): 6000 pairs x 128-D, 400 + 4000 thresholds x 10 folds: %.3f s" % elapsed)
+    print(f"evaluate(): 6000 pairs x 128-D, 400 + 4000 thresholds x 10 folds: {elapsed:.3f} s")
     assert m["num_pairs"] == 6000 and m["fold_sizes"] == [600] * 10
     assert elapsed < 5.0

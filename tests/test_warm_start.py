@@ -23,15 +23,15 @@ def pretrained(tmp_path_factory):
     model_dir = str(root / "base")
     estimator_main.FLAGS.unparse_flags()
     estimator_main.FLAGS(["estimator_main.py", "--train_records=%s" % (root / "four"),
-                          "--model_dir=%s" % model_dir, "--train_steps=3"] + NET)
+                          f"--model_dir={model_dir}", "--train_steps=3"] + NET)
     estimator_main.main(["estimator_main.py"])
     estimator_main.FLAGS.unparse_flags()
     return root, tf.train.latest_checkpoint(model_dir)
 
 
 def fine_tune(parse_flags, records, checkpoint, model_dir, *extra):
-    parse_flags(["--train_records=%s" % records, "--model_dir=%s" % model_dir,
-                 "--warm_start_from=%s" % checkpoint, "--train_steps=1",
+    parse_flags([f"--train_records={records}", f"--model_dir={model_dir}",
+                 f"--warm_start_from={checkpoint}", "--train_steps=1",
                  "--learning_rate=1e-9", "--momentum=0", "--weight_decay=0"] + NET + list(extra))
     estimator_main.main(["estimator_main.py"])
     return tf.train.latest_checkpoint(str(model_dir))

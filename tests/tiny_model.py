@@ -46,7 +46,7 @@ def _unit(x):
     return x / norms
 
 
-class Reference(object):
+class Reference:
     """The tiny model in numpy: ``ref(pixels [S, S(, 3)], flip)`` -> embedding."""
 
     def __init__(self, weights):

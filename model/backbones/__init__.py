@@ -33,8 +33,7 @@ def _spec(name):
     try:
         return _SPECS[name]
     except (KeyError, TypeError):
-        raise ValueError("unknown backbone {!r}; valid names: {}".format(
-            name, ", ".join(_SPECS))) from None
+        raise ValueError(f"unknown backbone {name!r}; valid names: {', '.join(_SPECS)}") from None
 
 
 def get_backbone(name):
@@ -46,10 +45,10 @@ def check_image_size(name, image_size):
     """Raise ValueError (one line) unless backbone ``name`` takes square ``image_size`` input."""
     spec = _spec(name)
     if isinstance(image_size, bool) or not isinstance(image_size, int):
-        raise ValueError("image size must be an int, got {!r}".format(image_size))
+        raise ValueError(f"image size must be an int, got {image_size!r}")
     reason = spec.size_error(image_size)
     if reason is not None:
-        raise ValueError("backbone {!r} {}".format(name, reason))
+        raise ValueError(f"backbone {name!r} {reason}")
 
 
 def default_image_size(name):

@@ -18,9 +18,10 @@ BN after every convolution.
 
 import tensorflow.compat.v1 as tf
 
+from data_tools import preprocessing
 from model import layers
 
-IMAGE_SIZE = 112
+IMAGE_SIZE = preprocessing.DEFAULT_IMAGE_SIZE  # insightface's aligned crop
 # Four stride-2 stages: 112 → 7, the map the FC layer is sized for.
 FEATURE_MAP_SIZE = 7
 STAGE_WIDTHS = (64, 128, 256, 512)
@@ -35,8 +36,9 @@ STAGE_DEPTHS = {
 def image_size_error(image_size):
     """``None`` if IResNet takes ``image_size`` × ``image_size`` input, else the reason."""
     if image_size != IMAGE_SIZE:
-        return ("needs {0}x{0} images (its FC layer is sized for the {1}x{1} feature map of a "
-                "{0}x{0} input), got {2}x{2}".format(IMAGE_SIZE, FEATURE_MAP_SIZE, image_size))
+        return (f"needs {IMAGE_SIZE}x{IMAGE_SIZE} images (its FC layer is sized for the "
+                f"{FEATURE_MAP_SIZE}x{FEATURE_MAP_SIZE} feature map of a "
+                f"{IMAGE_SIZE}x{IMAGE_SIZE} input), got {image_size}x{image_size}")
     return None
 
 
@@ -68,17 +70,16 @@ def build_iresnet(images, is_training, depths, embedding_size=512, dropout_rate=
     """
     layers.check_image_batch(images, name, image_size_error)
     if len(depths) != len(STAGE_WIDTHS):
-        raise ValueError("{}: depths needs {} stages, got {!r}".format(
-            name, len(STAGE_WIDTHS), depths))
+        raise ValueError(f"{name}: depths needs {len(STAGE_WIDTHS)} stages, got {depths!r}")
     with tf.variable_scope(name):
         x = _conv(images, 64, 3, 1, 1, "conv1")
         x = layers.batch_norm(x, is_training, name="bn1")
         x = layers.prelu(x, name="prelu")
         for stage, (width, depth) in enumerate(zip(STAGE_WIDTHS, depths), start=1):
-            with tf.variable_scope("layer{}".format(stage)):
+            with tf.variable_scope(f"layer{stage}"):
                 for block in range(depth):
                     x = basic_block(x, width, 2 if block == 0 else 1, is_training,
-                                     "block{}".format(block))
+                                     f"block{block}")
         return neck(x, is_training, embedding_size, dropout_rate)
 
 
@@ -98,8 +99,8 @@ def _variant(variant):
                              dropout_rate, name=variant)
 
     build.__name__ = variant
-    build.__doc__ = ("{} (stages {}) on [B, 112, 112, C] images → un-normalised embeddings "
-                     "[B, embedding_size].".format(variant, STAGE_DEPTHS[variant]))
+    build.__doc__ = (f"{variant} (stages {STAGE_DEPTHS[variant]}) on [B, 112, 112, C] images → "
+                     "un-normalised embeddings [B, embedding_size].")
     return build
 
 

@@ -45,8 +45,8 @@ def iresnet_lite(images, is_training, embedding_size=512, dropout_rate=0.0):
         x = layers.batch_norm(x, is_training, name="bn1")
         x = layers.prelu(x, name="prelu")
         for stage, (width, depth) in enumerate(zip(STAGE_WIDTHS, STAGE_DEPTHS), start=1):
-            with tf.variable_scope("layer{}".format(stage)):
+            with tf.variable_scope(f"layer{stage}"):
                 for block in range(depth):
                     x = iresnet.basic_block(x, width, 2 if block == 0 else 1, is_training,
-                                            "block{}".format(block))
+                                            f"block{block}")
         return iresnet.neck(x, is_training, embedding_size, dropout_rate)

@@ -17,9 +17,10 @@ the reference, 0 by default) drops the flattened GDC output before the linear la
 
 import tensorflow.compat.v1 as tf
 
+from data_tools import preprocessing
 from model import layers
 
-IMAGE_SIZE = 112
+IMAGE_SIZE = preprocessing.DEFAULT_IMAGE_SIZE  # insightface's aligned crop
 FEATURE_MAP_SIZE = 7
 SCALE = 2
 BLOCKS = (1, 4, 6, 2)
@@ -28,9 +29,9 @@ BLOCKS = (1, 4, 6, 2)
 def image_size_error(image_size):
     """``None`` if MobileFaceNet takes ``image_size`` × ``image_size`` input, else the reason."""
     if image_size != IMAGE_SIZE:
-        return ("needs {0}x{0} images (its 7x7 GDC layer is sized for the {1}x{1} feature map "
-                "of a {0}x{0} input), got {2}x{2}".format(IMAGE_SIZE, FEATURE_MAP_SIZE,
-                                                          image_size))
+        return (f"needs {IMAGE_SIZE}x{IMAGE_SIZE} images (its 7x7 GDC layer is sized for the "
+                f"{FEATURE_MAP_SIZE}x{FEATURE_MAP_SIZE} feature map "
+                f"of a {IMAGE_SIZE}x{IMAGE_SIZE} input), got {image_size}x{image_size}")
     return None
 
 
@@ -56,7 +57,7 @@ def _residual_stage(x, num_blocks, inner, is_training, name):
     with tf.variable_scope(name):
         for block in range(num_blocks):
             x = _depthwise_unit(x, channels, inner, 1, True, is_training,
-                                "block{}".format(block))
+                                f"block{block}")
     return x
 
 

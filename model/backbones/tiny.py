@@ -9,9 +9,10 @@ per 112×112 image.
 
 import tensorflow.compat.v1 as tf
 
+from data_tools import preprocessing
 from model import layers
 
-IMAGE_SIZE = 112
+IMAGE_SIZE = preprocessing.DEFAULT_IMAGE_SIZE  # insightface's aligned crop
 MIN_IMAGE_SIZE = 32
 # Four stride-2 stages: sizes divisible by 16 keep every feature map aligned.
 SIZE_MULTIPLE = 16
@@ -39,7 +40,7 @@ def tiny(images, is_training, embedding_size=512, dropout_rate=0.0):
     with tf.variable_scope(name):
         x = _conv_bn_prelu(images, STEM_WIDTH, 2, is_training, "stem")
         for stage, width in enumerate(STAGE_WIDTHS, start=1):
-            with tf.variable_scope("stage{}".format(stage)):
+            with tf.variable_scope(f"stage{stage}"):
                 x = _conv_bn_prelu(x, width, 2, is_training, "down")
                 x = x + _conv_bn_prelu(x, width, 1, is_training, "conv")
         x = tf.reduce_mean(x, axis=[1, 2])

@@ -63,9 +63,9 @@ def summarize(log_text, batch_size, report_path=None):
         with open(report_path) as f:
             accuracy = json.load(f).get("accuracy")
     return {
-        "ActualFPS": None if fps is None else "%.2f" % fps,
+        "ActualFPS": None if fps is None else f"{fps:.2f}",
         "TrainingTime": None if not fps else "%.2f" % (batch_size * 1000.0 / fps),
-        "TrainAccuracy": None if accuracy is None else "%.4f" % accuracy,
+        "TrainAccuracy": None if accuracy is None else f"{accuracy:.4f}",
         "ActualLoss": final if final is not None else (losses[-1] if losses else None),
     }, losses
 
@@ -93,18 +93,18 @@ def main(argv=None):
     values = dict(measured, Network=args.network, RankSize=args.rank_size,
                   BatchSize=args.batch_size, DeviceType=args.device_type,
                   CaseName=args.case_name, E2ETrainingTime=args.e2e_seconds)
-    why = {"ActualFPS": "no 'examples/sec' line in %s: the run logged fewer than two "
-                        "--log_every_n_steps intervals of training" % args.log,
-           "ActualLoss": "no 'Loss for final step' or 'loss = ' line in %s" % args.log,
-           "TrainAccuracy": "no %s" % report}
+    why = {"ActualFPS": f"no 'examples/sec' line in {args.log}: the run logged fewer than two "
+                        "--log_every_n_steps intervals of training",
+           "ActualLoss": f"no 'Loss for final step' or 'loss = ' line in {args.log}",
+           "TrainAccuracy": f"no {report}"}
     for key in ("ActualFPS", "ActualLoss") + (("TrainAccuracy",) if args.with_accuracy else ()):
         if values[key] is None:
-            print("summarize: warning: %s = None: %s" % (key, why[key]), file=sys.stderr)
+            print(f"summarize: warning: {key} = None: {why[key]}", file=sys.stderr)
     if args.loss_file:
         with open(args.loss_file, "w") as f:
             f.write("".join(loss + "\n" for loss in losses))
     with open(args.output, "w") as f:
-        f.write("".join("%s = %s\n" % (key, values[key]) for key in KEYS))
+        f.write("".join(f"{key} = {values[key]}\n" for key in KEYS))
     return 0
 
 

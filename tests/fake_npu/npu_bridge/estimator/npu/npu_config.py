@@ -27,8 +27,8 @@ class NPURunConfig(tf.estimator.RunConfig):
                  op_debug_level=0, enable_scope_fusion_passes=None):
         if (isinstance(iterations_per_loop, bool) or not isinstance(iterations_per_loop, int)
                 or iterations_per_loop <= 0):
-            raise ValueError("iterations_per_loop must be a positive integer, got %r"
-                             % (iterations_per_loop,))
+            raise ValueError("iterations_per_loop must be a positive integer, got "
+                             f"{iterations_per_loop!r}")
         if not isinstance(mix_compile_mode, bool):
             raise ValueError('"mix_compile_mode" type must be bool')
         if mix_compile_mode and iterations_per_loop != 1:
@@ -57,7 +57,7 @@ class NPURunConfig(tf.estimator.RunConfig):
         # As the real one: checkpoints every 100 steps unless told otherwise.
         if save_checkpoints_secs is None and save_checkpoints_steps is None:
             save_checkpoints_steps = 100
-        super(NPURunConfig, self).__init__(
+        super().__init__(
             model_dir=model_dir, tf_random_seed=tf_random_seed,
             save_summary_steps=save_summary_steps,
             save_checkpoints_steps=save_checkpoints_steps,

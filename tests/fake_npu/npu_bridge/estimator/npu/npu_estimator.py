@@ -78,7 +78,7 @@ class NPUEstimator(tf.estimator.Estimator):
             MODEL_FN_MODES.append(mode)
             return spec
 
-        super(NPUEstimator, self).__init__(model_fn=npu_model_fn, model_dir=model_dir,
+        super().__init__(model_fn=npu_model_fn, model_dir=model_dir,
                                            config=config, params=params or {},
                                            warm_start_from=warm_start_from)
         CREATED.append(self)

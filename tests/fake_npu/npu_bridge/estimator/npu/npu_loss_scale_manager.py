@@ -13,7 +13,7 @@ CREATED = []
 FLOAT32_MAX = 3.4e38
 
 
-class FixedLossScaleManager(object):
+class FixedLossScaleManager:
     """A constant loss scale."""
 
     def __init__(self, loss_scale, enable_overflow_check=True):
@@ -34,16 +34,16 @@ class FixedLossScaleManager(object):
         return tf.no_op()
 
 
-class ExponentialUpdateLossScaleManager(object):
+class ExponentialUpdateLossScaleManager:
     """Dynamic loss scale; the constructor's arguments are kept in ``self.arguments``."""
 
     def __init__(self, init_loss_scale, incr_every_n_steps, decr_every_n_nan_or_inf=2,
                  incr_ratio=2, decr_ratio=0.8):
         if init_loss_scale < 1:
-            raise ValueError("init_loss_scale must be at least 1, got %r" % (init_loss_scale,))
+            raise ValueError(f"init_loss_scale must be at least 1, got {init_loss_scale!r}")
         if incr_ratio <= 1 or not 0 < decr_ratio < 1:
-            raise ValueError("need incr_ratio > 1 and 0 < decr_ratio < 1, got %r and %r"
-                             % (incr_ratio, decr_ratio))
+            raise ValueError(f"need incr_ratio > 1 and 0 < decr_ratio < 1, got {incr_ratio!r} and "
+                             f"{decr_ratio!r}")
         self.arguments = dict(init_loss_scale=init_loss_scale,
                               incr_every_n_steps=incr_every_n_steps,
                               decr_every_n_nan_or_inf=decr_every_n_nan_or_inf,

@@ -15,8 +15,8 @@ class NPULossScaleOptimizer(tf.train.Optimizer):
     """``NPULossScaleOptimizer(opt, loss_scale_manager, is_distributed=False)``."""
 
     def __init__(self, opt, loss_scale_manager, is_distributed=False):
-        super(NPULossScaleOptimizer, self).__init__(
-            use_locking=False, name="NPULossScaleOptimizer%s" % type(opt).__name__)
+        super().__init__(
+            use_locking=False, name=f"NPULossScaleOptimizer{type(opt).__name__}")
         self._opt = opt
         self._loss_scale_manager = loss_scale_manager
         self._is_distributed = is_distributed

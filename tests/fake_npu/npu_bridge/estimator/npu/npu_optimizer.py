@@ -14,8 +14,8 @@ class NPUDistributedOptimizer(tf.train.Optimizer):
 
     def __init__(self, optimizer, is_weight_update_sharding=False, name=None):
         if name is None:
-            name = "Distributed%s" % type(optimizer).__name__
-        super(NPUDistributedOptimizer, self).__init__(use_locking=False, name=name)
+            name = f"Distributed{type(optimizer).__name__}"
+        super().__init__(use_locking=False, name=name)
         self._optimizer = optimizer
         self._is_weight_update_sharding = is_weight_update_sharding
         CALLS.append(("__init__", self))
