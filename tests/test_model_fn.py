@@ -82,6 +82,44 @@ def test_weight_decay_covers_kernels_and_proxies_only():
     assert kept and kept <= {"gamma", "beta", "alpha", "bias"}
 
 
+def test_weight_decay_loss_value_and_gradient():
+    """wd · ½‖w‖² over kernels and proxies (partitioned ones too), nothing else; its gradient is
+    wd · w on those variables (SGD weight decay as in MXNet/PyTorch) and none on the rest."""
+    rng = np.random.RandomState(3)
+    values = {"net/conv/kernel": rng.randn(3, 3, 2, 4), "net/conv/bias": rng.randn(4),
+              "net/bn/gamma": rng.randn(4), "net/bn/beta": rng.randn(4),
+              "net/prelu/alpha": rng.randn(4), "head/proxies": rng.randn(4, 6)}
+    weight_decay = 5e-4
+    with tf.Graph().as_default(), tf.Session() as sess:
+        variables = {}
+        for name, value in values.items():
+            scope, leaf = name.rsplit("/", 1)
+            with tf.variable_scope(scope):
+                variables[name] = tf.get_variable(leaf, initializer=value.astype(np.float32))
+        with tf.variable_scope("split"):
+            split = tf.get_variable("proxies", [4, 6], tf.float32,
+                                    tf.random_normal_initializer(seed=1),
+                                    partitioner=tf.fixed_size_partitioner(2, axis=1))
+        loss = optimization.weight_decay_loss(weight_decay)
+        wrt = list(variables.values()) + list(split)
+        gradients = tf.gradients(loss, wrt)
+        sess.run(tf.global_variables_initializer())
+        got_loss, current = sess.run([loss, wrt])
+        got_gradients = [None if g is None else sess.run(g) for g in gradients]
+        assert sess.run(optimization.weight_decay_loss(0.0)) == 0.0
+    parts = current[len(values):]
+    assert len(parts) == 2 and all(p.shape == (4, 3) for p in parts)
+    decayed = [values["net/conv/kernel"], values["head/proxies"]] + parts
+    expected = weight_decay * sum(0.5 * np.sum(np.square(v.astype(np.float64))) for v in decayed)
+    np.testing.assert_allclose(got_loss, expected, rtol=1e-6)
+    for variable, value, gradient in zip(wrt, current, got_gradients):
+        if variable.op.name.split("/")[-1] in ("kernel", "proxies") or "/proxies/part_" in (
+                variable.op.name):
+            np.testing.assert_allclose(gradient, weight_decay * value, rtol=1e-6)
+        else:
+            assert gradient is None, variable.op.name
+
+
 @pytest.mark.parametrize("schedule,steps,expected", [
     ("piecewise", [0, 4, 9, 10, 49, 50, 69, 70, 89, 90, 99],
      [0.02, 0.1, 0.1, 0.1, 0.1, 0.01, 0.01, 0.001, 0.001, 0.0001, 0.0001]),
