@@ -117,15 +117,22 @@ def train_input_fn_builder(records, image_size=preprocessing.DEFAULT_IMAGE_SIZE,
         num_shards, shard_index = worker_shard(config, input_context)
         files, shard_records = _sharded_files(files, num_shards, shard_index)
 
-        dataset = tf.data.Dataset.from_tensor_slices(files)
-        if is_training:
-            dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-        dataset = dataset.interleave(
-            tf.data.TFRecordDataset,
-            cycle_length=min(cycle_length, len(files)) if is_training else 1,
-            num_parallel_calls=AUTOTUNE if is_training else None)
         if shard_records:
+            # Fewer files than workers: every worker reads all of them in one fixed order and
+            # keeps every num_shards-th record, so its part is the same in every epoch and for
+            # any seed (sharding after a per-epoch file shuffle would hand each worker different
+            # records every epoch, overlapping the others'). The record shuffle follows.
+            dataset = tf.data.TFRecordDataset(
+                files, num_parallel_reads=min(cycle_length, len(files)) if is_training else None)
             dataset = dataset.shard(num_shards, shard_index)
+        else:
+            dataset = tf.data.Dataset.from_tensor_slices(files)
+            if is_training:
+                dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+            dataset = dataset.interleave(
+                tf.data.TFRecordDataset,
+                cycle_length=min(cycle_length, len(files)) if is_training else 1,
+                num_parallel_calls=AUTOTUNE if is_training else None)
 
         if images_per_identity and is_training:
             dataset = _pk_sample(dataset, batch, images_per_identity, shuffle_buffer, seed)

@@ -248,12 +248,32 @@ def test_stateless_augmentation_flips_crops_and_shifts(image_records):
     assert 10 <= flips <= 30 and crops >= 30
 
 
-def test_ascend_ranks_read_distinct_shards(monkeypatch):
-    monkeypatch.setenv("RANK_SIZE", "4")
-    monkeypatch.setenv("RANK_ID", "2")
-    assert input_fns.worker_shard() == (4, 2)
-    monkeypatch.setenv("RANK_SIZE", "1")
-    assert input_fns.worker_shard() == (1, 0)
+@pytest.mark.parametrize("rank_size,per_rank", [(2, 12), (3, 8)])
+def test_ascend_ranks_read_distinct_shards(image_records, monkeypatch, rank_size, per_rank):
+    """Each Ascend rank (one process per device, RANK_SIZE / RANK_ID, an estimator config of
+    one worker) reads its own part of the records over several epochs of training input: the
+    parts are disjoint and together all of them. Two ranks take one of the two files each;
+    three ranks, more than the files, take every third record."""
+    directory, _ = image_records
+    seen = []
+    for rank in range(rank_size):
+        monkeypatch.setenv("RANK_SIZE", str(rank_size))
+        monkeypatch.setenv("RANK_ID", str(rank))
+        with tf.Graph().as_default():
+            input_fn = input_fns.train_input_fn_builder(directory, image_size=32,
+                                                        random_flip=False, seed=rank)
+            dataset = input_fn({"batch_size": 4}, config=tf.estimator.RunConfig())
+            batches = rh.run_dataset(dataset, max_batches=3 * per_rank // 4)  # three epochs
+        records = collections.Counter(
+            (int(label), image.tobytes()) for features, labels in batches
+            for image, label in zip(features["image"], labels))
+        # Every record of the rank's part, each once per epoch.
+        assert len(records) == per_rank and set(records.values()) == {3}, rank
+        seen.append(set(records))
+    for i in range(rank_size):
+        for j in range(i + 1, rank_size):
+            assert not seen[i] & seen[j], (i, j)
+    assert len(set().union(*seen)) == 24
 
 
 def test_scale_crop_and_contrast_augmentation(image_records):
