@@ -302,7 +302,10 @@ def test_local_cluster_trains_evaluates_and_exports(records, pairs, tmp_path):
     assert "lfw/accuracy" in local_cluster.eval_tags(model_dir)
     with open(os.path.join(model_dir, "eval", "report.json")) as f:
         report = json.load(f)
-    assert 0.0 <= report["accuracy"] <= 1.0
+    # The 10 synthetic pairs are easy: trained models separate all of them (1.0 measured after
+    # these 600 steps, and already after 20 steps elsewhere); a collapsed or constant embedding
+    # scores about 0.5. One pair of slack.
+    assert report["accuracy"] >= 0.9, report["fold_accuracy"]
     assert glob.glob(os.path.join(model_dir, "export", "best", "*", "saved_model.pb"))
     assert glob.glob(os.path.join(model_dir, "frozen", "embedding_*.pb"))
 
