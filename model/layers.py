@@ -192,6 +192,23 @@ def conv2d(x, filters, kernel_size, strides=1, padding="SAME", use_bias=False, g
         return y
 
 
+def _moving_statistic(name, channels, initializer):
+    """A batch-norm population statistic, created as ``tf.layers`` batch norm creates it.
+
+    Each replica of a mirrored (multi-device) run updates it from its own batch inside the
+    replica context. Without an aggregation TF 1.15 refuses that update ("You must specify an
+    aggregation method to update a MirroredVariable in Replica Context"), so ``--distribution=
+    mirrored`` could not train; ``ON_READ`` + ``MEAN`` keeps one copy per replica, updated
+    locally, and reads (checkpoints, evaluation) take their mean. Outside a distribution
+    strategy it is an ordinary variable.
+    """
+    return tf.get_variable(
+        name, [channels], tf.float32, initializer, trainable=False,
+        collections=[tf.GraphKeys.GLOBAL_VARIABLES, tf.GraphKeys.MOVING_AVERAGE_VARIABLES],
+        synchronization=tf.VariableSynchronization.ON_READ,
+        aggregation=tf.VariableAggregation.MEAN)
+
+
 def batch_norm(x, is_training, momentum=0.9, epsilon=1e-5, scale=True, center=True, name=None):
     """Batch normalisation of NHWC ``[B, H, W, C]`` or feature ``[B, C]`` tensors.
 
@@ -226,13 +243,8 @@ def batch_norm(x, is_training, momentum=0.9, epsilon=1e-5, scale=True, center=Tr
             beta = _weight("beta", [channels], tf.zeros_initializer())
         else:
             beta = tf.zeros([channels], tf.float32)
-        statistics = [tf.GraphKeys.GLOBAL_VARIABLES, tf.GraphKeys.MOVING_AVERAGE_VARIABLES]
-        moving_mean = tf.get_variable("moving_mean", [channels], tf.float32,
-                                      tf.zeros_initializer(), trainable=False,
-                                      collections=statistics)
-        moving_variance = tf.get_variable("moving_variance", [channels], tf.float32,
-                                          tf.ones_initializer(), trainable=False,
-                                          collections=statistics)
+        moving_mean = _moving_statistic("moving_mean", channels, tf.zeros_initializer())
+        moving_variance = _moving_statistic("moving_variance", channels, tf.ones_initializer())
 
         # The fused kernel is 4-D only; features [B, C] become [B, 1, 1, C], which normalises
         # over the batch exactly as BatchNorm1d does.

@@ -1,8 +1,9 @@
-"""Fixtures shared by several test files."""
+"""Fixtures shared by several test files, and the CI rule for real-data tests."""
 
 import pytest
 
 import estimator_main
+from tests import real_lfw
 
 # The program's flags on absl's global FLAGS, as its entry point defines them.
 estimator_main.define_flags()
@@ -19,3 +20,18 @@ def parse_flags():
 
     yield parse
     estimator_main.FLAGS.unparse_flags()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A ``real_data`` test that skips in CI while ../shared/data exists is a failure."""
+    outcome = yield
+    report = outcome.get_result()
+    if (not report.skipped or hasattr(report, "wasxfail")
+            or item.get_closest_marker("real_data") is None):
+        return
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    message = real_lfw.ci_failure(reason)
+    if message is not None:
+        report.outcome = "failed"
+        report.longrepr = message

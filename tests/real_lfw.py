@@ -1,6 +1,9 @@
 """Where the real LFW-a data lives (../shared/data) and the marks of the tests that need it.
 
-A user's fresh clone has no such folder: those tests skip, saying where they looked.
+A user's fresh clone has no such folder: those tests skip, saying where they looked. In CI
+(``CI`` set, as ``.ci/run`` is run) with the folder present they must not skip: a real-data test
+that skips there (say, a file missing or unreadable in the folder) fails instead, naming the
+reason (``ci_failure`` below, applied by ``tests/conftest.py``).
 """
 
 import os
@@ -16,3 +19,19 @@ AVAILABLE = os.path.isfile(TARBALL) and os.path.isfile(PAIRS)
 skip_without_data = pytest.mark.skipif(not AVAILABLE,
                                        reason=f"real LFW-a data not found in {DATA_DIR}")
 MARKS = [pytest.mark.real_data, skip_without_data]
+
+
+def in_ci(environ=None):
+    """True when running in CI: ``CI`` set to anything but empty, 0 or false."""
+    value = (os.environ if environ is None else environ).get("CI", "")
+    return value.strip().lower() not in ("", "0", "false", "no")
+
+
+def ci_failure(skip_reason, environ=None, data_dir=None):
+    """The failure message for a real-data test that skipped, or None when skipping is fine
+    (not in CI, or no data folder; ``data_dir`` defaults to ``DATA_DIR``)."""
+    data_dir = DATA_DIR if data_dir is None else data_dir
+    if not in_ci(environ) or not os.path.isdir(data_dir):
+        return None
+    return ("real-data test skipped in CI although %s exists (CI must run it): %s"
+            % (data_dir, skip_reason))

@@ -44,18 +44,71 @@ def test_eval_pass_pixels_and_labels_match_pil_decode(image_records):
     assert collections.Counter(labels.tolist()) == {0: 6, 1: 6, 2: 6, 3: 6}
 
 
+def _training_images(directory, image_size, batches, **augmentation):
+    with tf.Graph().as_default():
+        input_fn = input_fns.train_input_fn_builder(directory, image_size=image_size, seed=1,
+                                                    **augmentation)
+        dataset = input_fn({"batch_size": 5})
+        assert dataset.element_spec[0]["image"].shape.as_list() == [5, image_size,
+                                                                    image_size, 3]
+        assert dataset.element_spec[1].shape.as_list() == [5]
+        return rh.run_dataset(dataset, max_batches=batches)  # repeats past one epoch
+
+
+def _windows(image, side):
+    """Every side x side window of an [H, W, C] image: [H - side + 1, W - side + 1, side, side,
+    C] (a strided view)."""
+    height, width, channels = image.shape
+    strides = image.strides
+    return np.lib.stride_tricks.as_strided(
+        image, (height - side + 1, width - side + 1, side, side, channels),
+        (strides[0], strides[1]) + strides, writeable=False)
+
+
 def test_training_batches_are_static_augmented_and_resized(image_records):
+    """Each training image is a record resized to 48 and then augmented: with the
+    augmentation off every image is one of the resized records exactly; with a crop jitter and
+    a brightness shift none is (nor its mirror image), yet each stays within the shift of a
+    crop of its own record."""
     directory, _ = image_records
     with tf.Graph().as_default():
-        input_fn = input_fns.train_input_fn_builder(directory, image_size=48, random_crop=True,
-                                                    brightness_delta=10.0, seed=1)
-        dataset = input_fn({"batch_size": 5})
-        assert dataset.element_spec[0]["image"].shape.as_list() == [5, 48, 48, 3]
-        assert dataset.element_spec[1].shape.as_list() == [5]
-        batches = rh.run_dataset(dataset, max_batches=8)  # repeats past one epoch
+        plain_fn = input_fns.train_input_fn_builder(directory, image_size=48, is_training=False)
+        plain = rh.run_dataset(plain_fn({"batch_size": 4}))
+    references = {}
+    for features, labels in plain:
+        for image, label in zip(features["image"], labels):
+            references.setdefault(int(label), []).append(image)
+
+    off = _training_images(directory, 48, 6, random_flip=False)
+    for features, labels in off:
+        for image, label in zip(features["image"], labels):
+            assert any(np.array_equal(image, r) for r in references[int(label)])
+
+    delta = 10.0
+    batches = _training_images(directory, 48, 8, random_crop=True, brightness_delta=delta)
     assert len(batches) == 8
     values = np.concatenate([b[0]["image"] for b in batches])
     assert values.min() >= -1.0 and values.max() <= 1.0
+    pad = 8
+    for features, labels in batches:
+        for image, label in zip(features["image"], labels):
+            candidates = references[int(label)]
+            assert not any(np.array_equal(image, r) or np.array_equal(image, r[:, ::-1])
+                           for r in candidates)
+    for features, labels in batches[:2]:
+        for image, label in zip(features["image"], labels):
+            # The centre, away from the mirrored padding, is a window of the record (or of its
+            # mirror image) at an offset within the padding, shifted by the brightness.
+            centre = image[pad:-pad, pad:-pad]
+            best = np.inf
+            for source in references[int(label)]:
+                for oriented in (source, source[:, ::-1]):
+                    windows = _windows(np.ascontiguousarray(oriented), centre.shape[0])
+                    residual = windows - centre
+                    residual -= residual.mean(axis=(2, 3, 4), keepdims=True)
+                    best = min(best, np.abs(residual).max(axis=(2, 3, 4)).min())
+            # Up to the shift where clipping at 0 or 255 cut it.
+            assert best <= delta / preprocessing.PIXEL_SCALE + 1e-4
 
 
 @pytest.mark.parametrize("k", [2, 3])
@@ -196,12 +249,32 @@ def test_stateless_augmentation_flips_crops_and_shifts(image_records):
     assert 10 <= flips <= 30 and crops >= 30
 
 
-def test_ascend_ranks_read_distinct_shards(monkeypatch):
-    monkeypatch.setenv("RANK_SIZE", "4")
-    monkeypatch.setenv("RANK_ID", "2")
-    assert input_fns.worker_shard() == (4, 2)
-    monkeypatch.setenv("RANK_SIZE", "1")
-    assert input_fns.worker_shard() == (1, 0)
+@pytest.mark.parametrize("rank_size,per_rank", [(2, 12), (3, 8)])
+def test_ascend_ranks_read_distinct_shards(image_records, monkeypatch, rank_size, per_rank):
+    """Each Ascend rank (one process per device, RANK_SIZE / RANK_ID, an estimator config of
+    one worker) reads its own part of the records over several epochs of training input: the
+    parts are disjoint and together all of them. Two ranks take one of the two files each;
+    three ranks, more than the files, take every third record."""
+    directory, _ = image_records
+    seen = []
+    for rank in range(rank_size):
+        monkeypatch.setenv("RANK_SIZE", str(rank_size))
+        monkeypatch.setenv("RANK_ID", str(rank))
+        with tf.Graph().as_default():
+            input_fn = input_fns.train_input_fn_builder(directory, image_size=32,
+                                                        random_flip=False, seed=rank)
+            dataset = input_fn({"batch_size": 4}, config=tf.estimator.RunConfig())
+            batches = rh.run_dataset(dataset, max_batches=3 * per_rank // 4)  # three epochs
+        records = collections.Counter(
+            (int(label), image.tobytes()) for features, labels in batches
+            for image, label in zip(features["image"], labels))
+        # Every record of the rank's part, each once per epoch.
+        assert len(records) == per_rank and set(records.values()) == {3}, rank
+        seen.append(set(records))
+    for i in range(rank_size):
+        for j in range(i + 1, rank_size):
+            assert not seen[i] & seen[j], (i, j)
+    assert len(set().union(*seen)) == 24
 
 
 @pytest.mark.parametrize("environ, rank", [

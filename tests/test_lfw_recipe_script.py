@@ -51,4 +51,6 @@ def test_recipe_script_on_real_lfw(tmp_path):
     # The eval spec's report: 10 sub-folds of fold 10, each with its own threshold.
     assert result["n_folds"] == 10 and len(result["fold_accuracy"]) == 10
     assert len(result["fold_threshold"]) == 10 and result["global_step"] == 20
-    assert 0.0 <= result["accuracy"] <= 1.0
+    # Twenty steps from scratch barely start to learn faces: 0.575 measured (seed 0, TF 2.15);
+    # a constant or collapsed embedding scores 0.5, with a standard error of 0.02 on 600 pairs.
+    assert result["accuracy"] >= 0.53, result["fold_accuracy"]

@@ -83,6 +83,44 @@ def test_weight_decay_covers_kernels_and_proxies_only():
     assert kept and kept <= {"gamma", "beta", "alpha", "bias"}
 
 
+def test_weight_decay_loss_value_and_gradient():
+    """wd · ½‖w‖² over kernels and proxies (partitioned ones too), nothing else; its gradient is
+    wd · w on those variables (SGD weight decay as in MXNet/PyTorch) and none on the rest."""
+    rng = np.random.RandomState(3)
+    values = {"net/conv/kernel": rng.randn(3, 3, 2, 4), "net/conv/bias": rng.randn(4),
+              "net/bn/gamma": rng.randn(4), "net/bn/beta": rng.randn(4),
+              "net/prelu/alpha": rng.randn(4), "head/proxies": rng.randn(4, 6)}
+    weight_decay = 5e-4
+    with tf.Graph().as_default(), tf.Session() as sess:
+        variables = {}
+        for name, value in values.items():
+            scope, leaf = name.rsplit("/", 1)
+            with tf.variable_scope(scope):
+                variables[name] = tf.get_variable(leaf, initializer=value.astype(np.float32))
+        with tf.variable_scope("split"):
+            split = tf.get_variable("proxies", [4, 6], tf.float32,
+                                    tf.random_normal_initializer(seed=1),
+                                    partitioner=tf.fixed_size_partitioner(2, axis=1))
+        loss = optimization.weight_decay_loss(weight_decay)
+        wrt = list(variables.values()) + list(split)
+        gradients = tf.gradients(loss, wrt)
+        sess.run(tf.global_variables_initializer())
+        got_loss, current = sess.run([loss, wrt])
+        got_gradients = [None if g is None else sess.run(g) for g in gradients]
+        assert sess.run(optimization.weight_decay_loss(0.0)) == 0.0
+    parts = current[len(values):]
+    assert len(parts) == 2 and all(p.shape == (4, 3) for p in parts)
+    decayed = [values["net/conv/kernel"], values["head/proxies"]] + parts
+    expected = weight_decay * sum(0.5 * np.sum(np.square(v.astype(np.float64))) for v in decayed)
+    np.testing.assert_allclose(got_loss, expected, rtol=1e-6)
+    for variable, value, gradient in zip(wrt, current, got_gradients):
+        if variable.op.name.split("/")[-1] in ("kernel", "proxies") or "/proxies/part_" in (
+                variable.op.name):
+            np.testing.assert_allclose(gradient, weight_decay * value, rtol=1e-6)
+        else:
+            assert gradient is None, variable.op.name
+
+
 @pytest.mark.parametrize("schedule,steps,expected", [
     ("piecewise", [0, 4, 9, 10, 49, 50, 69, 70, 89, 90, 99],
      [0.02, 0.1, 0.1, 0.1, 0.1, 0.01, 0.01, 0.001, 0.001, 0.0001, 0.0001]),
@@ -169,11 +207,10 @@ def test_bf16_runs_the_backbone_in_bfloat16_and_the_head_in_float32():
     assert all(v.dtype.base_dtype == tf.float32 for v in variables if v.dtype.is_floating)
 
 
-def test_nan_loss_stops_before_the_update_and_names_the_step(tmp_path, records):
+def test_nan_loss_names_the_step_and_keeps_the_last_checkpoint(tmp_path, records):
     directory, _ = records
     estimator, input_fn = train_estimator(tmp_path, directory, steps=5)
     estimator.train(input_fn, max_steps=5)
-    good = {n: estimator.get_variable_value(n) for n in estimator.get_variable_names()}
 
     def poisoned_input_fn():
         return input_fn().map(lambda features, labels: (
@@ -184,10 +221,100 @@ def test_nan_loss_stops_before_the_update_and_names_the_step(tmp_path, records):
         estimator.train(poisoned_input_fn, max_steps=10)
     assert model_fn.NON_FINITE_LOSS_MESSAGE in info.value.message
     assert "[5]" in info.value.message  # the step that failed
-    # The last good checkpoint is intact and still loads.
     assert tf.train.latest_checkpoint(str(tmp_path)).endswith("model.ckpt-5")
-    for name, value in good.items():
-        np.testing.assert_array_equal(estimator.get_variable_value(name), value)
+
+
+_VARIABLE_WRITES = ("Assign", "AssignAdd", "AssignSub", "AssignVariableOp",
+                    "AssignAddVariableOp", "AssignSubVariableOp", "ScatterAdd", "ScatterSub",
+                    "ScatterUpdate", "ResourceScatterAdd", "ResourceScatterSub",
+                    "ResourceScatterUpdate")
+
+
+def _ancestors(op):
+    seen, stack = set(), [op]
+    while stack:
+        current = stack.pop()
+        for parent in [t.op for t in current.inputs] + list(current.control_inputs):
+            if parent not in seen:
+                seen.add(parent)
+                stack.append(parent)
+    return seen
+
+
+def _nan_guard_graph():
+    """The TRAIN spec on a fed batch, its variables split into what the optimizer updates
+    (trainable variables, their slots, the global step) and the batch-norm statistics."""
+    images = tf.placeholder(tf.float32, [8, SIZE, SIZE, 3])
+    labels = tf.constant(np.arange(8) % NUM_CLASSES, tf.int32)
+    spec = builder()({"image": images}, labels, tf.estimator.ModeKeys.TRAIN)
+    statistics = set(tf.get_collection(tf.GraphKeys.MOVING_AVERAGE_VARIABLES))
+    optimized = [v for v in tf.global_variables() if v not in statistics]
+    return images, spec, optimized, sorted(statistics, key=lambda v: v.op.name)
+
+
+def _variables_after_a_poisoned_step(which):
+    with tf.Graph().as_default():
+        images, spec, optimized, statistics = _nan_guard_graph()
+        variables = optimized if which == "optimized" else statistics
+        good = np.random.RandomState(0).uniform(-1, 1, (8, SIZE, SIZE, 3)).astype(np.float32)
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            # Two good steps first: the momentum slots are non-zero, so even an update with a
+            # zero gradient would move the weights.
+            for _ in range(2):
+                sess.run(spec.train_op, {images: good})
+            before = sess.run(variables)
+            with pytest.raises(tf.errors.InvalidArgumentError) as info:
+                sess.run(spec.train_op, {images: good * np.nan})
+            after = sess.run(variables)
+    return variables, before, after, info.value.message
+
+
+@pytest.mark.parametrize("which", ["optimized", "statistics"])
+def test_nan_loss_stops_before_the_update_in_the_session(which):
+    """The train op on a poisoned batch, in the session that ran it: the error names the step
+    and no variable of the session has changed (weights, momentum slots, global step, and the
+    batch-norm moving statistics)."""
+    variables, before, after, message = _variables_after_a_poisoned_step(which)
+    assert model_fn.NON_FINITE_LOSS_MESSAGE in message and "[2]" in message
+    assert any(v.op.name == "global_step" for v in variables) == (which == "optimized")
+    changed = [v.op.name for v, b, a in zip(variables, before, after)
+               if not np.array_equal(a, b)]
+    assert changed == []
+
+
+@pytest.mark.parametrize("which", ["optimized", "statistics"])
+def test_every_variable_write_of_the_train_op_waits_for_the_finite_loss_guard(which):
+    """Structural form of the guarantee, independent of op scheduling: every op of the train
+    step that writes a variable has the guard among its (data or control) ancestors. A guard
+    merely grouped with the update (``tf.group(minimize, guard)``) fails this."""
+    with tf.Graph().as_default() as graph:
+        _, spec, optimized, statistics = _nan_guard_graph()
+        # The assertion itself: an Assert op (TF 1.15, inside a cond) or an If (TF 2).
+        guards = [op for op in graph.get_operations() if "finite_loss_guard" in op.name
+                  and op.type in ("Assert", "If", "StatelessIf")]
+        assert len(guards) == 1
+        guard = guards[0]
+        variables = optimized if which == "optimized" else statistics
+        targets = {v.op.name for v in variables}
+        writes = [op for op in _ancestors(spec.train_op) | {spec.train_op}
+                  if op.type in _VARIABLE_WRITES or op.type.startswith(("Apply", "ResourceApply"))]
+        written = {}
+        for op in writes:
+            # The variables an op writes come in as resource handles (TF 2) or refs (TF 1.15):
+            # the first input of an assignment, the variable and its slots for an Apply op.
+            for tensor in op.inputs:
+                if tensor.dtype != tf.resource and not tensor.dtype._is_ref_dtype:
+                    continue
+                target = tensor.op
+                while target.type == "Identity":
+                    target = target.inputs[0].op
+                if target.name in targets:
+                    written.setdefault(target.name, []).append(op)
+    assert set(written) == targets
+    unguarded = sorted(name for name, ops in written.items()
+                       if any(guard not in _ancestors(op) for op in ops))
+    assert unguarded == []
 
 
 def test_pair_records_eval_feeds_the_metric_fn(records):

@@ -272,12 +272,27 @@ def data(tmp_path_factory):
     return root
 
 
+# The schedule the flags above ask for, from its definition rather than as
+# model/optimization.py computes it: a linear warm-up whose step s runs at (s + 1)/3 of the base
+# rate, then the half-cosine from the base rate at step 3 to zero at step 40, written as
+# base * cos^2(pi/2 * t) with t the fraction of the 37 decay steps done. A few values by hand:
+HAND_COMPUTED_LEARNING_RATES = {0: 0.05 / 3, 1: 0.1 / 3, 2: 0.05, 3: 0.05,
+                                40: 0.0, 39: 0.05 * math.sin(math.pi / 74) ** 2}
+
+
 def cosine_learning_rate(step, base=0.05, total=TOTAL_STEPS, warmup=3):
-    """Independent numpy form of the schedule the flags above ask for."""
+    """The learning rate of ``step`` (independent of model/optimization.py's formula)."""
     if step < warmup:
-        return base * (step + 1.0) / warmup
-    progress = min(max((step - warmup) / float(total - warmup), 0.0), 1.0)
-    return 0.5 * base * (1.0 + math.cos(math.pi * progress))
+        return np.interp(step, [-1, warmup - 1], [0.0, base])
+    done = (step - warmup) / float(total - warmup)
+    return base * math.cos(math.pi / 2 * done) ** 2
+
+
+def test_cosine_reference_matches_the_hand_computed_values():
+    for step, value in HAND_COMPUTED_LEARNING_RATES.items():
+        assert cosine_learning_rate(step) == pytest.approx(value, abs=1e-12), step
+    # Half-way through the decay (step 3 + 18.5) the rate is half the base.
+    assert cosine_learning_rate(3 + 18.5) == pytest.approx(0.025)
 
 
 def logged_learning_rates(model_dir):
