@@ -40,6 +40,15 @@ def _one_of(value, choices, what):
     _check(value in choices, "%s must be one of %s, got %r" % (what, ", ".join(choices), value))
 
 
+def check_distribution(distribution, device):
+    """The device/distribution pairs that exist (mirrored is for GPUs and CPUs)."""
+    _one_of(distribution, DISTRIBUTIONS, "distribution")
+    _one_of(device, DEVICES, "device")
+    _check(distribution != "mirrored" or device != "npu", "--distribution=mirrored is for GPUs "
+           "and CPUs; Ascend devices train together through HCCL (RANK_ID, RANK_SIZE, "
+           "RANK_TABLE_FILE)")
+
+
 class BackboneConfig(collections.namedtuple(
         "BackboneConfig", ["name", "embedding_size", "image_size", "dropout_rate",
                            "precision"])):
@@ -131,9 +140,8 @@ class RuntimeConfig(collections.namedtuple(
         if num_cpu_devices > 1:
             _check(device == "cpu", "--num_cpu_devices is for --device=cpu")
         num_replicas = 1
+        check_distribution(distribution, device)
         if distribution == "mirrored":
-            _check(device != "npu", "--distribution=mirrored is for GPUs and CPUs; Ascend "
-                   "devices train together through HCCL (RANK_ID, RANK_SIZE, RANK_TABLE_FILE)")
             if device == "gpu":
                 _check(num_gpus >= 1, "--distribution=mirrored --device=gpu needs --num_gpus=N")
                 num_replicas = num_gpus

@@ -138,10 +138,7 @@ def train_distribution(distribution, device="cpu", num_devices=1):
     """
     if distribution == "none":
         return None
-    # The one validation of device/distribution pairs (mirrored on Ascend is refused there).
-    model_config.RuntimeConfig(device=device, distribution=distribution,
-                               num_gpus=num_devices if device == "gpu" else 0,
-                               num_cpu_devices=num_devices if device == "cpu" else 1)
+    model_config.check_distribution(distribution, device)  # the one validation of the pair
     if num_devices < 1:
         raise ValueError(f"a mirrored run needs at least one device, got {num_devices}")
     devices = [f"/{device}:{i}" for i in range(num_devices)]

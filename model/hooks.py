@@ -64,7 +64,7 @@ class ProgressBarHook(tf.train.SessionRunHook):
         return tf.train.SessionRunArgs([self._global_step, self._loss])
 
     def after_run(self, run_context, run_values):
-        step, loss = (run_values.results + [None])[:2]
+        step, loss = (list(run_values.results) + [None])[:2]
         if self._bar is None:
             self._bar = tqdm(total=self._total_steps, initial=step, unit="step",
                              desc="train", dynamic_ncols=True)
