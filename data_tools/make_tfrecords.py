@@ -570,6 +570,7 @@ def convert_folder(input_dir, output_dir, name="train", num_shards=None, seed=0,
                 "formats": {"reencoded": reencoded, "as_is": len(records) - reencoded},
                 "options": options, "tool_version": data_tools.__version__,
                 "schema_version": schema.SCHEMA_VERSION,
+                "transform": image_files.describe_transform(image_size, crop_box),
             }
 
         manifest, kept = _write_output(output_dir, name, options, shards, records, _ImageMode,
@@ -670,6 +671,7 @@ def convert_pairs(pairs_path, input_dir, output_dir, name="pairs", num_shards=No
                             "as_is": sum(int(not info_of[p].reencode) for p in used)},
                 "shards": manifest_shards, "skipped": skipped, "options": options,
                 "tool_version": data_tools.__version__, "schema_version": schema.SCHEMA_VERSION,
+                "transform": image_files.describe_transform(image_size, crop_box),
             }
 
         manifest, kept = _write_output(output_dir, name, options, shards, records, _PairMode,
