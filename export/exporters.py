@@ -2,17 +2,24 @@
 
 The best exporter keeps the SavedModels with the highest verification accuracy and writes the
 eval report (metrics per fold, the decision threshold) into each export's ``assets.extra``, so a
-served model carries the threshold it was validated with. Estimator exports are written to a
+served model carries the threshold it was validated with. Next to it, ``transform.json`` holds
+the conversion transform of the evaluation records (crop box, size, resampling: the manifest's
+``transform``), what ``export.embed`` applies to raw photos so that they match the records the
+report was measured on. Estimator exports are written to a
 temporary directory and renamed when complete: a crash never leaves a half-written model.
 """
 
+import json
 import os
 
 import tensorflow.compat.v1 as tf
 
+from data_tools.manifest import atomic_write_text
 from export import eval_metrics, report
 
 DEFAULT_METRIC = "lfw/accuracy"
+ASSETS_EXTRA = "assets.extra"
+TRANSFORM_JSON = "transform.json"
 
 
 def _as_text(path):
@@ -24,7 +31,35 @@ def write_export_report(export_path, eval_result, prefix="lfw"):
     if not eval_result or "%s/accuracy" % prefix not in eval_result:
         return None
     metrics = eval_metrics.metrics_from_eval_result(eval_result, prefix)
-    return report.write_report(metrics, os.path.join(_as_text(export_path), "assets.extra"))
+    return report.write_report(metrics, os.path.join(_as_text(export_path), ASSETS_EXTRA))
+
+
+def write_export_transform(export_path, transform):
+    """Write the evaluation records' conversion ``transform`` (dict, see
+    ``data_tools.manifest.conversion_transform``) as ``<export>/assets.extra/transform.json``;
+    nothing when it is None. Returns the path or None."""
+    if transform is None:
+        return None
+    directory = os.path.join(_as_text(export_path), ASSETS_EXTRA)
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, TRANSFORM_JSON)
+    atomic_write_text(path, json.dumps(transform, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def read_export_transform(saved_model_dir):
+    """The conversion transform a SavedModel carries (dict), or None when it has none."""
+    path = os.path.join(saved_model_dir, ASSETS_EXTRA, TRANSFORM_JSON)
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        try:
+            transform = json.load(f)
+        except ValueError as e:
+            raise ValueError("%s is not valid JSON: %s" % (path, e)) from None
+    if not isinstance(transform, dict):
+        raise ValueError("%s does not hold a JSON object" % path)
+    return transform
 
 
 def higher_is_better(metric_key):
@@ -45,8 +80,9 @@ class BestVerificationExporter(tf.estimator.BestExporter):
     """BestExporter keyed on ``lfw/accuracy`` that also stores the eval report with the model."""
 
     def __init__(self, serving_input_receiver_fn, eval_name="lfw", metric_key=DEFAULT_METRIC,
-                 exports_to_keep=3, prefix="lfw"):
+                 exports_to_keep=3, prefix="lfw", transform=None):
         self._prefix = prefix
+        self._transform = transform
         super(BestVerificationExporter, self).__init__(
             name="best", serving_input_receiver_fn=serving_input_receiver_fn,
             event_file_pattern="eval_%s/*.tfevents.*" % eval_name,
@@ -56,25 +92,51 @@ class BestVerificationExporter(tf.estimator.BestExporter):
         path = super(BestVerificationExporter, self).export(
             estimator, export_path, checkpoint_path, eval_result, is_the_final_export)
         if path:
+            write_export_transform(path, self._transform)
             write_export_report(path, eval_result, self._prefix)
         return path
 
 
-def build_exporters(serving_input_receiver_fn, eval_name="lfw", exports_to_keep=3):
-    """The EvalSpec's exporters: the best model by verification accuracy, and the latest."""
+class LatestTransformExporter(tf.estimator.LatestExporter):
+    """LatestExporter that also stores the evaluation records' conversion transform."""
+
+    def __init__(self, name, serving_input_receiver_fn, exports_to_keep=3, transform=None):
+        self._transform = transform
+        super(LatestTransformExporter, self).__init__(name, serving_input_receiver_fn,
+                                                      exports_to_keep=exports_to_keep)
+
+    def export(self, estimator, export_path, checkpoint_path, eval_result, is_the_final_export):
+        path = super(LatestTransformExporter, self).export(
+            estimator, export_path, checkpoint_path, eval_result, is_the_final_export)
+        if path:
+            write_export_transform(path, self._transform)
+        return path
+
+
+def build_exporters(serving_input_receiver_fn, eval_name="lfw", exports_to_keep=3,
+                    transform=None):
+    """The EvalSpec's exporters: the best model by verification accuracy, and the latest.
+
+    ``transform``: the evaluation records' conversion transform, stored with every export.
+    """
     return [
         BestVerificationExporter(serving_input_receiver_fn, eval_name=eval_name,
-                                 exports_to_keep=exports_to_keep),
-        tf.estimator.LatestExporter("latest", serving_input_receiver_fn,
-                                    exports_to_keep=exports_to_keep),
+                                 exports_to_keep=exports_to_keep, transform=transform),
+        LatestTransformExporter("latest", serving_input_receiver_fn,
+                                exports_to_keep=exports_to_keep, transform=transform),
     ]
 
 
 def export_checkpoint(estimator, export_dir_base, serving_input_receiver_fn,
-                      checkpoint_path=None, eval_result=None):
-    """Export a checkpoint (default: the latest in model_dir) as a SavedModel; returns its path."""
+                      checkpoint_path=None, eval_result=None, transform=None):
+    """Export a checkpoint (default: the latest in model_dir) as a SavedModel; returns its path.
+
+    ``eval_result`` and ``transform`` (the evaluation records' conversion transform) go into
+    its ``assets.extra`` when given.
+    """
     path = _as_text(estimator.export_saved_model(export_dir_base, serving_input_receiver_fn,
                                                  checkpoint_path=checkpoint_path))
+    write_export_transform(path, transform)
     if eval_result:
         write_export_report(path, eval_result)
     return path
