@@ -208,6 +208,11 @@ def build_params(values):
         p["num_pairs"] = int(info["num_pairs"])
         p["num_folds"] = int(info.get("num_folds", 10))
         _verify(p["eval_records"], p["verify_records"])
+    # What the eval records' pixels went through: the serving graph and the exports carry it.
+    p["eval_transform"] = manifest.conversion_transform(info) if needs_eval else None
+    if mode == "export" and p["eval_records"]:
+        p["eval_transform"] = manifest.conversion_transform(
+            manifest.read_manifest(p["eval_records"]))
     if p["precision"] == "bf16":
         _require(p["device"] == "cpu", "--precision=bf16 is for CPUs (use fp16 on GPU, "
                  "--npu_precision_mode on Ascend)")
@@ -400,7 +405,7 @@ _NON_FINITE = re.compile(re.escape(model_fn.NON_FINITE_LOSS_MESSAGE) + r"\]\s*\[
 def run_mode(p):
     started = time.time()
     estimator = build_estimator(p)
-    receiver = serving.serving_input_receiver_fn_builder(p["image_size"])
+    receiver = serving.serving_input_receiver_fn_builder(p["image_size"], p.get("eval_transform"))
     mode = p["mode"]
     if mode == "train":
         estimator.train(train_input_fn(p), max_steps=p["train_steps"])
@@ -412,7 +417,8 @@ def run_mode(p):
         train_spec = tf.estimator.TrainSpec(train_input_fn(p), max_steps=p["train_steps"])
         eval_spec = tf.estimator.EvalSpec(
             eval_input_fn(p), steps=None, name=EVAL_NAME,
-            exporters=exporters.build_exporters(receiver, EVAL_NAME, p["exports_to_keep"]),
+            exporters=exporters.build_exporters(receiver, EVAL_NAME, p["exports_to_keep"],
+                                                transform=p.get("eval_transform")),
             start_delay_secs=0, throttle_secs=p["eval_throttle_secs"])
         outcome = tf.estimator.train_and_evaluate(estimator, train_spec, eval_spec)
         result = outcome[0] if outcome else None
@@ -432,7 +438,7 @@ def run_mode(p):
     elif mode == "export":
         path = exporters.export_checkpoint(
             estimator, os.path.join(p["model_dir"], "export", "manual"), receiver,
-            checkpoint_path=p["checkpoint_path"])
+            checkpoint_path=p["checkpoint_path"], transform=p.get("eval_transform"))
         print("SavedModel: %s" % path)
         freeze_export(p, path)
     else:
