@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 from PIL import Image
 
-from data_tools import make_tfrecords
+from data_tools import conversion
 
 IMAGE_SIZE = 112
 
@@ -153,7 +153,7 @@ def make_train_records(workdir, num_classes, per_class, seed=0):
     records = os.path.join(workdir, "records")
     if not os.path.isdir(records):
         write_jpeg_folder(folder, num_classes, per_class, seed=seed)
-        make_tfrecords.convert_folder(folder, records, num_workers=1, progress=False)
+        conversion.convert_folder(folder, records, num_workers=1, progress=False)
     return records
 
 

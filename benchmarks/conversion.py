@@ -14,7 +14,7 @@ import time
 from multiprocessing.pool import ThreadPool
 
 from benchmarks import common
-from data_tools import make_tfrecords
+from data_tools import conversion
 
 
 def _copy_tree(files, source_root, target_root, workers):
@@ -61,8 +61,8 @@ def run(quick=False, workdir=None, worker_counts=(1, 2), repeats=None):
                 _copy_tree(files, source, copy_dir, workers)
                 copy_seconds = min(copy_seconds, time.perf_counter() - start)
                 start = time.perf_counter()
-                summary = make_tfrecords.convert_folder(source, out_dir, num_workers=workers,
-                                                        progress=False)
+                summary = conversion.convert_folder(source, out_dir, num_workers=workers,
+                                                    progress=False)
                 convert_seconds = min(convert_seconds, time.perf_counter() - start)
                 if summary["num_images"] != len(files):
                     raise RuntimeError("converted %d of %d images" % (summary["num_images"],

@@ -1,8 +1,9 @@
 """Does bf16 train like fp32? Loss curves of the same model in both precisions, next to run noise.
 
-A small set of the project's synthetic faces (``data_tools.synthetic``) is converted to TFRecords
-once; then one model (class-level Circle head, momentum SGD, warm-up + cosine schedule) trains
-for ``steps`` steps three times, on the training input_fn with shuffling and augmentation seeded:
+A small set of the project's synthetic faces (``data_tools.synthetic_dataset``) is converted to
+TFRecords once; then one model (class-level Circle head, momentum SGD, warm-up + cosine schedule)
+trains for ``steps`` steps three times, on the training input_fn with shuffling and augmentation
+seeded:
 
 * ``fp32_seed0``: float32, seed 0;
 * ``bf16_seed0``: the backbone in bfloat16 (``precision="bf16"``), seed 0: the same batches in
@@ -33,7 +34,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 from benchmarks import common
-from data_tools import input_fns, make_tfrecords, synthetic
+from data_tools import conversion, input_fns, synthetic_dataset
 from model import estimator_factory
 from model import model_fn as model_fn_lib
 
@@ -65,14 +66,14 @@ def make_records(workdir, image_size, identities, images_per_identity):
         return records
     faces = os.path.join(root, "faces")
     # One tiny verification fold: generate() always writes one, this benchmark does not use it.
-    summary = synthetic.generate(faces, num_train_identities=identities,
-                                 train_images_per_identity=images_per_identity, num_folds=1,
-                                 pair_identities_per_fold=2, pair_images_per_identity=2,
-                                 pairs_per_fold=2, image_size=image_size, seed=0,
-                                 num_workers=None if identities * images_per_identity > 256
-                                 else 1,  # worker processes would cost more than they save
-                                 progress=False)
-    make_tfrecords.convert_folder(summary["train_dir"], records, num_workers=1, progress=False)
+    summary = synthetic_dataset.generate(faces, num_train_identities=identities,
+                                         train_images_per_identity=images_per_identity, num_folds=1,
+                                         pair_identities_per_fold=2, pair_images_per_identity=2,
+                                         pairs_per_fold=2, image_size=image_size, seed=0,
+                                         num_workers=None if identities * images_per_identity > 256
+                                         else 1,  # worker processes would cost more than they save
+                                         progress=False)
+    conversion.convert_folder(summary["train_dir"], records, num_workers=1, progress=False)
     return records
 
 

@@ -171,6 +171,63 @@ def write_pairs(path, num_folds, pairs_per_fold, pairs):
         f.write("\n".join(lines) + "\n")
 
 
+def make_fold_pairs(num_folds, identities_per_fold, images_per_identity, pairs_per_fold, rng):
+    """LFW View 2 pairs over identity-disjoint folds of the verification identities.
+
+    Fold ``f`` draws only on identities ``f*k .. f*k+k-1`` (``k = identities_per_fold``).
+    Returns one list per fold: first ``pairs_per_fold/2`` matched pairs
+    ``(identity, i, identity, j)`` with i < j, then as many mismatched
+    ``(identity1, i, identity2, j)`` with identity1 < identity2. Identities are 0-based
+    indices, image numbers 1-based (as in pairs.txt). No pair appears twice. ``rng`` (a numpy
+    ``RandomState``) draws them; :func:`write_pairs` writes them as a pairs file.
+    """
+    check_pairs_feasible(num_folds, identities_per_fold, images_per_identity, pairs_per_fold)
+    half = pairs_per_fold // 2
+    k, m = identities_per_fold, images_per_identity
+    folds = []
+    for fold in range(num_folds):
+        first = fold * k
+        # Rejection sampling keeps memory flat for large folds; check_pairs_feasible makes
+        # sure enough distinct pairs exist.
+        matched = set()
+        while len(matched) < half:
+            person = first + rng.randint(k)
+            i, j = sorted(rng.choice(m, 2, replace=False) + 1)
+            matched.add((person, int(i), person, int(j)))
+        mismatched = set()
+        while len(mismatched) < half:
+            p1, p2 = sorted(first + rng.choice(k, 2, replace=False))
+            i, j = rng.randint(1, m + 1, 2)
+            mismatched.add((int(p1), int(i), int(p2), int(j)))
+        folds.append(sorted(matched) + sorted(mismatched))
+    return folds
+
+
+def check_pairs_feasible(num_folds, identities_per_fold, images_per_identity, pairs_per_fold):
+    """Raise ValueError unless :func:`make_fold_pairs` can draw these pairs."""
+    if num_folds < 1:
+        raise ValueError("num_folds must be >= 1, got %d" % num_folds)
+    if identities_per_fold < 2:
+        raise ValueError("pair_identities_per_fold must be >= 2 (mismatched pairs need two "
+                         "identities), got %d" % identities_per_fold)
+    if images_per_identity < 2:
+        raise ValueError("pair_images_per_identity must be >= 2 (matched pairs need two "
+                         "images), got %d" % images_per_identity)
+    if pairs_per_fold < 2 or pairs_per_fold % 2:
+        raise ValueError("pairs_per_fold must be a positive even number (half matched, half "
+                         "mismatched), got %d" % pairs_per_fold)
+    half = pairs_per_fold // 2
+    k, m = identities_per_fold, images_per_identity
+    max_matched = k * m * (m - 1) // 2
+    max_mismatched = k * (k - 1) // 2 * m * m
+    if half > max_matched or half > max_mismatched:
+        raise ValueError(
+            "pairs_per_fold=%d needs %d distinct matched and mismatched pairs per fold, but %d "
+            "identities x %d images give only %d matched and %d mismatched; raise "
+            "pair_identities_per_fold or pair_images_per_identity"
+            % (pairs_per_fold, half, k, m, max_matched, max_mismatched))
+
+
 class _FolderIndex(object):
     """Looks up ``name_%04d.<ext>`` in identity folders, listing each folder once."""
 

@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 from PIL import Image
 
-from data_tools import make_tfrecords, schema
+from data_tools import conversion, schema
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO_ROOT, "data_tools", "make_tfrecords.py")
@@ -182,7 +182,7 @@ def convert_quietly(input_dir, output_dir, **kwargs):
     """convert_folder with one worker and no progress bar (test defaults)."""
     kwargs.setdefault("num_workers", 1)
     kwargs.setdefault("progress", False)
-    return make_tfrecords.convert_folder(str(input_dir), str(output_dir), **kwargs)
+    return conversion.convert_folder(str(input_dir), str(output_dir), **kwargs)
 
 
 def shard_files(directory):

@@ -19,6 +19,7 @@ from PIL import Image
 from data_tools import pairs as pairs_lib
 from data_tools import preprocessing
 from export import embed, report, verification
+from export import embedder as embedder_lib
 from tests import real_lfw
 
 SIZE = 8
@@ -148,7 +149,7 @@ def test_embedder_matches_reference(request, images, flip, model_kind, flip_meth
     export_dir, reference = request.getfixturevalue(model_kind)
     paths, pixels = images
     names = sorted(paths)
-    with embed.load_saved_model(export_dir) as embedder:
+    with embedder_lib.load_saved_model(export_dir) as embedder:
         assert embedder.embedding_size == DIM
         assert embedder.flip_method == flip_method
         got = embedder.embed_files([paths[n] for n in names], batch_size=3, flip=flip)
@@ -179,7 +180,7 @@ def test_any_size_and_format(request, images, tmp_path, model_kind):
     Image.fromarray(pixels["gray.png"]).save(str(tmp_path / "gray.pgm"))
     files += [str(tmp_path / "big.tif"), str(tmp_path / "gray.pgm"),
               write_png(str(tmp_path / "gray.png"), pixels["gray.png"])]
-    with embed.load_saved_model(export_dir) as embedder:
+    with embedder_lib.load_saved_model(export_dir) as embedder:
         for flip in (False, True):
             got = embedder.embed_files(files, flip=flip)
             np.testing.assert_allclose(got[1], got[0], atol=1e-5)
@@ -194,13 +195,13 @@ def test_find_saved_model_picks_newest_version(model, tmp_path):
         shutil.copytree(export_dir, str(base / version))
     os.makedirs(str(base / "temp-1800000000"))
     (base / "1900000000").mkdir()  # not a SavedModel (export in progress or broken)
-    assert embed.find_saved_model(str(base)) == str(base / "1700000000")
-    assert embed.find_saved_model(str(base / "999")) == str(base / "999")
+    assert embedder_lib.find_saved_model(str(base)) == str(base / "1700000000")
+    assert embedder_lib.find_saved_model(str(base / "999")) == str(base / "999")
 
 
 def test_report_candidates_order(tmp_path):
     saved_model = str(tmp_path / "run" / "export" / "best" / "1700000000")
-    candidates = embed.report_candidates(saved_model)
+    candidates = embedder_lib.report_candidates(saved_model)
     assert candidates == [
         os.path.join(saved_model, "assets.extra", "report.json"),
         str(tmp_path / "run" / "export" / "best" / "eval" / "report.json"),

@@ -6,7 +6,7 @@ import os
 import pytest
 from PIL import Image
 
-from data_tools import lfw_holdout, make_tfrecords
+from data_tools import conversion, lfw_holdout
 from data_tools import pairs as pairs_lib
 
 # Three folds of 2 matched + 2 mismatched pairs over identities that never cross folds.
@@ -121,7 +121,7 @@ def test_split_converts_to_records(lfw, tmp_path):
             Image.new("L", (40, 40), 10 * index).save(
                 os.path.join(lfw[0], name, "%s_%04d.jpg" % (name, index)))
     out, summary = _split(lfw, tmp_path, [3], num_subfolds=2)
-    result = make_tfrecords.convert_folder(os.path.join(out, "train"),
-                                           str(tmp_path / "records"), progress=False)
+    result = conversion.convert_folder(os.path.join(out, "train"),
+                                       str(tmp_path / "records"), progress=False)
     assert result["num_classes"] == summary["train_identities"]
     assert result["num_images"] == summary["train_images"]

@@ -15,10 +15,10 @@ import pytest
 from absl import app, flags
 from PIL import Image, ImageFile
 
-from data_tools import image_files, make_tfrecords, manifest, pairs
+from data_tools import conversion, image_files, make_tfrecords, manifest, pairs, shard_writer
 from tests import _folder_fixtures as ff
 
-ConversionError = make_tfrecords.ConversionError
+ConversionError = conversion.ConversionError
 
 
 def shard_files(directory):
@@ -29,7 +29,7 @@ def shard_files(directory):
 def convert(input_dir, output_dir, **kwargs):
     kwargs.setdefault("num_workers", 1)
     kwargs.setdefault("progress", False)
-    return make_tfrecords.convert_folder(str(input_dir), str(output_dir), **kwargs)
+    return conversion.convert_folder(str(input_dir), str(output_dir), **kwargs)
 
 
 # ------------------------------------------------------------------ round trip
@@ -316,7 +316,7 @@ def test_concurrent_run_on_same_output_refused(tmp_path):
     ff.make_face_tree(str(tmp_path / "in"), [2])
     out = tmp_path / "out"
     out.mkdir()
-    with open(str(out / make_tfrecords.LOCK_NAME), "w") as lock:
+    with open(str(out / conversion.LOCK_NAME), "w") as lock:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
         with pytest.raises(ConversionError, match="another make_tfrecords run"):
             convert(tmp_path / "in", out)
@@ -411,8 +411,8 @@ def test_sigkill_mid_run_then_rerun_gives_identical_shards(tmp_path):
     finished = shard_files(str(out))
     assert 1 <= len(finished) < 16 and not (out / "manifest.json").exists()
 
-    summary = make_tfrecords.convert_folder(str(tmp_path / "in"), str(out), num_shards=16,
-                                            image_size=24, num_workers=1, progress=False)
+    summary = conversion.convert_folder(str(tmp_path / "in"), str(out), num_shards=16,
+                                        image_size=24, num_workers=1, progress=False)
     assert summary["shards_kept"] >= 1
     convert(tmp_path / "in", tmp_path / "reference", num_shards=16, image_size=24)
     assert ff.read_dir_bytes(str(out)) == ff.read_dir_bytes(str(tmp_path / "reference"))
@@ -459,7 +459,7 @@ def test_default_num_shards_follows_input_size(tmp_path, monkeypatch):
     ff.make_face_tree(str(tmp_path / "in"), [5, 5], exts=("png",))
     total = sum(os.path.getsize(os.path.join(d, f))
                 for d, _, fs in os.walk(str(tmp_path / "in")) for f in fs)
-    monkeypatch.setattr(make_tfrecords, "TARGET_SHARD_BYTES", total // 4)
+    monkeypatch.setattr(shard_writer, "TARGET_SHARD_BYTES", total // 4)
     summary = convert(tmp_path / "in", tmp_path / "out")
     assert summary["num_shards"] == 4
     assert summary["num_images"] == 10
@@ -585,7 +585,7 @@ def test_file_changed_between_check_and_write_stops_the_conversion(tmp_path, mon
     """The write pass stores only the bytes the check validated (same sha256)."""
     written = ff.make_face_tree(str(tmp_path / "in"), [3, 3], exts=("jpg", "ppm"))
     relpath = sorted(r for r in written if r.endswith(ext))[0]
-    check_images = make_tfrecords._check_images
+    check_images = conversion._check_images
 
     def check_then_change(*args, **kwargs):
         result = check_images(*args, **kwargs)
@@ -596,7 +596,7 @@ def test_file_changed_between_check_and_write_stops_the_conversion(tmp_path, mon
             ff.save_image(path, 255 - written[relpath], ext)
         return result
 
-    monkeypatch.setattr(make_tfrecords, "_check_images", check_then_change)
+    monkeypatch.setattr(conversion, "_check_images", check_then_change)
     with pytest.raises(ConversionError, match="%s %s" % (relpath, message)):
         convert(tmp_path / "in", tmp_path / "out", num_workers=num_workers)
     assert not (tmp_path / "out" / "manifest.json").exists()
@@ -622,7 +622,7 @@ def write_pairs_tree(root, with_missing=False):
 def convert_pairs(pairs_path, input_dir, output_dir, **kwargs):
     kwargs.setdefault("num_workers", 1)
     kwargs.setdefault("progress", False)
-    return make_tfrecords.convert_pairs(pairs_path, str(input_dir), str(output_dir), **kwargs)
+    return conversion.convert_pairs(pairs_path, str(input_dir), str(output_dir), **kwargs)
 
 
 def test_pairs_round_trip(tmp_path):

@@ -10,7 +10,7 @@ import tarfile
 
 import pytest
 
-from data_tools import make_tfrecords, manifest, pairs
+from data_tools import conversion, manifest, pairs
 from tests import _folder_fixtures as ff
 from tests import real_lfw
 
@@ -53,7 +53,7 @@ def test_all_pairs_resolve(lfw_dir):
 
 def test_lfw_converts_with_exact_counts(lfw_dir, tmp_path):
     out = str(tmp_path / "train")
-    summary = make_tfrecords.convert_folder(lfw_dir, out, num_workers=2, progress=False)
+    summary = conversion.convert_folder(lfw_dir, out, num_workers=2, progress=False)
     assert (summary["num_images"], summary["num_classes"], summary["num_skipped"]) == (
         13233, 5749, 0)
     info = manifest.read_manifest(out)
@@ -81,8 +81,8 @@ def test_lfw_converts_with_exact_counts(lfw_dir, tmp_path):
 @pytest.mark.slow
 def test_lfw_pairs_convert_with_face_crop(lfw_dir, tmp_path):
     out = str(tmp_path / "pairs")
-    summary = make_tfrecords.convert_pairs(PAIRS, lfw_dir, out, crop_box="70,60,180,190",
-                                           image_size=112, num_workers=2, progress=False)
+    summary = conversion.convert_pairs(PAIRS, lfw_dir, out, crop_box="70,60,180,190",
+                                       image_size=112, num_workers=2, progress=False)
     assert (summary["num_pairs"], summary["fold_sizes"]) == (6000, [600] * 10)
     records = ff.read_records(manifest.verify_shards(out), kind="pairs")
     assert [r["index"] for r in records] == list(range(6000))

@@ -13,7 +13,7 @@ import tarfile
 
 import pytest
 
-from data_tools import make_tfrecords, synthetic
+from data_tools import conversion, synthetic_dataset
 from export import embed, report
 from tests import _folder_fixtures as ff
 from tests import real_lfw
@@ -40,12 +40,12 @@ def test_real_lfw_pairs_evaluate_with_an_exported_model(tmp_path, capsys):
         archive.extractall(str(root), members=members, **safe)
     lfw = str(root / "lfw_gray250")
     # The face region of LFW-a's 250x250 frames, as the data README describes.
-    make_tfrecords.convert_pairs(PAIRS, lfw, str(root / "lfw_pairs"), crop_box="70,60,180,190",
-                                 image_size=112, progress=False)
-    synthetic.generate(str(root / "synthetic"), num_train_identities=20,
-                       train_images_per_identity=8, progress=False)
-    make_tfrecords.convert_folder(str(root / "synthetic" / "train"), str(root / "train"),
-                                  progress=False)
+    conversion.convert_pairs(PAIRS, lfw, str(root / "lfw_pairs"), crop_box="70,60,180,190",
+                             image_size=112, progress=False)
+    synthetic_dataset.generate(str(root / "synthetic"), num_train_identities=20,
+                               train_images_per_identity=8, progress=False)
+    conversion.convert_folder(str(root / "synthetic" / "train"), str(root / "train"),
+                              progress=False)
 
     model_dir = str(root / "model")
     common = ["--backbone=tiny", "--embedding_size=64", "--model_dir=%s" % model_dir,

@@ -29,13 +29,13 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-from data_tools import make_tfrecords, manifest
+from data_tools import conversion, manifest
 from data_tools import manifest as manifest_lib
 from tests import _folder_fixtures as ff
 from tests import records_helpers as rh
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ConversionError = make_tfrecords.ConversionError
+ConversionError = conversion.ConversionError
 
 
 convert = ff.convert_quietly
@@ -45,7 +45,7 @@ shard_files = ff.shard_files
 def outputs(directory):
     """The files a finished conversion is judged by (the lock file is bookkeeping)."""
     files = ff.read_dir_bytes(str(directory))
-    files.pop(make_tfrecords.LOCK_NAME, None)
+    files.pop(conversion.LOCK_NAME, None)
     return files
 
 
@@ -162,7 +162,7 @@ def test_disk_full_is_one_clear_error_and_a_rerun_resumes(tmp_path, monkeypatch,
         monkeypatch.setattr(tf.io, "TFRecordWriter", _FullDiskWriter)
     else:
         real_write = manifest_lib.atomic_write_text
-        target = {"plan": make_tfrecords.PLAN_NAME, "labels": manifest_lib.LABELS_NAME,
+        target = {"plan": conversion.PLAN_NAME, "labels": manifest_lib.LABELS_NAME,
                   "manifest": manifest_lib.MANIFEST_NAME}[where]
         calls = []
 

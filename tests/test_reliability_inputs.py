@@ -19,11 +19,11 @@ from absl import app
 from PIL import Image
 
 import estimator_main
-from data_tools import input_fns, make_tfrecords, manifest, pairs
+from data_tools import conversion, input_fns, manifest, pairs
 from tests import _folder_fixtures as ff
 from tests import records_helpers as rh
 
-ConversionError = make_tfrecords.ConversionError
+ConversionError = conversion.ConversionError
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
 
@@ -289,8 +289,8 @@ def write_pairs_tree(root, lines, images=PAIRS_IMAGES, newline="\n"):
 
 
 def convert_pairs(pairs_path, image_dir, output_dir, **kwargs):
-    return make_tfrecords.convert_pairs(pairs_path, image_dir, str(output_dir), num_workers=1,
-                                        progress=False, **kwargs)
+    return conversion.convert_pairs(pairs_path, image_dir, str(output_dir), num_workers=1,
+                                    progress=False, **kwargs)
 
 
 def test_duplicate_pairs_are_kept_at_their_positions(tmp_path):

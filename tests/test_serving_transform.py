@@ -14,7 +14,7 @@ import pytest
 import tensorflow.compat.v1 as tf
 from PIL import Image
 
-from data_tools import image_files, make_tfrecords, manifest, preprocessing, synthetic
+from data_tools import image_files, make_tfrecords, manifest, preprocessing, synthetic_faces
 from tests import _folder_fixtures as ff
 
 CROP = (70, 60, 180, 190)  # the LFW-a face region: 110 x 130
@@ -24,7 +24,7 @@ CONTROL_FLOW = {"If", "StatelessIf", "While", "StatelessWhile", "Switch", "Merge
 
 def face_frame(index, size=250):
     """A synthetic face rendered at ``size`` (grayscale like LFW-a), as uint8 [H, W]."""
-    image, _ = synthetic.render_image(0, "train", index, 0, image_size=size)
+    image, _ = synthetic_faces.render_image(0, "train", index, 0, image_size=size)
     return np.asarray(image.convert("L"))
 
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_tools import synthetic
+from data_tools import synthetic_dataset as dataset
+from data_tools import synthetic_faces as faces
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -63,7 +64,7 @@ def image_path(root, name, number):
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("synthetic") / "small")
-    summary = synthetic.generate(out, num_workers=1, progress=False, **SMALL)
+    summary = dataset.generate(out, num_workers=1, progress=False, **SMALL)
     return out, summary
 
 
@@ -71,8 +72,8 @@ def small(tmp_path_factory):
 def verification_set(tmp_path_factory):
     """The default verification split (10 folds x 60 pairs) with a token training split."""
     out = str(tmp_path_factory.mktemp("synthetic") / "verification")
-    synthetic.generate(out, num_train_identities=1, train_images_per_identity=1, num_workers=1,
-                       progress=False)
+    dataset.generate(out, num_train_identities=1, train_images_per_identity=1, num_workers=1,
+                     progress=False)
     return out
 
 
@@ -112,9 +113,9 @@ def test_images_are_112_jpeg(small):
 @pytest.mark.parametrize("fraction, mode", [(0.0, "RGB"), (1.0, "L")])
 def test_grayscale_fraction(tmp_path, fraction, mode):
     out = str(tmp_path / "gray")
-    synthetic.generate(out, num_train_identities=2, train_images_per_identity=2, num_folds=1,
-                       pair_identities_per_fold=2, pair_images_per_identity=2, pairs_per_fold=2,
-                       grayscale_fraction=fraction, num_workers=1, progress=False)
+    dataset.generate(out, num_train_identities=2, train_images_per_identity=2, num_folds=1,
+                     pair_identities_per_fold=2, pair_images_per_identity=2, pairs_per_fold=2,
+                     grayscale_fraction=fraction, num_workers=1, progress=False)
     for dirpath, _, filenames in os.walk(os.path.join(out, "train")):
         for name in filenames:
             with Image.open(os.path.join(dirpath, name)) as image:
@@ -156,7 +157,7 @@ def test_pairs_file_is_lfw_view2(small):
     (1, 50, 10, 600),   # one LFW-sized fold
 ])
 def test_make_pairs(folds, k, m, pairs):
-    result = synthetic.make_pairs(folds, k, m, pairs, seed=3)
+    result = dataset.make_pairs(folds, k, m, pairs, seed=3)
     assert len(result) == folds
     everything = set()
     for fold_index, fold in enumerate(result):
@@ -173,8 +174,8 @@ def test_make_pairs(folds, k, m, pairs):
         assert len(set(fold)) == pairs
         everything.update(fold)
     assert len(everything) == folds * pairs
-    assert result == synthetic.make_pairs(folds, k, m, pairs, seed=3)
-    assert result != synthetic.make_pairs(folds, k, m, pairs, seed=4)
+    assert result == dataset.make_pairs(folds, k, m, pairs, seed=3)
+    assert result != dataset.make_pairs(folds, k, m, pairs, seed=4)
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -196,7 +197,7 @@ def test_bad_arguments_are_refused(tmp_path, overrides, message):
     options.update(overrides)
     out = str(tmp_path / "bad")
     with pytest.raises(ValueError, match=message):
-        synthetic.generate(out, **options)
+        dataset.generate(out, **options)
     assert not os.path.exists(out)
 
 
@@ -208,7 +209,7 @@ def test_deterministic_across_runs_and_workers(tmp_path):
     for label, workers, seed in (("serial", 1, 0), ("again", 1, 0), ("pool", 2, 0),
                                  ("other_seed", 1, 1)):
         out = str(tmp_path / label)
-        synthetic.generate(out, num_workers=workers, seed=seed, **options)
+        dataset.generate(out, num_workers=workers, seed=seed, **options)
         runs[label] = tree_bytes(out)
     assert len(runs["serial"]) == 3 * 3 + 4 * 2 + 2
     assert runs["serial"] == runs["again"] == runs["pool"]
@@ -217,24 +218,24 @@ def test_deterministic_across_runs_and_workers(tmp_path):
 
 
 def test_render_is_a_function_of_seed_identity_and_image():
-    first = np.asarray(synthetic.render_image(5, synthetic.TRAIN, 2, 3)[0])
-    again = np.asarray(synthetic.render_image(5, synthetic.TRAIN, 2, 3)[0])
+    first = np.asarray(faces.render_image(5, faces.TRAIN, 2, 3)[0])
+    again = np.asarray(faces.render_image(5, faces.TRAIN, 2, 3)[0])
     assert np.array_equal(first, again)
-    for other in ((5, synthetic.TRAIN, 2, 4), (5, synthetic.TRAIN, 3, 3),
-                  (5, synthetic.VERIFICATION, 2, 3), (6, synthetic.TRAIN, 2, 3)):
-        image = np.asarray(synthetic.render_image(*other)[0].convert("RGB"))
+    for other in ((5, faces.TRAIN, 2, 4), (5, faces.TRAIN, 3, 3),
+                  (5, faces.VERIFICATION, 2, 3), (6, faces.TRAIN, 2, 3)):
+        image = np.asarray(faces.render_image(*other)[0].convert("RGB"))
         assert np.abs(image.astype(int) - first.astype(int)).mean() > 5.0, other
 
 
 def test_rerun_reuses_and_option_change_regenerates(tmp_path):
     out = str(tmp_path / "rerun")
     options = dict(SMALL, num_workers=1, progress=False)
-    synthetic.generate(out, **options)
+    dataset.generate(out, **options)
     before = tree_bytes(out)
-    assert synthetic.generate(out, **options)["reused"] is True
+    assert dataset.generate(out, **options)["reused"] is True
     assert tree_bytes(out) == before
     smaller = dict(options, num_train_identities=2)
-    summary = synthetic.generate(out, **smaller)
+    summary = dataset.generate(out, **smaller)
     assert summary["reused"] is False
     assert sorted(os.listdir(os.path.join(out, "train"))) == ["synth_0001", "synth_0002"]
 
@@ -245,13 +246,13 @@ def test_foreign_directory_is_never_touched(tmp_path):
     keep = out / "lfw" / "Someone" / "Someone_0001.jpg"
     keep.write_bytes(b"not ours")
     with pytest.raises(ValueError, match="not empty"):
-        synthetic.generate(str(out), num_workers=1, progress=False, **SMALL)
+        dataset.generate(str(out), num_workers=1, progress=False, **SMALL)
     assert keep.read_bytes() == b"not ours"
     assert sorted(os.listdir(str(out))) == ["lfw"]
 
 
 def _standardised_identity_vectors():
-    sample = [synthetic.identity_vector(synthetic.sample_identity(0, synthetic.TRAIN, i))
+    sample = [faces.identity_vector(faces.sample_identity(0, faces.TRAIN, i))
               for i in range(200)]
     return np.std(sample, axis=0) + 1e-9
 
@@ -279,11 +280,11 @@ def test_identity_parameters_dominate_but_pixels_do_not():
     scale = _standardised_identity_vectors()
     realized, pixels, labels = [], [], []
     for identity in range(20):
-        ident = synthetic.sample_identity(0, synthetic.TRAIN, identity)
+        ident = faces.sample_identity(0, faces.TRAIN, identity)
         for image in range(6):
-            nz = synthetic.sample_nuisance(ident, 0, synthetic.TRAIN, identity, image)
-            realized.append(synthetic.realized_vector(ident, nz) / scale)
-            pixels.append(_pixels(synthetic.render(ident, nz)))
+            nz = faces.sample_nuisance(ident, 0, faces.TRAIN, identity, image)
+            realized.append(faces.realized_vector(ident, nz) / scale)
+            pixels.append(_pixels(faces.render(ident, nz)))
             labels.append(identity)
     realized, pixels, labels = np.array(realized), np.array(pixels), np.array(labels)
 
@@ -324,9 +325,9 @@ def test_raw_pixels_are_a_weak_verifier_but_parameters_are_perfect(verification_
 
     def parameter_vector(name, number):
         index = int(re.match(r"synth_v(\d+)$", name).group(1)) - 1
-        ident = synthetic.sample_identity(0, synthetic.VERIFICATION, index)
-        nz = synthetic.sample_nuisance(ident, 0, synthetic.VERIFICATION, index, number - 1)
-        return synthetic.realized_vector(ident, nz) / scale
+        ident = faces.sample_identity(0, faces.VERIFICATION, index)
+        nz = faces.sample_nuisance(ident, 0, faces.VERIFICATION, index, number - 1)
+        return faces.realized_vector(ident, nz) / scale
 
     pixel_scores = np.array([pixel_vector(a, i).dot(pixel_vector(b, j)) for a, i, b, j in pairs])
     parameter_scores = np.array([-np.linalg.norm(parameter_vector(a, i) - parameter_vector(b, j))
@@ -354,9 +355,9 @@ def test_command_line(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "4 train images of 2 identities" in result.stdout
     direct = str(tmp_path / "direct")
-    synthetic.generate(direct, num_train_identities=2, train_images_per_identity=2, num_folds=2,
-                       pair_identities_per_fold=2, pair_images_per_identity=2, pairs_per_fold=4,
-                       num_workers=1, progress=False, seed=7)
+    dataset.generate(direct, num_train_identities=2, train_images_per_identity=2, num_folds=2,
+                     pair_identities_per_fold=2, pair_images_per_identity=2, pairs_per_fold=4,
+                     num_workers=1, progress=False, seed=7)
     assert tree_bytes(out) == tree_bytes(direct)
 
     again = _run_cli(*args)
