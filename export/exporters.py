@@ -9,17 +9,14 @@ report was measured on. Estimator exports are written to a
 temporary directory and renamed when complete: a crash never leaves a half-written model.
 """
 
-import json
 import os
 
 import tensorflow.compat.v1 as tf
 
-from data_tools.manifest import atomic_write_text
 from export import eval_metrics, report
 
 DEFAULT_METRIC = "lfw/accuracy"
 ASSETS_EXTRA = "assets.extra"
-TRANSFORM_JSON = "transform.json"
 
 
 def _as_text(path):
@@ -40,26 +37,12 @@ def write_export_transform(export_path, transform):
     nothing when it is None. Returns the path or None."""
     if transform is None:
         return None
-    directory = os.path.join(_as_text(export_path), ASSETS_EXTRA)
-    os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, TRANSFORM_JSON)
-    atomic_write_text(path, json.dumps(transform, indent=2, sort_keys=True) + "\n")
-    return path
+    return report.write_transform(os.path.join(_as_text(export_path), ASSETS_EXTRA), transform)
 
 
 def read_export_transform(saved_model_dir):
     """The conversion transform a SavedModel carries (dict), or None when it has none."""
-    path = os.path.join(saved_model_dir, ASSETS_EXTRA, TRANSFORM_JSON)
-    if not os.path.isfile(path):
-        return None
-    with open(path, encoding="utf-8") as f:
-        try:
-            transform = json.load(f)
-        except ValueError as e:
-            raise ValueError("%s is not valid JSON: %s" % (path, e)) from None
-    if not isinstance(transform, dict):
-        raise ValueError("%s does not hold a JSON object" % path)
-    return transform
+    return report.read_transform(os.path.join(_as_text(saved_model_dir), ASSETS_EXTRA))
 
 
 def higher_is_better(metric_key):
