@@ -5,11 +5,19 @@
     python -m export.embed --model DIR a.jpg b.jpg            # same person or not?
     python -m export.embed --model DIR --folder faces/ --output faces_emb
     python -m export.embed --model DIR --pairs pairs.txt --image_dir lfw/ --report_dir out/
+    python -m export.embed --model DIR --crop_box 70,60,180,190 --image_size 112 photo.jpg
 
 ``--model`` is a SavedModel directory or an exporter's base directory holding timestamped
 SavedModels (``model_dir/export/best``: the newest is used). It is called through its
 ``serving_default`` signature: ``image_bytes`` (JPEG/PNG bytes, any size) in, L2-normalised
 ``embedding`` out.
+
+The model expects faces cropped (or aligned) as its training records were. ``--crop_box`` and
+``--image_size`` crop and resize every image first, with exactly the converter's meaning and
+code (make_tfrecords.py: crop, centre square, Lanczos). ``--pairs`` applies by default the
+transform the SavedModel was exported with (``assets.extra/transform.json``, the evaluation
+records' conversion), so that raw frames give the accuracy of the model's report;
+``--crop_box=none`` sends the images as they are.
 
 ``--flip`` (on by default, as in the evaluation) adds the embedding of each mirror image, then
 renormalises. The decision threshold of the two-image mode comes from ``--threshold`` or from
@@ -24,10 +32,12 @@ import sys
 import tensorflow.compat.v1 as tf
 from absl import flags
 
+from data_tools import image_files
 from export import report
 from export.embedder import (
     EmbedError,
     FoldsError,
+    Transform,
     compare,
     decision_threshold,
     embed_folder,
@@ -65,6 +75,14 @@ def _define_flags():
     flags.DEFINE_float("far_target", 1e-3, "FAR of the reported VAL@FAR.", flag_values=fv)
     flags.DEFINE_string("report_dir", None, "Write report.json and roc.png of the --pairs "
                         "evaluation here.", flag_values=fv)
+    flags.DEFINE_string("crop_box", None, "'x0,y0,x1,y1': crop every image to this box (before "
+                        "--image_size), as make_tfrecords.py --crop_box does. 'none': no crop, "
+                        "and no default from the SavedModel. Default: none, except with --pairs "
+                        "(the SavedModel's transform, assets.extra/transform.json).",
+                        flag_values=fv)
+    flags.DEFINE_integer("image_size", None, "Centre-crop every image to a square and resize it "
+                         "to this size with the converter's Lanczos filter, as make_tfrecords.py "
+                         "--image_size does.", lower_bound=1, flag_values=fv)
     return fv
 
 
@@ -88,14 +106,15 @@ def main(argv):
         _check_usage(fv, images)
         with load_saved_model(fv.model) as embedder:
             print("model: %s" % embedder.saved_model_dir, file=sys.stderr)
+            transform = _transform(fv, embedder)
             if fv.pairs:
-                _evaluate_pairs(fv, embedder)
+                _evaluate_pairs(fv, embedder, transform)
             elif fv.folder:
-                _embed_folder(fv, embedder)
+                _embed_folder(fv, embedder, transform)
             elif len(images) == 2:
-                _verify_two(fv, embedder, images)
+                _verify_two(fv, embedder, images, transform)
             else:
-                _embed_images(fv, embedder, images)
+                _embed_images(fv, embedder, images, transform)
     except UsageError as e:
         print("error: %s\n(--help lists the flags)" % e, file=sys.stderr)
         return 2
@@ -131,10 +150,35 @@ def _check_usage(fv, images):
         raise UsageError("--far_target must be in (0, 1], got %g" % fv.far_target)
     if fv.threshold is not None and len(images) != 2:
         raise UsageError("--threshold applies to the comparison of exactly two images")
+    if not _no_crop(fv.crop_box):
+        try:
+            image_files.parse_crop_box(fv.crop_box)
+        except ValueError as e:
+            raise UsageError("--crop_box: %s" % e) from None
 
 
-def _embed_images(fv, embedder, images):
-    embeddings = embedder.embed_files(images, batch_size=fv.batch_size, flip=fv.flip)
+def _no_crop(crop_box):
+    return crop_box is not None and crop_box.strip().lower() == "none"
+
+
+def _transform(fv, embedder):
+    """The Transform of the flags; for --pairs without them, the SavedModel's (or None)."""
+    if fv.crop_box is not None or fv.image_size is not None:
+        crop_box = None if _no_crop(fv.crop_box) else fv.crop_box
+        return Transform.make(crop_box, fv.image_size)
+    if not fv.pairs:
+        return None
+    transform = embedder.transform()
+    if transform is not None:
+        print("transform: %s (the SavedModel's evaluation records' conversion, from "
+              "assets.extra/transform.json; --crop_box=none sends the images as they are)"
+              % transform.describe(), file=sys.stderr)
+    return transform
+
+
+def _embed_images(fv, embedder, images, transform):
+    embeddings = embedder.embed_files(images, batch_size=fv.batch_size, flip=fv.flip,
+                                      transform=transform)
     if fv.output:
         paths = save_embeddings(embeddings, images, fv.output)
         print("%d embeddings of size %d -> %s, %s" % (len(images), embeddings.shape[1],
@@ -144,8 +188,9 @@ def _embed_images(fv, embedder, images):
         print("%s %s" % (path, " ".join("%.8g" % v for v in embedding)))
 
 
-def _verify_two(fv, embedder, images):
-    embeddings = embedder.embed_files(images, batch_size=fv.batch_size, flip=fv.flip)
+def _verify_two(fv, embedder, images, transform):
+    embeddings = embedder.embed_files(images, batch_size=fv.batch_size, flip=fv.flip,
+                                      transform=transform)
     if fv.output:
         save_embeddings(embeddings, images, fv.output)
     similarity, distance = compare(embeddings[0], embeddings[1])
@@ -167,22 +212,22 @@ def _verify_two(fv, embedder, images):
         threshold))
 
 
-def _embed_folder(fv, embedder):
+def _embed_folder(fv, embedder, transform):
     result = embed_folder(
         embedder, fv.folder, batch_size=fv.batch_size, flip=fv.flip, progress=True,
         on_skipped=lambda relpath, reason: print("skipped %s: %s" % (relpath, reason),
-                                                 file=sys.stderr))
+                                                 file=sys.stderr), transform=transform)
     npy_path, names_path = save_embeddings(result.embeddings, result.names, fv.output)
     print("%d images of %d identities, embeddings of size %d -> %s, %s"
           % (len(result.names), result.num_identities, result.embeddings.shape[1], npy_path,
              names_path))
 
 
-def _evaluate_pairs(fv, embedder):
+def _evaluate_pairs(fv, embedder, transform):
     try:
         result = evaluate_pairs(embedder, fv.pairs, fv.image_dir, n_folds=fv.n_folds,
                                 far_target=fv.far_target, batch_size=fv.batch_size,
-                                flip=fv.flip, progress=True)
+                                flip=fv.flip, progress=True, transform=transform)
     except FoldsError as e:
         raise UsageError(str(e)) from None
     metrics = result.metrics
@@ -199,7 +244,10 @@ def _evaluate_pairs(fv, embedder):
         extra = {"model": os.path.abspath(embedder.saved_model_dir),
                  "pairs": os.path.abspath(fv.pairs),
                  "image_dir": os.path.abspath(fv.image_dir),
-                 "flip": bool(fv.flip), "num_images": result.num_images}
+                 "flip": bool(fv.flip), "num_images": result.num_images,
+                 "crop_box": None if transform is None or transform.crop_box is None
+                 else list(transform.crop_box),
+                 "image_size": None if transform is None else transform.image_size}
         json_path, png_path = report.write_report(metrics, fv.report_dir, extra=extra)
         print("report: %s, %s" % (json_path, png_path))
 
