@@ -386,8 +386,10 @@ def write_eval_report(p, eval_result, started=None):
 def freeze_export(p, saved_model_dir):
     name = os.path.basename(os.path.normpath(saved_model_dir))
     path = os.path.join(p["model_dir"], "frozen", "embedding_%s.pb" % name)
-    freeze.freeze_saved_model(saved_model_dir, path, image_size=p["image_size"])
-    print("frozen graph (input 'input', output 'embedding'): %s" % path)
+    # Input at the eval records' size: the evaluation's own path, no upsampling of a smaller input.
+    size = serving.record_size_of(p.get("eval_transform")) or p["image_size"]
+    freeze.freeze_saved_model(saved_model_dir, path, image_size=size)
+    print("frozen graph (input 'input' %dx%d, output 'embedding'): %s" % (size, size, path))
     return path
 
 
