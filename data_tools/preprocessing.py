@@ -9,6 +9,7 @@ Pixels are normalised as insightface and facenet-style face models expect: (x - 
 
 import numpy as np
 import tensorflow.compat.v1 as tf
+import tensorflow.compat.v2 as tf_v2  # v2 resize (antialias); TF 1.15 lacks tf.compat.v1.compat.v2
 
 PIXEL_MEAN = 127.5
 PIXEL_SCALE = 128.0
@@ -75,10 +76,9 @@ CONVERTER_KERNEL = "lanczos3"
 
 def lanczos_resize(batch, image_size):
     """Antialiased Lanczos-3 resize of a float batch [N, H, W, C] to ``image_size`` square."""
-    # TensorFlow >= 1.14 (1.15 included) and 2.x: the v2 resize, whose antialiased kernels run
-    # as one ScaleAndTranslate op.
-    return tf.compat.v2.image.resize(batch, [image_size, image_size], method=CONVERTER_KERNEL,
-                                     antialias=True)
+    # The v2 resize (TF 1.15 and 2.x): its antialiased kernels run as one ScaleAndTranslate op.
+    return tf_v2.image.resize(batch, [image_size, image_size], method=CONVERTER_KERNEL,
+                              antialias=True)
 
 
 def center_square(batch):
