@@ -37,6 +37,7 @@ from export import report
 from export.embedder import (
     EmbedError,
     FoldsError,
+    ImageDecodeError,
     Transform,
     compare,
     decision_threshold,
@@ -108,7 +109,15 @@ def main(argv):
             print("model: %s" % embedder.saved_model_dir, file=sys.stderr)
             transform = _transform(fv, embedder)
             if fv.pairs:
-                _evaluate_pairs(fv, embedder, transform)
+                try:
+                    _evaluate_pairs(fv, embedder, transform)
+                except ImageDecodeError as e:
+                    if transform is None or fv.crop_box is not None or fv.image_size is not None:
+                        raise
+                    raise EmbedError("%s\n(the SavedModel's transform %s is meant for raw "
+                                     "frames like those its records were made from; "
+                                     "--crop_box=none sends the images as they are)"
+                                     % (e, transform.describe())) from None
             elif fv.folder:
                 _embed_folder(fv, embedder, transform)
             elif len(images) == 2:

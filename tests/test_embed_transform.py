@@ -166,3 +166,26 @@ def test_bad_crop_boxes(model, tmp_path, capsys):
     status, _, err = run_cli(capsys, "--model", export_dir, "--crop_box", "0,0,30,10", path)
     assert status == 1
     assert "crop box 0,0,30,10 lies outside the 24x26 image" in err
+
+
+def test_pairs_of_faces_already_cropped_get_a_hint(model_with_transform, tmp_path, capsys):
+    """The SavedModel's default transform on images smaller than its crop box."""
+    export_dir, _ = model_with_transform
+    image_dir = str(tmp_path / "faces")
+    rng = np.random.RandomState(4)
+    for name in ("Person_A", "Person_B"):
+        for index in (1, 2):
+            path = os.path.join(image_dir, name, "%s_%04d.png" % (name, index))
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            Image.fromarray(rng.randint(0, 256, (SIZE, SIZE)).astype(np.uint8)).save(path)
+    pairs_path = os.path.join(image_dir, "pairs.txt")
+    pairs_lib.write_pairs(pairs_path, 2, 1, [("Person_A", 1, "Person_A", 2),
+                                              ("Person_A", 1, "Person_B", 1),
+                                              ("Person_B", 1, "Person_B", 2),
+                                              ("Person_B", 2, "Person_A", 2)])
+    args = ["--model", export_dir, "--pairs", pairs_path, "--image_dir", image_dir]
+    status, _, err = run_cli(capsys, *args)
+    assert status == 1
+    assert "lies outside the 8x8 image" in err and "--crop_box=none sends the images" in err
+    status, _, err = run_cli(capsys, *(args + ["--crop_box=none"]))
+    assert status == 0, err
