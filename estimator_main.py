@@ -353,6 +353,11 @@ def _read_records(p, needs_train, needs_eval):
         p["num_pairs"] = int(info["num_pairs"])
         p["num_folds"] = int(info.get("num_folds", 10))
         _verify(p["eval_records"], p["verify_records"])
+    # What the eval records' pixels went through: the serving graph and the exports carry it.
+    p["eval_transform"] = None
+    if p["eval_records"] and (needs_eval or p["mode"] == "export"):
+        p["eval_transform"] = manifest.conversion_transform(
+            manifest.read_manifest(p["eval_records"]))
 
 
 def _data_parallel_ranks(p):
@@ -550,8 +555,10 @@ def write_eval_report(p, eval_result, started=None):
 def freeze_export(p, saved_model_dir):
     name = os.path.basename(os.path.normpath(saved_model_dir))
     path = os.path.join(p["model_dir"], "frozen", "embedding_%s.pb" % name)
-    freeze.freeze_saved_model(saved_model_dir, path, image_size=p["image_size"])
-    print("frozen graph (input 'input', output 'embedding'): %s" % path)
+    # Input at the eval records' size: the evaluation's own path, no upsampling of a smaller input.
+    size = serving.record_size_of(p.get("eval_transform")) or p["image_size"]
+    freeze.freeze_saved_model(saved_model_dir, path, image_size=size)
+    print("frozen graph (input 'input' %dx%d, output 'embedding'): %s" % (size, size, path))
     return path
 
 
@@ -606,7 +613,7 @@ def _train_and_evaluate_on_host(estimator, p, exporter_list):
 def run_mode(p):
     started = time.time()
     estimator = build_estimator(p)
-    receiver = serving.serving_input_receiver_fn_builder(p["image_size"])
+    receiver = serving.serving_input_receiver_fn_builder(p["image_size"], p.get("eval_transform"))
     mode = p["mode"]
     if mode == "train":
         estimator.train(train_input_fn(p), max_steps=p["train_steps"])
@@ -615,7 +622,8 @@ def run_mode(p):
     elif mode == "train_and_evaluate":
         build_exporters = (retrieval_eval.build_exporters if p["eval_protocol"] == "retrieval"
                            else exporters.build_exporters)
-        exporter_list = build_exporters(receiver, eval_name(p), p["exports_to_keep"])
+        exporter_list = build_exporters(receiver, eval_name(p), p["exports_to_keep"],
+                                        transform=p.get("eval_transform"))
         if p["device"] == "npu":
             result = _train_and_evaluate_on_host(estimator, p, exporter_list)
         else:
@@ -643,7 +651,7 @@ def run_mode(p):
     elif mode == "export":
         path = exporters.export_checkpoint(
             estimator, os.path.join(p["model_dir"], "export", "manual"), receiver,
-            checkpoint_path=p["checkpoint_path"])
+            checkpoint_path=p["checkpoint_path"], transform=p.get("eval_transform"))
         print("SavedModel: %s" % path)
         freeze_export(p, path)
     else:

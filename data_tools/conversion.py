@@ -187,7 +187,8 @@ def _convert(source, output_dir, name, num_shards, image_size, crop_box, num_wor
             manifest = {"kind": source.kind, "shards": manifest_shards,
                         "skipped": source.skipped, "options": out.options,
                         "tool_version": data_tools.__version__,
-                        "schema_version": schema.SCHEMA_VERSION}
+                        "schema_version": schema.SCHEMA_VERSION,
+                        "transform": image_files.describe_transform(image_size, crop_box)}
             manifest.update(source.manifest(records))
             return manifest
 

@@ -301,11 +301,25 @@ def _check_crop_box(size, crop_box):
                          % (",".join(str(c) for c in crop_box), size[0], size[1]))
 
 
-def _transform(image, image_size, crop_box):
-    """Crop to ``crop_box``, then centre-crop to a square and resize to ``image_size``."""
+# The converter's resampling, as recorded in a records manifest's ``transform``.
+RESAMPLING = "lanczos"
+
+
+def transform_image(image, image_size=None, crop_box=None):
+    """The converter's crop and resize of a PIL image (any mode PIL can crop and resize).
+
+    ``crop_box`` (``(x0, y0, x1, y1)``, x1/y1 exclusive, see :func:`parse_crop_box`) crops
+    first; ``image_size`` then centre-crops to a square (the larger side loses
+    ``(long - short) // 2`` pixels at its start) and resizes to ``image_size`` x ``image_size``
+    with PIL's Lanczos filter (:data:`RESAMPLING`). Either may be None. Raises
+    :class:`ImageError` when the crop box does not fit inside the image.
+
+    The converter (``make_tfrecords.py``) and ``export.embed`` both call this, so that a face
+    embedded from a raw photo gets the pixels the records hold.
+    """
     if crop_box is not None:
         _check_crop_box(image.size, crop_box)
-        image = image.crop(crop_box)
+        image = image.crop(tuple(crop_box))
     if image_size is not None:
         width, height = image.size
         side = min(width, height)
@@ -315,6 +329,17 @@ def _transform(image, image_size, crop_box):
         if side != image_size:
             image = image.resize((image_size, image_size), _LANCZOS)
     return image
+
+
+def describe_transform(image_size=None, crop_box=None):
+    """The JSON-able record of a conversion's transform: ``{"crop_box": [x0, y0, x1, y1] or
+    None, "image_size": int or None, "resampling": "lanczos" or None}`` (``resampling`` is None
+    when nothing was resized). A records manifest stores it under ``transform``; an exported
+    SavedModel carries its evaluation records' one in ``assets.extra/transform.json``."""
+    box = parse_crop_box(crop_box) if isinstance(crop_box, str) else crop_box
+    return {"crop_box": None if box is None else [int(c) for c in box],
+            "image_size": None if image_size is None else int(image_size),
+            "resampling": RESAMPLING if image_size is not None else None}
 
 
 def _encode_png(image):
@@ -333,6 +358,18 @@ def _quiet(function):
             warnings.simplefilter("ignore")
             return function(*args, **kwargs)
     return wrapper
+
+
+@_quiet
+def transformed_png(data, image_size=None, crop_box=None):
+    """PNG bytes of encoded image ``data`` (any format PIL reads) after the converter's
+    transform: 8-bit grayscale or RGB, cropped and resized by :func:`transform_image`, encoded
+    as the converter encodes the records it re-encodes (same pixels, same bytes).
+
+    Raises :class:`ImageError` (with the reason) for data that is not a usable image, or
+    smaller than ``crop_box``.
+    """
+    return _encode_png(transform_image(_to_8bit(_decode(data)[1]), image_size, crop_box))
 
 
 @_quiet
@@ -379,7 +416,7 @@ def encode_image(path, info, image_size=None, crop_box=None):
     if info.stored_format is not None:
         return EncodedImage(data, info.stored_format, info.height, info.width, info.channels,
                             digest)
-    image = _transform(_to_8bit(_load(_open_header(data))), image_size, crop_box)
+    image = transform_image(_to_8bit(_load(_open_header(data))), image_size, crop_box)
     width, height = image.size
     return EncodedImage(_encode_png(image), "png", height, width, _CHANNELS[image.mode], digest)
 
@@ -461,6 +498,6 @@ def encode_bytes(data, info, image_size=None, crop_box=None):
     if info.stored_format is not None:
         return EncodedImage(bytes(data), info.stored_format, info.height, info.width,
                             info.channels, digest)
-    image = _transform(_to_8bit(_load(_open_header(data))), image_size, crop_box)
+    image = transform_image(_to_8bit(_load(_open_header(data))), image_size, crop_box)
     width, height = image.size
     return EncodedImage(_encode_png(image), "png", height, width, _CHANNELS[image.mode], digest)

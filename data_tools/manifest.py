@@ -10,7 +10,10 @@ The converter writes the manifest last, so its presence means the conversion fin
 * ``shards``: ``[{"file", "records", "bytes", "sha256"}]`` in order;
 * ``skipped``: ``[{"path", "reason"}]`` for every input file that did not become a record;
 * ``formats``: records per stored format and how many were re-encoded;
-* ``options`` (everything that determines the bytes), ``tool_version``, ``schema_version``.
+* ``options`` (everything that determines the bytes), ``tool_version``, ``schema_version``;
+* ``transform``: how the pixels were converted, ``{"crop_box", "image_size", "resampling"}``
+  (see :func:`conversion_transform`); what a client must do to a raw photo to send the model
+  what its evaluation records hold.
 
 There are no timestamps: the same input and options give the same manifest, byte for byte.
 No TensorFlow here: tools that only inspect a records directory stay light.
@@ -63,6 +66,25 @@ def read_manifest(records_dir):
     if not isinstance(manifest, dict) or "shards" not in manifest or "kind" not in manifest:
         raise ManifestError(f"{path} lacks the 'kind' and 'shards' keys")
     return manifest
+
+
+def conversion_transform(manifest):
+    """The conversion transform of a manifest (dict): ``{"crop_box": [x0, y0, x1, y1] or None,
+    "image_size": int or None, "resampling": "lanczos" or None}``.
+
+    Manifests written before the ``transform`` key existed give the same dict from their
+    ``options`` (the converter always resized with Lanczos); None when neither is there (a
+    manifest of another tool).
+    """
+    transform = manifest.get("transform")
+    if isinstance(transform, dict):
+        return {key: transform.get(key) for key in ("crop_box", "image_size", "resampling")}
+    options = manifest.get("options")
+    if not isinstance(options, dict) or not {"crop_box", "image_size"} <= set(options):
+        return None
+    image_size = options["image_size"]
+    return {"crop_box": options["crop_box"], "image_size": image_size,
+            "resampling": "lanczos" if image_size is not None else None}
 
 
 def shard_paths(records_dir):

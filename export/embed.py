@@ -7,6 +7,7 @@
     python -m export.embed --model DIR --folder faces/ --output faces_emb
     python -m export.embed --model DIR --pairs pairs.txt --image_dir lfw/ --report_dir out/
     python -m export.embed --model DIR --pairs lfw.bin --report_dir out/   # or pair records
+    python -m export.embed --model DIR --crop_box 70,60,180,190 --image_size 112 photo.jpg
 
 ``--model`` is a SavedModel directory or an exporter's base directory holding timestamped
 SavedModels (``model_dir/export/best``: the newest is used). It is called through its
@@ -16,6 +17,13 @@ SavedModels (``model_dir/export/best``: the newest is used). It is called throug
 ``--align`` (IMAGE arguments only) treats them as raw photos: the largest face of each is detected
 and aligned onto the 5-point 112x112 template (``data_tools.raw_faces``; the detector is the
 optional ``[align]`` extra) before it is embedded.
+
+The model expects faces cropped (or aligned) as its training records were. ``--crop_box`` and
+``--image_size`` crop and resize every image first, with exactly the converter's meaning and
+code (make_tfrecords.py: crop, centre square, Lanczos). ``--pairs`` applies by default the
+transform the SavedModel was exported with (``assets.extra/transform.json``, the evaluation
+records' conversion), so that raw frames give the accuracy of the model's report;
+``--crop_box=none`` sends the images as they are.
 
 ``--flip`` (on by default, as in the evaluation) adds the embedding of each mirror image, then
 renormalises. The decision threshold of the two-image mode comes from ``--threshold`` or from
@@ -34,10 +42,13 @@ cli.quiet_tensorflow()  # before TensorFlow is imported
 import tensorflow.compat.v1 as tf  # noqa: E402
 from absl import flags  # noqa: E402
 
+from data_tools import image_files  # noqa: E402
 from export import report  # noqa: E402
 from export.embedder import (  # noqa: E402
     EmbedError,
     FoldsError,
+    ImageDecodeError,
+    Transform,
     align_photos,
     compare,
     decision_threshold,
@@ -80,6 +91,15 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_bool("align", False, "The IMAGE arguments are raw photos: detect the largest "
                       "face of each, align it onto the 5-point 112x112 template and embed that "
                       "(needs pip install circle-face[align]).", flag_values=fv)
+    flags.DEFINE_string("crop_box", None, "'x0,y0,x1,y1': crop every image to this box (before "
+                        "--image_size), as make_tfrecords.py --crop_box does. 'none': no crop, "
+                        "and no default from the SavedModel. Default: none, except with --pairs "
+                        "(the SavedModel's transform, assets.extra/transform.json).",
+                        flag_values=fv)
+    flags.DEFINE_integer("image_size", None, "Centre-crop every image to a square and resize it "
+                         "to this size with the converter's Lanczos filter, as make_tfrecords.py "
+                         "--image_size does.", lower_bound=1, flag_values=fv)
+    return fv
 
 
 def main(argv, flag_values=flags.FLAGS):
@@ -90,14 +110,23 @@ def main(argv, flag_values=flags.FLAGS):
         _check_usage(fv, images)
         with load_saved_model(fv.model) as embedder:
             print(f"model: {embedder.saved_model_dir}", file=sys.stderr)
+            transform = _transform(fv, embedder)
             if fv.pairs:
-                _evaluate_pairs(fv, embedder)
+                try:
+                    _evaluate_pairs(fv, embedder, transform)
+                except ImageDecodeError as e:
+                    if transform is None or fv.crop_box is not None or fv.image_size is not None:
+                        raise
+                    raise EmbedError(f"{e}\n(the SavedModel's transform {transform.describe()} "
+                                     "is meant for raw frames like those its records were "
+                                     "made from; --crop_box=none sends the images as they "
+                                     "are)") from None
             elif fv.folder:
-                _embed_folder(fv, embedder)
+                _embed_folder(fv, embedder, transform)
             elif len(images) == 2:
-                _verify_two(fv, embedder, images)
+                _verify_two(fv, embedder, images, transform)
             else:
-                _embed_images(fv, embedder, images)
+                _embed_images(fv, embedder, images, transform)
     except UsageError as e:
         print(f"error: {e}\n(--help lists the flags)", file=sys.stderr)
         return 2
@@ -140,16 +169,22 @@ def _check_usage(fv, images):
     if fv.align and not images:
         raise UsageError("--align applies to IMAGE arguments (align folders first with python -m "
                          "data_tools.align)")
+    if fv.align and (fv.crop_box is not None or fv.image_size is not None):
+        raise UsageError("--align makes 112x112 faces itself: --crop_box and --image_size apply "
+                         "to faces already cut out")
+    if fv.pairs and _self_contained(fv.pairs) and (fv.crop_box is not None
+                                                   or fv.image_size is not None):
+        raise UsageError("--crop_box and --image_size do not apply to a .bin or pair records: "
+                         "their images are converted already")
+    if fv.crop_box is not None and not _no_crop(fv.crop_box):
+        try:
+            image_files.parse_crop_box(fv.crop_box)
+        except ValueError as e:
+            raise UsageError(f"--crop_box: {e}") from None
 
 
-def _embed_files(fv, embedder, images):
-    """Embeddings of the IMAGE arguments; with --align, of their aligned largest faces."""
-    if not fv.align:
-        return embedder.embed_files(images, batch_size=fv.batch_size, flip=fv.flip)
-    blobs, notes = align_photos(images)
-    for note in notes:
-        print(f"note: {note}", file=sys.stderr)
-    return embedder.embed_bytes(blobs, batch_size=fv.batch_size, flip=fv.flip, names=images)
+def _no_crop(crop_box):
+    return crop_box is not None and crop_box.strip().lower() == "none"
 
 
 def _self_contained(pairs):
@@ -157,8 +192,35 @@ def _self_contained(pairs):
     return os.path.isdir(pairs) or pairs.lower().endswith(".bin")
 
 
-def _embed_images(fv, embedder, images):
-    embeddings = _embed_files(fv, embedder, images)
+def _transform(fv, embedder):
+    """The Transform of the flags; for --pairs on image files without them, the SavedModel's
+    (or None)."""
+    if fv.crop_box is not None or fv.image_size is not None:
+        crop_box = None if _no_crop(fv.crop_box) else fv.crop_box
+        return Transform.make(crop_box, fv.image_size)
+    if not fv.pairs or _self_contained(fv.pairs):
+        return None
+    transform = embedder.transform()
+    if transform is not None:
+        print(f"transform: {transform.describe()} (the SavedModel's evaluation records' "
+              "conversion, from assets.extra/transform.json; --crop_box=none sends the images "
+              "as they are)", file=sys.stderr)
+    return transform
+
+
+def _embed_files(fv, embedder, images, transform):
+    """Embeddings of the IMAGE arguments; with --align, of their aligned largest faces."""
+    if not fv.align:
+        return embedder.embed_files(images, batch_size=fv.batch_size, flip=fv.flip,
+                                    transform=transform)
+    blobs, notes = align_photos(images)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    return embedder.embed_bytes(blobs, batch_size=fv.batch_size, flip=fv.flip, names=images)
+
+
+def _embed_images(fv, embedder, images, transform):
+    embeddings = _embed_files(fv, embedder, images, transform)
     if fv.output:
         paths = save_embeddings(embeddings, images, fv.output)
         print(f"{len(images)} embeddings of size {embeddings.shape[1]} -> {paths[0]}, {paths[1]}")
@@ -168,8 +230,8 @@ def _embed_images(fv, embedder, images):
         print(f"{path} {values}")
 
 
-def _verify_two(fv, embedder, images):
-    embeddings = _embed_files(fv, embedder, images)
+def _verify_two(fv, embedder, images, transform):
+    embeddings = _embed_files(fv, embedder, images, transform)
     if fv.output:
         save_embeddings(embeddings, images, fv.output)
     similarity, distance = compare(embeddings[0], embeddings[1])
@@ -190,17 +252,17 @@ def _verify_two(fv, embedder, images):
           f"{distance:.6f} {'<' if same else '>='} threshold {threshold:.6f})")
 
 
-def _embed_folder(fv, embedder):
+def _embed_folder(fv, embedder, transform):
     result = embed_folder(
         embedder, fv.folder, batch_size=fv.batch_size, flip=fv.flip, progress=True,
         on_skipped=lambda relpath, reason: print(f"skipped {relpath}: {reason}",
-                                                 file=sys.stderr))
+                                                 file=sys.stderr), transform=transform)
     npy_path, names_path = save_embeddings(result.embeddings, result.names, fv.output)
     print(f"{len(result.names)} images of {result.num_identities} identities, embeddings of size "
           f"{result.embeddings.shape[1]} -> {npy_path}, {names_path}")
 
 
-def _evaluate_pairs(fv, embedder):
+def _evaluate_pairs(fv, embedder, transform):
     try:
         if _self_contained(fv.pairs):
             result = evaluate_pair_images(embedder, fv.pairs, n_folds=fv.n_folds,
@@ -209,7 +271,7 @@ def _evaluate_pairs(fv, embedder):
         else:
             result = evaluate_pairs(embedder, fv.pairs, fv.image_dir, n_folds=fv.n_folds,
                                     far_target=fv.far_target, batch_size=fv.batch_size,
-                                    flip=fv.flip, progress=True)
+                                    flip=fv.flip, progress=True, transform=transform)
     except FoldsError as e:
         raise UsageError(str(e)) from None
     metrics = result.metrics
@@ -226,7 +288,10 @@ def _evaluate_pairs(fv, embedder):
         extra = {"model": os.path.abspath(embedder.saved_model_dir),
                  "pairs": os.path.abspath(fv.pairs),
                  "image_dir": os.path.abspath(fv.image_dir) if fv.image_dir else None,
-                 "flip": bool(fv.flip), "num_images": result.num_images}
+                 "flip": bool(fv.flip), "num_images": result.num_images,
+                 "crop_box": None if transform is None or transform.crop_box is None
+                 else list(transform.crop_box),
+                 "image_size": None if transform is None else transform.image_size}
         json_path, png_path = report.write_report(metrics, fv.report_dir, extra=extra)
         print(f"report: {json_path}, {png_path}")
 

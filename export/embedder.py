@@ -18,6 +18,13 @@ The decision threshold of a two-image comparison comes from the caller or from t
 report the training run wrote (``report.json``, see :func:`decision_threshold`): in
 ``<savedmodel>/assets.extra/``, then in ``eval/`` under each of the four parent directories of the
 SavedModel.
+
+A :class:`Transform` (``crop_box``, ``image_size``) crops and resizes image files before they are
+sent, with the converter's own code (``data_tools.image_files.transform_image``: crop, centre
+square, PIL Lanczos, lossless PNG), so that raw photos become the pictures the records hold.
+``assets.extra/transform.json`` holds the transform of the evaluation records the model was
+exported with (:meth:`Embedder.transform`); :func:`evaluate_pairs` users pass it to reproduce
+the report's accuracy on the raw frames.
 """
 
 import collections
@@ -40,6 +47,7 @@ SIGNATURE = "serving_default"
 INPUT_KEY = serving.BYTES_INPUT
 OUTPUT_KEY = serving.OUTPUT
 REPORT_PARENT_LEVELS = 4
+ASSETS_EXTRA = "assets.extra"
 
 # File signatures of the formats TensorFlow's decode_image reads; anything else goes through PIL.
 _TF_IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
@@ -62,6 +70,51 @@ class ImageDecodeError(EmbedError):
         self.files = list(files)
         listed = "\n  ".join(f"{name}: {reason}" for name, reason in self.files)
         super().__init__(f"cannot use {len(self.files)} image(s):\n  {listed}")
+
+
+class Transform(collections.namedtuple("Transform", ["crop_box", "image_size"])):
+    """The converter's ``--crop_box`` and ``--image_size``, with exactly their meaning: crop to
+    ``crop_box`` ``(x0, y0, x1, y1)`` (pixels, x1/y1 exclusive), then centre-crop to a square and
+    resize to ``image_size`` with PIL's Lanczos filter. Either may be None."""
+
+    @classmethod
+    def make(cls, crop_box=None, image_size=None):
+        """A Transform from the converter's spellings (``'x0,y0,x1,y1'`` or 4 ints; a positive
+        int), or None when both are None. Raises ``ValueError`` for bad values."""
+        box = image_files.parse_crop_box(crop_box)
+        if image_size is not None:
+            if isinstance(image_size, bool) or int(image_size) != image_size or image_size < 1:
+                raise ValueError("image size must be a positive integer, got %r" % (image_size,))
+            image_size = int(image_size)
+        if box is None and image_size is None:
+            return None
+        return cls(box, image_size)
+
+    @classmethod
+    def from_dict(cls, transform):
+        """The Transform of a ``transform.json`` / manifest ``transform`` dict (None: None)."""
+        if not transform:
+            return None
+        resampling = transform.get("resampling")
+        if transform.get("image_size") is not None and resampling not in (
+                None, image_files.RESAMPLING):
+            raise ValueError("the conversion used %r resampling; only the converter's %r is "
+                             "implemented" % (resampling, image_files.RESAMPLING))
+        return cls.make(transform.get("crop_box"), transform.get("image_size"))
+
+    def describe(self):
+        """``crop_box=70,60,180,190 image_size=112`` (the flags that give this transform)."""
+        parts = []
+        if self.crop_box is not None:
+            parts.append("crop_box=%s" % ",".join(str(c) for c in self.crop_box))
+        if self.image_size is not None:
+            parts.append("image_size=%d" % self.image_size)
+        return " ".join(parts)
+
+    def apply(self, data):
+        """PNG bytes of encoded image ``data`` after the transform (the converter's pixels);
+        raises ``image_files.ImageError`` with the reason."""
+        return image_files.transformed_png(data, self.image_size, self.crop_box)
 
 
 def find_saved_model(path):
@@ -204,15 +257,29 @@ class Embedder:
         return self._embed_batches(images, names, lambda blobs, _: blobs, batch_size, flip,
                                    progress)
 
-    def embed_files(self, paths, batch_size=64, flip=False, names=None, progress=False):
+    def embed_files(self, paths, batch_size=64, flip=False, names=None, progress=False,
+                    transform=None):
         """Embeddings [N, D] float32 of image files, read one batch at a time.
 
         JPEG, PNG, GIF and BMP files are sent as they are; other formats PIL reads (PGM, TIFF,
-        WebP...) are converted to PNG first. ``names`` (default: the paths) label errors.
+        WebP...) are converted to PNG first. ``transform`` (a :class:`Transform`) crops and
+        resizes every file as the converter does. ``names`` (default: the paths) label errors.
         """
         paths = list(paths)
         names = list(names) if names is not None else paths
-        return self._embed_batches(paths, names, read_images, batch_size, flip, progress)
+        return self._embed_batches(
+            paths, names, lambda batch, batch_names: read_images(batch, batch_names, transform),
+            batch_size, flip, progress)
+
+    def transform(self):
+        """The :class:`Transform` of the evaluation records this SavedModel was exported with
+        (``assets.extra/transform.json``), or None (none stored, or no crop and no resize)."""
+        try:
+            stored = report.read_transform(os.path.join(self.saved_model_dir, ASSETS_EXTRA))
+            return Transform.from_dict(stored)
+        except ValueError as e:
+            raise EmbedError("the conversion transform of %s: %s"
+                             % (self.saved_model_dir, e)) from None
 
     def _embed_batches(self, items, names, to_blobs, batch_size, flip, progress):
         """The one batching loop: ``to_blobs(items[batch], names[batch])`` gives encoded images."""
@@ -282,11 +349,13 @@ def load_saved_model(path, session_config=None):
     return Embedder(find_saved_model(path), session_config=session_config)
 
 
-def read_images(paths, names=None):
+def read_images(paths, names=None, transform=None):
     """The encoded bytes of image files, ready for ``embed_bytes``.
 
-    Files TensorFlow cannot decode (not JPEG/PNG/GIF/BMP) are converted to PNG with PIL.
-    Raises :class:`ImageDecodeError` naming every file that cannot be read.
+    Files TensorFlow cannot decode (not JPEG/PNG/GIF/BMP) are converted to PNG with PIL. With a
+    :class:`Transform` every file is cropped and resized as the converter does, and sent as the
+    PNG the converter would store. Raises :class:`ImageDecodeError` naming every file that
+    cannot be read (or is smaller than the crop box).
     """
     names = names if names is not None else paths
     blobs, bad = [], []
@@ -300,7 +369,13 @@ def read_images(paths, names=None):
         if not data:
             bad.append((name, "empty file"))
             continue
-        if not data.startswith(_TF_IMAGE_MAGIC):
+        if transform is not None:
+            try:
+                data = transform.apply(data)
+            except image_files.ImageError as e:
+                bad.append((name, str(e)))
+                continue
+        elif not data.startswith(_TF_IMAGE_MAGIC):
             try:
                 data = _to_png(data)
             except _UNIDENTIFIED:
@@ -435,11 +510,12 @@ class FolderEmbeddings(collections.namedtuple(
     ``embeddings``; ``skipped`` lists ``(relpath, reason)`` of the files left out."""
 
 
-def embed_folder(embedder, folder, batch_size=64, flip=False, progress=False, on_skipped=None):
+def embed_folder(embedder, folder, batch_size=64, flip=False, progress=False, on_skipped=None,
+                 transform=None):
     """Embed every image of an identity-folder tree (``<folder>/<identity>/<image>``).
 
     ``on_skipped(relpath, reason)`` is called for each file left out, before any embedding (and
-    before the error when nothing is left).
+    before the error when nothing is left). ``transform``: see :meth:`Embedder.embed_files`.
     """
     if not os.path.isdir(folder):
         raise EmbedError(f"--folder {folder} is not a directory")
@@ -452,7 +528,7 @@ def embed_folder(embedder, folder, batch_size=64, flip=False, progress=False, on
     names = [entry.relpath for entry in scan.entries]
     paths = [os.path.join(folder, *name.split("/")) for name in names]
     embeddings = embedder.embed_files(paths, batch_size=batch_size, flip=flip, names=names,
-                                      progress=progress)
+                                      progress=progress, transform=transform)
     identities = len({entry.identity for entry in scan.entries})
     return FolderEmbeddings(names, embeddings, list(scan.skipped), identities)
 
@@ -468,11 +544,14 @@ class PairsEvaluation(collections.namedtuple(
 
 
 def evaluate_pairs(embedder, pairs_path, image_dir, n_folds=None, far_target=1e-3,
-                   batch_size=64, flip=False, progress=False):
+                   batch_size=64, flip=False, progress=False, transform=None):
     """Verify the pairs of an LFW-format pairs file (images under ``image_dir``).
 
     Every distinct image is embedded once. ``n_folds`` defaults to the pairs file's folds. A
     missing image is an error, never a silently skipped pair (the message lists them).
+    ``transform`` (a :class:`Transform`) crops and resizes every image as the converter does:
+    with the SavedModel's own (:meth:`Embedder.transform`), raw frames give the pictures of the
+    evaluation records, and the report's accuracy.
     """
     try:
         pairs_file = pairs_lib.read_pairs(pairs_path)
@@ -491,7 +570,7 @@ def evaluate_pairs(embedder, pairs_path, image_dir, n_folds=None, far_target=1e-
     row = {path: i for i, path in enumerate(unique)}
     files = [os.path.join(image_dir, *path.split("/")) for path in unique]
     embeddings = embedder.embed_files(files, batch_size=batch_size, flip=flip, names=unique,
-                                      progress=progress)
+                                      progress=progress, transform=transform)
     index1 = np.array([row[p1] for p1, _ in relpaths])
     index2 = np.array([row[p2] for _, p2 in relpaths])
     issame = np.array([pair.issame for pair in kept], dtype=bool)

@@ -5,7 +5,10 @@ each export's ``assets.extra``, the eval report (metrics per fold, the decision 
 the metric value it was chosen on, so a served model carries the threshold it was validated with
 and every later reader can rank the exports (``export.export_dirs``). Everything in
 ``assets.extra`` is copied in before the estimator renames its temporary export directory: a crash
-never leaves a half-written model, nor a model without its numbers.
+never leaves a half-written model, nor a model without its numbers. Next to the report,
+``transform.json`` holds the conversion transform of the evaluation records (crop box, size,
+resampling: the manifest's ``transform``), what ``export.embed`` applies to raw photos so that
+they match the records the report was measured on.
 
 Why not ``tf.estimator.BestExporter``: it remembers the best result in memory and re-reads it
 from event files on start, and both versions get it wrong in a way a user meets on the first
@@ -26,6 +29,7 @@ import tensorflow.compat.v1 as tf
 from export import eval_metrics, export_dirs, report
 
 DEFAULT_METRIC = "lfw/accuracy"
+ASSETS_EXTRA = "assets.extra"
 
 
 def _as_text(path):
@@ -37,7 +41,21 @@ def write_export_report(export_path, eval_result, prefix="lfw"):
     if not eval_result or "%s/accuracy" % prefix not in eval_result:
         return None
     metrics = eval_metrics.metrics_from_eval_result(eval_result, prefix)
-    return report.write_report(metrics, os.path.join(_as_text(export_path), "assets.extra"))
+    return report.write_report(metrics, os.path.join(_as_text(export_path), ASSETS_EXTRA))
+
+
+def write_export_transform(export_path, transform):
+    """Write the evaluation records' conversion ``transform`` (dict, see
+    ``data_tools.manifest.conversion_transform``) as ``<export>/assets.extra/transform.json``;
+    nothing when it is None. Returns the path or None."""
+    if transform is None:
+        return None
+    return report.write_transform(os.path.join(_as_text(export_path), ASSETS_EXTRA), transform)
+
+
+def read_export_transform(saved_model_dir):
+    """The conversion transform a SavedModel carries (dict), or None when it has none."""
+    return report.read_transform(os.path.join(_as_text(saved_model_dir), ASSETS_EXTRA))
 
 
 def metric_value(eval_result, metric_key):
@@ -60,12 +78,12 @@ class BestMetricExporter(tf.estimator.Exporter):
     of a fresh run always exports. ``exports_to_keep`` keeps that many exports ranked by recorded
     value (then recency): the best one is never deleted, whatever the order of evaluations.
     ``report_fn(eval_result, directory) -> {name: path}`` writes the evaluation's report files
-    to store in ``assets.extra``; ``assets_extra``: further files, ``{name: source path}`` (for
-    example the conversion transform of the evaluation records).
+    to store in ``assets.extra``; ``transform``: the evaluation records' conversion transform
+    (``transform.json``); ``assets_extra``: further files, ``{name: source path}``.
     """
 
     def __init__(self, serving_input_receiver_fn, metric_key, report_fn=None,
-                 exports_to_keep=3, name="best", assets_extra=None):
+                 exports_to_keep=3, name="best", assets_extra=None, transform=None):
         if exports_to_keep is not None and exports_to_keep < 1:
             raise ValueError("exports_to_keep must be positive or None, got %r"
                              % exports_to_keep)
@@ -75,6 +93,7 @@ class BestMetricExporter(tf.estimator.Exporter):
         self._report_fn = report_fn
         self._exports_to_keep = exports_to_keep
         self._assets_extra = dict(assets_extra or {})
+        self._transform = transform
 
     @property
     def name(self):
@@ -104,6 +123,8 @@ class BestMetricExporter(tf.estimator.Exporter):
         assets = dict(self._assets_extra)
         if self._report_fn is not None:
             assets.update(self._report_fn(eval_result, staging) or {})
+        if self._transform is not None:
+            assets[report.TRANSFORM_JSON] = report.write_transform(staging, self._transform)
         record = {"metric": self._metric_key, "value": value,
                   "global_step": _global_step(eval_result)}
         record_path = os.path.join(staging, export_dirs.EXPORT_METRIC_JSON)
@@ -136,29 +157,53 @@ class BestVerificationExporter(BestMetricExporter):
     """The best model by verification accuracy, with its report (``lfw/accuracy`` by default)."""
 
     def __init__(self, serving_input_receiver_fn, metric_key=DEFAULT_METRIC, exports_to_keep=3,
-                 prefix="lfw", name="best", assets_extra=None):
+                 prefix="lfw", name="best", assets_extra=None, transform=None):
         super().__init__(serving_input_receiver_fn, metric_key,
                          report_fn=verification_report_fn(prefix),
-                         exports_to_keep=exports_to_keep, name=name, assets_extra=assets_extra)
+                         exports_to_keep=exports_to_keep, name=name, assets_extra=assets_extra,
+                         transform=transform)
+
+
+class LatestTransformExporter(tf.estimator.LatestExporter):
+    """LatestExporter that also stores the evaluation records' conversion transform."""
+
+    def __init__(self, name, serving_input_receiver_fn, exports_to_keep=3, transform=None):
+        self._transform = transform
+        super().__init__(name, serving_input_receiver_fn, exports_to_keep=exports_to_keep)
+
+    def export(self, estimator, export_path, checkpoint_path, eval_result, is_the_final_export):
+        path = super().export(estimator, export_path, checkpoint_path, eval_result,
+                              is_the_final_export)
+        if path:
+            write_export_transform(path, self._transform)
+        return path
 
 
 def build_exporters(serving_input_receiver_fn, eval_name="lfw", exports_to_keep=3,
-                    metric_key=DEFAULT_METRIC, assets_extra=None):
-    """The EvalSpec's exporters: the best model by verification accuracy, and the latest."""
+                    metric_key=DEFAULT_METRIC, transform=None):
+    """The EvalSpec's exporters: the best model by verification accuracy, and the latest.
+
+    ``transform``: the evaluation records' conversion transform, stored with every export.
+    """
     del eval_name  # the best exporter reads what it needs from disk, not from event files
     return [
         BestVerificationExporter(serving_input_receiver_fn, metric_key=metric_key,
-                                 exports_to_keep=exports_to_keep, assets_extra=assets_extra),
-        tf.estimator.LatestExporter("latest", serving_input_receiver_fn,
-                                    assets_extra=assets_extra, exports_to_keep=exports_to_keep),
+                                 exports_to_keep=exports_to_keep, transform=transform),
+        LatestTransformExporter("latest", serving_input_receiver_fn,
+                                exports_to_keep=exports_to_keep, transform=transform),
     ]
 
 
 def export_checkpoint(estimator, export_dir_base, serving_input_receiver_fn,
-                      checkpoint_path=None, eval_result=None):
-    """Export a checkpoint (default: the latest in model_dir) as a SavedModel; returns its path."""
+                      checkpoint_path=None, eval_result=None, transform=None):
+    """Export a checkpoint (default: the latest in model_dir) as a SavedModel; returns its path.
+
+    ``eval_result`` and ``transform`` (the evaluation records' conversion transform) go into
+    its ``assets.extra`` when given.
+    """
     path = _as_text(estimator.export_saved_model(export_dir_base, serving_input_receiver_fn,
                                                  checkpoint_path=checkpoint_path))
     if eval_result:
         write_export_report(path, eval_result)
+    write_export_transform(path, transform)
     return path

@@ -9,8 +9,15 @@ Node names (stable, documented in the README):
 The graph is the SavedModel's pixels signature with its variables turned into constants; the
 JPEG/PNG decoding branch is cut away (ATC has no DecodeJpeg), and batch norm is in inference
 mode because the SavedModel was built in PREDICT mode.
+
+With ``image_size`` (a static input size) the graph is flat: no If/While/Switch/Merge, no
+py_func, no function library. The SavedModel resizes inputs of any size behind a conditional;
+here its preprocessing is rebuilt for the one static size from the parameters the serving graph
+recorded (``serving.CONFIG_NODE``), so the frozen graph holds the resize ops that size needs, or
+none when it is the network's input size.
 """
 
+import json
 import os
 
 import tensorflow.compat.v1 as tf
@@ -36,13 +43,19 @@ def freeze_saved_model(saved_model_dir, output_path, image_size=None):
         signature = meta_graph.signature_def[serving.PIXELS_SIGNATURE]
         pixels_name = signature.inputs[serving.PIXELS_INPUT].name
         embedding_name = signature.outputs[serving.OUTPUT].name
+        config = _serving_config(sess, graph) if image_size else None
         constant_graph = tf.graph_util.convert_variables_to_constants(
             sess, graph.as_graph_def(), [embedding_name.split(":")[0]])
 
     with tf.Graph().as_default() as graph:
         shape = [None, image_size, image_size, 3] if image_size else [None, None, None, 3]
         pixels = tf.placeholder(tf.float32, shape, name=INPUT_NODE)
-        embedding, = tf.import_graph_def(constant_graph, input_map={pixels_name: pixels},
+        if config is not None:
+            # Static input size: the preprocessing again, without the SavedModel's tf.cond.
+            input_map = {serving.MODEL_INPUT + ":0": serving.preprocess(pixels, config)}
+        else:
+            input_map = {pixels_name: pixels}
+        embedding, = tf.import_graph_def(constant_graph, input_map=input_map,
                                          return_elements=[embedding_name], name="frozen")
         tf.identity(embedding, name=OUTPUT_NODE)
         graph_def = graph.as_graph_def()
@@ -52,7 +65,7 @@ def freeze_saved_model(saved_model_dir, output_path, image_size=None):
     for node in graph_def.node:
         if "_class" in node.attr:
             del node.attr["_class"]
-    pruned = tf.graph_util.extract_sub_graph(graph_def, [OUTPUT_NODE])
+    pruned = _drop_unused_functions(tf.graph_util.extract_sub_graph(graph_def, [OUTPUT_NODE]))
 
     directory = os.path.dirname(os.path.abspath(output_path))
     tf.io.gfile.makedirs(directory)
@@ -61,6 +74,59 @@ def freeze_saved_model(saved_model_dir, output_path, image_size=None):
         f.write(pruned.SerializeToString())
     tf.io.gfile.rename(temporary, output_path, overwrite=True)
     return output_path
+
+
+def _functions_used(nodes, library):
+    """Names of the library functions the ``nodes`` call (as ops or through attributes)."""
+    names = {f.signature.name for f in library.function}
+    used = set()
+
+    def visit(value):
+        if value.HasField("func"):
+            used.add(value.func.name)
+        for func in value.list.func:
+            used.add(func.name)
+
+    for node in nodes:
+        if node.op in names:
+            used.add(node.op)
+        for value in node.attr.values():
+            visit(value)
+    return used
+
+
+def _drop_unused_functions(graph_def):
+    """``graph_def`` with only the library functions its nodes still call (transitively): the
+    pruned conditionals and decoding loop of the SavedModel leave their bodies behind."""
+    by_name = {f.signature.name: f for f in graph_def.library.function}
+    keep, todo = set(), _functions_used(graph_def.node, graph_def.library)
+    while todo:
+        name = todo.pop()
+        if name in keep or name not in by_name:
+            continue
+        keep.add(name)
+        todo |= _functions_used(by_name[name].node_def, graph_def.library)
+    functions = [f for f in graph_def.library.function if f.signature.name in keep]
+    gradients = [g for g in graph_def.library.gradient if g.function_name in keep]
+    del graph_def.library.function[:]
+    del graph_def.library.gradient[:]
+    graph_def.library.function.extend(functions)
+    graph_def.library.gradient.extend(gradients)
+    if not functions:
+        graph_def.ClearField("library")
+    return graph_def
+
+
+def _serving_config(sess, graph):
+    """The preprocessing parameters the serving graph recorded, or None (a SavedModel exported
+    before they were: its preprocessing is kept as it is, conditional included)."""
+    try:
+        graph.get_operation_by_name(serving.MODEL_INPUT)
+        node = graph.get_tensor_by_name(serving.CONFIG_NODE + ":0")
+    except KeyError:
+        return None
+    value = sess.run(node)
+    return json.loads(value.decode("utf-8") if isinstance(value, bytes) else value)
 
 
 def load_frozen_graph(path):

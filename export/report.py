@@ -20,6 +20,8 @@ from data_tools.fileio import atomic_write
 
 REPORT_JSON = "report.json"
 ROC_PNG = "roc.png"
+# Next to an exported SavedModel's report: the conversion transform of its evaluation records.
+TRANSFORM_JSON = "transform.json"
 REPORT_VERSION = 1
 
 # What the ROC figure needs; evaluate() returns all of them.
@@ -80,6 +82,35 @@ def read_report(path):
     if not isinstance(report, dict):
         raise ValueError(f"{path} is not a valid report (expected a JSON object)")
     return report
+
+
+def write_transform(output_dir, transform):
+    """Write a conversion ``transform`` (dict: ``crop_box``, ``image_size``, ``resampling``, see
+    ``data_tools.manifest.conversion_transform``) as ``output_dir/transform.json``, atomically;
+    returns the path."""
+    if not isinstance(transform, dict):
+        raise TypeError("transform must be a dict, got %s" % type(transform).__name__)
+    text = json.dumps(_to_jsonable(transform, "transform"), indent=2, sort_keys=True) + "\n"
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, TRANSFORM_JSON)
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+    return path
+
+
+def read_transform(directory):
+    """The conversion transform stored in ``directory/transform.json`` (dict), or None when there
+    is none. Raises ``ValueError`` for a file that is not a JSON object."""
+    path = os.path.join(directory, TRANSFORM_JSON)
+    if not os.path.isfile(path):
+        return None
+    with open(path, "rb") as f:
+        try:
+            transform = json.loads(f.read().decode("utf-8"))
+        except ValueError as e:
+            raise ValueError("%s is not valid JSON: %s" % (path, e)) from None
+    if not isinstance(transform, dict):
+        raise ValueError("%s does not hold a JSON object" % path)
+    return transform
 
 
 def _to_jsonable(value, where):

@@ -137,18 +137,22 @@ class BestRetrievalExporter(exporters.BestMetricExporter):
     by the value recorded with each export, restart-safe)."""
 
     def __init__(self, serving_input_receiver_fn, prefix=PREFIX, exports_to_keep=3,
-                 assets_extra=None):
+                 assets_extra=None, transform=None):
         super().__init__(serving_input_receiver_fn, f"{prefix}/{BEST_METRIC}",
                          report_fn=lambda result, directory: _report_files(result, directory,
                                                                            prefix),
-                         exports_to_keep=exports_to_keep, assets_extra=assets_extra)
+                         exports_to_keep=exports_to_keep, assets_extra=assets_extra,
+                         transform=transform)
 
 
-def build_exporters(serving_input_receiver_fn, eval_name=PREFIX, exports_to_keep=3):
-    """The EvalSpec's exporters: the best model by MAP@R, and the latest."""
+def build_exporters(serving_input_receiver_fn, eval_name=PREFIX, exports_to_keep=3,
+                    transform=None):
+    """The EvalSpec's exporters: the best model by MAP@R, and the latest; ``transform`` (the
+    evaluation records' conversion transform) is stored with every export."""
     del eval_name  # the best exporter ranks the exports on disk, not event files
     return [
-        BestRetrievalExporter(serving_input_receiver_fn, exports_to_keep=exports_to_keep),
-        tf.estimator.LatestExporter("latest", serving_input_receiver_fn,
-                                    exports_to_keep=exports_to_keep),
+        BestRetrievalExporter(serving_input_receiver_fn, exports_to_keep=exports_to_keep,
+                              transform=transform),
+        exporters.LatestTransformExporter("latest", serving_input_receiver_fn,
+                                          exports_to_keep=exports_to_keep, transform=transform),
     ]

@@ -189,6 +189,23 @@ def test_explicit_paths_win_over_modelarts_urls(data, tmp_path, parse_flags):
     assert params["model_dir"] == str(tmp_path / "run")
 
 
+def test_params_carry_the_eval_records_conversion_transform(data, tmp_path, parse_flags):
+    """The serving graph and the exports get what the eval records' pixels went through."""
+    pairs = str(tmp_path / "pairs")
+    shutil.copytree(str(data / "pairs"), pairs)
+    manifest = load_json(pairs, "manifest.json")
+    manifest["transform"] = {"crop_box": [1, 2, 31, 32], "image_size": SIZE,
+                             "resampling": "lanczos"}
+    with open(os.path.join(pairs, "manifest.json"), "w") as f:
+        json.dump(manifest, f)
+    for mode in ("train_and_evaluate", "export"):
+        settings = dict(base_settings(data, tmp_path / "run"), mode=mode, eval_records=pairs)
+        params = estimator_main.build_params(parse_flags(as_argv(settings)))
+        assert params["eval_transform"] == manifest["transform"], mode
+    params = estimator_main.build_params(parse_flags(as_argv(base_settings(data, tmp_path))))
+    assert params["eval_transform"] is None
+
+
 # 32 training images: steps = epochs * 32 / batch, rounded to the nearest step, at least one.
 @pytest.mark.parametrize("epochs, batch_size, steps", [
     (1, 8, 4), (2.5, 8, 10), (3, 16, 6), (1.3, 8, 5), (1.4, 8, 6), (0.1, 8, 1)])

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf2
 import tensorflow.compat.v1 as tf
+from PIL import Image
 
-from data_tools import cli, input_fns
+from data_tools import cli, image_files, input_fns
 from export import embed, eval_metrics, exporters, freeze, serving, verification
 from model import estimator_factory
 from tests import model_helpers
@@ -17,6 +18,12 @@ from tests import records_helpers as rh
 SIZE = 32
 NUM_PAIRS = 10
 N_FOLDS = 2
+# What a conversion with --image_size=SIZE records (the fixture's records are SIZE square).
+TRANSFORM = {"crop_box": None, "image_size": SIZE, "resampling": "lanczos"}
+# Ops that make a graph not flat (ATC, TF 1.15 consumers): control flow and Python callbacks.
+NOT_FLAT = {"If", "StatelessIf", "While", "StatelessWhile", "Switch", "Merge", "Enter", "Exit",
+            "NextIteration", "LoopCond", "PyFunc", "PyFuncStateless", "EagerPyFunc",
+            "PartitionedCall", "StatefulPartitionedCall"}
 
 
 def build_model_fn(metrics_fn=None, eval_flip=True):
@@ -105,6 +112,27 @@ def saved_model(trained):
     return path
 
 
+def run_signature(saved_model, pixels, fetch=None):
+    """The pixels signature's embedding of float pixels (and ``fetch``, a tensor name)."""
+    with tf.Graph().as_default() as graph, tf.Session() as sess:
+        meta = tf.saved_model.loader.load(sess, ["serve"], saved_model)
+        alt = meta.signature_def[serving.PIXELS_SIGNATURE]
+        fetches = [alt.outputs["embedding"].name] + ([fetch] if fetch else [])
+        out = sess.run(fetches, {alt.inputs["pixels"].name: np.asarray(pixels, np.float32)})
+        del graph
+    return out if fetch else out[0]
+
+
+def pil_resize(pixels, size, transform=False):
+    """The converter's pixels: Lanczos (``transform``: centre square first) to ``size``."""
+    images = [Image.fromarray(np.asarray(p, np.uint8)) for p in pixels]
+    if transform:
+        images = [image_files.transform_image(image, size) for image in images]
+    else:
+        images = [image.resize((size, size), Image.LANCZOS) for image in images]
+    return np.stack([np.asarray(image, np.float32) for image in images])
+
+
 def test_saved_model_signatures_agree_with_predict(trained, saved_model):
     pixels = np.stack([e[0] for e in trained["expected"]]).astype(np.uint8)
     expected = offline_embeddings(trained["estimator"], pixels, flip=False)
@@ -118,12 +146,52 @@ def test_saved_model_signatures_agree_with_predict(trained, saved_model):
         alt = meta.signature_def[serving.PIXELS_SIGNATURE]
         by_pixels = sess.run(alt.outputs["embedding"].name,
                              {alt.inputs["pixels"].name: pixels.astype(np.float32)})
-        # Any size is accepted: a 2x upscaled copy resizes back to about the same face.
-        big = np.repeat(np.repeat(pixels, 2, axis=1), 2, axis=2).astype(np.float32)
-        by_big = sess.run(alt.outputs["embedding"].name, {alt.inputs["pixels"].name: big})
     np.testing.assert_allclose(by_bytes, expected, atol=1e-5)
     np.testing.assert_allclose(by_pixels, expected, atol=1e-5)
-    assert np.min(np.sum(by_big * expected, axis=1)) > 0.9
+
+
+def test_saved_model_resizes_other_sizes_as_the_converter(trained, saved_model):
+    """Any size is accepted and resized with the converter's (PIL's) Lanczos filter,
+    antialiased: a 2x upscaled copy gives the network PIL's downscale of it to a fraction of a
+    grey level, and its embedding."""
+    pixels = np.stack([e[0] for e in trained["expected"]]).astype(np.uint8)
+    big = np.repeat(np.repeat(pixels, 2, axis=1), 2, axis=2)
+    converted = pil_resize(big, SIZE)
+    by_big, network_input = run_signature(saved_model, big, serving.MODEL_INPUT + ":0")
+    difference = np.abs(network_input * 128.0 + 127.5 - converted)
+    # PIL rounds to 8 bits, this input is not rounded: half a level apart at most, plus filters.
+    assert difference.mean() < 0.5 and difference.max() < 1.5, (difference.mean(),
+                                                                  difference.max())
+    expected = offline_embeddings(trained["estimator"], converted, flip=False)
+    assert np.min(np.sum(by_big * expected, axis=1)) > 0.9999
+
+
+@pytest.fixture(scope="module")
+def transform_model(trained):
+    """A SavedModel exported with the conversion transform of SIZE-square records."""
+    return exporters.export_checkpoint(
+        trained["estimator"], str(trained["root"] / "saved_transform"),
+        serving.serving_input_receiver_fn_builder(SIZE, transform=TRANSFORM),
+        transform=TRANSFORM)
+
+
+def test_saved_model_with_a_transform_converts_like_the_converter(trained, transform_model):
+    """Records' size known: a larger, non-square face gets the converter's centre square and
+    Lanczos resize (rounded to 8-bit levels, as PIL writes them); records' size: unchanged."""
+    pixels = np.stack([e[0] for e in trained["expected"]]).astype(np.uint8)
+    tall = np.repeat(np.repeat(pixels, 2, axis=1), 2, axis=2)
+    tall = np.concatenate([tall[:, :5], tall, tall[:, -9:]], axis=1)  # 78 x 64: not square
+    converted = pil_resize(tall, SIZE, transform=True)
+    by_tall, network_input = run_signature(transform_model, tall, serving.MODEL_INPUT + ":0")
+    difference = np.abs(network_input * 128.0 + 127.5 - converted)
+    assert difference.mean() < 0.3 and difference.max() <= 2, (difference.mean(),
+                                                                 difference.max())
+    expected = offline_embeddings(trained["estimator"], converted, flip=False)
+    assert np.min(np.sum(by_tall * expected, axis=1)) > 0.9999
+    same = run_signature(transform_model, pixels)
+    np.testing.assert_allclose(same, offline_embeddings(trained["estimator"], pixels, False),
+                               atol=1e-5)
+    assert exporters.read_export_transform(transform_model) == TRANSFORM
 
 
 @pytest.mark.skipif(not tf2.__version__.startswith("2."), reason="TF 2 loader")
@@ -136,20 +204,54 @@ def test_saved_model_loads_in_tf2(trained, saved_model):
     np.testing.assert_allclose(out["embedding"].numpy(), expected, atol=1e-5)
 
 
-def test_frozen_graph_equals_saved_model_and_has_inference_batch_norm(trained, saved_model):
-    path = freeze.freeze_saved_model(saved_model, str(trained["root"] / "frozen.pb"),
-                                     image_size=SIZE)
+@pytest.mark.parametrize("model", ["saved_model", "transform_model"])
+@pytest.mark.parametrize("input_size", [SIZE, 2 * SIZE])
+def test_frozen_graph_equals_saved_model_and_is_flat(trained, model, input_size, request):
+    """A static input size gives a flat graph (no If/While/Switch/Merge, no py_func, no
+    function library), with batch norm in inference mode, computing what the SavedModel does."""
+    saved = request.getfixturevalue(model)
+    path = freeze.freeze_saved_model(saved, str(trained["root"] / ("frozen_%s_%d.pb" % (
+        model, input_size))), image_size=input_size)
     graph, inputs, outputs = freeze.load_frozen_graph(path)
-    pixels = np.stack([e[0] for e in trained["expected"]]).astype(np.float32)
+    pixels = np.stack([e[0] for e in trained["expected"]]).astype(np.uint8)
+    if input_size != SIZE:
+        pixels = np.repeat(np.repeat(pixels, 2, axis=1), 2, axis=2)
     with tf.Session(graph=graph) as sess:
-        frozen = sess.run(outputs, {inputs: pixels})
-    expected = offline_embeddings(trained["estimator"], pixels, flip=False)
-    np.testing.assert_allclose(frozen, expected, atol=1e-5)
+        frozen = sess.run(outputs, {inputs: pixels.astype(np.float32)})
+    np.testing.assert_allclose(frozen, run_signature(saved, pixels), atol=1e-5)
+    if input_size == SIZE:
+        expected = offline_embeddings(trained["estimator"], pixels, flip=False)
+        np.testing.assert_allclose(frozen, expected, atol=1e-5)
     ops = graph.get_operations()
     assert not [op for op in ops if op.type in ("VariableV2", "VarHandleOp", "DecodeJpeg",
                                                 "DecodePng", "DecodeImage")]
+    assert not {op.type for op in ops} & NOT_FLAT
+    graph_def = tf.GraphDef()
+    with open(path, "rb") as f:
+        graph_def.ParseFromString(f.read())
+    assert not graph_def.library.function
+    resizes = [op for op in ops if op.type.startswith(("Resize", "ScaleAndTranslate"))]
+    assert bool(resizes) == (input_size != SIZE)
     batch_norms = [op for op in ops if op.type.startswith("FusedBatchNorm")]
     assert batch_norms and not any(op.get_attr("is_training") for op in batch_norms)
+
+
+def test_exporters_store_the_conversion_transform(trained, saved_model, tmp_path):
+    result = trained["estimator"].evaluate(input_fns.pairs_input_fn_builder(
+        trained["pairs"], image_size=SIZE, batch_size=4))
+    receiver = serving.serving_input_receiver_fn_builder(SIZE, transform=TRANSFORM)
+    checkpoint = tf.train.latest_checkpoint(trained["model_dir"])
+    paths = {}
+    for exporter in exporters.build_exporters(receiver, transform=TRANSFORM):
+        path = exporter.export(trained["estimator"], str(tmp_path / exporter.name), checkpoint,
+                               result, False)
+        paths[exporter.name] = path.decode() if isinstance(path, bytes) else path
+    assert sorted(paths) == ["best", "latest"]
+    for name, path in paths.items():
+        assert exporters.read_export_transform(path) == TRANSFORM, name
+    assert os.path.isfile(os.path.join(paths["best"], "assets.extra", "report.json"))
+    # Without a transform nothing is written: embed then has no default to apply.
+    assert exporters.read_export_transform(saved_model) is None
 
 
 def test_embed_cli_verifies_two_images_with_the_exported_threshold(trained, saved_model, tmp_path,
@@ -165,9 +267,20 @@ def test_embed_cli_verifies_two_images_with_the_exported_threshold(trained, save
             path = tmp_path / (f"{i}_{len(out)}.png")
             path.write_bytes(rh.encode(pixels))
             out.append(str(path))
-    code = cli.run_main(embed.define_flags, embed.main,
-                        ["embed", "--model", saved_model, first[0], second[0]])
-    printed = capsys.readouterr().out
-    assert code == 0
-    assert f"{threshold:.2f}" in printed or str(threshold) in printed
-    assert "same" in printed.lower() or "different" in printed.lower()
+    with embed.load_saved_model(saved_model) as embedder:
+        embeddings = embedder.embed_files(first + second, flip=True)
+    decisions = set()
+    for one, two, (a, b) in ((first[0], first[0], (0, 0)), (first[0], second[0], (0, 2)),
+                             (first[1], second[1], (1, 3))):
+        code = cli.run_main(embed.define_flags, embed.main,
+                            ["embed", "--model", saved_model, one, two])
+        printed = capsys.readouterr().out
+        assert code == 0
+        report_path = os.path.join(saved_model, "assets.extra", "report.json")
+        assert f"threshold: {threshold:.6f} (from {report_path}" in printed
+        _, distance = embed.compare(embeddings[a], embeddings[b])
+        decision = "same person" if distance < threshold else "different people"
+        assert f"decision: {decision} (squared L2 distance {distance:.6f}" in printed
+        decisions.add(decision)
+    # An image and itself: distance 0, below any threshold the report can hold.
+    assert "same person" in decisions

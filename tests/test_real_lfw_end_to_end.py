@@ -2,7 +2,9 @@
 
 Needs ../shared/data (skipped without it); slow (`make test-slow`). The model is the tiny backbone
 trained a few steps on the synthetic faces: the point is the plumbing on real data (6,000 pairs,
-10 folds of 600, every image found, eval spec and SavedModel agreeing), not the accuracy.
+10 folds of 600, every image found, eval spec and SavedModel agreeing), not the accuracy. The
+SavedModel carries the pair records' conversion transform, so ``export.embed --pairs`` on the
+raw 250x250 frames gives the pictures the eval spec saw, and its accuracy.
 """
 
 import json
@@ -20,7 +22,9 @@ from tests import real_lfw
 
 DATA_DIR, TARBALL, PAIRS = real_lfw.DATA_DIR, real_lfw.TARBALL, real_lfw.PAIRS
 
-pytestmark = [pytest.mark.slow] + real_lfw.MARKS
+# 7,701 images converted, 6,000 pairs evaluated, then embedded: beyond 900 s on a busy machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)] + real_lfw.MARKS
+MIN_ACCURACY = 0.55
 
 
 def run_main(*args):
@@ -61,14 +65,22 @@ def test_real_lfw_pairs_evaluate_with_an_exported_model(tmp_path, capsys):
     assert 0.5 <= evaluated["accuracy"] <= 1.0
     assert os.path.isfile(os.path.join(model_dir, "eval", "roc.png"))
 
-    run_main("--mode=export", *common)
+    # What 10 steps on 20 synthetic identities reach on real faces (measured: 0.572).
+    assert evaluated["accuracy"] >= MIN_ACCURACY, evaluated["accuracy"]
+
+    run_main("--mode=export", "--eval_records=%s" % (root / "lfw_pairs"), *common)
     saved_model = os.path.join(model_dir, "export", "manual")
     status = cli.run_main(embed.define_flags, embed.main,
                           ["embed", "--model", saved_model, "--pairs", PAIRS, "--image_dir", lfw,
                            "--report_dir", str(root / "embed_report")])
-    assert status == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert status == 0, err
+    assert "transform: crop_box=70,60,180,190 image_size=112" in err
     served = report.read_report(str(root / "embed_report"))
     assert (served["num_pairs"], served["n_folds"], served["fold_sizes"]) == (
         6000, 10, [600] * 10)
     assert served["extra"]["num_images"] == 7701
-    assert 0.5 <= served["accuracy"] <= 1.0
+    # The same pixels as the records, so the same verification, up to float rounding.
+    assert served["accuracy"] == pytest.approx(evaluated["accuracy"], abs=1e-3)
+    assert served["fold_accuracy"] == pytest.approx(evaluated["fold_accuracy"], abs=1e-3)
+    assert served["auc"] == pytest.approx(evaluated["auc"], abs=1e-3)
