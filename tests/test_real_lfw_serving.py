@@ -24,7 +24,7 @@ import pytest
 import tensorflow.compat.v1 as tf
 from PIL import Image
 
-from data_tools import cli, conversion, image_files, lfw_holdout
+from data_tools import cli, conversion, holdout_split, image_files
 from export import embed, exporters, freeze, report
 from export import embedder as embedder_lib
 from tests import _folder_fixtures as ff
@@ -58,7 +58,7 @@ def recipe(tmp_path_factory):
     lfw = str(root / "lfw_gray250")
     split = str(root / "fold10")
     # Training identities with 4+ images (557, 5,671 images): quicker, the same protocol.
-    lfw_holdout.make_split(lfw, real_lfw.PAIRS, [10], split, min_images=4)
+    holdout_split.make_split(lfw, real_lfw.PAIRS, [10], split, min_images=4)
     crop = ",".join(str(c) for c in CROP_BOX)
     conversion.convert_folder(os.path.join(split, "train"), os.path.join(split, "train_rec"),
                               crop_box=crop, image_size=RECORD_SIZE, num_workers=2,
