@@ -244,16 +244,15 @@ def real_setup(tmp_path_factory):
     model: $CONVERT_REAL_MODEL when set (a SavedModel trained elsewhere, for the README's
     figures; the 112x112 face crops are resized to its input size), else ``tiny`` trained here
     briefly."""
-    from data_tools import lfw_holdout, make_tfrecords  # noqa: PLC0415
+    from data_tools import conversion, holdout_split  # noqa: PLC0415
 
     root = tmp_path_factory.mktemp("convert_real")
     lfw = _extract_lfw(root)
     split = str(root / "fold10")
-    lfw_holdout.make_split(lfw, real_lfw.PAIRS, [10], split, 2, 10)
+    holdout_split.make_split(lfw, real_lfw.PAIRS, [10], split, 2, 10)
     crop = dict(crop_box="70,60,180,190", image_size=112, progress=False)
-    make_tfrecords.convert_pairs(os.path.join(split, "pairs.txt"), lfw, str(root / "pairs"),
-                                 **crop)
-    make_tfrecords.convert_folder(os.path.join(split, "train"), str(root / "train"), **crop)
+    conversion.convert_pairs(os.path.join(split, "pairs.txt"), lfw, str(root / "pairs"), **crop)
+    conversion.convert_folder(os.path.join(split, "train"), str(root / "train"), **crop)
     model = os.environ.get(REAL_MODEL_ENV)
     if not model:
         model_dir = str(root / "model")
