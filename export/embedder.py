@@ -477,9 +477,11 @@ def compare(embedding1, embedding2):
 def decision_threshold(saved_model_dir, threshold=None, flip=True):
     """``(threshold or None, where it came from or why there is none, notes)``.
 
-    ``threshold`` (the caller's) wins; otherwise the ``threshold`` of the model's verification
-    report (:func:`find_report`). ``notes`` warn when that report was computed with another
-    ``flip`` setting than the embeddings it will judge.
+    ``threshold`` (the caller's) wins; otherwise the model's verification report
+    (:func:`find_report`): its ``threshold`` (flip TTA, as the evaluation) or, for single
+    embeddings (``flip=False``), its ``threshold_single`` when it has one. ``notes`` warn when
+    the threshold taken was computed with another ``flip`` setting than the embeddings it will
+    judge.
     """
     if threshold is not None:
         return threshold, "from --threshold", []
@@ -488,6 +490,11 @@ def decision_threshold(saved_model_dir, threshold=None, flip=True):
         return None, ("no --threshold given and no report.json found; looked in: "
                       f"{', '.join(report_candidates(saved_model_dir))}"), []
     data = report.read_report(path)
+    if not flip and isinstance(data.get("threshold_single"), (int, float)):
+        source = f"threshold_single from {path}"
+        if isinstance(data.get("accuracy_single"), (int, float)):
+            source += f", verification accuracy without flip TTA {data['accuracy_single']:.4f}"
+        return float(data["threshold_single"]), source, []
     found = data.get("threshold")
     if not isinstance(found, (int, float)):
         return None, f"{path} holds no threshold", []

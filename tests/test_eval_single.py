@@ -64,3 +64,17 @@ def test_host_verification_gives_the_same_numbers():
     assert result["lfw_single/threshold"] == pytest.approx(single["threshold"], abs=1e-6)
     with pytest.raises(ValueError, match="saw 39 of 40 pairs"):
         eval_metrics.verification_on_host(predictions[1:-1], NUM_PAIRS, n_folds=FOLDS)
+
+
+def test_embed_takes_the_single_embedding_threshold_without_flip(tmp_path):
+    from export import embedder  # noqa: PLC0415
+
+    extra = tmp_path / "assets.extra"
+    extra.mkdir()
+    (extra / "report.json").write_text(
+        '{"threshold": 1.2, "accuracy": 0.9, "threshold_single": 1.1, "accuracy_single": 0.88}')
+    (tmp_path / "saved_model.pb").write_text("")
+    assert embedder.decision_threshold(str(tmp_path), flip=True)[0] == pytest.approx(1.2)
+    threshold, source, notes = embedder.decision_threshold(str(tmp_path), flip=False)
+    assert threshold == pytest.approx(1.1) and "threshold_single" in source and not notes
+    assert embedder.decision_threshold(str(tmp_path), threshold=0.5, flip=False)[0] == 0.5
