@@ -27,24 +27,24 @@ def link_identities(lfw_dir, pairs_path, holdout_folds, output_dir):
     file, identities missing from ``lfw_dir`` or an ``output_dir`` holding anything but links.
     """
     if not os.path.isdir(lfw_dir):
-        raise lfw_holdout.HoldoutError("--lfw_dir %s is not a directory" % lfw_dir)
+        raise lfw_holdout.HoldoutError(f"--lfw_dir {lfw_dir} is not a directory")
     pairs_file = pairs_lib.read_pairs(pairs_path)
     folds = sorted(set(holdout_folds))
     if not folds or not all(1 <= f <= pairs_file.num_folds for f in folds):
-        raise lfw_holdout.HoldoutError("holdout folds %s out of range 1-%d"
-                                       % (folds, pairs_file.num_folds))
+        raise lfw_holdout.HoldoutError(f"holdout folds {folds} out of range "
+                                       f"1-{pairs_file.num_folds}")
     names = sorted(lfw_holdout.fold_identities(pairs_file, folds))
     lfw_dir = os.path.abspath(lfw_dir)
     missing = [n for n in names if not os.path.isdir(os.path.join(lfw_dir, n))]
     if missing:
-        raise lfw_holdout.HoldoutError("%d identities of the held-out folds are not in %s "
-                                       "(e.g. %s)" % (len(missing), lfw_dir, missing[0]))
+        raise lfw_holdout.HoldoutError(f"{len(missing)} identities of the held-out folds are not "
+                                       f"in {lfw_dir} (e.g. {missing[0]})")
     os.makedirs(output_dir, exist_ok=True)
     foreign = [n for n in os.listdir(output_dir)
                if not os.path.islink(os.path.join(output_dir, n))]
     if foreign:
-        raise lfw_holdout.HoldoutError("%s holds entries that are not identity links (e.g. %s)"
-                                       % (output_dir, foreign[0]))
+        raise lfw_holdout.HoldoutError(f"{output_dir} holds entries that are not identity links "
+                                       f"(e.g. {foreign[0]})")
     for name in os.listdir(output_dir):
         if name not in names:
             os.remove(os.path.join(output_dir, name))
@@ -76,23 +76,23 @@ def define_flags(flag_values=flags.FLAGS):
 
 def main(argv, flag_values=flags.FLAGS):
     if len(argv) > 1:
-        raise app.UsageError("unexpected arguments: %s" % " ".join(argv[1:]))
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     fv = flag_values
     for name in ("lfw_dir", "pairs", "output_dir"):
         if not fv[name].value:
-            raise app.UsageError("--%s is required" % name)
+            raise app.UsageError(f"--{name} is required")
     try:
         folds = [int(f) for f in fv.holdout_folds]
         summary = link_identities(fv.lfw_dir, fv.pairs, folds, fv.output_dir)
     except ValueError as e:  # HoldoutError, PairsFormatError, a non-numeric fold
-        print("error: %s" % e, file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)
         return 1
     except OSError as e:
-        print("error: %s" % e, file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)
         return 1
-    print("%d identities (%d with 2+ images, %d with one), %d images -> %s"
-          % (summary["identities"], summary["identities_with_2_or_more"],
-             summary["single_image_identities"], summary["images"], fv.output_dir))
+    print(f"{summary['identities']} identities ({summary['identities_with_2_or_more']} with 2+ "
+          f"images, {summary['single_image_identities']} with one), {summary['images']} images -> "
+          f"{fv.output_dir}")
     return 0
 
 

@@ -121,14 +121,13 @@ def write_report(metrics, output_dir, extra=None):
 
 
 def format_metrics(metrics):
-    lines = ["gallery: %d identities; probes: %d mated, %d non-mated" % (
-        metrics["num_gallery_identities"], metrics["num_mated_probes"],
-        metrics["num_nonmated_probes"])]
+    lines = [f"gallery: {metrics['num_gallery_identities']} identities; probes: "
+             f"{metrics['num_mated_probes']} mated, {metrics['num_nonmated_probes']} non-mated"]
     names = [k for k in sorted(metrics) if k.startswith("rank") or k.startswith("tpir@")]
     names += ["recall@1", "recall@5", "recall@10", "r_precision", "map@r"]
     for name in names:
         if name in metrics:
-            lines.append("%-16s %.4f" % (name, metrics[name]))
+            lines.append(f"{name!s:<16} {metrics[name]:.4f}")
     return "\n".join(lines)
 
 
@@ -149,7 +148,7 @@ def define_flags(flag_values=flags.FLAGS):
 
 def main(argv, flag_values=flags.FLAGS):
     if len(argv) > 1:
-        raise app.UsageError("unexpected arguments: {}".format(" ".join(argv[1:])))
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     fv = flag_values
     for name in ("model", "records"):
         if not fv[name].value:
@@ -157,7 +156,7 @@ def main(argv, flag_values=flags.FLAGS):
     try:
         fpirs = [float(f) for f in fv.fpirs]
     except ValueError:
-        raise app.UsageError("--fpirs takes numbers, got {}".format(",".join(fv.fpirs))) from None
+        raise app.UsageError(f"--fpirs takes numbers, got {','.join(fv.fpirs)}") from None
     from export import embedder as embed  # noqa: PLC0415
 
     try:

@@ -34,7 +34,7 @@ REPORT_JSON = "report.json"
 
 def scalar_names(ks=DEFAULT_KS):
     """The scalar metrics, in the order the py_func returns them."""
-    return ["recall@%d" % k for k in ks] + ["r_precision", "map@r", "num_queries"]
+    return [f"recall@{k}" for k in ks] + ["r_precision", "map@r", "num_queries"]
 
 
 def _local_variable(name, shape, dtype):
@@ -52,7 +52,7 @@ def retrieval_metrics_fn_builder(labels, ks=DEFAULT_KS, prefix=PREFIX):
     labels = np.asarray(labels, np.int64)
     num_images = labels.size
     if num_images < 2:
-        raise ValueError("retrieval needs at least 2 images, got %d" % num_images)
+        raise ValueError(f"retrieval needs at least 2 images, got {num_images}")
     num_pairs = (num_images + 1) // 2
     second = np.minimum(2 * np.arange(num_pairs) + 1, num_images - 1)
     expected_same = (labels[2 * np.arange(num_pairs)] == labels[second]).astype(np.int32)
@@ -62,9 +62,9 @@ def retrieval_metrics_fn_builder(labels, ks=DEFAULT_KS, prefix=PREFIX):
         seen = seen[:num_images]
         if not np.all(seen == 1):
             missing = np.flatnonzero(seen != 1)
-            raise ValueError("retrieval eval saw %d of %d images (first unseen or repeated "
-                             "row: %d); the eval input must yield every record exactly once"
-                             % (int(np.sum(seen == 1)), num_images, int(missing[0])))
+            raise ValueError(f"retrieval eval saw {int(np.sum(seen == 1))} of {num_images} images "
+                             f"(first unseen or repeated row: {int(missing[0])}); the eval input "
+                             "must yield every record exactly once")
         if not np.array_equal(same[:num_pairs], expected_same):
             raise ValueError("the eval records' labels do not match the labels read before "
                              "evaluation (records reordered or changed during the run?)")

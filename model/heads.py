@@ -62,7 +62,7 @@ def _number(value, what, low, high=None, low_inclusive=True):
     ok_low = value >= low if low_inclusive else value > low
     if not ok_low or (high is not None and not value < high):
         opening = "[" if low_inclusive else "("
-        bounds = "{}{}, {})".format(opening, low, "inf" if high is None else high)
+        bounds = f"{opening}{low}, {'inf' if high is None else high})"
         raise ValueError(f"{what} must be in {bounds}, got {value!r}")
     return float(value)
 

@@ -22,7 +22,7 @@ def write_faces(root, identities, per_identity, seed):
             pixels = np.clip(base + rng.randint(-20, 21, base.shape), 0, 255).astype(np.uint8)
             folder = os.path.join(root, identity)
             os.makedirs(folder, exist_ok=True)
-            Image.fromarray(pixels).save(os.path.join(folder, "%s_%d.png" % (identity, i)))
+            Image.fromarray(pixels).save(os.path.join(folder, f"{identity}_{i}.png"))
 
 
 @pytest.fixture(scope="module")
@@ -130,10 +130,10 @@ def test_one_line_errors(model, tmp_path, capsys):
     np.savez(str(tmp_path / "evil.npz"), embeddings=np.zeros((1, 2)),
              labels=np.array([{"x": 1}], dtype=object), paths=np.array(["p"]),
              model=np.array("m"), flip=np.array(True), version=np.array(1))
-    assert run_cli(["search", "--index=%s" % (tmp_path / "evil.npz"), "x.jpg"]) == 1
+    assert run_cli(["search", f"--index={tmp_path / 'evil.npz'}", "x.jpg"]) == 1
     assert "is not a gallery index" in capsys.readouterr().err
-    assert run_cli(["enrol", f"--model={saved_model}", "--folder=%s" % (tmp_path / "no"),
-                    "--index=%s" % (tmp_path / "g.npz")]) == 1
+    assert run_cli(["enrol", f"--model={saved_model}", f"--folder={tmp_path / 'no'}",
+                    f"--index={tmp_path / 'g.npz'}"]) == 1
     assert "is not a directory" in capsys.readouterr().err
     with pytest.raises(app.UsageError, match="command"):
         run_cli(["find", "--index=x.npz"])
