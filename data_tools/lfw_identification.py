@@ -14,10 +14,14 @@ disjoint from the training split of :mod:`data_tools.lfw_holdout` for the same f
 import os
 import sys
 
-from absl import app, flags
+from data_tools import cli
 
-from data_tools import lfw_holdout
-from data_tools import pairs as pairs_lib
+cli.quiet_tensorflow()  # before anything imports TensorFlow
+
+from absl import app, flags  # noqa: E402
+
+from data_tools import lfw_holdout  # noqa: E402
+from data_tools import pairs as pairs_lib  # noqa: E402
 
 
 def link_identities(lfw_dir, pairs_path, holdout_folds, output_dir):
@@ -97,8 +101,8 @@ def main(argv, flag_values=flags.FLAGS):
 
 
 def run():
-    define_flags()
-    app.run(main)
+    """Entry point of ``python -m data_tools.lfw_identification``."""
+    cli.run(define_flags, main)
 
 
 if __name__ == "__main__":

@@ -44,11 +44,15 @@ import os
 import re
 import sys
 
-import numpy as np
-from absl import app, flags
+from data_tools import cli
 
-from data_tools import image_files
-from data_tools import pairs as pairs_lib
+cli.quiet_tensorflow()  # before anything imports TensorFlow
+
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from data_tools import image_files  # noqa: E402
+from data_tools import pairs as pairs_lib  # noqa: E402
 
 DEFAULT_MAX_PAIRS_PER_FOLD = 300  # LFW View 2: 10 folds of 300 matched + 300 mismatched
 _LISTED = 10  # offending files named in an error message
@@ -306,11 +310,11 @@ def define_flags(flag_values=flags.FLAGS):
     flags.mark_flags_as_required(["input_dir", "output"], flag_values=flag_values)
 
 
-def main(argv, flag_values=None):
+def main(argv, flag_values=flags.FLAGS):
     """CLI body for ``absl.app.run``: 0 on success, 1 with one message on bad input."""
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    FLAGS = flags.FLAGS if flag_values is None else flag_values  # noqa: N806 - absl idiom
+    FLAGS = flag_values  # noqa: N806 - absl idiom
     try:
         summary = write_pairs_file(FLAGS.input_dir, FLAGS.output, FLAGS.num_folds,
                                    FLAGS.pairs_per_fold, FLAGS.seed, FLAGS.overwrite)
@@ -329,8 +333,7 @@ def main(argv, flag_values=None):
 
 def run():
     """Console-script entry point (``circle-make-pairs``)."""
-    define_flags()
-    app.run(main)
+    cli.run(define_flags, main)
 
 
 if __name__ == "__main__":

@@ -10,10 +10,13 @@ reuses a complete dataset.
 
 import sys
 
-from absl import app, flags
-
 from data_tools import cli
-from data_tools.synthetic_dataset import generate
+
+cli.quiet_tensorflow()  # before anything imports TensorFlow
+
+from absl import app, flags  # noqa: E402
+
+from data_tools.synthetic_dataset import generate  # noqa: E402
 
 
 def define_flags(flag_values=flags.FLAGS):

@@ -38,12 +38,16 @@ import sys
 import tempfile
 import time
 
-import numpy as np
-import tensorflow.compat.v1 as tf
-from absl import app, flags
+from data_tools import cli
 
-from data_tools import input_fns, preprocessing, schema
-from export import embedder, freeze, serving, verification
+cli.quiet_tensorflow()  # before TensorFlow is imported
+
+import numpy as np  # noqa: E402
+import tensorflow.compat.v1 as tf  # noqa: E402
+from absl import flags  # noqa: E402
+
+from data_tools import input_fns, preprocessing, schema  # noqa: E402
+from export import embedder, freeze, serving, verification  # noqa: E402
 
 QUANTIZE_MODES = ("none", "float16", "int8")
 ONNX_INPUT = "pixels"
@@ -667,8 +671,7 @@ def main(argv, flag_values=flags.FLAGS):
 def run():
     """Console entry point (``circle-convert``, ``python -m export.convert``)."""
     tf.get_logger().setLevel("ERROR")
-    define_flags()
-    app.run(main)
+    cli.run(define_flags, main)
 
 
 if __name__ == "__main__":

@@ -26,13 +26,17 @@ arrays, ``model``, ``flip``, ``version``): it is read with ``allow_pickle=False`
 import os
 import sys
 
-import numpy as np
-from absl import app, flags
+from data_tools import cli
 
-from data_tools import image_files
-from data_tools.fileio import atomic_write
-from export import report as report_lib
-from export import retrieval
+cli.quiet_tensorflow()  # before anything imports TensorFlow
+
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from data_tools import image_files  # noqa: E402
+from data_tools.fileio import atomic_write  # noqa: E402
+from export import report as report_lib  # noqa: E402
+from export import retrieval  # noqa: E402
 
 INDEX_VERSION = 1
 COMMANDS = ("enrol", "search")
@@ -246,8 +250,7 @@ def main(argv, flag_values=flags.FLAGS):
 
 def run():
     """Console entry point (``python -m export.gallery``)."""
-    define_flags()
-    app.run(main)
+    cli.run(define_flags, main)
 
 
 if __name__ == "__main__":

@@ -21,12 +21,16 @@ import math
 import os
 import sys
 
-import numpy as np
-from absl import app, flags
+from data_tools import cli
 
-from data_tools import schema
-from data_tools.fileio import atomic_write
-from export import retrieval
+cli.quiet_tensorflow()  # before anything imports TensorFlow
+
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from data_tools import schema  # noqa: E402
+from data_tools.fileio import atomic_write  # noqa: E402
+from export import retrieval  # noqa: E402
 
 REPORT_JSON = "report.json"
 
@@ -181,8 +185,8 @@ def main(argv, flag_values=flags.FLAGS):
 
 
 def run():
-    define_flags()
-    app.run(main)
+    """Entry point of ``python -m export.identification``."""
+    cli.run(define_flags, main)
 
 
 if __name__ == "__main__":

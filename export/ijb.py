@@ -36,13 +36,17 @@ import math
 import os
 import sys
 
-import numpy as np
-from absl import app, flags
-from PIL import Image
-from tqdm import tqdm
+from data_tools import cli
 
-from data_tools import face_alignment
-from data_tools.fileio import atomic_write
+cli.quiet_tensorflow()  # before anything imports TensorFlow
+
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+from PIL import Image  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from data_tools import face_alignment  # noqa: E402
+from data_tools.fileio import atomic_write  # noqa: E402
 
 FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 META_FILES = ("face_tid_mid", "template_pair_label", "name_5pts_score")
@@ -461,8 +465,7 @@ def main(argv, flag_values=flags.FLAGS):
 
 def run():
     """Console entry point (``python -m export.ijb``)."""
-    define_flags()
-    app.run(main)
+    cli.run(define_flags, main)
 
 
 if __name__ == "__main__":
