@@ -22,7 +22,7 @@ from data_tools import cli  # noqa: E402
 
 cli.quiet_tensorflow()  # before the detector imports TensorFlow
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
 from data_tools import face_alignment, raw_faces  # noqa: E402
 
@@ -103,8 +103,7 @@ def print_skips(summary, stream=None):
 def main(argv, flag_values=flags.FLAGS):
     """CLI body for ``absl.app.run``: 0 when the run finished (photos without a face are
     reported, not errors), 1 with one line for bad input."""
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    cli.check_usage(argv)
     fv = flag_values
     try:
         summary = raw_faces.align_folder(fv.input_dir, fv.output_dir,

@@ -18,7 +18,7 @@ from data_tools import cli
 
 cli.quiet_tensorflow()  # before anything imports TensorFlow
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
 from data_tools import lfw_holdout  # noqa: E402
 from data_tools import pairs as pairs_lib  # noqa: E402
@@ -79,19 +79,12 @@ def define_flags(flag_values=flags.FLAGS):
 
 
 def main(argv, flag_values=flags.FLAGS):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     fv = flag_values
-    for name in ("lfw_dir", "pairs", "output_dir"):
-        if not fv[name].value:
-            raise app.UsageError(f"--{name} is required")
+    cli.check_usage(argv, fv, required=("lfw_dir", "pairs", "output_dir"))
     try:
         folds = [int(f) for f in fv.holdout_folds]
         summary = link_identities(fv.lfw_dir, fv.pairs, folds, fv.output_dir)
-    except ValueError as e:  # HoldoutError, PairsFormatError, a non-numeric fold
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except OSError as e:
+    except (ValueError, OSError) as e:  # HoldoutError, PairsFormatError, a non-numeric fold
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"{summary['identities']} identities ({summary['identities_with_2_or_more']} with 2+ "

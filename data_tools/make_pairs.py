@@ -49,7 +49,7 @@ from data_tools import cli
 cli.quiet_tensorflow()  # before anything imports TensorFlow
 
 import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
 from data_tools import image_files  # noqa: E402
 from data_tools import pairs as pairs_lib  # noqa: E402
@@ -312,8 +312,7 @@ def define_flags(flag_values=flags.FLAGS):
 
 def main(argv, flag_values=flags.FLAGS):
     """CLI body for ``absl.app.run``: 0 on success, 1 with one message on bad input."""
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    cli.check_usage(argv)
     FLAGS = flag_values  # noqa: N806 - absl idiom
     try:
         summary = write_pairs_file(FLAGS.input_dir, FLAGS.output, FLAGS.num_folds,

@@ -169,8 +169,7 @@ def main(argv, flag_values=flags.FLAGS):
 
     ``flag_values`` must hold the flags of :func:`define_flags`, already parsed.
     """
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    cli.check_usage(argv)
     FLAGS = flag_values  # noqa: N806 - absl idiom
     sources = [f"--{flag}" for flag in ("input_dir", "input_rec", "from_bin") if FLAGS[flag].value]
     if len(sources) != 1:

@@ -236,6 +236,21 @@ def convert_onnx(saved_model_dir, output_path, image_size=None, opset=DEFAULT_OP
 # TFLite.
 # ---------------------------------------------------------------------------------------------
 
+def _all_batches(graph, dataset, not_parsed):
+    """Every batch of ``dataset`` (built in ``graph``), read in a session of its own; a record
+    that does not parse raises ConvertError("<not_parsed> (<TensorFlow's first line>)")."""
+    batch = tf.data.make_one_shot_iterator(dataset).get_next()
+    batches = []
+    with tf.Session(graph=graph) as sess:
+        while True:
+            try:
+                batches.append(sess.run(batch))
+            except tf.errors.OutOfRangeError:
+                return batches
+            except tf.errors.InvalidArgumentError as e:
+                raise ConvertError(f"{not_parsed} ({_first_line(e.message)})") from None
+
+
 def calibration_pixels(records, image_size, count=DEFAULT_CALIBRATION_IMAGES, seed=0):
     """``count`` faces of training records (a records directory or glob) as float32 pixels
     [count, S, S, 3] in 0..255, resized as the serving graph does; drawn with a fixed seed from
@@ -248,18 +263,8 @@ def calibration_pixels(records, image_size, count=DEFAULT_CALIBRATION_IMAGES, se
         dataset = tf.data.TFRecordDataset(files).shuffle(10000, seed=seed).take(count)
         dataset = dataset.map(lambda serialized: preprocessing.resize(preprocessing.decode_image(
             schema.parse_image_record(serialized)["encoded"]), image_size)).batch(64)
-        batch = tf.data.make_one_shot_iterator(dataset).get_next()
-        arrays = []
-        with tf.Session(graph=graph) as sess:
-            while True:
-                try:
-                    arrays.append(sess.run(batch))
-                except tf.errors.OutOfRangeError:
-                    break
-                except tf.errors.InvalidArgumentError as e:
-                    raise ConvertError(f"--calibration_records {records} are not image records of "
-                                       f"make_tfrecords.py ({_first_line(e.message)})"
-                                       ) from None
+        arrays = _all_batches(graph, dataset, f"--calibration_records {records} are not image "
+                                               "records of make_tfrecords.py")
     if not arrays:
         raise ConvertError(f"--calibration_records {records} hold no images")
     return np.concatenate(arrays).astype(np.float32)
@@ -320,7 +325,17 @@ def convert_tflite(saved_model_dir, output_path, image_size=None, quantize="none
 # Runners: float32 pixels [N, S, S, 3] in 0..255 -> embeddings [N, D].
 # ---------------------------------------------------------------------------------------------
 
-class SavedModelRunner:
+class _SessionRunner:
+    """A TF1 session that feeds the pixels to ``self._input`` and fetches ``self._output``."""
+
+    def __call__(self, pixels):
+        return self._session.run(self._output, {self._input: np.asarray(pixels, np.float32)})
+
+    def close(self):
+        self._session.close()
+
+
+class SavedModelRunner(_SessionRunner):
     """The SavedModel's pixels signature in a TF1 session (the reference)."""
 
     name = "SavedModel"
@@ -339,14 +354,8 @@ class SavedModelRunner:
         self._input = signature.inputs[serving.PIXELS_INPUT].name
         self._output = signature.outputs[serving.OUTPUT].name
 
-    def __call__(self, pixels):
-        return self._session.run(self._output, {self._input: np.asarray(pixels, np.float32)})
 
-    def close(self):
-        self._session.close()
-
-
-class FrozenGraphRunner:
+class FrozenGraphRunner(_SessionRunner):
     """A frozen graph of export/freeze.py in a TF1 session."""
 
     name = "frozen graph"
@@ -354,12 +363,6 @@ class FrozenGraphRunner:
     def __init__(self, path, session_config=None):
         graph, self._input, self._output = freeze.load_frozen_graph(path)
         self._session = tf.Session(graph=graph, config=session_config)
-
-    def __call__(self, pixels):
-        return self._session.run(self._output, {self._input: np.asarray(pixels, np.float32)})
-
-    def close(self):
-        self._session.close()
 
 
 class OnnxRunner:
@@ -464,18 +467,8 @@ def pair_pixels(records, image_size):
 
     with tf.Graph().as_default() as graph:
         dataset = tf.data.TFRecordDataset(files).map(parse).batch(64)
-        batch = tf.data.make_one_shot_iterator(dataset).get_next()
-        parts = []
-        with tf.Session(graph=graph) as sess:
-            while True:
-                try:
-                    parts.append(sess.run(batch))
-                except tf.errors.OutOfRangeError:
-                    break
-                except tf.errors.InvalidArgumentError as e:
-                    raise ConvertError(f"--check_records {records} are not pair records of "
-                                       "make_tfrecords.py --pairs "
-                                       f"({_first_line(e.message)})") from None
+        parts = _all_batches(graph, dataset, f"--check_records {records} are not pair records "
+                                             "of make_tfrecords.py --pairs")
     if not parts:
         raise ConvertError(f"--check_records {records} hold no pairs")
     index, images1, images2, issame, folds = (np.concatenate(column) for column in zip(*parts))

@@ -15,9 +15,6 @@ The report (``report.json``) keeps the thresholds (cosine), so ``python -m expor
 search --report=...`` can answer "unknown" at the same operating point.
 """
 
-import datetime
-import json
-import math
 import os
 import sys
 
@@ -29,7 +26,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from data_tools import schema  # noqa: E402
-from data_tools.fileio import atomic_write  # noqa: E402
+from data_tools.fileio import write_metrics_json  # noqa: E402
 from export import retrieval  # noqa: E402
 
 REPORT_JSON = "report.json"
@@ -113,15 +110,7 @@ def evaluate(embeddings, identities, filenames, ranks=(1, 5), fpirs=(0.01, 0.1),
 def write_report(metrics, output_dir, extra=None):
     """``report.json`` (atomic) in ``output_dir``; returns its path. Non-finite values -> null."""
     os.makedirs(output_dir, exist_ok=True)
-    data = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-            for k, v in metrics.items()}
-    data["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    if extra:
-        data["extra"] = extra
-    path = os.path.join(output_dir, REPORT_JSON)
-    text = json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n"
-    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
-    return path
+    return write_metrics_json(os.path.join(output_dir, REPORT_JSON), metrics, extra)
 
 
 def format_metrics(metrics):
@@ -151,12 +140,8 @@ def define_flags(flag_values=flags.FLAGS):
 
 
 def main(argv, flag_values=flags.FLAGS):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     fv = flag_values
-    for name in ("model", "records"):
-        if not fv[name].value:
-            raise app.UsageError(f"--{name} is required")
+    cli.check_usage(argv, fv, required=("model", "records"))
     try:
         fpirs = [float(f) for f in fv.fpirs]
     except ValueError:

@@ -41,7 +41,7 @@ from data_tools import cli
 cli.quiet_tensorflow()  # before anything imports TensorFlow
 
 import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 from PIL import Image  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
@@ -416,12 +416,8 @@ def define_flags(flag_values=flags.FLAGS):
 
 def main(argv, flag_values=flags.FLAGS):
     """CLI body for ``absl.app.run``: returns 0, or 1 with a one-line message on bad input."""
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     fv = flag_values
-    for name in ("model", "image_dir", "meta_dir", "report_dir"):
-        if not fv[name].value:
-            raise app.UsageError(f"--{name} is required")
+    cli.check_usage(argv, fv, required=("model", "image_dir", "meta_dir", "report_dir"))
     # Imported here: export.embed loads TensorFlow, which the metric functions do not need.
     from export import embedder as embed  # noqa: PLC0415
 

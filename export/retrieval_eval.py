@@ -15,15 +15,12 @@ The exporters and the report match the verification protocol's: the best SavedMo
 ``eval/report.json`` at the end.
 """
 
-import datetime
-import json
-import math
 import os
 
 import numpy as np
 import tensorflow.compat.v1 as tf
 
-from data_tools.fileio import atomic_write
+from data_tools.fileio import write_metrics_json
 from export import exporters, retrieval
 
 PREFIX = "retrieval"
@@ -116,16 +113,8 @@ def metrics_from_eval_result(eval_result, prefix=PREFIX):
 def write_report(metrics, output_dir, extra=None):
     """``report.json`` (atomic) of a retrieval evaluation in ``output_dir``; returns its path."""
     tf.io.gfile.makedirs(output_dir)
-    data = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-            for k, v in metrics.items()}
-    data["protocol"] = "retrieval"
-    data["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    if extra:
-        data["extra"] = extra
-    path = os.path.join(output_dir, REPORT_JSON)
-    text = json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n"
-    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
-    return path
+    return write_metrics_json(os.path.join(output_dir, REPORT_JSON), metrics, extra,
+                              protocol="retrieval")
 
 
 def _report_files(eval_result, directory, prefix=PREFIX):

@@ -13,9 +13,9 @@ import tarfile
 
 import numpy as np
 import pytest
-from absl import flags
 
 from benchmarks import deploy
+from data_tools import cli
 from export import convert
 from tests import real_lfw, test_embed_cli
 from tests import records_helpers as rh
@@ -149,10 +149,7 @@ def test_parity_figures():
 # --- command line -------------------------------------------------------------------------------
 
 def run_cli(args):
-    fv = flags.FlagValues()
-    convert.define_flags(fv)
-    argv = fv(["convert"] + list(args))
-    return convert.main(argv, flag_values=fv)
+    return cli.run_main(convert.define_flags, convert.main, ["convert"] + list(args))
 
 
 def one_error_line(capsys):

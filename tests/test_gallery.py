@@ -5,9 +5,10 @@ import os
 
 import numpy as np
 import pytest
-from absl import app, flags
+from absl import app
 from PIL import Image
 
+from data_tools import cli
 from export import gallery
 from tests import tiny_model
 
@@ -33,10 +34,7 @@ def model(tmp_path_factory):
 
 
 def run_cli(args):
-    fv = flags.FlagValues()
-    gallery.define_flags(fv)
-    argv = fv(["gallery"] + args)
-    return gallery.main(argv, flag_values=fv)
+    return cli.run_main(gallery.define_flags, gallery.main, ["gallery"] + list(args))
 
 
 def test_enrol_search_and_append(model, tmp_path, capsys):

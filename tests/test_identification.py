@@ -5,10 +5,9 @@ import os
 
 import numpy as np
 import pytest
-from absl import flags
 from PIL import Image
 
-from data_tools import lfw_identification, make_tfrecords
+from data_tools import cli, lfw_identification, make_tfrecords
 from export import identification, retrieval
 from tests import tiny_model
 
@@ -40,9 +39,8 @@ def write_faces(root, counts, seed=0):
 
 
 def run_cli(args):
-    fv = flags.FlagValues()
-    identification.define_flags(fv)
-    return identification.main(fv(["identification"] + args), flag_values=fv)
+    return cli.run_main(identification.define_flags, identification.main,
+                        ["identification"] + list(args))
 
 
 def test_cli_on_records(tmp_path, capsys):

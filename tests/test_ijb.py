@@ -12,11 +12,10 @@ import os
 
 import numpy as np
 import pytest
-from absl import flags
 from PIL import Image
 
+from data_tools import cli, synthetic_faces
 from data_tools import face_alignment as align
-from data_tools import synthetic_faces
 from export import ijb
 from tests import tiny_model
 
@@ -246,10 +245,7 @@ def ijb_set(tmp_path_factory):
 
 
 def run_cli(args):
-    fv = flags.FlagValues()
-    ijb.define_flags(fv)
-    argv = fv(["ijb"] + args)
-    return ijb.main(argv, flag_values=fv)
+    return cli.run_main(ijb.define_flags, ijb.main, ["ijb"] + list(args))
 
 
 def test_cli_matches_insightface_reference(ijb_set, tmp_path, capsys):
