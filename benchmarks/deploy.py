@@ -37,7 +37,7 @@ def initialised_saved_model(workdir, backbone, image_size, embedding_size=512, s
     The weights are the initialiser's (batch norm at its initial moving averages): enough for
     speed and for conversion parity, nothing for accuracy. Reused when already there.
     """
-    model_dir = os.path.join(workdir, "deploy_%s_%d" % (backbone, image_size))
+    model_dir = os.path.join(workdir, f"deploy_{backbone}_{image_size}")
     export_base = os.path.join(model_dir, "export")
     if os.path.isdir(export_base):
         try:
@@ -63,7 +63,7 @@ def initialised_saved_model(workdir, backbone, image_size, embedding_size=512, s
 def build_formats(workdir, backbone, image_size, embedding_size=512):
     """``{format: path}`` of the SavedModel and its frozen, ONNX and TFLite conversions."""
     saved_model = initialised_saved_model(workdir, backbone, image_size, embedding_size)
-    directory = os.path.join(workdir, "deploy_%s_%d" % (backbone, image_size))
+    directory = os.path.join(workdir, f"deploy_{backbone}_{image_size}")
     paths = {"savedmodel": saved_model,
              "frozen_graph": os.path.join(directory, "frozen.pb"),
              "onnx": os.path.join(directory, "model.onnx"),
@@ -131,7 +131,7 @@ def run(quick=False, workdir=None, backbones=None, threads=None, rounds=None, ca
                                      ("tf.lite of TensorFlow 2", convert.tflite_available()))
                if not ok]
     if missing:
-        return [common.emit("deploy", {"skipped": "needs {}".format(" and ".join(missing))})]
+        return [common.emit("deploy", {"skipped": f"needs {' and '.join(missing)}"})]
     figures = {name: {"format": name, "threads": threads or common.cpu_count()}
                for name in FORMATS}
     with common.scratch_dir(workdir, "bench_deploy_") as scratch:
@@ -141,7 +141,7 @@ def run(quick=False, workdir=None, backbones=None, threads=None, rounds=None, ca
             seconds = time_formats(paths, image_size, quick, threads, rounds, calls)
             for name in FORMATS:
                 for batch in BATCHES:
-                    key = "%s_b%d" % (backbone, batch)
+                    key = f"{backbone}_b{batch}"
                     figures[name][key + "_images_per_s"] = common.rounded(
                         1.0 / seconds[(name, batch)])
                     figures[name][key + "_over_savedmodel"] = common.ratio(

@@ -48,7 +48,7 @@ def run(quick=False, workdir=None, sizes=None):
         result = retrieval.identification_metrics(gallery, labels, probes, probe_labels)
         seconds = time.perf_counter() - start
         cpu_seconds = time.process_time() - cpu_start
-        name = "%dk" % (entries // 1000)
+        name = f"{entries // 1000}k"
         figures[f"probes_{name}"] = num_probes
         figures[f"probes_per_s_{name}"] = common.rounded(num_probes / seconds, 1)
         figures[f"seconds_{name}"] = common.rounded(seconds, 2)

@@ -22,7 +22,7 @@ from data_tools import cli  # noqa: E402
 
 cli.quiet_tensorflow()  # before the detector imports TensorFlow
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
 from data_tools import face_alignment, raw_faces  # noqa: E402
 
@@ -91,21 +91,19 @@ def print_skips(summary, stream=None):
     stream = stream or sys.stderr
     missing = [e for e in summary["entries"] if e["status"] != raw_faces.ALIGNED]
     for entry in missing[:_MAX_LISTED]:
-        print("{} {}: {}".format(entry["status"], entry["path"], entry.get("reason", "")),
-              file=stream)
+        print(f"{entry['status']} {entry['path']}: {entry.get('reason', '')}", file=stream)
     if len(missing) > _MAX_LISTED:
-        print("... and %d more, all listed in %s" % (len(missing) - _MAX_LISTED,
-                                                     summary["report"]), file=stream)
+        print(f"... and {len(missing) - _MAX_LISTED} more, all listed in "
+              f"{summary['report']}", file=stream)
     if summary["listed_missing"]:
-        print("%d image(s) of the landmark file not found under the input, e.g. %s"
-              % (len(summary["listed_missing"]), summary["listed_missing"][0]), file=stream)
+        print(f"{len(summary['listed_missing'])} image(s) of the landmark file not found under the "
+              f"input, e.g. {summary['listed_missing'][0]}", file=stream)
 
 
 def main(argv, flag_values=flags.FLAGS):
     """CLI body for ``absl.app.run``: 0 when the run finished (photos without a face are
     reported, not errors), 1 with one line for bad input."""
-    if len(argv) > 1:
-        raise app.UsageError("unexpected arguments: {}".format(" ".join(argv[1:])))
+    cli.check_usage(argv)
     fv = flag_values
     try:
         summary = raw_faces.align_folder(fv.input_dir, fv.output_dir,

@@ -63,6 +63,19 @@ def quiet_tensorflow(argv=None):
         os.environ.setdefault(TF_LOG_LEVEL_ENV, DEFAULT_TF_LOG_LEVEL)
 
 
+def check_usage(argv, flag_values=None, required=()):
+    """Raise absl's ``UsageError`` (exit 1 with the usage under ``app.run``) when the command line
+    has positional arguments (``argv[1:]``) or leaves a ``required`` flag of ``flag_values``
+    empty."""
+    from absl import app  # noqa: PLC0415
+
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    for name in required:
+        if not flag_values[name].value:
+            raise app.UsageError(f"--{name} is required")
+
+
 def run(define_flags, main):
     """The console-script entry: define the flags in the global ``FLAGS``, then ``app.run(main)``
     (which parses them, handles ``--help`` and exits with ``main``'s return value).

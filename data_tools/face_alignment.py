@@ -37,17 +37,17 @@ NUM_LANDMARKS = 5
 def template(image_size=112):
     """The five template points for a square aligned face of side ``image_size``."""
     if image_size < 1:
-        raise ValueError("image_size must be positive, got %r" % (image_size,))
+        raise ValueError(f"image_size must be positive, got {image_size!r}")
     return TEMPLATE_112 * (float(image_size) / 112.0)
 
 
 def _points(points, name):
     points = np.asarray(points, dtype=np.float64)
     if points.ndim != 2 or points.shape[1] != 2 or points.shape[0] < 2:
-        raise ValueError("%s must be an [N, 2] array of (x, y) points with N >= 2, got shape %s"
-                         % (name, points.shape))
+        raise ValueError(f"{name} must be an [N, 2] array of (x, y) points with N >= 2, got shape "
+                         f"{points.shape}")
     if not np.all(np.isfinite(points)):
-        raise ValueError("%s has NaN or infinite coordinates" % name)
+        raise ValueError(f"{name} has NaN or infinite coordinates")
     return points
 
 
@@ -63,8 +63,8 @@ def similarity_transform(src, dst):
     src = _points(src, "src")
     dst = _points(dst, "dst")
     if src.shape != dst.shape:
-        raise ValueError("src and dst must hold the same number of points, got %d and %d"
-                         % (src.shape[0], dst.shape[0]))
+        raise ValueError(f"src and dst must hold the same number of points, got {src.shape[0]} and "
+                         f"{dst.shape[0]}")
     n = src.shape[0]
     mean_src, mean_dst = src.mean(axis=0), dst.mean(axis=0)
     src_c, dst_c = src - mean_src, dst - mean_dst
@@ -99,8 +99,8 @@ def _as_pixels(image):
     if pixels.ndim == 2:
         return pixels[:, :, None].astype(np.float64), True
     if pixels.ndim != 3 or pixels.shape[2] not in (1, 3, 4) or 0 in pixels.shape:
-        raise ValueError("image must be [H, W], [H, W, 1], [H, W, 3] or [H, W, 4], got shape %s"
-                         % (pixels.shape,))
+        raise ValueError("image must be [H, W], [H, W, 1], [H, W, 3] or [H, W, 4], got shape "
+                         f"{pixels.shape}")
     return pixels.astype(np.float64), False
 
 
@@ -142,7 +142,7 @@ def align_face(image, landmarks, image_size=112):
     """
     landmarks = _points(landmarks, "landmarks")
     if landmarks.shape[0] != NUM_LANDMARKS:
-        raise ValueError("landmarks must be 5 (x, y) points, got %d" % landmarks.shape[0])
+        raise ValueError(f"landmarks must be 5 (x, y) points, got {landmarks.shape[0]}")
     pixels, flat = _as_pixels(image)
     matrix = similarity_transform(landmarks, template(image_size))
     out = warp_affine(pixels, matrix, (image_size, image_size))
@@ -180,29 +180,29 @@ def read_landmark_file(path):
         with open(path, encoding="utf-8") as f:
             lines = f.read().splitlines()
     except (OSError, UnicodeDecodeError) as e:
-        raise LandmarkFileError("cannot read landmark file %s: %s"
-                                % (path, getattr(e, "strerror", None) or e)) from None
+        raise LandmarkFileError(f"cannot read landmark file {path}: "
+                                f"{getattr(e, 'strerror', None) or e}") from None
     for number, line in enumerate(lines, 1):
         fields = line.split()
         if not fields or fields[0].startswith("#"):
             continue
-        where = "%s line %d" % (path, number)
+        where = f"{path} line {number}"
         if len(fields) not in (1 + 2 * NUM_LANDMARKS, 2 + 2 * NUM_LANDMARKS):
-            raise LandmarkFileError("%s: expected 'path x1 y1 ... x5 y5 [score]' (11 or 12 fields),"
-                                    " got %d" % (where, len(fields)))
+            raise LandmarkFileError(f"{where}: expected 'path x1 y1 ... x5 y5 [score]' (11 or 12 "
+                                    f"fields), got {len(fields)}")
         try:
             values = [float(v) for v in fields[1:]]
         except ValueError:
-            raise LandmarkFileError("%s: the coordinates and score must be numbers" % where) \
+            raise LandmarkFileError(f"{where}: the coordinates and score must be numbers") \
                 from None
         if not all(math.isfinite(v) for v in values):
-            raise LandmarkFileError("%s: NaN or infinite value" % where)
+            raise LandmarkFileError(f"{where}: NaN or infinite value")
         key = _relpath_key(fields[0])
         if key in entries:
-            raise LandmarkFileError("%s: %s is listed twice" % (where, fields[0]))
+            raise LandmarkFileError(f"{where}: {fields[0]} is listed twice")
         points = np.array(values[:2 * NUM_LANDMARKS], np.float64).reshape(NUM_LANDMARKS, 2)
         score = values[2 * NUM_LANDMARKS] if len(values) > 2 * NUM_LANDMARKS else None
         entries[key] = (points, score)
     if not entries:
-        raise LandmarkFileError("landmark file %s lists no image" % path)
+        raise LandmarkFileError(f"landmark file {path} lists no image")
     return entries

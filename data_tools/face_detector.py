@@ -61,12 +61,11 @@ def as_rgb(pixels):
         pixels = pixels if pixels.mode == "RGB" else pixels.convert("RGB")
     pixels = np.asarray(pixels)
     if pixels.dtype != np.uint8:
-        raise ValueError("pixels must be uint8, got %s" % pixels.dtype)
+        raise ValueError(f"pixels must be uint8, got {pixels.dtype}")
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
     if pixels.ndim != 3 or pixels.shape[2] not in (1, 3, 4) or 0 in pixels.shape:
-        raise ValueError("pixels must be [H, W] or [H, W, 1|3|4], got shape %s"
-                         % (pixels.shape,))
+        raise ValueError(f"pixels must be [H, W] or [H, W, 1|3|4], got shape {pixels.shape}")
     if pixels.shape[2] == 1:
         pixels = np.repeat(pixels, 3, axis=2)
     return np.ascontiguousarray(pixels[:, :, :3])
@@ -80,22 +79,22 @@ class MtcnnDetector:
     def __init__(self, min_face_size=DEFAULT_MIN_FACE_SIZE, max_side=DEFAULT_MAX_SIDE,
                  device="CPU:0"):
         if min_face_size < 12:
-            raise ValueError("min_face_size must be at least 12 (MTCNN's P-Net window), got %r"
-                             % (min_face_size,))
+            raise ValueError("min_face_size must be at least 12 (MTCNN's P-Net window), got "
+                             f"{min_face_size!r}")
         try:
             mtcnn = importlib.import_module(PACKAGE)
             stages = importlib.import_module(PACKAGE + ".stages")
         except ImportError as e:
             raise DetectorUnavailableError(
-                "no face detector: the %s package is not importable (%s); install it with %s, "
-                "or give the five points with --landmarks" % (PACKAGE, e, INSTALL_HINT)) from None
+                f"no face detector: the {PACKAGE} package is not importable ({e}); install it with "
+                f"{INSTALL_HINT}, or give the five points with --landmarks") from None
         weights_dir = os.path.join(os.path.dirname(os.path.abspath(mtcnn.__file__)), "assets",
                                    "weights")
         paths = [os.path.join(weights_dir, name) for name in WEIGHTS]
         missing = [path for path in paths if not os.path.isfile(path)]
         if missing:
-            raise DetectorUnavailableError("the %s package has no weights file %s; reinstall it"
-                                           " (%s)" % (PACKAGE, missing[0], INSTALL_HINT))
+            raise DetectorUnavailableError(f"the {PACKAGE} package has no weights file "
+                                           f"{missing[0]}; reinstall it ({INSTALL_HINT})")
         self.version = _package_version(mtcnn)
         self.min_face_size = int(min_face_size)
         self.max_side = int(max_side)
@@ -105,7 +104,7 @@ class MtcnnDetector:
 
     @property
     def description(self):
-        return "%s %s" % (self.name, self.version)
+        return f"{self.name} {self.version}"
 
     def detect(self, pixels):
         """The faces of one image, largest box first (ties: higher score first).

@@ -4,7 +4,10 @@ No TensorFlow and no project imports: every layer (``data_tools``, ``model``, ``
 them.
 """
 
+import datetime
 import hashlib
+import json
+import math
 import os
 
 
@@ -55,3 +58,16 @@ def atomic_write(path, write):
 def atomic_write_text(path, text):
     """``atomic_write`` of ``text`` as UTF-8."""
     atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def write_metrics_json(path, metrics, extra=None, **fields):
+    """``metrics`` (non-finite values -> null), ``fields``, the time (``created``) and ``extra`` as
+    one sorted JSON object, written atomically to ``path``; returns ``path``."""
+    data = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+            for k, v in metrics.items()}
+    data.update(fields)
+    data["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    if extra:
+        data["extra"] = extra
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n")
+    return path

@@ -49,8 +49,8 @@ class InputConfig(collections.namedtuple(
             _check(_int(images_per_identity) and images_per_identity >= 2,
                    f"--images_per_identity: K must be at least 2, got {images_per_identity!r}")
             _check(batch_size % images_per_identity == 0,
-                   "--batch_size=%d must be a multiple of --images_per_identity=%d"
-                   % (batch_size, images_per_identity))
+                   f"--batch_size={batch_size} must be a multiple of "
+                   f"--images_per_identity={images_per_identity}")
         return super().__new__(cls, int(image_size), int(batch_size), bool(random_flip),
                                bool(random_crop), float(brightness_delta),
                                float(min_crop_scale), float(contrast_delta),

@@ -11,11 +11,14 @@ runs the whole recipe.
 
 import sys
 
-from absl import flags
-
 from data_tools import cli
-from data_tools import pairs as pairs_lib
-from data_tools.holdout_split import HoldoutError, make_split
+
+cli.quiet_tensorflow()  # before anything imports TensorFlow
+
+from absl import flags  # noqa: E402
+
+from data_tools import pairs as pairs_lib  # noqa: E402
+from data_tools.holdout_split import HoldoutError, make_split  # noqa: E402
 
 
 def define_flags(flag_values=flags.FLAGS):

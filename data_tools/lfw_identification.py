@@ -14,37 +14,41 @@ disjoint from the training split of :mod:`data_tools.lfw_holdout` for the same f
 import os
 import sys
 
-from absl import app, flags
+from data_tools import cli
 
-from data_tools import lfw_holdout
-from data_tools import pairs as pairs_lib
+cli.quiet_tensorflow()  # before anything imports TensorFlow
+
+from absl import flags  # noqa: E402
+
+from data_tools import holdout_split  # noqa: E402
+from data_tools import pairs as pairs_lib  # noqa: E402
 
 
 def link_identities(lfw_dir, pairs_path, holdout_folds, output_dir):
     """Link the held-out folds' identity folders into ``output_dir``; returns a summary dict.
 
-    Raises :class:`lfw_holdout.HoldoutError` for a missing ``lfw_dir``, folds outside the pairs
+    Raises :class:`holdout_split.HoldoutError` for a missing ``lfw_dir``, folds outside the pairs
     file, identities missing from ``lfw_dir`` or an ``output_dir`` holding anything but links.
     """
     if not os.path.isdir(lfw_dir):
-        raise lfw_holdout.HoldoutError("--lfw_dir %s is not a directory" % lfw_dir)
+        raise holdout_split.HoldoutError(f"--lfw_dir {lfw_dir} is not a directory")
     pairs_file = pairs_lib.read_pairs(pairs_path)
     folds = sorted(set(holdout_folds))
     if not folds or not all(1 <= f <= pairs_file.num_folds for f in folds):
-        raise lfw_holdout.HoldoutError("holdout folds %s out of range 1-%d"
-                                       % (folds, pairs_file.num_folds))
-    names = sorted(lfw_holdout.fold_identities(pairs_file, folds))
+        raise holdout_split.HoldoutError(f"holdout folds {folds} out of range "
+                                       f"1-{pairs_file.num_folds}")
+    names = sorted(holdout_split.fold_identities(pairs_file, folds))
     lfw_dir = os.path.abspath(lfw_dir)
     missing = [n for n in names if not os.path.isdir(os.path.join(lfw_dir, n))]
     if missing:
-        raise lfw_holdout.HoldoutError("%d identities of the held-out folds are not in %s "
-                                       "(e.g. %s)" % (len(missing), lfw_dir, missing[0]))
+        raise holdout_split.HoldoutError(f"{len(missing)} identities of the held-out folds are not "
+                                       f"in {lfw_dir} (e.g. {missing[0]})")
     os.makedirs(output_dir, exist_ok=True)
     foreign = [n for n in os.listdir(output_dir)
                if not os.path.islink(os.path.join(output_dir, n))]
     if foreign:
-        raise lfw_holdout.HoldoutError("%s holds entries that are not identity links (e.g. %s)"
-                                       % (output_dir, foreign[0]))
+        raise holdout_split.HoldoutError(f"{output_dir} holds entries that are not identity links "
+                                       f"(e.g. {foreign[0]})")
     for name in os.listdir(output_dir):
         if name not in names:
             os.remove(os.path.join(output_dir, name))
@@ -56,7 +60,7 @@ def link_identities(lfw_dir, pairs_path, holdout_folds, output_dir):
             os.remove(link)
         if not os.path.islink(link):
             os.symlink(target, link)
-        counts[name] = lfw_holdout.count_images(target)
+        counts[name] = holdout_split.count_images(target)
     return {"identities": len(names), "images": sum(counts.values()),
             "identities_with_2_or_more": sum(1 for c in counts.values() if c >= 2),
             "single_image_identities": sum(1 for c in counts.values() if c == 1)}
@@ -75,30 +79,23 @@ def define_flags(flag_values=flags.FLAGS):
 
 
 def main(argv, flag_values=flags.FLAGS):
-    if len(argv) > 1:
-        raise app.UsageError("unexpected arguments: %s" % " ".join(argv[1:]))
     fv = flag_values
-    for name in ("lfw_dir", "pairs", "output_dir"):
-        if not fv[name].value:
-            raise app.UsageError("--%s is required" % name)
+    cli.check_usage(argv, fv, required=("lfw_dir", "pairs", "output_dir"))
     try:
         folds = [int(f) for f in fv.holdout_folds]
         summary = link_identities(fv.lfw_dir, fv.pairs, folds, fv.output_dir)
-    except ValueError as e:  # HoldoutError, PairsFormatError, a non-numeric fold
-        print("error: %s" % e, file=sys.stderr)
+    except (ValueError, OSError) as e:  # HoldoutError, PairsFormatError, a non-numeric fold
+        print(f"error: {e}", file=sys.stderr)
         return 1
-    except OSError as e:
-        print("error: %s" % e, file=sys.stderr)
-        return 1
-    print("%d identities (%d with 2+ images, %d with one), %d images -> %s"
-          % (summary["identities"], summary["identities_with_2_or_more"],
-             summary["single_image_identities"], summary["images"], fv.output_dir))
+    print(f"{summary['identities']} identities ({summary['identities_with_2_or_more']} with 2+ "
+          f"images, {summary['single_image_identities']} with one), {summary['images']} images -> "
+          f"{fv.output_dir}")
     return 0
 
 
 def run():
-    define_flags()
-    app.run(main)
+    """Entry point of ``python -m data_tools.lfw_identification``."""
+    cli.run(define_flags, main)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from data_tools import cli
 
 cli.quiet_tensorflow()  # before data_tools.shard_writer imports TensorFlow
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
 from data_tools import image_files, insightface_bin  # noqa: E402
 from data_tools import pairs as pairs_lib  # noqa: E402
@@ -98,8 +98,7 @@ def define_flags(flag_values=flags.FLAGS):
 
 def main(argv, flag_values=flags.FLAGS):
     """CLI body: returns 0 on success, 1 with a one-line message on bad input."""
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    cli.check_usage(argv)
     f = flag_values
     try:
         result = make_bin(f.pairs, f.image_dir, f.output, image_size=f.image_size,

@@ -44,11 +44,15 @@ import os
 import re
 import sys
 
-import numpy as np
-from absl import app, flags
+from data_tools import cli
 
-from data_tools import image_files
-from data_tools import pairs as pairs_lib
+cli.quiet_tensorflow()  # before anything imports TensorFlow
+
+import numpy as np  # noqa: E402
+from absl import flags  # noqa: E402
+
+from data_tools import image_files  # noqa: E402
+from data_tools import pairs as pairs_lib  # noqa: E402
 
 DEFAULT_MAX_PAIRS_PER_FOLD = 300  # LFW View 2: 10 folds of 300 matched + 300 mismatched
 _LISTED = 10  # offending files named in an error message
@@ -81,7 +85,7 @@ def scan_lfw_folders(input_dir):
     extension are ignored; identity folders without images are left out.
     """
     if not os.path.isdir(input_dir):
-        raise MakePairsError("--input_dir %s is not a directory" % input_dir)
+        raise MakePairsError(f"--input_dir {input_dir} is not a directory")
     identities, bad_names, unusable = [], [], []
     for name in sorted(os.listdir(input_dir)):
         folder = os.path.join(input_dir, name)
@@ -100,7 +104,7 @@ def scan_lfw_folders(input_dir):
                 index = int(match.group(1)) if match else 0
                 # The converter looks up name/name_%04d.<ext> in the identity folder itself.
                 if (dirpath != folder or not match or index < 1
-                        or "%04d" % index != match.group(1)
+                        or f"{index:04d}" != match.group(1)
                         or not os.path.isfile(os.path.join(dirpath, filename))):
                     unusable.append(relpath)
                     continue
@@ -111,17 +115,16 @@ def scan_lfw_folders(input_dir):
             identities.append(Identity(name, tuple(sorted(indices))))
     if bad_names:
         raise MakePairsError(
-            "%d identity folder name(s) contain whitespace, which a pairs file cannot hold "
-            "(its fields are whitespace-separated): %s; rename them (e.g. spaces to '_')"
-            % (len(bad_names), ", ".join(repr(n) for n in bad_names[:_LISTED])))
+            f"{len(bad_names)} identity folder name(s) contain whitespace, which a pairs file "
+            "cannot hold (its fields are whitespace-separated): "
+            f"{', '.join(repr(n) for n in bad_names[:_LISTED])}; rename them (e.g. spaces to '_')")
     if unusable:
         raise MakePairsError(
-            "%d image file(s) under %s are not named the LFW way, <name>/<name>_NNNN.<ext> "
-            "directly in the identity folder <name> (NNNN = 0001, 0002, ...), so no pairs-file "
-            "line can refer to them: %s%s. Rename them (pairs.txt names images by number) or "
-            "move them out of the tree" % (
-                len(unusable), input_dir, ", ".join(unusable[:_LISTED]),
-                ", ..." if len(unusable) > _LISTED else ""))
+            f"{len(unusable)} image file(s) under {input_dir} are not named the LFW way, "
+            "<name>/<name>_NNNN.<ext> directly in the identity folder <name> (NNNN = 0001, 0002, "
+            "...), so no pairs-file line can refer to them: "
+            f"{', '.join(unusable[:_LISTED])}{', ...' if len(unusable) > _LISTED else ''}. Rename "
+            "them (pairs.txt names images by number) or move them out of the tree")
     return identities
 
 
@@ -209,34 +212,34 @@ def make_pairs(identities, num_folds=10, pairs_per_fold=None, seed=0):
     when ``pairs_per_fold`` is None, which asks for the most possible up to 300).
     """
     if num_folds < 1:
-        raise MakePairsError("--num_folds must be at least 1, got %d" % num_folds)
+        raise MakePairsError(f"--num_folds must be at least 1, got {num_folds}")
     if pairs_per_fold is not None and pairs_per_fold < 1:
-        raise MakePairsError("--pairs_per_fold must be at least 1, got %d" % pairs_per_fold)
+        raise MakePairsError(f"--pairs_per_fold must be at least 1, got {pairs_per_fold}")
     multi = sum(1 for ident in identities if len(ident.indices) >= 2)
     if multi < num_folds or len(identities) < 2 * num_folds:
         raise MakePairsError(
-            "too few identities: %d folds need at least %d identities with 2 or more LFW-named "
-            "images (one per fold, for matched pairs) and %d identities in all (two per fold, "
-            "for mismatched pairs); found %d with 2 or more images of %d in all. Lower "
-            "--num_folds or add identities" % (num_folds, num_folds, 2 * num_folds, multi,
-                                                len(identities)))
+            f"too few identities: {num_folds} folds need at least {num_folds} identities with 2 or "
+            f"more LFW-named images (one per fold, for matched pairs) and {2 * num_folds} "
+            f"identities in all (two per fold, for mismatched pairs); found {multi} with 2 or more "
+            f"images of {len(identities)} in all. Lower --num_folds or add identities")
     rng = np.random.RandomState(seed)
     fold_members = assign_folds(identities, num_folds, rng)
     limits = [min(_matched_capacity(f), _mismatched_capacity(f)) for f in fold_members]
     most = min(limits)
     if most < 1:  # not reached with the counts checked above; a guard, not a silent 0
-        raise MakePairsError("a fold of %d identities can hold no matched or no mismatched "
-                             "pair; lower --num_folds" % len(fold_members[limits.index(most)]))
+        raise MakePairsError(f"a fold of {len(fold_members[limits.index(most)])} identities can "
+                             "hold no matched or no mismatched pair; lower --num_folds")
     if pairs_per_fold is None:
         pairs_per_fold = min(most, DEFAULT_MAX_PAIRS_PER_FOLD)
     elif pairs_per_fold > most:
         worst = limits.index(most)
         raise MakePairsError(
-            "--pairs_per_fold=%d is more than the data allows: dealt into %d identity-disjoint "
-            "folds, fold %d can hold only %d distinct matched and %d mismatched pairs (%d "
-            "identities). Use --pairs_per_fold=%d or less, or fewer --num_folds"
-            % (pairs_per_fold, num_folds, worst + 1, _matched_capacity(fold_members[worst]),
-               _mismatched_capacity(fold_members[worst]), len(fold_members[worst]), most))
+            f"--pairs_per_fold={pairs_per_fold} is more than the data allows: dealt into "
+            f"{num_folds} identity-disjoint folds, fold {worst + 1} can hold only "
+            f"{_matched_capacity(fold_members[worst])} distinct matched and "
+            f"{_mismatched_capacity(fold_members[worst])} mismatched pairs "
+            f"({len(fold_members[worst])} identities). Use --pairs_per_fold={most} or less, or "
+            "fewer --num_folds")
     folds = []
     for members in fold_members:
         folds.append(matched_pairs(members, pairs_per_fold, rng)
@@ -258,7 +261,7 @@ def write_pairs_file(input_dir, output, num_folds=10, pairs_per_fold=None, seed=
     per_fold, folds, names = make_pairs(identities, num_folds, pairs_per_fold, seed)
     output_dir = os.path.dirname(os.path.abspath(output))
     os.makedirs(output_dir, exist_ok=True)
-    temporary = os.path.join(output_dir, ".%s.tmp-%d" % (os.path.basename(output), os.getpid()))
+    temporary = os.path.join(output_dir, f".{os.path.basename(output)}.tmp-{os.getpid()}")
     try:
         pairs_lib.write_pairs(temporary, num_folds, per_fold, [p for fold in folds for p in fold])
         parsed = pairs_lib.read_pairs(temporary)
@@ -267,8 +270,8 @@ def write_pairs_file(input_dir, output, num_folds=10, pairs_per_fold=None, seed=
             with open(output, "rb") as old, open(temporary, "rb") as new:
                 same = old.read() == new.read()
             if not same:
-                raise MakePairsError("%s exists with other pairs; pass --overwrite to replace "
-                                     "it" % output)
+                raise MakePairsError(f"{output} exists with other pairs; pass --overwrite to "
+                                     "replace it")
         os.replace(temporary, output)
     finally:
         if os.path.exists(temporary):
@@ -298,7 +301,7 @@ def define_flags(flag_values=flags.FLAGS):
                          lower_bound=1, flag_values=flag_values)
     flags.DEFINE_integer("pairs_per_fold", None, "Matched pairs per fold, and as many "
                          "mismatched (LFW: 300). Default: the most every fold can hold, at most "
-                         "%d." % DEFAULT_MAX_PAIRS_PER_FOLD, lower_bound=1,
+                         f"{DEFAULT_MAX_PAIRS_PER_FOLD}.", lower_bound=1,
                          flag_values=flag_values)
     flags.DEFINE_integer("seed", 0, "Seed of the fold assignment and of the pairs.",
                          flag_values=flag_values)
@@ -307,31 +310,29 @@ def define_flags(flag_values=flags.FLAGS):
     flags.mark_flags_as_required(["input_dir", "output"], flag_values=flag_values)
 
 
-def main(argv, flag_values=None):
+def main(argv, flag_values=flags.FLAGS):
     """CLI body for ``absl.app.run``: 0 on success, 1 with one message on bad input."""
-    if len(argv) > 1:
-        raise app.UsageError("unexpected arguments: %s" % " ".join(argv[1:]))
-    FLAGS = flags.FLAGS if flag_values is None else flag_values  # noqa: N806 - absl idiom
+    cli.check_usage(argv)
+    FLAGS = flag_values  # noqa: N806 - absl idiom
     try:
         summary = write_pairs_file(FLAGS.input_dir, FLAGS.output, FLAGS.num_folds,
                                    FLAGS.pairs_per_fold, FLAGS.seed, FLAGS.overwrite)
     except (MakePairsError, pairs_lib.PairsFormatError, pairs_lib.MissingPairImagesError,
             OSError) as e:
-        print("make_pairs: error: %s" % e, file=sys.stderr)
+        print(f"make_pairs: error: {e}", file=sys.stderr)
         return 1
-    print("%d folds x (%d matched + %d mismatched) = %d pairs from %d identities (%d with 2 or "
-          "more images, %d images; %d-%d identities per fold) -> %s" % (
-              summary["num_folds"], summary["pairs_per_fold"], summary["pairs_per_fold"],
-              summary["num_pairs"], summary["identities"], summary["identities_with_2_images"],
-              summary["images"], min(summary["fold_identities"]),
-              max(summary["fold_identities"]), summary["output"]))
+    print(f"{summary['num_folds']} folds x ({summary['pairs_per_fold']} matched + "
+          f"{summary['pairs_per_fold']} mismatched) = {summary['num_pairs']} pairs from "
+          f"{summary['identities']} identities ({summary['identities_with_2_images']} with 2 or "
+          f"more images, {summary['images']} images; "
+          f"{min(summary['fold_identities'])}-{max(summary['fold_identities'])} identities per "
+          f"fold) -> {summary['output']}")
     return 0
 
 
 def run():
     """Console-script entry point (``circle-make-pairs``)."""
-    define_flags()
-    app.run(main)
+    cli.run(define_flags, main)
 
 
 if __name__ == "__main__":

@@ -112,8 +112,8 @@ def define_flags(flag_values=flags.FLAGS):
                          flag_values=flag_values)
     flags.DEFINE_boolean("align", False, "The input holds raw photos: detect each face (or read "
                          "--landmarks), align it onto the 5-point template at --image_size "
-                         "(default %d) into --aligned_dir, and convert those faces."
-                         % raw_faces.DEFAULT_IMAGE_SIZE, flag_values=flag_values)
+                         f"(default {raw_faces.DEFAULT_IMAGE_SIZE}) into --aligned_dir, and "
+                         "convert those faces.", flag_values=flag_values)
     flags.DEFINE_string("aligned_dir", None, "With --align: where the aligned faces and "
                         "their report go (default: <output_dir>_aligned).",
                         flag_values=flag_values)
@@ -169,8 +169,7 @@ def main(argv, flag_values=flags.FLAGS):
 
     ``flag_values`` must hold the flags of :func:`define_flags`, already parsed.
     """
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    cli.check_usage(argv)
     FLAGS = flag_values  # noqa: N806 - absl idiom
     sources = [f"--{flag}" for flag in ("input_dir", "input_rec", "from_bin") if FLAGS[flag].value]
     if len(sources) != 1:

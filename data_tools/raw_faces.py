@@ -109,7 +109,7 @@ def align_image(image, faces, image_size=DEFAULT_IMAGE_SIZE):
     except ValueError as e:  # degenerate landmarks
         return AlignedFace(FAILED, num_faces=len(faces), score=chosen.score,
                            landmarks=chosen.landmarks, box=chosen.box,
-                           reason="cannot align: %s" % e)
+                           reason=f"cannot align: {e}")
     return AlignedFace(ALIGNED, face, len(faces), chosen.score, chosen.landmarks, chosen.box)
 
 
@@ -140,7 +140,7 @@ def align_file(path, image_size=DEFAULT_IMAGE_SIZE, detector=None, landmarks=Non
     try:
         faces = detector.detect(image)
     except Exception as e:  # noqa: BLE001 - a detector failing on one photo must not stop a run
-        return AlignedFace(FAILED, reason="detector error: %s: %s" % (type(e).__name__, e))
+        return AlignedFace(FAILED, reason=f"detector error: {type(e).__name__}: {e}")
     return align_image(image, faces, image_size)
 
 
@@ -227,18 +227,18 @@ def align_folder(input_dir, output_dir, landmarks_path=None, image_size=DEFAULT_
     input_dir, output_dir = os.path.abspath(input_dir), os.path.abspath(output_dir)
     if image_size is None or isinstance(image_size, bool) or int(image_size) != image_size \
             or image_size < 8:
-        raise AlignError("--image_size must be an integer >= 8, got %r" % (image_size,))
+        raise AlignError(f"--image_size must be an integer >= 8, got {image_size!r}")
     if not os.path.isdir(input_dir):
-        raise AlignError("--input_dir %s is not a directory" % input_dir)
+        raise AlignError(f"--input_dir {input_dir} is not a directory")
     if _inside(output_dir, input_dir):
-        raise AlignError("--output_dir %s lies inside --input_dir %s: the aligned faces would "
-                         "be read back as photos" % (output_dir, input_dir))
+        raise AlignError(f"--output_dir {output_dir} lies inside --input_dir {input_dir}: the "
+                         "aligned faces would be read back as photos")
     relpaths = list_images(input_dir)
     if only is not None:
         wanted = set(only)
         relpaths = [relpath for relpath in relpaths if relpath in wanted]
     if not relpaths:
-        raise AlignError("--input_dir %s holds no image files" % input_dir)
+        raise AlignError(f"--input_dir {input_dir} holds no image files")
     listed = None
     options = {"input_dir": input_dir, "image_size": int(image_size)}
     if landmarks_path is not None:
@@ -254,15 +254,15 @@ def align_folder(input_dir, output_dir, landmarks_path=None, image_size=DEFAULT_
     report_path = os.path.abspath(report_path or os.path.join(output_dir, REPORT_NAME))
     previous = _read_report(report_path) if os.path.exists(report_path) else None
     if os.path.exists(report_path) and previous is None and not overwrite:
-        raise AlignError("%s exists and is not an alignment report; pass --overwrite to replace "
-                         "it" % report_path)
+        raise AlignError(f"{report_path} exists and is not an alignment report; pass --overwrite "
+                         "to replace it")
     kept, earlier_detector = {}, None
     if previous is not None and not overwrite:
         earlier_detector = previous.get("detector")
         if previous.get("options") != options:
-            raise AlignError("%s was written with other options (%s); pass --overwrite to redo "
-                             "the alignment" % (report_path, json.dumps(previous.get("options"),
-                                                                         sort_keys=True)))
+            raise AlignError(f"{report_path} was written with other options "
+                             f"({json.dumps(previous.get('options'), sort_keys=True)}); pass "
+                             "--overwrite to redo the alignment")
         for entry in previous.get("images") or []:
             if isinstance(entry, dict) and entry.get("path") is not None:
                 kept[entry["path"]] = entry
@@ -338,7 +338,7 @@ def dump_report(report):
     text = json.dumps(header, indent=1, sort_keys=True)
     lines = ",\n".join("  " + json.dumps(entry, sort_keys=True) for entry in report["images"])
     empty = '"images": []'
-    return text.replace(empty, '"images": [\n%s\n ]' % lines if lines else empty) + "\n"
+    return text.replace(empty, f'"images": [\n{lines}\n ]' if lines else empty) + "\n"
 
 
 def _default_detector():
@@ -360,13 +360,13 @@ def _summary(entries, state, listed_missing):
 
 def format_summary(summary):
     """One paragraph for the CLI."""
-    text = ("%d images: %d aligned (%d with several faces, the largest kept), %d without a face, "
-            "%d unreadable, %d failed" % (
-                summary["num_images"], summary[ALIGNED], summary["several_faces"],
-                summary[NO_FACE], summary[UNREADABLE], summary[FAILED]))
+    text = (f"{summary['num_images']} images: {summary[ALIGNED]} aligned "
+            f"({summary['several_faces']} with several faces, the largest kept), "
+            f"{summary[NO_FACE]} without a face, {summary[UNREADABLE]} unreadable, "
+            f"{summary[FAILED]} failed")
     if summary[NOT_LISTED] or summary["num_listed_missing"]:
-        text += ", %d not in the landmark file (and %d listed images not found)" % (
-            summary[NOT_LISTED], summary["num_listed_missing"])
-    return text + "; %d done now, %d kept from an earlier run; %.1f s -> %s, report %s" % (
-        summary["processed"], summary["kept"], summary["seconds"], summary["output_dir"],
-        summary["report"])
+        text += (f", {summary[NOT_LISTED]} not in the landmark file (and "
+                 f"{summary['num_listed_missing']} listed images not found)")
+    return text + (f"; {summary['processed']} done now, {summary['kept']} kept from an earlier "
+                   f"run; {summary['seconds']:.1f} s -> {summary['output_dir']}, report "
+                   f"{summary['report']}")

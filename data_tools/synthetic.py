@@ -10,10 +10,13 @@ reuses a complete dataset.
 
 import sys
 
-from absl import app, flags
-
 from data_tools import cli
-from data_tools.synthetic_dataset import generate
+
+cli.quiet_tensorflow()  # before anything imports TensorFlow
+
+from absl import flags  # noqa: E402
+
+from data_tools.synthetic_dataset import generate  # noqa: E402
 
 
 def define_flags(flag_values=flags.FLAGS):
@@ -46,8 +49,7 @@ def define_flags(flag_values=flags.FLAGS):
 
 def main(argv, flag_values=flags.FLAGS):
     """CLI body for ``absl.app.run``: returns 0, or 2 with a message for unusable options."""
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    cli.check_usage(argv)
     f = flag_values
     try:
         summary = generate(f.output_dir, num_train_identities=f.num_train_identities,

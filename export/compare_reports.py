@@ -12,11 +12,14 @@ import os
 import shutil
 import sys
 
-from absl import app, flags
-
 from data_tools import cli
-from export import report as report_lib
-from export.report_table import load_run, markdown_table, summarize
+
+cli.quiet_tensorflow()  # before anything imports TensorFlow
+
+from absl import app, flags  # noqa: E402
+
+from export import report as report_lib  # noqa: E402
+from export.report_table import load_run, markdown_table, summarize  # noqa: E402
 
 
 def define_flags(flag_values=flags.FLAGS):

@@ -38,12 +38,16 @@ import sys
 import tempfile
 import time
 
-import numpy as np
-import tensorflow.compat.v1 as tf
-from absl import app, flags
+from data_tools import cli
 
-from data_tools import input_fns, preprocessing, schema
-from export import embedder, freeze, serving, verification
+cli.quiet_tensorflow()  # before TensorFlow is imported
+
+import numpy as np  # noqa: E402
+import tensorflow.compat.v1 as tf  # noqa: E402
+from absl import flags  # noqa: E402
+
+from data_tools import input_fns, preprocessing, schema  # noqa: E402
+from export import embedder, freeze, serving, verification  # noqa: E402
 
 QUANTIZE_MODES = ("none", "float16", "int8")
 ONNX_INPUT = "pixels"
@@ -73,8 +77,8 @@ def _import_tf2onnx():
         import onnx  # noqa: PLC0415
         import tf2onnx  # noqa: PLC0415
     except ImportError as e:
-        raise MissingDependencyError("ONNX export needs tf2onnx and onnx (%s): %s"
-                                     % (e, _INSTALL_HINT)) from None
+        raise MissingDependencyError(f"ONNX export needs tf2onnx and onnx ({e}): "
+                                     f"{_INSTALL_HINT}") from None
     return tf2onnx, onnx
 
 
@@ -82,8 +86,8 @@ def _import_onnxruntime():
     try:
         import onnxruntime  # noqa: PLC0415
     except ImportError as e:
-        raise MissingDependencyError("running ONNX models needs onnxruntime (%s): %s"
-                                     % (e, _INSTALL_HINT)) from None
+        raise MissingDependencyError(f"running ONNX models needs onnxruntime ({e}): "
+                                     f"{_INSTALL_HINT}") from None
     return onnxruntime
 
 
@@ -91,9 +95,9 @@ def _tflite():
     """``tf.lite`` of TensorFlow 2 (the converter flags used here are not in TF 1.15's)."""
     import tensorflow as tf_root  # noqa: PLC0415
     if not tf_root.__version__.startswith("2.") or not hasattr(tf_root, "lite"):
-        raise MissingDependencyError("TFLite export and checks need TensorFlow 2.x (found %s); "
-                                     "convert on a TF 2 machine, e.g. pip install "
-                                     "tensorflow-cpu==2.15.1" % tf_root.__version__)
+        raise MissingDependencyError("TFLite export and checks need TensorFlow 2.x (found "
+                                     f"{tf_root.__version__}); convert on a TF 2 machine, e.g. pip "
+                                     "install tensorflow-cpu==2.15.1")
     return tf_root.lite
 
 
@@ -157,15 +161,15 @@ def model_image_size(saved_model_dir):
                     sizes.add(tuple(int(v) for v in tf.make_ndarray(const.attr["value"].tensor)))
     square = {size[0] for size in sizes if len(size) == 2 and size[0] == size[1]}
     if len(square) != 1:
-        raise ConvertError("cannot tell the input size of %s from its graph (resize sizes found: "
-                           "%s); pass --image_size" % (saved_model_dir, sorted(sizes) or "none"))
+        raise ConvertError(f"cannot tell the input size of {saved_model_dir} from its graph "
+                           f"(resize sizes found: {sorted(sizes) or 'none'}); pass --image_size")
     return square.pop()
 
 
 def _pixels_signature(meta_graph, saved_model_dir):
     if serving.PIXELS_SIGNATURE not in meta_graph.signature_def:
-        raise ConvertError("%s has no %r signature; export it with this project's serving "
-                           "input receiver" % (saved_model_dir, serving.PIXELS_SIGNATURE))
+        raise ConvertError(f"{saved_model_dir} has no {serving.PIXELS_SIGNATURE!r} signature; "
+                           "export it with this project's serving input receiver")
     return meta_graph.signature_def[serving.PIXELS_SIGNATURE]
 
 
@@ -217,10 +221,9 @@ def convert_onnx(saved_model_dir, output_path, image_size=None, opset=DEFAULT_OP
         dim = value.type.tensor_type.shape.dim[0]
         dim.Clear()
         dim.dim_param = ONNX_BATCH_DIM
-    model_proto.doc_string = ("circle-face embedding from %s: input %s float32 [batch, %d, %d, 3] "
-                              "RGB 0..255, output %s L2-normalised"
-                              % (os.path.abspath(saved_model_dir), ONNX_INPUT, image_size,
-                                 image_size, ONNX_OUTPUT))
+    model_proto.doc_string = (f"circle-face embedding from {os.path.abspath(saved_model_dir)}: "
+                              f"input {ONNX_INPUT} float32 [batch, {image_size}, {image_size}, 3] "
+                              f"RGB 0..255, output {ONNX_OUTPUT} L2-normalised")
     onnx.checker.check_model(model_proto)
     _atomic_bytes(output_path, model_proto.SerializeToString())
     dim = model_proto.graph.output[0].type.tensor_type.shape.dim[1]
@@ -233,6 +236,21 @@ def convert_onnx(saved_model_dir, output_path, image_size=None, opset=DEFAULT_OP
 # TFLite.
 # ---------------------------------------------------------------------------------------------
 
+def _all_batches(graph, dataset, not_parsed):
+    """Every batch of ``dataset`` (built in ``graph``), read in a session of its own; a record
+    that does not parse raises ConvertError("<not_parsed> (<TensorFlow's first line>)")."""
+    batch = tf.data.make_one_shot_iterator(dataset).get_next()
+    batches = []
+    with tf.Session(graph=graph) as sess:
+        while True:
+            try:
+                batches.append(sess.run(batch))
+            except tf.errors.OutOfRangeError:
+                return batches
+            except tf.errors.InvalidArgumentError as e:
+                raise ConvertError(f"{not_parsed} ({_first_line(e.message)})") from None
+
+
 def calibration_pixels(records, image_size, count=DEFAULT_CALIBRATION_IMAGES, seed=0):
     """``count`` faces of training records (a records directory or glob) as float32 pixels
     [count, S, S, 3] in 0..255, resized as the serving graph does; drawn with a fixed seed from
@@ -240,25 +258,15 @@ def calibration_pixels(records, image_size, count=DEFAULT_CALIBRATION_IMAGES, se
     try:
         files = input_fns._files(records)
     except ValueError as e:
-        raise ConvertError("--calibration_records: %s" % e) from None
+        raise ConvertError(f"--calibration_records: {e}") from None
     with tf.Graph().as_default() as graph:
         dataset = tf.data.TFRecordDataset(files).shuffle(10000, seed=seed).take(count)
         dataset = dataset.map(lambda serialized: preprocessing.resize(preprocessing.decode_image(
             schema.parse_image_record(serialized)["encoded"]), image_size)).batch(64)
-        batch = tf.data.make_one_shot_iterator(dataset).get_next()
-        arrays = []
-        with tf.Session(graph=graph) as sess:
-            while True:
-                try:
-                    arrays.append(sess.run(batch))
-                except tf.errors.OutOfRangeError:
-                    break
-                except tf.errors.InvalidArgumentError as e:
-                    raise ConvertError("--calibration_records %s are not image records of "
-                                       "make_tfrecords.py (%s)" % (records, _first_line(e.message))
-                                       ) from None
+        arrays = _all_batches(graph, dataset, f"--calibration_records {records} are not image "
+                                               "records of make_tfrecords.py")
     if not arrays:
-        raise ConvertError("--calibration_records %s hold no images" % records)
+        raise ConvertError(f"--calibration_records {records} hold no images")
     return np.concatenate(arrays).astype(np.float32)
 
 
@@ -271,8 +279,8 @@ def convert_tflite(saved_model_dir, output_path, image_size=None, quantize="none
     representative set, float32 pixels [N, S, S, 3], e.g. from :func:`calibration_pixels`).
     """
     if quantize not in QUANTIZE_MODES:
-        raise ConvertError("--quantize must be one of %s, got %r"
-                           % (", ".join(QUANTIZE_MODES), quantize))
+        raise ConvertError(f"--quantize must be one of {', '.join(QUANTIZE_MODES)}, got "
+                           f"{quantize!r}")
     if quantize == "int8" and (calibration is None or not len(calibration)):
         raise ConvertError("--quantize=int8 needs calibration images (--calibration_records)")
     lite = _tflite()
@@ -317,7 +325,17 @@ def convert_tflite(saved_model_dir, output_path, image_size=None, quantize="none
 # Runners: float32 pixels [N, S, S, 3] in 0..255 -> embeddings [N, D].
 # ---------------------------------------------------------------------------------------------
 
-class SavedModelRunner:
+class _SessionRunner:
+    """A TF1 session that feeds the pixels to ``self._input`` and fetches ``self._output``."""
+
+    def __call__(self, pixels):
+        return self._session.run(self._output, {self._input: np.asarray(pixels, np.float32)})
+
+    def close(self):
+        self._session.close()
+
+
+class SavedModelRunner(_SessionRunner):
     """The SavedModel's pixels signature in a TF1 session (the reference)."""
 
     name = "SavedModel"
@@ -336,14 +354,8 @@ class SavedModelRunner:
         self._input = signature.inputs[serving.PIXELS_INPUT].name
         self._output = signature.outputs[serving.OUTPUT].name
 
-    def __call__(self, pixels):
-        return self._session.run(self._output, {self._input: np.asarray(pixels, np.float32)})
 
-    def close(self):
-        self._session.close()
-
-
-class FrozenGraphRunner:
+class FrozenGraphRunner(_SessionRunner):
     """A frozen graph of export/freeze.py in a TF1 session."""
 
     name = "frozen graph"
@@ -351,12 +363,6 @@ class FrozenGraphRunner:
     def __init__(self, path, session_config=None):
         graph, self._input, self._output = freeze.load_frozen_graph(path)
         self._session = tf.Session(graph=graph, config=session_config)
-
-    def __call__(self, pixels):
-        return self._session.run(self._output, {self._input: np.asarray(pixels, np.float32)})
-
-    def close(self):
-        self._session.close()
 
 
 class OnnxRunner:
@@ -407,7 +413,7 @@ class TFLiteRunner:
 def runner_for(path, threads=None):
     """The runner of a converted file, by its extension (.onnx, .tflite, .pb)."""
     if not os.path.isfile(path):
-        raise ConvertError("%s does not exist" % path)
+        raise ConvertError(f"{path} does not exist")
     extension = os.path.splitext(path)[1].lower()
     if extension == ".onnx":
         return OnnxRunner(path, threads)
@@ -415,7 +421,7 @@ def runner_for(path, threads=None):
         return TFLiteRunner(path, threads)
     if extension == ".pb":
         return FrozenGraphRunner(path)
-    raise ConvertError("cannot run %s: expected a .onnx, .tflite or .pb file" % path)
+    raise ConvertError(f"cannot run {path}: expected a .onnx, .tflite or .pb file")
 
 
 def embed_in_batches(runner, pixels, batch_size=PARITY_BATCH):
@@ -432,8 +438,8 @@ def parity(reference, other):
     reference = np.asarray(reference, np.float64)
     other = np.asarray(other, np.float64)
     if reference.shape != other.shape:
-        raise ConvertError("embeddings of shape %s and %s cannot be compared"
-                           % (reference.shape, other.shape))
+        raise ConvertError(f"embeddings of shape {reference.shape} and {other.shape} cannot be "
+                           "compared")
     cosine = np.sum(verification.l2_normalize(reference) * verification.l2_normalize(other),
                     axis=1)
     return {"max_abs_diff": float(np.max(np.abs(reference - other))),
@@ -448,7 +454,7 @@ def pair_pixels(records, image_size):
     try:
         files = input_fns._files(records)
     except ValueError as e:
-        raise ConvertError("--check_records: %s" % e) from None
+        raise ConvertError(f"--check_records: {e}") from None
 
     def parse(serialized):
         record = schema.parse_pair_record(serialized)
@@ -461,20 +467,10 @@ def pair_pixels(records, image_size):
 
     with tf.Graph().as_default() as graph:
         dataset = tf.data.TFRecordDataset(files).map(parse).batch(64)
-        batch = tf.data.make_one_shot_iterator(dataset).get_next()
-        parts = []
-        with tf.Session(graph=graph) as sess:
-            while True:
-                try:
-                    parts.append(sess.run(batch))
-                except tf.errors.OutOfRangeError:
-                    break
-                except tf.errors.InvalidArgumentError as e:
-                    raise ConvertError("--check_records %s are not pair records of "
-                                       "make_tfrecords.py --pairs (%s)"
-                                       % (records, _first_line(e.message))) from None
+        parts = _all_batches(graph, dataset, f"--check_records {records} are not pair records "
+                                             "of make_tfrecords.py --pairs")
     if not parts:
-        raise ConvertError("--check_records %s hold no pairs" % records)
+        raise ConvertError(f"--check_records {records} hold no pairs")
     index, images1, images2, issame, folds = (np.concatenate(column) for column in zip(*parts))
     order = np.argsort(index, kind="stable")
     return (images1[order].astype(np.float32), images2[order].astype(np.float32),
@@ -555,15 +551,14 @@ def format_rows(rows):
              "|---|---|---|---|---|---|"]
     for row in rows:
         if "max_abs_diff" in row:
-            diff = "%.2e" % row["max_abs_diff"]
+            diff = f"{row['max_abs_diff']:.2e}"
             if "max_abs_diff_batch1" in row:
-                diff = "%.2e (batch 1: %.2e)" % (row["max_abs_diff"],
-                                                 row["max_abs_diff_batch1"])
-            cosines = "%.6f | %.6f" % (row["cosine_mean"], row["cosine_min"])
+                diff = f"{row['max_abs_diff']:.2e} (batch 1: {row['max_abs_diff_batch1']:.2e})"
+            cosines = f"{row['cosine_mean']:.6f} | {row['cosine_min']:.6f}"
         else:
             diff, cosines = "reference", "— | —"
-        lines.append("| %s | %.4f ± %.4f | %.4f | %s | %s |" % (
-            row["name"], row["accuracy"], row["accuracy_std"], row["auc"], diff, cosines))
+        lines.append(f"| {row['name']} | {row['accuracy']:.4f} ± {row['accuracy_std']:.4f} | "
+                     f"{row['auc']:.4f} | {diff} | {cosines} |")
     return "\n".join(lines)
 
 
@@ -627,20 +622,19 @@ def _check_usage(fv):
 def main(argv, flag_values=flags.FLAGS):
     """CLI body for ``absl.app.run``: 0 on success, 1 with a one-line message on bad input."""
     if len(argv) > 1:
-        print("convert: error: unexpected arguments: %s" % " ".join(argv[1:]), file=sys.stderr)
+        print(f"convert: error: unexpected arguments: {' '.join(argv[1:])}", file=sys.stderr)
         return 1
     fv = flag_values
     try:
         _check_usage(fv)
         saved_model_dir = resolve_model(fv.model)
-        print("model: %s" % saved_model_dir, file=sys.stderr)
+        print(f"model: {saved_model_dir}", file=sys.stderr)
         image_size = fv.image_size or model_image_size(saved_model_dir)
         written = []
         if fv.onnx:
             info = convert_onnx(saved_model_dir, fv.onnx, image_size, opset=fv.opset)
-            print("ONNX: %s (input %s [batch, %d, %d, 3] float32 RGB 0..255, opset %d, %.1f MB)"
-                  % (info["path"], ONNX_INPUT, image_size, image_size, info["opset"],
-                     info["bytes"] / 1e6))
+            print(f"ONNX: {info['path']} (input {ONNX_INPUT} [batch, {image_size}, {image_size}, "
+                  f"3] float32 RGB 0..255, opset {info['opset']}, {info['bytes'] / 1e6:.1f} MB)")
             written.append(fv.onnx)
         if fv.tflite:
             calibration = None
@@ -649,20 +643,20 @@ def main(argv, flag_values=flags.FLAGS):
                                                  fv.num_calibration_images)
             info = convert_tflite(saved_model_dir, fv.tflite, image_size, fv.quantize,
                                   calibration)
-            print("TFLite: %s (input [1, %d, %d, 3] float32 RGB 0..255, quantize %s%s, %.1f MB)"
-                  % (info["path"], image_size, image_size, fv.quantize,
-                     ", %d calibration faces" % info["calibration_images"]
-                     if "calibration_images" in info else "", info["bytes"] / 1e6))
+            calibrated = (f", {info['calibration_images']} calibration faces"
+                          if "calibration_images" in info else "")
+            print(f"TFLite: {info['path']} (input [1, {image_size}, {image_size}, 3] float32 RGB "
+                  f"0..255, quantize {fv.quantize}{calibrated}, {info['bytes'] / 1e6:.1f} MB)")
             written.append(fv.tflite)
         if fv.check_records:
             files = written + [path for path in fv.check_files if path not in written]
             rows = check_formats(saved_model_dir, files, fv.check_records, image_size,
                                  threads=fv.threads)
-            print("%d pairs, flip TTA, %dx%d pixels for every format" % (
-                rows[0]["pairs"], image_size, image_size))
+            print(f"{rows[0]['pairs']} pairs, flip TTA, {image_size}x{image_size} pixels for every "
+                  "format")
             print(format_rows(rows))
     except ConvertError as e:
-        print("convert: error: %s" % e, file=sys.stderr)
+        print(f"convert: error: {e}", file=sys.stderr)
         return 1
     return 0
 
@@ -670,8 +664,7 @@ def main(argv, flag_values=flags.FLAGS):
 def run():
     """Console entry point (``circle-convert``, ``python -m export.convert``)."""
     tf.get_logger().setLevel("ERROR")
-    define_flags()
-    app.run(main)
+    cli.run(define_flags, main)
 
 
 if __name__ == "__main__":

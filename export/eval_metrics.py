@@ -36,9 +36,9 @@ def _evaluate_stored(embeddings1, embeddings2, issame, seen, num_pairs, n_folds,
     seen = np.asarray(seen)[:num_pairs]
     if not np.all(seen == 1):
         missing = np.flatnonzero(seen != 1)
-        raise ValueError("verification eval saw %d of %d pairs (first unseen or repeated "
-                         "index: %d); the eval input must yield every pair exactly once"
-                         % (int(np.sum(seen == 1)), num_pairs, int(missing[0])))
+        raise ValueError(f"verification eval saw {int(np.sum(seen == 1))} of {num_pairs} pairs "
+                         f"(first unseen or repeated index: {int(missing[0])}); the eval input "
+                         "must yield every pair exactly once")
     return verification.evaluate(embeddings1[:num_pairs], embeddings2[:num_pairs],
                                  np.asarray(issame)[:num_pairs].astype(bool), n_folds=n_folds,
                                  far_target=far_target)
@@ -74,8 +74,7 @@ def _host_metrics(predictions, key1, key2, num_pairs, n_folds, far_target, prefi
         if index < 0 or float(item["weight"]) <= 0:
             continue  # padding
         if index >= num_pairs:
-            raise ValueError("pair index %d outside the %d pairs of the eval set"
-                             % (index, num_pairs))
+            raise ValueError(f"pair index {index} outside the {num_pairs} pairs of the eval set")
         if store1 is None:
             dim = np.asarray(item[key1]).shape[-1]
             store1 = np.zeros([num_pairs, dim], np.float32)
@@ -111,7 +110,7 @@ def verification_metrics_fn_builder(num_pairs, n_folds=10, far_target=1e-3, pref
     that embeds each image once.
     """
     if num_pairs < n_folds:
-        raise ValueError("%d pairs cannot make %d folds" % (num_pairs, n_folds))
+        raise ValueError(f"{num_pairs} pairs cannot make {n_folds} folds")
 
     def compute(embeddings1, embeddings2, issame, seen):
         metrics = _evaluate_stored(embeddings1, embeddings2, issame, seen, num_pairs, n_folds,

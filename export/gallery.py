@@ -26,13 +26,17 @@ arrays, ``model``, ``flip``, ``version``): it is read with ``allow_pickle=False`
 import os
 import sys
 
-import numpy as np
-from absl import app, flags
+from data_tools import cli
 
-from data_tools import image_files
-from data_tools.fileio import atomic_write
-from export import report as report_lib
-from export import retrieval
+cli.quiet_tensorflow()  # before anything imports TensorFlow
+
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from data_tools import image_files  # noqa: E402
+from data_tools.fileio import atomic_write  # noqa: E402
+from export import report as report_lib  # noqa: E402
+from export import retrieval  # noqa: E402
 
 INDEX_VERSION = 1
 COMMANDS = ("enrol", "search")
@@ -45,24 +49,23 @@ class GalleryError(ValueError):
 def load_index(path):
     """The index at ``path`` as a dict of arrays (``model`` and ``flip`` as Python values)."""
     if not os.path.isfile(path):
-        raise GalleryError("no gallery index at %s (run 'enrol' first)" % path)
+        raise GalleryError(f"no gallery index at {path} (run 'enrol' first)")
     try:
         with np.load(path, allow_pickle=False) as data:
             index = {key: data[key] for key in data.files}
     except (OSError, ValueError) as e:
-        raise GalleryError("%s is not a gallery index (%s)" % (path, e)) from None
+        raise GalleryError(f"{path} is not a gallery index ({e})") from None
     missing = [key for key in ("embeddings", "labels", "paths", "model", "flip", "version")
                if key not in index]
     if missing:
-        raise GalleryError("%s is not a gallery index (no %s)" % (path, ", ".join(missing)))
+        raise GalleryError(f"{path} is not a gallery index (no {', '.join(missing)})")
     if int(index["version"]) != INDEX_VERSION:
-        raise GalleryError("%s has index version %d; this tool reads version %d"
-                           % (path, int(index["version"]), INDEX_VERSION))
+        raise GalleryError(f"{path} has index version {int(index['version'])}; this tool reads "
+                           f"version {INDEX_VERSION}")
     embeddings = index["embeddings"]
     if embeddings.ndim != 2 or not (len(index["labels"]) == len(index["paths"])
                                     == embeddings.shape[0]):
-        raise GalleryError("%s is damaged: embeddings, labels and paths disagree in length"
-                           % path)
+        raise GalleryError(f"{path} is damaged: embeddings, labels and paths disagree in length")
     index["model"] = str(index["model"])
     index["flip"] = bool(index["flip"])
     return index
@@ -87,23 +90,24 @@ def enrol(embedder, folder, index_path, flip=True, batch_size=64, progress=True)
     ``(relpath, reason)`` list of files that are not usable images.
     """
     if not os.path.isdir(folder):
-        raise GalleryError("--folder %s is not a directory" % folder)
+        raise GalleryError(f"--folder {folder} is not a directory")
     scan = image_files.scan_identity_folders(folder)
     if not scan.entries:
-        raise GalleryError("no images in identity folders under %s" % folder)
+        raise GalleryError(f"no images in identity folders under {folder}")
     model = os.path.abspath(embedder.saved_model_dir)
     if os.path.exists(index_path):
         index = load_index(index_path)
         if index["embeddings"].shape[1] != embedder.embedding_size:
-            raise GalleryError("%s holds %d-d embeddings, the model gives %d-d: enrol into a "
-                               "new index" % (index_path, index["embeddings"].shape[1],
-                                              embedder.embedding_size))
+            raise GalleryError(f"{index_path} holds {index['embeddings'].shape[1]}-d embeddings, "
+                               f"the model gives {embedder.embedding_size}-d: enrol into a new "
+                               "index")
         if index["flip"] != bool(flip):
-            raise GalleryError("%s was enrolled %s flip test-time augmentation; enrol the same "
-                               "way" % (index_path, "with" if index["flip"] else "without"))
+            raise GalleryError(f"{index_path} was enrolled "
+                               f"{'with' if index['flip'] else 'without'} flip test-time "
+                               "augmentation; enrol the same way")
         if index["model"] != model:
-            print("warning: %s was enrolled with %s; adding embeddings of %s"
-                  % (index_path, index["model"], model), file=sys.stderr)
+            print(f"warning: {index_path} was enrolled with {index['model']}; adding embeddings of "
+                  f"{model}", file=sys.stderr)
     else:
         index = {"embeddings": np.zeros((0, embedder.embedding_size), np.float32),
                  "labels": np.zeros(0, np.str_), "paths": np.zeros(0, np.str_)}
@@ -127,16 +131,16 @@ def enrol(embedder, folder, index_path, flip=True, batch_size=64, progress=True)
 def threshold_from_report(path, fpir=0.01):
     """``(cosine threshold, description)`` from an identification or verification report."""
     data = report_lib.read_report(path)
-    key = "threshold@fpir=%g" % fpir
+    key = f"threshold@fpir={fpir:g}"
     if key in data:
         value = data[key]
         if not isinstance(value, (int, float)):
-            raise GalleryError("%s has no finite %s" % (path, key))
-        return float(value), "%s of %s" % (key, path)
+            raise GalleryError(f"{path} has no finite {key}")
+        return float(value), f"{key} of {path}"
     if isinstance(data.get("threshold"), (int, float)):
         return 1.0 - float(data["threshold"]) / 2.0, (
-            "verification threshold of %s (squared L2 %.4f)" % (path, data["threshold"]))
-    raise GalleryError("%s holds neither %s nor a verification threshold" % (path, key))
+            f"verification threshold of {path} (squared L2 {data['threshold']:.4f})")
+    raise GalleryError(f"{path} holds neither {key} nor a verification threshold")
 
 
 def search(index, embeddings, top_k=5, threshold=None):
@@ -186,7 +190,7 @@ def main(argv, flag_values=flags.FLAGS):
     """``gallery enrol`` / ``gallery search PHOTO...``; returns 0, or 1 with a one-line message."""
     fv = flag_values
     if len(argv) < 2 or argv[1] not in COMMANDS:
-        raise app.UsageError("the first argument is the command: %s" % " or ".join(COMMANDS))
+        raise app.UsageError(f"the first argument is the command: {' or '.join(COMMANDS)}")
     command, photos = argv[1], argv[2:]
     if not fv.index:
         raise app.UsageError("--index is required")
@@ -196,15 +200,15 @@ def main(argv, flag_values=flags.FLAGS):
     try:
         if command == "enrol":
             if photos:
-                raise app.UsageError("enrol takes --folder, not photos: %s" % " ".join(photos))
+                raise app.UsageError(f"enrol takes --folder, not photos: {' '.join(photos)}")
             if not fv.model or not fv.folder:
                 raise app.UsageError("enrol needs --model and --folder")
             with embed.load_saved_model(fv.model) as embedder:
                 added, total, skipped = enrol(embedder, fv.folder, fv.index, flip=fv.flip,
                                               batch_size=fv.batch_size)
             for relpath, reason in skipped:
-                print("skipped %s: %s" % (relpath, reason), file=sys.stderr)
-            print("enrolled %d new image(s); %s holds %d" % (added, fv.index, total))
+                print(f"skipped {relpath}: {reason}", file=sys.stderr)
+            print(f"enrolled {added} new image(s); {fv.index} holds {total}")
             return 0
         if not photos:
             raise app.UsageError("search needs one or more photos")
@@ -212,44 +216,41 @@ def main(argv, flag_values=flags.FLAGS):
             raise app.UsageError("give --threshold or --report, not both")
         index = load_index(fv.index)
         if not index["embeddings"].shape[0]:
-            raise GalleryError("%s is empty" % fv.index)
+            raise GalleryError(f"{fv.index} is empty")
         threshold, source = fv.threshold, "--threshold"
         if fv.report:
             threshold, source = threshold_from_report(fv.report, fv.fpir)
         with embed.load_saved_model(fv.model or index["model"]) as embedder:
             if embedder.embedding_size != index["embeddings"].shape[1]:
-                raise GalleryError("the model gives %d-d embeddings, %s holds %d-d"
-                                   % (embedder.embedding_size, fv.index,
-                                      index["embeddings"].shape[1]))
+                raise GalleryError(f"the model gives {embedder.embedding_size}-d embeddings, "
+                                   f"{fv.index} holds {index['embeddings'].shape[1]}-d")
             missing = [p for p in photos if not os.path.isfile(p)]
             if missing:
-                raise GalleryError("photo not found: %s" % missing[0])
+                raise GalleryError(f"photo not found: {missing[0]}")
             embeddings = embedder.embed_files(photos, batch_size=fv.batch_size,
                                               flip=index["flip"], progress=len(photos) > 50)
     except (GalleryError, embed.EmbedError, ValueError, OSError) as e:
-        print("error: %s" % e, file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)
         return 1
     if threshold is not None:
-        print("threshold: cosine %.4f (%s)" % (threshold, source))
+        print(f"threshold: cosine {threshold:.4f} ({source})")
     for photo, result in zip(photos, search(index, embeddings, fv.top_k, threshold)):
         best_score, best_label, _ = result["matches"][0]
         if result["answer"] is None:
-            verdict = "%s (cosine %.4f; no threshold)" % (best_label, best_score)
+            verdict = f"{best_label} (cosine {best_score:.4f}; no threshold)"
         elif result["answer"] == "unknown":
-            verdict = "unknown (best: %s, cosine %.4f <= %.4f)" % (best_label, best_score,
-                                                                  threshold)
+            verdict = f"unknown (best: {best_label}, cosine {best_score:.4f} <= {threshold:.4f})"
         else:
-            verdict = "%s (cosine %.4f > %.4f)" % (best_label, best_score, threshold)
-        print("%s: %s" % (photo, verdict))
+            verdict = f"{best_label} (cosine {best_score:.4f} > {threshold:.4f})"
+        print(f"{photo}: {verdict}")
         for rank, (score, label, path) in enumerate(result["matches"], 1):
-            print("  %d. %.4f  %s  %s" % (rank, score, label, path))
+            print(f"  {rank}. {score:.4f}  {label}  {path}")
     return 0
 
 
 def run():
     """Console entry point (``python -m export.gallery``)."""
-    define_flags()
-    app.run(main)
+    cli.run(define_flags, main)
 
 
 if __name__ == "__main__":

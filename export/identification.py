@@ -15,18 +15,19 @@ The report (``report.json``) keeps the thresholds (cosine), so ``python -m expor
 search --report=...`` can answer "unknown" at the same operating point.
 """
 
-import datetime
-import json
-import math
 import os
 import sys
 
-import numpy as np
-from absl import app, flags
+from data_tools import cli
 
-from data_tools import schema
-from data_tools.fileio import atomic_write
-from export import retrieval
+cli.quiet_tensorflow()  # before anything imports TensorFlow
+
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from data_tools import schema  # noqa: E402
+from data_tools.fileio import write_metrics_json  # noqa: E402
+from export import retrieval  # noqa: E402
 
 REPORT_JSON = "report.json"
 
@@ -109,26 +110,17 @@ def evaluate(embeddings, identities, filenames, ranks=(1, 5), fpirs=(0.01, 0.1),
 def write_report(metrics, output_dir, extra=None):
     """``report.json`` (atomic) in ``output_dir``; returns its path. Non-finite values -> null."""
     os.makedirs(output_dir, exist_ok=True)
-    data = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-            for k, v in metrics.items()}
-    data["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    if extra:
-        data["extra"] = extra
-    path = os.path.join(output_dir, REPORT_JSON)
-    text = json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n"
-    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
-    return path
+    return write_metrics_json(os.path.join(output_dir, REPORT_JSON), metrics, extra)
 
 
 def format_metrics(metrics):
-    lines = ["gallery: %d identities; probes: %d mated, %d non-mated" % (
-        metrics["num_gallery_identities"], metrics["num_mated_probes"],
-        metrics["num_nonmated_probes"])]
+    lines = [f"gallery: {metrics['num_gallery_identities']} identities; probes: "
+             f"{metrics['num_mated_probes']} mated, {metrics['num_nonmated_probes']} non-mated"]
     names = [k for k in sorted(metrics) if k.startswith("rank") or k.startswith("tpir@")]
     names += ["recall@1", "recall@5", "recall@10", "r_precision", "map@r"]
     for name in names:
         if name in metrics:
-            lines.append("%-16s %.4f" % (name, metrics[name]))
+            lines.append(f"{name!s:<16} {metrics[name]:.4f}")
     return "\n".join(lines)
 
 
@@ -148,16 +140,12 @@ def define_flags(flag_values=flags.FLAGS):
 
 
 def main(argv, flag_values=flags.FLAGS):
-    if len(argv) > 1:
-        raise app.UsageError("unexpected arguments: {}".format(" ".join(argv[1:])))
     fv = flag_values
-    for name in ("model", "records"):
-        if not fv[name].value:
-            raise app.UsageError(f"--{name} is required")
+    cli.check_usage(argv, fv, required=("model", "records"))
     try:
         fpirs = [float(f) for f in fv.fpirs]
     except ValueError:
-        raise app.UsageError("--fpirs takes numbers, got {}".format(",".join(fv.fpirs))) from None
+        raise app.UsageError(f"--fpirs takes numbers, got {','.join(fv.fpirs)}") from None
     from export import embedder as embed  # noqa: PLC0415
 
     try:
@@ -182,8 +170,8 @@ def main(argv, flag_values=flags.FLAGS):
 
 
 def run():
-    define_flags()
-    app.run(main)
+    """Entry point of ``python -m export.identification``."""
+    cli.run(define_flags, main)
 
 
 if __name__ == "__main__":

@@ -36,13 +36,17 @@ import math
 import os
 import sys
 
-import numpy as np
-from absl import app, flags
-from PIL import Image
-from tqdm import tqdm
+from data_tools import cli
 
-from data_tools import face_alignment
-from data_tools.fileio import atomic_write
+cli.quiet_tensorflow()  # before anything imports TensorFlow
+
+import numpy as np  # noqa: E402
+from absl import flags  # noqa: E402
+from PIL import Image  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from data_tools import face_alignment  # noqa: E402
+from data_tools.fileio import atomic_write  # noqa: E402
 
 FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 META_FILES = ("face_tid_mid", "template_pair_label", "name_5pts_score")
@@ -70,8 +74,8 @@ def _rows(path, columns, what):
             if not fields:
                 continue
             if len(fields) != columns:
-                raise IJBError("%s line %d: expected %d fields (%s), got %d"
-                               % (path, number, columns, what, len(fields)))
+                raise IJBError(f"{path} line {number}: expected {columns} fields ({what}), got "
+                               f"{len(fields)}")
             rows.append((number, fields))
     if not rows:
         raise IJBError(f"{path} holds no {what}")
@@ -82,7 +86,7 @@ def _ints(path, number, values):
     try:
         return [int(v) for v in values]
     except ValueError:
-        raise IJBError("%s line %d: expected integers, got %s" % (path, number, " ".join(values))
+        raise IJBError(f"{path} line {number}: expected integers, got {' '.join(values)}"
                        ) from None
 
 
@@ -104,8 +108,8 @@ def read_template_pairs(path):
     pairs = np.array(rows, np.int64)
     bad = ~np.isin(pairs[:, 2], (0, 1))
     if bad.any():
-        raise IJBError("%s: labels must be 0 or 1, found %d"
-                       % (path, int(pairs[np.flatnonzero(bad)[0], 2])))
+        raise IJBError(f"{path}: labels must be 0 or 1, found "
+                       f"{int(pairs[np.flatnonzero(bad)[0], 2])}")
     return pairs[:, 0], pairs[:, 1], pairs[:, 2].astype(bool)
 
 
@@ -116,12 +120,12 @@ def read_landmarks(path):
         try:
             values = [float(v) for v in fields[1:]]
         except ValueError:
-            raise IJBError("%s line %d: expected numbers after the image name" % (path, number)
+            raise IJBError(f"{path} line {number}: expected numbers after the image name"
                            ) from None
         if not all(math.isfinite(v) for v in values):
-            raise IJBError("%s line %d: non-finite value" % (path, number))
+            raise IJBError(f"{path} line {number}: non-finite value")
         if fields[0] in out:
-            raise IJBError("%s line %d: %s listed twice" % (path, number, fields[0]))
+            raise IJBError(f"{path} line {number}: {fields[0]} listed twice")
         out[fields[0]] = (np.array(values[:10]).reshape(5, 2), values[10])
     return out
 
@@ -176,8 +180,8 @@ def pair_scores(unique_templates, features, template1, template2):
         where = np.minimum(np.searchsorted(unique_templates, side), unique_templates.size - 1)
         missing = unique_templates[where] != side
         if missing.any():
-            raise IJBError("template %d of the pair list has no face in the face list"
-                           % int(side[np.flatnonzero(missing)[0]]))
+            raise IJBError(f"template {int(side[np.flatnonzero(missing)[0]])} of the pair list has "
+                           "no face in the face list")
         rows.append(where)
     scores = np.empty(rows[0].size)
     step = 100000
@@ -224,8 +228,8 @@ def tar_at_far(labels, scores, fars=FARS):
     num_pos = int(np.count_nonzero(labels))
     num_neg = int(labels.size - num_pos)
     if not num_pos or not num_neg:
-        raise IJBError("the pair list needs mated and non-mated pairs (got %d and %d)"
-                       % (num_pos, num_neg))
+        raise IJBError(f"the pair list needs mated and non-mated pairs (got {num_pos} and "
+                       f"{num_neg})")
     full_fpr, full_tpr, full_thr = roc_curve(labels, scores, drop_intermediate=False)
     fpr, tpr, _ = roc_curve(labels, scores)
     out = {"num_pairs": int(labels.size), "num_mated": num_pos, "num_nonmated": num_neg,
@@ -279,8 +283,8 @@ def image_features(embedder, image_dir, names, landmarks, batch_size=64, flip=Tr
     """
     missing = [name for name in names if name not in landmarks]
     if missing:
-        raise IJBError("%d faces have no landmarks in the 5-point file (first: %s)"
-                       % (len(missing), missing[0]))
+        raise IJBError(f"{len(missing)} faces have no landmarks in the 5-point file (first: "
+                       f"{missing[0]})")
     chunks = []
     bar = tqdm(total=len(names), unit="face", disable=not progress, desc="faces")
     try:
@@ -372,9 +376,9 @@ def _roc_figure(metrics):
     ax.set_ylabel("true accept rate")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
-    ax.set_title("%s: %d templates, %d mated / %d non-mated pairs" % (
-        metrics.get("dataset", "IJB"), metrics.get("num_templates", 0), metrics["num_mated"],
-        metrics["num_nonmated"]), fontsize=9)
+    ax.set_title(f"{metrics.get('dataset', 'IJB')}: {metrics.get('num_templates', 0)} templates, "
+                 f"{metrics['num_mated']} mated / {metrics['num_nonmated']} non-mated "
+                 "pairs", fontsize=9)
     figure.tight_layout()
     return figure
 
@@ -412,12 +416,8 @@ def define_flags(flag_values=flags.FLAGS):
 
 def main(argv, flag_values=flags.FLAGS):
     """CLI body for ``absl.app.run``: returns 0, or 1 with a one-line message on bad input."""
-    if len(argv) > 1:
-        raise app.UsageError("unexpected arguments: {}".format(" ".join(argv[1:])))
     fv = flag_values
-    for name in ("model", "image_dir", "meta_dir", "report_dir"):
-        if not fv[name].value:
-            raise app.UsageError(f"--{name} is required")
+    cli.check_usage(argv, fv, required=("model", "image_dir", "meta_dir", "report_dir"))
     # Imported here: export.embed loads TensorFlow, which the metric functions do not need.
     from export import embedder as embed  # noqa: PLC0415
 
@@ -428,8 +428,8 @@ def main(argv, flag_values=flags.FLAGS):
         names, templates, medias = read_template_media(paths["face_tid_mid"])
         template1, template2, labels = read_template_pairs(paths["template_pair_label"])
         landmarks = read_landmarks(paths["name_5pts_score"])
-        print("%s: %d faces, %d templates, %d pairs" % (dataset, len(names),
-                                                        np.unique(templates).size, labels.size),
+        print(f"{dataset}: {len(names)} faces, {np.unique(templates).size} templates, "
+              f"{labels.size} pairs",
               file=sys.stderr)
         with embed.load_saved_model(fv.model) as embedder:
             features = image_features(embedder, fv.image_dir, names, landmarks,
@@ -451,18 +451,17 @@ def main(argv, flag_values=flags.FLAGS):
     if fv.save_features:
         np.savez(os.path.join(fv.report_dir, "templates.npz"), templates=unique_templates,
                  features=feats.astype(np.float32))
-    print("%-8s %-10s %-10s" % ("FAR", "TAR@<=FAR", "nearest (insightface)"))
+    print("FAR      TAR@<=FAR  nearest (insightface)")
     for far in metrics["fars"]:
-        print("{:<8g} {:<10.4f} {:<10.4f}".format(far, metrics[f"tar@far={far:g}"],
-                                       metrics[f"tar_nearest@far={far:g}"]))
+        tar, nearest = metrics[f"tar@far={far:g}"], metrics[f"tar_nearest@far={far:g}"]
+        print(f"{far:<8g} {tar:<10.4f} {nearest:<10.4f}")
     print(f"report: {json_path}, {png_path}")
     return 0
 
 
 def run():
     """Console entry point (``python -m export.ijb``)."""
-    define_flags()
-    app.run(main)
+    cli.run(define_flags, main)
 
 
 if __name__ == "__main__":

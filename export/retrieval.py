@@ -53,21 +53,20 @@ def _check_embeddings(x, name, dim=None):
     if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
         raise ValueError(f"{name} must be real numbers, got dtype {x.dtype}")
     if dim is not None and x.shape[1] != dim:
-        raise ValueError("%s has dimension %d, the gallery %d" % (name, x.shape[1], dim))
+        raise ValueError(f"{name} has dimension {x.shape[1]}, the gallery {dim}")
     step = max(1, (CHUNK_BYTES // 8) // max(1, x.shape[1]))
     for start in range(0, x.shape[0], step):
         finite = np.isfinite(x[start:start + step]).all(axis=1)
         if not finite.all():
-            raise ValueError("%s has NaN or infinite values (first in row %d)"
-                             % (name, start + int(np.flatnonzero(~finite)[0])))
+            raise ValueError(f"{name} has NaN or infinite values (first in row "
+                             f"{start + int(np.flatnonzero(~finite)[0])})")
     return x
 
 
 def _check_labels(labels, count, name):
     labels = np.asarray(labels)
     if labels.ndim != 1 or labels.shape[0] != count:
-        raise ValueError("%s must be a 1-D array of %d labels, got shape %s"
-                         % (name, count, labels.shape))
+        raise ValueError(f"{name} must be a 1-D array of {count} labels, got shape {labels.shape}")
     return labels
 
 
@@ -120,7 +119,7 @@ def retrieval_metrics(embeddings, labels, ks=DEFAULT_KS, chunk_size=None, dtype=
     queries = np.flatnonzero(others > 0)
     result = {"num_items": int(n), "num_queries": int(queries.size),
               "num_left_out": int(n - queries.size)}
-    names = ["recall@%d" % k for k in ks] + ["r_precision", "map@r"]
+    names = [f"recall@{k}" for k in ks] + ["r_precision", "map@r"]
     if queries.size == 0:
         result.update((name, float("nan")) for name in names)
         return result
@@ -145,7 +144,7 @@ def retrieval_metrics(embeddings, labels, ks=DEFAULT_KS, chunk_size=None, dtype=
         r_precision_sum += float(np.sum(np.count_nonzero(hits, axis=1) / r))
         map_sum += float(np.sum(np.sum(precision * hits, axis=1) / r))
     for i, k in enumerate(ks):
-        result["recall@%d" % k] = float(found[i]) / queries.size
+        result[f"recall@{k}"] = float(found[i]) / queries.size
     result["r_precision"] = r_precision_sum / queries.size
     result["map@r"] = map_sum / queries.size
     return result
@@ -215,7 +214,7 @@ def identification_metrics(gallery_embeddings, gallery_labels, probe_embeddings,
               "num_mated_probes": num_mated, "num_nonmated_probes": num_nonmated}
     rank = best["rank"][mated]
     for k in ranks:
-        result["rank%d" % k] = (float(np.count_nonzero(rank <= k)) / num_mated
+        result[f"rank{k}"] = (float(np.count_nonzero(rank <= k)) / num_mated
                                 if num_mated else float("nan"))
     nonmated_best = best["best"][~mated]
     correct = rank == 1

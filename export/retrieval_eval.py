@@ -15,15 +15,12 @@ The exporters and the report match the verification protocol's: the best SavedMo
 ``eval/report.json`` at the end.
 """
 
-import datetime
-import json
-import math
 import os
 
 import numpy as np
 import tensorflow.compat.v1 as tf
 
-from data_tools.fileio import atomic_write
+from data_tools.fileio import write_metrics_json
 from export import exporters, retrieval
 
 PREFIX = "retrieval"
@@ -34,7 +31,7 @@ REPORT_JSON = "report.json"
 
 def scalar_names(ks=DEFAULT_KS):
     """The scalar metrics, in the order the py_func returns them."""
-    return ["recall@%d" % k for k in ks] + ["r_precision", "map@r", "num_queries"]
+    return [f"recall@{k}" for k in ks] + ["r_precision", "map@r", "num_queries"]
 
 
 def _local_variable(name, shape, dtype):
@@ -52,7 +49,7 @@ def retrieval_metrics_fn_builder(labels, ks=DEFAULT_KS, prefix=PREFIX):
     labels = np.asarray(labels, np.int64)
     num_images = labels.size
     if num_images < 2:
-        raise ValueError("retrieval needs at least 2 images, got %d" % num_images)
+        raise ValueError(f"retrieval needs at least 2 images, got {num_images}")
     num_pairs = (num_images + 1) // 2
     second = np.minimum(2 * np.arange(num_pairs) + 1, num_images - 1)
     expected_same = (labels[2 * np.arange(num_pairs)] == labels[second]).astype(np.int32)
@@ -62,9 +59,9 @@ def retrieval_metrics_fn_builder(labels, ks=DEFAULT_KS, prefix=PREFIX):
         seen = seen[:num_images]
         if not np.all(seen == 1):
             missing = np.flatnonzero(seen != 1)
-            raise ValueError("retrieval eval saw %d of %d images (first unseen or repeated "
-                             "row: %d); the eval input must yield every record exactly once"
-                             % (int(np.sum(seen == 1)), num_images, int(missing[0])))
+            raise ValueError(f"retrieval eval saw {int(np.sum(seen == 1))} of {num_images} images "
+                             f"(first unseen or repeated row: {int(missing[0])}); the eval input "
+                             "must yield every record exactly once")
         if not np.array_equal(same[:num_pairs], expected_same):
             raise ValueError("the eval records' labels do not match the labels read before "
                              "evaluation (records reordered or changed during the run?)")
@@ -116,16 +113,8 @@ def metrics_from_eval_result(eval_result, prefix=PREFIX):
 def write_report(metrics, output_dir, extra=None):
     """``report.json`` (atomic) of a retrieval evaluation in ``output_dir``; returns its path."""
     tf.io.gfile.makedirs(output_dir)
-    data = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-            for k, v in metrics.items()}
-    data["protocol"] = "retrieval"
-    data["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    if extra:
-        data["extra"] = extra
-    path = os.path.join(output_dir, REPORT_JSON)
-    text = json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n"
-    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
-    return path
+    return write_metrics_json(os.path.join(output_dir, REPORT_JSON), metrics, extra,
+                              protocol="retrieval")
 
 
 def _report_files(eval_result, directory, prefix=PREFIX):

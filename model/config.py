@@ -37,7 +37,7 @@ def _is_int(value):
 
 
 def _one_of(value, choices, what):
-    _check(value in choices, "%s must be one of %s, got %r" % (what, ", ".join(choices), value))
+    _check(value in choices, f"{what} must be one of {', '.join(choices)}, got {value!r}")
 
 
 def check_distribution(distribution, device):
@@ -64,9 +64,9 @@ class BackboneConfig(collections.namedtuple(
         image_size = backbones.default_image_size(name) if image_size is None else image_size
         backbones.check_image_size(name, image_size)
         _check(_is_int(embedding_size) and embedding_size > 0,
-               "embedding_size must be a positive integer, got %r" % (embedding_size,))
+               f"embedding_size must be a positive integer, got {embedding_size!r}")
         _check(_is_number(dropout_rate) and 0.0 <= dropout_rate < 1.0,
-               "dropout_rate must be in [0, 1), got %r" % (dropout_rate,))
+               f"dropout_rate must be in [0, 1), got {dropout_rate!r}")
         _one_of(precision, PRECISIONS, "precision")
         return super().__new__(cls, name, int(embedding_size), int(image_size),
                                float(dropout_rate), precision)
@@ -86,22 +86,21 @@ class OptimizationConfig(collections.namedtuple(
         _one_of(optimizer, optimization.OPTIMIZERS, "optimizer")
         _one_of(schedule, optimization.SCHEDULES, "schedule")
         _check(_is_number(learning_rate) and math.isfinite(learning_rate) and learning_rate > 0,
-               "learning_rate must be positive, got %r" % (learning_rate,))
+               f"learning_rate must be positive, got {learning_rate!r}")
         _check(_is_number(momentum) and 0.0 <= momentum < 1.0,
-               "momentum must be in [0, 1), got %r" % (momentum,))
+               f"momentum must be in [0, 1), got {momentum!r}")
         _check(_is_number(weight_decay) and 0.0 <= weight_decay < 1.0,
-               "weight_decay must be in [0, 1), got %r" % (weight_decay,))
+               f"weight_decay must be in [0, 1), got {weight_decay!r}")
         _check(_is_int(total_steps) and total_steps > 0,
-               "the total of training steps must be positive, got %r" % (total_steps,))
+               f"the total of training steps must be positive, got {total_steps!r}")
         _check(_is_int(warmup_steps) and 0 <= warmup_steps < total_steps,
-               "warmup_steps must be in [0, total steps = %r), got %r"
-               % (total_steps, warmup_steps))
+               f"warmup_steps must be in [0, total steps = {total_steps!r}), got {warmup_steps!r}")
         boundaries = tuple(float(b) for b in decay_boundaries)
         _check(all(0.0 < b < 1.0 for b in boundaries) and list(boundaries) == sorted(boundaries),
-               "decay_boundaries must be increasing fractions in (0, 1), got %s"
-               % (list(decay_boundaries),))
+               "decay_boundaries must be increasing fractions in (0, 1), got "
+               f"{list(decay_boundaries)}")
         _check(_is_number(decay_factor) and 0.0 < decay_factor <= 1.0,
-               "decay_factor must be in (0, 1], got %r" % (decay_factor,))
+               f"decay_factor must be in (0, 1], got {decay_factor!r}")
         return super().__new__(cls, optimizer, float(learning_rate), float(momentum),
                                float(weight_decay), int(total_steps), int(warmup_steps),
                                schedule, boundaries, float(decay_factor))
@@ -129,12 +128,12 @@ class RuntimeConfig(collections.namedtuple(
         _check(precision != "fp16" or device == "gpu", "--precision=fp16 is for GPUs (TensorFlow's "
                "float16 rewrite; use bf16 on CPU, --npu_precision_mode on Ascend)")
         _check(_is_int(iterations_per_loop) and iterations_per_loop >= 1,
-               "iterations_per_loop must be a positive integer, got %r" % (iterations_per_loop,))
+               f"iterations_per_loop must be a positive integer, got {iterations_per_loop!r}")
         _check(_is_int(num_gpus) and num_gpus >= 0, "--num_gpus must not be negative")
         _check(_is_int(num_cpu_devices) and num_cpu_devices >= 1,
                "--num_cpu_devices must be at least 1")
         if num_gpus:
-            _check(device == "gpu", "--num_gpus=%d needs --device=gpu" % num_gpus)
+            _check(device == "gpu", f"--num_gpus={num_gpus} needs --device=gpu")
         if num_gpus > 1:
             distribution = "mirrored"
         if num_cpu_devices > 1:

@@ -34,7 +34,7 @@ class DeviceUnavailableError(RuntimeError):
 def _npu_api_from(prefix):
     """The five classes from ``<prefix>.estimator.npu.<module>``, each module imported by its
     full dotted path (the submodules are not attributes of the package until imported)."""
-    modules = [importlib.import_module("%s.estimator.npu.%s" % (prefix, name))
+    modules = [importlib.import_module(f"{prefix}.estimator.npu.{name}")
                for name in NPU_MODULES]
     config, estimator, optimizer, loss_scale, manager = modules
     return NpuApi(config.NPURunConfig, estimator.NPUEstimator,
@@ -90,7 +90,7 @@ def check_device(runtime):
     if runtime.precision == "bf16":
         if not bfloat16_supported():
             raise DeviceUnavailableError("--precision=bf16 needs TensorFlow 2.x with oneDNN (TF "
-                                         "%s has no bfloat16 CPU kernels)" % tf.__version__)
+                                         f"{tf.__version__} has no bfloat16 CPU kernels)")
         if cpu_has_bfloat16_units() is False:
             tf.logging.warning("--precision=bf16: this CPU has no bfloat16 units (AVX512-BF16 "
                                "or AMX); oneDNN emulates them and fp32 is likely faster here")
@@ -99,8 +99,8 @@ def check_device(runtime):
             "--device=gpu but TensorFlow sees no GPU (a CPU-only TensorFlow, or no CUDA device "
             "visible: check nvidia-smi and CUDA_VISIBLE_DEVICES, install the [gpu] extra)")
     if runtime.device == "gpu" and runtime.num_gpus > len(visible_gpus()):
-        raise DeviceUnavailableError("--num_gpus=%d but TensorFlow sees %d GPU(s)"
-                                     % (runtime.num_gpus, len(visible_gpus())))
+        raise DeviceUnavailableError(f"--num_gpus={runtime.num_gpus} but TensorFlow sees "
+                                     f"{len(visible_gpus())} GPU(s)")
     if runtime.device == "npu":
         load_npu_api()
 
@@ -116,8 +116,8 @@ def session_config(device, precision, intra_op_threads=0, inter_op_threads=0,
     """
     model_config.RuntimeConfig(device=device, precision=precision)  # the one validation
     if precision == "bf16" and not bfloat16_supported():
-        raise DeviceUnavailableError("--precision=bf16 needs TensorFlow 2.x with oneDNN (TF %s "
-                                     "has no bfloat16 CPU kernels)" % tf.__version__)
+        raise DeviceUnavailableError("--precision=bf16 needs TensorFlow 2.x with oneDNN (TF "
+                                     f"{tf.__version__} has no bfloat16 CPU kernels)")
     config = tf.ConfigProto(allow_soft_placement=True,
                             intra_op_parallelism_threads=intra_op_threads,
                             inter_op_parallelism_threads=inter_op_threads)

@@ -62,7 +62,7 @@ def _number(value, what, low, high=None, low_inclusive=True):
     ok_low = value >= low if low_inclusive else value > low
     if not ok_low or (high is not None and not value < high):
         opening = "[" if low_inclusive else "("
-        bounds = "{}{}, {})".format(opening, low, "inf" if high is None else high)
+        bounds = f"{opening}{low}, {'inf' if high is None else high})"
         raise ValueError(f"{what} must be in {bounds}, got {value!r}")
     return float(value)
 
@@ -293,7 +293,16 @@ class SoftmaxHead(_ProxyHead):
         return self.scale * tf.cast(cos, tf.float32)
 
 
-class CosFaceHead(_ProxyHead):
+class _AdditiveMarginHead(_ProxyHead):
+    """A margin at the label and a fixed scale (CosFace, ArcFace): reported the same way."""
+
+    @property
+    def config(self):
+        return {"head": self.name, "margin": self.margin, "scale": self.scale,
+                "proxy_partitions": self.proxy_partitions}
+
+
+class CosFaceHead(_AdditiveMarginHead):
     """CosFace / AM-softmax: scale * (cos - m) at the label, scale * cos elsewhere."""
 
     name = "cosface"
@@ -302,18 +311,13 @@ class CosFaceHead(_ProxyHead):
     def _validate(self):
         self.margin = _number(self.margin, "margin", 0.0)
 
-    @property
-    def config(self):
-        return {"head": self.name, "margin": self.margin, "scale": self.scale,
-                "proxy_partitions": self.proxy_partitions}
-
     def margin_logits(self, cos, labels):
         cos = tf.cast(cos, tf.float32)
         target = _target_mask(cos, labels)
         return self.scale * tf.where(target, cos - self.margin, cos)
 
 
-class ArcFaceHead(_ProxyHead):
+class ArcFaceHead(_AdditiveMarginHead):
     """ArcFace: scale * cos(theta + m) at the label, scale * cos elsewhere.
 
     As insightface (no "easy margin"): past theta = pi - m, cos(theta + m) would rise again as the
@@ -326,11 +330,6 @@ class ArcFaceHead(_ProxyHead):
 
     def _validate(self):
         self.margin = _number(self.margin, "margin", 0.0, math.pi)
-
-    @property
-    def config(self):
-        return {"head": self.name, "margin": self.margin, "scale": self.scale,
-                "proxy_partitions": self.proxy_partitions}
 
     def margin_logits(self, cos, labels):
         cos = tf.cast(cos, tf.float32)

@@ -169,12 +169,12 @@ def model_fn_builder(backbone, head, optimization, eval_metrics_fn=None, eval_fl
         loss, s_p and s_n still reach the summaries.
     """
     if not isinstance(backbone, model_config.BackboneConfig):
-        raise TypeError("backbone must be a model.config.BackboneConfig, got %r" % (backbone,))
+        raise TypeError(f"backbone must be a model.config.BackboneConfig, got {backbone!r}")
     if not isinstance(optimization, model_config.OptimizationConfig):
-        raise TypeError("optimization must be a model.config.OptimizationConfig, got %r"
-                        % (optimization,))
+        raise TypeError("optimization must be a model.config.OptimizationConfig, got "
+                        f"{optimization!r}")
     if not callable(head):
-        raise TypeError("head must be a built head (model.heads.build_head), got %r" % (head,))
+        raise TypeError(f"head must be a built head (model.heads.build_head), got {head!r}")
     precision = backbone.precision
     compute_dtype = tf.bfloat16 if precision == "bf16" else tf.float32
     head_fn = head

@@ -33,5 +33,5 @@ def ci_failure(skip_reason, environ=None, data_dir=None):
     data_dir = DATA_DIR if data_dir is None else data_dir
     if not in_ci(environ) or not os.path.isdir(data_dir):
         return None
-    return ("real-data test skipped in CI although %s exists (CI must run it): %s"
-            % (data_dir, skip_reason))
+    return (f"real-data test skipped in CI although {data_dir} exists (CI must run it): "
+            f"{skip_reason}")

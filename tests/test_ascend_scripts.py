@@ -70,8 +70,8 @@ def runs(data, tmp_path_factory):
         stdout, stderr = open(str(out) + ".stdout", "w+"), open(str(out) + ".stderr", "w+")
         proc = subprocess.Popen(
             ["bash", os.path.join(SCRIPTS, argv[0])] + argv[1:] + [
-                f"--data_path={data}", f"--output_path={out}", "--batch_size=%d" % BATCH,
-                "--train_steps=%d" % STEPS, "--"] + NET,
+                f"--data_path={data}", f"--output_path={out}", f"--batch_size={BATCH}",
+                f"--train_steps={STEPS}", "--"] + NET,
             cwd=ROOT, env=_environ(env), stdout=stdout, stderr=stderr, text=True,
             start_new_session=True)
         started[kind] = (out, proc, stdout, stderr)
@@ -139,7 +139,7 @@ def check_common(summary, case_name, log_path):
 
 def test_full_run_summary(full):
     out, proc = full
-    case = "CircleLoss_for_TensorFlow_bs%d_1p_acc" % BATCH
+    case = f"CircleLoss_for_TensorFlow_bs{BATCH}_1p_acc"
     summary = read_summary(os.path.join(out, case + ".log"))
     check_common(summary, case, os.path.join(out, f"train_{case}.log"))
     with open(os.path.join(out, case, "eval", "report.json")) as f:
@@ -154,9 +154,9 @@ def test_full_run_summary(full):
 
 def test_full_run_starts_from_the_seed_flagfile(full):
     out, _ = full
-    flags = read_flags(os.path.join(out, "CircleLoss_for_TensorFlow_bs%d_1p_acc" % BATCH))
-    assert {"--mode=train_and_evaluate", "--device=cpu", "--train_steps=%d" % STEPS,
-            "--batch_size=%d" % BATCH, "--backbone=tiny", "--head=circle", "--margin=0.25",
+    flags = read_flags(os.path.join(out, f"CircleLoss_for_TensorFlow_bs{BATCH}_1p_acc"))
+    assert {"--mode=train_and_evaluate", "--device=cpu", f"--train_steps={STEPS}",
+            f"--batch_size={BATCH}", "--backbone=tiny", "--head=circle", "--margin=0.25",
             "--schedule=piecewise", "--noprogress"} <= flags
     # The seed's run length and warm-up are dropped with --train_steps (2% of 12 steps: 0).
     assert "--warmup_steps=10000" not in flags and not any(
@@ -165,22 +165,22 @@ def test_full_run_starts_from_the_seed_flagfile(full):
 
 def test_performance_run_on_the_default_npu_device(perf):
     out, _ = perf
-    case = "CircleLoss_for_TensorFlow_bs%d_1p_perf" % BATCH
+    case = f"CircleLoss_for_TensorFlow_bs{BATCH}_1p_perf"
     summary = read_summary(os.path.join(out, case + ".log"))
     check_common(summary, case, os.path.join(out, f"train_{case}.log"))
     assert summary["TrainAccuracy"] == "None"
     model_dir = os.path.join(out, case)
     assert {"--mode=train", "--device=npu", "--npu_precision_mode=allow_fp32_to_fp16",
-            "--train_steps=%d" % STEPS} <= read_flags(model_dir)
+            f"--train_steps={STEPS}"} <= read_flags(model_dir)
     assert not os.path.exists(os.path.join(model_dir, "eval"))
 
 
 def test_performance_run_refuses_a_foreign_model_dir(data, tmp_path):
-    case = tmp_path / ("CircleLoss_for_TensorFlow_bs%d_1p_perf" % BATCH)
+    case = tmp_path / f"CircleLoss_for_TensorFlow_bs{BATCH}_1p_perf"
     case.mkdir()
     (case / "precious.txt").write_text("not ours")
     proc = launch("train_performance_1p.sh", f"--data_path={data}",
-                  f"--output_path={tmp_path}", "--batch_size=%d" % BATCH)
+                  f"--output_path={tmp_path}", f"--batch_size={BATCH}")
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "is not a run of this launcher" in proc.stderr
     assert (case / "precious.txt").exists()

@@ -38,7 +38,7 @@ EXPECTED_KEYS = {
     "identification": ["probes_per_s_2k", "probes_per_s_10k", "gallery_normalise_s_10k",
                        "peak_rss_mb"],
     # One line per format; without tf2onnx/onnxruntime or TF 2's tf.lite a "skipped" line only.
-    "deploy": (["tiny_b%d_%s" % (batch, figure) for batch in deploy.BATCHES
+    "deploy": ([f"tiny_b{batch}_{figure}" for batch in deploy.BATCHES
                 for figure in ("images_per_s", "over_savedmodel")]
                if convert.onnx_available() and convert.tflite_available() else []),
     "evaluation": ["embed_seconds_measured", "embed_images_per_s",

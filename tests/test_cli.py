@@ -1,8 +1,13 @@
 """The one command-line recipe: TensorFlow's C++ log level, set before TensorFlow loads."""
 
+import ast
+import importlib
+import importlib.util
 import os
+import sysconfig
 
 import pytest
+from absl import flags
 
 from data_tools import cli
 
@@ -36,3 +41,55 @@ def test_quiet_tensorflow(monkeypatch, environ, argv, level):
         monkeypatch.setenv(cli.TF_LOG_LEVEL_ENV, environ)
     cli.quiet_tensorflow(argv)
     assert os.environ[cli.TF_LOG_LEVEL_ENV] == level
+
+
+# Every command-line module of the project: each follows the recipe of data_tools/cli.py.
+CLI_MODULES = [
+    "data_tools.align", "data_tools.lfw_holdout", "data_tools.lfw_identification",
+    "data_tools.make_bin", "data_tools.make_pairs", "data_tools.make_tfrecords",
+    "data_tools.synthetic", "export.compare_reports", "export.convert", "export.embed",
+    "export.gallery", "export.identification", "export.ijb",
+]
+
+
+def _standard_library(name):
+    spec = importlib.util.find_spec(name.split(".")[0])
+    return spec.origin in (None, "built-in", "frozen") or spec.origin.startswith(
+        sysconfig.get_paths()["stdlib"])
+
+
+def _is_quiet_call(node):
+    call = node.value if isinstance(node, ast.Expr) else None
+    return (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
+            and call.func.attr == "quiet_tensorflow" and isinstance(call.func.value, ast.Name)
+            and call.func.value.id == "cli")
+
+
+def _imported_modules(node):
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    if isinstance(node, ast.ImportFrom) and not (node.module == "data_tools"
+                                                 and [a.name for a in node.names] == ["cli"]):
+        return [node.module]
+    return []
+
+
+@pytest.mark.parametrize("name", CLI_MODULES)
+def test_cli_modules_follow_the_recipe(monkeypatch, name):
+    module = importlib.import_module(name)
+    with open(module.__file__, encoding="utf-8") as f:
+        body = ast.parse(f.read()).body
+    # TensorFlow's log level is set before the module imports anything that may load it.
+    quiet = [node.lineno for node in body if _is_quiet_call(node)]
+    imports = [node.lineno for node in body
+               if any(not _standard_library(m) for m in _imported_modules(node))]
+    assert len(quiet) == 1 and imports and quiet[0] < min(imports)
+    # run() is the shared entry: cli.run(define_flags, main).
+    calls = []
+    monkeypatch.setattr(cli, "run", lambda *args: calls.append(args))
+    module.run()
+    assert calls == [(module.define_flags, module.main)]
+    # The flags go to the FlagValues given (tests use their own), not to the global FLAGS.
+    before, fresh = set(flags.FLAGS), flags.FlagValues()
+    module.define_flags(fresh)
+    assert set(fresh) and set(flags.FLAGS) == before

@@ -13,9 +13,9 @@ import tarfile
 
 import numpy as np
 import pytest
-from absl import flags
 
 from benchmarks import deploy
+from data_tools import cli
 from export import convert
 from tests import real_lfw, test_embed_cli
 from tests import records_helpers as rh
@@ -149,10 +149,7 @@ def test_parity_figures():
 # --- command line -------------------------------------------------------------------------------
 
 def run_cli(args):
-    fv = flags.FlagValues()
-    convert.define_flags(fv)
-    argv = fv(["convert"] + list(args))
-    return convert.main(argv, flag_values=fv)
+    return cli.run_main(convert.define_flags, convert.main, ["convert"] + list(args))
 
 
 def one_error_line(capsys):
@@ -281,12 +278,12 @@ def test_real_faces_parity_int8_cosine_and_accuracy_per_format(real_setup):
     root, model = real_setup["root"], real_setup["model"]
     paths = {"onnx": str(root / "face.onnx"), "fp32": str(root / "face.tflite"),
              "fp16": str(root / "face_fp16.tflite"), "int8": str(root / "face_int8.tflite")}
-    assert run_cli([f"--model={model}", "--onnx={}".format(paths["onnx"]),
-                    "--tflite={}".format(paths["fp32"])]) == 0
-    assert run_cli([f"--model={model}", "--tflite={}".format(paths["fp16"]),
+    assert run_cli([f"--model={model}", f"--onnx={paths['onnx']}",
+                    f"--tflite={paths['fp32']}"]) == 0
+    assert run_cli([f"--model={model}", f"--tflite={paths['fp16']}",
                     "--quantize=float16"]) == 0
-    assert run_cli([f"--model={model}", "--tflite={}".format(paths["int8"]), "--quantize=int8",
-                    "--calibration_records={}".format(real_setup["train"])]) == 0
+    assert run_cli([f"--model={model}", f"--tflite={paths['int8']}", "--quantize=int8",
+                    f"--calibration_records={real_setup['train']}"]) == 0
     checked = convert.check_formats(
         model, [paths["onnx"], paths["fp32"], paths["fp16"], paths["int8"]], real_setup["pairs"])
     sys.stderr.write("\n" + convert.format_rows(checked) + "\n")  # pytest -s shows the table

@@ -51,7 +51,7 @@ def evaluate_sequence(exporter, estimator, base, accuracies, first_step=100):
     for i, accuracy in enumerate(accuracies):
         step = first_step * (i + 1)
         result = eval_result(accuracy, step)
-        paths.append(exporter.export(estimator, base, "model.ckpt-%d" % step, result, False))
+        paths.append(exporter.export(estimator, base, f"model.ckpt-{step}", result, False))
     return paths
 
 

@@ -5,9 +5,10 @@ import os
 
 import numpy as np
 import pytest
-from absl import app, flags
+from absl import app
 from PIL import Image
 
+from data_tools import cli
 from export import gallery
 from tests import tiny_model
 
@@ -22,7 +23,7 @@ def write_faces(root, identities, per_identity, seed):
             pixels = np.clip(base + rng.randint(-20, 21, base.shape), 0, 255).astype(np.uint8)
             folder = os.path.join(root, identity)
             os.makedirs(folder, exist_ok=True)
-            Image.fromarray(pixels).save(os.path.join(folder, "%s_%d.png" % (identity, i)))
+            Image.fromarray(pixels).save(os.path.join(folder, f"{identity}_{i}.png"))
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +34,7 @@ def model(tmp_path_factory):
 
 
 def run_cli(args):
-    fv = flags.FlagValues()
-    gallery.define_flags(fv)
-    argv = fv(["gallery"] + args)
-    return gallery.main(argv, flag_values=fv)
+    return cli.run_main(gallery.define_flags, gallery.main, ["gallery"] + list(args))
 
 
 def test_enrol_search_and_append(model, tmp_path, capsys):
@@ -130,10 +128,10 @@ def test_one_line_errors(model, tmp_path, capsys):
     np.savez(str(tmp_path / "evil.npz"), embeddings=np.zeros((1, 2)),
              labels=np.array([{"x": 1}], dtype=object), paths=np.array(["p"]),
              model=np.array("m"), flip=np.array(True), version=np.array(1))
-    assert run_cli(["search", "--index=%s" % (tmp_path / "evil.npz"), "x.jpg"]) == 1
+    assert run_cli(["search", f"--index={tmp_path / 'evil.npz'}", "x.jpg"]) == 1
     assert "is not a gallery index" in capsys.readouterr().err
-    assert run_cli(["enrol", f"--model={saved_model}", "--folder=%s" % (tmp_path / "no"),
-                    "--index=%s" % (tmp_path / "g.npz")]) == 1
+    assert run_cli(["enrol", f"--model={saved_model}", f"--folder={tmp_path / 'no'}",
+                    f"--index={tmp_path / 'g.npz'}"]) == 1
     assert "is not a directory" in capsys.readouterr().err
     with pytest.raises(app.UsageError, match="command"):
         run_cli(["find", "--index=x.npz"])

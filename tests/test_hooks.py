@@ -38,7 +38,7 @@ def test_examples_per_second_is_logged_and_written_every_n_steps(tmp_path, monke
         tf.summary.FileWriterCache.get(str(tmp_path)).flush()
     # Step 1 at 10.0 s -> step 4 at 12.0 s: 3 steps x 16 examples in 2 s; then 4 -> 7 in 3 s.
     expected = {4: 3 * 16 / 2.0, 7: 3 * 16 / 3.0}
-    assert logged == ["examples/sec: %.1f (step %d)" % (expected[s], s) for s in (4, 7)]
+    assert logged == [f"examples/sec: {expected[s]:.1f} (step {s})" for s in (4, 7)]
     written = {}
     for path in glob.glob(os.path.join(str(tmp_path), "events.out.tfevents.*")):
         for event in tf.train.summary_iterator(path):

@@ -5,10 +5,9 @@ import os
 
 import numpy as np
 import pytest
-from absl import flags
 from PIL import Image
 
-from data_tools import lfw_identification, make_tfrecords
+from data_tools import cli, lfw_identification, make_tfrecords
 from export import identification, retrieval
 from tests import tiny_model
 
@@ -32,17 +31,16 @@ def write_faces(root, counts, seed=0):
     rng = np.random.RandomState(seed)
     for i, count in enumerate(counts):
         base = rng.randint(0, 256, (SIZE, SIZE, 3))
-        folder = os.path.join(root, "id%02d" % i)
+        folder = os.path.join(root, f"id{i:02d}")
         os.makedirs(folder)
         for j in range(count):
             pixels = np.clip(base + rng.randint(-60, 61, base.shape), 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(os.path.join(folder, "%d.png" % j))
+            Image.fromarray(pixels).save(os.path.join(folder, f"{j}.png"))
 
 
 def run_cli(args):
-    fv = flags.FlagValues()
-    identification.define_flags(fv)
-    return identification.main(fv(["identification"] + args), flag_values=fv)
+    return cli.run_main(identification.define_flags, identification.main,
+                        ["identification"] + list(args))
 
 
 def test_cli_on_records(tmp_path, capsys):
@@ -88,7 +86,7 @@ def test_cli_on_records(tmp_path, capsys):
 
 
 def test_cli_errors(tmp_path, capsys):
-    assert run_cli([f"--model={tmp_path}", "--records=%s" % (tmp_path / "none")]) == 1
+    assert run_cli([f"--model={tmp_path}", f"--records={tmp_path / 'none'}"]) == 1
     assert capsys.readouterr().err.startswith("error: ")
 
 
@@ -97,7 +95,7 @@ def test_lfw_identification_links(tmp_path):
     for name, count in (("A", 2), ("B", 1), ("C", 3), ("D", 1)):
         (lfw / name).mkdir(parents=True)
         for i in range(count):
-            (lfw / name / ("%s_%04d.jpg" % (name, i + 1))).write_bytes(b"x")
+            (lfw / name / f"{name}_{i + 1:04d}.jpg").write_bytes(b"x")
     pairs = tmp_path / "pairs.txt"
     # Two folds of one matched and one mismatched pair; fold 2 holds A and B.
     pairs.write_text("2\t1\nC\t1\t2\nC\t1\tD\t1\nA\t1\t2\nA\t1\tB\t1\n")

@@ -12,11 +12,10 @@ import os
 
 import numpy as np
 import pytest
-from absl import flags
 from PIL import Image
 
+from data_tools import cli, synthetic_faces
 from data_tools import face_alignment as align
-from data_tools import synthetic_faces
 from export import ijb
 from tests import tiny_model
 
@@ -165,7 +164,7 @@ def test_pair_with_unknown_template_is_an_error():
     ("face_tid_mid", "\n\n", "holds no"),
 ])
 def test_malformed_meta_files(tmp_path, kind, text, message):
-    path = tmp_path / (f"ijbc_{kind}.txt")
+    path = tmp_path / f"ijbc_{kind}.txt"
     path.write_text(text)
     reader = {"face_tid_mid": ijb.read_template_media,
               "template_pair_label": ijb.read_template_pairs,
@@ -176,7 +175,7 @@ def test_malformed_meta_files(tmp_path, kind, text, message):
 
 def test_meta_paths_finds_the_prefix(tmp_path):
     for kind in ijb.META_FILES:
-        (tmp_path / (f"ijbb_{kind}.txt")).write_text("x")
+        (tmp_path / f"ijbb_{kind}.txt").write_text("x")
     assert ijb.meta_paths(str(tmp_path))[0] == "ijbb"
     with pytest.raises(ijb.IJBError, match="ijbc_face_tid_mid.txt"):
         ijb.meta_paths(str(tmp_path), "ijbc")
@@ -209,7 +208,7 @@ def make_ijb_set(root, seed=0):
             matrix = np.hstack([matrix, (rng.uniform(60, 100, 2) - matrix @ [56, 72])[:, None]])
             # The aligned face placed in a 160x160 loose crop: matrix maps face -> crop.
             loose = align.warp_affine(np.asarray(face.convert("RGB")), matrix, (160, 160))
-            name = "%d.png" % len(faces)
+            name = f"{len(faces)}.png"
             Image.fromarray(np.clip(np.round(loose), 0, 255).astype(np.uint8)).save(
                 os.path.join(image_dir, name))
             points = align.transform_points(matrix, align.TEMPLATE_112)
@@ -220,7 +219,7 @@ def make_ijb_set(root, seed=0):
             faces.append((name, template, media))
             landmarks[name] = points
             scores[name] = score
-            lines_tid.append("%s %d %d" % (name, template, media))
+            lines_tid.append(f"{name} {template} {media}")
             lines_pts.append(" ".join([name] + [f"{v:.4f}" for v in points.reshape(-1)]
                                       + [f"{score:.6f}"]))
     pairs = []
@@ -233,7 +232,7 @@ def make_ijb_set(root, seed=0):
     with open(os.path.join(meta_dir, "ijbc_name_5pts_score.txt"), "w") as f:
         f.write("\n".join(lines_pts) + "\n")
     with open(os.path.join(meta_dir, "ijbc_template_pair_label.txt"), "w") as f:
-        f.write("\n".join("%d %d %d" % p for p in pairs) + "\n")
+        f.write("\n".join(f"{t1} {t2} {label}" for t1, t2, label in pairs) + "\n")
     return image_dir, meta_dir, faces, pairs
 
 
@@ -246,10 +245,7 @@ def ijb_set(tmp_path_factory):
 
 
 def run_cli(args):
-    fv = flags.FlagValues()
-    ijb.define_flags(fv)
-    argv = fv(["ijb"] + args)
-    return ijb.main(argv, flag_values=fv)
+    return cli.run_main(ijb.define_flags, ijb.main, ["ijb"] + list(args))
 
 
 def test_cli_matches_insightface_reference(ijb_set, tmp_path, capsys):
@@ -257,7 +253,7 @@ def test_cli_matches_insightface_reference(ijb_set, tmp_path, capsys):
     out = str(tmp_path / "report")
     code = run_cli([f"--model={model}", f"--image_dir={image_dir}",
                     f"--meta_dir={meta_dir}", f"--report_dir={out}",
-                    "--align_size=%d" % ALIGN, "--save_features", "--batch_size=7"])
+                    f"--align_size={ALIGN}", "--save_features", "--batch_size=7"])
     assert code == 0
     printed = capsys.readouterr().out
     assert "nearest (insightface)" in printed
@@ -304,11 +300,11 @@ def test_cli_one_line_errors(ijb_set, tmp_path, capsys):
             text = "\n".join(text.splitlines()[1:])  # the first face loses its landmarks
         (broken / name).write_text(text)
     code = run_cli([f"--model={model}", f"--image_dir={image_dir}",
-                    f"--meta_dir={broken}", "--report_dir=%s" % (tmp_path / "r")])
+                    f"--meta_dir={broken}", f"--report_dir={tmp_path / 'r'}"])
     assert code == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err == "error: 1 faces have no landmarks in the 5-point file (first: 0.png)"
     code = run_cli([f"--model={model}", f"--image_dir={image_dir}",
-                    f"--meta_dir={tmp_path}", "--report_dir=%s" % (tmp_path / "r")])
+                    f"--meta_dir={tmp_path}", f"--report_dir={tmp_path / 'r'}"])
     assert code == 1
     assert "does not hold the meta files" in capsys.readouterr().err

@@ -17,10 +17,10 @@ COUNTS = [1 + (7 * i) % 6 for i in range(30)]
 
 def make_tree(root, counts, ext="jpg", start=0):
     for i, count in enumerate(counts):
-        name = "P%02d" % (start + i)
+        name = f"P{start + i:02d}"
         os.makedirs(os.path.join(root, name), exist_ok=True)
         for index in range(1, count + 1):
-            with open(os.path.join(root, name, "%s_%04d.%s" % (name, index, ext)), "wb") as f:
+            with open(os.path.join(root, name, f"{name}_{index:04d}.{ext}"), "wb") as f:
                 f.write(b"not read")
     return str(root)
 
@@ -62,9 +62,8 @@ def test_folds_are_identity_disjoint_and_complete(faces, tmp_path):
     # Every image the converter will look up exists.
     relpaths, kept, missing = pairs_lib.resolve_pairs(parsed, faces)
     assert len(kept) == len(parsed.pairs) and not missing
-    assert relpaths[0][0].startswith("%s/%s_%04d.jpg" % (parsed.pairs[0].name1,
-                                                         parsed.pairs[0].name1,
-                                                         parsed.pairs[0].index1))
+    first = parsed.pairs[0]
+    assert relpaths[0][0].startswith(f"{first.name1}/{first.name1}_{first.index1:04d}.jpg")
 
 
 def test_default_takes_the_most_every_fold_can_hold(faces, tmp_path):
@@ -72,8 +71,8 @@ def test_default_takes_the_most_every_fold_can_hold(faces, tmp_path):
     n = summary["pairs_per_fold"]
     assert 1 <= n < make_pairs.DEFAULT_MAX_PAIRS_PER_FOLD
     write(faces, tmp_path, "n.txt", pairs_per_fold=n)
-    with pytest.raises(make_pairs.MakePairsError, match=r"--pairs_per_fold=%d is more than the "
-                       r"data allows.*--pairs_per_fold=%d or less" % (n + 1, n)):
+    with pytest.raises(make_pairs.MakePairsError, match=rf"--pairs_per_fold={n + 1} is more than "
+                       rf"the data allows.*--pairs_per_fold={n} or less"):
         write(faces, tmp_path, "more.txt", pairs_per_fold=n + 1)
     assert not (tmp_path / "more.txt").exists()
 
@@ -174,7 +173,7 @@ def test_other_files_and_hidden_ones_are_ignored(faces, tmp_path):
 def test_whitespace_in_a_name_is_refused(faces, tmp_path):
     os.makedirs(os.path.join(faces, "John Doe"))
     for index in (1, 2):
-        with open(os.path.join(faces, "John Doe", "John Doe_%04d.jpg" % index), "wb") as f:
+        with open(os.path.join(faces, "John Doe", f"John Doe_{index:04d}.jpg"), "wb") as f:
             f.write(b"x")
     with pytest.raises(make_pairs.MakePairsError, match="whitespace.*'John Doe'"):
         write(faces, tmp_path)

@@ -64,7 +64,7 @@ def records(tmp_path_factory):
 
 def train_args(records, model_dir, *extra):
     return ["--mode=train", f"--train_records={records}", f"--model_dir={model_dir}",
-            "--backbone=tiny", "--image_size=%d" % SIZE, "--embedding_size=16",
+            "--backbone=tiny", f"--image_size={SIZE}", "--embedding_size=16",
             "--batch_size=8", "--gamma=32", "--noprogress"] + list(extra)
 
 

@@ -70,15 +70,15 @@ def test_synthetic_faces_through_a_landmark_file_land_within_a_pixel(tmp_path, s
     lines = []
     for i, gray in enumerate((True, False)):
         pixels, landmarks = dot_face(rng, scale, gray=gray)
-        relpath = "Person_%d/face.png" % i
-        os.makedirs(str(tmp_path / "raw" / ("Person_%d" % i)))
+        relpath = f"Person_{i}/face.png"
+        os.makedirs(str(tmp_path / "raw" / f"Person_{i}"))
         Image.fromarray(pixels).save(str(tmp_path / "raw" / relpath))
         lines.append(landmark_line(relpath, landmarks, score=0.9))
     (tmp_path / "points.txt").write_text("".join(lines))
-    assert run_align("--input_dir=%s" % (tmp_path / "raw"), "--output_dir=%s" % (tmp_path / "out"),
-                     "--landmarks=%s" % (tmp_path / "points.txt")) == 0
+    assert run_align(f"--input_dir={tmp_path / 'raw'}", f"--output_dir={tmp_path / 'out'}",
+                     f"--landmarks={tmp_path / 'points.txt'}") == 0
     for i, gray in enumerate((True, False)):
-        aligned = np.asarray(Image.open(str(tmp_path / "out" / ("Person_%d/face.png" % i))))
+        aligned = np.asarray(Image.open(str(tmp_path / "out" / f"Person_{i}/face.png")))
         assert aligned.shape == ((112, 112) if gray else (112, 112, 3))
         found = dot_centres(aligned, face_alignment.TEMPLATE_112)
         assert np.max(np.hypot(*(found - face_alignment.TEMPLATE_112).T)) < 1.0
@@ -116,8 +116,8 @@ def write_hostile_tree(root, rng):
 def test_hostile_inputs_are_reported_and_the_tree_is_mirrored(tmp_path, capsys):
     rng = np.random.RandomState(0)
     (tmp_path / "points.txt").write_text(write_hostile_tree(tmp_path / "raw", rng))
-    args = ["--input_dir=%s" % (tmp_path / "raw"), "--output_dir=%s" % (tmp_path / "out"),
-            "--landmarks=%s" % (tmp_path / "points.txt")]
+    args = [f"--input_dir={tmp_path / 'raw'}", f"--output_dir={tmp_path / 'out'}",
+            f"--landmarks={tmp_path / 'points.txt'}"]
     assert run_align(*args) == 0
     out = tmp_path / "out"
     assert sorted(os.listdir(str(out / "Person_A"))) == ["cmyk.jpg", "gray.png", "rgb.jpg"]
@@ -146,8 +146,8 @@ def test_hostile_inputs_are_reported_and_the_tree_is_mirrored(tmp_path, capsys):
 def test_rerun_resumes_and_redoes_changed_files(tmp_path, capsys):
     rng = np.random.RandomState(1)
     (tmp_path / "points.txt").write_text(write_hostile_tree(tmp_path / "raw", rng))
-    args = ["--input_dir=%s" % (tmp_path / "raw"), "--output_dir=%s" % (tmp_path / "out"),
-            "--landmarks=%s" % (tmp_path / "points.txt")]
+    args = [f"--input_dir={tmp_path / 'raw'}", f"--output_dir={tmp_path / 'out'}",
+            f"--landmarks={tmp_path / 'points.txt'}"]
     assert run_align(*args) == 0
     first, _ = read_report(tmp_path / "out")
     capsys.readouterr()
@@ -222,18 +222,18 @@ def test_landmark_file_layout(tmp_path):
 
 def test_bad_arguments(tmp_path, capsys):
     (tmp_path / "raw" / "a").mkdir(parents=True)
-    assert run_align("--input_dir=%s" % (tmp_path / "raw"),
-                     "--output_dir=%s" % (tmp_path / "out")) == 1
+    assert run_align(f"--input_dir={tmp_path / 'raw'}",
+                     f"--output_dir={tmp_path / 'out'}") == 1
     assert "no image files" in capsys.readouterr().err
     Image.new("L", (20, 20)).save(str(tmp_path / "raw" / "a" / "x.png"))
-    assert run_align("--input_dir=%s" % (tmp_path / "raw"),
-                     "--output_dir=%s" % (tmp_path / "raw" / "aligned")) == 1
+    assert run_align(f"--input_dir={tmp_path / 'raw'}",
+                     f"--output_dir={tmp_path / 'raw' / 'aligned'}") == 1
     assert "inside --input_dir" in capsys.readouterr().err
-    assert run_align("--input_dir=%s" % (tmp_path / "nowhere"),
-                     "--output_dir=%s" % (tmp_path / "out")) == 1
+    assert run_align(f"--input_dir={tmp_path / 'nowhere'}",
+                     f"--output_dir={tmp_path / 'out'}") == 1
     (tmp_path / "points.txt").write_text("a/x.png 1 2\n")
-    assert run_align("--input_dir=%s" % (tmp_path / "raw"), "--output_dir=%s" % (tmp_path / "out"),
-                     "--landmarks=%s" % (tmp_path / "points.txt")) == 1
+    assert run_align(f"--input_dir={tmp_path / 'raw'}", f"--output_dir={tmp_path / 'out'}",
+                     f"--landmarks={tmp_path / 'points.txt'}") == 1
     assert "line 1" in capsys.readouterr().err
 
 
@@ -276,8 +276,8 @@ def test_make_tfrecords_align_converts_aligned_faces(tmp_path, capsys):
     names = ["Person_A/Person_A_0001.jpg", "Person_A/Person_A_0002.png",
              "Person_B/Person_B_0001.jpg"]
     (tmp_path / "points.txt").write_text(dot_tree(tmp_path / "raw", rng, names))
-    args = ["--input_dir=%s" % (tmp_path / "raw"), "--output_dir=%s" % (tmp_path / "records"),
-            "--align", "--landmarks=%s" % (tmp_path / "points.txt"), "--num_workers=1"]
+    args = [f"--input_dir={tmp_path / 'raw'}", f"--output_dir={tmp_path / 'records'}",
+            "--align", f"--landmarks={tmp_path / 'points.txt'}", "--num_workers=1"]
     assert run_make_tfrecords(*args) == 0
     out = capsys.readouterr().out
     assert "3 images: 3 aligned" in out and "3 images of 2 identities" in out
@@ -303,9 +303,9 @@ def test_make_tfrecords_align_pairs_aligns_the_pairs_images_only(tmp_path, capsy
     (tmp_path / "points.txt").write_text(dot_tree(tmp_path / "raw", rng, names))
     (tmp_path / "pairs.txt").write_text("1\t1\nA\t1\t2\nA\t1\tB\t1\n")
     assert run_make_tfrecords(
-        "--input_dir=%s" % (tmp_path / "raw"), "--output_dir=%s" % (tmp_path / "pairs"),
-        "--pairs=%s" % (tmp_path / "pairs.txt"), "--align", "--image_size=64",
-        "--landmarks=%s" % (tmp_path / "points.txt"), "--aligned_dir=%s" % (tmp_path / "al"),
+        f"--input_dir={tmp_path / 'raw'}", f"--output_dir={tmp_path / 'pairs'}",
+        f"--pairs={tmp_path / 'pairs.txt'}", "--align", "--image_size=64",
+        f"--landmarks={tmp_path / 'points.txt'}", f"--aligned_dir={tmp_path / 'al'}",
         "--num_workers=1") == 0
     assert "3 images: 3 aligned" in capsys.readouterr().out
     assert not (tmp_path / "al" / "C").exists()
@@ -321,5 +321,5 @@ def test_make_tfrecords_align_pairs_aligns_the_pairs_images_only(tmp_path, capsy
 ])
 def test_make_tfrecords_align_usage(tmp_path, args, message):
     with pytest.raises(app.UsageError, match=message):
-        run_make_tfrecords(f"--input_dir={tmp_path}", "--output_dir=%s" % (tmp_path / "o"),
+        run_make_tfrecords(f"--input_dir={tmp_path}", f"--output_dir={tmp_path / 'o'}",
                            *args)

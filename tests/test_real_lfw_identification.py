@@ -11,9 +11,8 @@ import os
 import tarfile
 
 import pytest
-from absl import flags
 
-from data_tools import lfw_identification, make_tfrecords
+from data_tools import cli, lfw_identification, make_tfrecords
 from export import identification
 from tests import real_lfw, tiny_model
 
@@ -42,12 +41,9 @@ def test_fold10_identification_protocol(lfw_dir, tmp_path, capsys):
     assert (converted["num_images"], converted["num_skipped"]) == (1611, 0)
 
     model = tiny_model.build_saved_model(str(tmp_path / "model"), tiny_model.projection(0))
-    fv = flags.FlagValues()
-    identification.define_flags(fv)
     out = str(tmp_path / "report")
-    argv = fv(["identification", f"--model={model}", f"--records={records}",
-               f"--report_dir={out}"])
-    assert identification.main(argv, flag_values=fv) == 0
+    assert cli.run_main(identification.define_flags, identification.main, [
+        "identification", f"--model={model}", f"--records={records}", f"--report_dir={out}"]) == 0
     assert "gallery: 175 identities; probes: 1160 mated, 276 non-mated" in capsys.readouterr().out
     with open(os.path.join(out, "report.json")) as f:
         report = json.load(f)

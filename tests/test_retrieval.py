@@ -45,7 +45,7 @@ def brute_retrieval(embeddings, labels, ks):
         mp += total / r
     if not queries:
         return None
-    out = {"recall@%d" % k: found[k] / float(queries) for k in ks}
+    out = {f"recall@{k}": found[k] / float(queries) for k in ks}
     out.update({"r_precision": rp / queries, "map@r": mp / queries, "num_queries": queries})
     return out
 
@@ -68,7 +68,7 @@ def brute_identification(gallery, gallery_labels, probes, probe_labels, ranks, f
             nonmated_best.append(max(score.values()))
     out = {}
     for k in ranks:
-        out["rank%d" % k] = (sum(1 for r in mated_ranks if r <= k) / float(len(mated_ranks))
+        out[f"rank{k}"] = (sum(1 for r in mated_ranks if r <= k) / float(len(mated_ranks))
                              if mated_ranks else float("nan"))
     for f in fpirs:
         if not nonmated_best:

@@ -110,7 +110,7 @@ def run_cli(*args):
                           capture_output=True, encoding="utf-8", timeout=600, check=False)
 
 
-NET = ["--backbone=tiny", "--image_size=%d" % SIZE, "--embedding_size=16", "--batch_size=8",
+NET = ["--backbone=tiny", f"--image_size={SIZE}", "--embedding_size=16", "--batch_size=8",
        "--save_checkpoints_steps=10", "--gamma=32", "--eval_batch_size=4",
        "--eval_throttle_secs=0", "--noprogress"]
 
@@ -118,8 +118,8 @@ NET = ["--backbone=tiny", "--image_size=%d" % SIZE, "--embedding_size=16", "--ba
 def test_train_and_evaluate_with_the_retrieval_protocol(records, tmp_path):
     model_dir = str(tmp_path / "run")
     proc = run_cli("--mode=train_and_evaluate", "--eval_protocol=retrieval",
-                   "--train_records=%s" % (records / "train"),
-                   "--eval_records=%s" % (records / "heldout"), f"--model_dir={model_dir}",
+                   f"--train_records={records / 'train'}",
+                   f"--eval_records={records / 'heldout'}", f"--model_dir={model_dir}",
                    "--train_steps=20", *NET)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert re.search(r"Retrieval at step 20: recall@1 \d\.\d{4}", proc.stdout), proc.stdout
@@ -150,9 +150,9 @@ def test_train_and_evaluate_with_the_retrieval_protocol(records, tmp_path):
 
 def test_retrieval_protocol_needs_image_records(records, tmp_path):
     proc = run_cli("--mode=evaluate", "--eval_protocol=retrieval",
-                   "--eval_records=%s" % (records / "pairs"),
-                   "--train_records=%s" % (records / "train"),
-                   "--model_dir=%s" % (tmp_path / "run"), *NET)
+                   f"--eval_records={records / 'pairs'}",
+                   f"--train_records={records / 'train'}",
+                   f"--model_dir={tmp_path / 'run'}", *NET)
     assert proc.returncode == 1
     assert re.search(r"--eval_protocol=retrieval needs image records of held-out identities; "
                      r"--eval_records=\S+ holds pairs records", proc.stderr), proc.stderr

@@ -10,7 +10,7 @@ import estimator_main
 from tests import records_helpers as rh
 
 SIZE = 32
-NET = ["--backbone=tiny", "--image_size=%d" % SIZE, "--embedding_size=16", "--batch_size=8",
+NET = ["--backbone=tiny", f"--image_size={SIZE}", "--embedding_size=16", "--batch_size=8",
        "--gamma=32", "--noprogress", "--norandom_flip", "--mode=train"]
 
 
@@ -22,7 +22,7 @@ def pretrained(tmp_path_factory):
     rh.write_image_records(str(root / "six"), num_classes=6, per_class=4, size=SIZE)
     model_dir = str(root / "base")
     estimator_main.FLAGS.unparse_flags()
-    estimator_main.FLAGS(["estimator_main.py", "--train_records=%s" % (root / "four"),
+    estimator_main.FLAGS(["estimator_main.py", f"--train_records={root / 'four'}",
                           f"--model_dir={model_dir}", "--train_steps=3"] + NET)
     estimator_main.main(["estimator_main.py"])
     estimator_main.FLAGS.unparse_flags()

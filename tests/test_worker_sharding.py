@@ -42,5 +42,5 @@ def test_unseeded_workers_split_the_records_exactly(records, monkeypatch):
     parts = [records_seen(records, rank, 6, monkeypatch) for rank in range(WORKERS)]
     for i in range(WORKERS):
         for j in range(i + 1, WORKERS):
-            assert not parts[i] & parts[j], "workers %d and %d read the same records" % (i, j)
+            assert not parts[i] & parts[j], f"workers {i} and {j} read the same records"
     assert sum(len(p) for p in parts) == total

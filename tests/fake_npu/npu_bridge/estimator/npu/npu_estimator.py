@@ -33,16 +33,16 @@ def _holds_tensors(value, depth=0):
 
 
 def _check_device_graph(spec):
-    host_ops = ["%s (%s)" % (op.name, op.type) for op in tf.get_default_graph().get_operations()
+    host_ops = [f"{op.name} ({op.type})" for op in tf.get_default_graph().get_operations()
                 if op.type in HOST_OPS]
     if host_ops:
-        raise RuntimeError("the graph holds %s, which the NPU cannot run in this mode "
-                           "(mix_compile_mode with iterations_per_loop=1 is needed)" % host_ops)
+        raise RuntimeError(f"the graph holds {host_ops}, which the NPU cannot run in this mode "
+                           "(mix_compile_mode with iterations_per_loop=1 is needed)")
     for hooks in (spec.training_hooks, spec.evaluation_hooks):
         for hook in hooks or ():
             if any(_holds_tensors(v) for v in vars(hook).values()):
-                raise RuntimeError("%s fetches device tensors; the NPU estimator does not run "
-                                   "such hooks" % type(hook).__name__)
+                raise RuntimeError(f"{type(hook).__name__} fetches device tensors; the NPU "
+                                   "estimator does not run such hooks")
 
 
 def _arg_names(fn):
@@ -60,8 +60,8 @@ class NPUEstimator(tf.estimator.Estimator):
             raise ValueError("model_fn must be provided")
         declared = _arg_names(model_fn)
         if params and "params" not in declared:
-            raise ValueError("model_fn does not include params argument, but params (%r) are "
-                             "passed to Estimator." % (params,))
+            raise ValueError(f"model_fn does not include params argument, but params ({params!r}) "
+                             "are passed to Estimator.")
         self.job_start_file = job_start_file
 
         def npu_model_fn(features, labels, mode, params, config):
@@ -72,8 +72,8 @@ class NPUEstimator(tf.estimator.Estimator):
                     kwargs[name] = value
             spec = model_fn(features=features, **kwargs)
             if not isinstance(spec, tf.estimator.EstimatorSpec):
-                raise RuntimeError("estimator_spec used by NPU must have type "
-                                   "`NPUEstimatorSpec` or `EstimatorSpec`. Got %s" % type(spec))
+                raise RuntimeError("estimator_spec used by NPU must have type `NPUEstimatorSpec` "
+                                   f"or `EstimatorSpec`. Got {type(spec)}")
             _check_device_graph(spec)
             MODEL_FN_MODES.append(mode)
             return spec
