@@ -97,7 +97,7 @@ def parse_crop_box(text):
         box = ()
     if len(box) != 4 or min(box) < 0 or box[0] >= box[2] or box[1] >= box[3]:
         raise ValueError("crop box must be 'x0,y0,x1,y1' with 0 <= x0 < x1 and 0 <= y0 < y1, "
-                         "got %r" % (text,))
+                         f"got {text!r}")
     return box
 
 
@@ -193,7 +193,7 @@ def _walk_images(input_dir, identity):
 def _describe(error):
     text = str(error).strip().splitlines()
     detail = text[0] if text else ""
-    return "%s: %s" % (type(error).__name__, detail) if detail else type(error).__name__
+    return f"{type(error).__name__}: {detail}" if detail else type(error).__name__
 
 
 def _read_file(path):
@@ -210,8 +210,8 @@ def _read_file(path):
 def _check_pixel_count(size):
     limit = Image.MAX_IMAGE_PIXELS
     if limit is not None and size[0] * size[1] > limit:
-        raise ImageError("%dx%d pixels exceed PIL's decompression-bomb limit of %d pixels"
-                         % (size[0], size[1], limit))
+        raise ImageError(f"{size[0]}x{size[1]} pixels exceed PIL's decompression-bomb limit of "
+                         f"{limit} pixels")
 
 
 def _open_header(data):
@@ -219,15 +219,15 @@ def _open_header(data):
     try:
         image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as e:
-        raise ImageError("decompression-bomb guard: %s" % _describe(e)) from None
+        raise ImageError(f"decompression-bomb guard: {_describe(e)}") from None
     except _UNIDENTIFIED:
         for signature, name in _SIGNATURES:
             if data.startswith(signature):
-                raise ImageError("corrupt %s header (the file starts like a %s but cannot be "
-                                 "parsed)" % (name, name)) from None
+                raise ImageError(f"corrupt {name} header (the file starts like a {name} but "
+                                 "cannot be parsed)") from None
         raise ImageError("not an image (format not recognised)") from None
     except Exception as e:  # noqa: BLE001 - decoders raise anything on hostile input
-        raise ImageError("corrupt image header (%s)" % _describe(e)) from None
+        raise ImageError(f"corrupt image header ({_describe(e)})") from None
     _check_pixel_count(image.size)
     return image
 
@@ -245,7 +245,7 @@ def _load(image):
     try:
         image.load()
     except Exception as e:  # noqa: BLE001
-        raise ImageError("corrupt or truncated image data (%s)" % _describe(e)) from None
+        raise ImageError(f"corrupt or truncated image data ({_describe(e)})") from None
     return image
 
 
@@ -263,7 +263,7 @@ def _decode(data):
         try:
             image.verify()
         except Exception as e:  # noqa: BLE001
-            raise ImageError("corrupt image (%s)" % _describe(e)) from None
+            raise ImageError(f"corrupt image ({_describe(e)})") from None
         image = _open_header(data)
     return source_format, _load(image)
 
@@ -297,8 +297,8 @@ def _to_8bit(image):
 
 def _check_crop_box(size, crop_box):
     if crop_box is not None and (crop_box[2] > size[0] or crop_box[3] > size[1]):
-        raise ImageError("crop box %s lies outside the %dx%d image"
-                         % (",".join(str(c) for c in crop_box), size[0], size[1]))
+        box = ",".join(str(c) for c in crop_box)
+        raise ImageError(f"crop box {box} lies outside the {size[0]}x{size[1]} image")
 
 
 # The converter's resampling, as recorded in a records manifest's ``transform``.
@@ -391,8 +391,7 @@ def check_image(path, image_size=None, crop_box=None):
         except ImageError:
             raise
         except Exception as e:  # noqa: BLE001
-            raise ImageError("unsupported pixel mode %s (%s)"
-                             % (image.mode, _describe(e))) from None
+            raise ImageError(f"unsupported pixel mode {image.mode} ({_describe(e)})") from None
     return ImageInfo(source_format, image.size[0], image.size[1], stored is None,
                      hashlib.sha256(data).hexdigest(), stored,
                      None if stored is None else _CHANNELS[image.mode])
@@ -434,13 +433,13 @@ def open_image(path, exif_transpose=False):
         try:
             image = ImageOps.exif_transpose(image)
         except Exception as e:  # noqa: BLE001 - a damaged EXIF block
-            raise ImageError("cannot apply the EXIF orientation (%s)" % _describe(e)) from None
+            raise ImageError(f"cannot apply the EXIF orientation ({_describe(e)})") from None
     try:
         return _to_8bit(image)
     except ImageError:
         raise
     except Exception as e:  # noqa: BLE001
-        raise ImageError("unsupported pixel mode %s (%s)" % (image.mode, _describe(e))) from None
+        raise ImageError(f"unsupported pixel mode {image.mode} ({_describe(e)})") from None
 
 
 def check_task(task):

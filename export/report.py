@@ -89,7 +89,7 @@ def write_transform(output_dir, transform):
     ``data_tools.manifest.conversion_transform``) as ``output_dir/transform.json``, atomically;
     returns the path."""
     if not isinstance(transform, dict):
-        raise TypeError("transform must be a dict, got %s" % type(transform).__name__)
+        raise TypeError(f"transform must be a dict, got {type(transform).__name__}")
     text = json.dumps(_to_jsonable(transform, "transform"), indent=2, sort_keys=True) + "\n"
     os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, TRANSFORM_JSON)
@@ -107,9 +107,9 @@ def read_transform(directory):
         try:
             transform = json.loads(f.read().decode("utf-8"))
         except ValueError as e:
-            raise ValueError("%s is not valid JSON: %s" % (path, e)) from None
+            raise ValueError(f"{path} is not valid JSON: {e}") from None
     if not isinstance(transform, dict):
-        raise ValueError("%s does not hold a JSON object" % path)
+        raise ValueError(f"{path} does not hold a JSON object")
     return transform
 
 
