@@ -22,6 +22,8 @@ import tensorflow.compat.v1 as tf
 
 from benchmarks import common
 from export import convert, exporters, freeze, serving
+from model import config as model_config
+from model import heads
 from model import model_fn as model_fn_lib
 
 BACKBONES = (("mobilefacenet", 112), ("iresnet50", 112))
@@ -44,8 +46,11 @@ def initialised_saved_model(workdir, backbone, image_size, embedding_size=512, s
             return convert.resolve_model(export_base)
         except convert.ConvertError:
             pass
-    model_fn = model_fn_lib.model_fn_builder(backbone=backbone, head="softmax", num_classes=2,
-                                             embedding_size=embedding_size)
+    backbone_config = model_config.BackboneConfig(backbone, embedding_size=embedding_size,
+                                                  image_size=image_size)
+    head = heads.build_head("softmax", num_classes=2, embedding_size=embedding_size)
+    model_fn = model_fn_lib.model_fn_builder(backbone_config, head,
+                                             model_config.OptimizationConfig())
     os.makedirs(model_dir, exist_ok=True)
     with tf.Graph().as_default() as graph:
         tf.set_random_seed(seed)
