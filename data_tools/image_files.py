@@ -380,7 +380,10 @@ def check_image(path, image_size=None, crop_box=None):
     file is empty, unreadable, not an image, truncated or corrupt, too large (PIL's
     ``MAX_IMAGE_PIXELS``), or smaller than ``crop_box``.
     """
-    data = _read_file(path)
+    return _check_data(_read_file(path), image_size, crop_box)
+
+
+def _check_data(data, image_size, crop_box):
     source_format, image = _decode(data)
     _check_crop_box(image.size, crop_box)
     stored = _stored_format(source_format, image.mode, data, image_size, crop_box)
@@ -473,19 +476,7 @@ def check_bytes(data, image_size=None, crop_box=None):
     or ``.bin`` container); the :class:`ImageInfo` pins ``data`` by its sha256."""
     if not data:
         raise ImageError("empty image (0 bytes)")
-    source_format, image = _decode(data)
-    _check_crop_box(image.size, crop_box)
-    stored = _stored_format(source_format, image.mode, data, image_size, crop_box)
-    if stored is None:
-        try:
-            _to_8bit(image)
-        except ImageError:
-            raise
-        except Exception as e:  # noqa: BLE001
-            raise ImageError(f"unsupported pixel mode {image.mode} ({_describe(e)})") from None
-    return ImageInfo(source_format, image.size[0], image.size[1], stored is None,
-                     hashlib.sha256(data).hexdigest(), stored,
-                     None if stored is None else _CHANNELS[image.mode])
+    return _check_data(data, image_size, crop_box)
 
 
 @_quiet
