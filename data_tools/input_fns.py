@@ -17,6 +17,12 @@ from data_tools import ascend, preprocessing, schema
 from data_tools import manifest as manifest_lib
 
 AUTOTUNE = tf.data.experimental.AUTOTUNE
+# TF 1.15's autotuning model races when a parallel interleave destroys a finished file's
+# iterator on a worker thread (Model::RemoveNode unhooks a list node another thread changed): a
+# segmentation fault once every few epochs of a repeated pipeline, in training as in tests. TF 2
+# fixed the model; on TF 1 the pipelines run without it, at the fixed parallelism AUTOTUNE then
+# means (as many calls as the runner has threads).
+_AUTOTUNE_MODEL = int(tf.__version__.split(".")[0]) >= 2
 
 
 def _list_files(file_pattern):
@@ -161,9 +167,19 @@ def train_input_fn_builder(records, image_size=preprocessing.DEFAULT_IMAGE_SIZE,
         dataset = dataset.apply(tf.data.experimental.enumerate_dataset())
         dataset = dataset.map(parse, num_parallel_calls=num_parallel_calls)
         dataset = dataset.batch(batch, drop_remainder=True)
-        return dataset.prefetch(AUTOTUNE)
+        return _finish(dataset)
 
     return input_fn
+
+
+def _finish(dataset):
+    """The last stage of every pipeline: prefetch, and on TF 1 no autotuning model."""
+    dataset = dataset.prefetch(AUTOTUNE)
+    if not _AUTOTUNE_MODEL:
+        options = tf.data.Options()
+        options.experimental_optimization.autotune = False
+        dataset = dataset.with_options(options)
+    return dataset
 
 
 def _batch_size(bound, params):
@@ -273,7 +289,7 @@ def pairs_input_fn_builder(records, image_size=preprocessing.DEFAULT_IMAGE_SIZE,
             return features, features["issame"]
 
         dataset = dataset.batch(batch, drop_remainder=True).map(add_flips)
-        return dataset.prefetch(AUTOTUNE)
+        return _finish(dataset)
 
     return input_fn
 
@@ -291,7 +307,7 @@ def predict_input_fn_builder(image_paths, image_size=preprocessing.DEFAULT_IMAGE
             lambda path: {"image": preprocessing.preprocess_for_eval(tf.io.read_file(path),
                                                                      image_size)},
             num_parallel_calls=AUTOTUNE)
-        return dataset.batch(_batch_size(batch_size, params)).prefetch(AUTOTUNE)
+        return _finish(dataset.batch(_batch_size(batch_size, params)))
 
     return input_fn
 
@@ -369,6 +385,6 @@ def image_pairs_input_fn_builder(records, image_size=preprocessing.DEFAULT_IMAGE
             return features, features["issame"]
 
         dataset = dataset.batch(batch, drop_remainder=True).map(add_flips)
-        return dataset.prefetch(AUTOTUNE)
+        return _finish(dataset)
 
     return input_fn

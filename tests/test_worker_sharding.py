@@ -27,12 +27,9 @@ def records_seen(records, rank, batches, monkeypatch):
         records, image_size=16, random_flip=False, shuffle_buffer=64, seed=None, batch_size=2)
     seen = set()
     with tf.Graph().as_default():
-        features, labels = tf.data.make_one_shot_iterator(input_fn()).get_next()
-        with tf.Session() as sess:
-            for _ in range(batches):
-                images, batch_labels = sess.run([features["image"], labels])
-                for image, label in zip(images, batch_labels):
-                    seen.add((int(label), round(float(np.abs(image).sum()), 2)))
+        for features, batch_labels in rh.run_dataset(input_fn(), max_batches=batches):
+            for image, label in zip(features["image"], batch_labels):
+                seen.add((int(label), round(float(np.abs(image).sum()), 2)))
     return seen
 
 
