@@ -36,6 +36,7 @@ from absl import app, flags, logging  # noqa: E402
 from data_tools import input_config, input_fns, manifest  # noqa: E402
 from export import (  # noqa: E402
     eval_metrics,
+    eval_sets,
     export_dirs,
     exporters,
     freeze,
@@ -48,6 +49,7 @@ from model import config as model_config  # noqa: E402
 
 MODES = ("train", "evaluate", "train_and_evaluate", "export")
 EVAL_NAME = "lfw"
+SETS_EVAL_NAME = "verification"  # several named sets: model_dir/eval_verification
 EVAL_PROTOCOLS = ("verification", "retrieval")
 
 FLAGS = flags.FLAGS
@@ -70,7 +72,9 @@ def define_flags(fv=flags.FLAGS):
     string_flag("train_records", None, "Directory of training image records "
                 "(make_tfrecords.py output, with manifest.json).")
     string_flag("eval_records", None, "Directory of verification pair records "
-                "(make_tfrecords.py --pairs output).")
+                "(make_tfrecords.py --pairs output), or several named sets evaluated at every "
+                "checkpoint: lfw=records/lfw,cfp_fp=records/cfp_fp (metrics NAME/accuracy, ...; "
+                "a plain directory is the set 'lfw').")
     string_flag("data_url", None, "ModelArts-style dataset root: train_records defaults to "
                 "DATA_URL/train and eval_records to DATA_URL/pairs.")
     string_flag("train_url", None, "ModelArts-style output location: model_dir defaults to it.")
@@ -120,6 +124,9 @@ def define_flags(fv=flags.FLAGS):
               "identities (re-identification, fine-grained retrieval).")
     integer_flag("eval_throttle_secs", 60, "Minimum seconds between evaluations.")
     integer_flag("exports_to_keep", 3, "SavedModels kept by each exporter.")
+    string_flag("best_metric", None, "What the best exporter keeps the highest of: "
+                "NAME/accuracy, NAME/val_far1e-3 or NAME/auc of an --eval_records set, or "
+                "mean/accuracy (etc.) over several sets. Default: the first set's accuracy.")
     string_flag("checkpoint_path", None, "evaluate/export: this checkpoint, not the latest.")
     string_flag("warm_start_from", None, "Initialise a fresh run from this checkpoint (a file "
                 "prefix or a model_dir): fine-tuning.")
@@ -334,7 +341,13 @@ def _read_records(p, needs_train, needs_eval):
                      % (labels_path, len(lines), p["num_classes"]))
     else:
         p["num_classes"] = _num_classes_from_run(p["model_dir"])
+    sets, named = _parse_eval_records(p, needs_eval)
     if needs_eval and p["eval_protocol"] == "retrieval":
+        _require(not named, "--eval_protocol=retrieval takes one directory of image records "
+                 "in --eval_records, not named sets (several sets are verification pairs)")
+        _require(not p["best_metric"], "--best_metric applies to --eval_protocol=verification "
+                 "(the retrieval exporter keeps the best %s/%s)"
+                 % (retrieval_eval.PREFIX, retrieval_eval.BEST_METRIC))
         _require(p["device"] != "npu", "--eval_protocol=retrieval is not available on "
                  "--device=npu yet (its metric runs in the graph; the Ascend host path covers "
                  "verification)")
@@ -347,17 +360,52 @@ def _read_records(p, needs_train, needs_eval):
                  % p["eval_records"])
         _verify(p["eval_records"], p["verify_records"])
     elif needs_eval:
-        info = manifest.read_manifest(p["eval_records"])
-        _require(info.get("kind") == "pairs", "--eval_records=%s holds %s records, not pairs"
-                 % (p["eval_records"], info.get("kind")))
-        p["num_pairs"] = int(info["num_pairs"])
-        p["num_folds"] = int(info.get("num_folds", 10))
-        _verify(p["eval_records"], p["verify_records"])
-    # What the eval records' pixels went through: the serving graph and the exports carry it.
+        _read_pair_sets(p, sets, named)
+    # What the eval records' pixels went through: the serving graph and the exports carry it
+    # (with several sets, the first one's).
     p["eval_transform"] = None
-    if p["eval_records"] and (needs_eval or p["mode"] == "export"):
-        p["eval_transform"] = manifest.conversion_transform(
-            manifest.read_manifest(p["eval_records"]))
+    if sets:
+        p["eval_transform"] = manifest.conversion_transform(manifest.read_manifest(sets[0][1]))
+
+
+def _parse_eval_records(p, needs_eval):
+    """``(sets, named)`` of --eval_records (see ``export.eval_sets``), or ``([], False)`` when
+    this mode reads none."""
+    if not p["eval_records"] or not (needs_eval or p["mode"] == "export"):
+        return [], False
+    try:
+        return eval_sets.parse_eval_records(p["eval_records"])
+    except ValueError as e:
+        raise ParamsError(str(e)) from None
+
+
+def _read_pair_sets(p, sets, named):
+    """``p["eval_sets"]``: each verification set's name, records, pairs and folds, from its
+    manifest; ``p["best_metric"]`` resolved against them."""
+    p["eval_sets"] = []
+    for name, records in sets:
+        info = manifest.read_manifest(records)
+        if named:
+            _require(info.get("kind") == "pairs", "--eval_records: set %s (%s) holds %s "
+                     "records, not pairs (several sets are verification pairs; "
+                     "--eval_protocol=retrieval takes one directory of image records)"
+                     % (name, records, info.get("kind")))
+        else:
+            _require(info.get("kind") == "pairs", "--eval_records=%s holds %s records, not "
+                     "pairs" % (records, info.get("kind")))
+        p["eval_sets"].append({"name": name, "records": records,
+                               "num_pairs": int(info["num_pairs"]),
+                               "num_folds": int(info.get("num_folds", 10))})
+        _verify(records, p["verify_records"])
+    p["eval_sets_named"] = named
+    if len(sets) == 1:
+        p["num_pairs"] = p["eval_sets"][0]["num_pairs"]
+        p["num_folds"] = p["eval_sets"][0]["num_folds"]
+    try:
+        p["best_metric"] = eval_sets.resolve_best_metric(p["best_metric"],
+                                                         [name for name, _ in sets])
+    except ValueError as e:
+        raise ParamsError(str(e)) from None
 
 
 def _data_parallel_ranks(p):
@@ -465,9 +513,15 @@ def build_model_fn(p, optimizer_wrapper=None, configs=None):
     if p.get("eval_protocol") == "retrieval" and p.get("num_eval_images"):
         metrics_fn = retrieval_eval.retrieval_metrics_fn_builder(
             input_fns.image_record_labels(p["eval_records"]))
-    elif p.get("num_pairs") and not host_verification:
-        metrics_fn = eval_metrics.verification_metrics_fn_builder(
-            p["num_pairs"], n_folds=p["num_folds"], far_target=p["far_target"], prefix=EVAL_NAME)
+    elif p.get("eval_sets") and not host_verification:
+        sets = p["eval_sets"]
+        if len(sets) == 1:
+            metrics_fn = eval_metrics.verification_metrics_fn_builder(
+                sets[0]["num_pairs"], n_folds=sets[0]["num_folds"], far_target=p["far_target"],
+                prefix=sets[0]["name"])
+        else:
+            metrics_fn = eval_metrics.verification_sets_metrics_fn_builder(
+                _set_sizes(p), far_target=p["far_target"])
     return model_fn.model_fn_builder(
         configs.backbone, configs.head, configs.optimization, eval_metrics_fn=metrics_fn,
         eval_flip=p["eval_flip"], optimizer_wrapper=optimizer_wrapper,
@@ -510,8 +564,19 @@ def train_input_fn(p):
                                             **inputs._asdict())
 
 
+def _set_sizes(p):
+    """``[(name, num_pairs, n_folds)]`` of the verification sets, in evaluation order."""
+    return [(s["name"], s["num_pairs"], s["num_folds"]) for s in p["eval_sets"]]
+
+
 def eval_name(p):
-    return retrieval_eval.PREFIX if p.get("eval_protocol") == "retrieval" else EVAL_NAME
+    """The evaluation's name (its summaries go to model_dir/eval_<name>)."""
+    if p.get("eval_protocol") == "retrieval":
+        return retrieval_eval.PREFIX
+    sets = p.get("eval_sets") or []
+    if len(sets) > 1:
+        return SETS_EVAL_NAME
+    return sets[0]["name"] if sets else EVAL_NAME
 
 
 def eval_input_fn(p):
@@ -519,8 +584,14 @@ def eval_input_fn(p):
         return input_fns.image_pairs_input_fn_builder(
             p["eval_records"], image_size=p["image_size"], flip_tta=p["eval_flip"],
             num_images=p["num_eval_images"], batch_size=p["eval_batch_size"])
-    return input_fns.pairs_input_fn_builder(p["eval_records"], image_size=p["image_size"],
-                                            flip_tta=p["eval_flip"], num_pairs=p["num_pairs"],
+    sets = p["eval_sets"]
+    if len(sets) > 1:
+        return input_fns.pair_sets_input_fn_builder(
+            [(s["records"], s["num_pairs"]) for s in sets], image_size=p["image_size"],
+            flip_tta=p["eval_flip"], batch_size=p["eval_batch_size"])
+    return input_fns.pairs_input_fn_builder(sets[0]["records"], image_size=p["image_size"],
+                                            flip_tta=p["eval_flip"],
+                                            num_pairs=sets[0]["num_pairs"],
                                             batch_size=p["eval_batch_size"])
 
 
@@ -536,10 +607,12 @@ def write_eval_report(p, eval_result, started=None):
         print("Retrieval at step %s: %s -> %s" % (metrics.get("global_step"), ", ".join(
             "%s %.4f" % (k, metrics[k]) for k in retrieval_eval.scalar_names()[:-1]), path))
         return metrics
-    metrics = eval_metrics.metrics_from_eval_result(eval_result, EVAL_NAME)
     extra = {"mode": p["mode"]}
     if started is not None:
         extra["wall_seconds"] = round(time.time() - started, 1)
+    if p.get("eval_sets_named"):
+        return _write_sets_reports(p, eval_result, extra)
+    metrics = eval_metrics.metrics_from_eval_result(eval_result, EVAL_NAME)
     paths = report.write_report(metrics, os.path.join(p["model_dir"], "eval"), extra=extra)
     print("LFW-style verification at step %s: accuracy %.4f ± %.4f, VAL@FAR=%g %.4f, AUC %.4f, "
           "EER %.4f (threshold %.2f) -> %s" % (
@@ -550,6 +623,22 @@ def write_eval_report(p, eval_result, started=None):
         print("  without flip TTA (one embedding per image): accuracy %.4f, threshold %.2f"
               % (metrics["accuracy_single"], metrics["threshold_single"]))
     return metrics
+
+
+def _write_sets_reports(p, eval_result, extra):
+    """Named sets: report.json and roc.png of each in eval/<name>/ (the first set's also in
+    eval/), and the table of the sets."""
+    sets = p["eval_sets"]
+    eval_dir = os.path.join(p["model_dir"], "eval")
+    eval_sets.write_sets_reports(eval_result, [s["name"] for s in sets], eval_dir, extra)
+    print(eval_sets.sets_table(eval_result, [(s["name"], s["num_pairs"]) for s in sets],
+                               p["far_target"]))
+    print("reports: %s" % ", ".join(os.path.join(eval_dir, s["name"], report.REPORT_JSON)
+                                    for s in sets))
+    if p["best_metric"] in eval_result:
+        print("%s: %.4f" % (p["best_metric"], float(eval_result[p["best_metric"]])))
+    return {s["name"]: eval_metrics.metrics_from_eval_result(eval_result, s["name"])
+            for s in sets}
 
 
 def freeze_export(p, saved_model_dir):
@@ -581,8 +670,13 @@ def evaluate_checkpoint(estimator, p, checkpoint_path=None):
     step = tf.train.load_variable(checkpoint_path, tf.GraphKeys.GLOBAL_STEP)
     predictions = estimator.predict(eval_input_fn(p), checkpoint_path=checkpoint_path,
                                     yield_single_examples=True)
-    return eval_metrics.verification_on_host(predictions, p["num_pairs"], p["num_folds"],
-                                             p["far_target"], EVAL_NAME, global_step=step)
+    sets = _set_sizes(p)
+    if len(sets) > 1:
+        return eval_metrics.verification_sets_on_host(predictions, sets, p["far_target"],
+                                                      global_step=step)
+    name, num_pairs, n_folds = sets[0]
+    return eval_metrics.verification_on_host(predictions, num_pairs, n_folds, p["far_target"],
+                                             name, global_step=step)
 
 
 def _train_and_evaluate_on_host(estimator, p, exporter_list):
@@ -620,10 +714,15 @@ def run_mode(p):
     elif mode == "evaluate":
         write_eval_report(p, evaluate_checkpoint(estimator, p, p["checkpoint_path"]))
     elif mode == "train_and_evaluate":
-        build_exporters = (retrieval_eval.build_exporters if p["eval_protocol"] == "retrieval"
-                           else exporters.build_exporters)
-        exporter_list = build_exporters(receiver, eval_name(p), p["exports_to_keep"],
-                                        transform=p.get("eval_transform"))
+        if p["eval_protocol"] == "retrieval":
+            exporter_list = retrieval_eval.build_exporters(
+                receiver, eval_name(p), p["exports_to_keep"], transform=p.get("eval_transform"))
+        else:
+            named_sets = ([(s["name"], s["num_pairs"]) for s in p["eval_sets"]]
+                          if p["eval_sets_named"] else None)
+            exporter_list = exporters.build_exporters(
+                receiver, eval_name(p), p["exports_to_keep"], metric_key=p["best_metric"],
+                transform=p.get("eval_transform"), sets=named_sets, far_target=p["far_target"])
         if p["device"] == "npu":
             result = _train_and_evaluate_on_host(estimator, p, exporter_list)
         else:

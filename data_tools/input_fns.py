@@ -233,6 +233,50 @@ def num_pairs_in(records):
     return count_records(_files(records))
 
 
+def _padded_pairs_dataset(records, total, batch, image_size, num_parallel_calls):
+    """The parsed pair records of one set, one pass in file order, padded to whole batches with
+    weight-0 copies of its first pair (``pair_index`` -1)."""
+    files = _files(records)
+    padding = -(-total // batch) * batch - total
+
+    def parse(serialized):
+        record = schema.parse_pair_record(serialized)
+        features = {
+            "image1": preprocessing.preprocess_for_eval(record["image1"]["encoded"],
+                                                        image_size),
+            "image2": preprocessing.preprocess_for_eval(record["image2"]["encoded"],
+                                                        image_size),
+            "issame": record["issame"],
+            "fold": record["fold"],
+            "pair_index": record["index"],
+            "weight": tf.constant(1.0, tf.float32),
+        }
+        return features
+
+    def as_padding(features):
+        features = dict(features)
+        features["pair_index"] = tf.constant(-1, tf.int32)
+        features["weight"] = tf.constant(0.0, tf.float32)
+        return features
+
+    dataset = tf.data.TFRecordDataset(files)
+    dataset = dataset.map(parse, num_parallel_calls=num_parallel_calls)
+    if padding:
+        pad = tf.data.TFRecordDataset(files[:1]).take(1).map(parse).map(as_padding)
+        dataset = dataset.concatenate(pad.repeat(padding))
+    return dataset
+
+
+def _batched_pairs(dataset, batch, flip_tta):
+    def add_flips(features):
+        if flip_tta:
+            features["image1_flip"] = preprocessing.flip_left_right(features["image1"])
+            features["image2_flip"] = preprocessing.flip_left_right(features["image2"])
+        return features, features["issame"]
+
+    return _finish(dataset.batch(batch, drop_remainder=True).map(add_flips))
+
+
 def pairs_input_fn_builder(records, image_size=preprocessing.DEFAULT_IMAGE_SIZE, flip_tta=True,
                            num_pairs=None, batch_size=None, num_parallel_calls=AUTOTUNE):
     """Builder of the verification ``input_fn`` over pair records (one ordered pass).
@@ -249,49 +293,52 @@ def pairs_input_fn_builder(records, image_size=preprocessing.DEFAULT_IMAGE_SIZE,
     def input_fn(params=None, config=None, input_context=None):
         del config, input_context  # evaluation runs in one process over all pairs
         batch = _batch_size(batch_size, params)
-        files = _files(records)
         total = num_pairs if num_pairs is not None else num_pairs_in(records)
         if total <= 0:
             raise ValueError(f"no pair records in {records!r}")
-        num_batches = -(-total // batch)
-        padding = num_batches * batch - total
-
-        def parse(serialized):
-            record = schema.parse_pair_record(serialized)
-            features = {
-                "image1": preprocessing.preprocess_for_eval(record["image1"]["encoded"],
-                                                            image_size),
-                "image2": preprocessing.preprocess_for_eval(record["image2"]["encoded"],
-                                                            image_size),
-                "issame": record["issame"],
-                "fold": record["fold"],
-                "pair_index": record["index"],
-                "weight": tf.constant(1.0, tf.float32),
-            }
-            return features
-
-        def as_padding(features):
-            features = dict(features)
-            features["pair_index"] = tf.constant(-1, tf.int32)
-            features["weight"] = tf.constant(0.0, tf.float32)
-            return features
-
-        dataset = tf.data.TFRecordDataset(files)
-        dataset = dataset.map(parse, num_parallel_calls=num_parallel_calls)
-        if padding:
-            pad = tf.data.TFRecordDataset(files[:1]).take(1).map(parse).map(as_padding)
-            dataset = dataset.concatenate(pad.repeat(padding))
-
-        def add_flips(features):
-            if flip_tta:
-                features["image1_flip"] = preprocessing.flip_left_right(features["image1"])
-                features["image2_flip"] = preprocessing.flip_left_right(features["image2"])
-            return features, features["issame"]
-
-        dataset = dataset.batch(batch, drop_remainder=True).map(add_flips)
-        return _finish(dataset)
+        dataset = _padded_pairs_dataset(records, total, batch, image_size, num_parallel_calls)
+        return _batched_pairs(dataset, batch, flip_tta)
 
     return input_fn
+
+
+def pair_sets_input_fn_builder(sets, image_size=preprocessing.DEFAULT_IMAGE_SIZE, flip_tta=True,
+                               batch_size=None, num_parallel_calls=AUTOTUNE):
+    """Several verification sets in one ordered pass: each set as :func:`pairs_input_fn_builder`
+    reads it (padded to whole batches of its own), one after the other.
+
+    ``sets``: a list of ``(records, num_pairs)`` (``num_pairs`` None: from the manifest). The
+    features are those of :func:`pairs_input_fn_builder` plus ``set_index`` int32 [B], the
+    position of the pair's set in ``sets``; ``pair_index`` stays the index within its set. A
+    batch never mixes sets, so each set's batches are exactly the ones its own input_fn yields.
+    """
+    sets = list(sets)
+    if not sets:
+        raise ValueError("no verification sets")
+
+    def input_fn(params=None, config=None, input_context=None):
+        del config, input_context  # evaluation runs in one process over all pairs
+        batch = _batch_size(batch_size, params)
+        dataset = None
+        for set_index, (records, num_pairs) in enumerate(sets):
+            total = num_pairs if num_pairs is not None else num_pairs_in(records)
+            if total <= 0:
+                raise ValueError(f"no pair records in {records!r}")
+            part = _padded_pairs_dataset(records, total, batch, image_size, num_parallel_calls)
+            part = part.map(_with_set_index(set_index))
+            dataset = part if dataset is None else dataset.concatenate(part)
+        return _batched_pairs(dataset, batch, flip_tta)
+
+    return input_fn
+
+
+def _with_set_index(set_index):
+    def add(features):
+        features = dict(features)
+        features["set_index"] = tf.constant(set_index, tf.int32)
+        return features
+
+    return add
 
 
 def predict_input_fn_builder(image_paths, image_size=preprocessing.DEFAULT_IMAGE_SIZE,

@@ -24,6 +24,9 @@ SCALAR_METRICS = (
 )
 # Vector metrics: returned by estimator.evaluate() (for the report), not written as summaries.
 VECTOR_METRICS = ("fold_accuracy", "fold_threshold", "tpr", "fpr")
+# With several verification sets: these scalars averaged over the sets, as mean/<name>.
+MEAN_PREFIX = "mean"
+MEAN_METRICS = ("accuracy", "val_far1e-3", "auc", "eer")
 
 
 def _local_variable(name, shape, dtype):
@@ -97,7 +100,8 @@ def single_prefix(prefix):
     return prefix + "_single"
 
 
-def verification_metrics_fn_builder(num_pairs, n_folds=10, far_target=1e-3, prefix="lfw"):
+def verification_metrics_fn_builder(num_pairs, n_folds=10, far_target=1e-3, prefix="lfw",
+                                    scope="verification_metrics"):
     """Builder of ``metric_fn(embeddings1, embeddings2, issame, pair_index, weight,
     single_embeddings1=None, single_embeddings2=None)``.
 
@@ -107,7 +111,7 @@ def verification_metrics_fn_builder(num_pairs, n_folds=10, far_target=1e-3, pref
     of the eval set (the pair records' manifest has it); every pair must be seen exactly once.
     With flip TTA the model also hands over the single (unflipped) embeddings: the same metrics
     of those come under ``{prefix}_single/``, so a report also gives the threshold for a client
-    that embeds each image once.
+    that embeds each image once. ``scope``: of the local variables (one per builder in a graph).
     """
     if num_pairs < n_folds:
         raise ValueError(f"{num_pairs} pairs cannot make {n_folds} folds")
@@ -149,15 +153,82 @@ def verification_metrics_fn_builder(num_pairs, n_folds=10, far_target=1e-3, pref
 
     def metric_fn(embeddings1, embeddings2, issame, pair_index, weight,
                   single_embeddings1=None, single_embeddings2=None):
-        metric_ops = store_and_evaluate("verification_metrics", prefix, embeddings1,
-                                        embeddings2, issame, pair_index, weight)
+        metric_ops = store_and_evaluate(scope, prefix, embeddings1, embeddings2, issame,
+                                        pair_index, weight)
         if single_embeddings1 is not None:
             metric_ops.update(store_and_evaluate(
-                "verification_metrics_single", single_prefix(prefix), single_embeddings1,
+                scope + "_single", single_prefix(prefix), single_embeddings1,
                 single_embeddings2, issame, pair_index, weight))
         return metric_ops
 
     return metric_fn
+
+
+def _check_sets(sets):
+    sets = [(str(name), int(num_pairs), int(n_folds)) for name, num_pairs, n_folds in sets]
+    names = [name for name, _, _ in sets]
+    if not sets:
+        raise ValueError("no verification sets")
+    if len(set(names)) != len(names) or MEAN_PREFIX in names:
+        raise ValueError(f"verification set names must be distinct and not {MEAN_PREFIX!r}: "
+                         f"{names}")
+    return sets
+
+
+def verification_sets_metrics_fn_builder(sets, far_target=1e-3):
+    """:func:`verification_metrics_fn_builder` for several sets evaluated in one pass.
+
+    ``sets``: ``[(name, num_pairs, n_folds)]`` in the order of the input's ``set_index``
+    feature (``data_tools.input_fns.pair_sets_input_fn_builder``). Each set has its own store,
+    indexed by the pair's index within the set, and its metrics under ``{name}/`` (and
+    ``{name}_single/``), exactly those of the set evaluated alone; ``mean/accuracy``,
+    ``mean/val_far1e-3``, ``mean/auc`` and ``mean/eer`` average them over the sets.
+    """
+    sets = _check_sets(sets)
+    builders = [verification_metrics_fn_builder(num_pairs, n_folds=n_folds,
+                                                far_target=far_target, prefix=name,
+                                                scope=f"verification_metrics_{index}")
+                for index, (name, num_pairs, n_folds) in enumerate(sets)]
+    names = [name for name, _, _ in sets]
+
+    def metric_fn(embeddings1, embeddings2, issame, pair_index, weight, set_index,
+                  single_embeddings1=None, single_embeddings2=None):
+        weight = tf.cast(weight, tf.float32)
+        metric_ops = {}
+        for index, builder in enumerate(builders):
+            in_set = tf.cast(tf.equal(set_index, index), tf.float32)
+            metric_ops.update(builder(embeddings1, embeddings2, issame, pair_index,
+                                      weight * in_set, single_embeddings1=single_embeddings1,
+                                      single_embeddings2=single_embeddings2))
+        update_op = tf.group(*[metric_ops[f"{name}/accuracy"][1] for name in names])
+        for metric in MEAN_METRICS:
+            values = [metric_ops[f"{name}/{metric}"][0] for name in names]
+            metric_ops[f"{MEAN_PREFIX}/{metric}"] = (tf.add_n(values) / float(len(values)),
+                                                     update_op)
+        return metric_ops
+
+    return metric_fn
+
+
+def verification_sets_on_host(predictions, sets, far_target=1e-3, global_step=None):
+    """:func:`verification_on_host` for the PREDICT outputs of several sets (each item has a
+    ``set_index``): the dict :func:`verification_sets_metrics_fn_builder`'s ops give."""
+    sets = _check_sets(sets)
+    by_set = [[] for _ in sets]
+    for item in predictions:
+        index = int(item["set_index"])
+        if not 0 <= index < len(sets):
+            raise ValueError(f"set index {index} outside the {len(sets)} verification sets")
+        by_set[index].append(item)
+    result = {}
+    for (name, num_pairs, n_folds), items in zip(sets, by_set):
+        result.update(verification_on_host(items, num_pairs, n_folds, far_target, name))
+    for metric in MEAN_METRICS:
+        result[f"{MEAN_PREFIX}/{metric}"] = np.float32(
+            np.mean([result[f"{name}/{metric}"] for name, _, _ in sets]))
+    if global_step is not None:
+        result["global_step"] = int(global_step)
+    return result
 
 
 def metrics_from_eval_result(eval_result, prefix="lfw"):

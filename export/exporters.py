@@ -25,8 +25,9 @@ import shutil
 import tempfile
 
 import tensorflow.compat.v1 as tf
+from absl import logging
 
-from export import eval_metrics, export_dirs, report
+from export import eval_metrics, eval_sets, export_dirs, report
 
 DEFAULT_METRIC = "lfw/accuracy"
 ASSETS_EXTRA = "assets.extra"
@@ -154,12 +155,18 @@ def verification_report_fn(prefix="lfw"):
 
 
 class BestVerificationExporter(BestMetricExporter):
-    """The best model by verification accuracy, with its report (``lfw/accuracy`` by default)."""
+    """The best model by verification accuracy, with its report (``lfw/accuracy`` by default).
+
+    ``set_names``: with several verification sets, the report of each goes to
+    ``assets.extra/<name>/`` and the first set's also to ``assets.extra/``.
+    """
 
     def __init__(self, serving_input_receiver_fn, metric_key=DEFAULT_METRIC, exports_to_keep=3,
-                 prefix="lfw", name="best", assets_extra=None, transform=None):
+                 prefix="lfw", name="best", assets_extra=None, transform=None, set_names=None):
+        report_fn = (eval_sets.sets_report_fn(list(set_names)) if set_names
+                     else verification_report_fn(prefix))
         super().__init__(serving_input_receiver_fn, metric_key,
-                         report_fn=verification_report_fn(prefix),
+                         report_fn=report_fn,
                          exports_to_keep=exports_to_keep, name=name, assets_extra=assets_extra,
                          transform=transform)
 
@@ -179,16 +186,43 @@ class LatestTransformExporter(tf.estimator.LatestExporter):
         return path
 
 
+class SetsTableLogger(tf.estimator.Exporter):
+    """Logs the table of each evaluation round over named verification sets; exports nothing.
+
+    An exporter because the EvalSpec's exporters are the one thing ``train_and_evaluate`` calls
+    with every evaluation's result. ``sets``: ``[(name, num_pairs)]``.
+    """
+
+    def __init__(self, sets, far_target=1e-3, name="sets_table"):
+        self._sets = [(set_name, int(n)) for set_name, n in sets]
+        self._far_target = far_target
+        self._name = name
+
+    @property
+    def name(self):
+        return self._name
+
+    def export(self, estimator, export_path, checkpoint_path, eval_result, is_the_final_export):
+        del estimator, export_path, checkpoint_path, is_the_final_export
+        if eval_result:
+            logging.info("%s", eval_sets.sets_table(eval_result, self._sets, self._far_target))
+
+
 def build_exporters(serving_input_receiver_fn, eval_name="lfw", exports_to_keep=3,
-                    metric_key=DEFAULT_METRIC, transform=None):
+                    metric_key=DEFAULT_METRIC, transform=None, sets=None, far_target=1e-3):
     """The EvalSpec's exporters: the best model by verification accuracy, and the latest.
 
     ``transform``: the evaluation records' conversion transform, stored with every export.
+    ``sets``: named verification sets ``[(name, num_pairs)]``: the best export carries the
+    report of each, and a table of each round is logged (:class:`SetsTableLogger`).
     """
     del eval_name  # the best exporter reads what it needs from disk, not from event files
-    return [
+    names = [name for name, _ in sets] if sets else None
+    exporter_list = [SetsTableLogger(sets, far_target)] if sets else []
+    return exporter_list + [
         BestVerificationExporter(serving_input_receiver_fn, metric_key=metric_key,
-                                 exports_to_keep=exports_to_keep, transform=transform),
+                                 exports_to_keep=exports_to_keep, transform=transform,
+                                 set_names=names),
         LatestTransformExporter("latest", serving_input_receiver_fn,
                                 exports_to_keep=exports_to_keep, transform=transform),
     ]

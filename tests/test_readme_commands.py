@@ -55,7 +55,13 @@ def _as_test_args(words, data, run_dir):
     args = []
     for word in words:
         name = word[2:].split("=", 1)[0] if word.startswith("--") else None
-        args.append(f"--{name}={paths[name]}" if name in paths else word)
+        value = word.split("=", 1)[1] if name else ""
+        if name == "eval_records" and "=" in value:  # named sets: each reads the test pairs
+            sets = ",".join(f"{entry.split('=', 1)[0]}={paths[name]}"
+                            for entry in value.split(","))
+            args.append(f"--{name}={sets}")
+        else:
+            args.append(f"--{name}={paths[name]}" if name in paths else word)
     return args
 
 
