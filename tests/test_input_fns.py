@@ -320,3 +320,26 @@ def test_scale_crop_and_contrast_augmentation(image_records):
     assert max(spans) - min(spans) > 0.2
     assert 0.5 - 1e-3 <= min(factors) and max(factors) <= 1.5 + 1e-3
     assert max(factors) - min(factors) > 0.3
+
+
+def test_tf1_pipelines_run_without_the_racy_autotuning_model(image_records, pair_records):
+    """TF 1.15's autotuning model crashes (segmentation fault in Model::RemoveNode) when a
+    parallel interleave drops a finished file on a worker thread: every pipeline turns it off on
+    TF 1 and keeps it on TF 2, where it is fixed and makes the input faster."""
+    tf1 = int(tf.__version__.split(".")[0]) < 2
+    with tf.Graph().as_default():
+        datasets = [
+            input_fns.train_input_fn_builder(image_records[0], image_size=16)({"batch_size": 4}),
+            input_fns.train_input_fn_builder(image_records[0], image_size=16, is_training=False,
+                                             batch_size=4)(),
+            input_fns.pairs_input_fn_builder(pair_records[0], image_size=16, batch_size=4)(),
+            input_fns.image_pairs_input_fn_builder(image_records[0], image_size=16,
+                                                   batch_size=4)(params={}),
+            input_fns.predict_input_fn_builder(["a.png"], image_size=16, batch_size=2)(),
+        ]
+        for dataset in datasets:
+            options = dataset.options()
+            if tf1:
+                assert options.experimental_optimization.autotune is False
+            else:
+                assert options.autotune.enabled is not False
