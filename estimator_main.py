@@ -521,7 +521,9 @@ def build_estimator(p):
         log_step_count_steps=p["log_every_n_steps"], tf_random_seed=p["seed"],
         warm_start_from=_warm_start_settings(p), intra_op_threads=p["intra_op_threads"],
         inter_op_threads=p["inter_op_threads"], train_distribute=strategy,
-        num_cpu_devices=runtime.num_cpu_devices, operation_timeout_secs=timeout)
+        num_cpu_devices=runtime.num_cpu_devices, operation_timeout_secs=timeout,
+        tf_config=model_config.evaluator_tf_config(os.environ["TF_CONFIG"]) if _is_evaluator(p)
+        else None)
 
 
 def _is_evaluator(p):

@@ -166,6 +166,24 @@ class OptimizationConfig(collections.namedtuple(
                                schedule, boundaries, float(decay_factor))
 
 
+def evaluator_tf_config(tf_config):
+    """The TF_CONFIG text the evaluator of a multi-worker cluster gives its RunConfig.
+
+    The estimator's RunConfig refuses a cluster without a ``chief`` task (its parameter-server
+    convention: "If "cluster" is set in TF_CONFIG, it must have one "chief" node"), and a
+    workers-only cluster has none; worker 0 is the chief there, so it is listed as such. The
+    evaluator never connects to the cluster (it reads checkpoints from model_dir), so only the
+    validation sees the change.
+    """
+    config = json.loads(tf_config)
+    cluster = dict(config["cluster"])
+    if "chief" not in cluster:
+        cluster["chief"], cluster["worker"] = cluster["worker"][:1], cluster["worker"][1:]
+        if not cluster["worker"]:
+            del cluster["worker"]
+    return json.dumps({"cluster": cluster, "task": {"type": "evaluator", "index": 0}})
+
+
 class RuntimeConfig(collections.namedtuple(
         "RuntimeConfig", ["device", "precision", "npu_precision_mode", "iterations_per_loop",
                           "distribution", "num_gpus", "num_cpu_devices", "num_workers",

@@ -7,7 +7,9 @@ here, and only when ``device == 'npu'``.
 """
 
 import collections
+import contextlib
 import importlib
+import os
 
 import tensorflow.compat.v1 as tf
 
@@ -205,7 +207,7 @@ def build_estimator(model_fn, model_dir, device="cpu", precision="fp32",
                     save_checkpoints_steps=1000, save_summary_steps=100, keep_checkpoint_max=5,
                     log_step_count_steps=100, tf_random_seed=None, warm_start_from=None,
                     train_distribute=None, intra_op_threads=0, inter_op_threads=0, npu_api=None,
-                    num_cpu_devices=1, operation_timeout_secs=0):
+                    num_cpu_devices=1, operation_timeout_secs=0, tf_config=None):
     """The estimator for ``device`` (``cpu``, ``gpu`` or ``npu``).
 
     ``warm_start_from`` (a checkpoint or SavedModel variables path) initialises a fresh run for
@@ -213,6 +215,8 @@ def build_estimator(model_fn, model_dir, device="cpu", precision="fp32",
     ``train_distribute``: a strategy from ``train_distribution`` (None: one device, or the
     estimator's between-graph parameter-server training when TF_CONFIG describes a cluster).
     ``num_cpu_devices``, ``operation_timeout_secs``: see ``session_config``.
+    ``tf_config``: the TF_CONFIG text the RunConfig reads instead of the environment's (the
+    evaluator of a multi-worker cluster, ``model.config.evaluator_tf_config``).
     """
     model_config.RuntimeConfig(device=device, precision=precision,
                                npu_precision_mode=npu_precision_mode,
@@ -228,9 +232,28 @@ def build_estimator(model_fn, model_dir, device="cpu", precision="fp32",
                                   session_config=session_config("npu", "fp32"), **common)
         return api.NPUEstimator(model_fn=model_fn, model_dir=model_dir, config=config,
                                 warm_start_from=warm_start_from)
-    config = tf.estimator.RunConfig(
-        session_config=session_config(device, precision, intra_op_threads, inter_op_threads,
-                                      num_cpu_devices, operation_timeout_secs),
-        train_distribute=train_distribute, **common)
+    with _environment("TF_CONFIG", tf_config):
+        config = tf.estimator.RunConfig(
+            session_config=session_config(device, precision, intra_op_threads,
+                                          inter_op_threads, num_cpu_devices,
+                                          operation_timeout_secs),
+            train_distribute=train_distribute, **common)
     return tf.estimator.Estimator(model_fn=model_fn, model_dir=model_dir, config=config,
                                   warm_start_from=warm_start_from)
+
+
+@contextlib.contextmanager
+def _environment(name, value):
+    """``os.environ[name] = value`` inside the block (nothing when value is None)."""
+    if value is None:
+        yield
+        return
+    saved = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = saved
