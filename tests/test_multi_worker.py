@@ -84,6 +84,19 @@ def test_a_tf_config_that_is_no_worker_cluster_is_named(text, message):
         model_config.multi_worker_task(text)
 
 
+def test_the_evaluator_runconfig_sees_worker_0_as_the_chief(monkeypatch):
+    """tf.estimator.RunConfig refuses a cluster without a chief; the evaluator's view names
+    worker 0 (the chief of a workers-only cluster) as such, and RunConfig accepts it."""
+    view = json.loads(model_config.evaluator_tf_config(tf_config(WORKERS, "evaluator")))
+    assert view == {"cluster": {"chief": ["127.0.0.1:2222"], "worker": ["127.0.0.1:2223"]},
+                    "task": {"type": "evaluator", "index": 0}}
+    monkeypatch.setenv("TF_CONFIG", tf_config(WORKERS, "evaluator"))
+    with pytest.raises(ValueError, match="chief"):
+        tf.estimator.RunConfig()
+    monkeypatch.setenv("TF_CONFIG", json.dumps(view))
+    assert tf.estimator.RunConfig().task_type == "evaluator"
+
+
 @pytest.fixture
 def params_for(records, tmp_path, monkeypatch):
     """``params_for(tf_config_text, **flags) -> build_params`` (global FLAGS restored after)."""
