@@ -229,7 +229,7 @@ def build_params(values):
 def _multi_worker_task(p):
     """This process's task of a --distribution=multi_worker cluster, from TF_CONFIG."""
     _require(p["mode"] in ("train", "train_and_evaluate"), "--distribution=multi_worker is for "
-             "training; run --mode=%s without it (and without TF_CONFIG)" % p["mode"])
+             f"training; run --mode={p['mode']} without it (and without TF_CONFIG)")
     try:
         task = model_config.multi_worker_task(os.environ.get("TF_CONFIG"))
     except ValueError as e:
@@ -506,12 +506,16 @@ def build_estimator(p):
     configs = build_configs(p)
     runtime = configs.runtime
     wrapper = estimator_factory.optimizer_wrapper(runtime.device, runtime.npu_precision_mode)
-    strategy = None
-    if p["mode"] in ("train", "train_and_evaluate") and not _is_evaluator(p):
+    strategy, timeout, tf_config = None, 0, None
+    if _is_evaluator(p):
+        # Not part of the all-reduce: no strategy, no step timeout, a RunConfig it accepts.
+        tf_config = model_config.evaluator_tf_config(os.environ["TF_CONFIG"])
+    elif p["mode"] in ("train", "train_and_evaluate"):
         strategy = estimator_factory.train_distribution(runtime.distribution, runtime.device,
                                                         runtime.num_replicas)
-    # A multi-worker step waiting for a worker that is gone fails after this long.
-    timeout = runtime.worker_timeout_secs if runtime.distribution == "multi_worker" else 0
+        if runtime.distribution == "multi_worker":
+            # A step waiting for a worker that is gone fails after this long.
+            timeout = runtime.worker_timeout_secs
     return estimator_factory.build_estimator(
         build_model_fn(p, wrapper, configs), p["model_dir"], device=runtime.device,
         precision=runtime.precision, npu_precision_mode=runtime.npu_precision_mode,
@@ -522,8 +526,7 @@ def build_estimator(p):
         warm_start_from=_warm_start_settings(p), intra_op_threads=p["intra_op_threads"],
         inter_op_threads=p["inter_op_threads"], train_distribute=strategy,
         num_cpu_devices=runtime.num_cpu_devices, operation_timeout_secs=timeout,
-        tf_config=model_config.evaluator_tf_config(os.environ["TF_CONFIG"]) if _is_evaluator(p)
-        else None)
+        tf_config=tf_config)
 
 
 def _is_evaluator(p):
@@ -770,8 +773,8 @@ def main(argv):
 def _exit_multi_worker_failure(params, error):
     """One worker of a synchronous job cannot go on alone: say so, and how to resume."""
     if isinstance(error, tf.errors.DeadlineExceededError):
-        why = ("a step waited more than --worker_timeout_secs=%d s for the other workers "
-               "(a worker failed, was stopped, or is stalled)" % params["worker_timeout_secs"])
+        why = (f"a step waited more than --worker_timeout_secs={params['worker_timeout_secs']} "
+               "s for the other workers (a worker failed, was stopped, or is stalled)")
     else:
         why = str(error)
     logging.error("multi-worker training stopped: %s. Every worker of the all-reduce is needed "
