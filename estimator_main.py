@@ -44,7 +44,7 @@ from export import (  # noqa: E402
     retrieval_eval,
     serving,
 )
-from model import backbones, estimator_factory, heads, model_fn, optimization  # noqa: E402
+from model import backbones, estimator_factory, heads, hooks, model_fn, optimization  # noqa: E402
 from model import config as model_config  # noqa: E402
 
 MODES = ("train", "evaluate", "train_and_evaluate", "export")
@@ -144,11 +144,17 @@ def define_flags(fv=flags.FLAGS):
     integer_flag("iterations_per_loop", 100, "Ascend: steps per device loop.")
     enum_flag("distribution", "none", list(estimator_factory.DISTRIBUTIONS),
               "mirrored: synchronous data parallelism over this host's devices (the global "
-              "--batch_size is split across them). Several hosts: set TF_CONFIG instead.")
+              "--batch_size is split across them). multi_worker: the same across the worker "
+              "processes TF_CONFIG lists (collective all-reduce; the global --batch_size is "
+              "split across all replicas). TF_CONFIG alone (chief, worker, ps): asynchronous "
+              "parameter-server training.")
     integer_flag("num_gpus", 0, "GPUs to mirror over; more than 1 implies "
                  "--distribution=mirrored (needs --device=gpu).")
     integer_flag("num_cpu_devices", 1, "--device=cpu: split the host into this many CPU "
                  "devices, mirrored with --distribution=mirrored (stands in for GPUs).")
+    integer_flag("worker_timeout_secs", 600, "--distribution=multi_worker: a session run "
+                 "(one step, or the start) that waits longer for the other workers fails the "
+                 "worker with DeadlineExceeded instead of hanging (0: wait forever).")
     integer_flag("save_checkpoints_steps", 500, "Checkpoint (and eval) interval.")
     integer_flag("save_summary_steps", 100, "Summary interval.")
     integer_flag("keep_checkpoint_max", 5, "Checkpoints kept.")
@@ -211,6 +217,8 @@ def build_params(values):
                  "--batch_size=%d must be a multiple of --images_per_identity=%d"
                  % (p["batch_size"], k))
     p["decay_boundaries"] = tuple(float(b) for b in p["decay_boundaries"])
+    p["num_workers"] = _multi_worker_task(p).num_workers if p["distribution"] == \
+        "multi_worker" else 1
     runtime = _config(model_config.RuntimeConfig, **_fields(model_config.RuntimeConfig, p))
     p["distribution"], p["num_replicas"] = runtime.distribution, runtime.num_replicas
     _check_replicas(p)
@@ -223,6 +231,19 @@ def build_params(values):
     # setting to change too: report it here, before model_dir is written.
     estimator_factory.check_device(runtime)
     return p
+
+
+def _multi_worker_task(p):
+    """This process's task of a --distribution=multi_worker cluster, from TF_CONFIG."""
+    _require(p["mode"] in ("train", "train_and_evaluate"), "--distribution=multi_worker is for "
+             f"training; run --mode={p['mode']} without it (and without TF_CONFIG)")
+    try:
+        task = model_config.multi_worker_task(os.environ.get("TF_CONFIG"))
+    except ValueError as e:
+        raise ParamsError(str(e)) from None
+    _require(task.task_type != "evaluator" or p["mode"] == "train_and_evaluate",
+             "the evaluator task needs --mode=train_and_evaluate (--mode=train only trains)")
+    return task
 
 
 Configs = collections.namedtuple("Configs", ["backbone", "head", "optimization", "input",
@@ -479,9 +500,15 @@ def _git_revision():
 
 def _writes_run_record():
     """Under TF_CONFIG only the chief writes flags.txt, params.json and runs.jsonl: every task
-    shares model_dir, and concurrent read-then-write of runs.jsonl would lose lines."""
-    task = json.loads(os.environ.get("TF_CONFIG") or "{}").get("task", {})
-    return task.get("type", "chief") in ("chief", "master")
+    shares model_dir, and concurrent read-then-write of runs.jsonl would lose lines. The chief
+    is the ``chief`` (or ``master``) task, or worker 0 of a cluster that has neither (a
+    multi-worker cluster of workers only)."""
+    config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    task, cluster = config.get("task", {}), config.get("cluster", {})
+    task_type = task.get("type", "chief")
+    if task_type == "worker" and not {"chief", "master"} & set(cluster):
+        return int(task.get("index", 0)) == 0
+    return task_type in ("chief", "master")
 
 
 def record_run(params):
@@ -533,10 +560,16 @@ def build_estimator(p):
     configs = build_configs(p)
     runtime = configs.runtime
     wrapper = estimator_factory.optimizer_wrapper(runtime.device, runtime.npu_precision_mode)
-    strategy = None
-    if p["mode"] in ("train", "train_and_evaluate"):
+    strategy, timeout, tf_config = None, 0, None
+    if _is_evaluator(p):
+        # Not part of the all-reduce: no strategy, no step timeout, a RunConfig it accepts.
+        tf_config = model_config.evaluator_tf_config(os.environ["TF_CONFIG"])
+    elif p["mode"] in ("train", "train_and_evaluate"):
         strategy = estimator_factory.train_distribution(runtime.distribution, runtime.device,
                                                         runtime.num_replicas)
+        if runtime.distribution == "multi_worker":
+            # A step waiting for a worker that is gone fails after this long.
+            timeout = runtime.worker_timeout_secs
     return estimator_factory.build_estimator(
         build_model_fn(p, wrapper, configs), p["model_dir"], device=runtime.device,
         precision=runtime.precision, npu_precision_mode=runtime.npu_precision_mode,
@@ -546,7 +579,34 @@ def build_estimator(p):
         log_step_count_steps=p["log_every_n_steps"], tf_random_seed=p["seed"],
         warm_start_from=_warm_start_settings(p), intra_op_threads=p["intra_op_threads"],
         inter_op_threads=p["inter_op_threads"], train_distribute=strategy,
-        num_cpu_devices=runtime.num_cpu_devices)
+        num_cpu_devices=runtime.num_cpu_devices, operation_timeout_secs=timeout,
+        tf_config=tf_config)
+
+
+def _is_evaluator(p):
+    """The evaluator task of a multi-worker cluster: it evaluates checkpoints, no strategy (it
+    is not part of the all-reduce)."""
+    return p["distribution"] == "multi_worker" and _multi_worker_task(p).task_type == \
+        "evaluator"
+
+
+def _train_multi_worker(estimator, p):
+    """``--mode=train`` under MultiWorkerMirroredStrategy. ``Estimator.train`` refuses the
+    strategy in a TF_CONFIG cluster ("Only `STANDALONE_CLIENT` mode is supported"); the
+    estimator's distribute coordinator runs it from ``train_and_evaluate``, where the training
+    tasks only train. Its EvalSpec is never used: --mode=train has no evaluator task."""
+    def no_evaluation(params=None, config=None):
+        raise ValueError("--mode=train evaluates nothing")
+
+    tf.estimator.train_and_evaluate(estimator, _train_spec(p),
+                                    tf.estimator.EvalSpec(no_evaluation, name=eval_name(p)))
+
+
+def _train_spec(p):
+    # A lost multi-worker session is not recoverable in-process (see NoSessionRecoveryHook).
+    train_hooks = [hooks.NoSessionRecoveryHook()] if p["distribution"] == "multi_worker" else []
+    return tf.estimator.TrainSpec(train_input_fn(p), max_steps=p["train_steps"],
+                                  hooks=train_hooks)
 
 
 def _warm_start_settings(p):
@@ -709,7 +769,9 @@ def run_mode(p):
     estimator = build_estimator(p)
     receiver = serving.serving_input_receiver_fn_builder(p["image_size"], p.get("eval_transform"))
     mode = p["mode"]
-    if mode == "train":
+    if mode == "train" and p["distribution"] == "multi_worker":
+        _train_multi_worker(estimator, p)
+    elif mode == "train":
         estimator.train(train_input_fn(p), max_steps=p["train_steps"])
     elif mode == "evaluate":
         write_eval_report(p, evaluate_checkpoint(estimator, p, p["checkpoint_path"]))
@@ -726,7 +788,7 @@ def run_mode(p):
         if p["device"] == "npu":
             result = _train_and_evaluate_on_host(estimator, p, exporter_list)
         else:
-            train_spec = tf.estimator.TrainSpec(train_input_fn(p), max_steps=p["train_steps"])
+            train_spec = _train_spec(p)
             eval_spec = tf.estimator.EvalSpec(
                 eval_input_fn(p), steps=None, name=eval_name(p), exporters=exporter_list,
                 start_delay_secs=0, throttle_secs=p["eval_throttle_secs"])
@@ -792,6 +854,10 @@ def main(argv):
                       "was applied. Last good checkpoint: %s. Lower --learning_rate or --gamma, "
                       "or lengthen --warmup_steps.", match.group(1), latest)
         sys.exit(1)
+    except (hooks.WorkerLostError, tf.errors.DeadlineExceededError) as e:
+        if params["distribution"] != "multi_worker":
+            raise
+        _exit_multi_worker_failure(params, e)
     except (tf.errors.OpError, OSError) as e:
         # Out of memory is a ResourceExhaustedError too: only a full disk is handled here.
         message = getattr(e, "message", None) or str(e)
@@ -801,6 +867,20 @@ def main(argv):
                       "good checkpoint: %s. Free space and re-run the same command to resume.",
                       params["model_dir"], tf.train.latest_checkpoint(params["model_dir"]))
         sys.exit(1)
+
+
+def _exit_multi_worker_failure(params, error):
+    """One worker of a synchronous job cannot go on alone: say so, and how to resume."""
+    if isinstance(error, tf.errors.DeadlineExceededError):
+        why = (f"a step waited more than --worker_timeout_secs={params['worker_timeout_secs']} "
+               "s for the other workers (a worker failed, was stopped, or is stalled)")
+    else:
+        why = str(error)
+    logging.error("multi-worker training stopped: %s. Every worker of the all-reduce is needed "
+                  "for each step: restart all of them with the same command and TF_CONFIG; they "
+                  "resume from the last checkpoint, %s.", why,
+                  tf.train.latest_checkpoint(params["model_dir"]))
+    sys.exit(1)
 
 
 def _main_with_one_line_errors(argv):

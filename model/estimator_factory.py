@@ -7,7 +7,9 @@ here, and only when ``device == 'npu'``.
 """
 
 import collections
+import contextlib
 import importlib
+import os
 
 import tensorflow.compat.v1 as tf
 
@@ -101,18 +103,28 @@ def check_device(runtime):
     if runtime.device == "gpu" and runtime.num_gpus > len(visible_gpus()):
         raise DeviceUnavailableError(f"--num_gpus={runtime.num_gpus} but TensorFlow sees "
                                      f"{len(visible_gpus())} GPU(s)")
+    if (runtime.device == "gpu" and runtime.distribution == "multi_worker"
+            and runtime.num_gpus != len(visible_gpus())):
+        # MultiWorkerMirroredStrategy takes every GPU the worker sees.
+        raise DeviceUnavailableError(
+            f"--distribution=multi_worker mirrors over every GPU a worker sees ("
+            f"{len(visible_gpus())} here), not --num_gpus={runtime.num_gpus}: set "
+            "CUDA_VISIBLE_DEVICES to the GPUs to use")
     if runtime.device == "npu":
         load_npu_api()
 
 
 def session_config(device, precision, intra_op_threads=0, inter_op_threads=0,
-                   num_cpu_devices=1):
+                   num_cpu_devices=1, operation_timeout_secs=0):
     """ConfigProto for the device; rejects a precision the device does not offer.
 
     bf16 needs no rewrite here: the model_fn runs the backbone in bfloat16 itself, which keeps
     the head out of it (oneDNN's automatic rewrite would also turn the cosine logits to bf16).
     ``num_cpu_devices > 1`` splits the host into that many CPU devices (/cpu:0, /cpu:1, ...),
     the stand-in for GPUs that lets a mirrored run be tested on a machine without any.
+    ``operation_timeout_secs > 0`` makes any one session run that takes longer fail with
+    DeadlineExceededError (0: no limit): a multi-worker step waiting in a collective for a worker
+    that is gone fails instead of hanging.
     """
     model_config.RuntimeConfig(device=device, precision=precision)  # the one validation
     if precision == "bf16" and not bfloat16_supported():
@@ -123,6 +135,8 @@ def session_config(device, precision, intra_op_threads=0, inter_op_threads=0,
                             inter_op_parallelism_threads=inter_op_threads)
     if num_cpu_devices > 1:
         config.device_count["CPU"] = num_cpu_devices
+    if operation_timeout_secs:
+        config.operation_timeout_in_ms = int(operation_timeout_secs * 1000)
     if device == "gpu":
         config.gpu_options.allow_growth = True
     return config
@@ -135,10 +149,23 @@ def train_distribution(distribution, device="cpu", num_devices=1):
     (GPUs, or CPU devices made by ``session_config(num_cpu_devices=...)``). Each replica gets
     global batch / num_devices examples and the gradients are all-reduced (NCCL on GPUs) before
     one shared update. Ascend scales out through HCCL instead (``optimizer_wrapper``).
+
+    ``multi_worker``: TensorFlow's MultiWorkerMirroredStrategy, the same synchronous update
+    with a collective all-reduce across the worker processes that TF_CONFIG lists (each worker
+    uses all its visible GPUs, or its CPU). The estimator runs it through the distribute
+    coordinator of ``tf.estimator.train_and_evaluate`` (``Estimator.train`` refuses it);
+    ``num_devices`` is not used. Call it in every training task, never in the evaluator: in TF 2
+    it starts this task's server and waits for the other workers to connect.
     """
     if distribution == "none":
         return None
     model_config.check_distribution(distribution, device)  # the one validation of the pair
+    if distribution == "multi_worker":
+        # Built outside any graph, on purpose: in TF 2 the constructor starts this worker's
+        # server in the eager context, and the estimator deep-copies the strategy there. Built
+        # inside a tf.Graph() (as the mirrored one is), the copy fails with "/job:worker/
+        # replica:0/task:0/device:CPU:0 unknown device". TF 1.15 has no eager context here.
+        return tf.distribute.experimental.MultiWorkerMirroredStrategy()
     if num_devices < 1:
         raise ValueError(f"a mirrored run needs at least one device, got {num_devices}")
     devices = [f"/{device}:{i}" for i in range(num_devices)]
@@ -180,14 +207,16 @@ def build_estimator(model_fn, model_dir, device="cpu", precision="fp32",
                     save_checkpoints_steps=1000, save_summary_steps=100, keep_checkpoint_max=5,
                     log_step_count_steps=100, tf_random_seed=None, warm_start_from=None,
                     train_distribute=None, intra_op_threads=0, inter_op_threads=0, npu_api=None,
-                    num_cpu_devices=1):
+                    num_cpu_devices=1, operation_timeout_secs=0, tf_config=None):
     """The estimator for ``device`` (``cpu``, ``gpu`` or ``npu``).
 
     ``warm_start_from`` (a checkpoint or SavedModel variables path) initialises a fresh run for
     fine-tuning; an existing checkpoint in ``model_dir`` always wins, so a restarted job resumes.
     ``train_distribute``: a strategy from ``train_distribution`` (None: one device, or the
     estimator's between-graph parameter-server training when TF_CONFIG describes a cluster).
-    ``num_cpu_devices``: see ``session_config``.
+    ``num_cpu_devices``, ``operation_timeout_secs``: see ``session_config``.
+    ``tf_config``: the TF_CONFIG text the RunConfig reads instead of the environment's (the
+    evaluator of a multi-worker cluster, ``model.config.evaluator_tf_config``).
     """
     model_config.RuntimeConfig(device=device, precision=precision,
                                npu_precision_mode=npu_precision_mode,
@@ -203,9 +232,28 @@ def build_estimator(model_fn, model_dir, device="cpu", precision="fp32",
                                   session_config=session_config("npu", "fp32"), **common)
         return api.NPUEstimator(model_fn=model_fn, model_dir=model_dir, config=config,
                                 warm_start_from=warm_start_from)
-    config = tf.estimator.RunConfig(
-        session_config=session_config(device, precision, intra_op_threads, inter_op_threads,
-                                      num_cpu_devices),
-        train_distribute=train_distribute, **common)
+    with _environment("TF_CONFIG", tf_config):
+        config = tf.estimator.RunConfig(
+            session_config=session_config(device, precision, intra_op_threads,
+                                          inter_op_threads, num_cpu_devices,
+                                          operation_timeout_secs),
+            train_distribute=train_distribute, **common)
     return tf.estimator.Estimator(model_fn=model_fn, model_dir=model_dir, config=config,
                                   warm_start_from=warm_start_from)
+
+
+@contextlib.contextmanager
+def _environment(name, value):
+    """``os.environ[name] = value`` inside the block (nothing when value is None)."""
+    if value is None:
+        yield
+        return
+    saved = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = saved

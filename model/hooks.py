@@ -78,3 +78,30 @@ class ProgressBarHook(tf.train.SessionRunHook):
     def end(self, session):
         if self._bar is not None:
             self._bar.close()
+
+
+class WorkerLostError(RuntimeError):
+    """A synchronous multi-worker session was lost: a worker failed or was stopped."""
+
+
+class NoSessionRecoveryHook(tf.train.SessionRunHook):
+    """Refuses the session that ``MonitoredTrainingSession`` recreates after losing one.
+
+    MonitoredTrainingSession treats an UnavailableError or AbortedError as a preempted parameter
+    server: it closes the session, builds a new one from the latest checkpoint and goes on. Under
+    MultiWorkerMirroredStrategy that error means a worker of the all-reduce is gone, and no new
+    session can finish a step without it: the collective ops stay aborted (the same error again,
+    in a loop) or wait for the missing worker forever. This hook lets the first session be
+    created and stops the recreated one with ``WorkerLostError``, so the worker exits and the job
+    is restarted as a whole (every worker resumes from the last checkpoint).
+    """
+
+    def __init__(self):
+        self._sessions = 0
+
+    def after_create_session(self, session, coord):
+        self._sessions += 1
+        if self._sessions > 1:
+            raise WorkerLostError(
+                "the multi-worker training session was lost (a worker failed or was stopped; "
+                "TensorFlow's error is logged above)")

@@ -1,12 +1,22 @@
-"""Run ``estimator_main.py --mode=train_and_evaluate`` as a TF_CONFIG cluster on 127.0.0.1.
+"""Run ``estimator_main.py`` as a TF_CONFIG cluster on 127.0.0.1.
 
     python scripts/local_cluster.py --train_records=records/train --eval_records=records/pairs \\
         --model_dir=/tmp/cluster_run -- --backbone=tiny --image_size=32 --train_steps=300
+    python scripts/local_cluster.py --distribution=multi_worker --num_workers=2 \\
+        --train_records=records/train --model_dir=/tmp/mw_run --train_steps=20 -- --backbone=tiny
 
-Starts one parameter server, the chief, one worker and one evaluator (the estimator's standard
-between-graph training: variables on the ps, each worker reading its own shard), waits for the
-chief, worker and evaluator to finish, stops the ps, and checks the run: both workers advanced
-the shared global step, the evaluator wrote the LFW metrics, and the best SavedModel was exported.
+``--distribution=ps`` (default) starts one parameter server, the chief, one worker and one
+evaluator (the estimator's standard between-graph training: variables on the ps, each worker
+reading its own shard), waits for the chief, worker and evaluator to finish, stops the ps, and
+checks the run: both workers advanced the shared global step, the evaluator wrote the LFW
+metrics, and the best SavedModel was exported.
+
+``--distribution=multi_worker`` starts ``--num_workers`` workers (worker 0 the chief) that train
+in lockstep with MultiWorkerMirroredStrategy, plus an evaluator when ``--eval_records`` is
+given, and checks: every task exited 0, every worker logged training steps, and the chief's
+final checkpoint is at exactly ``--train_steps`` (synchronous steps count once), with the
+evaluator's checks above when there is one.
+
 Every process is stopped at the end, also on failure or timeout. Exit status 0 means all checks
 passed. Flags after ``--`` go to every task unchanged.
 """
@@ -47,6 +57,11 @@ def cluster_spec(num_workers=1, num_ps=1):
     address = [f"{HOST}:{port}" for port in ports]
     return {"chief": address[:1], "worker": address[1:1 + num_workers],
             "ps": address[1 + num_workers:]}
+
+
+def multi_worker_cluster(num_workers=2):
+    """The TF_CONFIG ``cluster`` dict of a multi-worker run: ``num_workers`` workers only."""
+    return {"worker": [f"{HOST}:{port}" for port in free_ports(num_workers)]}
 
 
 def tf_config(cluster, task_type, index=0):
@@ -98,19 +113,37 @@ def eval_tags(model_dir):
     return tags
 
 
-def check_run(model_dir, logs, train_steps):
-    """The run's failures as a list of messages (empty: every check passed)."""
-    import tensorflow.compat.v1 as tf  # noqa: PLC0415
+def final_step(model_dir):
+    """(latest checkpoint, its global step), or (None, None)."""
+    import tensorflow.compat.v1 as tf  # noqa: PLC0415  (only the checks need TensorFlow)
 
-    problems = []
     final = tf.train.latest_checkpoint(model_dir)
-    step = tf.train.load_variable(final, "global_step") if final else None
-    if step is None or step < train_steps:
-        problems.append(f"final checkpoint {final} has global step {step} < {train_steps}")
-    for task in (("chief", 0), ("worker", 0)):
+    return final, (tf.train.load_variable(final, "global_step") if final else None)
+
+
+def check_run(model_dir, logs, train_steps, training_tasks=(("chief", 0), ("worker", 0)),
+              exact_steps=False, evaluated=True):
+    """The run's failures as a list of messages (empty: every check passed).
+
+    ``exact_steps``: the final checkpoint must be at ``train_steps`` exactly (synchronous
+    training), not merely at or beyond it (asynchronous workers may overshoot)."""
+    problems = []
+    final, step = final_step(model_dir)
+    if step is None or step < train_steps or (exact_steps and step != train_steps):
+        relation = "!=" if exact_steps else "<"
+        problems.append(f"final checkpoint {final} has global step {step} {relation} "
+                        f"{train_steps}")
+    for task in training_tasks:
         steps = logged_steps(logs[task])
         if not steps:
             problems.append(f"{task[0]}_{task[1]} logged no training step")
+    if evaluated:
+        problems += _check_evaluation(model_dir)
+    return problems
+
+
+def _check_evaluation(model_dir):
+    problems = []
     tags = eval_tags(model_dir)
     if "lfw/accuracy" not in tags:
         problems.append(f"no lfw/accuracy in the evaluator's summaries (tags: {sorted(tags)})")
@@ -123,17 +156,52 @@ def check_run(model_dir, logs, train_steps):
     return problems
 
 
-def run_cluster(train_records, eval_records, model_dir, task_argv, train_steps, timeout=300,
+def task_argv(train_records, eval_records, model_dir, train_steps, extra=()):
+    """The command line every task runs (train_and_evaluate, or train without eval records)."""
+    argv = ["--mode=train_and_evaluate" if eval_records else "--mode=train",
+            f"--train_records={train_records}"]
+    if eval_records:
+        argv.append(f"--eval_records={eval_records}")
+    return argv + [f"--model_dir={model_dir}", f"--train_steps={train_steps}", "--noprogress",
+                   "--log_every_n_steps=1", "--verbosity=0"] + list(extra)
+
+
+def run_cluster(train_records, eval_records, model_dir, task_argv_extra, train_steps, timeout=300,
                 log_dir=None):
-    """Start the cluster, wait (at most ``timeout`` s), stop everything; return (problems, logs)."""
+    """Start the ps cluster, wait (at most ``timeout`` s), stop everything; return (problems,
+    logs)."""
     log_dir = log_dir or os.path.join(model_dir + "_logs")
     os.makedirs(log_dir, exist_ok=True)
-    cluster = cluster_spec()
-    argv = ["--mode=train_and_evaluate", f"--train_records={train_records}",
-            f"--eval_records={eval_records}", f"--model_dir={model_dir}",
-            f"--train_steps={train_steps}", "--noprogress", "--log_every_n_steps=1",
-            "--verbosity=0"] + list(task_argv)
+    argv = task_argv(train_records, eval_records, model_dir, train_steps, task_argv_extra)
     tasks = [("ps", 0), ("chief", 0), ("worker", 0), ("evaluator", 0)]
+    problems, logs = run_tasks(tasks, cluster_spec(), argv, log_dir, timeout, servers=1)
+    if not problems:
+        problems = check_run(model_dir, logs, train_steps)
+    return problems, logs
+
+
+def run_multi_worker(train_records, eval_records, model_dir, task_argv_extra, train_steps,
+                     num_workers=2, timeout=300, log_dir=None):
+    """Start ``num_workers`` workers with --distribution=multi_worker (and an evaluator when
+    ``eval_records`` is given), wait at most ``timeout`` s, stop everything; return (problems,
+    logs)."""
+    log_dir = log_dir or os.path.join(model_dir + "_logs")
+    os.makedirs(log_dir, exist_ok=True)
+    argv = task_argv(train_records, eval_records, model_dir, train_steps,
+                     ["--distribution=multi_worker"] + list(task_argv_extra))
+    workers = [("worker", i) for i in range(num_workers)]
+    tasks = workers + ([("evaluator", 0)] if eval_records else [])
+    problems, logs = run_tasks(tasks, multi_worker_cluster(num_workers), argv, log_dir, timeout)
+    if not problems:
+        problems = check_run(model_dir, logs, train_steps, training_tasks=workers,
+                             exact_steps=True, evaluated=bool(eval_records))
+    return problems, logs
+
+
+def run_tasks(tasks, cluster, argv, log_dir, timeout, servers=0):
+    """Start every task, wait for all but the first ``servers`` ones (parameter servers serve
+    until stopped) at most ``timeout`` s in all, then stop every process; return (problems,
+    logs): a task that exits non-zero or does not finish in time is a problem."""
     procs, logs, handles = {}, {}, []
     problems = []
     try:
@@ -141,7 +209,7 @@ def run_cluster(train_records, eval_records, model_dir, task_argv, train_steps, 
             procs[task], handle, logs[task] = start(task, cluster, argv, log_dir)
             handles.append(handle)
         deadline = time.time() + timeout
-        for task in tasks[1:]:  # the ps serves until it is stopped
+        for task in tasks[servers:]:
             remaining = max(1.0, deadline - time.time())
             try:
                 code = procs[task].wait(timeout=remaining)
@@ -156,22 +224,34 @@ def run_cluster(train_records, eval_records, model_dir, task_argv, train_steps, 
             stop(proc)
         for handle in handles:
             handle.close()
-    if not problems:
-        problems = check_run(model_dir, logs, train_steps)
     return problems, logs
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--train_records", required=True)
-    parser.add_argument("--eval_records", required=True)
+    parser.add_argument("--eval_records", help="pair records for the evaluator (required with "
+                        "--distribution=ps; multi_worker runs no evaluator without them)")
     parser.add_argument("--model_dir", required=True)
     parser.add_argument("--train_steps", type=int, default=300)
+    parser.add_argument("--distribution", choices=("ps", "multi_worker"), default="ps",
+                        help="ps: chief + worker + ps + evaluator, asynchronous; multi_worker: "
+                        "--num_workers synchronous workers (MultiWorkerMirroredStrategy)")
+    parser.add_argument("--num_workers", type=int, default=2, help="multi_worker: workers")
     parser.add_argument("--timeout", type=int, default=300, help="seconds for the whole run")
     parser.add_argument("task_flags", nargs="*", help="after --: flags for every task")
     args = parser.parse_args(argv)
-    problems, logs = run_cluster(args.train_records, args.eval_records, args.model_dir,
-                                 args.task_flags, args.train_steps, args.timeout)
+    if args.distribution == "ps":
+        if not args.eval_records:
+            parser.error("--distribution=ps needs --eval_records (its evaluator)")
+        problems, logs = run_cluster(args.train_records, args.eval_records, args.model_dir,
+                                     args.task_flags, args.train_steps, args.timeout)
+    else:
+        if args.num_workers < 1:
+            parser.error("--num_workers must be at least 1")
+        problems, logs = run_multi_worker(args.train_records, args.eval_records, args.model_dir,
+                                          args.task_flags, args.train_steps, args.num_workers,
+                                          args.timeout)
     for task, path in sorted(logs.items()):
         steps = logged_steps(path)
         logged = f" ({min(steps)}..{max(steps)})" if steps else ""
@@ -179,8 +259,13 @@ def main(argv=None):
     if problems:
         print("FAILED:\n  " + "\n  ".join(problems))
         return 1
-    print(f"OK: chief and worker trained to step {args.train_steps}, LFW metrics evaluated, best "
-          "model exported")
+    if args.distribution == "ps":
+        print(f"OK: chief and worker trained to step {args.train_steps}, LFW metrics evaluated, "
+              "best model exported")
+    else:
+        evaluated = ", LFW metrics evaluated, best model exported" if args.eval_records else ""
+        print(f"OK: {args.num_workers} workers trained in lockstep to step {args.train_steps} "
+              f"exactly{evaluated}")
     return 0
 
 
