@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from data_tools import make_pairs, make_tfrecords, manifest
+from data_tools import conversion, make_pairs, manifest
 from data_tools import pairs as pairs_lib
 from tests import _folder_fixtures as ff
 
@@ -116,7 +116,7 @@ def test_the_converter_reads_the_pairs_with_real_images(tmp_path):
     root = str(tmp_path / "lfw")
     ff.make_face_tree(root, [3, 2, 1, 2, 4, 1], exts=("jpg", "png"))
     path, _ = write(root, tmp_path, num_folds=2, pairs_per_fold=2)
-    summary = make_tfrecords.convert_pairs(path, root, str(tmp_path / "records"),
+    summary = conversion.convert_pairs(path, root, str(tmp_path / "records"),
                                            num_workers=1, progress=False)
     assert (summary["num_pairs"], summary["missing_pairs"]) == (8, 0)
     info = manifest.read_manifest(str(tmp_path / "records"))

@@ -12,7 +12,7 @@ import tarfile
 
 import pytest
 
-from data_tools import cli, lfw_identification, make_tfrecords
+from data_tools import cli, conversion, lfw_identification
 from export import identification
 from tests import real_lfw, tiny_model
 
@@ -36,7 +36,7 @@ def test_fold10_identification_protocol(lfw_dir, tmp_path, capsys):
     assert summary == {"identities": 451, "images": 1611, "identities_with_2_or_more": 175,
                        "single_image_identities": 276}
     records = str(tmp_path / "records")
-    converted = make_tfrecords.convert_folder(identities, records, crop_box="70,60,180,190",
+    converted = conversion.convert_folder(identities, records, crop_box="70,60,180,190",
                                               image_size=112, num_workers=2, progress=False)
     assert (converted["num_images"], converted["num_skipped"]) == (1611, 0)
 
