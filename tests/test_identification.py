@@ -1,5 +1,5 @@
 """The 1:N protocol on image records (export/identification_protocol.py, CLI
-export/identification.py) and data_tools/lfw_identification.py."""
+export/identification.py) and the held-out identities' links (data_tools/holdout_split.py)."""
 
 import json
 import os
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_tools import cli, conversion, lfw_identification
+from data_tools import cli, conversion, holdout_split
 from export import identification, identification_protocol, retrieval
 from tests import tiny_model
 
@@ -101,7 +101,7 @@ def test_lfw_identification_links(tmp_path):
     # Two folds of one matched and one mismatched pair; fold 2 holds A and B.
     pairs.write_text("2\t1\nC\t1\t2\nC\t1\tD\t1\nA\t1\t2\nA\t1\tB\t1\n")
     out = tmp_path / "ids"
-    summary = lfw_identification.link_identities(str(lfw), str(pairs), [2], str(out))
+    summary = holdout_split.link_identities(str(lfw), str(pairs), [2], str(out))
     assert sorted(os.listdir(out)) == ["A", "B"]
     assert summary == {"identities": 2, "images": 3, "identities_with_2_or_more": 1,
                        "single_image_identities": 1}
