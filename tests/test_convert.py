@@ -10,7 +10,6 @@ Without tf2onnx/onnxruntime (TF 1.15's stack) or TF 2's tf.lite the conversion t
 import os
 import subprocess
 import sys
-import tarfile
 
 import numpy as np
 import pytest
@@ -229,16 +228,8 @@ def test_cli_converts_and_checks_every_format_on_pair_records(saved_model, tmp_p
 REAL_MODEL_ENV = "CONVERT_REAL_MODEL"
 
 
-def _extract_lfw(root):
-    with tarfile.open(real_lfw.TARBALL, "r:gz") as archive:
-        members = [m for m in archive.getmembers() if m.isdir() or m.isfile()]
-        safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-        archive.extractall(str(root), members=members, **safe)
-    return str(root / "lfw_gray250")
-
-
 @pytest.fixture(scope="module")
-def real_setup(tmp_path_factory):
+def real_setup(real_lfw_dir, tmp_path_factory):
     """Fold-10 pair records and training records of LFW-a (the holdout recipe's split), and a
     model: $CONVERT_REAL_MODEL when set (a SavedModel trained elsewhere, for the README's
     figures; the 112x112 face crops are resized to its input size), else ``tiny`` trained here
@@ -246,7 +237,7 @@ def real_setup(tmp_path_factory):
     from data_tools import conversion, holdout_split  # noqa: PLC0415
 
     root = tmp_path_factory.mktemp("convert_real")
-    lfw = _extract_lfw(root)
+    lfw = real_lfw_dir
     split = str(root / "fold10")
     holdout_split.make_split(lfw, real_lfw.PAIRS, [10], split, 2, 10)
     crop = dict(crop_box="70,60,180,190", image_size=112, progress=False)
@@ -256,7 +247,7 @@ def real_setup(tmp_path_factory):
     if not model:
         model_dir = str(root / "model")
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-        for args in (["--mode=train", "--train_records=%s" % (root / "train"),
+        for args in (["--mode=train", f"--train_records={root / 'train'}",
                       "--batch_size=32", "--train_steps=150", "--gamma=64",
                       "--learning_rate=0.05"], ["--mode=export"]):
             proc = subprocess.run(
