@@ -210,8 +210,8 @@ def test_frozen_graph_equals_saved_model_and_is_flat(trained, model, input_size,
     """A static input size gives a flat graph (no If/While/Switch/Merge, no py_func, no
     function library), with batch norm in inference mode, computing what the SavedModel does."""
     saved = request.getfixturevalue(model)
-    path = freeze.freeze_saved_model(saved, str(trained["root"] / ("frozen_%s_%d.pb" % (
-        model, input_size))), image_size=input_size)
+    frozen = str(trained["root"] / f"frozen_{model}_{input_size}.pb")
+    path = freeze.freeze_saved_model(saved, frozen, image_size=input_size)
     graph, inputs, outputs = freeze.load_frozen_graph(path)
     pixels = np.stack([e[0] for e in trained["expected"]]).astype(np.uint8)
     if input_size != SIZE:

@@ -50,8 +50,8 @@ def run(fn, pixels, static):
 def test_transformed_png_is_the_record_the_converter_writes(tmp_path):
     frames = {}
     for i in range(3):
-        relpath = "id%d/id%d_0001.jpg" % (i, i)
-        os.makedirs(str(tmp_path / "in" / ("id%d" % i)))
+        relpath = f"id{i}/id{i}_0001.jpg"
+        os.makedirs(str(tmp_path / "in" / f"id{i}"))
         Image.fromarray(face_frame(i)).save(str(tmp_path / "in" / relpath), quality=90)
         frames[relpath] = (tmp_path / "in" / relpath).read_bytes()
     ff.convert_quietly(tmp_path / "in", tmp_path / "out", crop_box="70,60,180,190",
