@@ -6,17 +6,10 @@ the library is ``data_tools.pairs_generation``).
     python -m data_tools.make_pairs --input_dir=faces/ --output=pairs.txt
 
 The file is what ``make_tfrecords.py --pairs`` and ``export.embed --pairs`` read (format in
-:mod:`data_tools.pairs`): a header ``folds<TAB>n``, then per fold ``n`` matched lines
-``name i j`` and ``n`` mismatched lines ``name1 i name2 j``. As in LFW View 2:
-
-* the folds are **identity-disjoint**: every identity belongs to one fold, and both images of
-  every pair of a fold (matched or mismatched) come from that fold's identities, so a threshold
-  chosen on nine folds is tested on people it has never seen;
-* image numbers are LFW's: ``i`` is the image ``name/name_%04d.<ext>`` (the converter's lookup,
-  :func:`data_tools.pairs.pair_image_relpaths`). Folders must therefore be LFW-named; an image
-  file that is not (``name/img1.jpg``, ``name/sub/x.jpg``, ``Name_0001.jpg`` in ``name/``)
-  stops the run with the list of such files, since no pairs-file line could refer to it. An
-  identity whose folder name holds whitespace stops it too (fields are whitespace-separated).
+:mod:`data_tools.pairs`). As in LFW View 2 the folds are identity-disjoint (a threshold chosen on
+nine folds is tested on people it has never seen) and image numbers are LFW's
+(``name/name_%04d.<ext>``): image files named otherwise, or identity folders whose names hold
+whitespace, stop the run with their list.
 
 How identities are dealt to the folds and pairs are chosen (seeded by ``--seed``; the same
 tree, options and seed give the same file on any platform), and how ``--pairs_per_fold``

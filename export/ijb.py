@@ -4,28 +4,14 @@
     python -m export.ijb --model=runs/r100/export/best --image_dir=IJBC/loose_crop \\
         --meta_dir=IJBC/meta --report_dir=out/ijbc
 
-reads the three standard meta files (``ijbc_`` or ``ijbb_`` prefix, found in ``--meta_dir``):
+reads the three standard meta files (``ijbc_`` or ``ijbb_`` prefix, found in ``--meta_dir``:
+``<set>_face_tid_mid.txt``, ``<set>_template_pair_label.txt``, ``<set>_name_5pts_score.txt``),
+aligns each face of ``--image_dir`` from its five points, embeds it with flip test-time
+augmentation (``--flip``), weights it by its detector score (``--detector_score``), pools the
+faces into template features and scores each pair by their cosine, as insightface does
+(:mod:`export.ijb_protocol` has the details). It prints TAR at FAR = 1e-6 ... 1e-1 read two
+ways: the best TAR at FAR <= target, and insightface's nearest ROC point.
 
-* ``<set>_face_tid_mid.txt``: ``image template_id media_id`` per face;
-* ``<set>_template_pair_label.txt``: ``template1 template2 label`` per comparison (1 = mated);
-* ``<set>_name_5pts_score.txt``: ``image x1 y1 ... x5 y5 detector_score`` per face.
-
-Each face of ``--image_dir`` is aligned from its five points onto the 112x112 template
-(``data_tools.face_alignment``), embedded with the model with flip test-time augmentation (the
-embedding of the face plus that of its mirror image, L2-normalised: insightface's F1 and N1),
-weighted by its detector score (D1, ``--detector_score``), averaged within each media (frames of
-one video, or one photo) and summed over the medias of a template; template features are
-L2-normalised and each pair is scored by their cosine.
-
-Reported: TAR at FAR = 1e-6 ... 1e-1, read two ways from the ROC of the pair scores:
-
-* ``tar@far=1e-06`` ...: the best TAR of any threshold whose FAR is at most the target (the
-  step ROC read at FAR <= target), with the threshold and the FAR reached;
-* ``tar_nearest@far=1e-06`` ...: insightface's figure, the TPR of the ROC point whose FPR is
-  nearest to the target (on scikit-learn's ``roc_curve`` with its default
-  ``drop_intermediate``); it may sit above the target.
-
-Below 1 / (number of non-mated pairs) no false accept is allowed and both read TAR at FAR 0.
 ``report.json`` (every figure, the ROC) and ``roc.png`` (log-FAR axis) go to ``--report_dir``;
 ``--save_features`` also stores the template features there (``templates.npz``).
 """
