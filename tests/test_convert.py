@@ -8,7 +8,6 @@ Without tf2onnx/onnxruntime (TF 1.15's stack) or TF 2's tf.lite the conversion t
 """
 
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -17,6 +16,7 @@ import pytest
 from benchmarks import deploy
 from data_tools import cli
 from export import convert, deploy_formats
+from tests import _folder_fixtures as ff
 from tests import real_lfw, test_embed_cli
 from tests import records_helpers as rh
 
@@ -246,17 +246,12 @@ def real_setup(real_lfw_dir, tmp_path_factory):
     model = os.environ.get(REAL_MODEL_ENV)
     if not model:
         model_dir = str(root / "model")
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
         for args in (["--mode=train", f"--train_records={root / 'train'}",
                       "--batch_size=32", "--train_steps=150", "--gamma=64",
                       "--learning_rate=0.05"], ["--mode=export"]):
-            proc = subprocess.run(
-                [sys.executable, os.path.join(real_lfw.REPO_ROOT, "estimator_main.py"),
-                 "--backbone=tiny", "--image_size=64", "--embedding_size=128",
-                 f"--model_dir={model_dir}", "--noprogress", "--verbosity=-1"] + args,
-                cwd=real_lfw.REPO_ROOT, env=env, capture_output=True, text=True, timeout=1200,
-                check=False)
-            assert proc.returncode == 0, proc.stderr[-3000:]
+            ff.run_estimator_main("--backbone=tiny", "--image_size=64", "--embedding_size=128",
+                                  f"--model_dir={model_dir}", "--noprogress", "--verbosity=-1",
+                                  *args, timeout=1200)
         model = os.path.join(model_dir, "export", "manual")
     return {"root": root, "model": deploy_formats.resolve_model(model),
             "pairs": str(root / "pairs"), "train": str(root / "train")}

@@ -9,8 +9,6 @@ raw 250x250 frames gives the pictures the eval spec saw, and its accuracy.
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -27,12 +25,7 @@ MIN_ACCURACY = 0.55
 
 
 def run_main(*args):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.run([sys.executable, os.path.join(ff.REPO_ROOT, "estimator_main.py")]
-                          + list(args), cwd=ff.REPO_ROOT, env=env, capture_output=True,
-                          text=True, timeout=900, check=False)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stdout
+    return ff.run_estimator_main(*args, timeout=900)
 
 
 def test_real_lfw_pairs_evaluate_with_an_exported_model(real_lfw_dir, tmp_path, capsys):

@@ -15,8 +15,6 @@ a short training run (the number that matters is agreement, not accuracy), then:
 import io
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -38,12 +36,7 @@ TRAIN_STEPS = 300
 
 
 def run_main(*args):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.run([sys.executable, os.path.join(ff.REPO_ROOT, "estimator_main.py")]
-                          + list(args), cwd=ff.REPO_ROOT, env=env, capture_output=True,
-                          text=True, timeout=1800, check=False)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stdout
+    return ff.run_estimator_main(*args, timeout=1800)
 
 
 @pytest.fixture(scope="module")
