@@ -1,14 +1,14 @@
 """Inference speed of the deployment formats against the SavedModel, on this CPU.
 
-For each backbone (mobilefacenet and iresnet50 at 112x112; ``--quick``: tiny at 32x32) a
-freshly initialised model is exported as a SavedModel with this project's serving receiver, then
-frozen (export/freeze.py) and converted (export/convert.py) to ONNX, TFLite float32 and TFLite
-int8 (calibrated on generated face-like images: speed does not depend on what the faces are).
-Every format embeds the same float32 RGB pixels at batch 1 and at batch 32, timed in alternating
-rounds so that load from other jobs hits them alike: the SavedModel's pixels signature and the
-frozen graph in a TF session, ONNX Runtime (CPU provider), and the TFLite interpreter (XNNPACK
-delegate by default), which has a fixed batch of 1 and is invoked 32 times for a batch of 32.
-Every runtime gets the same number of threads (``--threads``; default the CPUs of this process).
+For each backbone (mobilefacenet and iresnet50 at 112x112; ``--quick``: tiny at 32x32) a freshly
+initialised model is exported as a SavedModel with this project's serving receiver, then frozen
+(export/freeze.py) and converted (export/deploy_formats.py) to ONNX, TFLite float32 and TFLite int8
+(calibrated on generated face-like images: speed does not depend on what the faces are). Every
+format embeds the same float32 RGB pixels at batch 1 and at batch 32, timed in alternating rounds
+so that load from other jobs hits them alike: the SavedModel's pixels signature and the frozen
+graph in a TF session, ONNX Runtime (CPU provider), and the TFLite interpreter (XNNPACK delegate by
+default), which has a fixed batch of 1 and is invoked 32 times for a batch of 32. Every runtime
+gets the same number of threads (``--threads``; default the CPUs of this process).
 
 One JSON line per format: images/s at batch 1 and 32 for each backbone and the ratio to the
 SavedModel's images/s in the same run.
@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 from benchmarks import common
-from export import convert, exporters, freeze, serving
+from export import deploy_formats, exporters, freeze, serving
 from model import config as model_config
 from model import heads
 from model import model_fn as model_fn_lib
@@ -43,8 +43,8 @@ def initialised_saved_model(workdir, backbone, image_size, embedding_size=512, s
     export_base = os.path.join(model_dir, "export")
     if os.path.isdir(export_base):
         try:
-            return convert.resolve_model(export_base)
-        except convert.ConvertError:
+            return deploy_formats.resolve_model(export_base)
+        except deploy_formats.ConvertError:
             pass
     backbone_config = model_config.BackboneConfig(backbone, embedding_size=embedding_size,
                                                   image_size=image_size)
@@ -77,14 +77,14 @@ def build_formats(workdir, backbone, image_size, embedding_size=512):
     if not os.path.isfile(paths["frozen_graph"]):
         freeze.freeze_saved_model(saved_model, paths["frozen_graph"], image_size)
     if not os.path.isfile(paths["onnx"]):
-        convert.convert_onnx(saved_model, paths["onnx"], image_size)
+        deploy_formats.convert_onnx(saved_model, paths["onnx"], image_size)
     if not os.path.isfile(paths["tflite_fp32"]):
-        convert.convert_tflite(saved_model, paths["tflite_fp32"], image_size)
+        deploy_formats.convert_tflite(saved_model, paths["tflite_fp32"], image_size)
     if not os.path.isfile(paths["tflite_int8"]):
         rng = np.random.RandomState(1)
         calibration = np.stack([common.face_like_pixels(rng, image_size)
                                 for _ in range(CALIBRATION_IMAGES)]).astype(np.float32)
-        convert.convert_tflite(saved_model, paths["tflite_int8"], image_size, "int8",
+        deploy_formats.convert_tflite(saved_model, paths["tflite_int8"], image_size, "int8",
                                calibration)
     return paths
 
@@ -95,9 +95,9 @@ def _runner(name, path, threads):
         config.intra_op_parallelism_threads = threads
         config.inter_op_parallelism_threads = threads
         if name == "savedmodel":
-            return convert.SavedModelRunner(path, config)
-        return convert.FrozenGraphRunner(path, config)
-    return convert.runner_for(path, threads)
+            return deploy_formats.SavedModelRunner(path, config)
+        return deploy_formats.FrozenGraphRunner(path, config)
+    return deploy_formats.runner_for(path, threads)
 
 
 def time_formats(paths, image_size, quick=False, threads=None, rounds=None, calls=None):
@@ -132,8 +132,8 @@ def time_formats(paths, image_size, quick=False, threads=None, rounds=None, call
 def run(quick=False, workdir=None, backbones=None, threads=None, rounds=None, calls=None):
     """Measure and print one JSON line per format; returns their dicts."""
     backbones = backbones or (QUICK_BACKBONES if quick else BACKBONES)
-    missing = [what for what, ok in (("tf2onnx/onnx/onnxruntime", convert.onnx_available()),
-                                     ("tf.lite of TensorFlow 2", convert.tflite_available()))
+    missing = [what for what, ok in (("tf2onnx/onnx/onnxruntime", deploy_formats.onnx_available()),
+                                     ("tf.lite of TensorFlow 2", deploy_formats.tflite_available()))
                if not ok]
     if missing:
         return [common.emit("deploy", {"skipped": f"needs {' and '.join(missing)}"})]

@@ -42,7 +42,8 @@ from data_tools.shard_writer import (
 )
 
 __all__ = ["LOCK_NAME", "PLAN_NAME", "TARGET_SHARD_BYTES", "ConversionError", "ImageRecord",
-           "PairImage", "PairRecord", "convert_folder", "convert_pairs", "shard_filename"]
+           "PairImage", "PairRecord", "check_options", "check_positive", "convert_folder",
+           "convert_pairs", "format_skips", "shard_filename"]
 
 ImageRecord = collections.namedtuple("ImageRecord", ["relpath", "identity", "label", "sha256"])
 PairImage = collections.namedtuple("PairImage", ["relpath", "identity", "sha256"])
@@ -50,9 +51,13 @@ PairRecord = collections.namedtuple("PairRecord", ["index", "fold", "issame", "i
 
 
 # ------------------------------------------------------------------ argument checks
+# Shared by every source that feeds the shard writer (image folders and pairs files here,
+# insightface's .rec and .bin in data_tools/insightface.py).
 
 
-def _check_positive(value, flag, allow_none=True):
+def check_positive(value, flag, allow_none=True):
+    """``value`` when it is a positive integer (or None, if ``allow_none``), else a
+    ConversionError naming ``--flag``."""
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -86,11 +91,21 @@ def _check_input_dir(input_dir):
 
 
 def _resolve_workers(num_workers):
-    _check_positive(num_workers, "num_workers")
+    check_positive(num_workers, "num_workers")
     return num_workers or os.cpu_count() or 1
 
 
-def _format_skips(skipped):
+def check_options(name, num_shards, image_size, crop_box, num_workers):
+    """The options every conversion takes, checked (ConversionError naming the flag); returns
+    ``(crop_box, num_workers)``: the box as a list (or None) and the worker count to use."""
+    _check_name(name)
+    check_positive(num_shards, "num_shards")
+    check_positive(image_size, "image_size")
+    return _check_crop_box(crop_box), _resolve_workers(num_workers)
+
+
+def format_skips(skipped):
+    """``path: reason; ...`` of skipped-image dicts, for an error message."""
     return "; ".join(f"{item['path']}: {item['reason']}" for item in skipped)
 
 
@@ -159,12 +174,8 @@ def _convert(source, output_dir, name, num_shards, image_size, crop_box, num_wor
              overwrite, progress, align=None):
     """Check, plan and write one conversion of ``source``; returns its summary dict."""
     start_time = time.time()
-    _check_name(name)
-    _check_positive(num_shards, "num_shards")
-    _check_positive(image_size, "image_size")
+    crop_box, num_workers = check_options(name, num_shards, image_size, crop_box, num_workers)
     source.check_arguments()
-    crop_box = _check_crop_box(crop_box)
-    num_workers = _resolve_workers(num_workers)
     output_dir = os.path.abspath(output_dir)
     source.check_inputs()
     options = source.options(name, num_shards, image_size, crop_box)
@@ -222,7 +233,7 @@ class _FolderSource:
         self._scan = None
 
     def check_arguments(self):
-        _check_positive(self.min_images_per_class, "min_images_per_class", allow_none=False)
+        check_positive(self.min_images_per_class, "min_images_per_class", allow_none=False)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ConversionError(f"--seed must be an integer, got {self.seed!r}")
 
@@ -252,7 +263,7 @@ class _FolderSource:
         self.skipped = skipped
         if strict and skipped:
             raise ConversionError(f"--strict: {len(skipped)} file(s) skipped: "
-                                  f"{_format_skips(skipped)}")
+                                  f"{format_skips(skipped)}")
 
         valid = collections.OrderedDict()
         for entry, info in zip(scan.entries, infos):
@@ -261,7 +272,7 @@ class _FolderSource:
                 valid[entry.identity].append((entry, info))
         if not any(valid.values()):
             raise ConversionError(f"no valid image under {self.input_dir}: {len(skipped)} file(s) "
-                                  f"skipped, e.g. {_format_skips(skipped[:3])}")
+                                  f"skipped, e.g. {format_skips(skipped[:3])}")
         identities = sorted(k for k, v in valid.items() if len(v) >= min_images)
         dropped = [k for k, v in valid.items() if len(v) < min_images]
         if not identities:
@@ -367,13 +378,13 @@ class _PairsSource:
         if unreadable and not self.allow_missing_pairs:
             raise ConversionError(f"{len(unreadable)} image(s) named by the pairs file cannot be "
                                   "used (pass --allow_missing_pairs to skip their pairs): "
-                                  f"{_format_skips(unreadable)}")
+                                  f"{format_skips(unreadable)}")
         skipped = sorted([{"path": path, "reason": "missing (named by the pairs file)"}
                           for path in self._missing] + unreadable, key=lambda item: item["path"])
         self.skipped = skipped
         if strict and skipped:
             raise ConversionError(f"--strict: {len(skipped)} pair image(s) skipped: "
-                                  f"{_format_skips(skipped)}")
+                                  f"{format_skips(skipped)}")
 
         position = {pair.line: i for i, pair in enumerate(self._file.pairs)}
         records, sizes = [], 0

@@ -1,5 +1,7 @@
 """The fold-holdout protocol on real LFW: train on the identities outside one View 2 fold
-(the library behind ``python -m data_tools.lfw_holdout``).
+(the library behind ``python -m data_tools.lfw_holdout``), and test 1:N identification on the
+held-out fold's identities (:func:`link_identities`, behind ``python -m
+data_tools.lfw_identification``).
 
 LFW's View 2 folds are identity-disjoint, so one fold's 600 pairs can be a test set for a model
 trained on every other LFW image, provided no identity of that fold reaches training::
@@ -90,6 +92,15 @@ def _link(target, link_path):
     os.symlink(target, link_path)
 
 
+def _check_links_only(directory):
+    """Refuse a ``directory`` that holds anything but the identity links of a previous run."""
+    foreign = [name for name in os.listdir(directory)
+               if not os.path.islink(os.path.join(directory, name))]
+    if foreign:
+        raise HoldoutError(f"{directory} holds {len(foreign)} entries that are not identity "
+                           f"links (e.g. {foreign[0]}); choose an empty --output_dir")
+
+
 def make_split(lfw_dir, pairs_path, holdout_folds, output_dir, min_images=2, num_subfolds=10):
     """Write the training identity links and the held-out pairs file; returns a summary dict.
 
@@ -111,11 +122,7 @@ def make_split(lfw_dir, pairs_path, holdout_folds, output_dir, min_images=2, num
     lfw_dir = os.path.abspath(lfw_dir)
     train_dir = os.path.join(output_dir, "train")
     os.makedirs(train_dir, exist_ok=True)
-    foreign = [name for name in os.listdir(train_dir)
-               if not os.path.islink(os.path.join(train_dir, name))]
-    if foreign:
-        raise HoldoutError(f"{train_dir} holds {len(foreign)} entries that are not identity links "
-                           f"(e.g. {foreign[0]}); choose an empty --output_dir")
+    _check_links_only(train_dir)
 
     kept = collections.OrderedDict()
     counts = collections.Counter()
@@ -163,3 +170,36 @@ def make_split(lfw_dir, pairs_path, holdout_folds, output_dir, min_images=2, num
         json.dump(summary, f, indent=2, sort_keys=True)
         f.write("\n")
     return summary
+
+
+def link_identities(lfw_dir, pairs_path, holdout_folds, output_dir):
+    """Link the held-out folds' identity folders into ``output_dir`` (the tree of ``python -m
+    data_tools.lfw_identification``, for 1:N identification); returns a summary dict.
+
+    Raises :class:`HoldoutError` for a missing ``lfw_dir``, folds outside the pairs file,
+    identities missing from ``lfw_dir`` or an ``output_dir`` holding anything but links.
+    """
+    if not os.path.isdir(lfw_dir):
+        raise HoldoutError(f"--lfw_dir {lfw_dir} is not a directory")
+    pairs_file = pairs_lib.read_pairs(pairs_path)
+    folds = sorted(set(holdout_folds))
+    _check_folds(pairs_file, folds)
+    names = sorted(fold_identities(pairs_file, folds))
+    lfw_dir = os.path.abspath(lfw_dir)
+    missing = [n for n in names if not os.path.isdir(os.path.join(lfw_dir, n))]
+    if missing:
+        raise HoldoutError(f"{len(missing)} identities of the held-out folds are not in "
+                           f"{lfw_dir} (e.g. {missing[0]})")
+    os.makedirs(output_dir, exist_ok=True)
+    _check_links_only(output_dir)
+    for name in os.listdir(output_dir):
+        if name not in names:
+            os.remove(os.path.join(output_dir, name))
+    counts = {}
+    for name in names:
+        target = os.path.join(lfw_dir, name)
+        _link(target, os.path.join(output_dir, name))
+        counts[name] = count_images(target)
+    return {"identities": len(names), "images": sum(counts.values()),
+            "identities_with_2_or_more": sum(1 for c in counts.values() if c >= 2),
+            "single_image_identities": sum(1 for c in counts.values() if c == 1)}

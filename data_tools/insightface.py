@@ -30,11 +30,9 @@ from data_tools import image_files, insightface_bin, recordio, schema
 from data_tools.conversion import (
     PairImage,
     PairRecord,
-    _check_crop_box,
-    _check_name,
-    _check_positive,
-    _format_skips,
-    _resolve_workers,
+    check_options,
+    check_positive,
+    format_skips,
 )
 from data_tools.shard_writer import (
     ConversionError,
@@ -139,13 +137,6 @@ def _encode_bytes_task(task):
 
 
 # ------------------------------------------------------------------ shared
-
-
-def _common_checks(name, num_shards, image_size, crop_box, num_workers):
-    _check_name(name)
-    _check_positive(num_shards, "num_shards")
-    _check_positive(image_size, "image_size")
-    return _check_crop_box(crop_box), _resolve_workers(num_workers)
 
 
 def _summary(kind, output_dir, count, kept, skipped, start_time, num_images, extra):
@@ -254,8 +245,8 @@ def convert_rec(input_rec, output_dir, name="train", num_shards=None, seed=0, im
 def _convert_rec(input_rec, output_dir, name, num_shards, seed, image_size, crop_box,
                  min_images_per_class, num_workers, strict, overwrite, progress):
     start_time = time.time()
-    crop_box, num_workers = _common_checks(name, num_shards, image_size, crop_box, num_workers)
-    _check_positive(min_images_per_class, "min_images_per_class", allow_none=False)
+    crop_box, num_workers = check_options(name, num_shards, image_size, crop_box, num_workers)
+    check_positive(min_images_per_class, "min_images_per_class", allow_none=False)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConversionError(f"--seed must be an integer, got {seed!r}")
     directory, rec, idx, prop = _rec_paths(input_rec)
@@ -293,7 +284,7 @@ def _convert_rec(input_rec, output_dir, name, num_shards, seed, image_size, crop
                 by_class[class_id].append((key, offset, info, nbytes))
         if not by_class:
             raise ConversionError(f"no usable image record in {rec}: {len(skipped)} damaged, "
-                                  f"e.g. {_format_skips(skipped[:3])}")
+                                  f"e.g. {format_skips(skipped[:3])}")
         if shape is not None:
             _check_property(prop, shape, by_class, checked)
         originals = sorted(c for c, items in by_class.items()
@@ -361,7 +352,7 @@ def convert_bin(bin_path, output_dir, name="pairs", num_shards=None, image_size=
     in ``skipped``; ``strict`` makes that fatal too).
     """
     start_time = time.time()
-    crop_box, num_workers = _common_checks(name, num_shards, image_size, crop_box, num_workers)
+    crop_box, num_workers = check_options(name, num_shards, image_size, crop_box, num_workers)
     bin_path = os.path.abspath(bin_path)
     if not os.path.isfile(bin_path):
         raise ConversionError(f"--from_bin {bin_path} does not exist")
@@ -391,10 +382,10 @@ def convert_bin(bin_path, output_dir, name="pairs", num_shards=None, image_size=
         if bad and not allow_missing_pairs:
             raise ConversionError(f"{bin_path}: {len(bad)} image(s) cannot be used (pass "
                                   f"--allow_missing_pairs to leave their pairs out): "
-                                  f"{_format_skips(bad[:5])}")
+                                  f"{format_skips(bad[:5])}")
         if strict and bad:
             raise ConversionError(f"--strict: {len(bad)} pair image(s) skipped: "
-                                  f"{_format_skips(bad)}")
+                                  f"{format_skips(bad)}")
         records, sizes = [], 0
         for i, same in enumerate(issame):
             a, b = 2 * i, 2 * i + 1

@@ -1,4 +1,5 @@
-"""The held-out fold's identities as an identity-folder tree, for 1:N identification.
+"""The held-out fold's identities as an identity-folder tree, for 1:N identification (command
+line; the library is ``data_tools.holdout_split``).
 
     python -m data_tools.lfw_identification --lfw_dir=/data/lfw_gray250 --pairs=/data/pairs.txt \\
         --holdout_folds=10 --output_dir=/data/lfw_fold10/identities
@@ -11,7 +12,6 @@ the non-mated probes) and ``estimator_main.py --eval_protocol=retrieval``. The i
 disjoint from the training split of :mod:`data_tools.lfw_holdout` for the same folds.
 """
 
-import os
 import sys
 
 from data_tools import cli
@@ -20,50 +20,7 @@ cli.quiet_tensorflow()  # before anything imports TensorFlow
 
 from absl import flags  # noqa: E402
 
-from data_tools import holdout_split  # noqa: E402
-from data_tools import pairs as pairs_lib  # noqa: E402
-
-
-def link_identities(lfw_dir, pairs_path, holdout_folds, output_dir):
-    """Link the held-out folds' identity folders into ``output_dir``; returns a summary dict.
-
-    Raises :class:`holdout_split.HoldoutError` for a missing ``lfw_dir``, folds outside the pairs
-    file, identities missing from ``lfw_dir`` or an ``output_dir`` holding anything but links.
-    """
-    if not os.path.isdir(lfw_dir):
-        raise holdout_split.HoldoutError(f"--lfw_dir {lfw_dir} is not a directory")
-    pairs_file = pairs_lib.read_pairs(pairs_path)
-    folds = sorted(set(holdout_folds))
-    if not folds or not all(1 <= f <= pairs_file.num_folds for f in folds):
-        raise holdout_split.HoldoutError(f"holdout folds {folds} out of range "
-                                       f"1-{pairs_file.num_folds}")
-    names = sorted(holdout_split.fold_identities(pairs_file, folds))
-    lfw_dir = os.path.abspath(lfw_dir)
-    missing = [n for n in names if not os.path.isdir(os.path.join(lfw_dir, n))]
-    if missing:
-        raise holdout_split.HoldoutError(f"{len(missing)} identities of the held-out folds are not "
-                                       f"in {lfw_dir} (e.g. {missing[0]})")
-    os.makedirs(output_dir, exist_ok=True)
-    foreign = [n for n in os.listdir(output_dir)
-               if not os.path.islink(os.path.join(output_dir, n))]
-    if foreign:
-        raise holdout_split.HoldoutError(f"{output_dir} holds entries that are not identity links "
-                                       f"(e.g. {foreign[0]})")
-    for name in os.listdir(output_dir):
-        if name not in names:
-            os.remove(os.path.join(output_dir, name))
-    counts = {}
-    for name in names:
-        target = os.path.join(lfw_dir, name)
-        link = os.path.join(output_dir, name)
-        if os.path.islink(link) and os.readlink(link) != target:
-            os.remove(link)
-        if not os.path.islink(link):
-            os.symlink(target, link)
-        counts[name] = holdout_split.count_images(target)
-    return {"identities": len(names), "images": sum(counts.values()),
-            "identities_with_2_or_more": sum(1 for c in counts.values() if c >= 2),
-            "single_image_identities": sum(1 for c in counts.values() if c == 1)}
+from data_tools.holdout_split import link_identities  # noqa: E402
 
 
 def define_flags(flag_values=flags.FLAGS):

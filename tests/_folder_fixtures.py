@@ -178,6 +178,17 @@ def run_script(args, **kwargs):
                           check=False, **kwargs)
 
 
+def run_estimator_main(*args, timeout=900):
+    """Run ``python estimator_main.py ARGS`` from the repo root (TensorFlow's C++ log quiet);
+    asserts it succeeds (the end of its stderr otherwise) and returns its stdout."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "estimator_main.py")]
+                          + list(args), cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
 def convert_quietly(input_dir, output_dir, **kwargs):
     """convert_folder with one worker and no progress bar (test defaults)."""
     kwargs.setdefault("num_workers", 1)

@@ -22,6 +22,13 @@ def parse_flags():
     estimator_main.FLAGS.unparse_flags()
 
 
+@pytest.fixture(scope="session")
+def real_lfw_dir(tmp_path_factory):
+    """The real LFW-a images (``lfw_gray250``), extracted once per session; tests read them and
+    write elsewhere. Only tests marked with ``real_lfw.MARKS`` (skipped without the data) use it."""
+    return real_lfw.extract(tmp_path_factory.mktemp("real_lfw"))
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """A ``real_data`` test that skips in CI while ../shared/data exists is a failure."""

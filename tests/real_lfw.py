@@ -7,6 +7,7 @@ reason (``ci_failure`` below, applied by ``tests/conftest.py``).
 """
 
 import os
+import tarfile
 
 import pytest
 
@@ -19,6 +20,21 @@ AVAILABLE = os.path.isfile(TARBALL) and os.path.isfile(PAIRS)
 skip_without_data = pytest.mark.skipif(not AVAILABLE,
                                        reason=f"real LFW-a data not found in {DATA_DIR}")
 MARKS = [pytest.mark.real_data, skip_without_data]
+
+
+def extract(directory):
+    """Extract the LFW-a archive into ``directory``; returns its image root (``lfw_gray250``).
+
+    Only folders and regular files, none with an absolute path or ``..``; the "data" filter
+    (Python 3.8.17+/3.11.4+) refuses links out of the target directory too. Tests take the
+    extraction from the ``real_lfw_dir`` fixture (tests/conftest.py): one per session.
+    """
+    with tarfile.open(TARBALL, "r:gz") as archive:
+        members = [m for m in archive.getmembers() if m.isdir() or m.isfile()]
+        assert all(not m.name.startswith("/") and ".." not in m.name.split("/") for m in members)
+        safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+        archive.extractall(str(directory), members=members, **safe)
+    return os.path.join(str(directory), "lfw_gray250")
 
 
 def in_ci(environ=None):

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from benchmarks import common, deploy, precision_curve, run_all, train_step
-from export import convert
+from export import deploy_formats
 from model import estimator_factory
 
 PRECISION_RUNS = [name for name, _, _ in precision_curve.RUNS]
@@ -40,7 +40,7 @@ EXPECTED_KEYS = {
     # One line per format; without tf2onnx/onnxruntime or TF 2's tf.lite a "skipped" line only.
     "deploy": ([f"tiny_b{batch}_{figure}" for batch in deploy.BATCHES
                 for figure in ("images_per_s", "over_savedmodel")]
-               if convert.onnx_available() and convert.tflite_available() else []),
+               if deploy_formats.onnx_available() and deploy_formats.tflite_available() else []),
     "evaluation": ["embed_seconds_measured", "embed_images_per_s",
                    "embed_seconds_6000_pairs_extrapolated", "evaluate_seconds"],
     # Without bfloat16 kernels (TF 1.15) the benchmark prints a "skipped" figure only.
@@ -184,7 +184,7 @@ def test_subsample_keeps_every_tenth_step_and_the_last(length, expected):
 
 
 def test_deploy_prints_one_line_per_format_with_savedmodel_ratios_of_one(workdir, capsys):
-    if not (convert.onnx_available() and convert.tflite_available()):
+    if not (deploy_formats.onnx_available() and deploy_formats.tflite_available()):
         pytest.skip("needs tf2onnx, onnxruntime and TF 2's tf.lite")
     results = deploy.run(quick=True, workdir=workdir)
     assert [r["format"] for r in results] == list(deploy.FORMATS)

@@ -1,4 +1,5 @@
-"""ONNX and TFLite conversion (export/convert.py): parity with the SavedModel, the CLI's errors.
+"""ONNX and TFLite conversion (export/deploy_formats.py): parity with the SavedModel, and the
+errors of its command line (export/convert.py).
 
 The fast cases convert a freshly initialised ``tiny`` model (32x32) exported by this project's
 serving receiver; the slow ones (real_data) convert a model trained here on real LFW-a faces and
@@ -7,25 +8,24 @@ Without tf2onnx/onnxruntime (TF 1.15's stack) or TF 2's tf.lite the conversion t
 """
 
 import os
-import subprocess
 import sys
-import tarfile
 
 import numpy as np
 import pytest
 
 from benchmarks import deploy
 from data_tools import cli
-from export import convert
+from export import convert, deploy_formats
+from tests import _folder_fixtures as ff
 from tests import real_lfw, test_embed_cli
 from tests import records_helpers as rh
 
 SIZE = 32
 DIM = 16
 
-needs_onnx = pytest.mark.skipif(not convert.onnx_available(),
+needs_onnx = pytest.mark.skipif(not deploy_formats.onnx_available(),
                                 reason="tf2onnx, onnx and onnxruntime are not installed")
-needs_tflite = pytest.mark.skipif(not convert.tflite_available(),
+needs_tflite = pytest.mark.skipif(not deploy_formats.tflite_available(),
                                   reason="TFLite conversion needs TensorFlow 2")
 
 
@@ -46,7 +46,7 @@ def faces():
 
 @pytest.fixture(scope="module")
 def reference(saved_model, faces):
-    runner = convert.SavedModelRunner(saved_model)
+    runner = deploy_formats.SavedModelRunner(saved_model)
     try:
         return runner(faces)
     finally:
@@ -54,7 +54,7 @@ def reference(saved_model, faces):
 
 
 def test_model_image_size_is_read_from_the_graph(saved_model):
-    assert convert.model_image_size(saved_model) == SIZE
+    assert deploy_formats.model_image_size(saved_model) == SIZE
 
 
 def test_model_image_size_asks_for_the_flag_when_the_graph_does_not_tell(tmp_path):
@@ -70,19 +70,19 @@ def test_model_image_size_asks_for_the_flag_when_the_graph_does_not_tell(tmp_pat
                 "pixels:serving_default": tf.saved_model.signature_def_utils.predict_signature_def(
                     {"pixels": pixels}, {"embedding": embedding})})
         builder.save()
-    with pytest.raises(convert.ConvertError, match="pass --image_size"):
-        convert.model_image_size(path)
+    with pytest.raises(deploy_formats.ConvertError, match="pass --image_size"):
+        deploy_formats.model_image_size(path)
 
 
 def test_resolve_model_takes_an_exporter_base(saved_model):
-    assert convert.resolve_model(os.path.dirname(saved_model)) == saved_model
+    assert deploy_formats.resolve_model(os.path.dirname(saved_model)) == saved_model
 
 
 @needs_onnx
 def test_onnx_has_a_dynamic_batch_and_matches_at_batch_1_and_32(saved_model, faces, reference,
                                                                  tmp_path):
     path = str(tmp_path / "face.onnx")
-    info = convert.convert_onnx(saved_model, path)
+    info = deploy_formats.convert_onnx(saved_model, path)
     assert info["image_size"] == SIZE and info["embedding_size"] == DIM
     import onnx  # noqa: PLC0415 - optional dependency
     model = onnx.load(path)
@@ -90,11 +90,11 @@ def test_onnx_has_a_dynamic_batch_and_matches_at_batch_1_and_32(saved_model, fac
     assert (model_input.name, model_output.name) == ("pixels", "embedding")
     dims = [d.dim_param or d.dim_value for d in model_input.type.tensor_type.shape.dim]
     assert dims == ["batch", SIZE, SIZE, 3]
-    runner = convert.OnnxRunner(path)
-    at_32 = convert.embed_in_batches(runner, faces, 32)
-    at_1 = convert.embed_in_batches(runner, faces, 1)
-    assert convert.parity(reference, at_32)["max_abs_diff"] <= 1e-5
-    assert convert.parity(reference, at_1)["max_abs_diff"] <= 1e-5
+    runner = deploy_formats.OnnxRunner(path)
+    at_32 = deploy_formats.embed_in_batches(runner, faces, 32)
+    at_1 = deploy_formats.embed_in_batches(runner, faces, 1)
+    assert deploy_formats.parity(reference, at_32)["max_abs_diff"] <= 1e-5
+    assert deploy_formats.parity(reference, at_1)["max_abs_diff"] <= 1e-5
     np.testing.assert_allclose(np.linalg.norm(at_32, axis=1), 1.0, atol=1e-5)
 
 
@@ -102,13 +102,13 @@ def test_onnx_has_a_dynamic_batch_and_matches_at_batch_1_and_32(saved_model, fac
 def test_tflite_float32_matches_and_float16_is_close(saved_model, faces, reference, tmp_path):
     fp32 = str(tmp_path / "face.tflite")
     fp16 = str(tmp_path / "face_fp16.tflite")
-    convert.convert_tflite(saved_model, fp32)
-    convert.convert_tflite(saved_model, fp16, quantize="float16")
-    runner = convert.TFLiteRunner(fp32)
+    deploy_formats.convert_tflite(saved_model, fp32)
+    deploy_formats.convert_tflite(saved_model, fp16, quantize="float16")
+    runner = deploy_formats.TFLiteRunner(fp32)
     details = runner._interpreter.get_input_details()[0]
     assert list(details["shape"]) == [1, SIZE, SIZE, 3] and details["dtype"] == np.float32
-    assert convert.parity(reference, runner(faces))["max_abs_diff"] <= 1e-5
-    half = convert.parity(reference, convert.TFLiteRunner(fp16)(faces))
+    assert deploy_formats.parity(reference, runner(faces))["max_abs_diff"] <= 1e-5
+    half = deploy_formats.parity(reference, deploy_formats.TFLiteRunner(fp16)(faces))
     assert half["cosine_min"] > 0.999
     assert os.path.getsize(fp16) < 0.7 * os.path.getsize(fp32)
 
@@ -118,12 +118,13 @@ def test_tflite_int8_is_full_integer_with_float_input_and_output(saved_model, fa
                                                                  tmp_path):
     records = str(tmp_path / "train")
     rh.write_image_records(records, num_classes=4, per_class=8, size=48)  # resized to 32
-    calibration = convert.calibration_pixels(records, SIZE, count=20)
+    calibration = deploy_formats.calibration_pixels(records, SIZE, count=20)
     assert calibration.shape == (20, SIZE, SIZE, 3) and calibration.max() > 1.0
     path = str(tmp_path / "face_int8.tflite")
-    info = convert.convert_tflite(saved_model, path, quantize="int8", calibration=calibration)
+    info = deploy_formats.convert_tflite(saved_model, path, quantize="int8",
+                                         calibration=calibration)
     assert info["calibration_images"] == 20
-    runner = convert.TFLiteRunner(path)
+    runner = deploy_formats.TFLiteRunner(path)
     interpreter = runner._interpreter
     assert interpreter.get_input_details()[0]["dtype"] == np.float32
     assert interpreter.get_output_details()[0]["dtype"] == np.float32
@@ -133,14 +134,14 @@ def test_tflite_int8_is_full_integer_with_float_input_and_output(saved_model, fa
     for op in convs:
         assert interpreter._get_tensor_details(op["inputs"][1], 0)["dtype"] == np.int8
         assert interpreter._get_tensor_details(op["inputs"][0], 0)["dtype"] == np.int8
-    result = convert.parity(reference, runner(faces))
+    result = deploy_formats.parity(reference, runner(faces))
     assert result["cosine_mean"] > 0.9, result
 
 
 def test_parity_figures():
     a = np.array([[1.0, 0.0], [0.0, 1.0]])
     b = np.array([[1.0, 0.0], [0.6, 0.8]])
-    result = convert.parity(a, b)
+    result = deploy_formats.parity(a, b)
     assert result["max_abs_diff"] == pytest.approx(0.6)
     assert result["cosine_min"] == pytest.approx(0.8)
     assert result["cosine_mean"] == pytest.approx(0.9)
@@ -214,7 +215,7 @@ def test_cli_converts_and_checks_every_format_on_pair_records(saved_model, tmp_p
     rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line]
     assert [row.split("|")[1].strip() for row in rows] == ["format", "SavedModel", "f.onnx",
                                                            "f.tflite"]
-    rows_data = convert.check_formats(saved_model, [onnx_path, tflite_path], pairs)
+    rows_data = deploy_formats.check_formats(saved_model, [onnx_path, tflite_path], pairs)
     reference = rows_data[0]
     for row in rows_data[1:]:
         assert row["max_abs_diff"] <= 1e-5
@@ -227,16 +228,8 @@ def test_cli_converts_and_checks_every_format_on_pair_records(saved_model, tmp_p
 REAL_MODEL_ENV = "CONVERT_REAL_MODEL"
 
 
-def _extract_lfw(root):
-    with tarfile.open(real_lfw.TARBALL, "r:gz") as archive:
-        members = [m for m in archive.getmembers() if m.isdir() or m.isfile()]
-        safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-        archive.extractall(str(root), members=members, **safe)
-    return str(root / "lfw_gray250")
-
-
 @pytest.fixture(scope="module")
-def real_setup(tmp_path_factory):
+def real_setup(real_lfw_dir, tmp_path_factory):
     """Fold-10 pair records and training records of LFW-a (the holdout recipe's split), and a
     model: $CONVERT_REAL_MODEL when set (a SavedModel trained elsewhere, for the README's
     figures; the 112x112 face crops are resized to its input size), else ``tiny`` trained here
@@ -244,7 +237,7 @@ def real_setup(tmp_path_factory):
     from data_tools import conversion, holdout_split  # noqa: PLC0415
 
     root = tmp_path_factory.mktemp("convert_real")
-    lfw = _extract_lfw(root)
+    lfw = real_lfw_dir
     split = str(root / "fold10")
     holdout_split.make_split(lfw, real_lfw.PAIRS, [10], split, 2, 10)
     crop = dict(crop_box="70,60,180,190", image_size=112, progress=False)
@@ -253,20 +246,15 @@ def real_setup(tmp_path_factory):
     model = os.environ.get(REAL_MODEL_ENV)
     if not model:
         model_dir = str(root / "model")
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-        for args in (["--mode=train", "--train_records=%s" % (root / "train"),
+        for args in (["--mode=train", f"--train_records={root / 'train'}",
                       "--batch_size=32", "--train_steps=150", "--gamma=64",
                       "--learning_rate=0.05"], ["--mode=export"]):
-            proc = subprocess.run(
-                [sys.executable, os.path.join(real_lfw.REPO_ROOT, "estimator_main.py"),
-                 "--backbone=tiny", "--image_size=64", "--embedding_size=128",
-                 f"--model_dir={model_dir}", "--noprogress", "--verbosity=-1"] + args,
-                cwd=real_lfw.REPO_ROOT, env=env, capture_output=True, text=True, timeout=1200,
-                check=False)
-            assert proc.returncode == 0, proc.stderr[-3000:]
+            ff.run_estimator_main("--backbone=tiny", "--image_size=64", "--embedding_size=128",
+                                  f"--model_dir={model_dir}", "--noprogress", "--verbosity=-1",
+                                  *args, timeout=1200)
         model = os.path.join(model_dir, "export", "manual")
-    return {"root": root, "model": convert.resolve_model(model), "pairs": str(root / "pairs"),
-            "train": str(root / "train")}
+    return {"root": root, "model": deploy_formats.resolve_model(model),
+            "pairs": str(root / "pairs"), "train": str(root / "train")}
 
 
 @pytest.mark.slow
@@ -284,7 +272,7 @@ def test_real_faces_parity_int8_cosine_and_accuracy_per_format(real_setup):
                     "--quantize=float16"]) == 0
     assert run_cli([f"--model={model}", f"--tflite={paths['int8']}", "--quantize=int8",
                     f"--calibration_records={real_setup['train']}"]) == 0
-    checked = convert.check_formats(
+    checked = deploy_formats.check_formats(
         model, [paths["onnx"], paths["fp32"], paths["fp16"], paths["int8"]], real_setup["pairs"])
     sys.stderr.write("\n" + convert.format_rows(checked) + "\n")  # pytest -s shows the table
     rows = {row["name"]: row for row in checked}

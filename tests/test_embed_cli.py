@@ -19,7 +19,7 @@ import tensorflow.compat.v1 as tf
 from absl import flags
 from PIL import Image
 
-from data_tools import cli, conversion, make_bin, preprocessing
+from data_tools import bin_from_pairs, cli, conversion, preprocessing
 from data_tools import pairs as pairs_lib
 from export import embed, report, verification
 from export import embedder as embedder_lib
@@ -538,7 +538,7 @@ def test_pairs_from_a_bin_or_pair_records_match_the_pairs_file(model, capsys, tm
     export_dir, _ = model
     image_dir = str(tmp_path / "lfw")
     pairs_path, _, _ = make_pairs_dataset(image_dir, np.random.RandomState(5))
-    make_bin.make_bin(pairs_path, image_dir, str(tmp_path / "set.bin"))
+    bin_from_pairs.make_bin(pairs_path, image_dir, str(tmp_path / "set.bin"))
     conversion.convert_pairs(pairs_path, image_dir, str(tmp_path / "records"), num_workers=1,
                              progress=False)
     reports = {}

@@ -56,7 +56,7 @@ def converted(path, crop_box=(3, 2, 19, 22), image_size=SIZE):
 def test_image_arguments_get_the_converters_crop_and_resize(model, tmp_path, capsys):
     export_dir, reference = model
     rng = np.random.RandomState(0)
-    paths = [write_frame(str(tmp_path / ("f%d.jpg" % i)), rng) for i in range(3)]
+    paths = [write_frame(str(tmp_path / f"f{i}.jpg"), rng) for i in range(3)]
     status, out, err = run_cli(capsys, "--model", export_dir, "--crop_box", CROP,
                                "--image_size", SIZE, *paths)
     assert status == 0, err
@@ -81,7 +81,7 @@ def test_folder_gets_the_crop_and_resize(model, tmp_path, capsys):
     paths = {}
     for identity in ("Ann", "Bob"):
         for i in (1, 2):
-            relpath = "%s/%s_%04d.jpg" % (identity, identity, i)
+            relpath = f"{identity}/{identity}_{i:04d}.jpg"
             paths[relpath] = write_frame(str(root / relpath), rng)
     status, out, err = run_cli(capsys, "--model", export_dir, "--folder", root, "--output",
                                tmp_path / "emb", "--crop_box", CROP, "--image_size", SIZE)
@@ -94,11 +94,11 @@ def test_folder_gets_the_crop_and_resize(model, tmp_path, capsys):
 
 def make_raw_pairs(root, rng):
     """Identity folders of raw frames (noisy copies of one frame each) and a 2-fold pairs file."""
-    names = ["Person_%s" % c for c in "ABCDEF"]
+    names = [f"Person_{c}" for c in "ABCDEF"]
     for name in names:
         base = rng.randint(40, 216, (26, 24))
         for index in (1, 2, 3):
-            write_frame(os.path.join(root, name, "%s_%04d.jpg" % (name, index)), rng, base)
+            write_frame(os.path.join(root, name, f"{name}_{index:04d}.jpg"), rng, base)
     pairs = []
     for _fold in range(2):
         for k in range(5):
@@ -117,7 +117,7 @@ def test_pairs_use_the_saved_models_transform_by_default(model_with_transform, t
     pairs_path, pairs = make_raw_pairs(image_dir, np.random.RandomState(2))
 
     def emb(name, index):
-        return reference(converted(os.path.join(image_dir, name, "%s_%04d.jpg" % (name, index))),
+        return reference(converted(os.path.join(image_dir, name, f"{name}_{index:04d}.jpg")),
                          True)
 
     expected = verification.evaluate(np.stack([emb(p[0], p[1]) for p in pairs]),
@@ -126,7 +126,7 @@ def test_pairs_use_the_saved_models_transform_by_default(model_with_transform, t
     status, _, err = run_cli(capsys, "--model", export_dir, "--pairs", pairs_path,
                              "--image_dir", image_dir, "--report_dir", tmp_path / "report")
     assert status == 0, err
-    assert "transform: crop_box=3,2,19,22 image_size=%d (the SavedModel's" % SIZE in err
+    assert f"transform: crop_box=3,2,19,22 image_size={SIZE} (the SavedModel's" in err
     written = report.read_report(str(tmp_path / "report"))
     assert written["fold_accuracy"] == pytest.approx(expected["fold_accuracy"], abs=1e-12)
     assert written["fold_threshold"] == pytest.approx(expected["fold_threshold"], abs=1e-9)
@@ -175,7 +175,7 @@ def test_pairs_of_faces_already_cropped_get_a_hint(model_with_transform, tmp_pat
     rng = np.random.RandomState(4)
     for name in ("Person_A", "Person_B"):
         for index in (1, 2):
-            path = os.path.join(image_dir, name, "%s_%04d.png" % (name, index))
+            path = os.path.join(image_dir, name, f"{name}_{index:04d}.png")
             os.makedirs(os.path.dirname(path), exist_ok=True)
             Image.fromarray(rng.randint(0, 256, (SIZE, SIZE)).astype(np.uint8)).save(path)
     pairs_path = os.path.join(image_dir, "pairs.txt")

@@ -10,7 +10,7 @@ import tensorflow.compat.v1 as tf
 from PIL import Image
 
 from data_tools import cli, image_files, input_fns
-from export import embed, eval_metrics, exporters, freeze, serving, verification
+from export import embed, embedder, eval_metrics, exporters, freeze, serving, verification
 from model import estimator_factory
 from tests import model_helpers
 from tests import records_helpers as rh
@@ -210,8 +210,8 @@ def test_frozen_graph_equals_saved_model_and_is_flat(trained, model, input_size,
     """A static input size gives a flat graph (no If/While/Switch/Merge, no py_func, no
     function library), with batch norm in inference mode, computing what the SavedModel does."""
     saved = request.getfixturevalue(model)
-    path = freeze.freeze_saved_model(saved, str(trained["root"] / ("frozen_%s_%d.pb" % (
-        model, input_size))), image_size=input_size)
+    frozen = str(trained["root"] / f"frozen_{model}_{input_size}.pb")
+    path = freeze.freeze_saved_model(saved, frozen, image_size=input_size)
     graph, inputs, outputs = freeze.load_frozen_graph(path)
     pixels = np.stack([e[0] for e in trained["expected"]]).astype(np.uint8)
     if input_size != SIZE:
@@ -267,8 +267,8 @@ def test_embed_cli_verifies_two_images_with_the_exported_threshold(trained, save
             path = tmp_path / (f"{i}_{len(out)}.png")
             path.write_bytes(rh.encode(pixels))
             out.append(str(path))
-    with embed.load_saved_model(saved_model) as embedder:
-        embeddings = embedder.embed_files(first + second, flip=True)
+    with embedder.load_saved_model(saved_model) as model:
+        embeddings = model.embed_files(first + second, flip=True)
     decisions = set()
     for one, two, (a, b) in ((first[0], first[0], (0, 0)), (first[0], second[0], (0, 2)),
                              (first[1], second[1], (1, 3))):
@@ -278,7 +278,7 @@ def test_embed_cli_verifies_two_images_with_the_exported_threshold(trained, save
         assert code == 0
         report_path = os.path.join(saved_model, "assets.extra", "report.json")
         assert f"threshold: {threshold:.6f} (from {report_path}" in printed
-        _, distance = embed.compare(embeddings[a], embeddings[b])
+        _, distance = embedder.compare(embeddings[a], embeddings[b])
         decision = "same person" if distance < threshold else "different people"
         assert f"decision: {decision} (squared L2 distance {distance:.6f}" in printed
         decisions.add(decision)

@@ -1,4 +1,5 @@
-"""export/gallery.py: enrol identity folders into an npz index, search it, open-set answers."""
+"""The face gallery (export/gallery_index.py, CLI export/gallery.py): enrol identity folders into
+an npz index, search it, open-set answers."""
 
 import json
 import os
@@ -9,7 +10,7 @@ from absl import app
 from PIL import Image
 
 from data_tools import cli
-from export import gallery
+from export import gallery, gallery_index
 from tests import tiny_model
 
 SIZE = tiny_model.SIZE
@@ -65,7 +66,7 @@ def test_enrol_search_and_append(model, tmp_path, capsys):
     assert run_cli(["enrol", f"--model={saved_model}", f"--folder={faces}",
                     f"--index={index_path}"]) == 0
     assert f"enrolled 2 new image(s); {index_path} holds 11" in capsys.readouterr().out
-    index = gallery.load_index(index_path)
+    index = gallery_index.load_index(index_path)
     assert index["labels"].tolist()[:9] == labels  # appended, the old entries unchanged
 
     probe = os.path.join(faces, "bob", "bob_1.png")
@@ -96,10 +97,10 @@ def test_open_set_threshold(model, tmp_path, capsys):
     # From an identification report, and from a verification report (squared L2 -> cosine).
     ident = tmp_path / "ident.json"
     ident.write_text(json.dumps({"threshold@fpir=0.01": 0.999}))
-    assert gallery.threshold_from_report(str(ident), 0.01)[0] == 0.999
+    assert gallery_index.threshold_from_report(str(ident), 0.01)[0] == 0.999
     verif = tmp_path / "verif.json"
     verif.write_text(json.dumps({"threshold": 1.2}))
-    assert gallery.threshold_from_report(str(verif), 0.01)[0] == pytest.approx(0.4)
+    assert gallery_index.threshold_from_report(str(verif), 0.01)[0] == pytest.approx(0.4)
     assert run_cli(["search", f"--index={index_path}", f"--report={ident}"] + probes) == 0
     assert "unknown" in capsys.readouterr().out
 
@@ -107,10 +108,10 @@ def test_open_set_threshold(model, tmp_path, capsys):
 def test_search_results_ties_and_order():
     index = {"embeddings": np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]], np.float32),
              "labels": np.array(["a", "b", "c"]), "paths": np.array(["pa", "pb", "pc"])}
-    results = gallery.search(index, np.array([[1.0, 0.1]]), top_k=2, threshold=0.5)
+    results = gallery_index.search(index, np.array([[1.0, 0.1]]), top_k=2, threshold=0.5)
     assert results[0]["answer"] == "a"  # a tie with b goes to the first enrolled
     assert [m[1] for m in results[0]["matches"]] == ["a", "b"]
-    results = gallery.search(index, np.array([[-1.0, 0.0]]), top_k=1, threshold=0.5)
+    results = gallery_index.search(index, np.array([[-1.0, 0.0]]), top_k=1, threshold=0.5)
     assert results[0]["answer"] == "unknown"
 
 
@@ -142,11 +143,12 @@ def test_one_line_errors(model, tmp_path, capsys):
 def test_dimension_mismatch_on_append(model, tmp_path):
     saved_model, _ = model
     index_path = str(tmp_path / "g.npz")
-    gallery.save_index(index_path, np.zeros((1, 3)), ["x"], ["/p"], "m", True)
+    gallery_index.save_index(index_path, np.zeros((1, 3)), ["x"], ["/p"], "m", True)
     faces = str(tmp_path / "faces")
     write_faces(faces, ["alice"], 1, seed=0)
-    from export import embed  # noqa: PLC0415
+    from export import embedder as embed  # noqa: PLC0415
 
     with embed.load_saved_model(saved_model) as embedder:
-        with pytest.raises(gallery.GalleryError, match="3-d embeddings, the model gives 16-d"):
-            gallery.enrol(embedder, faces, index_path, progress=False)
+        with pytest.raises(gallery_index.GalleryError,
+                           match="3-d embeddings, the model gives 16-d"):
+            gallery_index.enrol(embedder, faces, index_path, progress=False)

@@ -1,4 +1,5 @@
-"""export/identification.py (1:N protocol on image records), data_tools/lfw_identification.py."""
+"""The 1:N protocol on image records (export/identification_protocol.py, CLI
+export/identification.py) and the held-out identities' links (data_tools/holdout_split.py)."""
 
 import json
 import os
@@ -7,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_tools import cli, lfw_identification, make_tfrecords
-from export import identification, retrieval
+from data_tools import cli, conversion, holdout_split
+from export import identification, identification_protocol, retrieval
 from tests import tiny_model
 
 SIZE = tiny_model.SIZE
@@ -17,14 +18,14 @@ SIZE = tiny_model.SIZE
 def test_gallery_probe_split():
     identities = ["b", "a", "b", "c", "a", "b", "d"]
     filenames = ["b/2", "a/1", "b/1", "c/1", "a/2", "b/3", "d/9"]
-    gallery, probes = identification.gallery_probe_split(identities, filenames)
+    gallery, probes = identification_protocol.gallery_probe_split(identities, filenames)
     assert gallery.tolist() == [1, 2]  # a/1 and b/1: the first file of each identity with 2+
     assert probes.tolist() == [0, 3, 4, 5, 6]  # the rest; c and d are non-mated probes
 
 
 def test_no_gallery_is_an_error():
-    with pytest.raises(identification.IdentificationError, match="no gallery"):
-        identification.evaluate(np.eye(2), ["a", "b"], ["a/1", "b/1"])
+    with pytest.raises(identification_protocol.IdentificationError, match="no gallery"):
+        identification_protocol.evaluate(np.eye(2), ["a", "b"], ["a/1", "b/1"])
 
 
 def write_faces(root, counts, seed=0):
@@ -47,7 +48,7 @@ def test_cli_on_records(tmp_path, capsys):
     faces = str(tmp_path / "faces")
     write_faces(faces, [3, 2, 4, 1, 1, 2, 1])
     records = str(tmp_path / "records")
-    make_tfrecords.convert_folder(faces, records, num_workers=1, progress=False)
+    conversion.convert_folder(faces, records, num_workers=1, progress=False)
     weights = tiny_model.projection(2)
     model = tiny_model.build_saved_model(str(tmp_path / "model"), weights)
     out = str(tmp_path / "report")
@@ -100,7 +101,7 @@ def test_lfw_identification_links(tmp_path):
     # Two folds of one matched and one mismatched pair; fold 2 holds A and B.
     pairs.write_text("2\t1\nC\t1\t2\nC\t1\tD\t1\nA\t1\t2\nA\t1\tB\t1\n")
     out = tmp_path / "ids"
-    summary = lfw_identification.link_identities(str(lfw), str(pairs), [2], str(out))
+    summary = holdout_split.link_identities(str(lfw), str(pairs), [2], str(out))
     assert sorted(os.listdir(out)) == ["A", "B"]
     assert summary == {"identities": 2, "images": 3, "identities_with_2_or_more": 1,
                        "single_image_identities": 1}

@@ -1,4 +1,4 @@
-"""export/ijb.py: meta readers, insightface's template pooling, TAR@FAR both ways, the CLI.
+"""export/ijb_protocol.py: meta readers, insightface's template pooling, TAR@FAR both ways, the CLI.
 
 The references are loops written from insightface's ``eval_ijbc.py`` (``image2template_feature``,
 ``verification``) and from the definitions of scikit-learn's ``roc_curve`` and of TAR@FAR; the
@@ -16,7 +16,7 @@ from PIL import Image
 
 from data_tools import cli, synthetic_faces
 from data_tools import face_alignment as align
-from export import ijb
+from export import ijb, ijb_protocol
 from tests import tiny_model
 
 # ---------------------------------------------------------------------------------------------
@@ -99,14 +99,14 @@ def test_template_pooling_equals_insightface(seed):
     templates = rng.randint(0, 12, n) * 3 + 5
     medias = rng.randint(0, 6, n) + 100
     expected_ids, expected = insightface_template_features(feats, templates, medias)
-    ids, got = ijb.template_features(feats, templates, medias)
+    ids, got = ijb_protocol.template_features(feats, templates, medias)
     np.testing.assert_array_equal(ids, expected_ids)
     np.testing.assert_allclose(got, expected, atol=1e-12)
 
 
 def test_media_shared_by_two_templates_is_pooled_per_template():
     feats = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0]])
-    ids, got = ijb.template_features(feats, np.array([1, 1, 2, 2]), np.array([7, 7, 7, 8]))
+    ids, got = ijb_protocol.template_features(feats, np.array([1, 1, 2, 2]), np.array([7, 7, 7, 8]))
     np.testing.assert_allclose(got, insightface_template_features(
         feats, np.array([1, 1, 2, 2]), np.array([7, 7, 7, 8]))[1])
     assert ids.tolist() == [1, 2]
@@ -121,13 +121,13 @@ def test_roc_and_tar_at_far_equal_brute_force(seed):
     # Rounded scores: many ties, including across mated and non-mated pairs.
     scores = np.round(rng.randn(n) + labels * rng.uniform(0, 2), rng.choice([1, 2, 6]))
     for drop in (True, False):
-        fpr, tpr, thr = ijb.roc_curve(labels, scores, drop_intermediate=drop)
+        fpr, tpr, thr = ijb_protocol.roc_curve(labels, scores, drop_intermediate=drop)
         bfpr, btpr, bthr = brute_roc(labels.tolist(), scores.tolist(), drop)
         np.testing.assert_allclose(fpr, bfpr)
         np.testing.assert_allclose(tpr, btpr)
         np.testing.assert_array_equal(thr, bthr)
     fars = (1e-6, 1e-3, 0.01, 0.05, 0.1, 0.3, 1.0)
-    got = ijb.tar_at_far(labels, scores, fars)
+    got = ijb_protocol.tar_at_far(labels, scores, fars)
     for key, value in brute_tar_at_far(labels.tolist(), scores.tolist(), fars).items():
         assert got[key] == pytest.approx(value, abs=1e-12), key
 
@@ -135,7 +135,7 @@ def test_roc_and_tar_at_far_equal_brute_force(seed):
 def test_tar_at_far_below_one_over_the_negatives_is_tar_at_far_zero():
     labels = np.array([1, 1, 1, 0, 0], bool)
     scores = np.array([0.9, 0.5, 0.1, 0.6, 0.2])
-    got = ijb.tar_at_far(labels, scores, fars=(1e-6, 0.5))
+    got = ijb_protocol.tar_at_far(labels, scores, fars=(1e-6, 0.5))
     assert got["tar@far=1e-06"] == pytest.approx(1 / 3.0)  # only 0.9 beats every impostor
     assert got["far@far=1e-06"] == 0.0
     assert got["threshold@far=1e-06"] == pytest.approx(0.9)
@@ -145,13 +145,13 @@ def test_tar_at_far_below_one_over_the_negatives_is_tar_at_far_zero():
 
 @pytest.mark.parametrize("labels", [[1, 1, 1], [0, 0]])
 def test_tar_at_far_needs_both_kinds_of_pairs(labels):
-    with pytest.raises(ijb.IJBError, match="mated and non-mated"):
-        ijb.tar_at_far(np.array(labels, bool), np.zeros(len(labels)))
+    with pytest.raises(ijb_protocol.IJBError, match="mated and non-mated"):
+        ijb_protocol.tar_at_far(np.array(labels, bool), np.zeros(len(labels)))
 
 
 def test_pair_with_unknown_template_is_an_error():
-    with pytest.raises(ijb.IJBError, match="template 9"):
-        ijb.pair_scores(np.array([1, 2]), np.eye(2), np.array([1, 9]), np.array([2, 2]))
+    with pytest.raises(ijb_protocol.IJBError, match="template 9"):
+        ijb_protocol.pair_scores(np.array([1, 2]), np.eye(2), np.array([1, 9]), np.array([2, 2]))
 
 
 @pytest.mark.parametrize("kind, text, message", [
@@ -166,19 +166,19 @@ def test_pair_with_unknown_template_is_an_error():
 def test_malformed_meta_files(tmp_path, kind, text, message):
     path = tmp_path / f"ijbc_{kind}.txt"
     path.write_text(text)
-    reader = {"face_tid_mid": ijb.read_template_media,
-              "template_pair_label": ijb.read_template_pairs,
-              "name_5pts_score": ijb.read_landmarks}[kind]
-    with pytest.raises(ijb.IJBError, match=message):
+    reader = {"face_tid_mid": ijb_protocol.read_template_media,
+              "template_pair_label": ijb_protocol.read_template_pairs,
+              "name_5pts_score": ijb_protocol.read_landmarks}[kind]
+    with pytest.raises(ijb_protocol.IJBError, match=message):
         reader(str(path))
 
 
 def test_meta_paths_finds_the_prefix(tmp_path):
-    for kind in ijb.META_FILES:
+    for kind in ijb_protocol.META_FILES:
         (tmp_path / f"ijbb_{kind}.txt").write_text("x")
-    assert ijb.meta_paths(str(tmp_path))[0] == "ijbb"
-    with pytest.raises(ijb.IJBError, match="ijbc_face_tid_mid.txt"):
-        ijb.meta_paths(str(tmp_path), "ijbc")
+    assert ijb_protocol.meta_paths(str(tmp_path))[0] == "ijbb"
+    with pytest.raises(ijb_protocol.IJBError, match="ijbc_face_tid_mid.txt"):
+        ijb_protocol.meta_paths(str(tmp_path), "ijbc")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,7 +260,7 @@ def test_cli_matches_insightface_reference(ijb_set, tmp_path, capsys):
 
     # Reference: align each face, embed with flip in numpy, weight by the detector score,
     # pool as insightface, score pairs, read the ROC by loops.
-    landmarks = ijb.read_landmarks(os.path.join(meta_dir, "ijbc_name_5pts_score.txt"))
+    landmarks = ijb_protocol.read_landmarks(os.path.join(meta_dir, "ijbc_name_5pts_score.txt"))
     feats = []
     for name, _, _ in faces:
         aligned = align.align_face(Image.open(os.path.join(image_dir, name)),
@@ -281,7 +281,7 @@ def test_cli_matches_insightface_reference(ijb_set, tmp_path, capsys):
     labels = [bool(y) for _, _, y in pairs]
     with open(os.path.join(out, "report.json")) as f:
         report = json.load(f)
-    expected_tar = brute_tar_at_far(labels, scores, ijb.FARS)
+    expected_tar = brute_tar_at_far(labels, scores, ijb_protocol.FARS)
     for key, value in expected_tar.items():
         assert report[key] == pytest.approx(value, abs=0.02), key  # float32 features
     assert report["num_templates"] == IDENTITIES * 2

@@ -6,7 +6,15 @@ import struct
 import pytest
 from absl import app
 
-from data_tools import cli, insightface, insightface_bin, make_bin, make_tfrecords, recordio
+from data_tools import (
+    bin_from_pairs,
+    cli,
+    insightface,
+    insightface_bin,
+    make_bin,
+    make_tfrecords,
+    recordio,
+)
 from data_tools import manifest as manifest_lib
 from data_tools.conversion import convert_pairs
 from data_tools.shard_writer import ConversionError
@@ -257,4 +265,4 @@ def test_make_bin_then_from_bin_gives_the_pairs_path_images(tmp_path):
     # A missing image is an error naming it.
     os.remove(str(faces / names_with_two[0] / (f"{names_with_two[0]}_0002.jpg")))
     with pytest.raises(Exception, match="missing"):
-        make_bin.make_bin(str(tmp_path / "pairs.txt"), str(faces), str(tmp_path / "x.bin"))
+        bin_from_pairs.make_bin(str(tmp_path / "pairs.txt"), str(faces), str(tmp_path / "x.bin"))

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from data_tools import make_bin, recordio, synthetic_dataset
+from data_tools import bin_from_pairs, recordio, synthetic_dataset
 from data_tools import manifest as manifest_lib
 from tests import _folder_fixtures as ff
 from tests.test_real_lfw_end_to_end import run_main
@@ -28,7 +28,7 @@ def test_rec_and_bin_train_and_evaluate(tmp_path):
     rec_dir = tmp_path / "faces_emore"
     rec_dir.mkdir()
     recordio.write_dataset(str(rec_dir), images, layout=recordio.FLAT, image_shape=(64, 64))
-    make_bin.make_bin(data["pairs_path"], data["lfw_dir"], str(rec_dir / "lfw.bin"))
+    bin_from_pairs.make_bin(data["pairs_path"], data["lfw_dir"], str(rec_dir / "lfw.bin"))
 
     for args in ([f"--input_rec={rec_dir}", "--output_dir=%s" % (tmp_path / "train")],
                  ["--from_bin=%s" % (rec_dir / "lfw.bin"), "--output_dir=%s" % (tmp_path / "lfw")]):

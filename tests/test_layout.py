@@ -1,5 +1,6 @@
 """The layering of docs/DESIGN.md: data_tools imports neither model nor export, and model and
-export do not import each other (estimator_main.py composes them)."""
+export do not import each other (estimator_main.py composes them); one job per file: a library
+defines no flags."""
 
 import ast
 import os
@@ -56,8 +57,125 @@ def test_the_design_page_states_this_layering():
 
 
 @pytest.mark.parametrize("module", ["cli", "fileio", "ascend", "synthetic", "synthetic_faces",
-                                    "synthetic_dataset", "pairs"])
+                                    "synthetic_dataset", "pairs", "pairs_generation"])
 def test_light_modules_do_not_import_tensorflow(module):
     # cli must run before TensorFlow loads; the others serve tools that need no TensorFlow.
     path = os.path.join(ROOT, "data_tools", module + ".py")
     assert "tensorflow" not in set(imported_packages(path))
+
+
+# One job per file (docs/DESIGN.md): a module is a library or a command line, never both. A
+# command-line module defines flags (absl) and sets TensorFlow's log level at import; other code
+# uses it only through its command line. Whatever else other code needs is a library's, and
+# a library defines no flags.
+LIBRARY_PACKAGES = ("data_tools", "export")
+# What a command line offers others: its recipe (data_tools/cli.py) and, for tests, the text it
+# prints (format_*).
+COMMAND_LINE_NAMES = {"define_flags", "main", "run"}
+COMMAND_LINE_PREFIXES = ("format_",)
+# Where the users of the modules are.
+USER_PLACES = ("data_tools", "model", "export", "benchmarks", "scripts", "tests",
+               "estimator_main.py")
+
+
+def _python_files(*places):
+    for place in places:
+        path = os.path.join(ROOT, place)
+        if os.path.isfile(path):
+            yield path
+        for directory, _, files in os.walk(path):
+            for name in sorted(files):
+                if name.endswith(".py"):
+                    yield os.path.join(directory, name)
+
+
+def _module_name(path):
+    return os.path.splitext(os.path.relpath(path, ROOT))[0].replace(os.sep, ".")
+
+
+def defines_flags(path):
+    """True when the module imports absl's flags, calls ``DEFINE_*`` or ``cli.quiet_tensorflow``
+    at import: the marks of a command line."""
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), path)
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.module == "absl" and any(
+                alias.name == "flags" for alias in node.names):
+            return True
+        if isinstance(node, ast.Import) and any(alias.name.startswith("absl.flags")
+                                                for alias in node.names):
+            return True
+        call = node.value if isinstance(node, ast.Expr) else None
+        if (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
+                and call.func.attr == "quiet_tensorflow"):
+            return True
+    return any(isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+               and node.func.attr.startswith("DEFINE_") for node in ast.walk(tree))
+
+
+def used_names(path, modules):
+    """``{module: {name, ...}}``: the names of ``modules`` (dotted) that the file at ``path``
+    uses, as ``module.name`` through any import alias or as ``from module import name``."""
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), path)
+    aliases, used = {}, {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            for alias in node.names:
+                dotted = f"{node.module}.{alias.name}"
+                if dotted in modules:
+                    aliases[alias.asname or alias.name] = dotted
+                elif node.module in modules:
+                    used.setdefault(node.module, set()).add(alias.name)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name in modules and alias.asname:
+                    aliases[alias.asname] = alias.name
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            module = aliases.get(node.value.id)
+            if module:
+                used.setdefault(module, set()).add(node.attr)
+        elif (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
+              and isinstance(node.value.value, ast.Name)):
+            dotted = f"{node.value.value.id}.{node.value.attr}"
+            if dotted in modules:
+                used.setdefault(dotted, set()).add(node.attr)
+    return used
+
+
+def command_line_modules():
+    return {_module_name(path): path for path in _python_files(*LIBRARY_PACKAGES)
+            if defines_flags(path)}
+
+
+def library_uses_of_command_lines():
+    """``{command-line module: sorted "user: name" strings}`` of the uses other code makes of a
+    command-line module beyond its command line."""
+    commands = command_line_modules()
+    found = {}
+    for path in _python_files(*USER_PLACES):
+        user = _module_name(path)
+        for module, names in used_names(path, commands).items():
+            if module == user or user in commands:
+                continue  # command lines may share their flag helpers (data_tools/align.py)
+            for name in sorted(names):
+                if name not in COMMAND_LINE_NAMES and not name.startswith(COMMAND_LINE_PREFIXES):
+                    found.setdefault(module, []).append(f"{user}: {name}")
+    return found
+
+
+def test_command_line_modules_are_found():
+    commands = command_line_modules()
+    for name in ("data_tools.make_tfrecords", "export.embed", "export.convert", "export.gallery",
+                 "export.ijb", "export.identification"):
+        assert name in commands
+    for name in ("data_tools.cli", "data_tools.conversion", "export.embedder"):
+        assert name not in commands
+
+
+def test_library_modules_define_no_flags():
+    # A module that other code uses as a library (anything but define_flags, main, run and what
+    # it prints) must define no flags: the library goes in a module of its own, the command
+    # line stays a thin module over it (export/embed.py over export/embedder.py).
+    assert library_uses_of_command_lines() == {}

@@ -1,4 +1,5 @@
-"""make_pairs: identity-disjoint LFW-format folds from a face folder, seeded and checked."""
+"""make_pairs (library data_tools/pairs_generation.py): identity-disjoint LFW-format folds from a
+face folder, seeded and checked."""
 
 import itertools
 import os
@@ -7,8 +8,9 @@ import sys
 
 import pytest
 
-from data_tools import make_pairs, make_tfrecords, manifest
+from data_tools import conversion, manifest
 from data_tools import pairs as pairs_lib
+from data_tools import pairs_generation as generation
 from tests import _folder_fixtures as ff
 
 # 30 identities of 1 to 6 images (names only: make_pairs never reads an image).
@@ -32,7 +34,7 @@ def faces(tmp_path):
 
 def write(faces, tmp_path, name="pairs.txt", **kwargs):
     path = str(tmp_path / name)
-    summary = make_pairs.write_pairs_file(faces, path, **kwargs)
+    summary = generation.write_pairs_file(faces, path, **kwargs)
     return path, summary
 
 
@@ -69,9 +71,9 @@ def test_folds_are_identity_disjoint_and_complete(faces, tmp_path):
 def test_default_takes_the_most_every_fold_can_hold(faces, tmp_path):
     _, summary = write(faces, tmp_path)
     n = summary["pairs_per_fold"]
-    assert 1 <= n < make_pairs.DEFAULT_MAX_PAIRS_PER_FOLD
+    assert 1 <= n < generation.DEFAULT_MAX_PAIRS_PER_FOLD
     write(faces, tmp_path, "n.txt", pairs_per_fold=n)
-    with pytest.raises(make_pairs.MakePairsError, match=rf"--pairs_per_fold={n + 1} is more than "
+    with pytest.raises(generation.MakePairsError, match=rf"--pairs_per_fold={n + 1} is more than "
                        rf"the data allows.*--pairs_per_fold={n} or less"):
         write(faces, tmp_path, "more.txt", pairs_per_fold=n + 1)
     assert not (tmp_path / "more.txt").exists()
@@ -116,7 +118,7 @@ def test_the_converter_reads_the_pairs_with_real_images(tmp_path):
     root = str(tmp_path / "lfw")
     ff.make_face_tree(root, [3, 2, 1, 2, 4, 1], exts=("jpg", "png"))
     path, _ = write(root, tmp_path, num_folds=2, pairs_per_fold=2)
-    summary = make_tfrecords.convert_pairs(path, root, str(tmp_path / "records"),
+    summary = conversion.convert_pairs(path, root, str(tmp_path / "records"),
                                            num_workers=1, progress=False)
     assert (summary["num_pairs"], summary["missing_pairs"]) == (8, 0)
     info = manifest.read_manifest(str(tmp_path / "records"))
@@ -141,7 +143,7 @@ def test_a_dominant_identity_does_not_leave_a_fold_without_mismatched_pairs(tmp_
 def test_too_few_identities(tmp_path, counts, message):
     faces = make_tree(str(tmp_path / "few"), counts)
     os.makedirs(faces, exist_ok=True)
-    with pytest.raises(make_pairs.MakePairsError, match="too few identities.*" + message):
+    with pytest.raises(generation.MakePairsError, match="too few identities.*" + message):
         write(faces, tmp_path)
 
 
@@ -152,7 +154,7 @@ def test_files_a_pairs_file_cannot_name_are_refused(faces, tmp_path, relpath):
     os.makedirs(os.path.dirname(os.path.join(faces, relpath)), exist_ok=True)
     with open(os.path.join(faces, relpath), "wb") as f:
         f.write(b"x")
-    with pytest.raises(make_pairs.MakePairsError, match="1 image file.*not named the LFW way.*"
+    with pytest.raises(generation.MakePairsError, match="1 image file.*not named the LFW way.*"
                        + relpath):
         write(faces, tmp_path)
 
@@ -175,14 +177,14 @@ def test_whitespace_in_a_name_is_refused(faces, tmp_path):
     for index in (1, 2):
         with open(os.path.join(faces, "John Doe", f"John Doe_{index:04d}.jpg"), "wb") as f:
             f.write(b"x")
-    with pytest.raises(make_pairs.MakePairsError, match="whitespace.*'John Doe'"):
+    with pytest.raises(generation.MakePairsError, match="whitespace.*'John Doe'"):
         write(faces, tmp_path)
 
 
 def test_an_existing_other_file_needs_overwrite(faces, tmp_path):
     path, _ = write(faces, tmp_path, seed=0)
     write(faces, tmp_path, seed=0)  # the same content: fine
-    with pytest.raises(make_pairs.MakePairsError, match="exists with other pairs.*--overwrite"):
+    with pytest.raises(generation.MakePairsError, match="exists with other pairs.*--overwrite"):
         write(faces, tmp_path, seed=1)
     assert [n for n in os.listdir(str(tmp_path)) if n.startswith(".")] == []
     write(faces, tmp_path, seed=1, overwrite=True)
@@ -192,7 +194,7 @@ def test_an_existing_other_file_needs_overwrite(faces, tmp_path):
 
 
 def test_missing_input_dir(tmp_path):
-    with pytest.raises(make_pairs.MakePairsError, match="is not a directory"):
+    with pytest.raises(generation.MakePairsError, match="is not a directory"):
         write(str(tmp_path / "nowhere"), tmp_path)
 
 

@@ -6,7 +6,6 @@ more images; View 2 has 10 folds of 300 matched + 300 mismatched pairs.
 
 import collections
 import os
-import tarfile
 
 import pytest
 
@@ -14,21 +13,9 @@ from data_tools import conversion, manifest, pairs
 from tests import _folder_fixtures as ff
 from tests import real_lfw
 
-DATA_DIR, TARBALL, PAIRS = real_lfw.DATA_DIR, real_lfw.TARBALL, real_lfw.PAIRS
+PAIRS = real_lfw.PAIRS
 
 pytestmark = real_lfw.MARKS
-
-
-@pytest.fixture(scope="module")
-def lfw_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lfw")
-    with tarfile.open(TARBALL, "r:gz") as archive:
-        members = [m for m in archive.getmembers() if m.isdir() or m.isfile()]
-        assert all(not m.name.startswith("/") and ".." not in m.name.split("/") for m in members)
-        # The "data" filter (Python 3.8.17+/3.11.4+) refuses links out of the target directory.
-        safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-        archive.extractall(str(root), members=members, **safe)
-    return str(root / "lfw_gray250")
 
 
 def test_lfw_pairs_file_structure():
@@ -43,17 +30,17 @@ def test_lfw_pairs_file_structure():
             assert fold_of.setdefault(name, p.fold) == p.fold, name
 
 
-def test_all_pairs_resolve(lfw_dir):
+def test_all_pairs_resolve(real_lfw_dir):
     parsed = pairs.read_pairs(PAIRS)
-    relpaths, kept, missing = pairs.resolve_pairs(parsed, lfw_dir)
+    relpaths, kept, missing = pairs.resolve_pairs(parsed, real_lfw_dir)
     assert missing == [] and len(kept) == 6000
     assert len(set(path for two in relpaths for path in two)) == 7701
     assert all(path.endswith(".jpg") for two in relpaths for path in two)
 
 
-def test_lfw_converts_with_exact_counts(lfw_dir, tmp_path):
+def test_lfw_converts_with_exact_counts(real_lfw_dir, tmp_path):
     out = str(tmp_path / "train")
-    summary = conversion.convert_folder(lfw_dir, out, num_workers=2, progress=False)
+    summary = conversion.convert_folder(real_lfw_dir, out, num_workers=2, progress=False)
     assert (summary["num_images"], summary["num_classes"], summary["num_skipped"]) == (
         13233, 5749, 0)
     info = manifest.read_manifest(out)
@@ -61,7 +48,7 @@ def test_lfw_converts_with_exact_counts(lfw_dir, tmp_path):
         13233, 5749, 13233)
     assert sum(shard["records"] for shard in info["shards"]) == 13233
     labels = manifest.read_labels(out)
-    assert len(labels) == 5749 and labels == sorted(os.listdir(lfw_dir))
+    assert len(labels) == 5749 and labels == sorted(os.listdir(real_lfw_dir))
     paths = manifest.verify_shards(out)
 
     records = ff.read_records(paths, with_pixels=False)
@@ -74,14 +61,14 @@ def test_lfw_converts_with_exact_counts(lfw_dir, tmp_path):
         assert labels[record["label"]] == record["identity"].decode() == relpath.split("/")[0]
         assert (record["format"], record["channels"], record["height"], record["width"]) == (
             b"jpeg", 1, 250, 250)
-        with open(os.path.join(lfw_dir, relpath), "rb") as f:
+        with open(os.path.join(real_lfw_dir, relpath), "rb") as f:
             assert record["encoded"] == f.read()
 
 
 @pytest.mark.slow
-def test_lfw_pairs_convert_with_face_crop(lfw_dir, tmp_path):
+def test_lfw_pairs_convert_with_face_crop(real_lfw_dir, tmp_path):
     out = str(tmp_path / "pairs")
-    summary = conversion.convert_pairs(PAIRS, lfw_dir, out, crop_box="70,60,180,190",
+    summary = conversion.convert_pairs(PAIRS, real_lfw_dir, out, crop_box="70,60,180,190",
                                        image_size=112, num_workers=2, progress=False)
     assert (summary["num_pairs"], summary["fold_sizes"]) == (6000, [600] * 10)
     records = ff.read_records(manifest.verify_shards(out), kind="pairs")

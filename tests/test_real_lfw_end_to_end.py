@@ -9,9 +9,6 @@ raw 250x250 frames gives the pictures the eval spec saw, and its accuracy.
 
 import json
 import os
-import subprocess
-import sys
-import tarfile
 
 import pytest
 
@@ -20,7 +17,7 @@ from export import embed, report
 from tests import _folder_fixtures as ff
 from tests import real_lfw
 
-DATA_DIR, TARBALL, PAIRS = real_lfw.DATA_DIR, real_lfw.TARBALL, real_lfw.PAIRS
+PAIRS = real_lfw.PAIRS
 
 # 7,701 images converted, 6,000 pairs evaluated, then embedded: beyond 900 s on a busy machine.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)] + real_lfw.MARKS
@@ -28,21 +25,12 @@ MIN_ACCURACY = 0.55
 
 
 def run_main(*args):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.run([sys.executable, os.path.join(ff.REPO_ROOT, "estimator_main.py")]
-                          + list(args), cwd=ff.REPO_ROOT, env=env, capture_output=True,
-                          text=True, timeout=900, check=False)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stdout
+    return ff.run_estimator_main(*args, timeout=900)
 
 
-def test_real_lfw_pairs_evaluate_with_an_exported_model(tmp_path, capsys):
+def test_real_lfw_pairs_evaluate_with_an_exported_model(real_lfw_dir, tmp_path, capsys):
     root = tmp_path
-    with tarfile.open(TARBALL, "r:gz") as archive:
-        members = [m for m in archive.getmembers() if m.isdir() or m.isfile()]
-        safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-        archive.extractall(str(root), members=members, **safe)
-    lfw = str(root / "lfw_gray250")
+    lfw = real_lfw_dir
     # The face region of LFW-a's 250x250 frames, as the data README describes.
     conversion.convert_pairs(PAIRS, lfw, str(root / "lfw_pairs"), crop_box="70,60,180,190",
                              image_size=112, progress=False)
@@ -54,9 +42,9 @@ def test_real_lfw_pairs_evaluate_with_an_exported_model(tmp_path, capsys):
     model_dir = str(root / "model")
     common = ["--backbone=tiny", "--embedding_size=64", f"--model_dir={model_dir}",
               "--noprogress", "--verbosity=-1"]
-    run_main("--mode=train", "--train_records=%s" % (root / "train"), "--batch_size=16",
+    run_main("--mode=train", f"--train_records={root / 'train'}", "--batch_size=16",
              "--train_steps=10", "--gamma=64", *common)
-    out = run_main("--mode=evaluate", "--eval_records=%s" % (root / "lfw_pairs"),
+    out = run_main("--mode=evaluate", f"--eval_records={root / 'lfw_pairs'}",
                    "--eval_batch_size=200", *common)
     assert "LFW-style verification at step 10" in out
     with open(os.path.join(model_dir, "eval", "report.json")) as f:
@@ -68,7 +56,7 @@ def test_real_lfw_pairs_evaluate_with_an_exported_model(tmp_path, capsys):
     # What 10 steps on 20 synthetic identities reach on real faces (measured: 0.572).
     assert evaluated["accuracy"] >= MIN_ACCURACY, evaluated["accuracy"]
 
-    run_main("--mode=export", "--eval_records=%s" % (root / "lfw_pairs"), *common)
+    run_main("--mode=export", f"--eval_records={root / 'lfw_pairs'}", *common)
     saved_model = os.path.join(model_dir, "export", "manual")
     status = cli.run_main(embed.define_flags, embed.main,
                           ["embed", "--model", saved_model, "--pairs", PAIRS, "--image_dir", lfw,

@@ -8,35 +8,23 @@ a network); the README's figures come from a trained model with the same command
 
 import json
 import os
-import tarfile
 
 import pytest
 
-from data_tools import cli, lfw_identification, make_tfrecords
+from data_tools import cli, conversion, holdout_split
 from export import identification
 from tests import real_lfw, tiny_model
 
 pytestmark = [pytest.mark.slow] + real_lfw.MARKS
 
 
-@pytest.fixture(scope="module")
-def lfw_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lfw_ident")
-    with tarfile.open(real_lfw.TARBALL, "r:gz") as archive:
-        members = [m for m in archive.getmembers() if m.isdir() or m.isfile()]
-        assert all(not m.name.startswith("/") and ".." not in m.name.split("/") for m in members)
-        safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-        archive.extractall(str(root), members=members, **safe)
-    return str(root / "lfw_gray250")
-
-
-def test_fold10_identification_protocol(lfw_dir, tmp_path, capsys):
+def test_fold10_identification_protocol(real_lfw_dir, tmp_path, capsys):
     identities = str(tmp_path / "identities")
-    summary = lfw_identification.link_identities(lfw_dir, real_lfw.PAIRS, [10], identities)
+    summary = holdout_split.link_identities(real_lfw_dir, real_lfw.PAIRS, [10], identities)
     assert summary == {"identities": 451, "images": 1611, "identities_with_2_or_more": 175,
                        "single_image_identities": 276}
     records = str(tmp_path / "records")
-    converted = make_tfrecords.convert_folder(identities, records, crop_box="70,60,180,190",
+    converted = conversion.convert_folder(identities, records, crop_box="70,60,180,190",
                                               image_size=112, num_workers=2, progress=False)
     assert (converted["num_images"], converted["num_skipped"]) == (1611, 0)
 

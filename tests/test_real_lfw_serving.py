@@ -15,9 +15,6 @@ a short training run (the number that matters is agreement, not accuracy), then:
 import io
 import json
 import os
-import subprocess
-import sys
-import tarfile
 
 import numpy as np
 import pytest
@@ -39,23 +36,14 @@ TRAIN_STEPS = 300
 
 
 def run_main(*args):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.run([sys.executable, os.path.join(ff.REPO_ROOT, "estimator_main.py")]
-                          + list(args), cwd=ff.REPO_ROOT, env=env, capture_output=True,
-                          text=True, timeout=1800, check=False)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stdout
+    return ff.run_estimator_main(*args, timeout=1800)
 
 
 @pytest.fixture(scope="module")
-def recipe(tmp_path_factory):
+def recipe(real_lfw_dir, tmp_path_factory):
     """Fold-10 split, face-crop records, a short run of the recipe: its best SavedModel."""
     root = tmp_path_factory.mktemp("lfw_serving")
-    with tarfile.open(real_lfw.TARBALL, "r:gz") as archive:
-        members = [m for m in archive.getmembers() if m.isdir() or m.isfile()]
-        safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-        archive.extractall(str(root), members=members, **safe)
-    lfw = str(root / "lfw_gray250")
+    lfw = real_lfw_dir
     split = str(root / "fold10")
     # Training identities with 4+ images (557, 5,671 images): quicker, the same protocol.
     holdout_split.make_split(lfw, real_lfw.PAIRS, [10], split, min_images=4)
@@ -68,11 +56,12 @@ def recipe(tmp_path_factory):
                              crop_box=crop, image_size=RECORD_SIZE, num_workers=2,
                              progress=False)
     model_dir = str(root / "model")
-    run_main("--flagfile=%s" % os.path.join(ff.REPO_ROOT, "configs", "lfw_holdout.flags"),
-             "--train_records=%s" % os.path.join(split, "train_rec"),
-             "--eval_records=%s" % pairs_records, "--model_dir=%s" % model_dir,
+    flagfile = os.path.join(ff.REPO_ROOT, "configs", "lfw_holdout.flags")
+    run_main(f"--flagfile={flagfile}",
+             f"--train_records={os.path.join(split, 'train_rec')}",
+             f"--eval_records={pairs_records}", f"--model_dir={model_dir}",
              "--backbone=tiny", "--precision=fp32",  # the recipe's flags, a quicker network
-             "--train_steps=%d" % TRAIN_STEPS, "--save_checkpoints_steps=%d" % TRAIN_STEPS,
+             f"--train_steps={TRAIN_STEPS}", f"--save_checkpoints_steps={TRAIN_STEPS}",
              "--noprogress", "--verbosity=-1")
     saved_model = embedder_lib.find_saved_model(os.path.join(model_dir, "export", "best"))
     return {"lfw": lfw, "split": split, "pairs_records": pairs_records,

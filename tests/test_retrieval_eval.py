@@ -12,7 +12,8 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 from data_tools import input_fns
-from export import embed, retrieval, retrieval_eval
+from export import embedder as embed
+from export import identification_protocol, retrieval, retrieval_eval
 from tests import records_helpers as rh
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -137,10 +138,8 @@ def test_train_and_evaluate_with_the_retrieval_protocol(records, tmp_path):
 
     # The latest export (step 20), run offline with flip TTA on the same records, gives the
     # report's numbers (the best export may be step 10's).
-    from export import identification  # noqa: PLC0415
-
-    encoded, identities, _ = identification.read_image_records(
-        identification.record_files(str(records / "heldout")))
+    encoded, identities, _ = identification_protocol.read_image_records(
+        identification_protocol.record_files(str(records / "heldout")))
     with embed.load_saved_model(os.path.join(model_dir, "export", "latest")) as embedder:
         embeddings = embedder.embed_bytes(encoded, flip=True)
     offline = retrieval.retrieval_metrics(embeddings, identities)

@@ -14,7 +14,7 @@ import pytest
 import tensorflow.compat.v1 as tf
 from PIL import Image
 
-from data_tools import image_files, make_tfrecords, manifest, preprocessing, synthetic_faces
+from data_tools import conversion, image_files, manifest, preprocessing, synthetic_faces
 from tests import _folder_fixtures as ff
 
 CROP = (70, 60, 180, 190)  # the LFW-a face region: 110 x 130
@@ -50,8 +50,8 @@ def run(fn, pixels, static):
 def test_transformed_png_is_the_record_the_converter_writes(tmp_path):
     frames = {}
     for i in range(3):
-        relpath = "id%d/id%d_0001.jpg" % (i, i)
-        os.makedirs(str(tmp_path / "in" / ("id%d" % i)))
+        relpath = f"id{i}/id{i}_0001.jpg"
+        os.makedirs(str(tmp_path / "in" / f"id{i}"))
         Image.fromarray(face_frame(i)).save(str(tmp_path / "in" / relpath), quality=90)
         frames[relpath] = (tmp_path / "in" / relpath).read_bytes()
     ff.convert_quietly(tmp_path / "in", tmp_path / "out", crop_box="70,60,180,190",
@@ -98,7 +98,7 @@ def test_pairs_manifest_records_the_conversion_transform(tmp_path):
     ff.make_face_tree(str(tmp_path / "in"), [2, 2], size=40)
     pairs = tmp_path / "pairs.txt"
     pairs.write_text("1\t1\nPerson_A\t1\t2\nPerson_A\t1\tPerson_B\t1\n")
-    make_tfrecords.convert_pairs(str(pairs), str(tmp_path / "in"), str(tmp_path / "out"),
+    conversion.convert_pairs(str(pairs), str(tmp_path / "in"), str(tmp_path / "out"),
                                  crop_box="4,2,36,26", image_size=16, num_workers=1,
                                  progress=False)
     with open(str(tmp_path / "out" / "manifest.json")) as f:
