@@ -92,6 +92,9 @@ def define_flags(fv=flags.FLAGS):
     integer_flag("images_per_identity", 0, "K of P×K batches (0: plain shuffling). "
                  "Needed by circle_pair and circle_combined.")
     integer_flag("proxy_partitions", 1, "Split the class proxies into this many variables.")
+    float_flag("partial_fc_rate", 1.0, "Partial FC, in (0, 1]: each training step uses the "
+               "batch's classes and a uniform sample of the others, ceil(rate × classes) in "
+               "all, with sparse proxy updates (class-level heads; 1: every class).")
     # Optimisation.
     integer_flag("batch_size", 128, "Global training batch size.")
     integer_flag("train_steps", None, "Total training steps (or use --train_epochs).")
@@ -275,10 +278,19 @@ def build_configs(p):
                                 embedding_size=backbone.embedding_size, margin=p["margin"],
                                 gamma=p["gamma"], scale=p["scale"],
                                 class_weight=p["class_weight"], pair_weight=p["pair_weight"],
-                                proxy_partitions=p["proxy_partitions"])
+                                proxy_partitions=p["proxy_partitions"],
+                                partial_fc_rate=p["partial_fc_rate"])
     except (ValueError, TypeError) as e:
         raise ParamsError("--head=%s: %s" % (p["head"], e)) from None
     p["margin"], p["gamma"] = head.margin, head.gamma
+    if head.partial_fc and p["mode"] in ("train", "train_and_evaluate"):
+        # Static shapes: a step's sample holds every class of the (per-replica) batch.
+        batch = p["batch_size"] // max(p.get("num_replicas") or 1, 1)
+        _require(batch <= head.num_sample or head.num_sample == head.num_classes,
+                 "--partial_fc_rate=%g keeps %d of %d classes per "
+                 "step, fewer than the %d examples of a batch (which may all be different "
+                 "classes): raise --partial_fc_rate or lower --batch_size"
+                 % (p["partial_fc_rate"], head.num_sample, head.num_classes, batch))
     optimization_values = _fields(model_config.OptimizationConfig, p)
     optimization_values["total_steps"] = p["train_steps"]
     optimization = _config(model_config.OptimizationConfig, **optimization_values)
@@ -290,7 +302,8 @@ def build_configs(p):
 
 
 # Scopes of the variables a fine-tuning run may take over; optimizer slots (Momentum, Adam)
-# start afresh. The head's proxies are [D, C]: they carry over only between equal class counts.
+# start afresh. The head's proxies are [D, C] ([C, D] "class_proxies" under Partial FC): they
+# carry over only between equal class counts and layouts.
 _NO_SLOTS = r"(?!.*/(Momentum|Adam|Adam_1)$)"
 BACKBONE_SCOPE = "backbone/" + _NO_SLOTS
 HEAD_SCOPE = "head/" + _NO_SLOTS
@@ -310,17 +323,23 @@ def _warm_start_scopes(p, head):
     shapes = _checkpoint_shapes(p["warm_start_from"])
     _require(any(name.startswith("backbone/") for name in shapes),
              "--warm_start_from=%s holds no backbone variables" % p["warm_start_from"])
-    old = [shape for name, shape in shapes.items()
-           if name.startswith("head/") and "proxies" in name and "/Momentum" not in name]
-    old_classes = sum(shape[1] for shape in old) if old else None
-    same_head = old_classes == head.num_classes and all(
-        shape[0] == p["embedding_size"] for shape in old)
+    # The checkpoint holds a partitioned matrix as one tensor of the full shape.
+    name, shape = head.proxy_variable
+    same_head = shapes.get("head/" + name) == shape
+    old_classes = None
+    if "head/proxies" in shapes:
+        old_classes = shapes["head/proxies"][1]
+    elif "head/class_proxies" in shapes:
+        old_classes = shapes["head/class_proxies"][0]
     mode = p["warm_start_vars"]
     if mode == "all":
+        _require(same_head or old_classes != head.num_classes, "--warm_start_vars=all: the "
+                 "checkpoint's proxies are not head/%s %s (Partial FC, --partial_fc_rate < 1, "
+                 "stores them class-major as head/class_proxies)" % (name, shape))
         _require(same_head, "--warm_start_vars=all: the checkpoint's head has %s classes, this "
                  "run %s (use --warm_start_vars=auto or backbone to fine-tune on other "
                  "identities)" % (old_classes, head.num_classes))
-    if mode == "all" or (mode == "auto" and same_head and old):
+    if mode == "all" or (mode == "auto" and same_head):
         logging.info("warm start: backbone and head from %s", p["warm_start_from"])
         return [BACKBONE_SCOPE, HEAD_SCOPE]
     logging.info("warm start: backbone from %s (head starts afresh: %s -> %s classes)",

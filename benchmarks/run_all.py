@@ -22,6 +22,7 @@ from benchmarks import (
     identification,
     input_pipeline,
     insightface_rec,
+    partial_fc,
     precision_curve,
     train_step,
 )
@@ -33,6 +34,7 @@ BENCHMARKS = collections.OrderedDict([
     ("train_step", train_step.run),
     ("precision_curve", precision_curve.run),
     ("head_cost", head_cost.run),
+    ("partial_fc", partial_fc.run),
     ("evaluation", evaluation.run),
     ("identification", identification.run),
     ("deploy", deploy.run),

@@ -19,6 +19,18 @@ All heads compute in float32 whatever the embeddings' dtype, so the loss and the
 float32 under mixed precision. ``gamma`` is the circle heads' scale; ``scale`` is the softmax
 family's. Each head ignores the hyperparameters it does not use; ``head.config`` says which
 values it runs with, for logging.
+
+Partial FC (An et al., "Killing Two Birds with One Stone: Efficient and Robust Training of Face
+Recognition CNNs by Partial FC", CVPR 2022), ``partial_fc_rate=r`` < 1 on the class-level heads:
+each training step keeps every class of the batch and a uniform sample (without replacement) of
+the other classes, ``num_sample = ceil(r * C)`` in all, a Python int, so every shape is static.
+The logits and the loss use only the sampled proxies (labels remapped to their place among
+them), and the proxies are then stored class-major, ``class_proxies`` [C, D] (as insightface
+and embedding tables do), because TensorFlow's sparse updates (IndexedSlices) exist only along
+the first axis: the gradient reaches the sampled rows only, and a momentum or SGD step updates
+only them. Weight decay applies to the sampled rows only (insightface's Partial FC does the
+same); the rows are put in the graph collection ``PARTIAL_FC_ROWS`` for ``model_fn``. With
+``r = 1`` (the default) nothing changes: [D, C] ``proxies``, the same graph as before.
 """
 
 import collections
@@ -29,12 +41,18 @@ import tensorflow.compat.v1 as tf
 
 from model import circle_loss
 
-__all__ = ["HEADS", "HeadOutput", "build_head"]
+__all__ = ["HEADS", "PARTIAL_FC_ROWS", "HeadOutput", "build_head", "partial_fc_num_sample"]
+
+# Graph collection of the proxy rows a Partial FC head gathered in a training step: model_fn
+# decays them (and not the whole class-major matrix, whose update would turn dense).
+PARTIAL_FC_ROWS = "partial_fc_sampled_proxy_rows"
 
 HeadOutput = collections.namedtuple(
     "HeadOutput",
-    ["per_example_loss", "positive_similarity", "negative_similarity", "logits", "cosine"],
+    ["per_example_loss", "positive_similarity", "negative_similarity", "logits", "cosine",
+     "classes"],
 )
+HeadOutput.__new__.__defaults__ = (None,)
 HeadOutput.__doc__ = """What a head returns.
 
 per_example_loss: [B] float32.
@@ -46,7 +64,23 @@ logits: [B, C] float32 margin logits the cross-entropy is taken over, or None fo
   They depend on the label (the margin applies at the label), so do not take their argmax.
 cosine: [B, C] float32 cosine of each example with each proxy, or None for the pair head. Its
   argmax is the nearest proxy: use it for classification accuracy.
+classes: None, or under Partial FC sampling the [num_sample] int32 class ids (increasing) whose
+  proxies were used: then logits and cosine are [B, num_sample], column j standing for class
+  classes[j], and negative_similarity averages over the sampled negatives.
 """
+
+
+def partial_fc_num_sample(num_classes, rate):
+    """Classes a Partial FC step keeps: ceil(rate * num_classes), at least 2, at most all."""
+    # round() first: 0.3 * 10 is 3.0000000000000004 in floating point, whose ceil is 4.
+    return int(min(num_classes, max(2, math.ceil(round(rate * num_classes, 6)))))
+
+
+def _partial_fc_rate(value):
+    if (not isinstance(value, numbers.Real) or isinstance(value, bool)
+            or not 0.0 < value <= 1.0):
+        raise ValueError(f"partial_fc_rate must be in (0, 1], got {value!r}")
+    return float(value)
 
 
 def _positive_int(value, what):
@@ -88,6 +122,15 @@ def _mean_where(values, mask):
     return total / tf.maximum(count, 1.0)
 
 
+def _class_major_cosine(embeddings, blocks):
+    """[B, C] cosines of float32 embeddings with class-major [C_i, D] proxy blocks."""
+    normalized = tf.nn.l2_normalize(embeddings, axis=1, epsilon=1e-12)
+    cos = [tf.matmul(normalized, tf.nn.l2_normalize(tf.convert_to_tensor(block), axis=1,
+                                                    epsilon=1e-12), transpose_b=True)
+           for block in blocks]
+    return cos[0] if len(cos) == 1 else tf.concat(cos, axis=1)
+
+
 def _target_mask(cos, labels):
     """[B, C] bool: True at each example's label."""
     # tf.range casts its limit in TF 1.15 only when the dtypes agree: build int32, then cast.
@@ -110,7 +153,7 @@ class Head:
 
     def __init__(self, num_classes, embedding_size, *, margin=None, gamma=None, scale=64.0,
                  class_weight=1.0, pair_weight=1.0, proxy_partitions=1,
-                 proxy_initializer_stddev=0.01):
+                 proxy_initializer_stddev=0.01, partial_fc_rate=1.0):
         self.embedding_size = _positive_int(embedding_size, "embedding_size")
         if self.uses_proxies:
             self.num_classes = _positive_int(num_classes, "num_classes")
@@ -130,10 +173,24 @@ class Head:
                              f"num_classes={self.num_classes}")
         self.proxy_initializer_stddev = _number(
             proxy_initializer_stddev, "proxy_initializer_stddev", 0.0, low_inclusive=False)
+        self.partial_fc_rate = _partial_fc_rate(partial_fc_rate)
+        if not self.uses_proxies and self.partial_fc_rate < 1.0:
+            raise ValueError(f"head {self.name!r} has no class proxies to sample: "
+                             f"partial_fc_rate must be 1, got {partial_fc_rate!r}")
+        # Partial FC: sample the classes in training (class-major proxies); r = 1 never does.
+        self.partial_fc = self.partial_fc_rate < 1.0
+        self.num_sample = (partial_fc_num_sample(self.num_classes, self.partial_fc_rate)
+                           if self.partial_fc else self.num_classes)
         self._validate()
 
     def _validate(self):
         """Head-specific checks of margin / gamma / weights."""
+
+    def _proxy_config(self):
+        config = {"proxy_partitions": self.proxy_partitions}
+        if self.partial_fc:
+            config.update(partial_fc_rate=self.partial_fc_rate, num_sample=self.num_sample)
+        return config
 
     @property
     def config(self):
@@ -145,30 +202,43 @@ class Head:
             f"{key}={value!r}" for key, value in sorted(self.config.items()) if key != "head")
         return f"{type(self).__name__}({items})"
 
+    @property
+    def proxy_variable(self):
+        """(name, full shape) of the proxy variable in scope ``head``: ``proxies`` [D, C], or
+        ``class_proxies`` [C, D] under Partial FC."""
+        if self.partial_fc:
+            return "class_proxies", [self.num_classes, self.embedding_size]
+        return "proxies", [self.embedding_size, self.num_classes]
+
     def proxies(self):
-        """Gets or creates the [embedding_size, num_classes] float32 proxy matrix ``proxies``
-        in the current variable scope (``__call__`` calls it inside scope ``head``).
+        """Gets or creates the float32 proxy matrix in the current variable scope (``__call__``
+        calls it inside scope ``head``): ``proxies`` [embedding_size, num_classes], or under
+        Partial FC ``class_proxies`` [num_classes, embedding_size] (see ``proxy_variable``).
 
         With ``proxy_partitions > 1`` it is a PartitionedVariable split along the class axis, so
         a very large identity count can be spread over parameter servers.
         """
+        name, shape = self.proxy_variable
+        class_axis = 0 if self.partial_fc else 1
         partitioner = None
         if self.proxy_partitions > 1:
-            partitioner = tf.fixed_size_partitioner(self.proxy_partitions, axis=1)
+            partitioner = tf.fixed_size_partitioner(self.proxy_partitions, axis=class_axis)
         return tf.get_variable(
-            "proxies",
-            [self.embedding_size, self.num_classes],
+            name,
+            shape,
             tf.float32,
             initializer=tf.random_normal_initializer(stddev=self.proxy_initializer_stddev),
             partitioner=partitioner,
         )
 
-    def __call__(self, embeddings, labels):
+    def __call__(self, embeddings, labels, sample=True):
         """Builds the head's graph.
 
         Args:
           embeddings: [B, embedding_size] float tensor (any float dtype; cast to float32).
           labels: [B] int tensor.
+          sample: under Partial FC, sample the classes (training); False scores every class
+            (evaluation). Without Partial FC it changes nothing.
 
         Returns:
           HeadOutput.
@@ -181,9 +251,9 @@ class Head:
             raise TypeError(f"labels must be integers, got {labels.dtype.name}")
         # AUTO_REUSE: towers that share the proxies (e.g. flipped images) may call a head twice.
         with tf.variable_scope("head", reuse=tf.AUTO_REUSE):
-            return self._compute(embeddings, labels)
+            return self._compute(embeddings, labels, sample)
 
-    def _compute(self, embeddings, labels):
+    def _compute(self, embeddings, labels, sample):
         raise NotImplementedError
 
 
@@ -194,17 +264,70 @@ class _ProxyHead(Head):
         """[B, C] cosines and [B] labels -> [B, C] float32 logits for cross-entropy."""
         raise NotImplementedError
 
-    def _class_terms(self, embeddings, labels):
-        cos = circle_loss.cosine_similarity(embeddings, self.proxies())
+    def _class_terms(self, embeddings, labels, sample):
+        classes = None
+        if not self.partial_fc:
+            cos = circle_loss.cosine_similarity(embeddings, self.proxies())
+        elif sample:
+            classes, labels = self.sample_classes(labels)
+            # Gathered on the devices that hold the shards ("div": fixed_size_partitioner's
+            # contiguous blocks); the gradient is IndexedSlices over the sampled rows.
+            rows = tf.nn.embedding_lookup(self.proxies(), classes, partition_strategy="div")
+            tf.add_to_collection(PARTIAL_FC_ROWS, rows)
+            cos = _class_major_cosine(embeddings, [rows])
+        else:
+            cos = _class_major_cosine(embeddings, circle_loss._proxy_shards(self.proxies()))  # noqa: SLF001
         logits = self.margin_logits(cos, labels)
         loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
         positive = tf.reduce_sum(
             tf.where(_target_mask(cos, labels), cos, tf.zeros_like(cos)), axis=1)
-        negative = (tf.reduce_sum(cos, axis=1) - positive) / float(self.num_classes - 1)
-        return HeadOutput(loss, positive, negative, logits, cos)
+        columns = self.num_sample if classes is not None else self.num_classes
+        negative = (tf.reduce_sum(cos, axis=1) - positive) / float(columns - 1)
+        return HeadOutput(loss, positive, negative, logits, cos, classes)
 
-    def _compute(self, embeddings, labels):
-        return self._class_terms(embeddings, labels)
+    def sample_classes(self, labels):
+        """Partial FC's class sample of one step.
+
+        Every class of ``labels`` and ``num_sample - #classes in the batch`` others drawn
+        uniformly without replacement: the first of a random permutation of the classes that
+        are not in the batch. O(C) work, no sort and no top_k over the classes.
+
+        Returns:
+          (classes, local_labels): [num_sample] int32 increasing class ids, and [B] int32 the
+          position of each label in ``classes``.
+        """
+        num_classes, num_sample = self.num_classes, self.num_sample
+        labels = tf.cast(labels, tf.int32)
+        batch = tf.dimension_value(labels.shape[0])
+        # A sample of every class holds any batch.
+        fits = num_sample == num_classes
+        if batch is not None and batch > num_sample and not fits:
+            raise ValueError(
+                f"partial_fc_rate={self.partial_fc_rate} keeps {num_sample} of "
+                f"{num_classes} classes per step, fewer than the {batch} examples of the "
+                "batch, which may all be different classes: raise partial_fc_rate or lower "
+                "the batch size")
+        in_batch = tf.scatter_nd(labels[:, tf.newaxis], tf.ones_like(labels),
+                                 [num_classes]) > 0
+        num_positive = tf.reduce_sum(tf.cast(in_batch, tf.int32))
+        checks = []
+        if batch is None and not fits:
+            checks.append(tf.debugging.assert_less_equal(
+                num_positive, num_sample, message=f"Partial FC: more classes in the batch "
+                f"than the {num_sample} sampled per step"))
+        with tf.control_dependencies(checks):
+            order = tf.random.shuffle(tf.range(num_classes))
+        # Along the permutation: the negatives, counted; the first ones fill the sample.
+        negative = tf.logical_not(tf.gather(in_batch, order))
+        rank = tf.cumsum(tf.cast(negative, tf.int32))
+        taken = tf.logical_and(negative, rank <= num_sample - num_positive)
+        keep = tf.logical_or(in_batch, tf.gather(taken, tf.math.invert_permutation(order)))
+        # where() lists the kept classes in increasing order; there are exactly num_sample.
+        classes = tf.reshape(tf.cast(tf.where(keep), tf.int32), [num_sample])
+        return classes, tf.searchsorted(classes, labels)
+
+    def _compute(self, embeddings, labels, sample):
+        return self._class_terms(embeddings, labels, sample)
 
 
 class _CircleParameters:
@@ -222,7 +345,7 @@ class _CircleParameters:
     def config(self):
         config = {"head": self.name, "margin": self.margin, "gamma": self.gamma}
         if self.uses_proxies:
-            config["proxy_partitions"] = self.proxy_partitions
+            config.update(self._proxy_config())
         return config
 
 
@@ -242,7 +365,8 @@ class CirclePairHead(_CircleParameters, Head):
     needs_pk_batches = True
     uses_proxies = False
 
-    def _compute(self, embeddings, labels):
+    def _compute(self, embeddings, labels, sample):
+        del sample  # no proxies
         loss = circle_loss.pair_level_circle_loss(embeddings, labels, self.margin, self.gamma)
         normalized = circle_loss.l2_normalize(embeddings, axis=1)
         sim = tf.matmul(normalized, normalized, transpose_b=True)
@@ -272,8 +396,8 @@ class CircleCombinedHead(CircleHead):
         config.update(class_weight=self.class_weight, pair_weight=self.pair_weight)
         return config
 
-    def _compute(self, embeddings, labels):
-        class_out = self._class_terms(embeddings, labels)
+    def _compute(self, embeddings, labels, sample):
+        class_out = self._class_terms(embeddings, labels, sample)
         pair_loss = circle_loss.pair_level_circle_loss(embeddings, labels, self.margin,
                                                        self.gamma)
         loss = self.class_weight * class_out.per_example_loss + self.pair_weight * pair_loss
@@ -287,7 +411,9 @@ class SoftmaxHead(_ProxyHead):
 
     @property
     def config(self):
-        return {"head": self.name, "scale": self.scale, "proxy_partitions": self.proxy_partitions}
+        config = {"head": self.name, "scale": self.scale}
+        config.update(self._proxy_config())
+        return config
 
     def margin_logits(self, cos, labels):
         return self.scale * tf.cast(cos, tf.float32)
@@ -298,8 +424,9 @@ class _AdditiveMarginHead(_ProxyHead):
 
     @property
     def config(self):
-        return {"head": self.name, "margin": self.margin, "scale": self.scale,
-                "proxy_partitions": self.proxy_partitions}
+        config = {"head": self.name, "margin": self.margin, "scale": self.scale}
+        config.update(self._proxy_config())
+        return config
 
 
 class CosFaceHead(_AdditiveMarginHead):
@@ -353,7 +480,7 @@ HEADS = collections.OrderedDict(
 
 def build_head(name, num_classes, embedding_size, *, margin=None, gamma=None, scale=64.0,
                class_weight=1.0, pair_weight=1.0, proxy_partitions=1,
-               proxy_initializer_stddev=0.01):
+               proxy_initializer_stddev=0.01, partial_fc_rate=1.0):
     """Builds the head registered under ``name``.
 
     Args:
@@ -366,6 +493,9 @@ def build_head(name, num_classes, embedding_size, *, margin=None, gamma=None, sc
       class_weight, pair_weight: circle_combined's weights of the class- and pair-level losses.
       proxy_partitions: split the proxy matrix into this many variables along the class axis.
       proxy_initializer_stddev: stddev of the proxies' normal initializer.
+      partial_fc_rate: Partial FC, in (0, 1]: each training step uses the batch's classes and a
+        uniform sample of the others, ceil(rate * num_classes) in all; 1 (default) uses every
+        class. Class-level heads only (circle_pair refuses a rate below 1).
 
     Returns:
       a Head; ``head(embeddings, labels)`` returns a HeadOutput.
@@ -378,4 +508,5 @@ def build_head(name, num_classes, embedding_size, *, margin=None, gamma=None, sc
     return cls(num_classes, embedding_size, margin=margin, gamma=gamma, scale=scale,
                class_weight=class_weight, pair_weight=pair_weight,
                proxy_partitions=proxy_partitions,
-               proxy_initializer_stddev=proxy_initializer_stddev)
+               proxy_initializer_stddev=proxy_initializer_stddev,
+               partial_fc_rate=partial_fc_rate)

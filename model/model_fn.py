@@ -12,7 +12,7 @@
 
 import tensorflow.compat.v1 as tf
 
-from model import backbones, hooks
+from model import backbones, heads, hooks
 from model import config as model_config
 from model import optimization as optimization_lib
 
@@ -141,10 +141,13 @@ def _add_train_summaries(head_output, embeddings, learning_rate):
     tf.summary.scalar("similarity/positive", tf.reduce_mean(head_output.positive_similarity))
     tf.summary.scalar("similarity/negative", tf.reduce_mean(head_output.negative_similarity))
     tf.summary.scalar("norm/embedding", tf.reduce_mean(tf.norm(embeddings, axis=1)))
-    proxies = [v for v in tf.trainable_variables() if "proxies" in v.op.name]
-    if proxies:
-        matrix = tf.concat([tf.convert_to_tensor(p) for p in proxies], axis=1)
-        tf.summary.scalar("norm/proxy", tf.reduce_mean(tf.norm(matrix, axis=0)))
+    # [D, C] "proxies" (one column per class) or Partial FC's [C, D] "class_proxies".
+    for name, class_axis in (("/proxies", 1), ("/class_proxies", 0)):
+        parts = [v for v in tf.trainable_variables()
+                 if ("/" + v.op.name).endswith(name) or name + "/part_" in v.op.name]
+        if parts:
+            matrix = tf.concat([tf.convert_to_tensor(p) for p in parts], axis=class_axis)
+            tf.summary.scalar("norm/proxy", tf.reduce_mean(tf.norm(matrix, axis=1 - class_axis)))
 
 
 def model_fn_builder(backbone, head, optimization, eval_metrics_fn=None, eval_flip=True,
@@ -214,7 +217,8 @@ def model_fn_builder(backbone, head, optimization, eval_metrics_fn=None, eval_fl
                         tf.estimator.export.PredictOutput(predictions)})
 
         labels = tf.cast(labels, tf.int32)
-        head_output = head_fn(embeddings, labels)
+        # Partial FC samples the classes in training; evaluation scores every class.
+        head_output = head_fn(embeddings, labels, sample=is_training)
         loss = tf.reduce_mean(head_output.per_example_loss)
 
         if mode == tf.estimator.ModeKeys.EVAL:
@@ -228,7 +232,8 @@ def model_fn_builder(backbone, head, optimization, eval_metrics_fn=None, eval_fl
             return tf.estimator.EstimatorSpec(mode, loss=loss, eval_metric_ops=metric_ops)
 
         global_step = tf.train.get_or_create_global_step()
-        total_loss = loss + optimization_lib.weight_decay_loss(opt_config.weight_decay)
+        total_loss = loss + optimization_lib.weight_decay_loss(
+            opt_config.weight_decay, rows=tf.get_collection(heads.PARTIAL_FC_ROWS))
         lr = optimization_lib.learning_rate_schedule(
             global_step, opt_config.learning_rate, opt_config.total_steps,
             warmup_steps=opt_config.warmup_steps, schedule=opt_config.schedule,

@@ -15,6 +15,8 @@ OPTIMIZERS = ("momentum", "adam", "sgd")
 # Variables whose last name component is one of these get weight decay: convolution and dense
 # kernels and the class proxies. Batch-norm gamma/beta, PReLU alpha and biases do not (decaying
 # them only fights the normalisation; insightface and the paper's codebases leave them alone).
+# Partial FC's class-major ``class_proxies`` are not listed: decaying the whole matrix would make
+# every step's update dense; the rows a step sampled are decayed instead (``rows`` below).
 DECAYED_VARIABLE_NAMES = ("kernel", "proxies")
 
 
@@ -79,15 +81,18 @@ def is_decayed(variable):
     return name in DECAYED_VARIABLE_NAMES
 
 
-def weight_decay_loss(weight_decay, variables=None):
-    """``weight_decay`` × ½‖w‖² over decayed variables, float32.
+def weight_decay_loss(weight_decay, variables=None, rows=()):
+    """``weight_decay`` × ½‖w‖² over decayed variables and ``rows``, float32.
 
     Its gradient is ``weight_decay · w``: the weight decay of MXNet/PyTorch SGD, which is what
-    the paper's 5e-4 means.
+    the paper's 5e-4 means. ``rows``: tensors gathered from a variable (the proxy rows a Partial
+    FC step sampled, ``heads.PARTIAL_FC_ROWS``), decayed where gathered: their gradient stays
+    sparse, so the step updates those rows only (insightface's Partial FC decays the same).
     """
     if variables is None:
         variables = tf.trainable_variables()
-    decayed = [v for v in variables if is_decayed(v)]
+    decayed = [tf.cast(v, tf.float32) for v in variables if is_decayed(v)]
+    decayed += [tf.cast(r, tf.float32) for r in rows]
     if weight_decay <= 0 or not decayed:
         return tf.constant(0.0)
-    return weight_decay * tf.add_n([tf.nn.l2_loss(tf.cast(v, tf.float32)) for v in decayed])
+    return weight_decay * tf.add_n([tf.nn.l2_loss(v) for v in decayed])

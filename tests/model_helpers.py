@@ -7,7 +7,8 @@ gamma=32, total_steps=20, ...``) into them, with the same defaults as the config
 from model import config as model_config
 from model import heads, model_fn
 
-HEAD_KEYS = ("margin", "gamma", "scale", "class_weight", "pair_weight", "proxy_partitions")
+HEAD_KEYS = ("margin", "gamma", "scale", "class_weight", "pair_weight", "proxy_partitions",
+             "partial_fc_rate")
 BACKBONE_KEYS = ("embedding_size", "image_size", "dropout_rate", "precision")
 
 

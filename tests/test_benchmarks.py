@@ -35,6 +35,10 @@ EXPECTED_KEYS = {
     "head_cost": ["circle_1000_ms_per_step", "softmax_1000_ms_per_step",
                   "circle_over_softmax_1000", "circle_10000_ms_per_step",
                   "softmax_10000_ms_per_step", "circle_over_softmax_10000"],
+    "partial_fc": ["num_classes", "r1_num_sample", "r01_num_sample", "r1_ms_per_step",
+                   "r01_ms_per_step", "time_ratio", "r1_peak_rss_gb", "r01_peak_rss_gb",
+                   "peak_rss_ratio", "r1_step_working_memory_gb", "r01_step_working_memory_gb",
+                   "working_memory_ratio"],
     "identification": ["probes_per_s_2k", "probes_per_s_10k", "gallery_normalise_s_10k",
                        "peak_rss_mb"],
     # One line per format; without tf2onnx/onnxruntime or TF 2's tf.lite a "skipped" line only.

@@ -127,6 +127,14 @@ REJECTED = [
     ("shuffle_buffer_zero", {"shuffle_buffer": 0}, "--shuffle_buffer must be positive"),
     ("proxy_partitions_above_classes", {"proxy_partitions": 9},
      "proxy_partitions=9 exceeds num_classes=4"),
+    ("partial_fc_rate_zero", {"partial_fc_rate": 0.0},
+     "--head=circle: partial_fc_rate must be in (0, 1], got 0.0"),
+    ("partial_fc_rate_above_one", {"partial_fc_rate": 1.5}, "partial_fc_rate must be in (0, 1]"),
+    ("partial_fc_on_the_pair_head",
+     {"head": "circle_pair", "images_per_identity": 4, "partial_fc_rate": 0.5},
+     "--head=circle_pair: head 'circle_pair' has no class proxies to sample"),
+    ("partial_fc_sample_below_the_batch", {"partial_fc_rate": 0.5},
+     "--partial_fc_rate=0.5 keeps 2 of 4 classes per step, fewer than the 8 examples"),
 ]
 
 
@@ -161,6 +169,20 @@ def test_params_record_the_heads_resolved_defaults(data, tmp_path, parse_flags, 
     assert params["margin"] == pytest.approx(margin)
     assert params["gamma"] == (None if gamma is None else pytest.approx(gamma))
     json.dumps(params)  # JSON-ready for params.json
+
+
+def test_partial_fc_rate_reaches_the_head(data, tmp_path, parse_flags):
+    settings = base_settings(data, tmp_path / "run")
+    settings["partial_fc_rate"] = 0.9  # ceil(0.9 * 4) = every class: any batch fits
+    params = estimator_main.build_params(parse_flags(as_argv(settings)))
+    assert params["partial_fc_rate"] == 0.9
+    head = estimator_main.build_configs(params).head
+    assert head.partial_fc and head.num_sample == NUM_CLASSES
+    assert head.proxy_variable == ("class_proxies", [NUM_CLASSES, 16])
+    # evaluation and export need no sample that holds a training batch
+    params = estimator_main.build_params(parse_flags(as_argv(dict(
+        settings, partial_fc_rate=0.5, mode="export"))))
+    assert estimator_main.build_configs(params).head.num_sample == 2
 
 
 def test_modelarts_urls_give_records_and_model_dir(data, tmp_path, parse_flags):

@@ -1,6 +1,7 @@
 """Heads: registry, shapes, margin logits against numpy formulas, partitioned proxies, training."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -300,4 +301,248 @@ def test_sgd_lowers_the_loss(name):
             for _ in range(15):
                 sess.run(train)
             after = sess.run(loss)
+    assert np.isfinite(after) and after < 0.5 * before, (before, after)
+
+
+# ----------------------------------------------------------------------------- Partial FC
+PFC_C, PFC_B = 40, 12
+
+
+def pfc_batch(seed, classes=4):
+    """B examples of a few classes scattered over [0, PFC_C), proxies [C, D] (class-major)."""
+    rng = np.random.default_rng(seed)
+    ids = rng.choice(PFC_C, size=classes, replace=False)
+    labels = ids[np.arange(PFC_B) % classes].astype(np.int32)
+    emb = rng.normal(size=(PFC_B, D)).astype(np.float32)
+    return emb, labels, rng.normal(size=(PFC_C, D))
+
+
+def _class_parts():
+    """The class-major proxy variable or its partitions (not the optimizer's slots)."""
+    return sorted((v for v in tf.global_variables()
+                   if re.fullmatch(r"head/class_proxies(/part_\d+)?:0", v.name)),
+                  key=lambda v: v.name)
+
+
+def _load_class_proxies(sess, proxies):
+    start = 0
+    for part in _class_parts():
+        rows = part.shape.as_list()[0]
+        part.load(proxies[start:start + rows], sess)
+        start += rows
+    assert start == proxies.shape[0]
+
+
+def run_pfc_head(head, emb, labels, proxies, sample=True, runs=1):
+    """Outputs of ``runs`` steps (each a new sample) with the class-major proxies loaded."""
+    with tf.Graph().as_default():
+        tf.set_random_seed(0)
+        out = head(tf.constant(emb), tf.constant(labels), sample=sample)
+        fetch = {k: v for k, v in out._asdict().items() if v is not None}
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            _load_class_proxies(sess, proxies)
+            return [sess.run(fetch) for _ in range(runs)]
+
+
+@pytest.mark.parametrize("rate", [0.0, -0.5, 1.5, True, "0.5", None])
+def test_partial_fc_rate_must_be_in_0_1(rate):
+    with pytest.raises(ValueError, match=r"partial_fc_rate must be in \(0, 1\]"):
+        heads.build_head("circle", C, D, partial_fc_rate=rate)
+
+
+def test_pair_head_refuses_partial_fc():
+    with pytest.raises(ValueError, match="no class proxies to sample"):
+        heads.build_head("circle_pair", None, D, partial_fc_rate=0.5)
+    assert heads.build_head("circle_pair", None, D, partial_fc_rate=1.0).num_sample is None
+
+
+@pytest.mark.parametrize("classes,rate,expected", [
+    (1000000, 0.1, 100000), (1000000, 1.0, 1000000), (10, 0.3, 3), (10, 0.25, 3), (5, 0.01, 2),
+    (5, 0.9, 5), (85742, 0.2, 17149)])
+def test_partial_fc_num_sample(classes, rate, expected):
+    assert heads.partial_fc_num_sample(classes, rate) == expected
+    if rate < 1:
+        head = heads.build_head("softmax", classes, D, partial_fc_rate=rate)
+        assert head.num_sample == expected and head.config["num_sample"] == expected
+
+
+@pytest.mark.parametrize("name", PROXY_HEADS)
+def test_rate_one_is_the_full_head_bit_for_bit(name):
+    emb, labels = pk_batch(11)
+    proxies = np.random.default_rng(12).normal(size=(D, C))
+    head = heads.build_head(name, C, D, partial_fc_rate=1.0)
+    assert not head.partial_fc and head.num_sample == C and "partial_fc_rate" not in head.config
+    got = run_head(head, emb, labels, proxies)
+    want = run_head(heads.build_head(name, C, D), emb, labels, proxies)
+    assert "classes" not in got and set(got) == set(want)
+    for key in want:
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+    # ... and the numpy formulas (as test_logits_and_loss_match_numpy)
+    cos = _unit(emb.astype(np.float64), 1) @ _unit(proxies, 0)
+    scale = head.gamma if name.startswith("circle") else head.scale
+    logits = ref_logits(name, cos, labels, head.margin, scale)
+    np.testing.assert_allclose(got["logits"], logits, rtol=1e-5, atol=8e-6 * scale)
+    if name != "circle_combined":
+        np.testing.assert_allclose(got["per_example_loss"], _cross_entropy(logits, labels),
+                                   rtol=1e-5, atol=8e-6 * scale)
+
+
+@pytest.mark.parametrize("partitions", [1, 3])
+@pytest.mark.parametrize("name", PROXY_HEADS)
+def test_sampling_every_class_equals_the_full_head(name, partitions):
+    """rate < 1 whose sample is every class (ceil(0.9 * 5) = 5): the sampled code path, the
+    class-major proxies, and the full head's values."""
+    emb, labels = pk_batch(13)
+    proxies = np.random.default_rng(14).normal(size=(D, C))
+    head = heads.build_head(name, C, D, partial_fc_rate=0.9, proxy_partitions=partitions)
+    assert head.partial_fc and head.num_sample == C
+    full = run_head(heads.build_head(name, C, D), emb, labels, proxies)
+    for sample in (True, False):
+        got = run_pfc_head(head, emb, labels, proxies.T, sample=sample)[0]
+        if sample:
+            np.testing.assert_array_equal(got["classes"], np.arange(C))
+        else:
+            assert "classes" not in got
+        for key in ("per_example_loss", "logits", "cosine", "positive_similarity",
+                    "negative_similarity"):
+            np.testing.assert_allclose(got[key], full[key], rtol=1e-6, atol=1e-5, err_msg=key)
+
+
+@pytest.mark.parametrize("partitions", [1, 3])
+@pytest.mark.parametrize("name", PROXY_HEADS)
+def test_partial_fc_loss_is_the_full_formula_on_the_sampled_rows(name, partitions):
+    emb, labels, proxies = pfc_batch(15)
+    head = heads.build_head(name, PFC_C, D, partial_fc_rate=0.35, proxy_partitions=partitions,
+                            margin=0.3 if name.startswith("circle") else None, gamma=64.0)
+    assert head.num_sample == 14
+    with tf.Graph().as_default():
+        head(tf.constant(emb), tf.constant(labels))
+        assert [v.shape.as_list() for v in _class_parts()] == (
+            [[PFC_C, D]] if partitions == 1 else [[14, D], [13, D], [13, D]])
+        assert not [v for v in tf.global_variables() if v.name.startswith("head/proxies")]
+    runs = run_pfc_head(head, emb, labels, proxies, runs=4)
+    samples = set()
+    for got in runs:
+        classes = got["classes"]
+        samples.add(tuple(classes))
+        # exactly num_sample distinct classes, increasing, every class of the batch among them
+        assert classes.shape == (14,) and classes.dtype == np.int32
+        assert (np.diff(classes) > 0).all() and classes.min() >= 0 and classes.max() < PFC_C
+        assert set(labels) <= set(classes)
+        local = np.searchsorted(classes, labels)
+        np.testing.assert_array_equal(classes[local], labels)
+        cos = _unit(emb.astype(np.float64), 1) @ _unit(proxies[classes], 1).T
+        scale = head.gamma if name.startswith("circle") else head.scale
+        logits = ref_logits(name, cos, local, head.margin, scale)
+        atol = 8e-6 * scale
+        np.testing.assert_allclose(got["cosine"], cos, atol=1e-6)
+        np.testing.assert_allclose(got["logits"], logits, rtol=1e-5, atol=atol)
+        loss = _cross_entropy(logits, local)
+        if name == "circle_combined":
+            with tf.Graph().as_default(), tf.Session() as sess:
+                pair = sess.run(circle_loss.pair_level_circle_loss(
+                    tf.constant(emb), tf.constant(labels), head.margin, head.gamma))
+            loss = loss + pair
+        np.testing.assert_allclose(got["per_example_loss"], loss, rtol=1e-5, atol=atol)
+        np.testing.assert_allclose(got["positive_similarity"], cos[np.arange(PFC_B), local],
+                                   atol=1e-6)
+        other = ~_onehot(local, len(classes))
+        np.testing.assert_allclose(got["negative_similarity"],
+                                   (cos * other).sum(axis=1) / (len(classes) - 1), atol=1e-6)
+    assert len(samples) > 1  # a new sample every step
+
+
+def test_partial_fc_negatives_are_uniform():
+    """Each class outside the batch is drawn with probability (S - P) / (C - P)."""
+    num_classes, rate, draws = 30, 0.2, 3000
+    head = heads.build_head("softmax", num_classes, D, partial_fc_rate=rate)
+    labels = np.array([2, 2, 7, 29], np.int32)
+    with tf.Graph().as_default():
+        tf.set_random_seed(1)
+        classes, local = head.sample_classes(tf.constant(labels))
+        with tf.Session() as sess:
+            counts = np.zeros(num_classes)
+            for _ in range(draws):
+                got, got_local = sess.run([classes, local])
+                counts[got] += 1
+    np.testing.assert_array_equal(got[got_local], labels)
+    assert (counts[[2, 7, 29]] == draws).all()
+    others = np.delete(counts, [2, 7, 29]) / draws
+    expected = (head.num_sample - 3) / (num_classes - 3)  # 3/27
+    binomial_sd = math.sqrt(expected * (1 - expected) / draws)
+    assert np.abs(others - expected).max() < 5 * binomial_sd, others
+    assert counts.sum() == draws * head.num_sample
+
+
+@pytest.mark.parametrize("name", ["circle", "softmax"])
+@pytest.mark.parametrize("partitions", [1, 3])
+def test_partial_fc_gradient_touches_only_the_sampled_rows(partitions, name):
+    emb, labels, proxies = pfc_batch(16)
+    head = heads.build_head(name, PFC_C, D, partial_fc_rate=0.35, proxy_partitions=partitions)
+    with tf.Graph().as_default():
+        out = head(tf.constant(emb), tf.constant(labels))
+        loss = tf.reduce_mean(out.per_example_loss)
+        parts = _class_parts()
+        gradients = tf.gradients(loss, parts)
+        assert all(isinstance(g, tf.IndexedSlices) for g in gradients)
+        train = tf.train.MomentumOptimizer(0.5, 0.9).apply_gradients(zip(gradients, parts))
+        slots = [v for p in parts for v in tf.global_variables()
+                 if v.op.name == p.op.name + "/Momentum"]
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            _load_class_proxies(sess, proxies)
+            # the sample, the gradient rows and the update of one and the same step
+            classes, indices, _ = sess.run([out.classes, [g.indices for g in gradients], train])
+            after, momentum = np.vstack(sess.run(parts)), np.vstack(sess.run(slots))
+    offsets = np.cumsum([0] + [p.shape.as_list()[0] for p in parts])[:-1]
+    touched = np.concatenate([offset + i for offset, i in zip(offsets, indices)])
+    np.testing.assert_array_equal(np.sort(touched), classes)
+    changed = np.flatnonzero(np.any(after != proxies.astype(np.float32), axis=1))
+    moving = np.flatnonzero(np.any(momentum != 0, axis=1))
+    # Circle: a negative below -m has a zero weight alpha_n, so zero gradient (and a tiny one
+    # may not move a float32 weight); softmax gives every sampled row a gradient.
+    assert set(labels) <= set(changed) <= set(moving) <= set(classes)
+    if name == "softmax":
+        np.testing.assert_array_equal(moving, classes)
+
+
+def test_partial_fc_batch_must_fit_in_the_sample():
+    head = heads.build_head("circle", PFC_C, D, partial_fc_rate=0.25)  # 10 classes per step
+    with tf.Graph().as_default(), pytest.raises(ValueError, match="keeps 10 of 40 classes"):
+        head(tf.zeros([PFC_B, D]), tf.zeros([PFC_B], tf.int32))
+    # a batch of unknown size: checked when it runs
+    with tf.Graph().as_default():
+        labels = tf.placeholder(tf.int32, [None])
+        out = head(tf.ones([tf.shape(labels)[0], D]), labels)
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            sess.run(out.per_example_loss, {labels: [0, 0] + list(range(5, 13))})  # 9 classes
+            with pytest.raises(tf.errors.InvalidArgumentError, match="more classes in the batch"):
+                sess.run(out.per_example_loss, {labels: list(range(11))})
+
+
+@pytest.mark.parametrize("name", ["circle", "circle_combined", "arcface"])
+def test_partial_fc_sgd_lowers_the_full_loss(name):
+    """Trained on samples, evaluated on every class (sample=False)."""
+    rng = np.random.default_rng(17)
+    num_classes = 24
+    labels = np.repeat(rng.choice(num_classes, 6, replace=False), 2).astype(np.int32)
+    features = rng.normal(size=(num_classes, 16))[labels] + 0.5 * rng.normal(size=(12, 16))
+    head = heads.build_head(name, num_classes, D, partial_fc_rate=0.5)
+    with tf.Graph().as_default():
+        tf.set_random_seed(0)
+        kernel = tf.get_variable("kernel", [16, D],
+                                 initializer=tf.random_normal_initializer(stddev=0.3))
+        embeddings = tf.matmul(tf.constant(features, tf.float32), kernel)
+        loss = tf.reduce_mean(head(embeddings, tf.constant(labels)).per_example_loss)
+        full = tf.reduce_mean(
+            head(embeddings, tf.constant(labels), sample=False).per_example_loss)
+        train = tf.train.MomentumOptimizer(0.02, 0.9).minimize(loss)
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            before = sess.run(full)
+            for _ in range(20):
+                sess.run(train)
+            after = sess.run(full)
     assert np.isfinite(after) and after < 0.5 * before, (before, after)
