@@ -67,7 +67,14 @@ def workdir(tmp_path_factory):
     return str(tmp_path_factory.mktemp("bench"))
 
 
-@pytest.mark.parametrize("name", list(run_all.BENCHMARKS))
+# These train, convert or step a model for 10-30 s each: make test-slow runs them; the quick ones
+# keep every benchmark's command line and JSON shape in make test.
+TRAINING_BENCHMARKS = ("train_step", "precision_curve", "deploy", "partial_fc")
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(name, marks=pytest.mark.slow) if name in TRAINING_BENCHMARKS else name
+    for name in run_all.BENCHMARKS])
 def test_benchmark_prints_one_json_line_with_its_figures(name, workdir, capsys):
     result = run_all.BENCHMARKS[name](quick=True, workdir=workdir)
     lines = _json_lines(capsys.readouterr().out)
@@ -119,6 +126,7 @@ def precision_figures(workdir):
 
 
 @needs_bf16
+@pytest.mark.slow
 def test_precision_curve_records_falling_finite_curves_of_the_three_runs(precision_figures):
     figures = precision_figures
     steps = figures["steps"]
@@ -135,6 +143,7 @@ def test_precision_curve_records_falling_finite_curves_of_the_three_runs(precisi
 
 
 @needs_bf16
+@pytest.mark.slow
 def test_precision_curve_bf16_starts_from_the_fp32_model_and_batch(precision_figures):
     figures = precision_figures
     fp32, bf16, other = (figures[f"{run}_curve"][0] for run in PRECISION_RUNS)
@@ -158,6 +167,7 @@ def test_precision_curve_skips_without_bfloat16(monkeypatch, workdir, capsys):
 
 
 @needs_bf16
+@pytest.mark.slow
 def test_precision_curve_flags_and_divergence(workdir, capsys):
     # A learning rate that blows the weights up: every run stops at its first non-finite loss.
     precision_curve.main(["--quick", "--workdir", workdir, "--steps=3", "--batch_size=8",
@@ -187,6 +197,7 @@ def test_subsample_keeps_every_tenth_step_and_the_last(length, expected):
     assert precision_curve.subsample([float(i) for i in range(length)], every=10) == expected
 
 
+@pytest.mark.slow
 def test_deploy_prints_one_line_per_format_with_savedmodel_ratios_of_one(workdir, capsys):
     if not (deploy_formats.onnx_available() and deploy_formats.tflite_available()):
         pytest.skip("needs tf2onnx, onnxruntime and TF 2's tf.lite")

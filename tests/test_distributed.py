@@ -276,6 +276,7 @@ def test_proxy_shards_are_placed_on_different_parameter_servers(monkeypatch, tmp
     assert others and all(device[name].startswith("/job:ps/") for name in others)
 
 
+@pytest.mark.slow
 def test_local_cluster_trains_evaluates_and_exports(records, pairs, tmp_path):
     """scripts/local_cluster.py: ps + chief + worker + evaluator on 127.0.0.1."""
     root = tmp_path

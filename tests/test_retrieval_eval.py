@@ -116,6 +116,7 @@ NET = ["--backbone=tiny", f"--image_size={SIZE}", "--embedding_size=16", "--batc
        "--eval_throttle_secs=0", "--noprogress"]
 
 
+@pytest.mark.slow
 def test_train_and_evaluate_with_the_retrieval_protocol(records, tmp_path):
     model_dir = str(tmp_path / "run")
     proc = run_cli("--mode=train_and_evaluate", "--eval_protocol=retrieval",
