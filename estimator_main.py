@@ -204,21 +204,20 @@ def build_params(values):
     needs_train = mode in ("train", "train_and_evaluate")
     needs_eval = mode in ("evaluate", "train_and_evaluate")
     if needs_train:
-        _require(p["train_records"], "--mode=%s needs --train_records (or --data_url)" % mode)
+        _require(p["train_records"], f"--mode={mode} needs --train_records (or --data_url)")
     if needs_eval:
-        _require(p["eval_records"], "--mode=%s needs --eval_records: the pair records of "
-                 "make_tfrecords.py --pairs" % mode)
+        _require(p["eval_records"], f"--mode={mode} needs --eval_records: the pair records of "
+                 "make_tfrecords.py --pairs")
     _require(p["batch_size"] > 0 and p["eval_batch_size"] > 0, "batch sizes must be positive")
     k = p["images_per_identity"]
     if heads.HEADS[p["head"]].needs_pk_batches:
-        _require(k >= 2, "--head=%s needs P×K batches: set --images_per_identity=K >= 2 "
-                 "(e.g. 4)" % p["head"])
+        _require(k >= 2, f"--head={p['head']} needs P×K batches: set "
+                 "--images_per_identity=K >= 2 (e.g. 4)")
     if k:
-        _require(k >= 2, "--images_per_identity=%d: K must be at least 2 (0 turns P×K batches "
-                 "off)" % k)
-        _require(p["batch_size"] % k == 0,
-                 "--batch_size=%d must be a multiple of --images_per_identity=%d"
-                 % (p["batch_size"], k))
+        _require(k >= 2, f"--images_per_identity={k}: K must be at least 2 (0 turns P×K "
+                 "batches off)")
+        _require(p["batch_size"] % k == 0, f"--batch_size={p['batch_size']} must be a multiple "
+                 f"of --images_per_identity={k}")
     p["decay_boundaries"] = tuple(float(b) for b in p["decay_boundaries"])
     p["num_workers"] = _multi_worker_task(p).num_workers if p["distribution"] == \
         "multi_worker" else 1
@@ -281,16 +280,16 @@ def build_configs(p):
                                 proxy_partitions=p["proxy_partitions"],
                                 partial_fc_rate=p["partial_fc_rate"])
     except (ValueError, TypeError) as e:
-        raise ParamsError("--head=%s: %s" % (p["head"], e)) from None
+        raise ParamsError(f"--head={p['head']}: {e}") from None
     p["margin"], p["gamma"] = head.margin, head.gamma
     if head.partial_fc and p["mode"] in ("train", "train_and_evaluate"):
         # Static shapes: a step's sample holds every class of the (per-replica) batch.
         batch = p["batch_size"] // max(p.get("num_replicas") or 1, 1)
         _require(batch <= head.num_sample or head.num_sample == head.num_classes,
-                 "--partial_fc_rate=%g keeps %d of %d classes per "
-                 "step, fewer than the %d examples of a batch (which may all be different "
-                 "classes): raise --partial_fc_rate or lower --batch_size"
-                 % (p["partial_fc_rate"], head.num_sample, head.num_classes, batch))
+                 f"--partial_fc_rate={p['partial_fc_rate']:g} keeps {head.num_sample} of "
+                 f"{head.num_classes} classes per step, fewer than the {batch} examples of a "
+                 "batch (which may all be different classes): raise --partial_fc_rate or lower "
+                 "--batch_size")
     optimization_values = _fields(model_config.OptimizationConfig, p)
     optimization_values["total_steps"] = p["train_steps"]
     optimization = _config(model_config.OptimizationConfig, **optimization_values)
@@ -313,8 +312,8 @@ def _checkpoint_shapes(path):
     try:
         return dict(tf.train.list_variables(path))
     except (tf.errors.OpError, ValueError) as e:
-        raise ParamsError("--warm_start_from=%s: no readable checkpoint there (%s)"
-                          % (path, str(e).splitlines()[0] if str(e) else type(e).__name__)) \
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ParamsError(f"--warm_start_from={path}: no readable checkpoint there ({reason})") \
             from None
 
 
@@ -322,7 +321,7 @@ def _warm_start_scopes(p, head):
     """Which variable scopes --warm_start_from initialises, checked against the checkpoint."""
     shapes = _checkpoint_shapes(p["warm_start_from"])
     _require(any(name.startswith("backbone/") for name in shapes),
-             "--warm_start_from=%s holds no backbone variables" % p["warm_start_from"])
+             f"--warm_start_from={p['warm_start_from']} holds no backbone variables")
     # The checkpoint holds a partitioned matrix as one tensor of the full shape.
     name, shape = head.proxy_variable
     same_head = shapes.get("head/" + name) == shape
@@ -334,11 +333,11 @@ def _warm_start_scopes(p, head):
     mode = p["warm_start_vars"]
     if mode == "all":
         _require(same_head or old_classes != head.num_classes, "--warm_start_vars=all: the "
-                 "checkpoint's proxies are not head/%s %s (Partial FC, --partial_fc_rate < 1, "
-                 "stores them class-major as head/class_proxies)" % (name, shape))
-        _require(same_head, "--warm_start_vars=all: the checkpoint's head has %s classes, this "
-                 "run %s (use --warm_start_vars=auto or backbone to fine-tune on other "
-                 "identities)" % (old_classes, head.num_classes))
+                 f"checkpoint's proxies are not head/{name} {shape} (Partial FC, "
+                 "--partial_fc_rate < 1, stores them class-major as head/class_proxies)")
+        _require(same_head, "--warm_start_vars=all: the checkpoint's head has "
+                 f"{old_classes} classes, this run {head.num_classes} (use "
+                 "--warm_start_vars=auto or backbone to fine-tune on other identities)")
     if mode == "all" or (mode == "auto" and same_head):
         logging.info("warm start: backbone and head from %s", p["warm_start_from"])
         return [BACKBONE_SCOPE, HEAD_SCOPE]
@@ -351,12 +350,11 @@ def _check_replicas(p):
     """The global batch splits over the replicas; per-replica P×K batches stay whole."""
     n = p["num_replicas"]
     if n > 1:
-        _require(p["batch_size"] % n == 0, "--batch_size=%d (global) must split evenly over %d "
-                 "replicas" % (p["batch_size"], n))
+        _require(p["batch_size"] % n == 0, f"--batch_size={p['batch_size']} (global) must "
+                 f"split evenly over {n} replicas")
         k = p["images_per_identity"]
-        _require(not k or (p["batch_size"] // n) % k == 0,
-                 "the per-replica batch %d must be a multiple of --images_per_identity=%d"
-                 % (p["batch_size"] // n, k))
+        _require(not k or (p["batch_size"] // n) % k == 0, f"the per-replica batch "
+                 f"{p['batch_size'] // n} must be a multiple of --images_per_identity={k}")
         _require(p["proxy_partitions"] == 1, "--proxy_partitions is for parameter servers "
                  "(TF_CONFIG); a mirrored run keeps one proxy matrix per device")
 
@@ -366,8 +364,8 @@ def _read_records(p, needs_train, needs_eval):
     records = p["train_records"]
     if records:
         info = manifest.read_manifest(records)
-        _require(info.get("kind") == "images", "--train_records=%s holds %s records, not "
-                 "training images" % (records, info.get("kind")))
+        _require(info.get("kind") == "images", f"--train_records={records} holds "
+                 f"{info.get('kind')} records, not training images")
         p["num_classes"] = int(info["num_classes"])
         p["num_train_images"] = int(info["num_images"])
         if needs_train:
@@ -376,9 +374,8 @@ def _read_records(p, needs_train, needs_eval):
         if tf.io.gfile.exists(labels_path):
             with tf.io.gfile.GFile(labels_path) as fh:
                 lines = [line for line in fh.read().splitlines() if line]
-            _require(len(lines) == p["num_classes"],
-                     "%s lists %d identities but the manifest says %d classes"
-                     % (labels_path, len(lines), p["num_classes"]))
+            _require(len(lines) == p["num_classes"], f"{labels_path} lists {len(lines)} "
+                     f"identities but the manifest says {p['num_classes']} classes")
     else:
         p["num_classes"] = _num_classes_from_run(p["model_dir"])
     sets, named = _parse_eval_records(p, needs_eval)
@@ -386,18 +383,18 @@ def _read_records(p, needs_train, needs_eval):
         _require(not named, "--eval_protocol=retrieval takes one directory of image records "
                  "in --eval_records, not named sets (several sets are verification pairs)")
         _require(not p["best_metric"], "--best_metric applies to --eval_protocol=verification "
-                 "(the retrieval exporter keeps the best %s/%s)"
-                 % (retrieval_eval.PREFIX, retrieval_eval.BEST_METRIC))
+                 "(the retrieval exporter keeps the best "
+                 f"{retrieval_eval.PREFIX}/{retrieval_eval.BEST_METRIC})")
         _require(p["device"] != "npu", "--eval_protocol=retrieval is not available on "
                  "--device=npu yet (its metric runs in the graph; the Ascend host path covers "
                  "verification)")
         info = manifest.read_manifest(p["eval_records"])
         _require(info.get("kind") == "images", "--eval_protocol=retrieval needs image records "
-                 "of held-out identities; --eval_records=%s holds %s records"
-                 % (p["eval_records"], info.get("kind")))
+                 f"of held-out identities; --eval_records={p['eval_records']} holds "
+                 f"{info.get('kind')} records")
         p["num_eval_images"] = int(info["num_images"])
-        _require(p["num_eval_images"] >= 2, "--eval_records=%s holds fewer than 2 images"
-                 % p["eval_records"])
+        _require(p["num_eval_images"] >= 2,
+                 f"--eval_records={p['eval_records']} holds fewer than 2 images")
         _verify(p["eval_records"], p["verify_records"])
     elif needs_eval:
         _read_pair_sets(p, sets, named)
@@ -426,13 +423,13 @@ def _read_pair_sets(p, sets, named):
     for name, records in sets:
         info = manifest.read_manifest(records)
         if named:
-            _require(info.get("kind") == "pairs", "--eval_records: set %s (%s) holds %s "
-                     "records, not pairs (several sets are verification pairs; "
-                     "--eval_protocol=retrieval takes one directory of image records)"
-                     % (name, records, info.get("kind")))
+            _require(info.get("kind") == "pairs", f"--eval_records: set {name} ({records}) "
+                     f"holds {info.get('kind')} records, not pairs (several sets are "
+                     "verification pairs; --eval_protocol=retrieval takes one directory of "
+                     "image records)")
         else:
-            _require(info.get("kind") == "pairs", "--eval_records=%s holds %s records, not "
-                     "pairs" % (records, info.get("kind")))
+            _require(info.get("kind") == "pairs", f"--eval_records={records} holds "
+                     f"{info.get('kind')} records, not pairs")
         p["eval_sets"].append({"name": name, "records": records,
                                "num_pairs": int(info["num_pairs"]),
                                "num_folds": int(info.get("num_folds", 10))})
@@ -502,8 +499,7 @@ def _verify(records_dir, enabled):
 def _num_classes_from_run(model_dir):
     """num_classes recorded by the training run (evaluate/export without --train_records)."""
     path = os.path.join(model_dir, "params.json")
-    _require(tf.io.gfile.exists(path), "no --train_records and no %s: cannot size the head"
-             % path)
+    _require(tf.io.gfile.exists(path), f"no --train_records and no {path}: cannot size the head")
     with tf.io.gfile.GFile(path) as fh:
         return int(json.load(fh)["num_classes"])
 
@@ -683,8 +679,8 @@ def write_eval_report(p, eval_result, started=None):
         if started is not None:
             extra["wall_seconds"] = round(time.time() - started, 1)
         path = retrieval_eval.write_report(metrics, os.path.join(p["model_dir"], "eval"), extra)
-        print("Retrieval at step %s: %s -> %s" % (metrics.get("global_step"), ", ".join(
-            "%s %.4f" % (k, metrics[k]) for k in retrieval_eval.scalar_names()[:-1]), path))
+        scores = ", ".join(f"{k} {metrics[k]:.4f}" for k in retrieval_eval.scalar_names()[:-1])
+        print(f"Retrieval at step {metrics.get('global_step')}: {scores} -> {path}")
         return metrics
     extra = {"mode": p["mode"]}
     if started is not None:
@@ -693,14 +689,14 @@ def write_eval_report(p, eval_result, started=None):
         return _write_sets_reports(p, eval_result, extra)
     metrics = eval_metrics.metrics_from_eval_result(eval_result, EVAL_NAME)
     paths = report.write_report(metrics, os.path.join(p["model_dir"], "eval"), extra=extra)
-    print("LFW-style verification at step %s: accuracy %.4f ± %.4f, VAL@FAR=%g %.4f, AUC %.4f, "
-          "EER %.4f (threshold %.2f) -> %s" % (
-              metrics.get("global_step"), metrics["accuracy"], metrics["accuracy_std"],
-              p["far_target"], metrics["val"], metrics["auc"], metrics["eer"],
-              metrics["threshold"], paths[0]))
+    m = metrics
+    print(f"LFW-style verification at step {m.get('global_step')}: accuracy "
+          f"{m['accuracy']:.4f} ± {m['accuracy_std']:.4f}, VAL@FAR={p['far_target']:g} "
+          f"{m['val']:.4f}, AUC {m['auc']:.4f}, EER {m['eer']:.4f} (threshold "
+          f"{m['threshold']:.2f}) -> {paths[0]}")
     if "threshold_single" in metrics:
-        print("  without flip TTA (one embedding per image): accuracy %.4f, threshold %.2f"
-              % (metrics["accuracy_single"], metrics["threshold_single"]))
+        print("  without flip TTA (one embedding per image): accuracy "
+              f"{m['accuracy_single']:.4f}, threshold {m['threshold_single']:.2f}")
     return metrics
 
 
@@ -712,21 +708,21 @@ def _write_sets_reports(p, eval_result, extra):
     eval_sets.write_sets_reports(eval_result, [s["name"] for s in sets], eval_dir, extra)
     print(eval_sets.sets_table(eval_result, [(s["name"], s["num_pairs"]) for s in sets],
                                p["far_target"]))
-    print("reports: %s" % ", ".join(os.path.join(eval_dir, s["name"], report.REPORT_JSON)
-                                    for s in sets))
+    reports = [os.path.join(eval_dir, s["name"], report.REPORT_JSON) for s in sets]
+    print(f"reports: {', '.join(reports)}")
     if p["best_metric"] in eval_result:
-        print("%s: %.4f" % (p["best_metric"], float(eval_result[p["best_metric"]])))
+        print(f"{p['best_metric']}: {float(eval_result[p['best_metric']]):.4f}")
     return {s["name"]: eval_metrics.metrics_from_eval_result(eval_result, s["name"])
             for s in sets}
 
 
 def freeze_export(p, saved_model_dir):
     name = os.path.basename(os.path.normpath(saved_model_dir))
-    path = os.path.join(p["model_dir"], "frozen", "embedding_%s.pb" % name)
+    path = os.path.join(p["model_dir"], "frozen", f"embedding_{name}.pb")
     # Input at the eval records' size: the evaluation's own path, no upsampling of a smaller input.
     size = serving.record_size_of(p.get("eval_transform")) or p["image_size"]
     freeze.freeze_saved_model(saved_model_dir, path, image_size=size)
-    print("frozen graph (input 'input' %dx%d, output 'embedding'): %s" % (size, size, path))
+    print(f"frozen graph (input 'input' {size}x{size}, output 'embedding'): {path}")
     return path
 
 
@@ -745,7 +741,7 @@ def evaluate_checkpoint(estimator, p, checkpoint_path=None):
                                   checkpoint_path=checkpoint_path)
     checkpoint_path = checkpoint_path or tf.train.latest_checkpoint(p["model_dir"])
     if checkpoint_path is None:
-        raise ValueError("no checkpoint to evaluate in %s" % p["model_dir"])
+        raise ValueError(f"no checkpoint to evaluate in {p['model_dir']}")
     step = tf.train.load_variable(checkpoint_path, tf.GraphKeys.GLOBAL_STEP)
     predictions = estimator.predict(eval_input_fn(p), checkpoint_path=checkpoint_path,
                                     yield_single_examples=True)
@@ -826,16 +822,16 @@ def run_mode(p):
         # evaluation or a restarted job never displaces the best model.
         best = export_dirs.best_export(os.path.join(p["model_dir"], "export", "best"))
         if best:
-            print("best SavedModel: %s" % best)
+            print(f"best SavedModel: {best}")
             freeze_export(p, best)
     elif mode == "export":
         path = exporters.export_checkpoint(
             estimator, os.path.join(p["model_dir"], "export", "manual"), receiver,
             checkpoint_path=p["checkpoint_path"], transform=p.get("eval_transform"))
-        print("SavedModel: %s" % path)
+        print(f"SavedModel: {path}")
         freeze_export(p, path)
     else:
-        raise ValueError("unknown mode %r" % mode)
+        raise ValueError(f"unknown mode {mode!r}")
 
 
 def _silence_deprecation_warnings():
@@ -855,7 +851,7 @@ def main(argv):
     tf.get_logger().setLevel(logging.get_absl_logger().getEffectiveLevel())
     _silence_deprecation_warnings()
     if len(argv) > 1:
-        raise app.UsageError("unexpected arguments: %s" % " ".join(argv[1:]))
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     try:
         params = build_params(flag_values())
     except (ParamsError, manifest.ManifestError, estimator_factory.DeviceUnavailableError) as e:
@@ -908,7 +904,7 @@ def _main_with_one_line_errors(argv):
     try:
         return main(argv)
     except app.UsageError as e:
-        sys.stderr.write("%s: %s\nsee --help for the flags\n" % (os.path.basename(argv[0]), e))
+        sys.stderr.write(f"{os.path.basename(argv[0])}: {e}\nsee --help for the flags\n")
         return 1
 
 

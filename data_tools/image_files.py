@@ -151,7 +151,7 @@ def scan_identity_folders(input_dir):
             try:
                 st = os.stat(os.path.join(input_dir, relpath))
             except OSError as e:
-                skipped.append((relpath, "cannot stat: %s" % (e.strerror or e)))
+                skipped.append((relpath, f"cannot stat: {e.strerror or e}"))
                 continue
             if not stat.S_ISREG(st.st_mode):
                 skipped.append((relpath, "not a regular file"))
@@ -178,7 +178,7 @@ def _walk_images(input_dir, identity):
     def onerror(error):
         where = os.path.relpath(error.filename or os.path.join(input_dir, identity), input_dir)
         unlistable.append((where.replace(os.sep, "/"),
-                           "cannot list folder: %s" % (error.strerror or error)))
+                           f"cannot list folder: {error.strerror or error}"))
 
     for dirpath, dirnames, filenames in os.walk(os.path.join(input_dir, identity),
                                                 onerror=onerror):
@@ -201,7 +201,7 @@ def _read_file(path):
         with open(path, "rb") as f:
             data = f.read()
     except OSError as e:
-        raise ImageError("cannot read: %s" % (e.strerror or e)) from None
+        raise ImageError(f"cannot read: {e.strerror or e}") from None
     if not data:
         raise ImageError("empty file (0 bytes)")
     return data

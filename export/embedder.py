@@ -84,7 +84,7 @@ class Transform(collections.namedtuple("Transform", ["crop_box", "image_size"]))
         box = image_files.parse_crop_box(crop_box)
         if image_size is not None:
             if isinstance(image_size, bool) or int(image_size) != image_size or image_size < 1:
-                raise ValueError("image size must be a positive integer, got %r" % (image_size,))
+                raise ValueError(f"image size must be a positive integer, got {image_size!r}")
             image_size = int(image_size)
         if box is None and image_size is None:
             return None
@@ -98,17 +98,17 @@ class Transform(collections.namedtuple("Transform", ["crop_box", "image_size"]))
         resampling = transform.get("resampling")
         if transform.get("image_size") is not None and resampling not in (
                 None, image_files.RESAMPLING):
-            raise ValueError("the conversion used %r resampling; only the converter's %r is "
-                             "implemented" % (resampling, image_files.RESAMPLING))
+            raise ValueError(f"the conversion used {resampling!r} resampling; only the "
+                             f"converter's {image_files.RESAMPLING!r} is implemented")
         return cls.make(transform.get("crop_box"), transform.get("image_size"))
 
     def describe(self):
         """``crop_box=70,60,180,190 image_size=112`` (the flags that give this transform)."""
         parts = []
         if self.crop_box is not None:
-            parts.append("crop_box=%s" % ",".join(str(c) for c in self.crop_box))
+            parts.append(f"crop_box={','.join(str(c) for c in self.crop_box)}")
         if self.image_size is not None:
-            parts.append("image_size=%d" % self.image_size)
+            parts.append(f"image_size={self.image_size}")
         return " ".join(parts)
 
     def apply(self, data):
@@ -278,8 +278,7 @@ class Embedder:
             stored = report.read_transform(os.path.join(self.saved_model_dir, ASSETS_EXTRA))
             return Transform.from_dict(stored)
         except ValueError as e:
-            raise EmbedError("the conversion transform of %s: %s"
-                             % (self.saved_model_dir, e)) from None
+            raise EmbedError(f"the conversion transform of {self.saved_model_dir}: {e}") from None
 
     def _embed_batches(self, items, names, to_blobs, batch_size, flip, progress):
         """The one batching loop: ``to_blobs(items[batch], names[batch])`` gives encoded images."""
@@ -364,7 +363,7 @@ def read_images(paths, names=None, transform=None):
             with open(path, "rb") as f:
                 data = f.read()
         except OSError as e:
-            bad.append((name, "cannot read: %s" % (e.strerror or e)))
+            bad.append((name, f"cannot read: {e.strerror or e}"))
             continue
         if not data:
             bad.append((name, "empty file"))
@@ -413,7 +412,7 @@ def align_photos(paths, image_size=112, detector=None):
             bad.append((path, result.reason))
             continue
         if result.num_faces > 1:
-            notes.append("%s holds %d faces: the largest is used" % (path, result.num_faces))
+            notes.append(f"{path} holds {result.num_faces} faces: the largest is used")
         blobs.append(png)
     if bad:
         raise ImageDecodeError(bad)

@@ -39,7 +39,7 @@ def _as_text(path):
 
 def write_export_report(export_path, eval_result, prefix="lfw"):
     """Write report.json and roc.png of ``eval_result`` into ``<export>/assets.extra``."""
-    if not eval_result or "%s/accuracy" % prefix not in eval_result:
+    if not eval_result or f"{prefix}/accuracy" not in eval_result:
         return None
     metrics = eval_metrics.metrics_from_eval_result(eval_result, prefix)
     return report.write_report(metrics, os.path.join(_as_text(export_path), ASSETS_EXTRA))
@@ -62,8 +62,8 @@ def read_export_transform(saved_model_dir):
 def metric_value(eval_result, metric_key):
     """``eval_result[metric_key]`` as a float; a clear error when the metric was not built."""
     if not eval_result or metric_key not in eval_result:
-        raise ValueError("the eval result has no %r; was the verification metric built?"
-                         % metric_key)
+        raise ValueError(f"the eval result has no {metric_key!r}; was the verification metric "
+                         "built?")
     return float(eval_result[metric_key])
 
 
@@ -86,8 +86,7 @@ class BestMetricExporter(tf.estimator.Exporter):
     def __init__(self, serving_input_receiver_fn, metric_key, report_fn=None,
                  exports_to_keep=3, name="best", assets_extra=None, transform=None):
         if exports_to_keep is not None and exports_to_keep < 1:
-            raise ValueError("exports_to_keep must be positive or None, got %r"
-                             % exports_to_keep)
+            raise ValueError(f"exports_to_keep must be positive or None, got {exports_to_keep!r}")
         self._name = name
         self._receiver_fn = serving_input_receiver_fn
         self._metric_key = metric_key
@@ -145,7 +144,7 @@ def verification_report_fn(prefix="lfw"):
     """``report_fn`` of the verification protocol: report.json and roc.png."""
 
     def write(eval_result, directory):
-        if "%s/accuracy" % prefix not in eval_result:
+        if f"{prefix}/accuracy" not in eval_result:
             return {}
         metrics = eval_metrics.metrics_from_eval_result(eval_result, prefix)
         json_path, png_path = report.write_report(metrics, directory)

@@ -33,8 +33,8 @@ def test_flagfile_validates(config, data, tmp_path, parse_flags, monkeypatch):
     if "--device=npu" in lines:  # validated against the fake npu_bridge of tests/fake_npu
         forget_npu_modules()
         monkeypatch.syspath_prepend(FAKE_NPU)
-    args = [f"--flagfile={config}", "--train_records=%s" % (data / "train"),
-            "--eval_records=%s" % (data / "pairs"), f"--model_dir={tmp_path}"]
+    args = [f"--flagfile={config}", f"--train_records={data / 'train'}",
+            f"--eval_records={data / 'pairs'}", f"--model_dir={tmp_path}"]
     if not any(line.startswith(("--train_steps", "--train_epochs")) for line in lines):
         args.append("--train_steps=1200")  # scripts/demo.sh passes it
     if any(line.startswith("--train_epochs") for line in lines):

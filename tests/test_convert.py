@@ -174,20 +174,20 @@ def test_cli_refuses_flags_that_do_not_fit(args, message, capsys):
 
 
 def test_cli_names_a_missing_model(tmp_path, capsys):
-    assert run_cli(["--model=%s" % (tmp_path / "nope"), "--onnx=a.onnx"]) == 1
+    assert run_cli([f"--model={tmp_path / 'nope'}", "--onnx=a.onnx"]) == 1
     assert "does not exist" in one_error_line(capsys)
 
 
 def test_cli_refuses_a_saved_model_without_the_pixels_signature(tmp_path, capsys):
     path = str(tmp_path / "bytes_only")
     test_embed_cli.build_saved_model(path, test_embed_cli.PROJECTION)
-    assert run_cli([f"--model={path}", "--onnx=%s" % (tmp_path / "a.onnx")]) == 1
+    assert run_cli([f"--model={path}", f"--onnx={tmp_path / 'a.onnx'}"]) == 1
     assert "pixels:serving_default" in one_error_line(capsys)
 
 
 def test_cli_says_what_to_install_without_tf2onnx(saved_model, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "tf2onnx", None)  # import tf2onnx raises ImportError
-    assert run_cli([f"--model={saved_model}", "--onnx=%s" % (tmp_path / "a.onnx")]) == 1
+    assert run_cli([f"--model={saved_model}", f"--onnx={tmp_path / 'a.onnx'}"]) == 1
     assert "pip install tf2onnx==1.17.0" in one_error_line(capsys)
     assert not os.path.exists(str(tmp_path / "a.onnx"))
 
@@ -196,7 +196,7 @@ def test_cli_says_what_to_install_without_tf2onnx(saved_model, tmp_path, monkeyp
 def test_cli_refuses_records_that_are_not_image_records(saved_model, tmp_path, capsys):
     pairs = str(tmp_path / "pairs")
     rh.write_pair_records(pairs, size=SIZE)
-    assert run_cli([f"--model={saved_model}", "--tflite=%s" % (tmp_path / "a.tflite"),
+    assert run_cli([f"--model={saved_model}", f"--tflite={tmp_path / 'a.tflite'}",
                     "--quantize=int8", f"--calibration_records={pairs}"]) == 1
     assert "not image records" in one_error_line(capsys)
 

@@ -425,7 +425,7 @@ def test_no_saved_model(capsys, tmp_path, images):
     assert f"no SavedModel in {tmp_path}" in err
     (tmp_path / "export" / "best").mkdir(parents=True)
     status, _, err = run_cli(capsys, "--model", tmp_path, paths["a.png"])
-    assert "try one of: %s" % (tmp_path / "export" / "best") in err
+    assert f"try one of: {tmp_path / 'export' / 'best'}" in err
     status, _, err = run_cli(capsys, "--model", tmp_path / "nowhere", paths["a.png"])
     assert status == 1 and "does not exist" in err
 

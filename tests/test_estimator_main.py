@@ -25,7 +25,7 @@ FLAGS = estimator_main.FLAGS
 NUM_CLASSES, PER_CLASS, SIZE = 4, 8, 32
 NUM_PAIRS, N_FOLDS = 10, 2
 # The tiny network, checkpoint and evaluation settings shared by every end-to-end run.
-NET = ["--backbone=tiny", "--image_size=%d" % SIZE, "--embedding_size=16", "--batch_size=8",
+NET = ["--backbone=tiny", f"--image_size={SIZE}", "--embedding_size=16", "--batch_size=8",
        "--save_checkpoints_steps=10", "--gamma=32", "--eval_batch_size=4",
        "--eval_throttle_secs=0", "--noprogress"]
 # A run's model_dir minus its outputs: what a resumed, evaluated or exported run starts from.
@@ -52,9 +52,9 @@ def as_argv(settings):
         if value is None:
             continue
         if isinstance(value, bool):
-            argv.append("--%s%s" % ("" if value else "no", name))
+            argv.append(f"--{'' if value else 'no'}{name}")
         else:
-            argv.append("--%s=%s" % (name, value))
+            argv.append(f"--{name}={value}")
     return argv
 
 
@@ -186,7 +186,7 @@ def test_partial_fc_rate_reaches_the_head(data, tmp_path, parse_flags):
 
 
 def test_modelarts_urls_give_records_and_model_dir(data, tmp_path, parse_flags):
-    values = parse_flags(["--data_url=%s" % data, "--train_url=%s" % (tmp_path / "out"),
+    values = parse_flags([f"--data_url={data}", f"--train_url={tmp_path / 'out'}",
                           "--mode=train_and_evaluate", "--backbone=tiny", "--image_size=32",
                           "--batch_size=8", "--train_steps=5"])
     params = estimator_main.build_params(values)
@@ -198,11 +198,11 @@ def test_modelarts_urls_give_records_and_model_dir(data, tmp_path, parse_flags):
 
 
 def test_explicit_paths_win_over_modelarts_urls(data, tmp_path, parse_flags):
-    values = parse_flags(["--data_url=%s" % (tmp_path / "nowhere"),
-                          "--train_url=%s" % (tmp_path / "out"),
-                          "--train_records=%s" % (data / "train"),
-                          "--eval_records=%s" % (data / "pairs"),
-                          "--model_dir=%s" % (tmp_path / "run"), "--mode=train_and_evaluate",
+    values = parse_flags([f"--data_url={tmp_path / 'nowhere'}",
+                          f"--train_url={tmp_path / 'out'}",
+                          f"--train_records={data / 'train'}",
+                          f"--eval_records={data / 'pairs'}",
+                          f"--model_dir={tmp_path / 'run'}", "--mode=train_and_evaluate",
                           "--backbone=tiny", "--image_size=32", "--batch_size=8",
                           "--train_steps=5"])
     params = estimator_main.build_params(values)
@@ -249,7 +249,7 @@ def run_cli(*args):
 
 
 def check(proc, returncode=0):
-    assert proc.returncode == returncode, "exit %d\n%s" % (proc.returncode, proc.stderr[-4000:])
+    assert proc.returncode == returncode, f"exit {proc.returncode}\n{proc.stderr[-4000:]}"
     return proc
 
 
@@ -260,8 +260,8 @@ def copy_run(model_dir, destination):
 
 
 def printed_path(stdout, label):
-    match = re.search(r"^%s.*?: (\S+)$" % re.escape(label), stdout, re.M)
-    assert match, "no %r line in:\n%s" % (label, stdout)
+    match = re.search(rf"^{re.escape(label)}.*?: (\S+)$", stdout, re.M)
+    assert match, f"no {label!r} line in:\n{stdout}"
     return match.group(1)
 
 
@@ -294,8 +294,8 @@ def git_head():
 def trained(data, tmp_path_factory):
     """``--mode=train_and_evaluate`` for 20 steps: (model_dir, finished process)."""
     model_dir = str(tmp_path_factory.mktemp("e2e") / "run")
-    proc = check(run_cli("--mode=train_and_evaluate", "--train_records=%s" % (data / "train"),
-                         "--eval_records=%s" % (data / "pairs"), "--model_dir=%s" % model_dir,
+    proc = check(run_cli("--mode=train_and_evaluate", f"--train_records={data / 'train'}",
+                         f"--eval_records={data / 'pairs'}", f"--model_dir={model_dir}",
                          "--train_steps=20", *NET))
     return model_dir, proc
 
@@ -341,17 +341,18 @@ def test_train_and_evaluate_exports_best_latest_and_frozen(trained):
                             for d in versions)
     frozen = printed_path(proc.stdout, "frozen graph")
     assert frozen == os.path.join(model_dir, "frozen",
-                                  "embedding_%s.pb" % os.path.basename(best))
+                                  f"embedding_{os.path.basename(best)}.pb")
     assert {"input", "embedding"} <= graph_node_names(frozen)
 
 
 def test_second_run_resumes_from_the_checkpoint(data, trained, tmp_path):
     model_dir = copy_run(trained[0], tmp_path / "run")
     # --verbosity=0: the restore is an INFO line, whatever the default verbosity becomes.
-    proc = check(run_cli("--mode=train", "--train_records=%s" % (data / "train"),
-                         "--model_dir=%s" % model_dir, "--train_steps=30", "--verbosity=0",
+    proc = check(run_cli("--mode=train", f"--train_records={data / 'train'}",
+                         f"--model_dir={model_dir}", "--train_steps=30", "--verbosity=0",
                          *NET))
-    assert "Restoring parameters from %s" % os.path.join(model_dir, "model.ckpt-20") in proc.stderr
+    restored = os.path.join(model_dir, "model.ckpt-20")
+    assert f"Restoring parameters from {restored}" in proc.stderr
     latest = tf.train.latest_checkpoint(model_dir)
     assert latest == os.path.join(model_dir, "model.ckpt-30")
     assert tf.train.load_variable(latest, "global_step") == 30
@@ -362,8 +363,8 @@ def test_second_run_resumes_from_the_checkpoint(data, trained, tmp_path):
 def test_evaluate_mode_reproduces_the_training_evaluation(data, trained, tmp_path):
     """No --train_records: the head is sized from the run's params.json."""
     model_dir = copy_run(trained[0], tmp_path / "run")
-    proc = check(run_cli("--mode=evaluate", "--eval_records=%s" % (data / "pairs"),
-                         "--model_dir=%s" % model_dir, *NET))
+    proc = check(run_cli("--mode=evaluate", f"--eval_records={data / 'pairs'}",
+                         f"--model_dir={model_dir}", *NET))
     assert "verification at step 20: accuracy" in proc.stdout
     report = load_json(model_dir, "eval", "report.json")
     during_training = load_json(trained[0], "eval", "report.json")
@@ -377,14 +378,14 @@ def test_evaluate_mode_reproduces_the_training_evaluation(data, trained, tmp_pat
 def test_export_mode_with_the_runs_own_flagfile(trained, tmp_path):
     """flags.txt reproduces the run: --flagfile, then the mode and the new directory."""
     model_dir = copy_run(trained[0], tmp_path / "run")
-    proc = check(run_cli("--flagfile=%s" % os.path.join(trained[0], "flags.txt"),
-                         "--mode=export", "--model_dir=%s" % model_dir))
+    proc = check(run_cli(f"--flagfile={os.path.join(trained[0], 'flags.txt')}",
+                         "--mode=export", f"--model_dir={model_dir}"))
     saved_model = printed_path(proc.stdout, "SavedModel")
     assert os.path.dirname(saved_model) == os.path.join(model_dir, "export", "manual")
     assert os.path.isfile(os.path.join(saved_model, "saved_model.pb"))
     frozen = printed_path(proc.stdout, "frozen graph")
     assert frozen == os.path.join(model_dir, "frozen",
-                                  "embedding_%s.pb" % os.path.basename(saved_model))
+                                  f"embedding_{os.path.basename(saved_model)}.pb")
     assert {"input", "embedding"} <= graph_node_names(frozen)
 
 
@@ -394,7 +395,7 @@ def test_nan_loss_exits_with_the_step_and_the_last_good_checkpoint(data, tmp_pat
     Through --data_url/--train_url, so the ModelArts mapping is exercised by the real CLI too.
     """
     model_dir = str(tmp_path / "run")
-    proc = check(run_cli("--mode=train", "--data_url=%s" % data, "--train_url=%s" % model_dir,
+    proc = check(run_cli("--mode=train", f"--data_url={data}", f"--train_url={model_dir}",
                          "--train_steps=20", "--learning_rate=1e38", "--optimizer=sgd", *NET),
                  returncode=1)
     assert "Traceback" not in proc.stderr
@@ -408,8 +409,8 @@ def test_nan_loss_exits_with_the_step_and_the_last_good_checkpoint(data, tmp_pat
 
 
 def test_cli_prints_a_bad_setting_on_one_line_and_writes_nothing(data, tmp_path):
-    proc = check(run_cli("--mode=train", "--train_records=%s" % (data / "train"),
-                         "--model_dir=%s" % (tmp_path / "run"), "--train_steps=5",
+    proc = check(run_cli("--mode=train", f"--train_records={data / 'train'}",
+                         f"--model_dir={tmp_path / 'run'}", "--train_steps=5",
                          "--head=circle_pair", *NET), returncode=1)
     assert re.search(r"^.*--head=circle_pair needs P×K batches: set --images_per_identity=K.*$",
                      proc.stderr, re.M), proc.stderr

@@ -111,7 +111,7 @@ def test_cli_with_the_detector(detector, astronaut, tmp_path, monkeypatch, capsy
     (raw / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 broken")
     made = []
     monkeypatch.setattr(align, "_load_detector", lambda size: made.append(size) or detector)
-    args = ["align", "--input_dir=%s" % (tmp_path / "raw"), "--output_dir=%s" % (tmp_path / "out")]
+    args = ["align", f"--input_dir={tmp_path / 'raw'}", f"--output_dir={tmp_path / 'out'}"]
     assert cli.run_main(align.define_flags, align.main, args) == 0
     assert made == [20]
     out = tmp_path / "out" / "Eileen_Collins"
@@ -164,5 +164,5 @@ def test_embed_align_verifies_two_raw_photos(detector, astronaut, tmp_path, monk
     assert similarity > 0.95
     status, _, err = run("--align", str(tmp_path / "a.jpg"), str(tmp_path / "wall.png"))
     assert status == 1 and "wall.png: no face detected" in err
-    status, _, err = run("--align", f"--folder={tmp_path}", "--output=%s" % (tmp_path / "o"))
+    status, _, err = run("--align", f"--folder={tmp_path}", f"--output={tmp_path / 'o'}")
     assert status == 2 and "--align applies to IMAGE arguments" in err

@@ -207,25 +207,25 @@ def run_main(args):
 
 def test_cli(tmp_path, capsys):
     rec_dir = _rec_dir(tmp_path)
-    assert run_main([f"--input_rec={rec_dir}", "--output_dir=%s" % (tmp_path / "r"),
+    assert run_main([f"--input_rec={rec_dir}", f"--output_dir={tmp_path / 'r'}",
                      "--num_workers=1"]) == 0
     assert "8 images of 3 identities" in capsys.readouterr().out
     bins, issame = _pairs_set(tmp_path / "p")
     insightface_bin.write_bin(str(tmp_path / "lfw.bin"), bins, issame)
-    assert run_main(["--from_bin=%s" % (tmp_path / "lfw.bin"),
-                     "--output_dir=%s" % (tmp_path / "b"), "--num_workers=1"]) == 0
+    assert run_main([f"--from_bin={tmp_path / 'lfw.bin'}",
+                     f"--output_dir={tmp_path / 'b'}", "--num_workers=1"]) == 0
     assert "20 pairs in 10 folds" in capsys.readouterr().out
     # A hostile .bin: one line, exit 1, nothing run.
     (tmp_path / "evil.bin").write_bytes(b"cos\nsystem\n(S'touch %s'\ntR." % str(
         tmp_path / "pwned").encode())
-    assert run_main(["--from_bin=%s" % (tmp_path / "evil.bin"),
-                     "--output_dir=%s" % (tmp_path / "e")]) == 1
+    assert run_main([f"--from_bin={tmp_path / 'evil.bin'}",
+                     f"--output_dir={tmp_path / 'e'}"]) == 1
     err = capsys.readouterr().err
     assert "refusing global os.system" in err and err.count("\n") == 1
     assert not os.path.exists(str(tmp_path / "pwned"))
     with pytest.raises(app.UsageError, match="exactly one of"):
         run_main([f"--input_rec={rec_dir}", f"--input_dir={rec_dir}",
-                  "--output_dir=%s" % (tmp_path / "x")])
+                  f"--output_dir={tmp_path / 'x'}"])
 
 
 def test_make_bin_then_from_bin_gives_the_pairs_path_images(tmp_path):
@@ -242,7 +242,7 @@ def test_make_bin_then_from_bin_gives_the_pairs_path_images(tmp_path):
     (tmp_path / "pairs.txt").write_text("\n".join(lines) + "\n")
     out_bin = tmp_path / "lfw.bin"
     assert cli.run_main(make_bin.define_flags, make_bin.main, [
-        "make_bin", "--pairs=%s" % (tmp_path / "pairs.txt"), f"--image_dir={faces}",
+        "make_bin", f"--pairs={tmp_path / 'pairs.txt'}", f"--image_dir={faces}",
         f"--output={out_bin}", "--crop_box=4,4,36,36", "--image_size=16",
         "--num_workers=1"]) == 0
     _convert_bin(out_bin, tmp_path / "from_bin")
@@ -256,9 +256,9 @@ def test_make_bin_then_from_bin_gives_the_pairs_path_images(tmp_path):
         for k in ("image1", "image2"):
             assert x[k]["encoded"] == y[k]["encoded"]
     # A missing pairs file, an unwritable output: one line, exit 1.
-    for args in (["--pairs=%s" % (tmp_path / "nope.txt"), f"--output={out_bin}"],
-                 ["--pairs=%s" % (tmp_path / "pairs.txt"),
-                  "--output=%s" % (tmp_path / "no_dir" / "x.bin")]):
+    for args in ([f"--pairs={tmp_path / 'nope.txt'}", f"--output={out_bin}"],
+                 [f"--pairs={tmp_path / 'pairs.txt'}",
+                  f"--output={tmp_path / 'no_dir' / 'x.bin'}"]):
         assert cli.run_main(make_bin.define_flags, make_bin.main,
                             ["make_bin", f"--image_dir={faces}", "--num_workers=1"]
                             + args) == 1

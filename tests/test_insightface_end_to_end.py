@@ -30,8 +30,8 @@ def test_rec_and_bin_train_and_evaluate(tmp_path):
     recordio.write_dataset(str(rec_dir), images, layout=recordio.FLAT, image_shape=(64, 64))
     bin_from_pairs.make_bin(data["pairs_path"], data["lfw_dir"], str(rec_dir / "lfw.bin"))
 
-    for args in ([f"--input_rec={rec_dir}", "--output_dir=%s" % (tmp_path / "train")],
-                 ["--from_bin=%s" % (rec_dir / "lfw.bin"), "--output_dir=%s" % (tmp_path / "lfw")]):
+    for args in ([f"--input_rec={rec_dir}", f"--output_dir={tmp_path / 'train'}"],
+                 [f"--from_bin={rec_dir / 'lfw.bin'}", f"--output_dir={tmp_path / 'lfw'}"]):
         result = ff.run_script(args + ["--num_workers=1"])
         assert result.returncode == 0, result.stderr
     assert manifest_lib.read_manifest(str(tmp_path / "train"))["num_classes"] == 12
@@ -39,8 +39,8 @@ def test_rec_and_bin_train_and_evaluate(tmp_path):
 
     model_dir = str(tmp_path / "model")
     run_main("--mode=train_and_evaluate", "--backbone=tiny", "--embedding_size=32",
-             "--image_size=64", "--train_records=%s" % (tmp_path / "train"),
-             "--eval_records=%s" % (tmp_path / "lfw"), "--batch_size=12", "--train_steps=4",
+             "--image_size=64", f"--train_records={tmp_path / 'train'}",
+             f"--eval_records={tmp_path / 'lfw'}", "--batch_size=12", "--train_steps=4",
              "--save_checkpoints_steps=4", "--gamma=64", "--eval_batch_size=60",
              f"--model_dir={model_dir}", "--noprogress", "--verbosity=-1")
     with open(os.path.join(model_dir, "eval", "report.json")) as f:

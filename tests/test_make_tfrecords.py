@@ -391,7 +391,7 @@ def test_sigkill_mid_run_then_rerun_gives_identical_shards(tmp_path):
     # Re-encoding (--image_size) makes each shard take a few milliseconds, so the run is still
     # writing when the first shard appears.
     ff.make_face_tree(str(tmp_path / "in"), [20] * 16, exts=("png", "jpg"))
-    args = ["--input_dir=%s" % (tmp_path / "in"), "--num_shards=16", "--image_size=24",
+    args = [f"--input_dir={tmp_path / 'in'}", "--num_shards=16", "--image_size=24",
             "--num_workers=1"]
     out = tmp_path / "killed"
     process = subprocess.Popen([sys.executable, ff.SCRIPT, f"--output_dir={out}"] + args,
@@ -713,7 +713,7 @@ def run_main(args):
 def test_main_converts_and_reports(tmp_path, capsys):
     ff.make_face_tree(str(tmp_path / "in"), [2, 3])
     (tmp_path / "in" / "Person_A" / "broken.jpg").write_bytes(b"")
-    assert run_main(["--input_dir=%s" % (tmp_path / "in"), "--output_dir=%s" % (tmp_path / "out"),
+    assert run_main([f"--input_dir={tmp_path / 'in'}", f"--output_dir={tmp_path / 'out'}",
                      "--num_shards=2", "--num_workers=1"]) == 0
     out, err = capsys.readouterr()
     assert "5 images of 2 identities -> 2 shard(s)" in out and "1 file(s) skipped" in out
@@ -722,7 +722,7 @@ def test_main_converts_and_reports(tmp_path, capsys):
     assert os.path.basename(manifest.shard_paths(str(tmp_path / "out"))[0]) == (
         "train-00000-of-00002.tfrecord")
 
-    assert run_main(["--input_dir=%s" % (tmp_path / "in"), "--output_dir=%s" % (tmp_path / "out"),
+    assert run_main([f"--input_dir={tmp_path / 'in'}", f"--output_dir={tmp_path / 'out'}",
                      "--num_shards=2", "--num_workers=1", "--seed=3"]) == 1
     out, err = capsys.readouterr()
     assert err.count("\n") == 1 and "other options (seed 0 -> 3)" in err
@@ -730,12 +730,12 @@ def test_main_converts_and_reports(tmp_path, capsys):
 
 def test_main_pairs_mode(tmp_path, capsys):
     pairs_path = write_pairs_tree(str(tmp_path / "lfw"), with_missing=True)
-    base = [f"--pairs={pairs_path}", "--input_dir=%s" % (tmp_path / "lfw"), "--num_workers=1"]
-    assert run_main(base + ["--output_dir=%s" % (tmp_path / "a")]) == 1
+    base = [f"--pairs={pairs_path}", f"--input_dir={tmp_path / 'lfw'}", "--num_workers=1"]
+    assert run_main(base + [f"--output_dir={tmp_path / 'a'}"]) == 1
     _, err = capsys.readouterr()
     assert "Person_E/Person_E_0009.jpg" in err and "Person_F/Person_F_0007.jpg" in err
     assert not (tmp_path / "a").exists()
-    assert run_main(base + ["--output_dir=%s" % (tmp_path / "b"), "--allow_missing_pairs"]) == 0
+    assert run_main(base + [f"--output_dir={tmp_path / 'b'}", "--allow_missing_pairs"]) == 0
     out, err = capsys.readouterr()
     assert "6 pairs in 2 folds [4, 2]" in out
     assert "skipped Person_E/Person_E_0009.jpg: missing" in err
@@ -749,13 +749,13 @@ def test_main_pairs_mode(tmp_path, capsys):
                                   ["--allow_missing_pairs"], ["extra_argument"]])
 def test_main_usage_errors(tmp_path, args):
     with pytest.raises(app.UsageError):
-        run_main([f"--input_dir={tmp_path}", "--output_dir=%s" % (tmp_path / "o")] + args)
+        run_main([f"--input_dir={tmp_path}", f"--output_dir={tmp_path / 'o'}"] + args)
 
 
 def test_script_reports_bad_input_in_one_line(tmp_path):
     # `python data_tools/make_tfrecords.py` from the repo root: the script finds its package.
-    result = ff.run_script(["--input_dir=%s" % (tmp_path / "nowhere"),
-                            "--output_dir=%s" % (tmp_path / "out")])
+    result = ff.run_script([f"--input_dir={tmp_path / 'nowhere'}",
+                            f"--output_dir={tmp_path / 'out'}"])
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.strip()]
     assert errors == ["make_tfrecords: error: --input_dir %s does not exist"

@@ -92,7 +92,7 @@ def test_readme_command_validates(command, data, tmp_path, parse_flags, monkeypa
         args.append("--warmup_steps=0")
     if "--mode=train_and_evaluate" not in args and not any(
             a.startswith("--eval_records") or a.startswith("--data_url") for a in args):
-        args.append("--eval_records=%s" % (data / "pairs"))
+        args.append(f"--eval_records={data / 'pairs'}")
     params = estimator_main.build_params(parse_flags(args))
     forget_npu_modules()
     assert params["train_steps"] >= 1

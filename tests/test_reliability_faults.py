@@ -66,10 +66,10 @@ def assert_no_damage(directory, reference):
 @pytest.mark.slow
 def test_converter_killed_at_random_moments_then_rerun_is_identical(tmp_path):
     ff.make_face_tree(str(tmp_path / "in"), [10] * 12, exts=("png", "jpg"))
-    args = ["--input_dir=%s" % (tmp_path / "in"), "--num_shards=12", "--image_size=24",
+    args = [f"--input_dir={tmp_path / 'in'}", "--num_shards=12", "--image_size=24",
             "--num_workers=1", "--seed=5"]
     start = time.time()
-    done = ff.run_script(args + ["--output_dir=%s" % (tmp_path / "reference")])
+    done = ff.run_script(args + [f"--output_dir={tmp_path / 'reference'}"])
     assert done.returncode == 0, done.stderr
     duration = time.time() - start
     reference = outputs(tmp_path / "reference")
@@ -227,7 +227,7 @@ def test_real_full_disk_from_the_command_line(tmp_path, small_fs):
     reference = outputs(tmp_path / "reference")
     assert sum(len(v) for v in reference.values()) > 2 * 64 * 1024
     out = mount_point / "records"
-    args = ["--input_dir=%s" % (tmp_path / "in"), f"--output_dir={out}", "--num_shards=6",
+    args = [f"--input_dir={tmp_path / 'in'}", f"--output_dir={out}", "--num_shards=6",
             "--num_workers=1"]
     result = ff.run_script(args)
     assert result.returncode == 1
@@ -256,7 +256,7 @@ TOTAL_STEPS = 40
 
 def training_cli(data, model_dir, mode="train_and_evaluate", steps=TOTAL_STEPS):
     return [sys.executable, "estimator_main.py", f"--mode={mode}",
-            "--train_records=%s" % (data / "train"), "--eval_records=%s" % (data / "pairs"),
+            f"--train_records={data / 'train'}", f"--eval_records={data / 'pairs'}",
             f"--model_dir={model_dir}", f"--train_steps={steps}", "--verbosity=0"] + TRAIN
 
 

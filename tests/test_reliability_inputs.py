@@ -374,7 +374,7 @@ def test_non_utf8_pairs_file_is_one_line_on_the_command_line(tmp_path):
     with open(pairs_path, "wb") as f:
         f.write(data)
     result = ff.run_script([f"--pairs={pairs_path}", f"--input_dir={image_dir}",
-                            "--output_dir=%s" % (tmp_path / "out"), "--num_workers=1"])
+                            f"--output_dir={tmp_path / 'out'}", "--num_workers=1"])
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert "line 5: not UTF-8" in result.stderr
@@ -452,8 +452,8 @@ def test_training_refuses_a_damaged_shard_before_any_graph(tmp_path, estimator_f
             byte = f.read(1)
             f.seek(40)
             f.write(bytes([byte[0] ^ 0x10]))
-    module = estimator_flags(["--mode=train", "--train_records=%s" % (tmp_path / "train"),
-                              "--model_dir=%s" % (tmp_path / "run"), "--backbone=tiny",
+    module = estimator_flags(["--mode=train", f"--train_records={tmp_path / 'train'}",
+                              f"--model_dir={tmp_path / 'run'}", "--backbone=tiny",
                               "--image_size=32", "--embedding_size=16", "--batch_size=4",
                               "--train_steps=2"])
     reached = []

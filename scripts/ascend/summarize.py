@@ -64,7 +64,7 @@ def summarize(log_text, batch_size, report_path=None):
             accuracy = json.load(f).get("accuracy")
     return {
         "ActualFPS": None if fps is None else f"{fps:.2f}",
-        "TrainingTime": None if not fps else "%.2f" % (batch_size * 1000.0 / fps),
+        "TrainingTime": None if not fps else f"{batch_size * 1000.0 / fps:.2f}",
         "TrainAccuracy": None if accuracy is None else f"{accuracy:.4f}",
         "ActualLoss": final if final is not None else (losses[-1] if losses else None),
     }, losses
