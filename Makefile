@@ -15,7 +15,7 @@ TF1_VENV   := .venv-tf1
 
 LFW_DIR ?= lfw_output
 
-.PHONY: venv lint test test-slow test-tf1 demo bench lfw-recipe lfw-heads clean
+.PHONY: venv venv-tf1 lint test test-slow test-tf1 demo bench lfw-recipe lfw-heads clean
 
 $(STAMP): requirements.txt setup.py
 	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if (3, 9) <= v <= (3, 11) else "TensorFlow 2.15 needs Python 3.9-3.11; run: make PYTHON=python3.11 ...")'
@@ -43,6 +43,8 @@ $(TF1_VENV)/.installed-stamp: requirements-tf1.txt
 	$(TF1_VENV)/bin/python -m pip install --quiet "pip<24"
 	$(TF1_VENV)/bin/python -m pip install --quiet -r requirements-tf1.txt
 	touch $@
+
+venv-tf1: $(TF1_VENV)/.installed-stamp
 
 # The whole suite (slow cases aside) on TF 1.15 + Python 3.7; not part of `make test`.
 test-tf1: $(TF1_VENV)/.installed-stamp

@@ -19,7 +19,7 @@ from tests import real_lfw
 
 DATA_DIR, TARBALL, PAIRS = real_lfw.DATA_DIR, real_lfw.TARBALL, real_lfw.PAIRS
 
-pytestmark = [pytest.mark.slow] + real_lfw.MARKS
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)] + real_lfw.MARKS  # minutes under load
 
 
 def test_recipe_script_on_real_lfw(tmp_path):

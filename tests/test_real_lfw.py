@@ -66,6 +66,7 @@ def test_lfw_converts_with_exact_counts(real_lfw_dir, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)
 def test_lfw_pairs_convert_with_face_crop(real_lfw_dir, tmp_path):
     out = str(tmp_path / "pairs")
     summary = conversion.convert_pairs(PAIRS, real_lfw_dir, out, crop_box="70,60,180,190",

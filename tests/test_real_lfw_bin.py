@@ -12,7 +12,7 @@ from export import verification
 from tests import _folder_fixtures as ff
 from tests import real_lfw
 
-pytestmark = [pytest.mark.slow] + real_lfw.MARKS
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)] + real_lfw.MARKS  # minutes under load
 CROP = "70,60,180,190"
 
 

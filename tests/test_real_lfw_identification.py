@@ -15,7 +15,7 @@ from data_tools import cli, conversion, holdout_split
 from export import identification
 from tests import real_lfw, tiny_model
 
-pytestmark = [pytest.mark.slow] + real_lfw.MARKS
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)] + real_lfw.MARKS  # minutes under load
 
 
 def test_fold10_identification_protocol(real_lfw_dir, tmp_path, capsys):
