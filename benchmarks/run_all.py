@@ -5,6 +5,7 @@ one per deployment format).
 
 The benchmarks share one scratch directory, so the generated JPEGs and TFRecords are made once.
 ``--quick`` runs every benchmark at toy sizes in seconds (the smoke test); its figures mean little.
+``peer`` (PyTorch, ``make bench-peer``) prints a "skipped" line unless its environment exists.
 """
 
 import argparse
@@ -22,6 +23,7 @@ from benchmarks import (
     identification,
     input_pipeline,
     insightface_rec,
+    peer,
     precision_curve,
     train_step,
 )
@@ -36,6 +38,7 @@ BENCHMARKS = collections.OrderedDict([
     ("evaluation", evaluation.run),
     ("identification", identification.run),
     ("deploy", deploy.run),
+    ("peer", peer.run),
 ])
 
 

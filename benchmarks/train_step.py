@@ -102,8 +102,9 @@ def training_steps(backbone, precision, dataset_fns, num_classes, warmup):
         yield steps, graph
 
 
-def trainable_params(graph, scope):
-    """Trainable parameters of the variables under ``scope/`` in ``graph``."""
+def trainable_params(graph, scope="backbone"):
+    """Trainable parameters of the variables under ``scope/`` in ``graph`` (by default the
+    backbone's: ``model_fn.embed`` builds it under ``backbone/``)."""
     variables = graph.get_collection(tf.GraphKeys.TRAINABLE_VARIABLES)
     return int(sum(np.prod(v.shape.as_list()) for v in variables
                    if v.op.name.startswith(scope + "/")))

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from benchmarks import common, deploy, precision_curve, run_all, train_step
+from benchmarks import common, deploy, peer, precision_curve, run_all, train_step
 from export import convert
 from model import estimator_factory
 
@@ -50,6 +50,10 @@ EXPECTED_KEYS = {
                            for figure in ("first_mean_loss", "last_mean_loss", "seconds",
                                           "images_per_s")]
                         if estimator_factory.bfloat16_supported() else []),
+    # Only where a peer environment with torch exists (make bench-peer); else a "skipped" line.
+    "peer": (["mobilefacenet_params_project", "mobilefacenet_params_peer",
+              "mobilefacenet_fp32_images_per_s", "mobilefacenet_fp32_peer_images_per_s",
+              "mobilefacenet_fp32_over_peer"] if peer.find_peer_python() else []),
 }
 
 
@@ -63,7 +67,10 @@ def workdir(tmp_path_factory):
     return str(tmp_path_factory.mktemp("bench"))
 
 
-@pytest.mark.parametrize("name", list(run_all.BENCHMARKS))
+# With a peer environment, "peer" trains PyTorch's and this project's mobilefacenet (minutes).
+@pytest.mark.parametrize("name", [
+    pytest.param(name, marks=pytest.mark.slow) if name == "peer" and peer.find_peer_python()
+    else name for name in run_all.BENCHMARKS])
 def test_benchmark_prints_one_json_line_with_its_figures(name, workdir, capsys):
     result = run_all.BENCHMARKS[name](quick=True, workdir=workdir)
     lines = _json_lines(capsys.readouterr().out)
