@@ -16,7 +16,9 @@ Both stay warm for the whole measurement, the peer as a subprocess waiting on a 
 turns: each round runs ``steps`` steps of one side and then of the other, the order flipping
 every round (project-peer, peer-project, ...), so load from other jobs and any drift hit both
 alike. ``<backbone>_<precision>_over_peer`` is the median over rounds of the paired ratio
-project images/s / peer images/s; above 1 means this project trains faster.
+project images/s / peer images/s; above 1 means this project trains faster. ``..._over_peer_rounds``
+lists every round's ratio (their spread is what other jobs' load did) and
+``..._over_peer_of_medians`` divides the two sides' median images/s.
 
 bf16 runs by default only on CPUs with bf16 units (AVX512-BF16 or AMX): elsewhere both
 frameworks emulate it in fp32 arithmetic, minutes per iresnet50 step, and the ratio says nothing
@@ -136,6 +138,9 @@ def measure(peer_python, backbone, precision, batch, num_classes, warmup, steps,
             order = ("project", "peer") if index % 2 == 0 else ("peer", "project")
             for side in order:
                 samples[side].append(project() if side == "project" else peer.run(steps))
+            sys.stderr.write(f"peer: {backbone} {precision} round {index + 1}/{rounds}: "
+                             f"{samples['project'][-1]:.2f} s/step, peer "
+                             f"{samples['peer'][-1]:.2f} s/step\n")
         params = train_step.trainable_params(graph)
     paired = [theirs / ours for ours, theirs in zip(samples["project"], samples["peer"])]
     return {"ready": peer.ready, "params_project": params,
@@ -161,7 +166,8 @@ def chosen_precisions(bf16, precisions=None):
     return precisions, reason
 
 
-def run(quick=False, workdir=None, backbones=None, bf16="auto", rounds=None, peer_python=None):
+def run(quick=False, workdir=None, backbones=None, bf16="auto", rounds=None, peer_python=None,
+        precisions=None):
     """Measure and print one JSON line; returns its dict. ``workdir`` is unused (the inputs are
     in memory); it keeps the signature of the other benchmarks."""
     del workdir
@@ -172,7 +178,12 @@ def run(quick=False, workdir=None, backbones=None, bf16="auto", rounds=None, pee
                          f"{', '.join(BACKBONES)}")
     batch = QUICK["batch"] if quick else BATCH
     num_classes = QUICK["num_classes"] if quick else NUM_CLASSES
-    precisions, bf16_reason = chosen_precisions("off" if quick and bf16 == "auto" else bf16)
+    unknown = [p for p in precisions or () if p not in PRECISIONS]
+    if unknown:
+        raise ValueError(f"unknown precision(s) {', '.join(unknown)}; choose from "
+                         f"{', '.join(PRECISIONS)}")
+    precisions, bf16_reason = chosen_precisions("off" if quick and bf16 == "auto" else bf16,
+                                                precisions)
     machine = common.machine()
     figures = {"batch": batch, "image_size": common.IMAGE_SIZE, "num_classes": num_classes,
                "threads": common.cpu_count(), "cpu_model": machine["cpu_model"],
@@ -217,6 +228,8 @@ def run(quick=False, workdir=None, backbones=None, bf16="auto", rounds=None, pee
             figures[f"{key}_peer_images_per_s"] = common.rounded(result["peer_images_per_s"], 2)
             figures[f"{key}_over_peer"] = round(result["over_peer"], 3)
             figures[f"{key}_over_peer_rounds"] = [round(r, 3) for r in result["over_peer_rounds"]]
+            figures[f"{key}_over_peer_of_medians"] = common.ratio(result["images_per_s"],
+                                                                  result["peer_images_per_s"])
             sys.stderr.write(f"peer: {key} {figures[f'{key}_over_peer']}x the peer\n")
         if "fp32" in precisions and "bf16" in precisions:
             for side in ("", "peer_"):
@@ -235,6 +248,8 @@ def main(argv=None):
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
     parser.add_argument("--backbones", default=None,
                         help=f"comma-separated subset of {','.join(BACKBONES)}")
+    parser.add_argument("--precisions", default=None,
+                        help=f"comma-separated subset of {','.join(PRECISIONS)} (default: both)")
     parser.add_argument("--bf16", choices=("auto", "on", "off"), default="auto",
                         help="auto: only on CPUs with bf16 units (AVX512-BF16, AMX)")
     parser.add_argument("--rounds", type=int, default=None,
@@ -248,7 +263,8 @@ def main(argv=None):
         parser.error(f"--peer_python {args.peer_python} is not an executable file")
     run(quick=args.quick, workdir=args.workdir,
         backbones=tuple(args.backbones.split(",")) if args.backbones else None,
-        bf16=args.bf16, rounds=args.rounds, peer_python=args.peer_python)
+        bf16=args.bf16, rounds=args.rounds, peer_python=args.peer_python,
+        precisions=tuple(args.precisions.split(",")) if args.precisions else None)
 
 
 if __name__ == "__main__":

@@ -62,6 +62,7 @@ def test_peer_alternates_with_the_project_and_prints_same_run_ratios(fake_peer, 
     rounds = result["tiny_fp32_rounds"]
     assert len(result["tiny_fp32_over_peer_rounds"]) == rounds == TINY_QUICK["steps"][2]
     assert result["tiny_fp32_over_peer"] > 0
+    assert result["tiny_fp32_over_peer_of_medians"] > 0
     # The fake peer takes 0.5 s a step: its images/s is batch / 0.5.
     assert result["tiny_fp32_peer_images_per_s"] == TINY_QUICK["batch"] / 0.5
     # Quick runs never measure bf16; the reason is printed, the ratio is null.
