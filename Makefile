@@ -15,7 +15,7 @@ TF1_VENV   := .venv-tf1
 
 LFW_DIR ?= lfw_output
 
-.PHONY: venv venv-tf1 lint test test-slow test-tf1 demo bench lfw-recipe lfw-heads clean
+.PHONY: venv venv-tf1 lint test test-slow test-tf1 demo bench bench-peer lfw-recipe lfw-heads clean
 
 $(STAMP): requirements.txt setup.py
 	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if (3, 9) <= v <= (3, 11) else "TensorFlow 2.15 needs Python 3.9-3.11; run: make PYTHON=python3.11 ...")'
@@ -63,6 +63,18 @@ lfw-heads: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run_all
+
+# The PyTorch peer (benchmarks/peer_torch.py) lives in its own environment, built from the pinned
+# requirements-peer.txt: torch never enters .venv, and `make test` never installs it.
+PEER_VENV := .venv-peer
+$(PEER_VENV)/.installed-stamp: requirements-peer.txt
+	test -x $(PEER_VENV)/bin/python || $(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/python -m pip install --quiet -r requirements-peer.txt
+	touch $@
+
+# Same-run training speed against the peer: iresnet50 and mobilefacenet, alternating rounds.
+bench-peer: $(STAMP) $(PEER_VENV)/.installed-stamp
+	PEER_PYTHON=$(CURDIR)/$(PEER_VENV)/bin/python $(BIN)/python -m benchmarks.run_all --only=peer
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache .ruff_cache

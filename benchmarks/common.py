@@ -29,24 +29,48 @@ def cpu_count():
         return multiprocessing.cpu_count()
 
 
-def machine():
-    """A short description of where the figures came from."""
-    flags = set()
+def _cpuinfo_field(field):
+    """The first ``field : value`` of /proc/cpuinfo ('' when unreadable, e.g. not on Linux)."""
     try:
         with open("/proc/cpuinfo") as cpuinfo:
             for line in cpuinfo:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    break
+                if line.split(":", 1)[0].strip() == field:
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    isa = [name for name in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if name in flags]
+    return ""
+
+
+def cpu_flags():
+    """The CPU's feature flags (/proc/cpuinfo; empty when unknown)."""
+    return set(_cpuinfo_field("flags").split())
+
+
+def cpu_model():
+    return _cpuinfo_field("model name") or platform.processor() or None
+
+
+# The vector units that decide fp32 and bf16 speed: AVX2, AVX-512, and bf16 in hardware
+# (AVX512-BF16 dot products, AMX tiles). Without the last two, bf16 is emulated in fp32.
+ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def load_average():
+    """1, 5 and 15 minute load averages, or None where the OS has none."""
     try:
-        load = os.getloadavg()[0]
-    except OSError:
-        load = None
-    return {"cpus": cpu_count(), "isa": isa, "tf": tf.__version__,
-            "python": platform.python_version(), "load_1min": load}
+        return [round(value, 2) for value in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
+
+
+def machine():
+    """A short description of where the figures came from."""
+    flags = cpu_flags()
+    load = load_average()
+    return {"cpus": cpu_count(), "cpu_model": cpu_model(),
+            "isa": [name for name in ISA_FLAGS if name in flags], "tf": tf.__version__,
+            "python": platform.python_version(), "load_1min": load[0] if load else None}
 
 
 def emit(name, figures, stream=None):

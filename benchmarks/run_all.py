@@ -5,6 +5,7 @@ one per deployment format).
 
 The benchmarks share one scratch directory, so the generated JPEGs and TFRecords are made once.
 ``--quick`` runs every benchmark at toy sizes in seconds (the smoke test); its figures mean little.
+``peer`` (PyTorch, ``make bench-peer``) prints a "skipped" line unless its environment exists.
 """
 
 import argparse
@@ -23,6 +24,7 @@ from benchmarks import (
     input_pipeline,
     insightface_rec,
     partial_fc,
+    peer,
     precision_curve,
     train_step,
 )
@@ -38,6 +40,7 @@ BENCHMARKS = collections.OrderedDict([
     ("evaluation", evaluation.run),
     ("identification", identification.run),
     ("deploy", deploy.run),
+    ("peer", peer.run),
 ])
 
 

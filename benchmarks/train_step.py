@@ -13,6 +13,7 @@ analytic estimate. The peak is a measured square matmul of the same dtype in the
 """
 
 import argparse
+import contextlib
 import functools
 
 import numpy as np
@@ -63,21 +64,14 @@ def forward_flops_per_image(backbone, image_size=common.IMAGE_SIZE):
     return float(stats.total_float_ops)
 
 
-def _synthetic_dataset(batch, num_classes, image_size):
-    rng = np.random.RandomState(0)
-    images = rng.uniform(-1.0, 1.0, (batch, image_size, image_size, 3)).astype(np.float32)
-    labels = rng.randint(0, num_classes, batch).astype(np.int32)
-    dataset = tf.data.Dataset.from_tensors(({"image": images}, labels)).repeat()
-    return dataset.prefetch(tf.data.experimental.AUTOTUNE)
-
-
-def time_training(backbone, precision, dataset_fns, num_classes, warmup, steps, rounds):
-    """Seconds per training step of ``backbone`` at ``precision`` fed by each dataset.
+@contextlib.contextmanager
+def training_steps(backbone, precision, dataset_fns, num_classes, warmup):
+    """An open session training ``backbone`` at ``precision``: yields ``(steps, graph)``.
 
     ``dataset_fns`` maps a name to a function building a tf.data dataset; one model is built on
-    a feedable iterator, so every input trains the same graph and variables, and the inputs are
-    timed in alternating rounds of ``steps`` steps (a burst of load from other jobs hits them
-    alike). Returns ``{name: median over rounds of seconds per step}``.
+    a feedable iterator, so every input trains the same graph and variables. ``steps`` maps each
+    name to a function running one training step fed by that input, after ``warmup`` steps of
+    each (oneDNN primitive creation, tf.data AUTOTUNE).
     """
     graph = tf.Graph()
     with graph.as_default():
@@ -99,14 +93,41 @@ def time_training(backbone, precision, dataset_fns, num_classes, warmup, steps, 
         handles = {name: it.string_handle() for name, it in iterators.items()}
     with tf.Session(graph=graph, config=common.session_config()) as session:
         session.run(init)
-        runners = {}
+        steps = {}
         for name, handle_op in handles.items():
             feed = {handle: session.run(handle_op)}
-            step = functools.partial(session.run, train, feed_dict=feed)
+            steps[name] = functools.partial(session.run, train, feed_dict=feed)
             for _ in range(warmup):
-                step()
-            runners[name] = (step, steps)
-        return common.interleaved(runners, rounds)
+                steps[name]()
+        yield steps, graph
+
+
+def trainable_params(graph, scope="backbone"):
+    """Trainable parameters of the variables under ``scope/`` in ``graph`` (by default the
+    backbone's: ``model_fn.embed`` builds it under ``backbone/``)."""
+    variables = graph.get_collection(tf.GraphKeys.TRAINABLE_VARIABLES)
+    return int(sum(np.prod(v.shape.as_list()) for v in variables
+                   if v.op.name.startswith(scope + "/")))
+
+
+def synthetic_batches(batch, num_classes, image_size):
+    """One fixed in-memory batch of random pixels and labels, repeated through tf.data."""
+    rng = np.random.RandomState(0)
+    images = rng.uniform(-1.0, 1.0, (batch, image_size, image_size, 3)).astype(np.float32)
+    labels = rng.randint(0, num_classes, batch).astype(np.int32)
+    dataset = tf.data.Dataset.from_tensors(({"image": images}, labels)).repeat()
+    return dataset.prefetch(tf.data.experimental.AUTOTUNE)
+
+
+def time_training(backbone, precision, dataset_fns, num_classes, warmup, steps, rounds):
+    """Seconds per training step of ``backbone`` at ``precision`` fed by each dataset.
+
+    The inputs of ``dataset_fns`` (see ``training_steps``) are timed in alternating rounds of
+    ``steps`` steps (a burst of load from other jobs hits them alike). Returns
+    ``{name: median over rounds of seconds per step}``.
+    """
+    with training_steps(backbone, precision, dataset_fns, num_classes, warmup) as (fns, _):
+        return common.interleaved({name: (fn, steps) for name, fn in fns.items()}, rounds)
 
 
 def available_precisions():
@@ -142,7 +163,7 @@ def run(quick=False, workdir=None, backbones=None, precisions=None):
                 key = f"{backbone}_{precision}"
                 seconds = time_training(backbone, precision, {
                     "real": lambda: real(params={}),
-                    "synthetic": lambda: _synthetic_dataset(batch, num_classes,
+                    "synthetic": lambda: synthetic_batches(batch, num_classes,
                                                             common.IMAGE_SIZE)},
                     num_classes, warmup, steps, rounds)
                 for source in ("real", "synthetic"):

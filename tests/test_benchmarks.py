@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from benchmarks import common, deploy, precision_curve, run_all, train_step
+from benchmarks import common, deploy, peer, precision_curve, run_all, train_step
 from export import deploy_formats
 from model import estimator_factory
 
@@ -54,6 +54,10 @@ EXPECTED_KEYS = {
                            for figure in ("first_mean_loss", "last_mean_loss", "seconds",
                                           "images_per_s")]
                         if estimator_factory.bfloat16_supported() else []),
+    # Only where a peer environment with torch exists (make bench-peer); else a "skipped" line.
+    "peer": (["mobilefacenet_params_project", "mobilefacenet_params_peer",
+              "mobilefacenet_fp32_images_per_s", "mobilefacenet_fp32_peer_images_per_s",
+              "mobilefacenet_fp32_over_peer"] if peer.find_peer_python() else []),
 }
 
 
@@ -68,12 +72,17 @@ def workdir(tmp_path_factory):
 
 
 # These train, convert or step a model for 10-30 s each: make test-slow runs them; the quick ones
-# keep every benchmark's command line and JSON shape in make test.
+# keep every benchmark's command line and JSON shape in make test. With a peer environment,
+# "peer" trains PyTorch's and this project's mobilefacenet (minutes); without, it prints a skip.
 TRAINING_BENCHMARKS = ("train_step", "precision_curve", "deploy", "partial_fc")
 
 
+def _is_slow_benchmark(name):
+    return name in TRAINING_BENCHMARKS or (name == "peer" and peer.find_peer_python())
+
+
 @pytest.mark.parametrize("name", [
-    pytest.param(name, marks=pytest.mark.slow) if name in TRAINING_BENCHMARKS else name
+    pytest.param(name, marks=pytest.mark.slow) if _is_slow_benchmark(name) else name
     for name in run_all.BENCHMARKS])
 def test_benchmark_prints_one_json_line_with_its_figures(name, workdir, capsys):
     result = run_all.BENCHMARKS[name](quick=True, workdir=workdir)
