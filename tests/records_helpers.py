@@ -86,10 +86,10 @@ def write_pair_records(directory, num_pairs=10, size=32, n_folds=2):
 def run_dataset(dataset, max_batches=100):
     """Materialise up to ``max_batches`` elements of a dataset in graph mode.
 
-    The dataset is cut with ``take`` and read to its end, so the session never closes while
-    the pipeline's background threads (parallel map, interleave, prefetch of a repeated training
-    stream) are still running: TF 1.15 can crash with a segmentation fault in
-    ``Session.close()`` in that case (seen in CI after some 600 tests).
+    The dataset is cut with ``take`` and read to its end, so an endless training stream stops
+    its background threads before the session closes. (The TF 1.15 segmentation fault CI met
+    here was tf.data's autotuning model, which ``input_fns`` turns off on TF 1; this only keeps
+    the helper from leaving running pipelines behind.)
     """
     element = tf.data.make_one_shot_iterator(dataset.take(max_batches)).get_next()
     out = []
