@@ -16,6 +16,11 @@ TensorFlow 2 in eager mode, so it is not available on TF 1.15.
 ``mtcnn`` loads each weights file from the current directory first when a file of that name
 exists there (``pnet.lz4`` ...), and its loader is ``joblib.load`` (pickle): the adapter always
 passes the absolute path of the package's own files.
+
+``mtcnn`` 1.0.0 sizes its image pyramid as if ``min_face_size`` were 20: with a larger value the
+smallest levels fall under P-Net's 12-pixel window, TensorFlow rejects the convolution, and the
+package reports the error as "no face" for every image (``--min_face_size=40`` on a 250x250
+frame found nothing). The adapter drops those levels (:func:`_levels_at_least_one_window`).
 """
 
 import collections
@@ -34,6 +39,7 @@ WEIGHTS = ("pnet.lz4", "rnet.lz4", "onet.lz4")
 # original pixels. A 24-megapixel phone photo would otherwise build a pyramid of dozens of levels.
 DEFAULT_MAX_SIDE = 1280
 DEFAULT_MIN_FACE_SIZE = 20
+PNET_WINDOW = 12  # P-Net's input window: a pyramid level smaller than this cannot be scanned
 _LANCZOS = getattr(Image, "Resampling", Image).LANCZOS
 
 Face = collections.namedtuple("Face", ["box", "score", "landmarks"])
@@ -98,6 +104,7 @@ class MtcnnDetector:
         self.version = _package_version(mtcnn)
         self.min_face_size = int(min_face_size)
         self.max_side = int(max_side)
+        _drop_levels_below_the_window(importlib.import_module(PACKAGE + ".stages.stage_pnet"))
         self._mtcnn = mtcnn.MTCNN(stages=[stages.StagePNet(weights=paths[0]),
                                           stages.StageRNet(weights=paths[1]),
                                           stages.StageONet(weights=paths[2])], device=device)
@@ -122,8 +129,8 @@ class MtcnnDetector:
             scale_xy = np.array([size[0] / float(width), size[1] / float(height)])
         else:
             scale_xy = np.ones(2)
-        if min(rgb.shape[:2]) < 12:
-            return []  # smaller than P-Net's window: no face can be found
+        if min(rgb.shape[:2]) < max(PNET_WINDOW, self.min_face_size * min(1.0, scale)):
+            return []  # smaller than P-Net's window or the smallest face: no face can be found
         rows = self._mtcnn.detect_faces(rgb, box_format="xyxy", output_type="numpy",
                                         min_face_size=self.min_face_size)
         faces = []
@@ -136,6 +143,24 @@ class MtcnnDetector:
             faces.append(Face(box, float(row[5]), landmarks))
         faces.sort(key=lambda face: (-box_area(face), -face.score))
         return faces
+
+
+def _levels_at_least_one_window(build_scale_pyramid):
+    """``build_scale_pyramid`` without the levels where the image's short side is under P-Net's
+    window (``mtcnn`` 1.0.0 counts its levels as if ``min_face_size`` were 20)."""
+    def pyramid(width, height, min_face_size, scale_factor, min_size=PNET_WINDOW):
+        scales = np.asarray(build_scale_pyramid(width, height, min_face_size=min_face_size,
+                                                scale_factor=scale_factor, min_size=min_size))
+        return scales[np.floor(min(width, height) * scales) >= min_size]
+    pyramid.wraps_for_the_window = build_scale_pyramid
+    return pyramid
+
+
+def _drop_levels_below_the_window(stage_pnet_module):
+    """Installs :func:`_levels_at_least_one_window` in ``mtcnn.stages.stage_pnet`` (once)."""
+    current = stage_pnet_module.build_scale_pyramid
+    if not hasattr(current, "wraps_for_the_window"):
+        stage_pnet_module.build_scale_pyramid = _levels_at_least_one_window(current)
 
 
 def _package_version(module):

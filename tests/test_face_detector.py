@@ -75,6 +75,31 @@ def test_five_points_on_the_astronaut(detector, astronaut):
     assert y0 < ASTRONAUT_POINTS[:, 1].min() and ASTRONAUT_POINTS[:, 1].max() < y1
 
 
+def test_pyramid_levels_never_fall_under_the_pnet_window():
+    from mtcnn.utils import images  # noqa: PLC0415 - only where the detector is installed
+
+    # mtcnn 1.0.0 alone: with min_face_size 60 a 250x250 frame gets levels of 8, 6 and 4 px.
+    raw = images.build_scale_pyramid(250, 250, min_face_size=60, scale_factor=0.709)
+    assert np.floor(250 * raw).min() < face_detector.PNET_WINDOW
+    fixed = face_detector._levels_at_least_one_window(images.build_scale_pyramid)
+    for side, min_face_size in [(250, 20), (250, 60), (512, 150), (1280, 20), (30, 25)]:
+        scales = fixed(side, side, min_face_size=min_face_size, scale_factor=0.709)
+        assert len(scales) >= 1
+        assert np.floor(side * scales).min() >= face_detector.PNET_WINDOW
+        # The top level is untouched: faces of min_face_size still fill one P-Net window.
+        assert scales[0] == pytest.approx(face_detector.PNET_WINDOW / min_face_size)
+
+
+@pytest.mark.parametrize("min_face_size", [40, 80])
+def test_a_larger_min_face_size_still_finds_the_face(astronaut, min_face_size):
+    # Before the adapter dropped the sub-window levels, mtcnn 1.0.0 found no face at all here.
+    found = face_detector.load_detector(min_face_size=min_face_size).detect(astronaut)
+    assert len(found) == 1
+    assert_near_astronaut(found[0])
+    # A face smaller than min_face_size is not looked for.
+    assert face_detector.load_detector(min_face_size=400).detect(astronaut) == []
+
+
 def test_grayscale_cmyk_and_huge_photos(detector, astronaut):
     assert_near_astronaut(detector.detect(astronaut.convert("L"))[0])
     assert_near_astronaut(detector.detect(np.asarray(astronaut.convert("L"))[:, :, None])[0])
