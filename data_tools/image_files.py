@@ -134,7 +134,7 @@ def scan_identity_folders(input_dir):
             if is_image_filename(identity):
                 skipped.append((identity, "image outside an identity folder"))
             continue
-        if _links_to_ancestor(path, input_dir):
+        if links_to_ancestor(path, input_dir):
             # os.walk does not follow links below the top, but this link is the top: the
             # whole tree would come back as images of one more identity.
             skipped.append((identity, "symlink loop: the identity folder links to a folder "
@@ -162,7 +162,8 @@ def scan_identity_folders(input_dir):
     return ScanResult(entries, skipped)
 
 
-def _links_to_ancestor(path, input_dir):
+def links_to_ancestor(path, input_dir):
+    """True when the folder ``path`` is ``input_dir`` or contains it (a symlink loop)."""
     real, root = os.path.realpath(path), os.path.realpath(input_dir)
     return root == real or root.startswith(real.rstrip(os.sep) + os.sep)
 

@@ -174,14 +174,26 @@ def aligned_png(path, image_size=DEFAULT_IMAGE_SIZE, detector=None, landmarks=No
 
 def list_images(input_dir):
     """``/``-separated paths of the image files under ``input_dir`` (any depth, the top level
-    included; hidden files and folders skipped), sorted."""
+    included; hidden files and folders skipped), sorted. Top-level folders that are symlinks
+    are followed, as the converter follows them (``data_tools.lfw_holdout`` links its identity
+    folders), unless they link to a folder containing ``input_dir``; deeper links are not."""
     found = []
-    for dirpath, dirnames, filenames in os.walk(input_dir):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        rel_dir = os.path.relpath(dirpath, input_dir).replace(os.sep, "/")
-        for filename in filenames:
-            if not filename.startswith(".") and image_files.is_image_filename(filename):
-                found.append(filename if rel_dir == "." else rel_dir + "/" + filename)
+    for name in sorted(os.listdir(input_dir)):
+        path = os.path.join(input_dir, name)
+        if name.startswith("."):
+            continue
+        if not os.path.isdir(path):
+            if image_files.is_image_filename(name):
+                found.append(name)
+            continue
+        if image_files.links_to_ancestor(path, input_dir):
+            continue
+        for dirpath, dirnames, filenames in os.walk(path):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            rel_dir = os.path.relpath(dirpath, input_dir).replace(os.sep, "/")
+            found.extend(rel_dir + "/" + filename for filename in filenames
+                         if not filename.startswith(".")
+                         and image_files.is_image_filename(filename))
     return sorted(found)
 
 

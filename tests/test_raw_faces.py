@@ -297,6 +297,24 @@ def test_make_tfrecords_align_converts_aligned_faces(tmp_path, capsys):
     assert "0 done now, 3 kept" in out and "0 written, 1 kept" in out
 
 
+def test_align_follows_symlinked_identity_folders_like_the_converter(tmp_path, capsys):
+    # data_tools.lfw_holdout links its identity folders into the split: --align must see them.
+    rng = np.random.RandomState(4)
+    names = ["Person_A/Person_A_0001.jpg", "Person_B/deeper/Person_B_0001.png"]
+    (tmp_path / "points.txt").write_text(dot_tree(tmp_path / "all", rng, names))
+    split = tmp_path / "split"
+    split.mkdir()
+    for identity in ("Person_A", "Person_B"):
+        os.symlink(str(tmp_path / "all" / identity), str(split / identity))
+    os.symlink(str(tmp_path), str(split / "Loop"))  # contains the split: never followed
+    assert raw_faces.list_images(str(split)) == names
+    args = [f"--input_dir={split}", f"--output_dir={tmp_path / 'records'}", "--align",
+            f"--landmarks={tmp_path / 'points.txt'}", "--num_workers=1"]
+    assert run_make_tfrecords(*args) == 0
+    out = capsys.readouterr().out
+    assert "2 images: 2 aligned" in out and "2 images of 2 identities" in out
+
+
 def test_make_tfrecords_align_pairs_aligns_the_pairs_images_only(tmp_path, capsys):
     rng = np.random.RandomState(4)
     names = ["A/A_0001.jpg", "A/A_0002.jpg", "B/B_0001.jpg", "C/C_0001.jpg"]
