@@ -8,7 +8,9 @@
 # Environment: LFW_DATA (folder with lfw_a_gray250.tar.gz and lfw_pairs.txt; ../shared/data),
 # HOLDOUT_FOLD (10; tune with 9 so that fold 10 stays a test), RUN_NAME (model folder name,
 # circle), FLAGFILE (configs/lfw_holdout.flags), PREPARE_ONLY=1 (stop after the records),
-# SKIP_PREPARE=1 (records already made). Extra flags override the flagfile, e.g.
+# SKIP_PREPARE=1 (records already made), ALIGN=1 (5-point aligned faces from the face detector
+# instead of the crop box, records in records_aligned/; MIN_FACE_SIZE, 60 px, speeds up the
+# detector on LFW-a's 250x250 frames). Extra flags override the flagfile, e.g.
 # `scripts/lfw_recipe.sh lfw_output --head=arcface --seed=1` with RUN_NAME=arcface-s1.
 # Every step resumes: re-running reuses the extracted images, the records and the checkpoints.
 # Nothing here is written inside the repository except under OUT (git-ignored by default).
@@ -27,6 +29,13 @@ ARCHIVE_SHA256=723c32a6e84add6386bf38109727a97aada0bc48bb8f97bc5731084aa1490fcf
 PAIRS_SHA256=ea42330c62c92989f9d7c03237ed5d591365e89b3e649747777b70e692dc1592
 # LFW-a faces are warped into the centre of 250x250 frames with black borders: keep the face.
 CROP=(--crop_box=70,60,180,190 --image_size=112)
+RECORDS=records
+if [ "${ALIGN:-0}" = 1 ]; then
+    # MTCNN's five points onto the 112x112 template (README "Raw photos"); a frame without a
+    # detected face is left out of training, and a pair with one is left out of the test.
+    CROP=(--align --min_face_size="${MIN_FACE_SIZE:-60}" --image_size=112)
+    RECORDS=records_aligned
+fi
 
 for file in "$ARCHIVE" "$PAIRS"; do
     [ -f "$file" ] || { echo "error: $file not found; set LFW_DATA to the folder holding" \
@@ -51,11 +60,11 @@ prepare() {
     "$PY" -m data_tools.lfw_holdout --lfw_dir="$OUT/lfw_gray250" --pairs="$PAIRS" \
         --holdout_folds="$FOLD" --output_dir="$SPLIT"
 
-    echo "== TFRecords (face crop, 112x112) -> $SPLIT/records"
+    echo "== TFRecords (${CROP[*]}) -> $SPLIT/$RECORDS"
     "$PY" data_tools/make_tfrecords.py --input_dir="$SPLIT/train" \
-        --output_dir="$SPLIT/records/train" "${CROP[@]}"
+        --output_dir="$SPLIT/$RECORDS/train" "${CROP[@]}"
     "$PY" data_tools/make_tfrecords.py --pairs="$SPLIT/pairs.txt" \
-        --input_dir="$OUT/lfw_gray250" --output_dir="$SPLIT/records/pairs" "${CROP[@]}"
+        --input_dir="$OUT/lfw_gray250" --output_dir="$SPLIT/$RECORDS/pairs" "${CROP[@]}"
 }
 
 [ "${SKIP_PREPARE:-0}" = 1 ] || prepare
@@ -63,8 +72,8 @@ prepare() {
 
 MODEL=$SPLIT/models/$RUN
 echo "== train_and_evaluate ($FLAGFILE $*) -> $MODEL"
-"$PY" estimator_main.py --flagfile="$FLAGFILE" --train_records="$SPLIT/records/train" \
-    --eval_records="$SPLIT/records/pairs" --model_dir="$MODEL" "$@"
+"$PY" estimator_main.py --flagfile="$FLAGFILE" --train_records="$SPLIT/$RECORDS/train" \
+    --eval_records="$SPLIT/$RECORDS/pairs" --model_dir="$MODEL" "$@"
 
 echo "== fold $FOLD, final checkpoint"
 "$PY" -m export.compare_reports "$MODEL"
