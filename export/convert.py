@@ -18,9 +18,10 @@ resize, or ``--image_size``):
   ``embedding`` float32 [batch, D], L2-normalised. Normalisation is inside the model.
 * TFLite (the TF1-style converter: the dynamic-shape signature does not convert with the TF2
   one): input float32 [1, S, S, 3], RGB 0..255; output float32 [1, D], L2-normalised.
-  ``--quantize=float16`` stores the weights in float16; ``--quantize=int8`` is full-integer
+  ``--quantize=float16`` stores the weights in float16; ``--quantize=int8`` is integer
   quantisation (int8 weights and activations, float input and output), calibrated on
-  ``--num_calibration_images`` faces of the training records.
+  ``--num_calibration_images`` faces of the training records; the ops in ``--int8_float_ops``
+  (the final L2 normalisation by default; empty for full-integer) stay in float.
 
 ``--check_records`` (pair records of make_tfrecords.py ``--pairs``) embeds every pair with the
 SavedModel and with each written or listed file, and prints the largest absolute difference of
@@ -44,6 +45,7 @@ from absl import flags  # noqa: E402
 
 from export.deploy_formats import (  # noqa: E402
     DEFAULT_CALIBRATION_IMAGES,
+    DEFAULT_INT8_FLOAT_OPS,
     DEFAULT_OPSET,
     ONNX_INPUT,
     QUANTIZE_MODES,
@@ -92,6 +94,10 @@ def define_flags(flag_values=flags.FLAGS):
                         "int8 calibration faces are drawn from.", flag_values=flag_values)
     flags.DEFINE_integer("num_calibration_images", DEFAULT_CALIBRATION_IMAGES, "Faces in the "
                          "int8 representative set.", lower_bound=1, flag_values=flag_values)
+    flags.DEFINE_list("int8_float_ops", list(DEFAULT_INT8_FLOAT_OPS), "TFLite ops that stay "
+                      "in float in an int8 model (e.g. L2_NORMALIZATION, FULLY_CONNECTED); "
+                      "empty (--int8_float_ops=) for a full-integer model.",
+                      flag_values=flag_values)
     flags.DEFINE_integer("image_size", None, "Input size S (default: read from the model's "
                          "graph).", lower_bound=1, flag_values=flag_values)
     flags.DEFINE_integer("opset", DEFAULT_OPSET, "ONNX opset.", lower_bound=9,
@@ -116,6 +122,8 @@ def _check_usage(fv):
     if fv.quantize == "int8" and not fv.calibration_records:
         raise ConvertError("--quantize=int8 needs --calibration_records (training records the "
                            "representative faces are drawn from)")
+    if fv.int8_float_ops != list(DEFAULT_INT8_FLOAT_OPS) and fv.quantize != "int8":
+        raise ConvertError("--int8_float_ops applies to --quantize=int8")
     if fv.calibration_records and fv.quantize != "int8":
         raise ConvertError("--calibration_records applies to --quantize=int8")
     if fv.check_files and not fv.check_records:
@@ -145,8 +153,9 @@ def main(argv, flag_values=flags.FLAGS):
                 calibration = calibration_pixels(fv.calibration_records, image_size,
                                                  fv.num_calibration_images)
             info = convert_tflite(saved_model_dir, fv.tflite, image_size, fv.quantize,
-                                  calibration)
-            calibrated = (f", {info['calibration_images']} calibration faces"
+                                  calibration, float_ops=fv.int8_float_ops)
+            calibrated = (f", {info['calibration_images']} calibration faces, float ops: "
+                          f"{', '.join(info['float_ops']) or 'none'}"
                           if "calibration_images" in info else "")
             print(f"TFLite: {info['path']} (input [1, {image_size}, {image_size}, 3] float32 RGB "
                   f"0..255, quantize {fv.quantize}{calibrated}, {info['bytes'] / 1e6:.1f} MB)")

@@ -11,8 +11,10 @@ the model's size S x S (read from the graph's resize by :func:`model_image_size`
 * TFLite (:func:`convert_tflite`, the TF1-style converter: the dynamic-shape signature does not
   convert with the TF2 one): input float32 [1, S, S, 3], RGB 0..255; output float32 [1, D],
   L2-normalised. ``quantize="float16"`` stores the weights in float16; ``quantize="int8"`` is
-  full-integer quantisation (int8 weights and activations, float input and output), calibrated
-  on faces of the training records (:func:`calibration_pixels`).
+  integer quantisation (int8 weights and activations, float input and output), calibrated on
+  faces of the training records (:func:`calibration_pixels`); the ops named in ``float_ops``
+  stay in float (by default the final L2 normalisation, whose int8 output scale of 1/128 is
+  coarse for the small components of a unit 512-d vector).
 
 The runners (:class:`SavedModelRunner`, :class:`FrozenGraphRunner`, :class:`OnnxRunner`,
 :class:`TFLiteRunner`, or :func:`runner_for` a file) all map float32 pixels [N, S, S, 3] in
@@ -44,6 +46,9 @@ ONNX_OUTPUT = "embedding"
 ONNX_BATCH_DIM = "batch"
 DEFAULT_OPSET = 15
 DEFAULT_CALIBRATION_IMAGES = 200
+# TFLite op names kept in float in an int8 model: the last op, whose int8 output would round the
+# unit-length embedding to steps of 1/128 (measured in docs/DEPLOYING.md).
+DEFAULT_INT8_FLOAT_OPS = ("L2_NORMALIZATION",)
 PARITY_BATCH = 32
 _RESIZE_OPS = ("ResizeBilinear", "ResizeArea", "ResizeBicubic", "ResizeNearestNeighbor")
 _INSTALL_HINT = "pip install tf2onnx==1.17.0 onnx==1.17.0 onnxruntime==1.22.1 (or .[onnx])"
@@ -260,12 +265,15 @@ def calibration_pixels(records, image_size, count=DEFAULT_CALIBRATION_IMAGES, se
 
 
 def convert_tflite(saved_model_dir, output_path, image_size=None, quantize="none",
-                   calibration=None):
+                   calibration=None, float_ops=DEFAULT_INT8_FLOAT_OPS):
     """Write the TFLite model of ``saved_model_dir``; returns ``{"path", "image_size", ...}``.
 
-    ``quantize``: ``none`` (float32), ``float16`` (float16 weights) or ``int8`` (full-integer:
-    int8 weights and activations with float32 input and output; ``calibration`` is the
-    representative set, float32 pixels [N, S, S, 3], e.g. from :func:`calibration_pixels`).
+    ``quantize``: ``none`` (float32), ``float16`` (float16 weights) or ``int8`` (int8 weights
+    and activations with float32 input and output; ``calibration`` is the representative set,
+    float32 pixels [N, S, S, 3], e.g. from :func:`calibration_pixels`). With ``int8``, the
+    TFLite ops named in ``float_ops`` (e.g. ``L2_NORMALIZATION``, ``FULLY_CONNECTED``) run in
+    float between a dequantise and a quantise (TF Lite's selective quantisation); an empty
+    ``float_ops`` makes every op int8 (full-integer, for integer-only accelerators).
     """
     if quantize not in QUANTIZE_MODES:
         raise ConvertError(f"--quantize must be one of {', '.join(QUANTIZE_MODES)}, got "
@@ -276,6 +284,7 @@ def convert_tflite(saved_model_dir, output_path, image_size=None, quantize="none
     image_size = image_size or model_image_size(saved_model_dir)
     graph_def = frozen_graph_def(saved_model_dir, image_size)
     scratch = tempfile.mkdtemp(prefix="convert_")
+    data = None
     try:
         frozen = os.path.join(scratch, "frozen.pb")
         with open(frozen, "wb") as f:
@@ -299,7 +308,10 @@ def convert_tflite(saved_model_dir, output_path, image_size=None, quantize="none
             converter.target_spec.supported_ops = [lite.OpsSet.TFLITE_BUILTINS_INT8]
             converter.inference_input_type = tf.float32
             converter.inference_output_type = tf.float32
-        data = converter.convert()
+            if float_ops:
+                data = _quantize_except(lite, converter, representative_dataset, float_ops)
+        if data is None:
+            data = converter.convert()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     _atomic_bytes(output_path, data)
@@ -307,7 +319,22 @@ def convert_tflite(saved_model_dir, output_path, image_size=None, quantize="none
             "image_size": image_size, "bytes": len(data)}
     if quantize == "int8":
         info["calibration_images"] = int(len(calibration))
+        info["float_ops"] = list(float_ops or ())
     return info
+
+
+def _quantize_except(lite, converter, representative_dataset, float_ops):
+    """The int8 model with ``float_ops`` left in float: TF Lite's quantisation debugger is the
+    converter's entry point for a deny-list (calibrate once, then quantise all other ops)."""
+    experimental = lite.experimental
+    options = experimental.QuantizationDebugOptions(denylisted_ops=list(float_ops))
+    try:
+        debugger = experimental.QuantizationDebugger(
+            converter=converter, debug_dataset=representative_dataset, debug_options=options)
+        return debugger.get_nondebug_quantized_model()
+    except (ValueError, RuntimeError) as e:
+        raise ConvertError(f"int8 conversion with {', '.join(float_ops)} in float failed: "
+                           f"{_first_line(str(e))}") from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -113,27 +113,42 @@ def test_tflite_float32_matches_and_float16_is_close(saved_model, faces, referen
     assert os.path.getsize(fp16) < 0.7 * os.path.getsize(fp32)
 
 
+def op_dtypes(interpreter, name):
+    """[(input dtypes, output dtypes)] of every op called ``name`` in a TFLite interpreter."""
+    def dtypes(indices):
+        return [interpreter._get_tensor_details(i, 0)["dtype"] for i in indices if i >= 0]
+
+    return [(dtypes(op["inputs"]), dtypes(op["outputs"]))
+            for op in interpreter._get_ops_details() if op["op_name"] == name]
+
+
 @needs_tflite
-def test_tflite_int8_is_full_integer_with_float_input_and_output(saved_model, faces, reference,
-                                                                 tmp_path):
+@pytest.mark.parametrize("float_ops", [deploy_formats.DEFAULT_INT8_FLOAT_OPS, (),
+                                       ("L2_NORMALIZATION", "FULLY_CONNECTED")])
+def test_tflite_int8_with_float_input_output_and_chosen_float_ops(saved_model, faces, reference,
+                                                                  tmp_path, float_ops):
     records = str(tmp_path / "train")
     rh.write_image_records(records, num_classes=4, per_class=8, size=48)  # resized to 32
     calibration = deploy_formats.calibration_pixels(records, SIZE, count=20)
     assert calibration.shape == (20, SIZE, SIZE, 3) and calibration.max() > 1.0
     path = str(tmp_path / "face_int8.tflite")
     info = deploy_formats.convert_tflite(saved_model, path, quantize="int8",
-                                         calibration=calibration)
-    assert info["calibration_images"] == 20
+                                         calibration=calibration, float_ops=float_ops)
+    assert info["calibration_images"] == 20 and info["float_ops"] == list(float_ops)
     runner = deploy_formats.TFLiteRunner(path)
     interpreter = runner._interpreter
     assert interpreter.get_input_details()[0]["dtype"] == np.float32
     assert interpreter.get_output_details()[0]["dtype"] == np.float32
     # Weights and activations are int8: every convolution runs on int8 tensors.
-    convs = [op for op in interpreter._get_ops_details() if op["op_name"] == "CONV_2D"]
+    convs = op_dtypes(interpreter, "CONV_2D")
     assert convs
-    for op in convs:
-        assert interpreter._get_tensor_details(op["inputs"][1], 0)["dtype"] == np.int8
-        assert interpreter._get_tensor_details(op["inputs"][0], 0)["dtype"] == np.int8
+    for inputs, outputs in convs:
+        assert inputs[:2] == [np.int8, np.int8] and outputs == [np.int8]
+    # The ops asked for run in float, the others in int8 (a full-integer model when none).
+    for name in ("L2_NORMALIZATION", "FULLY_CONNECTED"):
+        (found,) = op_dtypes(interpreter, name)
+        expected = np.float32 if name in float_ops else np.int8
+        assert found[0][0] == expected and found[1] == [expected], (name, found)
     result = deploy_formats.parity(reference, runner(faces))
     assert result["cosine_mean"] > 0.9, result
 
@@ -166,6 +181,7 @@ def one_error_line(capsys):
     (["--model=x", "--onnx=a.onnx", "--quantize=int8"], "--quantize applies to --tflite"),
     (["--model=x", "--tflite=a.tflite", "--quantize=int8"], "needs --calibration_records"),
     (["--model=x", "--tflite=a.tflite", "--calibration_records=r"], "applies to --quantize=int8"),
+    (["--model=x", "--tflite=a.tflite", "--int8_float_ops="], "applies to --quantize=int8"),
     (["--model=x", "--onnx=a.onnx", "--check_files=b.onnx"], "needs --check_records"),
 ])
 def test_cli_refuses_flags_that_do_not_fit(args, message, capsys):
