@@ -22,6 +22,7 @@ from data_tools import input_fns
 from model import estimator_factory, layers
 from tests import model_helpers
 from tests import records_helpers as rh
+from training.params import ParamsError, build_params
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "scripts"))
@@ -60,7 +61,7 @@ def params_for(records, tmp_path, monkeypatch):
         argv = [f"--{k}={v}" for k, v in sorted(base.items())]
         FLAGS.unparse_flags()
         FLAGS(["estimator_main.py"] + argv)
-        return estimator_main.build_params(estimator_main.flag_values())
+        return build_params(estimator_main.flag_values())
 
     yield build
     FLAGS.unparse_flags()
@@ -101,7 +102,7 @@ def test_gpu_without_a_visible_gpu_stops_before_anything(params_for, monkeypatch
     ({"num_gpus": -1}, "must not be negative"),
 ])
 def test_inconsistent_distribution_settings_are_rejected(params_for, settings, message):
-    with pytest.raises(estimator_main.ParamsError, match=message):
+    with pytest.raises(ParamsError, match=message):
         params_for(**settings)
 
 

@@ -20,6 +20,8 @@ from data_tools import input_fns
 from model import config as model_config
 from model import estimator_factory, hooks
 from tests import records_helpers as rh
+from training import run_record
+from training.params import ParamsError, build_params
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
@@ -114,7 +116,7 @@ def params_for(records, tmp_path, monkeypatch):
         FLAGS.unparse_flags()
         FLAGS(["estimator_main.py"] + [f"--{k}={v}" for k, v in sorted(base.items())
                                         if v is not None])
-        return estimator_main.build_params(estimator_main.flag_values())
+        return build_params(estimator_main.flag_values())
 
     yield build
     FLAGS.unparse_flags()
@@ -148,7 +150,7 @@ def test_the_global_batch_splits_over_every_worker(params_for):
 ])
 def test_inconsistent_multi_worker_settings_are_rejected(params_for, config_text, settings,
                                                          message):
-    with pytest.raises(estimator_main.ParamsError, match=message):
+    with pytest.raises(ParamsError, match=message):
         params_for(config_text, **settings)
 
 
@@ -174,7 +176,7 @@ def test_a_tf_config_without_the_flag_is_not_taken_for_a_multi_worker_run(params
 ])
 def test_only_the_chief_writes_the_run_record(monkeypatch, cluster, task, writes):
     monkeypatch.setenv("TF_CONFIG", tf_config(cluster, *task))
-    assert estimator_main._writes_run_record() is writes
+    assert run_record.writes_run_record() is writes
 
 
 def test_the_timeout_reaches_the_session_config():
