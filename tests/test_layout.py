@@ -172,7 +172,8 @@ def test_command_line_modules_are_found():
     for name in ("data_tools.make_tfrecords", "export.embed", "export.convert", "export.gallery",
                  "export.ijb", "export.identification"):
         assert name in commands
-    for name in ("data_tools.cli", "data_tools.conversion", "export.embedder"):
+    for name in ("data_tools.cli", "data_tools.conversion", "export.embedder",
+                 "export.pair_verification"):
         assert name not in commands
 
 
