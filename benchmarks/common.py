@@ -1,5 +1,6 @@
 """Shared benchmark machinery: timing, generated JPEG folders, JSON output, sessions."""
 
+import argparse
 import contextlib
 import io
 import json
@@ -202,6 +203,28 @@ def add_common_args(parser):
     parser.add_argument("--workdir", default=None,
                         help="scratch directory (default: a temporary one, removed afterwards)")
     return parser
+
+
+def run_command_line(run, description, argv=None, repeats_help=None):
+    """The command line of a benchmark with no options of its own: ``--quick``, ``--workdir``
+    and, when ``repeats_help`` says what is repeated, ``--repeats``; then ``run`` with them."""
+    parser = add_common_args(argparse.ArgumentParser(description=description))
+    if repeats_help:
+        parser.add_argument("--repeats", type=int, default=None, help=repeats_help)
+    args = parser.parse_args(argv)
+    options = {"repeats": args.repeats} if repeats_help else {}
+    run(quick=args.quick, workdir=args.workdir, **options)
+
+
+def random_head_batch(num_classes, batch, embedding_size):
+    """``(embeddings, labels)`` of the head benchmarks, in the current graph (seed 0): a
+    trainable ``[batch, embedding_size]`` variable and random int32 labels."""
+    tf.set_random_seed(0)
+    rng = np.random.RandomState(0)
+    embeddings = tf.Variable(rng.standard_normal((batch, embedding_size)).astype(np.float32),
+                             name="embeddings")
+    labels = tf.constant(rng.randint(0, num_classes, batch).astype(np.int32))
+    return embeddings, labels
 
 
 def circle_model_fn(backbone, num_classes, precision="fp32", gamma=None, **optimization):

@@ -7,7 +7,6 @@ checksums. Copy and conversion alternate ``repeats`` times and each keeps its fa
 one least disturbed by other jobs on a shared machine (a single copy varies by 4x there).
 """
 
-import argparse
 import os
 import shutil
 import time
@@ -83,12 +82,8 @@ def run(quick=False, workdir=None, worker_counts=(1, 2), repeats=None):
 
 
 def main(argv=None):
-    parser = common.add_common_args(argparse.ArgumentParser(description=__doc__))
-    parser.add_argument("--repeats", type=int, default=None,
-                        help="copy/convert rounds per worker count; each keeps its fastest "
-                             "(default: 3, 1 with --quick)")
-    args = parser.parse_args(argv)
-    run(quick=args.quick, workdir=args.workdir, repeats=args.repeats)
+    common.run_command_line(run, __doc__, argv, repeats_help="copy/convert rounds per worker "
+                            "count; each keeps its fastest (default: 3, 1 with --quick)")
 
 
 if __name__ == "__main__":

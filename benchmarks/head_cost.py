@@ -5,9 +5,7 @@ head's forward and backward pass plus the momentum update of the proxies (and th
 which is everything the head adds to a training step. Both heads are timed in alternating rounds.
 """
 
-import argparse
 
-import numpy as np
 import tensorflow.compat.v1 as tf
 
 from benchmarks import common
@@ -22,11 +20,7 @@ def _step_runner(head_name, num_classes, batch):
     """(session, fn running one training step) of ``head_name`` over ``num_classes`` proxies."""
     graph = tf.Graph()
     with graph.as_default():
-        tf.set_random_seed(0)
-        rng = np.random.RandomState(0)
-        embeddings = tf.Variable(rng.standard_normal((batch, EMBEDDING_SIZE)).astype(np.float32),
-                                 name="embeddings")
-        labels = tf.constant(rng.randint(0, num_classes, batch).astype(np.int32))
+        embeddings, labels = common.random_head_batch(num_classes, batch, EMBEDDING_SIZE)
         head = heads.build_head(head_name, num_classes=num_classes,
                                 embedding_size=EMBEDDING_SIZE)
         loss = tf.reduce_mean(head(embeddings, labels).per_example_loss)
@@ -68,8 +62,7 @@ def run(quick=False, workdir=None, class_counts=None):
 
 
 def main(argv=None):
-    args = common.add_common_args(argparse.ArgumentParser(description=__doc__)).parse_args(argv)
-    run(quick=args.quick, workdir=args.workdir)
+    common.run_command_line(run, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ itself (2 GB at 1M) plus its normalised copy plus one chunk of scores. ``cpu_sec
 threads) next to ``seconds`` (wall) tells how much of the time went to other jobs.
 """
 
-import argparse
 import resource
 import time
 
@@ -62,8 +61,7 @@ def run(quick=False, workdir=None, sizes=None):
 
 
 def main(argv=None):
-    args = common.add_common_args(argparse.ArgumentParser(description=__doc__)).parse_args(argv)
-    run(quick=args.quick, workdir=args.workdir)
+    common.run_command_line(run, __doc__, argv)
 
 
 if __name__ == "__main__":

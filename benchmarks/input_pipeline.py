@@ -5,7 +5,6 @@ loop only parses the record and runs ``tf.io.decode_jpeg``, which is the decode 
 the training input_fn adds (shuffle, resize, flip, normalise, float batches) is its overhead.
 """
 
-import argparse
 
 import tensorflow.compat.v1 as tf
 
@@ -80,8 +79,7 @@ def run(quick=False, workdir=None):
 
 
 def main(argv=None):
-    args = common.add_common_args(argparse.ArgumentParser(description=__doc__)).parse_args(argv)
-    run(quick=args.quick, workdir=args.workdir)
+    common.run_command_line(run, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ The MS1MV2 projection (5.8 M images) takes the best measured rate on this machin
 for 16 cores Amdahl's bound from the two parts: 1 / (1 / (16 x check_per_core) + 1 / write_pass).
 """
 
-import argparse
 import hashlib
 import os
 import shutil
@@ -140,12 +139,8 @@ def run(quick=False, workdir=None, worker_counts=(1, 2), repeats=None):
 
 
 def main(argv=None):
-    parser = common.add_common_args(argparse.ArgumentParser(description=__doc__))
-    parser.add_argument("--repeats", type=int, default=None,
-                        help="rounds per figure; each keeps its fastest (default: 2, 1 with "
-                             "--quick)")
-    args = parser.parse_args(argv)
-    run(quick=args.quick, workdir=args.workdir, repeats=args.repeats)
+    common.run_command_line(run, __doc__, argv, repeats_help="rounds per figure; each keeps its "
+                            "fastest (default: 2, 1 with --quick)")
 
 
 if __name__ == "__main__":

@@ -57,11 +57,7 @@ def _child(num_classes, rate, batch, warmup):
     """Serves ``run N`` lines on stdin with one JSON line each on stdout; ``quit`` ends."""
     graph = tf.Graph()
     with graph.as_default():
-        tf.set_random_seed(0)
-        rng = np.random.RandomState(0)
-        embeddings = tf.Variable(rng.standard_normal((batch, EMBEDDING_SIZE)).astype(np.float32),
-                                 name="embeddings")
-        labels = tf.constant(rng.randint(0, num_classes, batch).astype(np.int32))
+        embeddings, labels = common.random_head_batch(num_classes, batch, EMBEDDING_SIZE)
         head = heads.build_head("circle", num_classes=num_classes,
                                 embedding_size=EMBEDDING_SIZE, partial_fc_rate=rate)
         loss = tf.reduce_mean(head(embeddings, labels).per_example_loss)

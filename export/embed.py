@@ -46,17 +46,19 @@ from data_tools import image_files  # noqa: E402
 from export import report  # noqa: E402
 from export.embedder import (  # noqa: E402
     EmbedError,
-    FoldsError,
     ImageDecodeError,
     Transform,
     align_photos,
     compare,
     decision_threshold,
     embed_folder,
-    evaluate_pair_images,
-    evaluate_pairs,
     load_saved_model,
     save_embeddings,
+)
+from export.pair_verification import (  # noqa: E402
+    FoldsError,
+    evaluate_pair_images,
+    evaluate_pairs,
 )
 
 

@@ -74,14 +74,8 @@ def read_report(path):
         path = os.path.join(path, REPORT_JSON)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no verification report at {path}")
-    with open(path, "rb") as f:
-        try:
-            report = json.loads(f.read().decode("utf-8"))
-        except ValueError as e:
-            raise ValueError(f"{path} is not a valid report (JSON error: {e})") from e
-    if not isinstance(report, dict):
-        raise ValueError(f"{path} is not a valid report (expected a JSON object)")
-    return report
+    return _read_json_object(path, "{path} is not a valid report (JSON error: {error})",
+                             "{path} is not a valid report (expected a JSON object)")
 
 
 def write_transform(output_dir, transform):
@@ -103,14 +97,21 @@ def read_transform(directory):
     path = os.path.join(directory, TRANSFORM_JSON)
     if not os.path.isfile(path):
         return None
+    return _read_json_object(path, "{path} is not valid JSON: {error}",
+                             "{path} does not hold a JSON object")
+
+
+def _read_json_object(path, invalid_json, not_an_object):
+    """The JSON object in the file at ``path``. A file that is not JSON, or holds something else,
+    raises ``ValueError`` with ``invalid_json`` or ``not_an_object`` (``{path}``, ``{error}``)."""
     with open(path, "rb") as f:
         try:
-            transform = json.loads(f.read().decode("utf-8"))
+            value = json.loads(f.read().decode("utf-8"))
         except ValueError as e:
-            raise ValueError(f"{path} is not valid JSON: {e}") from None
-    if not isinstance(transform, dict):
-        raise ValueError(f"{path} does not hold a JSON object")
-    return transform
+            raise ValueError(invalid_json.format(path=path, error=e)) from e
+    if not isinstance(value, dict):
+        raise ValueError(not_an_object.format(path=path))
+    return value
 
 
 def _to_jsonable(value, where):

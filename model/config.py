@@ -1,7 +1,7 @@
 """Small typed, self-validating settings, one per concern: backbone, optimisation, runtime.
 
 Each is a frozen namedtuple whose constructor checks its values and resolves defaults, so a
-value that is wrong is refused where it enters (``estimator_main.build_params``, before anything
+value that is wrong is refused where it enters (``training.params.build_params``, before anything
 is written) and every later reader can trust it. The loss head needs no tuple of its own: a
 built ``model.heads.Head`` is one (it validates in its constructor, resolves the head's default
 margin and scale, and ``head.config`` lists what it runs with); ``model_fn_builder`` receives it

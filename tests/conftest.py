@@ -4,6 +4,7 @@ import pytest
 
 import estimator_main
 from tests import real_lfw
+from tests import records_helpers as rh
 
 # The program's flags on absl's global FLAGS, as its entry point defines them.
 estimator_main.define_flags()
@@ -20,6 +21,22 @@ def parse_flags():
 
     yield parse
     estimator_main.FLAGS.unparse_flags()
+
+
+@pytest.fixture(scope="module")
+def small_records(tmp_path_factory):
+    """Training image records of 4 identities x 8 images of 32x32 (one copy per test module)."""
+    root = tmp_path_factory.mktemp("small_records")
+    rh.write_image_records(str(root / "train"), num_classes=4, per_class=8, size=32)
+    return root / "train"
+
+
+@pytest.fixture(scope="module")
+def small_pairs(tmp_path_factory):
+    """Verification pair records: 10 pairs of 32x32 images in 2 folds (one copy per module)."""
+    root = tmp_path_factory.mktemp("small_pairs")
+    rh.write_pair_records(str(root / "pairs"), num_pairs=10, size=32, n_folds=2)
+    return root / "pairs"
 
 
 @pytest.fixture(scope="session")

@@ -5,10 +5,10 @@ import os
 
 import pytest
 
-import estimator_main
 from model import estimator_factory
 from tests import records_helpers as rh
 from tests.test_npu import FAKE_NPU, forget_npu_modules
+from training.params import build_params
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.flags")))
@@ -43,9 +43,9 @@ def test_flagfile_validates(config, data, tmp_path, parse_flags, monkeypatch):
     values = parse_flags(args)
     if "--precision=bf16" in lines and not estimator_factory.bfloat16_supported():
         with pytest.raises(estimator_factory.DeviceUnavailableError, match="bf16"):
-            estimator_main.build_params(values)
+            build_params(values)
         return
-    p = estimator_main.build_params(values)
+    p = build_params(values)
     forget_npu_modules()
     assert p["train_steps"] > p["warmup_steps"] >= 0
     assert p["num_classes"] == 4 and p["num_pairs"] == 20

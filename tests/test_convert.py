@@ -17,7 +17,7 @@ from benchmarks import deploy
 from data_tools import cli
 from export import convert, deploy_formats
 from tests import _folder_fixtures as ff
-from tests import real_lfw, test_embed_cli
+from tests import real_lfw, test_embed_cli, tiny_model
 from tests import records_helpers as rh
 
 SIZE = 32
@@ -196,7 +196,7 @@ def test_cli_names_a_missing_model(tmp_path, capsys):
 
 def test_cli_refuses_a_saved_model_without_the_pixels_signature(tmp_path, capsys):
     path = str(tmp_path / "bytes_only")
-    test_embed_cli.build_saved_model(path, test_embed_cli.PROJECTION)
+    tiny_model.build_saved_model(path, test_embed_cli.PROJECTION)
     assert run_cli([f"--model={path}", f"--onnx={tmp_path / 'a.onnx'}"]) == 1
     assert "pixels:serving_default" in one_error_line(capsys)
 

@@ -21,7 +21,7 @@ import estimator_main
 from data_tools import input_fns
 from model import estimator_factory, layers
 from tests import model_helpers
-from tests import records_helpers as rh
+from training.params import ParamsError, build_params
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "scripts"))
@@ -32,35 +32,21 @@ FLAGS = estimator_main.FLAGS
 SIZE = 32
 
 
-@pytest.fixture(scope="module")
-def records(tmp_path_factory):
-    root = tmp_path_factory.mktemp("dist_data")
-    rh.write_image_records(str(root / "train"), num_classes=4, per_class=8, size=SIZE)
-    return root / "train"
-
-
-@pytest.fixture(scope="module")
-def pairs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("dist_pairs")
-    rh.write_pair_records(str(root / "pairs"), num_pairs=10, size=SIZE, n_folds=2)
-    return root / "pairs"
-
-
 @pytest.fixture
-def params_for(records, tmp_path, monkeypatch):
+def params_for(small_records, tmp_path, monkeypatch):
     """``params_for(**flags) -> build_params`` on the global FLAGS (defaults restored after);
     TensorFlow is made to list four GPUs, so GPU settings validate on this CPU."""
     monkeypatch.setattr(estimator_factory, "visible_gpus", lambda: ["GPU"] * 4)
 
     def build(**settings):
-        base = {"mode": "train", "train_records": str(records), "model_dir": str(tmp_path),
+        base = {"mode": "train", "train_records": str(small_records), "model_dir": str(tmp_path),
                 "backbone": "tiny", "image_size": SIZE, "embedding_size": 16, "batch_size": 8,
                 "train_steps": 5}
         base.update(settings)
         argv = [f"--{k}={v}" for k, v in sorted(base.items())]
         FLAGS.unparse_flags()
         FLAGS(["estimator_main.py"] + argv)
-        return estimator_main.build_params(estimator_main.flag_values())
+        return build_params(estimator_main.flag_values())
 
     yield build
     FLAGS.unparse_flags()
@@ -101,7 +87,7 @@ def test_gpu_without_a_visible_gpu_stops_before_anything(params_for, monkeypatch
     ({"num_gpus": -1}, "must not be negative"),
 ])
 def test_inconsistent_distribution_settings_are_rejected(params_for, settings, message):
-    with pytest.raises(estimator_main.ParamsError, match=message):
+    with pytest.raises(ParamsError, match=message):
         params_for(**settings)
 
 
@@ -128,7 +114,7 @@ def test_session_config_splits_the_host_into_cpu_devices():
     assert "CPU" not in estimator_factory.session_config("cpu", "fp32").device_count
 
 
-def test_every_variable_a_replica_updates_has_an_aggregation(records, tmp_path):
+def test_every_variable_a_replica_updates_has_an_aggregation(small_records, tmp_path):
     """Training under a mirrored strategy (one replica, in this process): every update a
     replica makes to a mirrored variable needs an aggregation, or TF 1.15 refuses it ("You must
     specify an aggregation method to update a MirroredVariable in Replica Context"). The
@@ -139,7 +125,7 @@ def test_every_variable_a_replica_updates_has_an_aggregation(records, tmp_path):
                                       total_steps=2, log_every_n_steps=1000)
     estimator = estimator_factory.build_estimator(fn, str(tmp_path), train_distribute=strategy,
                                                   save_checkpoints_steps=100)
-    estimator.train(input_fns.train_input_fn_builder(str(records), image_size=SIZE,
+    estimator.train(input_fns.train_input_fn_builder(str(small_records), image_size=SIZE,
                                                      batch_size=4, seed=0), max_steps=2)
     assert estimator.get_variable_value("global_step") == 2
     # The statistics moved away from their initial values (the update really ran).
@@ -158,13 +144,13 @@ def test_batch_norm_statistics_are_created_as_tf_layers_creates_them():
             assert not variable.trainable and variable not in tf.trainable_variables()
 
 
-def test_mirrored_training_on_two_cpu_devices(records, tmp_path):
+def test_mirrored_training_on_two_cpu_devices(small_records, tmp_path):
     """Global batch 8 over 2 replicas: each replica's input is 4 images, the second replica's
     ops run on CPU:1, and the shared global step reaches the requested count."""
     model_dir = str(tmp_path / "run")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONIOENCODING="utf-8")
     proc = subprocess.run(
-        [sys.executable, "estimator_main.py", "--mode=train", f"--train_records={records}",
+        [sys.executable, "estimator_main.py", "--mode=train", f"--train_records={small_records}",
          f"--model_dir={model_dir}", "--backbone=tiny", f"--image_size={SIZE}",
          "--embedding_size=16", "--batch_size=8", "--train_steps=6", "--gamma=32",
          "--distribution=mirrored", "--num_cpu_devices=2", "--noprogress",
@@ -240,10 +226,11 @@ def _run_config(monkeypatch, task_type, index=0, num_ps=1):
 
 
 @pytest.mark.parametrize("task_type,expected_shard", [("chief", (2, 0)), ("worker", (2, 1))])
-def test_tf_config_workers_read_distinct_files(records, monkeypatch, task_type, expected_shard):
+def test_tf_config_workers_read_distinct_files(small_records, monkeypatch, task_type,
+                                               expected_shard):
     config = _run_config(monkeypatch, task_type)
     assert input_fns.worker_shard(config) == expected_shard
-    files = input_fns._files(str(records))
+    files = input_fns._files(str(small_records))
     mine, by_record = input_fns._sharded_files(files, *expected_shard)
     other, _ = input_fns._sharded_files(files, 2, 1 - expected_shard[1])
     # Two shard files over two workers: whole files each, disjoint, together all of them.
@@ -277,7 +264,7 @@ def test_proxy_shards_are_placed_on_different_parameter_servers(monkeypatch, tmp
 
 
 @pytest.mark.slow
-def test_local_cluster_trains_evaluates_and_exports(records, pairs, tmp_path):
+def test_local_cluster_trains_evaluates_and_exports(small_records, small_pairs, tmp_path):
     """scripts/local_cluster.py: ps + chief + worker + evaluator on 127.0.0.1."""
     root = tmp_path
     model_dir = str(root / "run")
@@ -285,7 +272,7 @@ def test_local_cluster_trains_evaluates_and_exports(records, pairs, tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONIOENCODING="utf-8")
     proc = subprocess.run(
         [sys.executable, os.path.join("scripts", "local_cluster.py"),
-         f"--train_records={records}", f"--eval_records={pairs}",
+         f"--train_records={small_records}", f"--eval_records={small_pairs}",
          f"--model_dir={model_dir}", f"--train_steps={steps}", "--timeout=200", "--",
          "--backbone=tiny", f"--image_size={SIZE}", "--embedding_size=16", "--batch_size=8",
          "--gamma=32", "--eval_batch_size=4", "--eval_throttle_secs=0",
@@ -337,10 +324,10 @@ def _processes_mentioning(text):
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc to list processes")
-def test_local_cluster_stops_every_task_when_it_times_out(records, pairs, tmp_path):
+def test_local_cluster_stops_every_task_when_it_times_out(small_records, small_pairs, tmp_path):
     model_dir = str(tmp_path / "never_finishes")
     problems, logs = local_cluster.run_cluster(
-        str(records), str(pairs), model_dir,
+        str(small_records), str(small_pairs), model_dir,
         ["--backbone=tiny", f"--image_size={SIZE}", "--embedding_size=16", "--batch_size=8"],
         train_steps=10 ** 6, timeout=4)
     assert problems and "did not finish within 4 s" in problems[0]

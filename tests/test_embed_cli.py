@@ -15,73 +15,20 @@ import tarfile
 
 import numpy as np
 import pytest
-import tensorflow.compat.v1 as tf
 from absl import flags
 from PIL import Image
 
-from data_tools import bin_from_pairs, cli, conversion, preprocessing
+from data_tools import bin_from_pairs, cli, conversion
 from data_tools import pairs as pairs_lib
 from export import embed, report, verification
 from export import embedder as embedder_lib
-from tests import real_lfw
+from tests import real_lfw, tiny_model
+from tests.tiny_model import DIM, SIZE, Reference, build_saved_model
 
-SIZE = 8
-DIM = 16
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def build_saved_model(export_dir, projection, pixels_signature=False):
-    """The tiny model; ``pixels_signature`` adds the float signature as export/serving.py does.
-
-    There the pixels input is a ``placeholder_with_default`` of the decoded bytes, which the
-    embedder uses for flip TTA; without it the embedder takes the generic PNG route.
-    """
-    graph = tf.Graph()
-    with graph.as_default():
-        image_bytes = tf.placeholder(tf.string, [None], name="image_bytes")
-        pixels = tf.map_fn(
-            lambda b: preprocessing.resize(preprocessing.decode_image(b), SIZE),
-            image_bytes, dtype=tf.float32, back_prop=False)
-        if pixels_signature:
-            pixels = tf.placeholder_with_default(pixels, [None, None, None, 3], name="pixels")
-        flat = tf.reshape(preprocessing.preprocess_pixels(pixels, SIZE), [-1, SIZE * SIZE * 3])
-        weights = tf.Variable(projection, name="projection")
-        embedding = tf.nn.l2_normalize(tf.matmul(flat, weights), axis=1)
-        signatures = {"serving_default": tf.saved_model.signature_def_utils.predict_signature_def(
-            {"image_bytes": image_bytes}, {"embedding": embedding})}
-        if pixels_signature:
-            signatures["pixels:serving_default"] = (
-                tf.saved_model.signature_def_utils.predict_signature_def(
-                    {"pixels": pixels}, {"embedding": embedding}))
-        with tf.Session(graph=graph) as session:
-            session.run(tf.global_variables_initializer())
-            builder = tf.saved_model.builder.SavedModelBuilder(export_dir)
-            builder.add_meta_graph_and_variables(
-                session, [tf.saved_model.tag_constants.SERVING], signature_def_map=signatures)
-            builder.save()
-
-
-class Reference:
-    """The tiny model in numpy."""
-
-    def __init__(self, projection):
-        self.projection = projection.astype(np.float64)
-
-    def raw(self, pixels):
-        x = (np.asarray(pixels, np.float64) - 127.5) / 128.0
-        return verification.l2_normalize(x.reshape(1, -1) @ self.projection)[0]
-
-    def __call__(self, pixels, flip):
-        pixels = np.asarray(pixels)
-        if pixels.ndim == 2:
-            pixels = np.stack([pixels] * 3, axis=-1)
-        if not flip:
-            return self.raw(pixels)
-        return verification.l2_normalize(
-            (self.raw(pixels) + self.raw(pixels[:, ::-1]))[None])[0]
-
-
-PROJECTION = np.random.RandomState(0).randn(SIZE * SIZE * 3, DIM).astype(np.float32)
+PROJECTION = tiny_model.projection()
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,8 @@ from data_tools import image_files
 from data_tools import pairs as pairs_lib
 from export import embedder as embedder_lib
 from export import exporters, report, verification
-from tests.test_embed_cli import PROJECTION, SIZE, Reference, build_saved_model, run_cli
+from tests.test_embed_cli import PROJECTION, run_cli
+from tests.tiny_model import SIZE, Reference, build_saved_model
 
 CROP = "3,2,19,22"  # 16 x 20 in a 24 x 26 frame; --image_size 8 squares it to 16 x 16 first
 TRANSFORM = {"crop_box": [3, 2, 19, 22], "image_size": SIZE, "resampling": "lanczos"}

@@ -19,6 +19,8 @@ from absl import app
 
 import estimator_main
 from tests import records_helpers as rh
+from training import run_record, runner
+from training.params import build_configs, build_params
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = estimator_main.FLAGS
@@ -72,7 +74,7 @@ def _unreachable(*args, **kwargs):
 def test_base_settings_are_valid(data, tmp_path, parse_flags, monkeypatch):
     """The reference point of the rejection cases below: these settings reach run_mode."""
     seen = []
-    monkeypatch.setattr(estimator_main, "run_mode", seen.append)
+    monkeypatch.setattr(runner, "run_mode", seen.append)
     parse_flags(as_argv(base_settings(data, tmp_path / "run")))
     estimator_main.main(["estimator_main.py"])
     (params,) = seen
@@ -146,8 +148,8 @@ def test_bad_settings_are_rejected_before_any_graph(data, tmp_path, parse_flags,
     settings.update({name: value.format(data=data) if isinstance(value, str) else value
                      for name, value in overrides.items()})
     parse_flags(as_argv(settings))
-    monkeypatch.setattr(estimator_main, "record_run", _unreachable)
-    monkeypatch.setattr(estimator_main, "run_mode", _unreachable)
+    monkeypatch.setattr(run_record, "record_run", _unreachable)
+    monkeypatch.setattr(runner, "run_mode", _unreachable)
     with tf.Graph().as_default() as graph:
         with pytest.raises(app.UsageError) as info:
             estimator_main.main(["estimator_main.py"])
@@ -165,7 +167,7 @@ def test_params_record_the_heads_resolved_defaults(data, tmp_path, parse_flags, 
     """params.json holds what the run uses (arcface's margin 0.5), never a null default."""
     settings = base_settings(data, tmp_path / "run")
     settings["head"] = head
-    params = estimator_main.build_params(parse_flags(as_argv(settings)))
+    params = build_params(parse_flags(as_argv(settings)))
     assert params["margin"] == pytest.approx(margin)
     assert params["gamma"] == (None if gamma is None else pytest.approx(gamma))
     json.dumps(params)  # JSON-ready for params.json
@@ -174,22 +176,22 @@ def test_params_record_the_heads_resolved_defaults(data, tmp_path, parse_flags, 
 def test_partial_fc_rate_reaches_the_head(data, tmp_path, parse_flags):
     settings = base_settings(data, tmp_path / "run")
     settings["partial_fc_rate"] = 0.9  # ceil(0.9 * 4) = every class: any batch fits
-    params = estimator_main.build_params(parse_flags(as_argv(settings)))
+    params = build_params(parse_flags(as_argv(settings)))
     assert params["partial_fc_rate"] == 0.9
-    head = estimator_main.build_configs(params).head
+    head = build_configs(params).head
     assert head.partial_fc and head.num_sample == NUM_CLASSES
     assert head.proxy_variable == ("class_proxies", [NUM_CLASSES, 16])
     # evaluation and export need no sample that holds a training batch
-    params = estimator_main.build_params(parse_flags(as_argv(dict(
+    params = build_params(parse_flags(as_argv(dict(
         settings, partial_fc_rate=0.5, mode="export"))))
-    assert estimator_main.build_configs(params).head.num_sample == 2
+    assert build_configs(params).head.num_sample == 2
 
 
 def test_modelarts_urls_give_records_and_model_dir(data, tmp_path, parse_flags):
     values = parse_flags([f"--data_url={data}", f"--train_url={tmp_path / 'out'}",
                           "--mode=train_and_evaluate", "--backbone=tiny", "--image_size=32",
                           "--batch_size=8", "--train_steps=5"])
-    params = estimator_main.build_params(values)
+    params = build_params(values)
     assert params["train_records"] == os.path.join(str(data), "train")
     assert params["eval_records"] == os.path.join(str(data), "pairs")
     assert params["model_dir"] == str(tmp_path / "out")
@@ -205,7 +207,7 @@ def test_explicit_paths_win_over_modelarts_urls(data, tmp_path, parse_flags):
                           f"--model_dir={tmp_path / 'run'}", "--mode=train_and_evaluate",
                           "--backbone=tiny", "--image_size=32", "--batch_size=8",
                           "--train_steps=5"])
-    params = estimator_main.build_params(values)
+    params = build_params(values)
     assert params["train_records"] == str(data / "train")
     assert params["eval_records"] == str(data / "pairs")
     assert params["model_dir"] == str(tmp_path / "run")
@@ -222,9 +224,9 @@ def test_params_carry_the_eval_records_conversion_transform(data, tmp_path, pars
         json.dump(manifest, f)
     for mode in ("train_and_evaluate", "export"):
         settings = dict(base_settings(data, tmp_path / "run"), mode=mode, eval_records=pairs)
-        params = estimator_main.build_params(parse_flags(as_argv(settings)))
+        params = build_params(parse_flags(as_argv(settings)))
         assert params["eval_transform"] == manifest["transform"], mode
-    params = estimator_main.build_params(parse_flags(as_argv(base_settings(data, tmp_path))))
+    params = build_params(parse_flags(as_argv(base_settings(data, tmp_path))))
     assert params["eval_transform"] is None
 
 
@@ -235,7 +237,7 @@ def test_train_epochs_give_steps_from_the_manifest(data, tmp_path, parse_flags, 
                                                    batch_size, steps):
     settings = base_settings(data, tmp_path / "run")
     settings.update(train_steps=None, train_epochs=epochs, batch_size=batch_size)
-    params = estimator_main.build_params(parse_flags(as_argv(settings)))
+    params = build_params(parse_flags(as_argv(settings)))
     assert params["train_steps"] == steps
 
 

@@ -21,6 +21,8 @@ from data_tools import input_fns
 from export import eval_metrics, eval_sets, export_dirs, exporters
 from tests import records_helpers as rh
 from tests.test_exporters import FakeEstimator
+from training import builders, evaluation, runner
+from training.params import build_params
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = estimator_main.FLAGS
@@ -49,7 +51,7 @@ def params_of(args):
     FLAGS.unparse_flags()
     try:
         FLAGS(["estimator_main.py"] + list(args))
-        return estimator_main.build_params(estimator_main.flag_values())
+        return build_params(estimator_main.flag_values())
     finally:
         FLAGS.unparse_flags()
 
@@ -67,7 +69,7 @@ def test_plain_directory_is_one_set_named_lfw(data, tmp_path):
     assert [s["name"] for s in p["eval_sets"]] == ["lfw"]
     assert not p["eval_sets_named"]
     assert (p["num_pairs"], p["num_folds"], p["best_metric"]) == (10, 2, "lfw/accuracy")
-    assert estimator_main.eval_name(p) == "lfw"
+    assert builders.eval_name(p) == "lfw"
 
 
 def test_named_sets_keep_their_order_sizes_and_folds(data, tmp_path):
@@ -76,7 +78,7 @@ def test_named_sets_keep_their_order_sizes_and_folds(data, tmp_path):
         ("b", 15, 3), ("a", 10, 2)]
     assert p["eval_sets_named"] and p["best_metric"] == "mean/accuracy"
     assert "num_pairs" not in p
-    assert estimator_main.eval_name(p) == "verification"
+    assert builders.eval_name(p) == "verification"
     assert json.loads(json.dumps(p))["eval_sets"][0]["records"] == str(data / "b")
 
 
@@ -127,7 +129,7 @@ def test_usage_errors_are_one_line_before_anything_is_written(data, tmp_path, pa
     parse_flags(["--mode=train_and_evaluate", f"--train_records={data / 'train'}",
                  f"--eval_records={eval_records.format(**values)}", f"--model_dir={model_dir}",
                  "--train_steps=5"] + NET + extra)
-    monkeypatch.setattr(estimator_main, "run_mode", pytest.fail)
+    monkeypatch.setattr(runner, "run_mode", pytest.fail)
     with pytest.raises(app.UsageError) as info:
         estimator_main.main(["estimator_main.py"])
     text = str(info.value)
@@ -157,17 +159,17 @@ def checkpoint(data, tmp_path_factory):
     model_dir = str(tmp_path_factory.mktemp("ckpt") / "run")
     p = params_of(["--mode=train", f"--train_records={data / 'train'}",
                    f"--model_dir={model_dir}", "--train_steps=3"] + NET)
-    estimator = estimator_main.build_estimator(p)
-    estimator.train(estimator_main.train_input_fn(p), max_steps=3)
+    estimator = builders.build_estimator(p)
+    estimator.train(builders.train_input_fn(p), max_steps=3)
     return model_dir
 
 
 def evaluate(p, on_host=False):
     if not on_host:
-        return estimator_main.evaluate_checkpoint(estimator_main.build_estimator(p), p)
+        return evaluation.evaluate_checkpoint(builders.build_estimator(p), p)
     p = dict(p, device="npu")  # the Ascend path: PREDICT on the device, metrics on the host
-    estimator = tf.estimator.Estimator(estimator_main.build_model_fn(p), p["model_dir"])
-    return estimator_main.evaluate_checkpoint(estimator, p)
+    estimator = tf.estimator.Estimator(builders.build_model_fn(p), p["model_dir"])
+    return evaluation.evaluate_checkpoint(estimator, p)
 
 
 def assert_set_equal(together, alone, name):
@@ -211,7 +213,7 @@ def test_host_and_graph_agree(results):
 def test_evaluate_writes_a_report_per_set_and_prints_the_table(data, checkpoint, results,
                                                                tmp_path, capsys):
     p = eval_params(data, str(tmp_path), sets_flag(data, "a", "b"))
-    estimator_main.write_eval_report(p, results[("a", "b"), False])
+    evaluation.write_eval_report(p, results[("a", "b"), False])
     out = capsys.readouterr().out
     for name in ("a", "b"):
         written = json.loads((tmp_path / "eval" / name / "report.json").read_text())

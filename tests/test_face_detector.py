@@ -163,7 +163,8 @@ def test_cli_with_the_detector(detector, astronaut, tmp_path, monkeypatch, capsy
 def test_embed_align_verifies_two_raw_photos(detector, astronaut, tmp_path, monkeypatch,
                                              capsys):
     from export import embed  # noqa: PLC0415 - loads TensorFlow's SavedModel code
-    from tests.test_embed_cli import PROJECTION, build_saved_model  # noqa: PLC0415
+    from tests.test_embed_cli import PROJECTION  # noqa: PLC0415
+    from tests.tiny_model import build_saved_model  # noqa: PLC0415
 
     model = str(tmp_path / "model")
     build_saved_model(model, PROJECTION)

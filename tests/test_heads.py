@@ -289,19 +289,30 @@ def test_sgd_lowers_the_loss(name):
     features = (rng.normal(size=(C, 16))[labels] + 0.5 * rng.normal(size=(B, 16)))
     head = heads.build_head(name, C, D)
     with tf.Graph().as_default():
-        tf.set_random_seed(0)
-        kernel = tf.get_variable("kernel", [16, D],
-                                 initializer=tf.random_normal_initializer(stddev=0.3))
-        embeddings = tf.matmul(tf.constant(features, tf.float32), kernel)
+        embeddings = linear_embeddings(features)
         loss = tf.reduce_mean(head(embeddings, tf.constant(labels)).per_example_loss)
         train = tf.train.GradientDescentOptimizer(0.05).minimize(loss)
-        with tf.Session() as sess:
-            sess.run(tf.global_variables_initializer())
-            before = sess.run(loss)
-            for _ in range(15):
-                sess.run(train)
-            after = sess.run(loss)
+        before, after = loss_before_and_after(train, loss, steps=15)
     assert np.isfinite(after) and after < 0.5 * before, (before, after)
+
+
+def linear_embeddings(features):
+    """A trainable linear map of ``features`` ([N, 16]) to D dimensions, in the current graph
+    (seeded)."""
+    tf.set_random_seed(0)
+    kernel = tf.get_variable("kernel", [16, D],
+                             initializer=tf.random_normal_initializer(stddev=0.3))
+    return tf.matmul(tf.constant(features, tf.float32), kernel)
+
+
+def loss_before_and_after(train, loss, steps):
+    """``(loss before, loss after)`` ``steps`` runs of ``train``, in a new session."""
+    with tf.Session() as sess:
+        sess.run(tf.global_variables_initializer())
+        before = sess.run(loss)
+        for _ in range(steps):
+            sess.run(train)
+        return before, sess.run(loss)
 
 
 # ----------------------------------------------------------------------------- Partial FC
@@ -531,18 +542,10 @@ def test_partial_fc_sgd_lowers_the_full_loss(name):
     features = rng.normal(size=(num_classes, 16))[labels] + 0.5 * rng.normal(size=(12, 16))
     head = heads.build_head(name, num_classes, D, partial_fc_rate=0.5)
     with tf.Graph().as_default():
-        tf.set_random_seed(0)
-        kernel = tf.get_variable("kernel", [16, D],
-                                 initializer=tf.random_normal_initializer(stddev=0.3))
-        embeddings = tf.matmul(tf.constant(features, tf.float32), kernel)
+        embeddings = linear_embeddings(features)
         loss = tf.reduce_mean(head(embeddings, tf.constant(labels)).per_example_loss)
         full = tf.reduce_mean(
             head(embeddings, tf.constant(labels), sample=False).per_example_loss)
         train = tf.train.MomentumOptimizer(0.02, 0.9).minimize(loss)
-        with tf.Session() as sess:
-            sess.run(tf.global_variables_initializer())
-            before = sess.run(full)
-            for _ in range(20):
-                sess.run(train)
-            after = sess.run(full)
+        before, after = loss_before_and_after(train, full, steps=20)
     assert np.isfinite(after) and after < 0.5 * before, (before, after)

@@ -1,6 +1,6 @@
-"""The layering of docs/DESIGN.md: data_tools imports neither model nor export, and model and
-export do not import each other (estimator_main.py composes them); one job per file: a library
-defines no flags."""
+"""The layering of docs/DESIGN.md: data_tools imports neither model nor export, model and
+export do not import each other, and none of them imports training (the composition layer that
+estimator_main.py runs); one job per file: a library defines no flags."""
 
 import ast
 import os
@@ -9,7 +9,9 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DESIGN = os.path.join(ROOT, "docs", "DESIGN.md")
-FORBIDDEN = {"data_tools": {"model", "export"}, "model": {"export"}, "export": {"model"}}
+# training/ composes the three layers below it (and may import them all); nothing below imports it.
+FORBIDDEN = {"data_tools": {"model", "export", "training"}, "model": {"export", "training"},
+             "export": {"model", "training"}}
 
 
 def imported_packages(path):
@@ -37,7 +39,7 @@ def test_package_imports_follow_the_layering(package):
 
 def test_npu_bridge_is_imported_only_by_the_estimator_factory():
     users = []
-    for package in ("data_tools", "model", "export"):
+    for package in ("data_tools", "model", "export", "training"):
         for directory, _, files in os.walk(os.path.join(ROOT, package)):
             for name in files:
                 if name.endswith(".py"):
@@ -52,7 +54,7 @@ def test_the_design_page_states_this_layering():
     with open(DESIGN, encoding="utf-8") as f:
         design = f.read()
     assert "Arrows point down the table only" in design
-    for package in FORBIDDEN:
+    for package in [*FORBIDDEN, "training"]:
         assert f"`{package}/`" in design
 
 
@@ -74,7 +76,7 @@ LIBRARY_PACKAGES = ("data_tools", "export")
 COMMAND_LINE_NAMES = {"define_flags", "main", "run"}
 COMMAND_LINE_PREFIXES = ("format_",)
 # Where the users of the modules are.
-USER_PLACES = ("data_tools", "model", "export", "benchmarks", "scripts", "tests",
+USER_PLACES = ("data_tools", "model", "export", "training", "benchmarks", "scripts", "tests",
                "estimator_main.py")
 
 
@@ -129,8 +131,8 @@ def used_names(path, modules):
                     used.setdefault(node.module, set()).add(alias.name)
         elif isinstance(node, ast.Import):
             for alias in node.names:
-                if alias.name in modules and alias.asname:
-                    aliases[alias.asname] = alias.name
+                if alias.name in modules:  # import pkg.module as name; import module
+                    aliases[alias.asname or alias.name] = alias.name
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
             module = aliases.get(node.value.id)
@@ -170,7 +172,8 @@ def test_command_line_modules_are_found():
     for name in ("data_tools.make_tfrecords", "export.embed", "export.convert", "export.gallery",
                  "export.ijb", "export.identification"):
         assert name in commands
-    for name in ("data_tools.cli", "data_tools.conversion", "export.embedder"):
+    for name in ("data_tools.cli", "data_tools.conversion", "export.embedder",
+                 "export.pair_verification"):
         assert name not in commands
 
 
@@ -179,3 +182,23 @@ def test_library_modules_define_no_flags():
     # it prints) must define no flags: the library goes in a module of its own, the command
     # line stays a thin module over it (export/embed.py over export/embedder.py).
     assert library_uses_of_command_lines() == {}
+
+
+def test_the_composition_layer_defines_no_flags():
+    # training/ is estimator_main.py's library: the flags stay in the command line.
+    assert [path for path in _python_files("training") if defines_flags(path)] == []
+
+
+def test_estimator_main_is_only_a_command_line():
+    # Others use estimator_main.py for its flags and its main; what they need besides (params,
+    # builders, evaluation, the run record, mode dispatch) is training/'s.
+    entry = os.path.join(ROOT, "estimator_main.py")
+    allowed = COMMAND_LINE_NAMES | {"FLAGS", "flag_values"}
+    found = []
+    for path in _python_files(*USER_PLACES):
+        if path == entry:
+            continue
+        for name in sorted(used_names(path, {"estimator_main": entry}).get("estimator_main", ())):
+            if name not in allowed:
+                found.append(f"{_module_name(path)}: {name}")
+    assert found == []

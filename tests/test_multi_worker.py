@@ -19,7 +19,8 @@ import estimator_main
 from data_tools import input_fns
 from model import config as model_config
 from model import estimator_factory, hooks
-from tests import records_helpers as rh
+from training import run_record
+from training.params import ParamsError, build_params
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
@@ -32,20 +33,6 @@ WORKERS = {"worker": ["127.0.0.1:2222", "127.0.0.1:2223"]}
 
 def tf_config(cluster, task_type="worker", index=0):
     return json.dumps({"cluster": cluster, "task": {"type": task_type, "index": index}})
-
-
-@pytest.fixture(scope="module")
-def records(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mw_data")
-    rh.write_image_records(str(root / "train"), num_classes=4, per_class=8, size=SIZE)
-    return root / "train"
-
-
-@pytest.fixture(scope="module")
-def pairs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mw_pairs")
-    rh.write_pair_records(str(root / "pairs"), num_pairs=10, size=SIZE, n_folds=2)
-    return root / "pairs"
 
 
 # ---- TF_CONFIG and settings (fast) -------------------------------------------------------------
@@ -98,7 +85,7 @@ def test_the_evaluator_runconfig_sees_worker_0_as_the_chief(monkeypatch):
 
 
 @pytest.fixture
-def params_for(records, tmp_path, monkeypatch):
+def params_for(small_records, tmp_path, monkeypatch):
     """``params_for(tf_config_text, **flags) -> build_params`` (global FLAGS restored after)."""
     monkeypatch.setattr(estimator_factory, "visible_gpus", lambda: ["GPU"] * 4)
 
@@ -107,14 +94,14 @@ def params_for(records, tmp_path, monkeypatch):
             monkeypatch.delenv("TF_CONFIG", raising=False)
         else:
             monkeypatch.setenv("TF_CONFIG", config_text)
-        base = {"mode": "train", "train_records": str(records), "model_dir": str(tmp_path),
+        base = {"mode": "train", "train_records": str(small_records), "model_dir": str(tmp_path),
                 "backbone": "tiny", "image_size": SIZE, "embedding_size": 16, "batch_size": 8,
                 "train_steps": 5, "distribution": "multi_worker"}
         base.update(settings)
         FLAGS.unparse_flags()
         FLAGS(["estimator_main.py"] + [f"--{k}={v}" for k, v in sorted(base.items())
                                         if v is not None])
-        return estimator_main.build_params(estimator_main.flag_values())
+        return build_params(estimator_main.flag_values())
 
     yield build
     FLAGS.unparse_flags()
@@ -148,7 +135,7 @@ def test_the_global_batch_splits_over_every_worker(params_for):
 ])
 def test_inconsistent_multi_worker_settings_are_rejected(params_for, config_text, settings,
                                                          message):
-    with pytest.raises(estimator_main.ParamsError, match=message):
+    with pytest.raises(ParamsError, match=message):
         params_for(config_text, **settings)
 
 
@@ -174,7 +161,7 @@ def test_a_tf_config_without_the_flag_is_not_taken_for_a_multi_worker_run(params
 ])
 def test_only_the_chief_writes_the_run_record(monkeypatch, cluster, task, writes):
     monkeypatch.setenv("TF_CONFIG", tf_config(cluster, *task))
-    assert estimator_main._writes_run_record() is writes
+    assert run_record.writes_run_record() is writes
 
 
 def test_the_timeout_reaches_the_session_config():
@@ -190,10 +177,10 @@ def test_a_recreated_session_is_refused():
         hook.after_create_session(None, None)
 
 
-def test_each_worker_reads_its_own_files_with_the_per_replica_batch(records):
+def test_each_worker_reads_its_own_files_with_the_per_replica_batch(small_records):
     """MultiWorkerMirroredStrategy calls the input_fn once per worker with an InputContext:
     worker i of 2 reads shard file i (no example twice in an epoch) in batches of global / 2."""
-    files = input_fns._files(str(records))
+    files = input_fns._files(str(small_records))
     seen = []
     for worker in range(2):
         context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=worker,
@@ -202,7 +189,7 @@ def test_each_worker_reads_its_own_files_with_the_per_replica_batch(records):
         mine, by_record = input_fns._sharded_files(files, 2, worker)
         assert not by_record
         seen.append(mine)
-        input_fn = input_fns.train_input_fn_builder(str(records), image_size=SIZE, seed=0)
+        input_fn = input_fns.train_input_fn_builder(str(small_records), image_size=SIZE, seed=0)
         with tf.Graph().as_default():
             dataset = input_fn({"batch_size": 8}, input_context=context)
             assert tf.data.get_output_shapes(dataset)[1].as_list() == [4]
@@ -216,7 +203,8 @@ TASK_FLAGS = ["--backbone=tiny", f"--image_size={SIZE}", "--embedding_size=16", 
 
 
 @pytest.mark.slow
-def test_two_workers_train_in_lockstep_to_exactly_the_requested_step(records, pairs, tmp_path):
+def test_two_workers_train_in_lockstep_to_exactly_the_requested_step(small_records, small_pairs,
+                                                                      tmp_path):
     """scripts/local_cluster.py --distribution=multi_worker: two workers and an evaluator. Both
     workers exit 0, the chief's checkpoint is at exactly --train_steps (one synchronous step
     moves the shared step once, not once per worker), only the chief wrote the run record and
@@ -226,8 +214,8 @@ def test_two_workers_train_in_lockstep_to_exactly_the_requested_step(records, pa
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONIOENCODING="utf-8")
     proc = subprocess.run(
         [sys.executable, os.path.join("scripts", "local_cluster.py"),
-         "--distribution=multi_worker", "--num_workers=2", f"--train_records={records}",
-         f"--eval_records={pairs}", f"--model_dir={model_dir}", f"--train_steps={steps}",
+         "--distribution=multi_worker", "--num_workers=2", f"--train_records={small_records}",
+         f"--eval_records={small_pairs}", f"--model_dir={model_dir}", f"--train_steps={steps}",
          "--timeout=400", "--"] + TASK_FLAGS + ["--save_checkpoints_steps=5"],
         cwd=ROOT, env=env, capture_output=True, encoding="utf-8", timeout=460, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -255,7 +243,7 @@ def _wait_for_step(log_path, step, proc, timeout):
 
 
 @pytest.mark.slow
-def test_a_killed_worker_fails_the_job_and_a_restart_resumes(records, tmp_path):
+def test_a_killed_worker_fails_the_job_and_a_restart_resumes(small_records, tmp_path):
     """Killing worker 1 makes worker 0 exit non-zero with one clear line (instead of retrying
     or waiting forever); starting both again resumes from the last checkpoint and finishes at
     exactly the requested step."""
@@ -263,7 +251,7 @@ def test_a_killed_worker_fails_the_job_and_a_restart_resumes(records, tmp_path):
     log_dir = str(tmp_path / "logs")
     os.makedirs(log_dir)
     argv = local_cluster.task_argv(
-        str(records), None, model_dir, 10 ** 6,
+        str(small_records), None, model_dir, 10 ** 6,
         ["--distribution=multi_worker", "--worker_timeout_secs=30",
          "--save_checkpoints_steps=10"] + TASK_FLAGS)
     cluster = local_cluster.multi_worker_cluster(2)
@@ -295,7 +283,7 @@ def test_a_killed_worker_fails_the_job_and_a_restart_resumes(records, tmp_path):
     # Both again, same model_dir (new ports): resume from that checkpoint, stop at step + 5.
     target = step + 5
     problems, logs = local_cluster.run_multi_worker(
-        str(records), None, model_dir, ["--save_checkpoints_steps=10"] + TASK_FLAGS, target,
+        str(small_records), None, model_dir, ["--save_checkpoints_steps=10"] + TASK_FLAGS, target,
         num_workers=2, timeout=400, log_dir=str(tmp_path / "logs_restart"))
     assert not problems, problems
     for path in logs.values():

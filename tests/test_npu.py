@@ -18,6 +18,8 @@ from absl import app
 import estimator_main
 from model import estimator_factory
 from tests import records_helpers as rh
+from training import builders, evaluation
+from training.params import build_params
 
 FAKE_NPU = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake_npu")
 NPU_PACKAGE = "npu_bridge.estimator.npu."
@@ -254,10 +256,10 @@ def test_cpu_never_imports_npu_bridge(fake_npu, records, tmp_path, parse_flags):
     assert estimator_factory.optimizer_wrapper("cpu") is None
     estimator = estimator_factory.build_estimator(unused_model_fn, str(tmp_path / "factory"))
     assert type(estimator) is tf.estimator.Estimator
-    params = estimator_main.build_params(parse_flags(
+    params = build_params(parse_flags(
         train_args(records, tmp_path / "run", "--device=cpu", "--train_steps=2")))
-    estimator_main.build_estimator(params)
-    model_fn = estimator_main.build_model_fn(params)
+    builders.build_estimator(params)
+    model_fn = builders.build_model_fn(params)
     with tf.Graph().as_default():
         images = tf.zeros([8, SIZE, SIZE, 3])
         spec = model_fn({"image": images}, tf.range(8) % 4, tf.estimator.ModeKeys.TRAIN)
@@ -276,18 +278,18 @@ def test_the_fake_refuses_what_the_device_refuses(fake_npu, records, pair_record
                                                   parse_flags):
     """A py_func in the graph, or a hook that fetches device tensors: the NPU estimator fails
     (the same model_fn as on the CPU, with the verification metric and logging hooks)."""
-    params = estimator_main.build_params(parse_flags(train_args(
+    params = build_params(parse_flags(train_args(
         records, tmp_path / "run", "--device=cpu", "--train_steps=2",
         "--mode=train_and_evaluate", f"--eval_records={pair_records}")))
-    cpu_model_fn = estimator_main.build_model_fn(params)
+    cpu_model_fn = builders.build_model_fn(params)
     api = estimator_factory.load_npu_api()
     config = api.NPURunConfig(model_dir=str(tmp_path / "npu"), iterations_per_loop=1)
     estimator = api.NPUEstimator(model_fn=cpu_model_fn, model_dir=str(tmp_path / "npu"),
                                  config=config)
     with pytest.raises(RuntimeError, match="LoggingTensorHook fetches device tensors"):
-        estimator.train(estimator_main.train_input_fn(params), max_steps=1)
+        estimator.train(builders.train_input_fn(params), max_steps=1)
     with pytest.raises(RuntimeError, match="PyFunc"):
-        estimator.evaluate(estimator_main.eval_input_fn(params))
+        estimator.evaluate(builders.eval_input_fn(params))
 
 
 def test_npu_train_and_evaluate_verifies_on_the_host(fake_npu, records, pair_records, tmp_path,
@@ -314,8 +316,8 @@ def test_npu_train_and_evaluate_verifies_on_the_host(fake_npu, records, pair_rec
                            f"--eval_records={pair_records}", "--eval_batch_size=4"))
     cpu_dir = tmp_path / "cpu_eval"
     os.makedirs(str(cpu_dir))
-    params = estimator_main.build_params(estimator_main.flag_values())
-    result = estimator_main.evaluate_checkpoint(estimator_main.build_estimator(params), params)
+    params = build_params(estimator_main.flag_values())
+    result = evaluation.evaluate_checkpoint(builders.build_estimator(params), params)
     assert result["lfw/accuracy"] == pytest.approx(host["accuracy"], abs=1e-6)
     assert result["lfw/auc"] == pytest.approx(host["auc"], abs=1e-5)
 
@@ -327,7 +329,7 @@ def test_ascend_epochs_count_the_data_once_across_ranks(fake_npu, records, tmp_p
     for rank_size in (1, 8):
         monkeypatch.setenv("RANK_SIZE", str(rank_size))
         monkeypatch.setenv("RANK_ID", "0")
-        params = estimator_main.build_params(parse_flags(train_args(
+        params = build_params(parse_flags(train_args(
             records, tmp_path / "run", "--device=npu", "--train_epochs=16",
             "--iterations_per_loop=1", "--batch_size=2")))
         steps[rank_size] = params["train_steps"]
@@ -335,7 +337,7 @@ def test_ascend_epochs_count_the_data_once_across_ranks(fake_npu, records, tmp_p
 
 
 def test_ascend_steps_round_up_to_whole_device_loops(fake_npu, records, tmp_path, parse_flags):
-    params = estimator_main.build_params(parse_flags(train_args(
+    params = build_params(parse_flags(train_args(
         records, tmp_path / "run", "--device=npu", "--train_steps=250",
         "--iterations_per_loop=100", "--save_checkpoints_steps=150")))
     assert params["train_steps"] == 300

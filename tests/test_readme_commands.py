@@ -12,10 +12,10 @@ import shlex
 
 import pytest
 
-import estimator_main
 from model import estimator_factory
 from tests import records_helpers as rh
 from tests.test_npu import FAKE_NPU, forget_npu_modules
+from training.params import build_params
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -93,7 +93,7 @@ def test_readme_command_validates(command, data, tmp_path, parse_flags, monkeypa
     if "--mode=train_and_evaluate" not in args and not any(
             a.startswith("--eval_records") or a.startswith("--data_url") for a in args):
         args.append(f"--eval_records={data / 'pairs'}")
-    params = estimator_main.build_params(parse_flags(args))
+    params = build_params(parse_flags(args))
     forget_npu_modules()
     assert params["train_steps"] >= 1
     assert not (tmp_path / "run").exists()  # validation writes nothing

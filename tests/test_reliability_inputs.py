@@ -22,6 +22,7 @@ import estimator_main
 from data_tools import conversion, input_fns, manifest, pairs
 from tests import _folder_fixtures as ff
 from tests import records_helpers as rh
+from training import runner
 
 ConversionError = conversion.ConversionError
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -457,7 +458,7 @@ def test_training_refuses_a_damaged_shard_before_any_graph(tmp_path, estimator_f
                               "--image_size=32", "--embedding_size=16", "--batch_size=4",
                               "--train_steps=2"])
     reached = []
-    monkeypatch.setattr(module, "run_mode", reached.append)
+    monkeypatch.setattr(runner, "run_mode", reached.append)
     with pytest.raises(app.UsageError, match=re.escape(os.path.basename(path))):
         module.main(["estimator_main.py"])
     assert not reached

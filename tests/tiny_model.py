@@ -19,18 +19,29 @@ def projection(seed=0):
     return np.random.RandomState(seed).randn(SIZE * SIZE * 3, DIM).astype(np.float32)
 
 
-def build_saved_model(export_dir, weights):
+def build_saved_model(export_dir, weights, pixels_signature=False):
+    """The tiny model; ``pixels_signature`` adds the float signature as export/serving.py does.
+
+    There the pixels input is a ``placeholder_with_default`` of the decoded bytes, which the
+    embedder uses for flip TTA; without it the embedder takes the generic PNG route.
+    """
     graph = tf.Graph()
     with graph.as_default():
         image_bytes = tf.placeholder(tf.string, [None], name="image_bytes")
         pixels = tf.map_fn(
             lambda b: preprocessing.resize(preprocessing.decode_image(b), SIZE),
             image_bytes, dtype=tf.float32, back_prop=False)
+        if pixels_signature:
+            pixels = tf.placeholder_with_default(pixels, [None, None, None, 3], name="pixels")
         flat = tf.reshape(preprocessing.preprocess_pixels(pixels, SIZE), [-1, SIZE * SIZE * 3])
         variable = tf.Variable(weights, name="projection")
         embedding = tf.nn.l2_normalize(tf.matmul(flat, variable), axis=1)
         signatures = {"serving_default": tf.saved_model.signature_def_utils.predict_signature_def(
             {"image_bytes": image_bytes}, {"embedding": embedding})}
+        if pixels_signature:
+            signatures["pixels:serving_default"] = (
+                tf.saved_model.signature_def_utils.predict_signature_def(
+                    {"pixels": pixels}, {"embedding": embedding}))
         with tf.Session(graph=graph) as session:
             session.run(tf.global_variables_initializer())
             builder = tf.saved_model.builder.SavedModelBuilder(export_dir)

@@ -1,0 +1,122 @@
+"""The builders bound to a params dict: model_fn, estimator, input_fns, the evaluation's name.
+
+``estimator_main.py`` composes the layers here: the EVAL metric function of ``export/`` goes to
+the ``model_fn`` builder of ``model/``, the input_fns come from ``data_tools``.
+"""
+
+import os
+
+import tensorflow.compat.v1 as tf
+
+from data_tools import input_fns
+from export import eval_metrics, retrieval_eval
+from model import config as model_config
+from model import estimator_factory, model_fn
+from training.params import build_configs, multi_worker_task
+
+EVAL_NAME = "lfw"
+SETS_EVAL_NAME = "verification"  # several named sets: model_dir/eval_verification
+
+
+def build_model_fn(p, optimizer_wrapper=None, configs=None):
+    configs = configs or build_configs(p)
+    metrics_fn = None
+    host_verification = p["device"] == "npu"
+    if p.get("eval_protocol") == "retrieval" and p.get("num_eval_images"):
+        metrics_fn = retrieval_eval.retrieval_metrics_fn_builder(
+            input_fns.image_record_labels(p["eval_records"]))
+    elif p.get("eval_sets") and not host_verification:
+        sets = p["eval_sets"]
+        if len(sets) == 1:
+            metrics_fn = eval_metrics.verification_metrics_fn_builder(
+                sets[0]["num_pairs"], n_folds=sets[0]["num_folds"], far_target=p["far_target"],
+                prefix=sets[0]["name"])
+        else:
+            metrics_fn = eval_metrics.verification_sets_metrics_fn_builder(
+                set_sizes(p), far_target=p["far_target"])
+    return model_fn.model_fn_builder(
+        configs.backbone, configs.head, configs.optimization, eval_metrics_fn=metrics_fn,
+        eval_flip=p["eval_flip"], optimizer_wrapper=optimizer_wrapper,
+        check_finite_loss=p["check_finite_loss"], log_every_n_steps=p["log_every_n_steps"],
+        show_progress=p["progress"], model_dir=p["model_dir"], host_logging=host_verification)
+
+
+def build_estimator(p):
+    configs = build_configs(p)
+    runtime = configs.runtime
+    wrapper = estimator_factory.optimizer_wrapper(runtime.device, runtime.npu_precision_mode)
+    strategy, timeout, tf_config = None, 0, None
+    if _is_evaluator(p):
+        # Not part of the all-reduce: no strategy, no step timeout, a RunConfig it accepts.
+        tf_config = model_config.evaluator_tf_config(os.environ["TF_CONFIG"])
+    elif p["mode"] in ("train", "train_and_evaluate"):
+        strategy = estimator_factory.train_distribution(runtime.distribution, runtime.device,
+                                                        runtime.num_replicas)
+        if runtime.distribution == "multi_worker":
+            # A step waiting for a worker that is gone fails after this long.
+            timeout = runtime.worker_timeout_secs
+    return estimator_factory.build_estimator(
+        build_model_fn(p, wrapper, configs), p["model_dir"], device=runtime.device,
+        precision=runtime.precision, npu_precision_mode=runtime.npu_precision_mode,
+        iterations_per_loop=runtime.iterations_per_loop,
+        save_checkpoints_steps=p["save_checkpoints_steps"],
+        save_summary_steps=p["save_summary_steps"], keep_checkpoint_max=p["keep_checkpoint_max"],
+        log_step_count_steps=p["log_every_n_steps"], tf_random_seed=p["seed"],
+        warm_start_from=_warm_start_settings(p), intra_op_threads=p["intra_op_threads"],
+        inter_op_threads=p["inter_op_threads"], train_distribute=strategy,
+        num_cpu_devices=runtime.num_cpu_devices, operation_timeout_secs=timeout,
+        tf_config=tf_config)
+
+
+def _is_evaluator(p):
+    """The evaluator task of a multi-worker cluster: it evaluates checkpoints, no strategy (it
+    is not part of the all-reduce)."""
+    return p["distribution"] == "multi_worker" and multi_worker_task(p).task_type == \
+        "evaluator"
+
+
+def _warm_start_settings(p):
+    if not p["warm_start_from"] or not p.get("warm_start_scopes"):
+        return None
+    # A list of scopes reaches GLOBAL_VARIABLES (batch-norm moving statistics too); a single
+    # regex would only see trainable ones.
+    return tf.estimator.WarmStartSettings(ckpt_to_initialize_from=p["warm_start_from"],
+                                          vars_to_warm_start=list(p["warm_start_scopes"]))
+
+
+def train_input_fn(p):
+    inputs = build_configs(p).input
+    return input_fns.train_input_fn_builder(p["train_records"], num_classes=p["num_classes"],
+                                            **inputs._asdict())
+
+
+def set_sizes(p):
+    """``[(name, num_pairs, n_folds)]`` of the verification sets, in evaluation order."""
+    return [(s["name"], s["num_pairs"], s["num_folds"]) for s in p["eval_sets"]]
+
+
+def eval_name(p):
+    """The evaluation's name (its summaries go to model_dir/eval_<name>)."""
+    if p.get("eval_protocol") == "retrieval":
+        return retrieval_eval.PREFIX
+    sets = p.get("eval_sets") or []
+    if len(sets) > 1:
+        return SETS_EVAL_NAME
+    return sets[0]["name"] if sets else EVAL_NAME
+
+
+def eval_input_fn(p):
+    if p.get("eval_protocol") == "retrieval":
+        return input_fns.image_pairs_input_fn_builder(
+            p["eval_records"], image_size=p["image_size"], flip_tta=p["eval_flip"],
+            num_images=p["num_eval_images"], batch_size=p["eval_batch_size"])
+    sets = p["eval_sets"]
+    if len(sets) > 1:
+        return input_fns.pair_sets_input_fn_builder(
+            [(s["records"], s["num_pairs"]) for s in sets], image_size=p["image_size"],
+            flip_tta=p["eval_flip"], batch_size=p["eval_batch_size"])
+    return input_fns.pairs_input_fn_builder(sets[0]["records"], image_size=p["image_size"],
+                                            flip_tta=p["eval_flip"],
+                                            num_pairs=sets[0]["num_pairs"],
+                                            batch_size=p["eval_batch_size"])
+

@@ -1,0 +1,352 @@
+"""Flag values -> the run's one validated params dict, and the typed configs the builders take.
+
+Every setting is checked here, once, before anything is written or any graph is built: a bad
+value is a :class:`ParamsError` with one line that says what to change. The dict holds the
+resolved values (record sizes from the manifests, steps from epochs, the head's own default
+margin, the warm-start scopes), JSON-ready for ``params.json``.
+"""
+
+import collections
+import inspect
+import json
+import os
+
+import tensorflow.compat.v1 as tf
+from absl import logging
+
+from data_tools import input_config, manifest
+from export import eval_sets, retrieval_eval
+from model import config as model_config
+from model import estimator_factory, heads
+
+MODES = ("train", "evaluate", "train_and_evaluate", "export")
+EVAL_PROTOCOLS = ("verification", "retrieval")
+
+
+class ParamsError(ValueError):
+    """Inconsistent settings, reported before any graph is built."""
+
+
+def _require(condition, message):
+    if not condition:
+        raise ParamsError(message)
+
+
+def build_params(values):
+    """Validate the flag values once and return the run's params dict.
+
+    Every setting is checked here, before anything is written: the typed configs of
+    ``model.config`` (backbone, optimisation, runtime), ``data_tools.input_config`` (input) and
+    the built head (``model.heads``) refuse bad values with one line. The dict holds the resolved
+    values (the head's own default margin, the steps derived from epochs), JSON-ready for
+    ``params.json``; :func:`build_configs` turns it into the configs the builders take.
+    """
+    p = dict(values)
+    if p["data_url"]:
+        p["train_records"] = p["train_records"] or os.path.join(p["data_url"], "train")
+        p["eval_records"] = p["eval_records"] or os.path.join(p["data_url"], "pairs")
+    p["model_dir"] = p["model_dir"] or p["train_url"]
+    _require(p["model_dir"], "--model_dir (or --train_url) is required")
+    mode = p["mode"]
+    needs_train = mode in ("train", "train_and_evaluate")
+    needs_eval = mode in ("evaluate", "train_and_evaluate")
+    if needs_train:
+        _require(p["train_records"], f"--mode={mode} needs --train_records (or --data_url)")
+    if needs_eval:
+        _require(p["eval_records"], f"--mode={mode} needs --eval_records: the pair records of "
+                 "make_tfrecords.py --pairs")
+    _require(p["batch_size"] > 0 and p["eval_batch_size"] > 0, "batch sizes must be positive")
+    k = p["images_per_identity"]
+    if heads.HEADS[p["head"]].needs_pk_batches:
+        _require(k >= 2, f"--head={p['head']} needs P×K batches: set "
+                 "--images_per_identity=K >= 2 (e.g. 4)")
+    if k:
+        _require(k >= 2, f"--images_per_identity={k}: K must be at least 2 (0 turns P×K "
+                 "batches off)")
+        _require(p["batch_size"] % k == 0, f"--batch_size={p['batch_size']} must be a multiple "
+                 f"of --images_per_identity={k}")
+    p["decay_boundaries"] = tuple(float(b) for b in p["decay_boundaries"])
+    p["num_workers"] = multi_worker_task(p).num_workers if p["distribution"] == \
+        "multi_worker" else 1
+    runtime = _config(model_config.RuntimeConfig, **_fields(model_config.RuntimeConfig, p))
+    p["distribution"], p["num_replicas"] = runtime.distribution, runtime.num_replicas
+    _check_replicas(p)
+    _read_records(p, needs_train, needs_eval)
+    _resolve_steps(p, needs_train)
+    configs = build_configs(p)  # every remaining setting, checked and resolved into p
+    if p["warm_start_from"] and needs_train:
+        p["warm_start_scopes"] = _warm_start_scopes(p, configs.head)
+    # A missing device stack (Ascend's bridge, a TF without the oneDNN bf16 rewrite, no GPU) is a
+    # setting to change too: report it here, before model_dir is written.
+    estimator_factory.check_device(runtime)
+    return p
+
+
+def multi_worker_task(p):
+    """This process's task of a --distribution=multi_worker cluster, from TF_CONFIG."""
+    _require(p["mode"] in ("train", "train_and_evaluate"), "--distribution=multi_worker is for "
+             f"training; run --mode={p['mode']} without it (and without TF_CONFIG)")
+    try:
+        task = model_config.multi_worker_task(os.environ.get("TF_CONFIG"))
+    except ValueError as e:
+        raise ParamsError(str(e)) from None
+    _require(task.task_type != "evaluator" or p["mode"] == "train_and_evaluate",
+             "the evaluator task needs --mode=train_and_evaluate (--mode=train only trains)")
+    return task
+
+
+Configs = collections.namedtuple("Configs", ["backbone", "head", "optimization", "input",
+                                             "runtime"])
+
+
+def _fields(config_type, p):
+    """The entries of ``p`` that ``config_type``'s constructor takes (derived fields aside)."""
+    accepted = inspect.signature(config_type.__new__).parameters
+    return {name: p[name] for name in config_type._fields if name in p and name in accepted}
+
+
+def _config(config_type, **values):
+    try:
+        return config_type(**values)
+    except ValueError as e:
+        raise ParamsError(str(e)) from None
+
+
+def build_configs(p):
+    """The typed configs of a params dict; resolved values (image size, margin, gamma) are
+    written back into ``p`` so that ``params.json`` records what the run uses."""
+    backbone = _config(model_config.BackboneConfig, name=p["backbone"],
+                       embedding_size=p["embedding_size"], image_size=p["image_size"],
+                       dropout_rate=p["dropout_rate"], precision=p["precision"])
+    p["image_size"] = backbone.image_size
+    try:
+        head = heads.build_head(p["head"], num_classes=p["num_classes"],
+                                embedding_size=backbone.embedding_size, margin=p["margin"],
+                                gamma=p["gamma"], scale=p["scale"],
+                                class_weight=p["class_weight"], pair_weight=p["pair_weight"],
+                                proxy_partitions=p["proxy_partitions"],
+                                partial_fc_rate=p["partial_fc_rate"])
+    except (ValueError, TypeError) as e:
+        raise ParamsError(f"--head={p['head']}: {e}") from None
+    p["margin"], p["gamma"] = head.margin, head.gamma
+    if head.partial_fc and p["mode"] in ("train", "train_and_evaluate"):
+        # Static shapes: a step's sample holds every class of the (per-replica) batch.
+        batch = p["batch_size"] // max(p.get("num_replicas") or 1, 1)
+        _require(batch <= head.num_sample or head.num_sample == head.num_classes,
+                 f"--partial_fc_rate={p['partial_fc_rate']:g} keeps {head.num_sample} of "
+                 f"{head.num_classes} classes per step, fewer than the {batch} examples of a "
+                 "batch (which may all be different classes): raise --partial_fc_rate or lower "
+                 "--batch_size")
+    optimization_values = _fields(model_config.OptimizationConfig, p)
+    optimization_values["total_steps"] = p["train_steps"]
+    optimization = _config(model_config.OptimizationConfig, **optimization_values)
+    input_values = _fields(input_config.InputConfig, p)
+    input_values["images_per_identity"] = p["images_per_identity"] or None
+    inputs = _config(input_config.InputConfig, **input_values)
+    runtime = _config(model_config.RuntimeConfig, **_fields(model_config.RuntimeConfig, p))
+    return Configs(backbone, head, optimization, inputs, runtime)
+
+
+# Scopes of the variables a fine-tuning run may take over; optimizer slots (Momentum, Adam)
+# start afresh. The head's proxies are [D, C] ([C, D] "class_proxies" under Partial FC): they
+# carry over only between equal class counts and layouts.
+_NO_SLOTS = r"(?!.*/(Momentum|Adam|Adam_1)$)"
+BACKBONE_SCOPE = "backbone/" + _NO_SLOTS
+HEAD_SCOPE = "head/" + _NO_SLOTS
+
+
+def _checkpoint_shapes(path):
+    try:
+        return dict(tf.train.list_variables(path))
+    except (tf.errors.OpError, ValueError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ParamsError(f"--warm_start_from={path}: no readable checkpoint there ({reason})") \
+            from None
+
+
+def _warm_start_scopes(p, head):
+    """Which variable scopes --warm_start_from initialises, checked against the checkpoint."""
+    shapes = _checkpoint_shapes(p["warm_start_from"])
+    _require(any(name.startswith("backbone/") for name in shapes),
+             f"--warm_start_from={p['warm_start_from']} holds no backbone variables")
+    # The checkpoint holds a partitioned matrix as one tensor of the full shape.
+    name, shape = head.proxy_variable
+    same_head = shapes.get("head/" + name) == shape
+    old_classes = None
+    if "head/proxies" in shapes:
+        old_classes = shapes["head/proxies"][1]
+    elif "head/class_proxies" in shapes:
+        old_classes = shapes["head/class_proxies"][0]
+    mode = p["warm_start_vars"]
+    if mode == "all":
+        _require(same_head or old_classes != head.num_classes, "--warm_start_vars=all: the "
+                 f"checkpoint's proxies are not head/{name} {shape} (Partial FC, "
+                 "--partial_fc_rate < 1, stores them class-major as head/class_proxies)")
+        _require(same_head, "--warm_start_vars=all: the checkpoint's head has "
+                 f"{old_classes} classes, this run {head.num_classes} (use "
+                 "--warm_start_vars=auto or backbone to fine-tune on other identities)")
+    if mode == "all" or (mode == "auto" and same_head):
+        logging.info("warm start: backbone and head from %s", p["warm_start_from"])
+        return [BACKBONE_SCOPE, HEAD_SCOPE]
+    logging.info("warm start: backbone from %s (head starts afresh: %s -> %s classes)",
+                 p["warm_start_from"], old_classes, head.num_classes)
+    return [BACKBONE_SCOPE]
+
+
+def _check_replicas(p):
+    """The global batch splits over the replicas; per-replica P×K batches stay whole."""
+    n = p["num_replicas"]
+    if n > 1:
+        _require(p["batch_size"] % n == 0, f"--batch_size={p['batch_size']} (global) must "
+                 f"split evenly over {n} replicas")
+        k = p["images_per_identity"]
+        _require(not k or (p["batch_size"] // n) % k == 0, f"the per-replica batch "
+                 f"{p['batch_size'] // n} must be a multiple of --images_per_identity={k}")
+        _require(p["proxy_partitions"] == 1, "--proxy_partitions is for parameter servers "
+                 "(TF_CONFIG); a mirrored run keeps one proxy matrix per device")
+
+
+def _read_records(p, needs_train, needs_eval):
+    """Sizes from the records' manifests (and shard checks), or from the run's params.json."""
+    records = p["train_records"]
+    if records:
+        info = manifest.read_manifest(records)
+        _require(info.get("kind") == "images", f"--train_records={records} holds "
+                 f"{info.get('kind')} records, not training images")
+        p["num_classes"] = int(info["num_classes"])
+        p["num_train_images"] = int(info["num_images"])
+        if needs_train:
+            _verify(records, p["verify_records"])
+        labels_path = os.path.join(records, "labels.txt")
+        if tf.io.gfile.exists(labels_path):
+            with tf.io.gfile.GFile(labels_path) as fh:
+                lines = [line for line in fh.read().splitlines() if line]
+            _require(len(lines) == p["num_classes"], f"{labels_path} lists {len(lines)} "
+                     f"identities but the manifest says {p['num_classes']} classes")
+    else:
+        p["num_classes"] = _num_classes_from_run(p["model_dir"])
+    sets, named = _parse_eval_records(p, needs_eval)
+    if needs_eval and p["eval_protocol"] == "retrieval":
+        _require(not named, "--eval_protocol=retrieval takes one directory of image records "
+                 "in --eval_records, not named sets (several sets are verification pairs)")
+        _require(not p["best_metric"], "--best_metric applies to --eval_protocol=verification "
+                 "(the retrieval exporter keeps the best "
+                 f"{retrieval_eval.PREFIX}/{retrieval_eval.BEST_METRIC})")
+        _require(p["device"] != "npu", "--eval_protocol=retrieval is not available on "
+                 "--device=npu yet (its metric runs in the graph; the Ascend host path covers "
+                 "verification)")
+        info = manifest.read_manifest(p["eval_records"])
+        _require(info.get("kind") == "images", "--eval_protocol=retrieval needs image records "
+                 f"of held-out identities; --eval_records={p['eval_records']} holds "
+                 f"{info.get('kind')} records")
+        p["num_eval_images"] = int(info["num_images"])
+        _require(p["num_eval_images"] >= 2,
+                 f"--eval_records={p['eval_records']} holds fewer than 2 images")
+        _verify(p["eval_records"], p["verify_records"])
+    elif needs_eval:
+        _read_pair_sets(p, sets, named)
+    # What the eval records' pixels went through: the serving graph and the exports carry it
+    # (with several sets, the first one's).
+    p["eval_transform"] = None
+    if sets:
+        p["eval_transform"] = manifest.conversion_transform(manifest.read_manifest(sets[0][1]))
+
+
+def _parse_eval_records(p, needs_eval):
+    """``(sets, named)`` of --eval_records (see ``export.eval_sets``), or ``([], False)`` when
+    this mode reads none."""
+    if not p["eval_records"] or not (needs_eval or p["mode"] == "export"):
+        return [], False
+    try:
+        return eval_sets.parse_eval_records(p["eval_records"])
+    except ValueError as e:
+        raise ParamsError(str(e)) from None
+
+
+def _read_pair_sets(p, sets, named):
+    """``p["eval_sets"]``: each verification set's name, records, pairs and folds, from its
+    manifest; ``p["best_metric"]`` resolved against them."""
+    p["eval_sets"] = []
+    for name, records in sets:
+        info = manifest.read_manifest(records)
+        if named:
+            _require(info.get("kind") == "pairs", f"--eval_records: set {name} ({records}) "
+                     f"holds {info.get('kind')} records, not pairs (several sets are "
+                     "verification pairs; --eval_protocol=retrieval takes one directory of "
+                     "image records)")
+        else:
+            _require(info.get("kind") == "pairs", f"--eval_records={records} holds "
+                     f"{info.get('kind')} records, not pairs")
+        p["eval_sets"].append({"name": name, "records": records,
+                               "num_pairs": int(info["num_pairs"]),
+                               "num_folds": int(info.get("num_folds", 10))})
+        _verify(records, p["verify_records"])
+    p["eval_sets_named"] = named
+    if len(sets) == 1:
+        p["num_pairs"] = p["eval_sets"][0]["num_pairs"]
+        p["num_folds"] = p["eval_sets"][0]["num_folds"]
+    try:
+        p["best_metric"] = eval_sets.resolve_best_metric(p["best_metric"],
+                                                         [name for name, _ in sets])
+    except ValueError as e:
+        raise ParamsError(str(e)) from None
+
+
+def _data_parallel_ranks(p):
+    """Processes that each read their own part of the data with a per-device ``--batch_size``:
+    Ascend ranks (RANK_SIZE, one process per device). Mirrored and TF_CONFIG runs split or
+    count the global batch themselves."""
+    if p["device"] != "npu":
+        return 1
+    return estimator_factory.ascend_rank()[1]
+
+
+def _round_up_to_loop(p, name, what):
+    loop = p["iterations_per_loop"]
+    value = p[name]
+    if value % loop:
+        rounded = (value // loop + 1) * loop
+        logging.warning("--device=npu runs %d steps per device loop: %s %d rounded up to %d",
+                        loop, what, value, rounded)
+        p[name] = rounded
+
+
+def _resolve_steps(p, needs_train):
+    if needs_train:
+        _require(bool(p["train_steps"]) != bool(p["train_epochs"]),
+                 "give exactly one of --train_steps and --train_epochs")
+        if p["train_epochs"]:
+            # One epoch is the data read once across all ranks: each of RANK_SIZE Ascend
+            # processes reads 1/RANK_SIZE of it with its own --batch_size.
+            global_batch = p["batch_size"] * _data_parallel_ranks(p)
+            p["train_steps"] = max(1, int(round(
+                p["train_epochs"] * p["num_train_images"] / global_batch)))
+        _require(p["train_steps"] > 0, "--train_steps must be positive")
+        if p["warmup_steps"] is None:
+            p["warmup_steps"] = int(0.02 * p["train_steps"])
+        _require(p["warmup_steps"] < p["train_steps"], "--warmup_steps must be below the total")
+    else:
+        p["train_steps"] = p["train_steps"] or 1
+        p["warmup_steps"] = p["warmup_steps"] or 0
+    if p["device"] == "npu":
+        _require(p["iterations_per_loop"] >= 1, "--iterations_per_loop must be positive")
+        # The device runs whole loops: a total or a checkpoint interval between two loop ends
+        # is never reached exactly (NPUEstimator refuses such settings).
+        if needs_train:
+            _round_up_to_loop(p, "train_steps", "--train_steps")
+        _round_up_to_loop(p, "save_checkpoints_steps", "--save_checkpoints_steps")
+
+
+def _verify(records_dir, enabled):
+    """A damaged or cut-short shard is named now, not met as a DataLossError mid-training."""
+    if enabled and "://" not in records_dir:  # object stores: the copy tool checks, not us
+        manifest.verify_shards(records_dir)
+
+
+def _num_classes_from_run(model_dir):
+    """num_classes recorded by the training run (evaluate/export without --train_records)."""
+    path = os.path.join(model_dir, "params.json")
+    _require(tf.io.gfile.exists(path), f"no --train_records and no {path}: cannot size the head")
+    with tf.io.gfile.GFile(path) as fh:
+        return int(json.load(fh)["num_classes"])
+
