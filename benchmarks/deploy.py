@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 from benchmarks import common
-from export import deploy_formats, exporters, freeze, serving
+from export import deploy_formats, exporters, format_checks, freeze, serving
 from model import config as model_config
 from model import heads
 from model import model_fn as model_fn_lib
@@ -95,9 +95,9 @@ def _runner(name, path, threads):
         config.intra_op_parallelism_threads = threads
         config.inter_op_parallelism_threads = threads
         if name == "savedmodel":
-            return deploy_formats.SavedModelRunner(path, config)
-        return deploy_formats.FrozenGraphRunner(path, config)
-    return deploy_formats.runner_for(path, threads)
+            return format_checks.SavedModelRunner(path, config)
+        return format_checks.FrozenGraphRunner(path, config)
+    return format_checks.runner_for(path, threads)
 
 
 def time_formats(paths, image_size, quick=False, threads=None, rounds=None, calls=None):

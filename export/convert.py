@@ -51,12 +51,12 @@ from export.deploy_formats import (  # noqa: E402
     QUANTIZE_MODES,
     ConvertError,
     calibration_pixels,
-    check_formats,
     convert_onnx,
     convert_tflite,
     model_image_size,
     resolve_model,
 )
+from export.format_checks import check_formats  # noqa: E402
 
 
 def format_rows(rows):

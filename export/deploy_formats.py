@@ -16,13 +16,8 @@ the model's size S x S (read from the graph's resize by :func:`model_image_size`
   stay in float (by default the final L2 normalisation, whose int8 output scale of 1/128 is
   coarse for the small components of a unit 512-d vector).
 
-The runners (:class:`SavedModelRunner`, :class:`FrozenGraphRunner`, :class:`OnnxRunner`,
-:class:`TFLiteRunner`, or :func:`runner_for` a file) all map float32 pixels [N, S, S, 3] in
-0..255 to embeddings [N, D]. :func:`check_formats` embeds every pair of pair records with the
-SavedModel and with each converted file and returns, per format, the largest absolute difference
-of the embeddings, their cosine to the SavedModel's (mean and min) and the verification accuracy
-(flip test-time augmentation, as the evaluation). Every model gets the same S x S pixels, resized
-outside the models with the training code's resize.
+Running the converted files and checking them against the SavedModel (parity, accuracy) is
+``export/format_checks.py``.
 
 Needs TensorFlow 2 for TFLite (``tf.lite``) and ``tf2onnx`` + ``onnx`` for ONNX; ``onnxruntime``
 runs the ONNX models. All are imported only when used; without them a
@@ -32,13 +27,12 @@ runs the ONNX models. All are imported only when used; without them a
 import os
 import shutil
 import tempfile
-import time
 
 import numpy as np
 import tensorflow.compat.v1 as tf
 
 from data_tools import input_fns, preprocessing, schema
-from export import embedder, freeze, serving, verification
+from export import embedder, freeze, serving
 
 QUANTIZE_MODES = ("none", "float16", "int8")
 ONNX_INPUT = "pixels"
@@ -49,7 +43,6 @@ DEFAULT_CALIBRATION_IMAGES = 200
 # TFLite op names kept in float in an int8 model: the last op, whose int8 output would round the
 # unit-length embedding to steps of 1/128 (measured in docs/DEPLOYING.md).
 DEFAULT_INT8_FLOAT_OPS = ("L2_NORMALIZATION",)
-PARITY_BATCH = 32
 _RESIZE_OPS = ("ResizeBilinear", "ResizeArea", "ResizeBicubic", "ResizeNearestNeighbor")
 _INSTALL_HINT = "pip install tf2onnx==1.17.0 onnx==1.17.0 onnxruntime==1.22.1 (or .[onnx])"
 
@@ -76,7 +69,7 @@ def _import_tf2onnx():
     return tf2onnx, onnx
 
 
-def _import_onnxruntime():
+def import_onnxruntime():
     try:
         import onnxruntime  # noqa: PLC0415
     except ImportError as e:
@@ -85,7 +78,7 @@ def _import_onnxruntime():
     return onnxruntime
 
 
-def _tflite():
+def tflite_module():
     """``tf.lite`` of TensorFlow 2 (the converter flags used here are not in TF 1.15's)."""
     import tensorflow as tf_root  # noqa: PLC0415
     if not tf_root.__version__.startswith("2.") or not hasattr(tf_root, "lite"):
@@ -99,7 +92,7 @@ def onnx_available():
     """True when tf2onnx, onnx and onnxruntime import (the ONNX path can run)."""
     try:
         _import_tf2onnx()
-        _import_onnxruntime()
+        import_onnxruntime()
     except MissingDependencyError:
         return False
     return True
@@ -107,7 +100,7 @@ def onnx_available():
 
 def tflite_available():
     try:
-        _tflite()
+        tflite_module()
     except MissingDependencyError:
         return False
     return True
@@ -136,7 +129,7 @@ def model_image_size(saved_model_dir):
     with tf.Graph().as_default() as graph, tf.Session(graph=graph) as sess:
         meta_graph = tf.saved_model.loader.load(sess, [tf.saved_model.tag_constants.SERVING],
                                                 saved_model_dir)
-        signature = _pixels_signature(meta_graph, saved_model_dir)
+        signature = pixels_signature(meta_graph, saved_model_dir)
         pixels = graph.get_tensor_by_name(signature.inputs[serving.PIXELS_INPUT].name)
         if pixels.op.type == "PlaceholderWithDefault":
             shape = pixels.op.inputs[0].shape
@@ -160,7 +153,7 @@ def model_image_size(saved_model_dir):
     return square.pop()
 
 
-def _pixels_signature(meta_graph, saved_model_dir):
+def pixels_signature(meta_graph, saved_model_dir):
     if serving.PIXELS_SIGNATURE not in meta_graph.signature_def:
         raise ConvertError(f"{saved_model_dir} has no {serving.PIXELS_SIGNATURE!r} signature; "
                            "export it with this project's serving input receiver")
@@ -230,7 +223,7 @@ def convert_onnx(saved_model_dir, output_path, image_size=None, opset=DEFAULT_OP
 # TFLite.
 # ---------------------------------------------------------------------------------------------
 
-def _all_batches(graph, dataset, not_parsed):
+def all_batches(graph, dataset, not_parsed):
     """Every batch of ``dataset`` (built in ``graph``), read in a session of its own; a record
     that does not parse raises ConvertError("<not_parsed> (<TensorFlow's first line>)")."""
     batch = tf.data.make_one_shot_iterator(dataset).get_next()
@@ -242,7 +235,7 @@ def _all_batches(graph, dataset, not_parsed):
             except tf.errors.OutOfRangeError:
                 return batches
             except tf.errors.InvalidArgumentError as e:
-                raise ConvertError(f"{not_parsed} ({_first_line(e.message)})") from None
+                raise ConvertError(f"{not_parsed} ({first_line(e.message)})") from None
 
 
 def calibration_pixels(records, image_size, count=DEFAULT_CALIBRATION_IMAGES, seed=0):
@@ -257,7 +250,7 @@ def calibration_pixels(records, image_size, count=DEFAULT_CALIBRATION_IMAGES, se
         dataset = tf.data.TFRecordDataset(files).shuffle(10000, seed=seed).take(count)
         dataset = dataset.map(lambda serialized: preprocessing.resize(preprocessing.decode_image(
             schema.parse_image_record(serialized)["encoded"]), image_size)).batch(64)
-        arrays = _all_batches(graph, dataset, f"--calibration_records {records} are not image "
+        arrays = all_batches(graph, dataset, f"--calibration_records {records} are not image "
                                                "records of make_tfrecords.py")
     if not arrays:
         raise ConvertError(f"--calibration_records {records} hold no images")
@@ -280,7 +273,7 @@ def convert_tflite(saved_model_dir, output_path, image_size=None, quantize="none
                            f"{quantize!r}")
     if quantize == "int8" and (calibration is None or not len(calibration)):
         raise ConvertError("--quantize=int8 needs calibration images (--calibration_records)")
-    lite = _tflite()
+    lite = tflite_module()
     image_size = image_size or model_image_size(saved_model_dir)
     graph_def = frozen_graph_def(saved_model_dir, image_size)
     scratch = tempfile.mkdtemp(prefix="convert_")
@@ -334,233 +327,9 @@ def _quantize_except(lite, converter, representative_dataset, float_ops):
         return debugger.get_nondebug_quantized_model()
     except (ValueError, RuntimeError) as e:
         raise ConvertError(f"int8 conversion with {', '.join(float_ops)} in float failed: "
-                           f"{_first_line(str(e))}") from None
+                           f"{first_line(str(e))}") from None
 
 
-# ---------------------------------------------------------------------------------------------
-# Runners: float32 pixels [N, S, S, 3] in 0..255 -> embeddings [N, D].
-# ---------------------------------------------------------------------------------------------
-
-class _SessionRunner:
-    """A TF1 session that feeds the pixels to ``self._input`` and fetches ``self._output``."""
-
-    def __call__(self, pixels):
-        return self._session.run(self._output, {self._input: np.asarray(pixels, np.float32)})
-
-    def close(self):
-        self._session.close()
-
-
-class SavedModelRunner(_SessionRunner):
-    """The SavedModel's pixels signature in a TF1 session (the reference)."""
-
-    name = "SavedModel"
-
-    def __init__(self, saved_model_dir, session_config=None):
-        self._graph = tf.Graph()
-        self._session = tf.Session(graph=self._graph, config=session_config)
-        with self._graph.as_default():
-            meta_graph = tf.saved_model.loader.load(
-                self._session, [tf.saved_model.tag_constants.SERVING], saved_model_dir)
-        try:
-            signature = _pixels_signature(meta_graph, saved_model_dir)
-        except ConvertError:
-            self._session.close()
-            raise
-        self._input = signature.inputs[serving.PIXELS_INPUT].name
-        self._output = signature.outputs[serving.OUTPUT].name
-
-
-class FrozenGraphRunner(_SessionRunner):
-    """A frozen graph of export/freeze.py in a TF1 session."""
-
-    name = "frozen graph"
-
-    def __init__(self, path, session_config=None):
-        graph, self._input, self._output = freeze.load_frozen_graph(path)
-        self._session = tf.Session(graph=graph, config=session_config)
-
-
-class OnnxRunner:
-    """An ONNX model in ONNX Runtime (CPU)."""
-
-    name = "ONNX Runtime"
-
-    def __init__(self, path, threads=None):
-        onnxruntime = _import_onnxruntime()
-        options = onnxruntime.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        self._session = onnxruntime.InferenceSession(path, sess_options=options,
-                                                     providers=["CPUExecutionProvider"])
-        self._input = self._session.get_inputs()[0].name
-
-    def __call__(self, pixels):
-        return self._session.run(None, {self._input: np.asarray(pixels, np.float32)})[0]
-
-    def close(self):
-        self._session = None
-
-
-class TFLiteRunner:
-    """A TFLite model of :func:`convert_tflite`: one image per invocation (fixed batch 1)."""
-
-    name = "TFLite"
-
-    def __init__(self, path, threads=None):
-        self._interpreter = _tflite().Interpreter(model_path=path, num_threads=threads)
-        self._interpreter.allocate_tensors()
-        self._input = self._interpreter.get_input_details()[0]
-        self._output = self._interpreter.get_output_details()[0]
-
-    def __call__(self, pixels):
-        pixels = np.asarray(pixels, np.float32)
-        outputs = []
-        for image in pixels:
-            self._interpreter.set_tensor(self._input["index"], image[None])
-            self._interpreter.invoke()
-            outputs.append(self._interpreter.get_tensor(self._output["index"])[0].copy())
-        return np.stack(outputs) if outputs else np.zeros((0, 0), np.float32)
-
-    def close(self):
-        self._interpreter = None
-
-
-def runner_for(path, threads=None):
-    """The runner of a converted file, by its extension (.onnx, .tflite, .pb)."""
-    if not os.path.isfile(path):
-        raise ConvertError(f"{path} does not exist")
-    extension = os.path.splitext(path)[1].lower()
-    if extension == ".onnx":
-        return OnnxRunner(path, threads)
-    if extension == ".tflite":
-        return TFLiteRunner(path, threads)
-    if extension == ".pb":
-        return FrozenGraphRunner(path)
-    raise ConvertError(f"cannot run {path}: expected a .onnx, .tflite or .pb file")
-
-
-def embed_in_batches(runner, pixels, batch_size=PARITY_BATCH):
-    return np.concatenate([runner(pixels[i:i + batch_size])
-                           for i in range(0, len(pixels), batch_size)])
-
-
-# ---------------------------------------------------------------------------------------------
-# Parity and accuracy.
-# ---------------------------------------------------------------------------------------------
-
-def parity(reference, other):
-    """``{"max_abs_diff", "cosine_mean", "cosine_min"}`` of two embedding arrays [N, D]."""
-    reference = np.asarray(reference, np.float64)
-    other = np.asarray(other, np.float64)
-    if reference.shape != other.shape:
-        raise ConvertError(f"embeddings of shape {reference.shape} and {other.shape} cannot be "
-                           "compared")
-    cosine = np.sum(verification.l2_normalize(reference) * verification.l2_normalize(other),
-                    axis=1)
-    return {"max_abs_diff": float(np.max(np.abs(reference - other))),
-            "cosine_mean": float(np.mean(cosine)), "cosine_min": float(np.min(cosine))}
-
-
-def pair_pixels(records, image_size):
-    """Pixels of every pair of pair records, in pair order, resized to S x S as in serving.
-
-    Returns ``(images1, images2, issame, folds)``: float32 [P, S, S, 3] twice, bool [P], int [P].
-    """
-    try:
-        files = input_fns._files(records)
-    except ValueError as e:
-        raise ConvertError(f"--check_records: {e}") from None
-
-    def parse(serialized):
-        record = schema.parse_pair_record(serialized)
-        return (record["index"],
-                preprocessing.resize(preprocessing.decode_image(record["image1"]["encoded"]),
-                                     image_size),
-                preprocessing.resize(preprocessing.decode_image(record["image2"]["encoded"]),
-                                     image_size),
-                record["issame"], record["fold"])
-
-    with tf.Graph().as_default() as graph:
-        dataset = tf.data.TFRecordDataset(files).map(parse).batch(64)
-        parts = _all_batches(graph, dataset, f"--check_records {records} are not pair records "
-                                             "of make_tfrecords.py --pairs")
-    if not parts:
-        raise ConvertError(f"--check_records {records} hold no pairs")
-    index, images1, images2, issame, folds = (np.concatenate(column) for column in zip(*parts))
-    order = np.argsort(index, kind="stable")
-    return (images1[order].astype(np.float32), images2[order].astype(np.float32),
-            issame[order].astype(bool), folds[order])
-
-
-def flip_tta(runner, pixels, batch_size=PARITY_BATCH):
-    """Embeddings with flip test-time augmentation, as the evaluation: e(x) + e(mirror x),
-    L2-normalised. Also returns the plain embeddings ``e(x)``."""
-    plain = embed_in_batches(runner, pixels, batch_size)
-    mirrored = embed_in_batches(runner, pixels[:, :, ::-1], batch_size)
-    return verification.l2_normalize(plain + mirrored), plain
-
-
-def check_formats(saved_model_dir, files, records, image_size=None, n_folds=None,
-                  threads=None, progress=None):
-    """Parity and verification accuracy of each converted file against the SavedModel.
-
-    Every model embeds the same S x S pixels of every pair of ``records``. Returns one dict per
-    format, the SavedModel first: ``name, path, accuracy, accuracy_std, auc`` and, for the
-    files, ``max_abs_diff, cosine_mean, cosine_min`` (plain embeddings against the SavedModel's)
-    and ``max_abs_diff_batch`` (ONNX: the same at batch 32; the other rows run at batch 1 or
-    are the reference).
-    """
-    image_size = image_size or model_image_size(saved_model_dir)
-    images1, images2, issame, folds = pair_pixels(records, image_size)
-    pixels = np.concatenate([images1, images2])
-    num_pairs = len(issame)
-    n_folds = n_folds or len(np.unique(folds))
-    if n_folds < 2:
-        n_folds = 10 if num_pairs >= 10 else 2
-
-    def evaluate(tta):
-        metrics = verification.evaluate(tta[:num_pairs], tta[num_pairs:], issame,
-                                         n_folds=n_folds)
-        return {"accuracy": metrics["accuracy"], "accuracy_std": metrics["accuracy_std"],
-                "auc": metrics["auc"], "threshold": metrics["threshold"]}
-
-    rows = []
-    reference = SavedModelRunner(saved_model_dir)
-    try:
-        start = time.perf_counter()
-        reference_tta, reference_plain = flip_tta(reference, pixels)
-        row = {"name": "SavedModel", "path": saved_model_dir, "images": len(pixels),
-               "pairs": num_pairs, "seconds": time.perf_counter() - start}
-        row.update(evaluate(reference_tta))
-        rows.append(row)
-        reference_single = embed_in_batches(reference, pixels[:PARITY_BATCH], 1)
-    finally:
-        reference.close()
-    if progress:
-        progress(rows[-1])
-    for path in files:
-        runner = runner_for(path, threads)
-        try:
-            start = time.perf_counter()
-            batch = PARITY_BATCH if isinstance(runner, OnnxRunner) else 1
-            tta, plain = flip_tta(runner, pixels, batch)
-            row = {"name": os.path.basename(path), "path": path, "runner": runner.name,
-                   "seconds": time.perf_counter() - start}
-            row.update(evaluate(tta))
-            row.update(parity(reference_plain, plain))
-            if isinstance(runner, OnnxRunner):
-                row["max_abs_diff_batch"] = row["max_abs_diff"]
-                single = embed_in_batches(runner, pixels[:PARITY_BATCH], 1)
-                row["max_abs_diff_batch1"] = parity(reference_single, single)["max_abs_diff"]
-        finally:
-            runner.close()
-        rows.append(row)
-        if progress:
-            progress(row)
-    return rows
-
-
-def _first_line(text):
+def first_line(text):
     lines = str(text).strip().splitlines()
     return lines[0] if lines else "unknown error"

@@ -15,7 +15,7 @@ import pytest
 
 from benchmarks import deploy
 from data_tools import cli
-from export import convert, deploy_formats
+from export import convert, deploy_formats, format_checks
 from tests import _folder_fixtures as ff
 from tests import real_lfw, test_embed_cli, tiny_model
 from tests import records_helpers as rh
@@ -46,7 +46,7 @@ def faces():
 
 @pytest.fixture(scope="module")
 def reference(saved_model, faces):
-    runner = deploy_formats.SavedModelRunner(saved_model)
+    runner = format_checks.SavedModelRunner(saved_model)
     try:
         return runner(faces)
     finally:
@@ -90,11 +90,11 @@ def test_onnx_has_a_dynamic_batch_and_matches_at_batch_1_and_32(saved_model, fac
     assert (model_input.name, model_output.name) == ("pixels", "embedding")
     dims = [d.dim_param or d.dim_value for d in model_input.type.tensor_type.shape.dim]
     assert dims == ["batch", SIZE, SIZE, 3]
-    runner = deploy_formats.OnnxRunner(path)
-    at_32 = deploy_formats.embed_in_batches(runner, faces, 32)
-    at_1 = deploy_formats.embed_in_batches(runner, faces, 1)
-    assert deploy_formats.parity(reference, at_32)["max_abs_diff"] <= 1e-5
-    assert deploy_formats.parity(reference, at_1)["max_abs_diff"] <= 1e-5
+    runner = format_checks.OnnxRunner(path)
+    at_32 = format_checks.embed_in_batches(runner, faces, 32)
+    at_1 = format_checks.embed_in_batches(runner, faces, 1)
+    assert format_checks.parity(reference, at_32)["max_abs_diff"] <= 1e-5
+    assert format_checks.parity(reference, at_1)["max_abs_diff"] <= 1e-5
     np.testing.assert_allclose(np.linalg.norm(at_32, axis=1), 1.0, atol=1e-5)
 
 
@@ -104,11 +104,11 @@ def test_tflite_float32_matches_and_float16_is_close(saved_model, faces, referen
     fp16 = str(tmp_path / "face_fp16.tflite")
     deploy_formats.convert_tflite(saved_model, fp32)
     deploy_formats.convert_tflite(saved_model, fp16, quantize="float16")
-    runner = deploy_formats.TFLiteRunner(fp32)
+    runner = format_checks.TFLiteRunner(fp32)
     details = runner._interpreter.get_input_details()[0]
     assert list(details["shape"]) == [1, SIZE, SIZE, 3] and details["dtype"] == np.float32
-    assert deploy_formats.parity(reference, runner(faces))["max_abs_diff"] <= 1e-5
-    half = deploy_formats.parity(reference, deploy_formats.TFLiteRunner(fp16)(faces))
+    assert format_checks.parity(reference, runner(faces))["max_abs_diff"] <= 1e-5
+    half = format_checks.parity(reference, format_checks.TFLiteRunner(fp16)(faces))
     assert half["cosine_min"] > 0.999
     assert os.path.getsize(fp16) < 0.7 * os.path.getsize(fp32)
 
@@ -135,7 +135,7 @@ def test_tflite_int8_with_float_input_output_and_chosen_float_ops(saved_model, f
     info = deploy_formats.convert_tflite(saved_model, path, quantize="int8",
                                          calibration=calibration, float_ops=float_ops)
     assert info["calibration_images"] == 20 and info["float_ops"] == list(float_ops)
-    runner = deploy_formats.TFLiteRunner(path)
+    runner = format_checks.TFLiteRunner(path)
     interpreter = runner._interpreter
     assert interpreter.get_input_details()[0]["dtype"] == np.float32
     assert interpreter.get_output_details()[0]["dtype"] == np.float32
@@ -149,14 +149,14 @@ def test_tflite_int8_with_float_input_output_and_chosen_float_ops(saved_model, f
         (found,) = op_dtypes(interpreter, name)
         expected = np.float32 if name in float_ops else np.int8
         assert found[0][0] == expected and found[1] == [expected], (name, found)
-    result = deploy_formats.parity(reference, runner(faces))
+    result = format_checks.parity(reference, runner(faces))
     assert result["cosine_mean"] > 0.9, result
 
 
 def test_parity_figures():
     a = np.array([[1.0, 0.0], [0.0, 1.0]])
     b = np.array([[1.0, 0.0], [0.6, 0.8]])
-    result = deploy_formats.parity(a, b)
+    result = format_checks.parity(a, b)
     assert result["max_abs_diff"] == pytest.approx(0.6)
     assert result["cosine_min"] == pytest.approx(0.8)
     assert result["cosine_mean"] == pytest.approx(0.9)
@@ -231,7 +231,7 @@ def test_cli_converts_and_checks_every_format_on_pair_records(saved_model, tmp_p
     rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line]
     assert [row.split("|")[1].strip() for row in rows] == ["format", "SavedModel", "f.onnx",
                                                            "f.tflite"]
-    rows_data = deploy_formats.check_formats(saved_model, [onnx_path, tflite_path], pairs)
+    rows_data = format_checks.check_formats(saved_model, [onnx_path, tflite_path], pairs)
     reference = rows_data[0]
     for row in rows_data[1:]:
         assert row["max_abs_diff"] <= 1e-5
@@ -288,7 +288,7 @@ def test_real_faces_parity_int8_cosine_and_accuracy_per_format(real_setup):
                     "--quantize=float16"]) == 0
     assert run_cli([f"--model={model}", f"--tflite={paths['int8']}", "--quantize=int8",
                     f"--calibration_records={real_setup['train']}"]) == 0
-    checked = deploy_formats.check_formats(
+    checked = format_checks.check_formats(
         model, [paths["onnx"], paths["fp32"], paths["fp16"], paths["int8"]], real_setup["pairs"])
     sys.stderr.write("\n" + convert.format_rows(checked) + "\n")  # pytest -s shows the table
     rows = {row["name"]: row for row in checked}
