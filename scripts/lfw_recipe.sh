@@ -30,11 +30,13 @@ PAIRS_SHA256=ea42330c62c92989f9d7c03237ed5d591365e89b3e649747777b70e692dc1592
 # LFW-a faces are warped into the centre of 250x250 frames with black borders: keep the face.
 CROP=(--crop_box=70,60,180,190 --image_size=112)
 RECORDS=records
+PAIRS_OPTIONS=()
 if [ "${ALIGN:-0}" = 1 ]; then
     # MTCNN's five points onto the 112x112 template (README "Raw photos"); a frame without a
     # detected face is left out of training, and a pair with one is left out of the test.
     CROP=(--align --min_face_size="${MIN_FACE_SIZE:-60}" --image_size=112)
     RECORDS=records_aligned
+    PAIRS_OPTIONS=(--allow_missing_pairs)
 fi
 
 for file in "$ARCHIVE" "$PAIRS"; do
@@ -64,7 +66,8 @@ prepare() {
     "$PY" data_tools/make_tfrecords.py --input_dir="$SPLIT/train" \
         --output_dir="$SPLIT/$RECORDS/train" "${CROP[@]}"
     "$PY" data_tools/make_tfrecords.py --pairs="$SPLIT/pairs.txt" \
-        --input_dir="$OUT/lfw_gray250" --output_dir="$SPLIT/$RECORDS/pairs" "${CROP[@]}"
+        --input_dir="$OUT/lfw_gray250" --output_dir="$SPLIT/$RECORDS/pairs" "${CROP[@]}" \
+        ${PAIRS_OPTIONS[@]+"${PAIRS_OPTIONS[@]}"}
 }
 
 [ "${SKIP_PREPARE:-0}" = 1 ] || prepare

@@ -42,6 +42,7 @@ def test_default_records_use_the_crop_box(tmp_path):
     assert len(converts) == 2
     for line in converts:
         assert "--crop_box=70,60,180,190 --image_size=112" in line and "--align" not in line
+        assert "--allow_missing_pairs" not in line  # every test pair is in the records
     assert f"--output_dir={split}/records/train" in converts[0]
     assert f"--output_dir={split}/records/pairs" in converts[1]
     (train,) = commands_of(lines, "estimator_main.py")
@@ -61,6 +62,8 @@ def test_align_builds_and_trains_on_five_point_aligned_records(tmp_path, min_fac
     assert f"--output_dir={split}/records_aligned/train" in converts[0]
     assert f"--pairs={split}/pairs.txt" in converts[1]
     assert f"--output_dir={split}/records_aligned/pairs" in converts[1]
+    # A frame where the detector finds no face drops its pair, not the whole test.
+    assert converts[1].endswith("--allow_missing_pairs")
     (train,) = commands_of(lines, "estimator_main.py")
     assert f"--train_records={split}/records_aligned/train" in train
     assert f"--model_dir={split}/models/aligned" in train
