@@ -39,7 +39,9 @@ ONNX_INPUT = "pixels"
 ONNX_OUTPUT = "embedding"
 ONNX_BATCH_DIM = "batch"
 DEFAULT_OPSET = 15
-DEFAULT_CALIBRATION_IMAGES = 200
+# Measured on a fold-10 model (docs/DEPLOYING.md): 1,000 faces raise the worst face's cosine to
+# the float embedding from 0.973 to 0.981 and keep the accuracy (200 lost up to 1.8 points).
+DEFAULT_CALIBRATION_IMAGES = 1000
 # TFLite op names kept in float in an int8 model: the last op, whose int8 output would round the
 # unit-length embedding to steps of 1/128 (measured in docs/DEPLOYING.md).
 DEFAULT_INT8_FLOAT_OPS = ("L2_NORMALIZATION",)
