@@ -32,7 +32,7 @@ lint: $(STAMP)
 	$(BIN)/vermin --target=3.7- --violations --no-tips -q --eval-annotations $(PY_CODE)
 
 test: lint
-	$(BIN)/python -m pytest -q -m "not slow" tests
+	$(BIN)/python -m pytest -q -m "not slow" --durations=15 tests
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow tests
@@ -48,7 +48,7 @@ venv-tf1: $(TF1_VENV)/.installed-stamp
 
 # The whole suite (slow cases aside) on TF 1.15 + Python 3.7; not part of `make test`.
 test-tf1: $(TF1_VENV)/.installed-stamp
-	PYTHONPATH=$(CURDIR) $(TF1_VENV)/bin/python -m pytest -q -p no:cacheprovider -m "not slow" tests
+	PYTHONPATH=$(CURDIR) $(TF1_VENV)/bin/python -m pytest -q -p no:cacheprovider -m "not slow or tf1_suite" tests
 
 demo: $(STAMP)
 	bash scripts/demo.sh $(DEMO_DIR)

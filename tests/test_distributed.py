@@ -144,6 +144,9 @@ def test_batch_norm_statistics_are_created_as_tf_layers_creates_them():
             assert not variable.trainable and variable not in tf.trainable_variables()
 
 
+# A minute or more each on 2 cores: make test-slow, and make test-tf1 (TF 1.15's strategy).
+@pytest.mark.slow
+@pytest.mark.tf1_suite
 def test_mirrored_training_on_two_cpu_devices(small_records, tmp_path):
     """Global batch 8 over 2 replicas: each replica's input is 4 images, the second replica's
     ops run on CPU:1, and the shared global step reaches the requested count."""
@@ -172,6 +175,8 @@ def test_mirrored_training_on_two_cpu_devices(small_records, tmp_path):
     assert replica_ops
 
 
+@pytest.mark.slow
+@pytest.mark.tf1_suite
 def test_mirrored_training_equals_single_device_training_at_the_same_global_batch(tmp_path):
     """Two replicas of batch 4 against one device of batch 8, three steps from the same
     checkpoint (tests/_mirrored_equivalence.py, which explains the data): the same loss and the

@@ -461,6 +461,7 @@ LFW_TARBALL, LFW_PAIRS = real_lfw.TARBALL, real_lfw.PAIRS
 
 @pytest.mark.slow
 @pytest.mark.real_data
+@pytest.mark.slow  # real data: make test-slow
 @real_lfw.skip_without_data
 def test_real_lfw_pairs(pixels_model, capsys, tmp_path):
     export_dir, _ = pixels_model

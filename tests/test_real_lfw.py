@@ -15,7 +15,7 @@ from tests import real_lfw
 
 PAIRS = real_lfw.PAIRS
 
-pytestmark = real_lfw.MARKS
+pytestmark = [pytest.mark.slow] + real_lfw.MARKS  # real data: make test-slow
 
 
 def test_lfw_pairs_file_structure():
