@@ -25,6 +25,9 @@ _RUN_MECHANICS = frozenset([
     "seed", "model_dir", "intra_op_threads", "inter_op_threads", "progress",
     "log_every_n_steps", "save_summary_steps", "eval_throttle_secs", "keep_checkpoint_max",
     "exports_to_keep", "verify_records", "check_finite_loss"])
+# Settings the table shows in columns of their own (or that follow from those).
+_SHOWN = frozenset(["head", "images_per_identity", "margin", "gamma", "scale", "train_steps",
+                    "far_target"])
 
 
 def load_run(model_dir):
@@ -71,6 +74,7 @@ def summarize(runs):
             ("seed_accuracy", [r["accuracy"] for _, _, r in members]),
             ("far_target", members[0][2].get("far_target") or params.get("far_target")),
         ])
+        row["params"] = params
         minutes = [r.get("extra", {}).get("wall_seconds") for _, _, r in members]
         row["wall_minutes"] = (_mean(minutes) / 60.0 if all(m is not None for m in minutes)
                                else None)
@@ -80,11 +84,32 @@ def summarize(runs):
     return rows
 
 
+def differing_settings(rows):
+    """Names of the settings, other than the table's own columns, in which the rows differ
+    (e.g. ``partial_fc_rate``, ``backbone``, ``train_records``), sorted."""
+    names = set()
+    for row in rows:
+        names.update(row.get("params", {}))
+    names -= _SHOWN | _RUN_MECHANICS
+    return sorted(name for name in names
+                  if len({json.dumps(row.get("params", {}).get(name)) for row in rows}) > 1)
+
+
+def _setting(value):
+    """A setting's value as the table shows it: paths by their last two parts."""
+    if isinstance(value, str) and "/" in value:
+        return "/".join(value.rstrip("/").split("/")[-2:])
+    return json.dumps(value) if not isinstance(value, str) else value
+
+
 def markdown_table(rows):
+    """The Markdown table of :func:`summarize`'s rows; when the rows differ in settings the
+    columns do not show (Partial FC rate, backbone, records...), a last column names them."""
     far = (rows[0]["far_target"] if rows else None) or 1e-3
+    others = differing_settings(rows)
     lines = ["| head | batches | m | γ / s | accuracy ± std | seeds (accuracy each) | "
-             f"VAL@FAR={far:g} | AUC | EER | steps | minutes |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"VAL@FAR={far:g} | AUC | EER | steps | minutes |" + (" settings |" if others else ""),
+             "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if others else "")]
     for row in rows:
         seeds = ", ".join(f"{s}: {a:.4f}" for s, a in zip(row["seeds"], row["seed_accuracy"]))
         minutes = f"{row['wall_minutes']:.0f}" if row["wall_minutes"] is not None else "—"
@@ -92,6 +117,9 @@ def markdown_table(rows):
                      f"{_number(row['gamma'])} | {row['accuracy']:.4f} ± {row['accuracy_std']:.4f} "
                      f"| {seeds} | {row['val']:.4f} | {row['auc']:.4f} | {row['eer']:.4f} | "
                      f"{'/'.join(str(s) for s in sorted(set(row['steps'])))} | {minutes} |")
+        if others:
+            lines[-1] += " " + ", ".join(f"{name}={_setting(row['params'].get(name))}"
+                                         for name in others) + " |"
     return "\n".join(lines)
 
 

@@ -73,6 +73,21 @@ def test_pk_batches_make_their_own_row(tmp_path):
     assert [r["batches"] for r in rows] == ["shuffled", "P×K, K=4"]
 
 
+def test_settings_the_columns_do_not_show_get_a_column(tmp_path):
+    a, _ = _run(tmp_path, "r1", "circle", 0, 0.3)
+    b, _ = _run(tmp_path, "pfc05", "circle", 0, 0.3)
+    _set_params(a, partial_fc_rate=1.0, train_records="/data/fold10/records/train")
+    _set_params(b, partial_fc_rate=0.5, train_records="/data/fold10/records_aligned/train")
+    rows = report_table.summarize([report_table.load_run(d) for d in (a, b)])
+    assert report_table.differing_settings(rows) == ["partial_fc_rate", "train_records"]
+    header, rule, first, second = report_table.markdown_table(rows).splitlines()
+    assert header.endswith("| minutes | settings |") and rule.count("|") == header.count("|")
+    assert first.endswith("| partial_fc_rate=1.0, train_records=records/train |")
+    assert second.endswith("| partial_fc_rate=0.5, train_records=records_aligned/train |")
+    # Seeds of one setting still share a row, and a lone row has no settings column.
+    assert "settings" not in report_table.markdown_table(rows[:1]).splitlines()[0]
+
+
 def test_cli_copies_reports_and_prints_the_table(tmp_path, capsys):
     a, _ = _run(tmp_path, "arcface-s0", "arcface", 0, 0.5)
     kept = tmp_path / "kept"
