@@ -386,13 +386,14 @@ class _PairsSource:
             raise ConversionError(f"--strict: {len(skipped)} pair image(s) skipped: "
                                   f"{format_skips(skipped)}")
 
-        position = {pair.line: i for i, pair in enumerate(self._file.pairs)}
         records, sizes = [], 0
         for pair, (path1, path2) in zip(self._kept_pairs, self._relpath_pairs):
             if info_of[path1] is None or info_of[path2] is None:
                 continue
+            # The index is the pair's place among the kept pairs (the evaluation's store has
+            # num_pairs rows); the file names in the record say which pairs.txt line it was.
             records.append(PairRecord(
-                position[pair.line], pair.fold, pair.issame,
+                len(records), pair.fold, pair.issame,
                 PairImage(path1, pair.name1, info_of[path1].sha256),
                 PairImage(path2, pair.name2, info_of[path2].sha256)))
             sizes += (os.path.getsize(os.path.join(self.input_dir, path1))

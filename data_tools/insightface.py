@@ -387,11 +387,13 @@ def convert_bin(bin_path, output_dir, name="pairs", num_shards=None, image_size=
             raise ConversionError(f"--strict: {len(bad)} pair image(s) skipped: "
                                   f"{format_skips(bad)}")
         records, sizes = [], 0
+        bin_pair = {}  # record index (kept pairs, no gaps) -> the pair's place in the .bin
         for i, same in enumerate(issame):
             a, b = 2 * i, 2 * i + 1
             if infos[a] is None or infos[b] is None:
                 continue
-            records.append(PairRecord(i, folds[i], same,
+            bin_pair[len(records)] = i
+            records.append(PairRecord(len(records), folds[i], same,
                                       PairImage(f"{base}#{a}", "", infos[a].sha256),
                                       PairImage(f"{base}#{b}", "", infos[b].sha256)))
             sizes += len(bins[a]) + len(bins[b])
@@ -403,13 +405,13 @@ def convert_bin(bin_path, output_dir, name="pairs", num_shards=None, image_size=
         count = resolve_num_shards(num_shards, sizes, len(records), "pairs")
         shards = plan_shards(out, count, [[r.index, r.fold, r.issame, list(r.image1),
                                            list(r.image2)] for r in records])
-        used = [j for r in records for j in (2 * r.index, 2 * r.index + 1)]
+        used = [j for r in records for j in (2 * bin_pair[r.index], 2 * bin_pair[r.index] + 1)]
         reencoded = sum(int(infos[j].reencode) for j in used)
 
         def examples(run):
             items = [(n, infos[j], (n, bins[j], infos[j], image_size, crop_box))
-                     for n, j in enumerate(j for r in run for j in (2 * r.index,
-                                                                    2 * r.index + 1))]
+                     for n, j in enumerate(j for r in run for j in (2 * bin_pair[r.index],
+                                                                    2 * bin_pair[r.index] + 1))]
             encoded = _encoded_in_order(workers, items, _encode_bytes_task, _encode_bytes_task)
             for record in run:
                 images = []

@@ -4,7 +4,8 @@ Two record kinds:
 
 * image records (training shards): one face image with its identity label;
 * pair records (verification, LFW View 2 layout): both images of a pair, ``issame``, the fold
-  and the pair's position in the pairs file.
+  and the pair's index in the set: 0 .. num_pairs - 1 in pairs-file order, with no gaps where
+  ``--allow_missing_pairs`` left pairs out (the evaluation stores each pair at its index).
 
 Writers build ``tf.train.Example`` protos with :func:`image_example` / :func:`pair_example`;
 readers parse them with :func:`parse_image_record` / :func:`parse_pair_record` inside a

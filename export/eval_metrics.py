@@ -34,8 +34,14 @@ def _local_variable(name, shape, dtype):
                        collections=[tf.GraphKeys.LOCAL_VARIABLES, tf.GraphKeys.METRIC_VARIABLES])
 
 
-def _evaluate_stored(embeddings1, embeddings2, issame, seen, num_pairs, n_folds, far_target):
-    """``verification.evaluate`` on embeddings stored by pair index, once each pair was seen."""
+def _evaluate_stored(embeddings1, embeddings2, issame, seen, num_pairs, n_folds, far_target,
+                     stray=0):
+    """``verification.evaluate`` on embeddings stored by pair index, once each pair was seen.
+    ``stray``: how many real pairs came with an index outside 0 .. num_pairs - 1."""
+    if stray:
+        raise ValueError(f"{int(stray)} eval pair(s) have an index outside the {num_pairs} pairs "
+                         "of the set; pair records written with --allow_missing_pairs before "
+                         "2 Dec 2026 number pairs by their pairs-file line: convert them again")
     seen = np.asarray(seen)[:num_pairs]
     if not np.all(seen == 1):
         missing = np.flatnonzero(seen != 1)
@@ -116,9 +122,9 @@ def verification_metrics_fn_builder(num_pairs, n_folds=10, far_target=1e-3, pref
     if num_pairs < n_folds:
         raise ValueError(f"{num_pairs} pairs cannot make {n_folds} folds")
 
-    def compute(embeddings1, embeddings2, issame, seen):
+    def compute(embeddings1, embeddings2, issame, seen, stray):
         metrics = _evaluate_stored(embeddings1, embeddings2, issame, seen, num_pairs, n_folds,
-                                   far_target)
+                                   far_target, stray)
         scalars = np.array([metrics[key] for _, key in SCALAR_METRICS], np.float32)
         vectors = [np.asarray(metrics[key], np.float32) for key in VECTOR_METRICS]
         return [scalars] + vectors
@@ -132,15 +138,21 @@ def verification_metrics_fn_builder(num_pairs, n_folds=10, far_target=1e-3, pref
             store2 = _local_variable("embeddings2", [rows, dim], tf.float32)
             store_same = _local_variable("issame", [rows], tf.int32)
             seen = _local_variable("seen", [rows], tf.int32)
+            stray = _local_variable("stray", [], tf.int32)
         real = tf.logical_and(pair_index >= 0, weight > 0)
-        index = tf.where(real, pair_index, tf.fill(tf.shape(pair_index), num_pairs))
+        # An index past the set (records of an older converter) is counted, not scattered out of
+        # range: compute() then names the cause instead of a ResourceScatterAdd error.
+        inside = tf.logical_and(real, pair_index < num_pairs)
+        index = tf.where(inside, pair_index, tf.fill(tf.shape(pair_index), num_pairs))
         update_op = tf.group(
+            tf.assign_add(stray, tf.reduce_sum(tf.cast(tf.logical_and(
+                real, tf.logical_not(inside)), tf.int32))),
             tf.scatter_update(store1, index, tf.cast(embeddings1, tf.float32)),
             tf.scatter_update(store2, index, tf.cast(embeddings2, tf.float32)),
             tf.scatter_update(store_same, index, tf.cast(issame, tf.int32)),
             tf.scatter_add(seen, index, tf.ones_like(index)),
         )
-        outputs = tf.py_func(compute, [store1, store2, store_same, seen],
+        outputs = tf.py_func(compute, [store1, store2, store_same, seen, stray],
                              [tf.float32] * (1 + len(VECTOR_METRICS)), stateful=True,
                              name=scope.replace("metrics", "evaluate"))
         scalars, vectors = outputs[0], outputs[1:]

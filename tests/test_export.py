@@ -104,6 +104,17 @@ def test_metric_refuses_an_eval_set_with_missing_pairs(trained):
                                                             batch_size=5))
 
 
+def test_metric_names_pair_indices_past_the_set(trained):
+    # Pair records whose indices run past num_pairs (an older converter's --allow_missing_pairs
+    # kept pairs-file positions) get the cause and the remedy, not a scatter index error.
+    metrics_fn = eval_metrics.verification_metrics_fn_builder(NUM_PAIRS - 2, n_folds=N_FOLDS)
+    estimator = tf.estimator.Estimator(build_model_fn(metrics_fn), trained["model_dir"])
+    with pytest.raises(Exception, match="2 eval pair.s. have an index outside the 8 pairs.*"
+                                        "convert them again"):
+        estimator.evaluate(input_fns.pairs_input_fn_builder(trained["pairs"], image_size=SIZE,
+                                                            batch_size=5))
+
+
 @pytest.fixture(scope="module")
 def saved_model(trained):
     base = str(trained["root"] / "saved")

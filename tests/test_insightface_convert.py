@@ -198,6 +198,11 @@ def test_bin_with_a_broken_image(tmp_path):
         _convert_bin(path, tmp_path / "out")
     summary = _convert_bin(path, tmp_path / "out", allow_missing_pairs=True)
     assert summary["num_pairs"] == 19 and summary["missing_pairs"] == 1
+    # The kept pairs are numbered 0..18 (the evaluation's rows), each with its own .bin images.
+    records = sorted(_records(tmp_path / "out", "pairs"), key=lambda r: r["index"])
+    assert [r["index"] for r in records] == list(range(19))
+    assert [r["issame"] for r in records] == [s for i, s in enumerate(issame) if i != 2]
+    assert records[2]["image1"]["filename"].decode().endswith("set.bin#6")
 
 
 def run_main(args):

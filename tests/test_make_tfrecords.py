@@ -661,7 +661,7 @@ def test_pairs_missing_images_error_lists_all(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_pairs_allow_missing_skips_and_keeps_positions(tmp_path):
+def test_pairs_allow_missing_skips_and_numbers_the_kept_pairs(tmp_path):
     pairs_path = write_pairs_tree(str(tmp_path / "lfw"), with_missing=True)
     # An unreadable image counts like a missing one.
     (tmp_path / "lfw" / "Person_A" / "Person_A_0002.jpg").write_bytes(b"")
@@ -675,7 +675,8 @@ def test_pairs_allow_missing_skips_and_keeps_positions(tmp_path):
         "Person_A/Person_A_0002.jpg", "Person_E/Person_E_0009.jpg",
         "Person_F/Person_F_0007.jpg"]
     records = ff.read_records(shard_files(str(tmp_path / "out")), kind="pairs")
-    assert [r["index"] for r in records] == [1, 2, 3, 4, 6]
+    # Indices count the kept pairs (the evaluation stores pair i in row i of num_pairs rows).
+    assert [r["index"] for r in records] == [0, 1, 2, 3, 4]
     assert [r["fold"] for r in records] == [0, 0, 0, 1, 1]
 
 
