@@ -91,8 +91,14 @@ def differing_settings(rows):
     for row in rows:
         names.update(row.get("params", {}))
     names -= _SHOWN | _RUN_MECHANICS
-    return sorted(name for name in names
-                  if len({json.dumps(row.get("params", {}).get(name)) for row in rows}) > 1)
+    return sorted(name for name in names if not name.startswith("num_")  # sizes read from data
+                  and all(_is_scalar(row.get("params", {}).get(name)) for row in rows)
+                  and len({json.dumps(row.get("params", {}).get(name)) for row in rows}) > 1)
+
+
+def _is_scalar(value):
+    # Lists and dicts in params.json are derived (eval sets, transforms), not settings.
+    return not isinstance(value, (list, dict))
 
 
 def _setting(value):

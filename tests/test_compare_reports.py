@@ -76,8 +76,10 @@ def test_pk_batches_make_their_own_row(tmp_path):
 def test_settings_the_columns_do_not_show_get_a_column(tmp_path):
     a, _ = _run(tmp_path, "r1", "circle", 0, 0.3)
     b, _ = _run(tmp_path, "pfc05", "circle", 0, 0.3)
-    _set_params(a, partial_fc_rate=1.0, train_records="/data/fold10/records/train")
-    _set_params(b, partial_fc_rate=0.5, train_records="/data/fold10/records_aligned/train")
+    _set_params(a, partial_fc_rate=1.0, train_records="/data/fold10/records/train",
+                num_train_images=7829, eval_transform={"crop_box": [70, 60, 180, 190]})
+    _set_params(b, partial_fc_rate=0.5, train_records="/data/fold10/records_aligned/train",
+                num_train_images=7806, eval_transform={"crop_box": None})
     rows = report_table.summarize([report_table.load_run(d) for d in (a, b)])
     assert report_table.differing_settings(rows) == ["partial_fc_rate", "train_records"]
     header, rule, first, second = report_table.markdown_table(rows).splitlines()
