@@ -114,6 +114,8 @@ def test_session_config_splits_the_host_into_cpu_devices():
     assert "CPU" not in estimator_factory.session_config("cpu", "fp32").device_count
 
 
+@pytest.mark.slow
+@pytest.mark.tf1_suite
 def test_every_variable_a_replica_updates_has_an_aggregation(small_records, tmp_path):
     """Training under a mirrored strategy (one replica, in this process): every update a
     replica makes to a mirrored variable needs an aggregation, or TF 1.15 refuses it ("You must

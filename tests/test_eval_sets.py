@@ -266,8 +266,9 @@ def two_set_result(accuracy_a, accuracy_b, step):
 ROUNDS = [(0.95, 0.60), (0.70, 0.90), (0.90, 0.85)]
 
 
-@pytest.mark.parametrize("metric, best_round", [("a/accuracy", 0), ("b/accuracy", 1),
-                                                ("mean/accuracy", 2)])
+@pytest.mark.parametrize("metric, best_round", [
+    pytest.param("a/accuracy", 0, marks=pytest.mark.slow),
+    pytest.param("b/accuracy", 1, marks=pytest.mark.slow), ("mean/accuracy", 2)])
 def test_best_metric_chooses_the_export(tmp_path, metric, best_round):
     base = str(tmp_path / "best")
     exporter_list = exporters.build_exporters(None, metric_key=metric, exports_to_keep=1,

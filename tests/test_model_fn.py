@@ -225,6 +225,8 @@ def test_partial_fc_train_op_updates_the_sampled_rows_only():
     assert len(changed) == 8 and set(np.arange(8) % NUM_CLASSES) <= set(changed)
 
 
+# make test-slow: tests/test_estimator_main.py resumes a run end to end in make test.
+@pytest.mark.slow
 def test_second_run_resumes_from_the_checkpoint(tmp_path, records):
     directory, _ = records
     estimator, input_fn = train_estimator(tmp_path, directory, steps=10)
@@ -262,6 +264,8 @@ def test_bf16_runs_the_backbone_in_bfloat16_and_the_head_in_float32():
     assert all(v.dtype.base_dtype == tf.float32 for v in variables if v.dtype.is_floating)
 
 
+# make test-slow: tests/test_estimator_main.py checks a NaN loss end to end in make test.
+@pytest.mark.slow
 def test_nan_loss_names_the_step_and_keeps_the_last_checkpoint(tmp_path, records):
     directory, _ = records
     estimator, input_fn = train_estimator(tmp_path, directory, steps=5)
