@@ -141,7 +141,7 @@ def scan_identity_folders(input_dir):
                                       "that contains it"))
             continue
         identity_problem = _name_problem(identity)
-        found, unlistable = _walk_images(input_dir, identity)
+        found, unlistable = walk_images(input_dir, identity)
         skipped.extend(unlistable)
         for relpath in found:
             problem = identity_problem or _name_problem(relpath)
@@ -168,7 +168,7 @@ def links_to_ancestor(path, input_dir):
     return root == real or root.startswith(real.rstrip(os.sep) + os.sep)
 
 
-def _walk_images(input_dir, identity):
+def walk_images(input_dir, identity):
     """Paths (relative, ``/``-separated) of the image-named files under one identity folder.
 
     Returns ``(found, unlistable)``: ``unlistable`` holds ``(relpath, reason)`` of the folders

@@ -188,12 +188,7 @@ def list_images(input_dir):
             continue
         if image_files.links_to_ancestor(path, input_dir):
             continue
-        for dirpath, dirnames, filenames in os.walk(path):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            rel_dir = os.path.relpath(dirpath, input_dir).replace(os.sep, "/")
-            found.extend(rel_dir + "/" + filename for filename in filenames
-                         if not filename.startswith(".")
-                         and image_files.is_image_filename(filename))
+        found.extend(image_files.walk_images(input_dir, name)[0])  # the converter's walk
     return sorted(found)
 
 
