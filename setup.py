@@ -48,6 +48,9 @@ setup(
         "onnx": ["tf2onnx==1.17.0", "onnx==1.17.0", "onnxruntime==1.22.1"],
         # Face detection for raw photos (python -m data_tools.align): TensorFlow 2, Python 3.10+.
         "align": ["mtcnn==1.0.0"],
+        # Distillation teacher (make_tfrecords.py --teacher=dlib): dlib's ResNet face descriptor
+        # (prebuilt wheels, no compiler) and its CC0 weights.
+        "teacher": ["dlib-bin==20.0.1.post1", "face-recognition-models==0.3.0"],
         "test": ["pytest>=6", "pytest-timeout", "hypothesis", "ruff", "vermin",
                  "scikit-image; python_version >= '3.11'"],
     },

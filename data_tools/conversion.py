@@ -24,7 +24,7 @@ import re
 import time
 
 import data_tools
-from data_tools import image_files, schema
+from data_tools import image_files, schema, teachers
 from data_tools import pairs as pairs_lib
 from data_tools.shard_writer import (
     LOCK_NAME,
@@ -33,6 +33,7 @@ from data_tools.shard_writer import (
     ConversionError,
     ShardOutput,
     Workers,
+    locked_output,
     plan_shards,
     previous_shards,
     progress_bar,
@@ -127,10 +128,12 @@ def _check_images(workers, input_dir, relpaths, image_size, crop_box, progress):
 
 
 class _ImageFiles(collections.namedtuple(
-        "_ImageFiles", ["workers", "input_dir", "info_of", "image_size", "crop_box"])):
+        "_ImageFiles", ["workers", "input_dir", "info_of", "image_size", "crop_box",
+                        "teacher_of"])):
     """The checked image files of a conversion and how they become record images.
 
-    ``info_of`` maps a relpath to its :class:`image_files.ImageInfo` from the check pass.
+    ``info_of`` maps a relpath to its :class:`image_files.ImageInfo` from the check pass;
+    ``teacher_of`` (or None) a relpath to its teacher embedding.
     """
 
     def encoded(self, sources):
@@ -164,15 +167,60 @@ class _ImageFiles(collections.namedtuple(
         flat = [item for items in per_record for item in items]
         encoded = self.encoded(flat)
         for record, items in zip(records, per_record):
-            yield source.serialize(record, [next(encoded) for _ in items])
+            images = [next(encoded) for _ in items]
+            if self.teacher_of is None:
+                yield source.serialize(record, images)
+            else:
+                yield source.serialize(record, images,
+                                       [self.teacher_of[relpath] for relpath, _ in items])
+
+
+def _teacher_pass(teacher, out, teacher_dir, relpaths, infos, reasons, progress):
+    """The teacher's vector of every image that passed the check, from the file under
+    ``teacher_dir`` (the source photo); an image the teacher fails on gets its reason and no
+    info, like a corrupt one. Returns ``({relpath: vector}, fallback relpaths)``.
+
+    Runs under the output lock, caching each vector in the output directory as it is made
+    (:class:`teachers.TeacherCache`): a killed run resumes where the teacher stopped.
+    """
+    todo = [(i, relpath) for i, relpath in enumerate(relpaths) if reasons[i] is None]
+
+    def reader(relpath):
+        def read():
+            with open(os.path.join(teacher_dir, relpath), "rb") as f:
+                return f.read()
+        return read
+
+    with locked_output(out.output_dir):
+        cache = teachers.TeacherCache(out.output_dir, teacher)
+        with progress_bar(len(todo), f"teacher {teacher.name}", progress) as bar:
+            vectors, failed, fallbacks = teachers.embed_all(
+                teacher, cache, [(relpath, reader(relpath)) for _, relpath in todo], bar)
+    for i, relpath in todo:
+        if relpath in failed:
+            infos[i], reasons[i] = None, failed[relpath]
+    return vectors, fallbacks
+
+
+def teacher_manifest(teacher, used, fallbacks):
+    """The manifest's ``teacher`` entry: name, dimension, and the stored images the teacher saw
+    as a whole frame (no face detected)."""
+    entry = teachers.describe(teacher)
+    fell_back = sorted(set(used) & set(fallbacks))
+    entry.update(fallbacks=len(fell_back), fallback_files=fell_back)
+    return entry
 
 
 # ------------------------------------------------------------------ the skeleton
 
 
 def _convert(source, output_dir, name, num_shards, image_size, crop_box, num_workers, strict,
-             overwrite, progress, align=None):
-    """Check, plan and write one conversion of ``source``; returns its summary dict."""
+             overwrite, progress, align=None, teacher=None, teacher_dir=None):
+    """Check, plan and write one conversion of ``source``; returns its summary dict.
+
+    ``teacher`` (a :class:`teachers.Teacher`) adds its embedding of each image, computed on the
+    file of the same relpath under ``teacher_dir`` (default: the source's input directory).
+    """
     start_time = time.time()
     crop_box, num_workers = check_options(name, num_shards, image_size, crop_box, num_workers)
     source.check_arguments()
@@ -181,6 +229,10 @@ def _convert(source, output_dir, name, num_shards, image_size, crop_box, num_wor
     options = source.options(name, num_shards, image_size, crop_box)
     if align is not None:
         options["align"] = align  # how the faces were aligned before (data_tools.raw_faces)
+    if teacher is not None:
+        options["teacher"] = teachers.describe(teacher)
+        if teacher_dir is not None:
+            options["teacher_dir"] = os.path.abspath(teacher_dir)
     out = ShardOutput(output_dir, name, options, overwrite, progress)
     previous_shards(out)  # refuse early, before the long part
 
@@ -188,11 +240,21 @@ def _convert(source, output_dir, name, num_shards, image_size, crop_box, num_wor
     with Workers(num_workers) as workers:
         infos, reasons = _check_images(workers, source.input_dir, relpaths, image_size,
                                        crop_box, progress)
+        teacher_of, fallbacks = None, ()
+        if teacher is not None:
+            teacher_of, fallbacks = _teacher_pass(teacher, out, teacher_dir or source.input_dir,
+                                                  relpaths, infos, reasons, progress)
         records, sizes = source.collect(relpaths, infos, reasons, strict)
         count = resolve_num_shards(num_shards, sizes, len(records), source.what)
-        shards = plan_shards(out, count, [source.descriptor(record) for record in records])
+        descriptors = [source.descriptor(record) for record in records]
+        if teacher_of is not None:
+            # The plan holds each stored vector's digest: a shard is kept only with the same ones.
+            descriptors = [descriptor + [[teachers.vector_digest(teacher_of[relpath])
+                                          for relpath, _ in source.sources(record)]]
+                           for descriptor, record in zip(descriptors, records)]
+        shards = plan_shards(out, count, descriptors)
         files = _ImageFiles(workers, source.input_dir, dict(zip(relpaths, infos)), image_size,
-                            crop_box)
+                            crop_box, teacher_of)
 
         def build_manifest(manifest_shards):
             manifest = {"kind": source.kind, "shards": manifest_shards,
@@ -201,6 +263,10 @@ def _convert(source, output_dir, name, num_shards, image_size, crop_box, num_wor
                         "schema_version": schema.SCHEMA_VERSION,
                         "transform": image_files.describe_transform(image_size, crop_box)}
             manifest.update(source.manifest(records))
+            if teacher is not None:
+                used = set(relpath for record in records
+                           for relpath, _ in source.sources(record))
+                manifest["teacher"] = teacher_manifest(teacher, used, fallbacks)
             return manifest
 
         manifest, kept = write_output(out, shards, records,
@@ -214,6 +280,8 @@ def _convert(source, output_dir, name, num_shards, image_size, crop_box, num_wor
         "num_skipped": len(source.skipped), "skipped": source.skipped, "seconds": seconds,
         "images_per_second": summary["num_images"] / max(seconds, 1e-9),
     })
+    if "teacher" in manifest:
+        summary["teacher"] = manifest["teacher"]
     return summary
 
 
@@ -300,11 +368,12 @@ class _FolderSource:
         return [(record.relpath, record.sha256)]
 
     @staticmethod
-    def serialize(record, encoded):
+    def serialize(record, encoded, teacher=None):
         image = encoded[0]
         return schema.image_example(image.encoded, image.format, image.height, image.width,
                                     image.channels, record.label, record.identity,
-                                    record.relpath)
+                                    record.relpath,
+                                    teacher_embedding=teacher[0] if teacher else None)
 
     def manifest(self, records):
         return {"num_images": len(records), "num_classes": len(self.labels),
@@ -320,7 +389,7 @@ class _FolderSource:
 
 def convert_folder(input_dir, output_dir, name="train", num_shards=None, seed=0, image_size=None,
                    crop_box=None, min_images_per_class=1, num_workers=None, strict=False,
-                   overwrite=False, progress=True, align=None):
+                   overwrite=False, progress=True, align=None, teacher=None, teacher_dir=None):
     """Convert a folder tree with one sub-folder per identity to sharded image records.
 
     ``crop_box`` is ``'x0,y0,x1,y1'`` or a 4-tuple; ``image_size`` centre-crops to a square and
@@ -330,10 +399,13 @@ def convert_folder(input_dir, output_dir, name="train", num_shards=None, seed=0,
     arguments, a missing or empty input, no valid image, a skip under ``strict``, or an output
     directory that holds another conversion (unless ``overwrite``); nothing is written then.
     ``align`` (a dict) records in the manifest's options how ``input_dir`` was aligned.
+    ``teacher`` (a ``data_tools.teachers.Teacher``) stores its embedding of each image, made
+    from the file of the same relpath under ``teacher_dir`` (default ``input_dir``; with
+    ``--align``, the raw photos); an image it fails on is skipped with the reason.
     """
     return _convert(_FolderSource(input_dir, seed, min_images_per_class), output_dir, name,
                     num_shards, image_size, crop_box, num_workers, strict, overwrite, progress,
-                    align)
+                    align, teacher, teacher_dir)
 
 
 # ------------------------------------------------------------------ pairs mode
@@ -418,13 +490,14 @@ class _PairsSource:
                 (record.image2.relpath, record.image2.sha256)]
 
     @staticmethod
-    def serialize(record, encoded):
+    def serialize(record, encoded, teacher=None):
         images = []
-        for source, image in zip((record.image1, record.image2), encoded):
+        for k, (source, image) in enumerate(zip((record.image1, record.image2), encoded)):
             images.append({"encoded": image.encoded, "format": image.format,
                            "height": image.height, "width": image.width,
                            "channels": image.channels, "identity": source.identity,
-                           "filename": source.relpath})
+                           "filename": source.relpath,
+                           "teacher_embedding": teacher[k] if teacher else None})
         return schema.pair_example(record.index, record.fold, record.issame, images[0],
                                    images[1])
 
@@ -445,7 +518,8 @@ class _PairsSource:
 
 def convert_pairs(pairs_path, input_dir, output_dir, name="pairs", num_shards=None,
                   image_size=None, crop_box=None, allow_missing_pairs=False, num_workers=None,
-                  strict=False, overwrite=False, progress=True, align=None):
+                  strict=False, overwrite=False, progress=True, align=None, teacher=None,
+                  teacher_dir=None):
     """Convert an LFW-format pairs file and its images to pair records, in pairs-file order.
 
     Each record holds both images, ``issame``, the fold and the pair's position in the file.
@@ -453,8 +527,9 @@ def convert_pairs(pairs_path, input_dir, output_dir, name="pairs", num_shards=No
     unreadable one a :class:`ConversionError` listing every such file, unless
     ``allow_missing_pairs``, which leaves those pairs out and records them (``missing_pairs``,
     ``skipped``). Returns a summary dict like :func:`convert_folder` (``num_pairs, num_folds,
-    fold_sizes, missing_pairs`` instead of the class counts).
+    fold_sizes, missing_pairs`` instead of the class counts). ``teacher``, ``teacher_dir``: as
+    :func:`convert_folder` (an image the teacher fails on counts as unreadable).
     """
     return _convert(_PairsSource(pairs_path, input_dir, allow_missing_pairs), output_dir, name,
                     num_shards, image_size, crop_box, num_workers, strict, overwrite, progress,
-                    align)
+                    align, teacher, teacher_dir)

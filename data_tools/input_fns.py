@@ -61,6 +61,14 @@ def _manifest_of(records):
     return manifest_lib.read_manifest(records)
 
 
+def records_teacher_dim(records):
+    """The dimension of the teacher embeddings the records hold (their manifest's ``teacher``
+    entry), or 0 (no teacher, or no manifest to say)."""
+    manifest = _manifest_of(records)
+    teacher = (manifest or {}).get("teacher") or {}
+    return int(teacher.get("dim") or 0)
+
+
 def records_file_pattern(records_dir_or_pattern):
     """Accept a records directory (holding manifest.json) or a glob pattern."""
     manifest = _manifest_of(records_dir_or_pattern)
@@ -92,7 +100,7 @@ def train_input_fn_builder(records, image_size=preprocessing.DEFAULT_IMAGE_SIZE,
                            min_crop_scale=1.0, contrast_delta=0.0, shuffle_buffer=10000,
                            images_per_identity=None, seed=None,
                            is_training=True, num_classes=None, batch_size=None,
-                           cycle_length=8, num_parallel_calls=AUTOTUNE):
+                           cycle_length=8, num_parallel_calls=AUTOTUNE, teacher_dim=None):
     """Builder of the training ``input_fn`` over image records.
 
     Args:
@@ -107,10 +115,15 @@ def train_input_fn_builder(records, image_size=preprocessing.DEFAULT_IMAGE_SIZE,
       seed: makes shuffling and augmentation repeatable.
       is_training: False gives a single ordered pass without augmentation (EVAL on labelled
         records), still with full static batches.
+      teacher_dim: the dimension of the records' teacher embeddings (``make_tfrecords.py
+        --teacher``); None: the manifest's ``teacher`` entry when there is one; 0: not read.
     Returns:
       ``input_fn(params, config=None, input_context=None)`` yielding
-      ``({'image': float32 [B, S, S, 3]}, labels int32 [B])``.
+      ``({'image': float32 [B, S, S, 3]}, labels int32 [B])``, plus the feature
+      ``teacher_embedding`` float32 [B, teacher_dim] when the records hold a teacher.
     """
+    if teacher_dim is None:
+        teacher_dim = records_teacher_dim(records)
 
     def input_fn(params=None, config=None, input_context=None):
         batch = _batch_size(batch_size, params)
@@ -143,7 +156,7 @@ def train_input_fn_builder(records, image_size=preprocessing.DEFAULT_IMAGE_SIZE,
             dataset = dataset.shuffle(shuffle_buffer, seed=seed).repeat()
 
         def parse(index, serialized):
-            record = schema.parse_image_record(serialized)
+            record = schema.parse_image_record(serialized, teacher_dim=teacher_dim)
             if is_training:
                 # Augmentation keyed on (seed, position in the stream): repeatable runs.
                 key = None if seed is None else tf.stack(
@@ -162,7 +175,10 @@ def train_input_fn_builder(records, image_size=preprocessing.DEFAULT_IMAGE_SIZE,
                     record["filename"]])
                 with tf.control_dependencies([check]):
                     label = tf.identity(label)
-            return {"image": image}, label
+            features = {"image": image}
+            if teacher_dim:
+                features["teacher_embedding"] = record["teacher_embedding"]
+            return features, label
 
         dataset = dataset.apply(tf.data.experimental.enumerate_dataset())
         dataset = dataset.map(parse, num_parallel_calls=num_parallel_calls)

@@ -26,18 +26,20 @@ import random
 import time
 
 import data_tools
-from data_tools import image_files, insightface_bin, recordio, schema
+from data_tools import image_files, insightface_bin, recordio, schema, teachers
 from data_tools.conversion import (
     PairImage,
     PairRecord,
     check_options,
     check_positive,
     format_skips,
+    teacher_manifest,
 )
 from data_tools.shard_writer import (
     ConversionError,
     ShardOutput,
     Workers,
+    locked_output,
     plan_shards,
     previous_shards,
     progress_bar,
@@ -225,10 +227,30 @@ def _check_property(prop, shape, classes, checked):
                               f"remove {PROPERTY_NAME}")
 
 
+def _rec_teacher_pass(teacher, out, rec, checked, progress):
+    """The teacher's vector of every usable record (the stored image bytes: a .rec holds
+    aligned faces, there is no other source photo); a record it fails on becomes a damaged one
+    with the reason. Returns ``({key: vector}, fallback keys, checked)``."""
+    usable = [item for item in checked if item[5] is None]
+    with locked_output(out.output_dir):
+        cache = teachers.TeacherCache(out.output_dir, teacher)
+        with progress_bar(len(usable), f"teacher {teacher.name}", progress) as bar:
+            vectors, failed, fallbacks = teachers.embed_all(
+                teacher, cache, [(key, lambda k=key, o=offset: _read_rec_image(rec, k, o))
+                                 for key, offset, _, _, _, _ in usable], bar)
+    checked = [(key, offset, None, None, 0, failed[key]) if key in failed
+               else (key, offset, class_id, info, nbytes, reason)
+               for key, offset, class_id, info, nbytes, reason in checked]
+    return vectors, fallbacks, checked
+
+
 def convert_rec(input_rec, output_dir, name="train", num_shards=None, seed=0, image_size=None,
                 crop_box=None, min_images_per_class=1, num_workers=None, strict=False,
-                overwrite=False, progress=True):
+                overwrite=False, progress=True, teacher=None):
     """Convert an insightface ``train.rec``/``train.idx`` directory to sharded image records.
+
+    ``teacher`` (a ``data_tools.teachers.Teacher``) stores its embedding of each image (made
+    from the stored bytes); a record it fails on is skipped with the reason.
 
     Returns a summary dict like :func:`data_tools.conversion.convert_folder` (plus ``layout``).
     Raises :class:`ConversionError` for bad arguments, a missing file, an unreadable index, a
@@ -237,13 +259,14 @@ def convert_rec(input_rec, output_dir, name="train", num_shards=None, seed=0, im
     """
     try:
         return _convert_rec(input_rec, output_dir, name, num_shards, seed, image_size, crop_box,
-                            min_images_per_class, num_workers, strict, overwrite, progress)
+                            min_images_per_class, num_workers, strict, overwrite, progress,
+                            teacher)
     finally:
         _close_readers()  # the file may change before the next conversion
 
 
 def _convert_rec(input_rec, output_dir, name, num_shards, seed, image_size, crop_box,
-                 min_images_per_class, num_workers, strict, overwrite, progress):
+                 min_images_per_class, num_workers, strict, overwrite, progress, teacher=None):
     start_time = time.time()
     crop_box, num_workers = check_options(name, num_shards, image_size, crop_box, num_workers)
     check_positive(min_images_per_class, "min_images_per_class", allow_none=False)
@@ -254,6 +277,8 @@ def _convert_rec(input_rec, output_dir, name, num_shards, seed, image_size, crop
     options = {"kind": "images", "input_rec": directory, "name": name, "num_shards": num_shards,
                "seed": seed, "image_size": image_size, "crop_box": crop_box,
                "min_images_per_class": min_images_per_class}
+    if teacher is not None:
+        options["teacher"] = teachers.describe(teacher)
     out = ShardOutput(output_dir, name, options, overwrite, progress)
     previous_shards(out)  # refuse early, before the long part
     try:
@@ -270,6 +295,10 @@ def _convert_rec(input_rec, output_dir, name, num_shards, seed, image_size, crop
 
     with Workers(num_workers) as workers:
         checked = _check_rec(workers, rec, index, layout, image_size, crop_box, size, progress)
+        teacher_of, fallbacks = None, ()
+        if teacher is not None:
+            teacher_of, fallbacks, checked = _rec_teacher_pass(teacher, out, rec, checked,
+                                                               progress)
         skipped = [{"path": f"{REC_NAME}#{key}", "key": key, "offset": offset,
                     "reason": reason}
                    for key, offset, _, _, _, reason in checked if reason is not None]
@@ -303,7 +332,11 @@ def _convert_rec(input_rec, output_dir, name, num_shards, seed, image_size, crop
         random.Random(seed).shuffle(records)
         reencoded = sum(int(info.reencode) for info in info_of.values())
         count = resolve_num_shards(num_shards, sizes, len(records), "images")
-        shards = plan_shards(out, count, [list(r) for r in records])
+        descriptors = [list(r) for r in records]
+        if teacher_of is not None:
+            descriptors = [d + [teachers.vector_digest(teacher_of[r.key])]
+                           for d, r in zip(descriptors, records)]
+        shards = plan_shards(out, count, descriptors)
 
         def parent_read(task):
             return _encode_rec_task(task)
@@ -317,18 +350,23 @@ def _convert_rec(input_rec, output_dir, name, num_shards, seed, image_size, crop
                     raise ConversionError(f"{rec}: record {record.key} changed or became "
                                           f"unreadable during the conversion ({error}); re-run "
                                           f"to resume")
-                yield schema.image_example(image.encoded, image.format, image.height,
-                                           image.width, image.channels, record.label,
-                                           record.identity, f"{REC_NAME}#{record.key}")
+                yield schema.image_example(
+                    image.encoded, image.format, image.height, image.width, image.channels,
+                    record.label, record.identity, f"{REC_NAME}#{record.key}",
+                    teacher_embedding=None if teacher_of is None else teacher_of[record.key])
 
         def build_manifest(manifest_shards):
-            return _metadata({
+            extra = {}
+            if teacher is not None:
+                extra["teacher"] = teacher_manifest(teacher, [r.key for r in records],
+                                                    fallbacks)
+            return _metadata(dict({
                 "kind": "images", "num_images": len(records), "num_classes": len(originals),
                 "dropped_classes": len(dropped),
                 "dropped_images": sum(len(by_class[c]) for c in dropped),
                 "shards": manifest_shards, "skipped": skipped, "options": options,
                 "formats": {"reencoded": reencoded, "as_is": len(records) - reencoded},
-            }, source={"format": "insightface_rec", "layout": layout.kind,
+            }, **extra), source={"format": "insightface_rec", "layout": layout.kind,
                        "property": list(shape) if shape else None,
                        "image_records": len(layout.image_keys)})
 
@@ -336,7 +374,8 @@ def _convert_rec(input_rec, output_dir, name, num_shards, seed, image_size, crop
                                       labels=[str(c) for c in originals])
     return _summary("images", output_dir, count, kept, skipped, start_time, len(records), {
         "num_classes": len(originals), "dropped_classes": len(dropped),
-        "dropped_images": manifest["dropped_images"], "layout": layout.kind})
+        "dropped_images": manifest["dropped_images"], "layout": layout.kind,
+        **({"teacher": manifest["teacher"]} if "teacher" in manifest else {})})
 
 
 # ------------------------------------------------------------------ .bin verification sets

@@ -25,6 +25,12 @@ verification sets (``lfw.bin``, ``cfp_fp.bin``, ...)::
     python data_tools/make_tfrecords.py --input_rec=faces_emore/ --output_dir=records/train
     python data_tools/make_tfrecords.py --from_bin=faces_emore/lfw.bin --output_dir=records/lfw
 
+Distillation (``--teacher=dlib``, ``onnx:FILE`` or ``saved_model:DIR``, see
+``data_tools.teachers``): each record also holds the teacher's embedding of its source image
+(``teacher/embedding``), cached in the output directory as it is made, so a killed run resumes::
+
+    python data_tools/make_tfrecords.py --input_dir=faces/ --teacher=dlib --output_dir=records/t
+
 The conversion itself is ``data_tools.conversion`` (checking and encoding the images) feeding
 ``data_tools.shard_writer`` (plan, lock, resume, atomic shards, manifest): re-running the same
 command keeps the finished shards and writes the rest, byte-identical to an uninterrupted run.
@@ -45,7 +51,7 @@ cli.quiet_tensorflow()  # before data_tools.conversion imports TensorFlow
 from absl import app, flags  # noqa: E402
 
 from data_tools import align as align_cli  # noqa: E402
-from data_tools import insightface, raw_faces  # noqa: E402
+from data_tools import insightface, raw_faces, teachers  # noqa: E402
 from data_tools import manifest as manifest_lib  # noqa: E402
 from data_tools import pairs as pairs_lib  # noqa: E402
 from data_tools.conversion import (  # noqa: E402
@@ -124,10 +130,48 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_string("from_bin", None, "insightface verification set (lfw.bin, cfp_fp.bin, "
                         "...): write pair records (10 contiguous folds); instead of --input_dir.",
                         flag_values=flag_values)
+    define_teacher_flags(flag_values)
     flags.mark_flags_as_required(["output_dir"], flag_values=flag_values)
 
 
-_USER_ERRORS = (ConversionError, pairs_lib.PairsFormatError, pairs_lib.MissingPairImagesError)
+def define_teacher_flags(flag_values):
+    """--teacher and the ONNX teacher's preprocessing (insightface's defaults)."""
+    flags.DEFINE_string("teacher", None, "Store a teacher's embedding of each source image for "
+                        "distillation: saved_model:DIR (this project's export), onnx:FILE (an "
+                        "embedding model, e.g. insightface's w600k_r50.onnx) or dlib (the "
+                        "[teacher] extra).", flag_values=flag_values)
+    flags.DEFINE_enum("teacher_layout", "auto", list(teachers.LAYOUTS), "ONNX teacher input "
+                      "layout (auto: NCHW when the second dimension is 3).",
+                      flag_values=flag_values)
+    flags.DEFINE_enum("teacher_channels", "rgb", list(teachers.CHANNEL_ORDERS), "ONNX teacher "
+                      "channel order (insightface's models take RGB).", flag_values=flag_values)
+    flags.DEFINE_float("teacher_mean", None, "ONNX teacher: subtracted from 0..255 pixels "
+                       "(default as insightface: 127.5, or 0 when the graph normalises itself).",
+                       flag_values=flag_values)
+    flags.DEFINE_float("teacher_std", None, "ONNX teacher: divides the pixels after the mean "
+                       "(default 127.5, or 1 as --teacher_mean).", flag_values=flag_values)
+    flags.DEFINE_integer("teacher_image_size", None, "ONNX teacher input side (default: from "
+                         "the model's input shape, else 112).", lower_bound=1,
+                         flag_values=flag_values)
+
+
+def _load_teacher(FLAGS):  # noqa: N803 - absl idiom
+    if not FLAGS.teacher:
+        for flag in ("teacher_layout", "teacher_channels", "teacher_mean", "teacher_std",
+                     "teacher_image_size"):
+            if FLAGS[flag].present:
+                raise app.UsageError(f"--{flag} needs --teacher")
+        return None
+    if FLAGS.from_bin:
+        raise app.UsageError("--teacher does not apply to --from_bin yet (convert the .bin to "
+                             "images, or give the pairs file with --pairs)")
+    return teachers.load_teacher(FLAGS.teacher, layout=FLAGS.teacher_layout,
+                                 channels=FLAGS.teacher_channels, mean=FLAGS.teacher_mean,
+                                 std=FLAGS.teacher_std, image_size=FLAGS.teacher_image_size)
+
+
+_USER_ERRORS = (ConversionError, pairs_lib.PairsFormatError, pairs_lib.MissingPairImagesError,
+                teachers.TeacherError)
 
 
 def _check_align_usage(FLAGS):  # noqa: N803 - absl idiom
@@ -196,12 +240,16 @@ def main(argv, flag_values=flags.FLAGS):
                   num_shards=FLAGS.num_shards, image_size=FLAGS.image_size,
                   crop_box=FLAGS.crop_box, num_workers=FLAGS.num_workers, strict=FLAGS.strict,
                   overwrite=FLAGS.overwrite, progress=True)
+    teacher = None
     try:
+        teacher = _load_teacher(FLAGS)
         input_dir = FLAGS.input_dir
         if FLAGS.align:
             # The aligned faces already have their size: stored as they are, not re-encoded.
             input_dir, common["align"] = _align_first(FLAGS)
             common["image_size"] = None
+        if teacher is not None:
+            common["teacher"] = teacher
         if FLAGS.from_bin:
             summary = insightface.convert_bin(FLAGS.from_bin, name=FLAGS.name or "pairs",
                                               allow_missing_pairs=FLAGS.allow_missing_pairs,
@@ -210,17 +258,25 @@ def main(argv, flag_values=flags.FLAGS):
             summary = insightface.convert_rec(
                 FLAGS.input_rec, name=FLAGS.name or "train", seed=FLAGS.seed,
                 min_images_per_class=FLAGS.min_images_per_class, **common)
-        elif FLAGS.pairs:
-            summary = convert_pairs(FLAGS.pairs, input_dir=input_dir,
-                                    name=FLAGS.name or "pairs",
-                                    allow_missing_pairs=FLAGS.allow_missing_pairs, **common)
         else:
-            summary = convert_folder(input_dir=input_dir, name=FLAGS.name or "train",
-                                     seed=FLAGS.seed,
-                                     min_images_per_class=FLAGS.min_images_per_class, **common)
+            if teacher is not None and FLAGS.align:
+                # The teacher sees the raw photo (its own detector), not our aligned face.
+                common["teacher_dir"] = FLAGS.input_dir
+            if FLAGS.pairs:
+                summary = convert_pairs(FLAGS.pairs, input_dir=input_dir,
+                                        name=FLAGS.name or "pairs",
+                                        allow_missing_pairs=FLAGS.allow_missing_pairs, **common)
+            else:
+                summary = convert_folder(input_dir=input_dir, name=FLAGS.name or "train",
+                                         seed=FLAGS.seed,
+                                         min_images_per_class=FLAGS.min_images_per_class,
+                                         **common)
     except _USER_ERRORS + align_cli.user_errors() as e:
         print(f"make_tfrecords: error: {e}", file=sys.stderr)
         return 1
+    finally:
+        if teacher is not None:
+            teacher.close()
     for item in summary["skipped"][:_MAX_LISTED_SKIPS]:
         print(f"skipped {item['path']}: {item['reason']}", file=sys.stderr)
     if len(summary["skipped"]) > _MAX_LISTED_SKIPS:
@@ -228,6 +284,10 @@ def main(argv, flag_values=flags.FLAGS):
               "listed in "
               f"{os.path.join(summary['output_dir'], manifest_lib.MANIFEST_NAME)}", file=sys.stderr)
     print(format_summary(summary))
+    if "teacher" in summary:
+        print(f"teacher {summary['teacher']['name']} ({summary['teacher']['dim']}-d): "
+              f"{summary['teacher']['fallbacks']} image(s) without a detected face embedded as "
+              "the whole frame")
     return 0
 
 

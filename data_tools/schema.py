@@ -29,6 +29,9 @@ CHANNELS = "image/channels"
 LABEL = "image/class/label"
 IDENTITY = "image/class/identity"
 FILENAME = "image/filename"
+# Distillation (make_tfrecords.py --teacher): the teacher's embedding of the image, float32
+# [dim]; the manifest's ``teacher`` entry gives its name and dimension. Absent without a teacher.
+TEACHER_EMBEDDING = "teacher/embedding"
 
 # Pair record keys. Each image of a pair carries the image fields above under its own prefix.
 PAIR_INDEX = "pair/index"
@@ -49,6 +52,10 @@ def _int(value):
     return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
 
 
+def _floats(values):
+    return tf.train.Feature(float_list=tf.train.FloatList(value=[float(v) for v in values]))
+
+
 def _image_features(prefix, encoded, image_format, height, width, channels, identity, filename):
     if image_format not in FORMATS:
         raise ValueError(f"image_format must be one of {FORMATS}, got {image_format!r}")
@@ -63,15 +70,19 @@ def _image_features(prefix, encoded, image_format, height, width, channels, iden
     }
 
 
-def image_example(encoded, image_format, height, width, channels, label, identity, filename):
+def image_example(encoded, image_format, height, width, channels, label, identity, filename,
+                  teacher_embedding=None):
     """Serialized ``tf.train.Example`` of one training image.
 
     ``encoded`` is the JPEG/PNG bytes, ``label`` the integer class (line of labels.txt),
-    ``identity`` the identity folder name, ``filename`` the path relative to the input dir.
+    ``identity`` the identity folder name, ``filename`` the path relative to the input dir,
+    ``teacher_embedding`` (optional) the teacher's float vector of the image.
     """
     feature = _image_features("image/", encoded, image_format, height, width, channels,
                               identity, filename)
     feature[LABEL] = _int(label)
+    if teacher_embedding is not None:
+        feature[TEACHER_EMBEDDING] = _floats(teacher_embedding)
     example = tf.train.Example(features=tf.train.Features(feature=feature))
     # Protobuf leaves map order unspecified; sorted keys keep shards byte-identical.
     return example.SerializeToString(deterministic=True)
@@ -81,7 +92,8 @@ def pair_example(index, fold, issame, image1, image2):
     """Serialized ``tf.train.Example`` of one verification pair.
 
     ``image1`` and ``image2`` are dicts with the keys ``encoded, format, height, width,
-    channels, identity, filename`` (the same fields as an image record, without a label).
+    channels, identity, filename`` (the same fields as an image record, without a label), and
+    optionally ``teacher_embedding`` (stored as ``pair/imageN/teacher/embedding``).
     """
     feature = {
         PAIR_INDEX: _int(index),
@@ -95,6 +107,8 @@ def pair_example(index, fold, issame, image1, image2):
         feature.update(_image_features(prefix, image["encoded"], image["format"],
                                        image["height"], image["width"], image["channels"],
                                        image["identity"], image["filename"]))
+        if image.get("teacher_embedding") is not None:
+            feature[prefix + TEACHER_EMBEDDING] = _floats(image["teacher_embedding"])
     example = tf.train.Example(features=tf.train.Features(feature=feature))
     # Protobuf leaves map order unspecified; sorted keys keep shards byte-identical.
     return example.SerializeToString(deterministic=True)
@@ -137,29 +151,46 @@ PAIR_FEATURE_SPEC = dict(
 )
 
 
-def parse_image_record(serialized):
+def parse_image_record(serialized, teacher_dim=None):
     """Parse one serialized image record into a dict of scalar tensors.
 
     Keys: ``encoded, format, height, width, channels, identity, filename`` and ``label``
-    (int32).
+    (int32); with ``teacher_dim``, also ``teacher_embedding`` (float32 [teacher_dim]).
     """
-    parsed = tf.io.parse_single_example(serialized, IMAGE_FEATURE_SPEC)
+    spec = IMAGE_FEATURE_SPEC
+    if teacher_dim:
+        spec = dict(spec, **{TEACHER_EMBEDDING: tf.io.FixedLenFeature([teacher_dim],
+                                                                      tf.float32)})
+    parsed = tf.io.parse_single_example(serialized, spec)
     record = _unprefix(parsed, "image/")
     record["label"] = tf.cast(parsed[LABEL], tf.int32)
+    if teacher_dim:
+        record["teacher_embedding"] = parsed[TEACHER_EMBEDDING]
     return record
 
 
-def parse_pair_record(serialized):
+def parse_pair_record(serialized, teacher_dim=None):
     """Parse one serialized pair record.
 
     Returns ``{'index', 'fold', 'issame'}`` (int32 scalars) plus ``'image1'`` and ``'image2'``,
-    each a dict with the keys of :func:`parse_image_record` except ``label``.
+    each a dict with the keys of :func:`parse_image_record` except ``label`` (with
+    ``teacher_dim``: ``teacher_embedding`` included).
     """
-    parsed = tf.io.parse_single_example(serialized, PAIR_FEATURE_SPEC)
+    spec = PAIR_FEATURE_SPEC
+    if teacher_dim:
+        spec = dict(spec, **{prefix + TEACHER_EMBEDDING: tf.io.FixedLenFeature(
+            [teacher_dim], tf.float32) for prefix in PAIR_PREFIXES})
+    parsed = tf.io.parse_single_example(serialized, spec)
+    images = []
+    for prefix in PAIR_PREFIXES:
+        image = _unprefix(parsed, prefix)
+        if teacher_dim:
+            image["teacher_embedding"] = parsed[prefix + TEACHER_EMBEDDING]
+        images.append(image)
     return {
         "index": tf.cast(parsed[PAIR_INDEX], tf.int32),
         "fold": tf.cast(parsed[PAIR_FOLD], tf.int32),
         "issame": tf.cast(parsed[PAIR_ISSAME], tf.int32),
-        "image1": _unprefix(parsed, PAIR_PREFIXES[0]),
-        "image2": _unprefix(parsed, PAIR_PREFIXES[1]),
+        "image1": images[0],
+        "image2": images[1],
     }

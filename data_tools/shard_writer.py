@@ -20,6 +20,7 @@ It also holds the ordered worker pool the sources use to check and re-encode ima
 """
 
 import collections
+import contextlib
 import hashlib
 import json
 import multiprocessing
@@ -42,6 +43,9 @@ except ImportError:  # Windows: no advisory locks; concurrent runs are the user'
 TARGET_SHARD_BYTES = 100 * 1024 * 1024
 PLAN_NAME = ".plan.json"
 LOCK_NAME = ".lock"
+# Caches a conversion keeps between runs (the teacher's embeddings, data_tools/teachers.py):
+# not a conversion by themselves, and kept by --overwrite (they are keyed by content).
+_CACHE_RE = re.compile(r"^\.teacher-[0-9a-f]+\.jsonl$")
 # Temporary files this tool creates: shards being written and atomically replaced JSON/text.
 _TMP_RE = re.compile(r"^\.(.+\.tfrecord|manifest\.json|labels\.txt|\.plan\.json)\.tmp-\d+$")
 
@@ -162,7 +166,8 @@ def previous_shards(out):
         return {}
     if not os.path.isdir(output_dir):
         raise ConversionError(f"--output_dir {output_dir} exists and is not a directory")
-    if overwrite or not [f for f in os.listdir(output_dir) if f != LOCK_NAME]:
+    if overwrite or not [f for f in os.listdir(output_dir)
+                         if f != LOCK_NAME and not _CACHE_RE.match(f)]:
         return {}
     state = _load_state(output_dir)
     if state is None:
@@ -192,6 +197,19 @@ def _lock(output_dir):
         os.close(fd)
         raise ConversionError(f"another make_tfrecords run is writing to {output_dir}") from None
     return fd
+
+
+@contextlib.contextmanager
+def locked_output(output_dir):
+    """Hold the output directory's lock (created if need be) for work before the shards, such
+    as the teacher's pass; released before :func:`write_output` takes it again."""
+    os.makedirs(output_dir, exist_ok=True)
+    lock = _lock(output_dir)
+    try:
+        yield
+    finally:
+        if lock is not None:
+            os.close(lock)
 
 
 def _is_artifact(filename):
