@@ -29,9 +29,23 @@ import tensorflow.compat.v1 as tf  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 from data_tools import manifest  # noqa: E402
-from model import backbones, estimator_factory, heads, hooks, model_fn, optimization  # noqa: E402
+from model import (  # noqa: E402
+    backbones,
+    distillation,
+    estimator_factory,
+    heads,
+    hooks,
+    model_fn,
+    optimization,
+)
 from training import run_record, runner  # noqa: E402
-from training.params import EVAL_PROTOCOLS, MODES, ParamsError, build_params  # noqa: E402
+from training.params import (  # noqa: E402
+    EVAL_PROTOCOLS,
+    MODES,
+    NO_HEAD,
+    ParamsError,
+    build_params,
+)
 
 FLAGS = flags.FLAGS
 
@@ -61,7 +75,8 @@ def define_flags(fv=flags.FLAGS):
     string_flag("train_url", None, "ModelArts-style output location: model_dir defaults to it.")
     # Network and head.
     enum_flag("backbone", "iresnet50", sorted(backbones.BACKBONES), "Backbone network.")
-    enum_flag("head", "circle", sorted(heads.HEADS), "Loss head.")
+    enum_flag("head", "circle", sorted(heads.HEADS) + [NO_HEAD], "Loss head (none: the "
+              "distillation term alone, --distill_weight > 0).")
     integer_flag("embedding_size", 512, "Embedding dimension.")
     integer_flag("image_size", None, "Network input side; default: the backbone's (112).")
     float_flag("dropout_rate", 0.0, "Dropout before the embedding layer (iresnet).")
@@ -72,6 +87,11 @@ def define_flags(fv=flags.FLAGS):
     float_flag("pair_weight", 1.0, "circle_combined: weight of the pair-level loss.")
     integer_flag("images_per_identity", 0, "K of P×K batches (0: plain shuffling). "
                  "Needed by circle_pair and circle_combined.")
+    float_flag("distill_weight", 0.0, "λ of the distillation term between the student's "
+               "embedding (projected when the dimensions differ) and the teacher's embedding "
+               "the training records hold (make_tfrecords.py --teacher); 0: off.")
+    enum_flag("distill_loss", "cosine", list(distillation.LOSSES), "Distillation term: "
+              "cosine (1 - cos) or l2 (mean squared error of the vectors).")
     integer_flag("proxy_partitions", 1, "Split the class proxies into this many variables.")
     float_flag("partial_fc_rate", 1.0, "Partial FC, in (0, 1]: each training step uses the "
                "batch's classes and a uniform sample of the others, ceil(rate × classes) in "

@@ -1,5 +1,6 @@
-"""Session-run hooks for training: throughput summaries and a progress bar."""
+"""Session-run hooks for training: throughput summaries, a progress bar, the losses on record."""
 
+import json
 import time
 
 import tensorflow.compat.v1 as tf
@@ -105,3 +106,37 @@ class NoSessionRecoveryHook(tf.train.SessionRunHook):
             raise WorkerLostError(
                 "the multi-worker training session was lost (a worker failed or was stopped; "
                 "TensorFlow's error is logged above)")
+
+
+class LossRecordHook(tf.train.SessionRunHook):
+    """Appends the last training step's losses (head, distillation, total) to a JSON-lines run
+    record (``runs.jsonl``) when training ends, so that each term is on record per run, not
+    only in the summaries."""
+
+    def __init__(self, path, losses):
+        self._path = path
+        self._losses = dict(losses)
+        self._last = None
+
+    def begin(self):
+        self._step = tf.train.get_global_step()
+
+    def before_run(self, run_context):
+        return tf.train.SessionRunArgs(self._losses)
+
+    def after_run(self, run_context, run_values):
+        self._last = run_values.results
+
+    def end(self, session):
+        if self._last is None:
+            return
+        # Reading the step variable consumes no input (running the losses again would).
+        line = {"event": "train_end", "global_step": int(session.run(self._step))}
+        line.update({name: float(value) for name, value in sorted(self._last.items())})
+        history = ""
+        if tf.io.gfile.exists(self._path):
+            with tf.io.gfile.GFile(self._path) as fh:
+                history = fh.read()
+        # Whole-file rewrite, as training/run_record.py does: object stores cannot append.
+        with tf.io.gfile.GFile(self._path, "w") as fh:
+            fh.write(history + json.dumps(line, sort_keys=True) + "\n")

@@ -12,7 +12,7 @@
 
 import tensorflow.compat.v1 as tf
 
-from model import backbones, heads, hooks
+from model import backbones, distillation, heads, hooks
 from model import config as model_config
 from model import optimization as optimization_lib
 
@@ -138,8 +138,11 @@ def _guarded_updates(update_ops, guard):
 
 def _add_train_summaries(head_output, embeddings, learning_rate):
     tf.summary.scalar("learning_rate", learning_rate)
-    tf.summary.scalar("similarity/positive", tf.reduce_mean(head_output.positive_similarity))
-    tf.summary.scalar("similarity/negative", tf.reduce_mean(head_output.negative_similarity))
+    if head_output is not None:
+        tf.summary.scalar("similarity/positive",
+                          tf.reduce_mean(head_output.positive_similarity))
+        tf.summary.scalar("similarity/negative",
+                          tf.reduce_mean(head_output.negative_similarity))
     tf.summary.scalar("norm/embedding", tf.reduce_mean(tf.norm(embeddings, axis=1)))
     # [D, C] "proxies" (one column per class) or Partial FC's [C, D] "class_proxies".
     for name, class_axis in (("/proxies", 1), ("/class_proxies", 0)):
@@ -150,9 +153,35 @@ def _add_train_summaries(head_output, embeddings, learning_rate):
             tf.summary.scalar("norm/proxy", tf.reduce_mean(tf.norm(matrix, axis=1 - class_axis)))
 
 
+def _head_and_distillation_losses(features, labels, embeddings, head_fn, distill, is_training):
+    """``(head output or None, head loss, distillation loss or None, student-teacher cosine)``.
+
+    The head's loss is the mean per-example loss (0 with ``--head=none``); the distillation
+    term (float32) is built only when its weight is positive, so λ = 0 leaves today's graph.
+    """
+    if head_fn is None and (distill is None or not distill.enabled):
+        raise ValueError("no head and no distillation term: nothing to train or evaluate on "
+                         "image records (--head=none needs --distill_weight > 0)")
+    if head_fn is not None:
+        labels = tf.cast(labels, tf.int32)
+        # Partial FC samples the classes in training; evaluation scores every class.
+        head_output = head_fn(embeddings, labels, sample=is_training)
+        head_loss = tf.reduce_mean(head_output.per_example_loss)
+    else:
+        # Created only here: an extra op before the head's would shift op-seeded initialisers.
+        head_output, head_loss = None, tf.constant(0.0)
+    distill_loss = cosine = None
+    if distill is not None and distill.enabled:
+        teacher = features.get(distillation.TEACHER_FEATURE) if isinstance(features, dict) \
+            else None
+        distill_loss, cosine = distillation.distillation_loss(embeddings, teacher, distill)
+    return head_output, head_loss, distill_loss, cosine
+
+
 def model_fn_builder(backbone, head, optimization, eval_metrics_fn=None, eval_flip=True,
                      optimizer_wrapper=None, check_finite_loss=True, log_every_n_steps=100,
-                     show_progress=False, model_dir=None, host_logging=False):
+                     show_progress=False, model_dir=None, host_logging=False, distill=None,
+                     loss_record_path=None):
     """Return ``model_fn(features, labels, mode)`` bound to these settings.
 
     Args:
@@ -176,13 +205,18 @@ def model_fn_builder(backbone, head, optimization, eval_metrics_fn=None, eval_fl
       host_logging: no training hooks that fetch graph tensors (the Ascend estimator runs
         ``iterations_per_loop`` steps on the device per session call and refuses such hooks);
         loss, s_p and s_n still reach the summaries.
+      distill: a ``model.distillation.DistillationConfig``: adds λ × the distillation term
+        between the student's embedding and the feature ``teacher_embedding`` (None or λ = 0:
+        no term). ``head`` may then be None (``--head=none``): the term alone.
+      loss_record_path: a JSON-lines file (the run record's ``runs.jsonl``) that gets, at the
+        end of training, the last step's head, distillation and total losses.
     """
     if not isinstance(backbone, model_config.BackboneConfig):
         raise TypeError(f"backbone must be a model.config.BackboneConfig, got {backbone!r}")
     if not isinstance(optimization, model_config.OptimizationConfig):
         raise TypeError("optimization must be a model.config.OptimizationConfig, got "
                         f"{optimization!r}")
-    if not callable(head):
+    if head is not None and not callable(head):
         raise TypeError(f"head must be a built head (model.heads.build_head), got {head!r}")
     precision = backbone.precision
     compute_dtype = tf.bfloat16 if precision == "bf16" else tf.float32
@@ -216,23 +250,30 @@ def model_fn_builder(backbone, head, optimization, eval_metrics_fn=None, eval_fl
                     tf.saved_model.signature_constants.DEFAULT_SERVING_SIGNATURE_DEF_KEY:
                         tf.estimator.export.PredictOutput(predictions)})
 
-        labels = tf.cast(labels, tf.int32)
-        # Partial FC samples the classes in training; evaluation scores every class.
-        head_output = head_fn(embeddings, labels, sample=is_training)
-        loss = tf.reduce_mean(head_output.per_example_loss)
+        head_output, loss, distill_loss, teacher_cosine = _head_and_distillation_losses(
+            features, labels, embeddings, head_fn, distill, is_training)
+        objective = loss
+        if distill_loss is not None:
+            objective = loss + distill.weight * distill_loss
 
         if mode == tf.estimator.ModeKeys.EVAL:
-            metric_ops = {
-                "similarity/positive": tf.metrics.mean(head_output.positive_similarity),
-                "similarity/negative": tf.metrics.mean(head_output.negative_similarity),
-            }
-            if head_output.cosine is not None:
-                metric_ops["classification/accuracy"] = tf.metrics.accuracy(
-                    labels, tf.argmax(head_output.cosine, axis=1, output_type=tf.int32))
-            return tf.estimator.EstimatorSpec(mode, loss=loss, eval_metric_ops=metric_ops)
+            metric_ops = {}
+            if head_output is not None:
+                metric_ops["similarity/positive"] = tf.metrics.mean(
+                    head_output.positive_similarity)
+                metric_ops["similarity/negative"] = tf.metrics.mean(
+                    head_output.negative_similarity)
+                if head_output.cosine is not None:
+                    metric_ops["classification/accuracy"] = tf.metrics.accuracy(
+                        tf.cast(labels, tf.int32),
+                        tf.argmax(head_output.cosine, axis=1, output_type=tf.int32))
+            if distill_loss is not None:
+                metric_ops["loss/distillation"] = tf.metrics.mean(distill_loss)
+                metric_ops["distillation/teacher_cosine"] = tf.metrics.mean(teacher_cosine)
+            return tf.estimator.EstimatorSpec(mode, loss=objective, eval_metric_ops=metric_ops)
 
         global_step = tf.train.get_or_create_global_step()
-        total_loss = loss + optimization_lib.weight_decay_loss(
+        total_loss = objective + optimization_lib.weight_decay_loss(
             opt_config.weight_decay, rows=tf.get_collection(heads.PARTIAL_FC_ROWS))
         lr = optimization_lib.learning_rate_schedule(
             global_step, opt_config.learning_rate, opt_config.total_steps,
@@ -255,16 +296,26 @@ def model_fn_builder(backbone, head, optimization, eval_metrics_fn=None, eval_fl
         _add_train_summaries(head_output, embeddings, lr)
         tf.summary.scalar("loss/head", loss)
         tf.summary.scalar("loss/total", total_loss)
+        losses = {"loss/head": loss, "loss/total": total_loss}
+        if distill_loss is not None:
+            tf.summary.scalar("loss/distillation", distill_loss)
+            tf.summary.scalar("distillation/teacher_cosine", teacher_cosine)
+            losses["loss/distillation"] = distill_loss
         # Under a mirrored strategy the model_fn sees one replica's batch.
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         batch_size = (images.shape.as_list()[0] or 0) * replicas
         training_hooks = []
         if not host_logging:
-            training_hooks.append(tf.train.LoggingTensorHook(
-                {"step": global_step, "loss": loss, "lr": lr,
-                 "s_p": tf.reduce_mean(head_output.positive_similarity),
-                 "s_n": tf.reduce_mean(head_output.negative_similarity)},
-                every_n_iter=log_every_n_steps))
+            logged = {"step": global_step, "loss": loss, "lr": lr}
+            if head_output is not None:
+                logged.update(s_p=tf.reduce_mean(head_output.positive_similarity),
+                              s_n=tf.reduce_mean(head_output.negative_similarity))
+            if distill_loss is not None:
+                logged["distill"] = distill_loss
+            training_hooks.append(tf.train.LoggingTensorHook(logged,
+                                                             every_n_iter=log_every_n_steps))
+            if loss_record_path:
+                training_hooks.append(hooks.LossRecordHook(loss_record_path, losses))
         if batch_size:
             # Reads only the global step: exact under Ascend loops too (it counts step deltas).
             training_hooks.append(hooks.ExamplesPerSecondHook(

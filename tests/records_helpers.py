@@ -33,8 +33,12 @@ def class_image(label, index, size=32, grayscale=False):
 
 
 def write_image_records(directory, num_classes=4, per_class=5, size=32, num_shards=2,
-                        image_format="png"):
-    """Write image records + manifest.json + labels.txt; returns the list of (label, pixels)."""
+                        image_format="png", teacher_dim=0):
+    """Write image records + manifest.json + labels.txt; returns the list of (label, pixels).
+
+    ``teacher_dim``: also a random ``teacher/embedding`` per image and the manifest's teacher.
+    """
+    rng = np.random.RandomState(0)
     os.makedirs(directory, exist_ok=True)
     items = []
     for label in range(num_classes):
@@ -47,16 +51,20 @@ def write_image_records(directory, num_classes=4, per_class=5, size=32, num_shar
             count = 0
             for label, index, pixels in items[shard::num_shards]:
                 channels = 1 if pixels.ndim == 2 else 3
+                teacher = rng.randn(teacher_dim).astype(np.float32) if teacher_dim else None
                 writer.write(schema.image_example(
                     encode(pixels, image_format), image_format, size, size, channels, label,
-                    f"id{label:02d}", f"id{label:02d}/{index}.png"))
+                    f"id{label:02d}", f"id{label:02d}/{index}.png", teacher_embedding=teacher))
                 count += 1
         shards.append({"file": name, "records": count})
     with open(os.path.join(directory, "labels.txt"), "w") as f:
         f.write("".join(f"id{i:02d}\n" for i in range(num_classes)))
+    manifest = {"kind": "images", "num_images": len(items), "num_classes": num_classes,
+                "shards": shards}
+    if teacher_dim:
+        manifest["teacher"] = {"name": "random", "dim": teacher_dim}
     with open(os.path.join(directory, "manifest.json"), "w") as f:
-        json.dump({"kind": "images", "num_images": len(items), "num_classes": num_classes,
-                   "shards": shards}, f)
+        json.dump(manifest, f)
     return [(label, pixels) for label, _, pixels in items]
 
 

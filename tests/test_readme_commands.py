@@ -44,7 +44,9 @@ def test_the_readme_shows_commands():
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("readme_data")
-    rh.write_image_records(str(root / "train"), num_classes=4, per_class=2, size=32)
+    # With a teacher column, so that the distillation commands validate too.
+    rh.write_image_records(str(root / "train"), num_classes=4, per_class=2, size=32,
+                           teacher_dim=8)
     rh.write_pair_records(str(root / "pairs"), num_pairs=20, size=32, n_folds=10)
     return root
 

@@ -12,6 +12,7 @@ from data_tools import input_fns
 from export import eval_metrics, retrieval_eval
 from model import config as model_config
 from model import estimator_factory, model_fn
+from training import run_record
 from training.params import build_configs, multi_worker_task
 
 EVAL_NAME = "lfw"
@@ -38,7 +39,16 @@ def build_model_fn(p, optimizer_wrapper=None, configs=None):
         configs.backbone, configs.head, configs.optimization, eval_metrics_fn=metrics_fn,
         eval_flip=p["eval_flip"], optimizer_wrapper=optimizer_wrapper,
         check_finite_loss=p["check_finite_loss"], log_every_n_steps=p["log_every_n_steps"],
-        show_progress=p["progress"], model_dir=p["model_dir"], host_logging=host_verification)
+        show_progress=p["progress"], model_dir=p["model_dir"], host_logging=host_verification,
+        distill=configs.distillation, loss_record_path=_loss_record_path(p, configs))
+
+
+def _loss_record_path(p, configs):
+    """runs.jsonl of the run record, where a distillation run's training ends with its last
+    head, distillation and total losses (the chief only, as for the rest of the run record)."""
+    if not configs.distillation.enabled or not run_record.writes_run_record():
+        return None
+    return os.path.join(p["model_dir"], run_record.RUNS_NAME)
 
 
 def build_estimator(p):

@@ -17,9 +17,10 @@ from absl import logging
 from data_tools import input_config, manifest
 from export import eval_sets, retrieval_eval
 from model import config as model_config
-from model import estimator_factory, heads
+from model import distillation, estimator_factory, heads
 
 MODES = ("train", "evaluate", "train_and_evaluate", "export")
+NO_HEAD = "none"  # --head=none: the distillation term alone (no identity labels needed)
 EVAL_PROTOCOLS = ("verification", "retrieval")
 
 
@@ -57,7 +58,10 @@ def build_params(values):
                  "make_tfrecords.py --pairs")
     _require(p["batch_size"] > 0 and p["eval_batch_size"] > 0, "batch sizes must be positive")
     k = p["images_per_identity"]
-    if heads.HEADS[p["head"]].needs_pk_batches:
+    if p["head"] == NO_HEAD:
+        _require(p.get("distill_weight", 0) > 0, "--head=none trains on the teacher alone: "
+                 "set --distill_weight > 0 (and train on records made with --teacher)")
+    elif heads.HEADS[p["head"]].needs_pk_batches:
         _require(k >= 2, f"--head={p['head']} needs P×K batches: set "
                  "--images_per_identity=K >= 2 (e.g. 4)")
     if k:
@@ -96,7 +100,7 @@ def multi_worker_task(p):
 
 
 Configs = collections.namedtuple("Configs", ["backbone", "head", "optimization", "input",
-                                             "runtime"])
+                                             "runtime", "distillation"])
 
 
 def _fields(config_type, p):
@@ -119,6 +123,36 @@ def build_configs(p):
                        embedding_size=p["embedding_size"], image_size=p["image_size"],
                        dropout_rate=p["dropout_rate"], precision=p["precision"])
     p["image_size"] = backbone.image_size
+    distill = _distillation_config(p)
+    if p["head"] == NO_HEAD:
+        p["margin"] = p["gamma"] = None
+        head = None
+    else:
+        head = _build_head(p, backbone)
+    optimization_values = _fields(model_config.OptimizationConfig, p)
+    optimization_values["total_steps"] = p["train_steps"]
+    optimization = _config(model_config.OptimizationConfig, **optimization_values)
+    input_values = _fields(input_config.InputConfig, p)
+    input_values["images_per_identity"] = p["images_per_identity"] or None
+    inputs = _config(input_config.InputConfig, **input_values)
+    runtime = _config(model_config.RuntimeConfig, **_fields(model_config.RuntimeConfig, p))
+    return Configs(backbone, head, optimization, inputs, runtime, distill)
+
+
+def _distillation_config(p):
+    """The distillation term's settings; only a training run needs the records' teacher (an
+    export or evaluation builds no loss on image records)."""
+    training = p["mode"] in ("train", "train_and_evaluate")
+    weight = p.get("distill_weight") or 0.0
+    try:
+        return distillation.DistillationConfig(
+            weight if training else 0.0, p.get("distill_loss") or "cosine",
+            p.get("teacher_dim") or 0)
+    except ValueError as e:
+        raise ParamsError(str(e)) from None
+
+
+def _build_head(p, backbone):
     try:
         head = heads.build_head(p["head"], num_classes=p["num_classes"],
                                 embedding_size=backbone.embedding_size, margin=p["margin"],
@@ -137,14 +171,7 @@ def build_configs(p):
                  f"{head.num_classes} classes per step, fewer than the {batch} examples of a "
                  "batch (which may all be different classes): raise --partial_fc_rate or lower "
                  "--batch_size")
-    optimization_values = _fields(model_config.OptimizationConfig, p)
-    optimization_values["total_steps"] = p["train_steps"]
-    optimization = _config(model_config.OptimizationConfig, **optimization_values)
-    input_values = _fields(input_config.InputConfig, p)
-    input_values["images_per_identity"] = p["images_per_identity"] or None
-    inputs = _config(input_config.InputConfig, **input_values)
-    runtime = _config(model_config.RuntimeConfig, **_fields(model_config.RuntimeConfig, p))
-    return Configs(backbone, head, optimization, inputs, runtime)
+    return head
 
 
 # Scopes of the variables a fine-tuning run may take over; optimizer slots (Momentum, Adam)
@@ -169,6 +196,8 @@ def _warm_start_scopes(p, head):
     shapes = _checkpoint_shapes(p["warm_start_from"])
     _require(any(name.startswith("backbone/") for name in shapes),
              f"--warm_start_from={p['warm_start_from']} holds no backbone variables")
+    if head is None:  # --head=none: nothing but the backbone to take over
+        return [BACKBONE_SCOPE]
     # The checkpoint holds a partitioned matrix as one tensor of the full shape.
     name, shape = head.proxy_variable
     same_head = shapes.get("head/" + name) == shape
@@ -215,6 +244,7 @@ def _read_records(p, needs_train, needs_eval):
                  f"{info.get('kind')} records, not training images")
         p["num_classes"] = int(info["num_classes"])
         p["num_train_images"] = int(info["num_images"])
+        p["teacher_dim"] = int((info.get("teacher") or {}).get("dim") or 0)
         if needs_train:
             _verify(records, p["verify_records"])
         labels_path = os.path.join(records, "labels.txt")

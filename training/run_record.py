@@ -9,6 +9,7 @@ import time
 
 import tensorflow.compat.v1 as tf
 
+RUNS_NAME = "runs.jsonl"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -46,7 +47,7 @@ def record_run(params, flags_text):
     info = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "mode": params["mode"],
             "tensorflow": tf.__version__, "python": platform.python_version(),
             "git_revision": _git_revision(), "argv": sys.argv}
-    runs_path = os.path.join(model_dir, "runs.jsonl")
+    runs_path = os.path.join(model_dir, RUNS_NAME)
     history = ""
     if tf.io.gfile.exists(runs_path):
         with tf.io.gfile.GFile(runs_path) as fh:
