@@ -15,7 +15,7 @@ TF1_VENV   := .venv-tf1
 
 LFW_DIR ?= lfw_output
 
-.PHONY: venv venv-tf1 lint test test-slow test-tf1 demo bench bench-peer lfw-recipe lfw-heads clean
+.PHONY: venv venv-tf1 lint test test-slow test-tf1 demo bench bench-peer lfw-recipe lfw-heads model clean
 
 $(STAMP): requirements.txt setup.py
 	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if (3, 9) <= v <= (3, 11) else "TensorFlow 2.15 needs Python 3.9-3.11; run: make PYTHON=python3.11 ...")'
@@ -60,6 +60,12 @@ lfw-recipe: $(STAMP)
 
 lfw-heads: $(STAMP)
 	bash scripts/lfw_heads.sh $(LFW_DIR)
+
+# The released small model (issue 27): LFW-a outside fold 10, aligned, dlib's embeddings as the
+# teacher (the [teacher] extra), Circle + distillation; every step resumes.
+MODEL_DIR ?= model_output
+model: $(STAMP)
+	bash scripts/model_recipe.sh $(MODEL_DIR)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run_all

@@ -17,14 +17,17 @@ CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.flags")))
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("config_data")
-    rh.write_image_records(str(root / "train"), num_classes=4, per_class=2, size=32)
+    # With a 128-d teacher column (dlib's size), for the distillation recipe (face_small.flags).
+    rh.write_image_records(str(root / "train"), num_classes=4, per_class=2, size=32,
+                           teacher_dim=128)
     rh.write_pair_records(str(root / "pairs"), num_pairs=20, size=32, n_folds=10)
     return root
 
 
 def test_the_recipes_are_all_here():
     names = {os.path.basename(c) for c in CONFIGS}
-    assert {"demo.flags", "lfw_holdout.flags", "ms1m_paper.flags", "ascend_seed.flags"} <= names
+    assert {"demo.flags", "lfw_holdout.flags", "ms1m_paper.flags", "ascend_seed.flags",
+            "face_small.flags"} <= names
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=os.path.basename)
