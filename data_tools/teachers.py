@@ -6,7 +6,7 @@ A teacher sees the *source* image (the file the converter reads, or the raw phot
 ``--align``) and applies its own preprocessing, so that the stored vector is what the teacher
 itself would say about the photo. SPEC is one of:
 
-* ``saved_model:DIR``: a SavedModel of this project (``export/embedder.py`` loads it; the
+* ``saved_model:DIR``: a SavedModel of this project (its ``serving_default`` signature; the
   conversion transform it was exported with is applied first);
 * ``onnx:FILE``: an ONNX embedding model through onnxruntime, e.g. an insightface
   ``w600k_r50.onnx``. The defaults follow insightface's ``ArcFaceONNX``: the side from the
@@ -79,32 +79,99 @@ class Teacher:
 
 
 class SavedModelTeacher(Teacher):
-    """This project's SavedModel, with the conversion transform it was exported with."""
+    """This project's SavedModel (``serving_default``: encoded ``image_bytes`` -> ``embedding``),
+    with the conversion transform it was exported with (``assets.extra/transform.json``).
+
+    Loaded here with TensorFlow directly: ``data_tools`` does not import ``export``
+    (docs/DESIGN.md), whose ``embedder`` does the same for the embed CLI.
+    """
+
+    SIGNATURE, INPUT, OUTPUT = "serving_default", "image_bytes", "embedding"
 
     def __init__(self, saved_model_dir):
         super().__init__()
-        from export import embedder as embedder_lib  # noqa: PLC0415 (TF only when used)
+        import tensorflow.compat.v1 as tf  # noqa: PLC0415 (TF only when used)
 
+        path = saved_model_path(saved_model_dir)
+        self._transform = _read_transform(path)
+        self._graph = tf.Graph()
+        self._session = tf.Session(graph=self._graph)
         try:
-            path = embedder_lib.find_saved_model(saved_model_dir)
-            self._embedder = embedder_lib.load_saved_model(path)
-            self._transform = self._embedder.transform()
-        except (embedder_lib.EmbedError, OSError) as e:
-            raise TeacherError(f"--teacher=saved_model:{saved_model_dir}: {e}") from None
-        self.dim = int(self._embedder.embedding_size)
+            with self._graph.as_default():
+                meta_graph = tf.saved_model.loader.load(
+                    self._session, [tf.saved_model.tag_constants.SERVING], path)
+            signature = meta_graph.signature_def.get(self.SIGNATURE)
+            if signature is None or self.INPUT not in signature.inputs or \
+                    self.OUTPUT not in signature.outputs:
+                raise TeacherError(f"--teacher=saved_model:{saved_model_dir}: no "
+                                   f"{self.SIGNATURE!r} signature taking {self.INPUT!r} and "
+                                   f"returning {self.OUTPUT!r}")
+            self._input = self._graph.get_tensor_by_name(signature.inputs[self.INPUT].name)
+            self._output = self._graph.get_tensor_by_name(signature.outputs[self.OUTPUT].name)
+        except (tf.errors.OpError, OSError, RuntimeError) as e:
+            self._session.close()
+            raise TeacherError(f"--teacher=saved_model:{saved_model_dir}: cannot load "
+                               f"({type(e).__name__}: {e})") from None
+        except TeacherError:
+            self._session.close()
+            raise
+        self.dim = int(self._output.shape.as_list()[-1])
         self.name = f"saved_model:{os.path.basename(os.path.normpath(saved_model_dir))}"
-        digest = _sha256_file(os.path.join(path, "saved_model.pb"))
-        self.description = {"kind": "saved_model", "path": os.path.abspath(path),
-                            "saved_model_pb_sha256": digest,
-                            "transform": list(self._transform) if self._transform else None}
+        self.description = {"kind": "saved_model", "path": path,
+                            "saved_model_pb_sha256": _sha256_file(
+                                os.path.join(path, "saved_model.pb")),
+                            "transform": self._transform}
 
     def embed(self, data):
+        from data_tools import image_files  # noqa: PLC0415
+
         if self._transform is not None:
-            data = self._transform.apply(data)
-        return self._embedder.embed_bytes([data])[0]
+            data = image_files.transformed_png(data, self._transform.get("image_size"),
+                                               self._transform.get("crop_box"))
+        out = self._session.run(self._output, {self._input: np.array([data], dtype=object)})
+        return np.asarray(out, np.float32)[0]
 
     def close(self):
-        self._embedder.close()
+        self._session.close()
+
+
+def saved_model_path(path):
+    """``path`` when it holds ``saved_model.pb``, else its newest timestamped export (an
+    exporter's base directory); raises :class:`TeacherError`."""
+    if os.path.isfile(os.path.join(path, "saved_model.pb")):
+        return os.path.abspath(path)
+    exports = sorted((int(name), name) for name in (os.listdir(path) if os.path.isdir(path)
+                                                    else [])
+                     if name.isdigit() and os.path.isfile(os.path.join(path, name,
+                                                                       "saved_model.pb")))
+    if not exports:
+        raise TeacherError(f"--teacher=saved_model:{path}: no saved_model.pb there (nor in a "
+                           "timestamped export under it)")
+    return os.path.abspath(os.path.join(path, exports[-1][1]))
+
+
+def _read_transform(path):
+    """The exported conversion transform (``crop_box``, ``image_size``) or None."""
+    from data_tools import image_files  # noqa: PLC0415
+
+    transform_path = os.path.join(path, "assets.extra", "transform.json")
+    if not os.path.isfile(transform_path):
+        return None
+    try:
+        with open(transform_path, encoding="utf-8") as f:
+            stored = json.load(f)
+    except ValueError as e:
+        raise TeacherError(f"{transform_path} is not valid JSON: {e}") from None
+    if not isinstance(stored, dict) or (stored.get("crop_box") is None
+                                        and stored.get("image_size") is None):
+        return None
+    if stored.get("image_size") is not None and stored.get("resampling") not in (
+            None, image_files.RESAMPLING):
+        raise TeacherError(f"{transform_path}: {stored.get('resampling')!r} resampling; only "
+                           f"the converter's {image_files.RESAMPLING!r} is implemented")
+    box = stored.get("crop_box")
+    return {"crop_box": list(box) if box is not None else None,
+            "image_size": stored.get("image_size")}
 
 
 def insightface_normalisation(model):

@@ -138,22 +138,41 @@ def test_onnx_normalisation_default_follows_insightface(tmp_path):
         path, weights, mean=0.0, std=1.0), rtol=1e-4, atol=1e-4)
 
 
-def test_saved_model_teacher_is_the_embedder(tmp_path, faces):
+def test_saved_model_teacher_is_the_model_with_its_transform(tmp_path):
     weights = tiny_model.projection()
-    export_dir = tiny_model.build_saved_model(str(tmp_path / "sm"), weights)
-    teacher = teachers.load_teacher(f"saved_model:{export_dir}")
+    export_dir = tiny_model.build_saved_model(str(tmp_path / "base" / "1700000000"), weights)
     reference = tiny_model.Reference(weights)
+    image = np.random.RandomState(3).randint(0, 256, (20, 20, 3)).astype(np.uint8)
+    path = str(tmp_path / "face.png")
+    Image.fromarray(image).save(path)
+    with open(path, "rb") as f:
+        data = f.read()
+    # An exporter's base directory: its newest export; without a transform the serving graph
+    # resizes the whole 20x20 image itself (checked against the embedder of export/).
+    teacher = teachers.load_teacher(f"saved_model:{tmp_path / 'base'}")
     try:
-        assert teacher.dim == tiny_model.DIM
-        image = np.random.RandomState(3).randint(
-            0, 256, (tiny_model.SIZE, tiny_model.SIZE, 3)).astype(np.uint8)
-        path = str(tmp_path / "face.png")
-        Image.fromarray(image).save(path)
-        with open(path, "rb") as f:
-            got = teacher.embed(f.read())
-        np.testing.assert_allclose(got, reference(image, flip=False), atol=1e-5)
+        assert teacher.dim == tiny_model.DIM and teacher.description["path"] == export_dir
+        got = teacher.embed(data)
     finally:
         teacher.close()
+    from export import embedder  # noqa: PLC0415 - the test may cross layers
+
+    with embedder.load_saved_model(export_dir) as model:
+        np.testing.assert_allclose(got, model.embed_bytes([data])[0], atol=1e-6)
+    # With the conversion transform it was exported with: crop, then Lanczos to the model's
+    # side, as PIL does it.
+    os.makedirs(os.path.join(export_dir, "assets.extra"))
+    with open(os.path.join(export_dir, "assets.extra", "transform.json"), "w") as f:
+        json.dump({"crop_box": [2, 4, 18, 20], "image_size": tiny_model.SIZE,
+                   "resampling": "lanczos"}, f)
+    teacher = teachers.load_teacher(f"saved_model:{export_dir}")
+    try:
+        got = teacher.embed(data)
+    finally:
+        teacher.close()
+    cropped = Image.fromarray(image).crop((2, 4, 18, 20)).resize(
+        (tiny_model.SIZE, tiny_model.SIZE), Image.LANCZOS)
+    np.testing.assert_allclose(got, reference(np.asarray(cropped), flip=False), atol=1e-5)
 
 
 def test_dlib_teacher_detects_a_real_face_and_falls_back_on_a_frame_without_one(tmp_path):
