@@ -414,3 +414,30 @@ def _flags(args):
     make_tfrecords.define_flags(flag_values)
     flag_values(["make_tfrecords.py"] + args)
     return flag_values
+
+
+def test_cli_align_gives_the_teacher_the_raw_photo(tmp_path, faces):
+    """With --align the records hold our aligned face, the teacher's vector is of the raw photo
+    (it has its own detector or crop)."""
+    pytest.importorskip("onnxruntime")
+    from data_tools import face_alignment  # noqa: PLC0415
+
+    weights = _weights()
+    model = _onnx_model(tmp_path / "t.onnx", weights)
+    # The template's five points, scaled into each 24x24 frame: a plausible face layout.
+    points = face_alignment.TEMPLATE_112 * (24.0 / 112.0)
+    lines = [relpath + " " + " ".join(f"{v:.3f}" for v in points.ravel())
+             for relpath in _relpaths(faces)]
+    (tmp_path / "points.txt").write_text("\n".join(lines) + "\n")
+    flag_values = _flags(["--input_dir", str(faces), "--output_dir", str(tmp_path / "out"),
+                          "--align", f"--landmarks={tmp_path / 'points.txt'}",
+                          "--image_size=16", f"--teacher=onnx:{model}", "--num_workers=1"])
+    assert make_tfrecords.main(["make_tfrecords.py"], flag_values) == 0
+    column = _teacher_column(str(tmp_path / "out"))
+    assert sorted(column) == _relpaths(faces)
+    for relpath, vector in column.items():
+        np.testing.assert_allclose(vector, _onnx_reference(str(faces / relpath), weights),
+                                   rtol=1e-4, atol=1e-5)
+        aligned = str(tmp_path / "out_aligned" / relpath)
+        assert os.path.isfile(aligned)
+        assert not np.allclose(vector, _onnx_reference(aligned, weights), atol=1e-3)
