@@ -10,7 +10,10 @@
 # Environment: LFW_DATA (folder with lfw_a_gray250.tar.gz and lfw_pairs.txt; ../shared/data),
 # HOLDOUT_FOLD (10), RUN_NAME (face_small), FLAGFILE (configs/face_small.flags),
 # MIN_FACE_SIZE (60 px: LFW-a's faces fill its 250x250 frames), PREPARE_ONLY=1 (stop after the
-# records), SKIP_PREPARE=1 (records already made). Extra flags override the flagfile.
+# records), SKIP_PREPARE=1 (records already made), TEACHER_CACHE (a directory holding the
+# .teacher-*.jsonl of an earlier dlib conversion of the same frames, e.g. a teacher-only run of
+# make_tfrecords.py --teacher=dlib: its vectors are reused, keyed by each frame's sha256).
+# Extra flags override the flagfile.
 # Every step resumes and shows its progress: the extraction is kept, the alignment report and
 # the teacher's cache make a killed conversion pick up where it stopped, training resumes from
 # its last checkpoint. Nothing is written inside the repository except under OUT.
@@ -52,6 +55,14 @@ prepare() {
     "$PY" -m data_tools.lfw_holdout --lfw_dir="$OUT/lfw_gray250" --pairs="$PAIRS" \
         --holdout_folds="$FOLD" --min_images=1 --output_dir="$SPLIT"
 
+    if [ -n "${TEACHER_CACHE:-}" ]; then
+        mkdir -p "$SPLIT/records_distill/train"
+        for cache in "$TEACHER_CACHE"/.teacher-*.jsonl; do
+            [ -e "$cache" ] || continue
+            target=$SPLIT/records_distill/train/$(basename "$cache")
+            [ -e "$target" ] || { echo "== reuse $cache"; cp "$cache" "$target"; }
+        done
+    fi
     echo "== aligned training records with dlib's embedding of each raw frame -> $SPLIT/records_distill"
     "$PY" data_tools/make_tfrecords.py --input_dir="$SPLIT/train" \
         --output_dir="$SPLIT/records_distill/train" "${ALIGN[@]}" --teacher=dlib

@@ -79,3 +79,28 @@ def test_recipe_refuses_without_the_archive(tmp_path):
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 2 and "set LFW_DATA" in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_teacher_cache_is_reused_not_overwritten(tmp_path):
+    cache_dir = tmp_path / "earlier"
+    cache_dir.mkdir()
+    (cache_dir / ".teacher-0123456789abcdef.jsonl").write_text('{"sha256": "a"}\n')
+    out = tmp_path / "out" / "fold10" / "records_distill" / "train"
+    out.mkdir(parents=True)
+    (out / ".teacher-fedcba9876543210.jsonl").write_text("kept\n")
+    (cache_dir / ".teacher-fedcba9876543210.jsonl").write_text("not copied over\n")
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("lfw_a_gray250.tar.gz", "lfw_pairs.txt"):
+        (data / name).write_bytes(b"")
+    (tmp_path / "out" / "lfw_gray250").mkdir()
+    python = tmp_path / "python"
+    python.write_text("#!/bin/sh\n")
+    python.chmod(0o755)
+    env = dict(os.environ, LFW_DATA=str(data), PYTHON=str(python), PREPARE_ONLY="1",
+               TEACHER_CACHE=str(cache_dir))
+    subprocess.run(["bash", os.path.join(ff.REPO_ROOT, "scripts", "model_recipe.sh"),
+                    str(tmp_path / "out")], cwd=ff.REPO_ROOT, env=env, check=True,
+                   capture_output=True)
+    assert (out / ".teacher-0123456789abcdef.jsonl").read_text() == '{"sha256": "a"}\n'
+    assert (out / ".teacher-fedcba9876543210.jsonl").read_text() == "kept\n"
