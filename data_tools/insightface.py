@@ -383,12 +383,14 @@ def _convert_rec(input_rec, output_dir, name, num_shards, seed, image_size, crop
 
 def convert_bin(bin_path, output_dir, name="pairs", num_shards=None, image_size=None,
                 crop_box=None, allow_missing_pairs=False, num_workers=None, strict=False,
-                overwrite=False, progress=True, max_bytes=insightface_bin.DEFAULT_MAX_BYTES):
+                overwrite=False, progress=True, max_bytes=insightface_bin.DEFAULT_MAX_BYTES,
+                teacher=None):
     """Convert an insightface verification ``.bin`` to pair records, in the file's order.
 
     Returns a summary dict like :func:`data_tools.conversion.convert_pairs`. An image that does
     not decode is an error naming it, unless ``allow_missing_pairs`` leaves its pair out (listed
-    in ``skipped``; ``strict`` makes that fatal too).
+    in ``skipped``; ``strict`` makes that fatal too). ``teacher``: as :func:`convert_rec` (an
+    image it fails on counts as one that does not decode).
     """
     start_time = time.time()
     crop_box, num_workers = check_options(name, num_shards, image_size, crop_box, num_workers)
@@ -399,6 +401,8 @@ def convert_bin(bin_path, output_dir, name="pairs", num_shards=None, image_size=
     options = {"kind": "pairs", "from_bin": bin_path, "name": name, "num_shards": num_shards,
                "image_size": image_size, "crop_box": crop_box,
                "allow_missing_pairs": bool(allow_missing_pairs)}
+    if teacher is not None:
+        options["teacher"] = teachers.describe(teacher)
     out = ShardOutput(output_dir, name, options, overwrite, progress)
     previous_shards(out)
     try:
@@ -416,6 +420,16 @@ def convert_bin(bin_path, output_dir, name="pairs", num_shards=None, image_size=
             for i, info, reason in workers.imap(_check_bytes_task, tasks):
                 infos[i], reasons[i] = info, reason
                 bar.update(1)
+        teacher_of, fallbacks = None, ()
+        if teacher is not None:
+            usable = [i for i, reason in enumerate(reasons) if reason is None]
+            with locked_output(out.output_dir):
+                cache = teachers.TeacherCache(out.output_dir, teacher)
+                with progress_bar(len(usable), f"teacher {teacher.name}", progress) as bar:
+                    teacher_of, failed, fallbacks = teachers.embed_all(
+                        teacher, cache, [(i, bins[i]) for i in usable], bar)
+            for i, reason in failed.items():
+                infos[i], reasons[i] = None, reason
         bad = [{"path": f"{base}#{i}", "reason": reason}
                for i, reason in enumerate(reasons) if reason is not None]
         if bad and not allow_missing_pairs:
@@ -442,8 +456,13 @@ def convert_bin(bin_path, output_dir, name="pairs", num_shards=None, image_size=
         for record in records:
             fold_sizes[record.fold] += 1
         count = resolve_num_shards(num_shards, sizes, len(records), "pairs")
-        shards = plan_shards(out, count, [[r.index, r.fold, r.issame, list(r.image1),
-                                           list(r.image2)] for r in records])
+        descriptors = [[r.index, r.fold, r.issame, list(r.image1), list(r.image2)]
+                       for r in records]
+        if teacher_of is not None:
+            descriptors = [d + [[teachers.vector_digest(teacher_of[j])
+                                 for j in (2 * bin_pair[r.index], 2 * bin_pair[r.index] + 1)]]
+                           for d, r in zip(descriptors, records)]
+        shards = plan_shards(out, count, descriptors)
         used = [j for r in records for j in (2 * bin_pair[r.index], 2 * bin_pair[r.index] + 1)]
         reencoded = sum(int(infos[j].reencode) for j in used)
 
@@ -454,21 +473,27 @@ def convert_bin(bin_path, output_dir, name="pairs", num_shards=None, image_size=
             encoded = _encoded_in_order(workers, items, _encode_bytes_task, _encode_bytes_task)
             for record in run:
                 images = []
-                for source in (record.image1, record.image2):
+                for k, source in enumerate((record.image1, record.image2)):
                     _, image, error = next(encoded)
                     if error is not None:
                         raise ConversionError(f"{source.relpath}: {error}")
+                    j = 2 * bin_pair[record.index] + k
                     images.append({"encoded": image.encoded, "format": image.format,
                                    "height": image.height, "width": image.width,
                                    "channels": image.channels, "identity": source.identity,
-                                   "filename": source.relpath})
+                                   "filename": source.relpath,
+                                   "teacher_embedding": None if teacher_of is None
+                                   else teacher_of[j]})
                 yield schema.pair_example(record.index, record.fold, record.issame, images[0],
                                           images[1])
 
         num_pairs = len(issame)
 
         def build_manifest(manifest_shards):
-            return _metadata({
+            extra = {}
+            if teacher is not None:
+                extra["teacher"] = teacher_manifest(teacher, used, fallbacks)
+            return _metadata(dict({
                 "kind": "pairs", "num_pairs": len(records), "num_folds": len(sizes_of_folds),
                 "pairs_per_fold": (num_pairs // (2 * len(sizes_of_folds))
                                    if num_pairs % (2 * len(sizes_of_folds)) == 0 else None),
@@ -476,9 +501,10 @@ def convert_bin(bin_path, output_dir, name="pairs", num_shards=None, image_size=
                 "num_images": len(used), "shards": manifest_shards, "skipped": bad,
                 "options": options,
                 "formats": {"reencoded": reencoded, "as_is": len(used) - reencoded},
-            }, source={"format": "insightface_bin", "num_pairs": num_pairs})
+            }, **extra), source={"format": "insightface_bin", "num_pairs": num_pairs})
 
         manifest, kept = write_output(out, shards, records, examples, build_manifest)
     return _summary("pairs", output_dir, count, kept, bad, start_time, 2 * len(records), {
         "num_pairs": len(records), "num_folds": len(sizes_of_folds), "fold_sizes": fold_sizes,
-        "missing_pairs": manifest["missing_pairs"]})
+        "missing_pairs": manifest["missing_pairs"],
+        **({"teacher": manifest["teacher"]} if "teacher" in manifest else {})})

@@ -162,9 +162,6 @@ def _load_teacher(FLAGS):  # noqa: N803 - absl idiom
             if FLAGS[flag].present:
                 raise app.UsageError(f"--{flag} needs --teacher")
         return None
-    if FLAGS.from_bin:
-        raise app.UsageError("--teacher does not apply to --from_bin yet (convert the .bin to "
-                             "images, or give the pairs file with --pairs)")
     return teachers.load_teacher(FLAGS.teacher, layout=FLAGS.teacher_layout,
                                  channels=FLAGS.teacher_channels, mean=FLAGS.teacher_mean,
                                  std=FLAGS.teacher_std, image_size=FLAGS.teacher_image_size)

@@ -391,6 +391,31 @@ def test_rec_records_carry_the_teacher_vector(tmp_path, faces):
         np.testing.assert_array_equal(vector, reference.embed(data))
 
 
+def test_bin_pair_records_carry_the_teacher_vectors(tmp_path):
+    from data_tools import insightface_bin  # noqa: PLC0415
+
+    ff.make_face_tree(str(tmp_path / "faces"), [2] * 10, size=24)
+    blobs = []
+    for relpath in _relpaths(tmp_path / "faces"):
+        with open(str(tmp_path / "faces" / relpath), "rb") as f:
+            blobs.append(f.read())
+    path = tmp_path / "set.bin"
+    insightface_bin.write_bin(str(path), blobs, [i % 2 == 0 for i in range(10)])
+    failing = _CountingTeacher(fail_on_bytes=[blobs[3]])
+    with pytest.raises(conversion.ConversionError, match="set.bin#3: teacher failed"):
+        insightface.convert_bin(str(path), str(tmp_path / "strict"), num_workers=1,
+                                progress=False, teacher=failing)
+    summary = insightface.convert_bin(str(path), str(tmp_path / "out"), num_workers=1,
+                                      progress=False, teacher=_CountingTeacher(
+                                          fail_on_bytes=[blobs[3]]), allow_missing_pairs=True)
+    assert summary["num_pairs"] == 9 and summary["teacher"]["dim"] == 4
+    column = _teacher_column(str(tmp_path / "out"), kind="pairs")
+    assert sorted(column) == sorted(f"set.bin#{i}" for i in range(20) if i not in (2, 3))
+    reference = _CountingTeacher()
+    for name, vector in column.items():
+        np.testing.assert_array_equal(vector, reference.embed(blobs[int(name.split("#")[1])]))
+
+
 def test_cli_with_an_onnx_teacher(tmp_path, faces, capsys):
     pytest.importorskip("onnxruntime")
     model = _onnx_model(tmp_path / "t.onnx", _weights())
