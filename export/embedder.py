@@ -523,10 +523,13 @@ def decision_threshold(saved_model_dir, threshold=None, flip=True):
     """``(threshold or None, where it came from or why there is none, notes)``.
 
     ``threshold`` (the caller's) wins; otherwise the model's verification report
-    (:func:`find_report`): its ``threshold`` (flip TTA, as the evaluation) or, for single
-    embeddings (``flip=False``), its ``threshold_single`` when it has one. ``notes`` warn when
-    the threshold taken was computed with another ``flip`` setting than the embeddings it will
-    judge.
+    (:func:`find_report`): its ``threshold`` or, for single embeddings (``flip=False``), its
+    ``threshold_single`` when it has one. The report's flip setting
+    (:func:`export.report.report_flip`) must be the embeddings' one: a threshold measured with
+    another setting is refused (None, and the one-line reason: which flag matches it). Flip
+    TTA moves embeddings of one face closer, so such a threshold shifts every decision the same
+    way, silently; the remedy is one flag, and ``--threshold`` still overrides. A report that
+    does not say gives its threshold with a note.
     """
     if threshold is not None:
         return threshold, "from --threshold", []
@@ -543,16 +546,19 @@ def decision_threshold(saved_model_dir, threshold=None, flip=True):
     found = data.get("threshold")
     if not isinstance(found, (int, float)):
         return None, f"{path} holds no threshold", []
+    report_flip = report.report_flip(data)
+    if report_flip is not None and report_flip != flip:
+        return None, (f"the threshold of {path} was measured {report.flip_words(report_flip)} "
+                      f"flip test-time augmentation and these embeddings are made "
+                      f"{report.flip_words(flip)} it: {'--flip' if report_flip else '--noflip'} "
+                      "embeds as the report did, or give --threshold"), []
     source = f"from {path}"
     if isinstance(data.get("accuracy"), (int, float)):
         source += f", verification accuracy {data['accuracy']:.4f}"
     notes = []
-    report_flip = (data.get("extra") or {}).get("flip")
-    if isinstance(report_flip, bool) and report_flip != flip:
-        notes.append(f"the report was computed {'with' if report_flip else 'without'} flip "
-                     "test-time augmentation and these embeddings "
-                     f"{'without' if report_flip else 'with'} it: the threshold may be slightly "
-                     "off")
+    if report_flip is None:
+        notes.append(f"{path} does not say whether its threshold was measured with flip "
+                     "test-time augmentation; it is used as if it matched")
     return float(found), source, notes
 
 
