@@ -315,7 +315,8 @@ def image_features(embedder, image_dir, names, landmarks, batch_size=64, flip=Tr
     finally:
         bar.close()
     if with_norm:
-        return tuple(np.concatenate(part).astype(np.float64) for part in zip(*chunks))
+        # float32 (as the model gives them): two [N, D] arrays of IJB-C are 1 GB each so.
+        return tuple(np.concatenate(part).astype(np.float32) for part in zip(*chunks))
     return np.concatenate(chunks).astype(np.float64)
 
 

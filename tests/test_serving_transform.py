@@ -240,3 +240,17 @@ def test_static_size_builds_no_conditional(size, record_size):
         assert not types & CONTROL_FLOW
     _, types = run(lambda b: preprocessing.resize(b, 64), frame, static=True)
     assert not types & CONTROL_FLOW
+
+
+def test_frozen_input_size_is_the_records_size():
+    """The frozen graph's static input (training/runner.py) is the records' size, so that it
+    holds the evaluation's own path: the square --image_size, or the shape records kept."""
+    from export import serving  # noqa: PLC0415
+
+    kept = {"crop_box": None, "image_size": None, "resampling": None}
+    assert serving.frozen_input_size(dict(kept, record_shape=[250, 250]), 112) == 250
+    assert serving.frozen_input_size(dict(kept, record_shape=[250, 200]), 112) == 112
+    assert serving.frozen_input_size(dict(kept, record_shape=None), 112) == 112
+    assert serving.frozen_input_size({"crop_box": None, "image_size": 96,
+                                      "resampling": "lanczos"}, 112) == 96
+    assert serving.frozen_input_size(None, 112) == 112
