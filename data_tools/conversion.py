@@ -175,7 +175,7 @@ class _ImageFiles(collections.namedtuple(
                                        [self.teacher_of[relpath] for relpath, _ in items])
 
 
-def _teacher_pass(teacher, out, teacher_dir, relpaths, infos, reasons, progress):
+def _teacher_pass(teacher, out, teacher_dir, relpaths, infos, reasons, progress, workers):
     """The teacher's vector of every image that passed the check, from the file under
     ``teacher_dir`` (the source photo); an image the teacher fails on gets its reason and no
     info, like a corrupt one. Returns ``({relpath: vector}, fallback relpaths)``.
@@ -194,8 +194,11 @@ def _teacher_pass(teacher, out, teacher_dir, relpaths, infos, reasons, progress)
     with locked_output(out.output_dir):
         cache = teachers.TeacherCache(out.output_dir, teacher)
         with progress_bar(len(todo), f"teacher {teacher.name}", progress) as bar:
+            # A fork-safe teacher (dlib) runs in the worker pool, forked after it was shared.
+            parallel = teacher.fork_safe and workers.num_workers > 1
             vectors, failed, fallbacks = teachers.embed_all(
-                teacher, cache, [(relpath, reader(relpath)) for _, relpath in todo], bar)
+                teacher, cache, [(relpath, reader(relpath)) for _, relpath in todo], bar,
+                imap=workers.imap if parallel else None)
     for i, relpath in todo:
         if relpath in failed:
             infos[i], reasons[i] = None, failed[relpath]
@@ -237,13 +240,14 @@ def _convert(source, output_dir, name, num_shards, image_size, crop_box, num_wor
     previous_shards(out)  # refuse early, before the long part
 
     relpaths = source.relpaths()
+    teachers.share_with_workers(teacher if teacher is not None and teacher.fork_safe else None)
     with Workers(num_workers) as workers:
         infos, reasons = _check_images(workers, source.input_dir, relpaths, image_size,
                                        crop_box, progress)
         teacher_of, fallbacks = None, ()
         if teacher is not None:
             teacher_of, fallbacks = _teacher_pass(teacher, out, teacher_dir or source.input_dir,
-                                                  relpaths, infos, reasons, progress)
+                                                  relpaths, infos, reasons, progress, workers)
         records, sizes = source.collect(relpaths, infos, reasons, strict)
         count = resolve_num_shards(num_shards, sizes, len(records), source.what)
         descriptors = [source.descriptor(record) for record in records]

@@ -65,6 +65,9 @@ class Teacher:
     name = None
     dim = None
     description = None
+    # Whether forked worker processes may run it (plain C++ state, no threads or sessions):
+    # the converter then embeds in its worker pool.
+    fork_safe = False
 
     def __init__(self):
         # Whether the last embed() fell back to the whole frame (dlib: no face detected).
@@ -260,6 +263,8 @@ class OnnxTeacher(Teacher):
 class DlibTeacher(Teacher):
     """dlib's ResNet descriptor with its own detector and 5-point chip."""
 
+    fork_safe = True
+
     def __init__(self):
         super().__init__()
         try:
@@ -412,39 +417,75 @@ def teacher_reason(error):
     return f"teacher failed: {type(error).__name__}" + (f": {text}" if text else "")
 
 
-def embed_all(teacher, cache, items, progress_bar=None):
+# The teacher the converter's forked workers run (set in the parent before the pool forks).
+_FORKED = []
+_CHUNK = 64
+
+
+def share_with_workers(teacher):
+    """Make ``teacher`` the one forked workers run (:func:`embed_task`); call before forking."""
+    del _FORKED[:]
+    if teacher is not None:
+        _FORKED.append(teacher)
+
+
+def _embed_checked(teacher, data):
+    """``(vector or None, fell back, reason or None)`` of one image."""
+    try:
+        vector = np.asarray(teacher.embed(data), np.float32).reshape(-1)
+        if vector.shape != (teacher.dim,) or not np.all(np.isfinite(vector)):
+            raise ValueError(f"embedding of shape {vector.shape}, finite: "
+                             f"{bool(np.all(np.isfinite(vector)))}")
+    except Exception as e:  # noqa: BLE001 - any teacher failure skips the image
+        return None, False, teacher_reason(e)
+    return vector, bool(teacher.fell_back), None
+
+
+def embed_task(task):
+    """Worker: ``(index, bytes)`` -> ``(index, vector or None, fell back, reason or None)``."""
+    index, data = task
+    return (index,) + _embed_checked(_FORKED[0], data)
+
+
+def embed_all(teacher, cache, items, progress_bar=None, imap=None):
     """Teacher vectors of ``items`` ``[(key, bytes-or-callable)]``: ``({key: vector},
     {key: reason}, {keys embedded as a whole frame})``. Cached vectors are reused, new ones
-    appended to ``cache``; a failure is a reason (the image is skipped), never an exception."""
+    appended to ``cache`` a chunk at a time; a failure is a reason (the image is skipped), never
+    an exception. ``imap`` (an ordered parallel map whose workers were forked after
+    :func:`share_with_workers`) embeds the new ones in parallel."""
     vectors, reasons, fallbacks = {}, {}, set()
+    items = list(items)
     try:
-        for key, source in items:
-            try:
-                data = source() if callable(source) else source
-            except (OSError, ValueError) as e:
-                reasons[key] = teacher_reason(e)
-                if progress_bar is not None:
-                    progress_bar.update(1)
-                continue
-            sha = hashlib.sha256(data).hexdigest()
-            vector = cache.get(sha)
-            if vector is None:
+        for start in range(0, len(items), _CHUNK):
+            todo, shas = [], {}
+            for key, source in items[start:start + _CHUNK]:
                 try:
-                    vector = np.asarray(teacher.embed(data), np.float32).reshape(-1)
-                    if vector.shape != (teacher.dim,) or not np.all(np.isfinite(vector)):
-                        raise ValueError(f"embedding of shape {vector.shape}, finite: "
-                                         f"{bool(np.all(np.isfinite(vector)))}")
-                except Exception as e:  # noqa: BLE001 - any teacher failure skips the image
+                    data = source() if callable(source) else source
+                except (OSError, ValueError) as e:
                     reasons[key] = teacher_reason(e)
-                    vector = None
-                if vector is not None:
-                    cache.put(sha, vector, fallback=teacher.fell_back)
-            if vector is not None:
-                vectors[key] = vector
-                if sha in cache.fallbacks:
-                    fallbacks.add(key)
+                    continue
+                shas[key] = hashlib.sha256(data).hexdigest()
+                if cache.get(shas[key]) is None:
+                    todo.append((key, data))
+            if imap is not None and len(todo) > 1:
+                results = imap(embed_task, [(i, data) for i, (_, data) in enumerate(todo)])
+            else:
+                results = ((i,) + _embed_checked(teacher, data)
+                           for i, (_, data) in enumerate(todo))
+            for i, vector, fell_back, reason in results:
+                key = todo[i][0]
+                if reason is not None:
+                    reasons[key] = reason
+                elif cache.get(shas[key]) is None:  # twice in one chunk: stored once
+                    cache.put(shas[key], vector, fallback=fell_back)
+            for key, sha in shas.items():
+                vector = cache.get(sha)
+                if key not in reasons and vector is not None:
+                    vectors[key] = vector
+                    if sha in cache.fallbacks:
+                        fallbacks.add(key)
             if progress_bar is not None:
-                progress_bar.update(1)
+                progress_bar.update(min(_CHUNK, len(items) - start))
     finally:
         cache.close()
     return vectors, reasons, fallbacks

@@ -201,6 +201,19 @@ def test_dlib_teacher_detects_a_real_face_and_falls_back_on_a_frame_without_one(
         vector = teacher.embed(f.read())
     assert teacher.fell_back and vector.shape == (128,) and np.all(np.isfinite(vector))
 
+    # Through the converter, in its forked workers: the same vectors, the fallback counted.
+    os.makedirs(str(tmp_path / "faces" / "a"))
+    os.makedirs(str(tmp_path / "faces" / "b"))
+    Image.open(photo).convert("RGB").save(str(tmp_path / "faces" / "a" / "astronaut.png"))
+    Image.fromarray(noise).save(str(tmp_path / "faces" / "b" / "noise.png"))
+    summary = conversion.convert_folder(str(tmp_path / "faces"), str(tmp_path / "out"),
+                                        num_workers=2, progress=False, teacher=teacher)
+    assert summary["teacher"]["fallbacks"] == 1
+    assert summary["teacher"]["fallback_files"] == ["b/noise.png"]
+    column = _teacher_column(str(tmp_path / "out"))
+    np.testing.assert_allclose(column["a/astronaut.png"], face, atol=1e-6)
+    np.testing.assert_allclose(column["b/noise.png"], vector, atol=1e-6)
+
 
 @pytest.mark.parametrize("spec,needle", [
     ("resnet", "must be saved_model:DIR, onnx:FILE or dlib"),
@@ -329,6 +342,23 @@ def test_killed_teacher_pass_resumes_without_embedding_twice(tmp_path, faces):
     again = _CountingTeacher()
     summary = _convert(faces, tmp_path / "out", again, num_shards=3)
     assert again.calls == 0 and summary["shards_kept"] == 3
+
+
+class _ForkSafeTeacher(_CountingTeacher):
+    fork_safe = True
+
+
+def test_fork_safe_teacher_runs_in_the_worker_pool_with_the_same_output(tmp_path, faces):
+    bad = "Person_C/Person_C_0002.jpg"
+    with open(str(faces / bad), "rb") as f:
+        failing = [f.read()]
+    _convert(faces, tmp_path / "one", _ForkSafeTeacher(fail_on_bytes=failing), num_workers=1,
+             num_shards=2)
+    parent = _ForkSafeTeacher(fail_on_bytes=failing)
+    summary = _convert(faces, tmp_path / "two", parent, num_workers=2, num_shards=2)
+    assert parent.calls == 0  # every image was embedded by a worker
+    assert [item["path"] for item in summary["skipped"]] == [bad]
+    assert ff.read_dir_bytes(str(tmp_path / "two")) == ff.read_dir_bytes(str(tmp_path / "one"))
 
 
 def test_another_teacher_is_another_conversion(tmp_path, faces):
