@@ -4,6 +4,13 @@
     python -m export.gallery enrol --model=runs/r50/export/best --folder=faces/ --index=gallery.npz
     python -m export.gallery search --index=gallery.npz photo.jpg --top_k=5
     python -m export.gallery search --index=gallery.npz --report=ident/report.json photo.jpg
+    python -m export.gallery enrol --model=... --folder=faces/ --index=gallery.db   # SQLite
+    python -m export.gallery import --npz=gallery.npz --index=gallery.db
+
+An ``--index`` ending in ``.db`` is the SQLite gallery the face-recognition service uses
+(``python -m export.serve --gallery``, :mod:`export.gallery_store`): it remembers the model it
+was enrolled with and refuses another one. ``import`` copies an npz index into it (``--model``
+defaults to the npz's model).
 
 ``enrol`` embeds every image of ``<folder>/<identity>/<image>`` (flip test-time augmentation, as
 the evaluation) and writes the index; enrolling into an existing index appends, and images
@@ -33,22 +40,28 @@ cli.quiet_tensorflow()  # before anything imports TensorFlow
 
 from absl import app, flags  # noqa: E402
 
+from export import gallery_store  # noqa: E402
 from export.gallery_index import (  # noqa: E402
     GalleryError,
     enrol,
+    import_npz,
     load_index,
+    open_store,
     search,
     threshold_from_report,
 )
 
-COMMANDS = ("enrol", "search")
+COMMANDS = ("enrol", "search", "import")
 
 
 def define_flags(flag_values=flags.FLAGS):
     """Define the command-line flags (once; safe to call again)."""
     if "index" in flag_values:
         return
-    flags.DEFINE_string("index", None, "The gallery index (.npz).", flag_values=flag_values)
+    flags.DEFINE_string("index", None, "The gallery index (.npz, or .db: the service's SQLite "
+                        "gallery).", flag_values=flag_values)
+    flags.DEFINE_string("npz", None, "import: the npz index to copy into the .db --index.",
+                        flag_values=flag_values)
     flags.DEFINE_string("model", None, "SavedModel directory or an exporter's base directory "
                         "(enrol: required; search: default the index's model).",
                         flag_values=flag_values)
@@ -80,6 +93,14 @@ def main(argv, flag_values=flags.FLAGS):
     from export import embedder as embed  # noqa: PLC0415
 
     try:
+        if command == "import":
+            if photos or not fv.npz:
+                raise app.UsageError("import takes --npz (and --index, a .db), no photos")
+            model = fv.model or load_index(fv.npz)["model"]
+            with embed.load_saved_model(model) as embedder:
+                added, total = import_npz(fv.npz, embedder, fv.index)
+            print(f"imported {added} new image(s); {fv.index} holds {total}")
+            return 0
         if command == "enrol":
             if photos:
                 raise app.UsageError(f"enrol takes --folder, not photos: {' '.join(photos)}")
@@ -103,6 +124,8 @@ def main(argv, flag_values=flags.FLAGS):
         if fv.report:
             threshold, source = threshold_from_report(fv.report, fv.fpir)
         with embed.load_saved_model(fv.model or index["model"]) as embedder:
+            if gallery_store.is_gallery_db(fv.index):
+                open_store(embedder, fv.index, index["flip"]).close()  # the model check
             if embedder.embedding_size != index["embeddings"].shape[1]:
                 raise GalleryError(f"the model gives {embedder.embedding_size}-d embeddings, "
                                    f"{fv.index} holds {index['embeddings'].shape[1]}-d")
