@@ -48,8 +48,10 @@ setup(
         "onnx": ["tf2onnx==1.17.0", "onnx==1.17.0", "onnxruntime==1.22.1"],
         # Face detection for raw photos (python -m data_tools.align): TensorFlow 2, Python 3.10+.
         "align": ["mtcnn==1.0.0"],
+        # The face-recognition service (python -m export.serve, circle-serve).
+        "serve": ["fastapi==0.165.0", "uvicorn==0.55.0", "python-multipart==0.0.34"],
         "test": ["pytest>=6", "pytest-timeout", "hypothesis", "ruff", "vermin",
-                 "scikit-image; python_version >= '3.11'"],
+                 "scikit-image; python_version >= '3.11'", "httpx", "selenium"],
     },
     entry_points={
         "console_scripts": [
@@ -61,6 +63,7 @@ setup(
             "circle-train=estimator_main:run",
             "circle-embed=export.embed:run",
             "circle-convert=export.convert:run",
+            "circle-serve=export.serve:run",
         ],
     },
     classifiers=[
