@@ -113,6 +113,7 @@ document.getElementById("enrol-form").onsubmit = async (event) => {
     out.textContent = "Enrolled " + result.enrolled + " image(s) of " + result.identity +
                       " (" + result.images + " in all)";
     out.className = "enrolled";
+    document.getElementById("enrol-form").reset();
     await refresh();
   } catch (e) { out.textContent = e.message; out.className = "error"; }
 };
