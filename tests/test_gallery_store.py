@@ -178,3 +178,13 @@ def test_gallery_cli_refuses_db_of_another_model(model, tmp_path, capsys):  # no
     probe = os.path.join(faces, "ann", "ann_0.png")
     assert run_cli([f"--model={other}", f"--index={db}", "search", probe]) == 1
     assert "another model" in capsys.readouterr().err
+
+
+def test_search_benchmark_smoke(capsys):
+    from benchmarks import gallery_search  # noqa: PLC0415
+
+    results = gallery_search.run(sizes=(200,), dim=DIM, probes=3)
+    assert {r["backend"] for r in results} >= {"numpy"}
+    assert all(r["search_ms"] > 0 and r["index_mib"] > 0 for r in results)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 * len(results)  # each measured size, then its 10^7 extrapolation

@@ -102,3 +102,14 @@ def test_cli_refuses_a_gallery_of_another_model(tmp_path):
         assert enrol(server.url, "ann", 1).status_code == 200
     with pytest.raises(RuntimeError, match="enrolled with another model"):
         Server(other, db)
+
+
+@pytest.mark.slow
+def test_load_benchmark_runs_without_errors(tmp_path, capsys):
+    from benchmarks import serve_load  # noqa: PLC0415
+
+    figures = serve_load.run(clients=4, seconds=3, gallery_faces=100, backbone="tiny",
+                             workdir=str(tmp_path), offline_seconds=1)
+    assert figures["errors"] == 0 and figures["gallery_faces"] == 100
+    assert figures["requests"] > 0 and figures["identify_p99_ms"] >= figures["identify_p50_ms"]
+    assert '"benchmark": "serve_load"' in capsys.readouterr().out
