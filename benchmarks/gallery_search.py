@@ -71,7 +71,7 @@ def run(sizes=(10_000, 100_000, 1_000_000), dim=512, probes=20):
             seconds = search_seconds(index, queries)
             figures = {"faces": size, "backend": backend, "dim": dim,
                        "search_ms": common.rounded(seconds * 1000, 4),
-                       "index_mib": common.rounded(size * dim * 4 / 2 ** 20, 1),
+                       "index_mib": common.rounded(size * dim * 4 / 2 ** 20, 3),
                        "sqlite_bytes_per_face": common.rounded(per_face_disk, 0)}
             common.emit("gallery_search", figures)
             results.append(figures)
