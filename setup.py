@@ -50,6 +50,8 @@ setup(
         "align": ["mtcnn==1.0.0"],
         # The face-recognition service (python -m export.serve, circle-serve).
         "serve": ["fastapi==0.165.0", "uvicorn==0.55.0", "python-multipart==0.0.34"],
+        # FAISS search for large galleries in the service (numpy's exact matmul without it).
+        "faiss": ["faiss-cpu==1.15.1"],
         "test": ["pytest>=6", "pytest-timeout", "hypothesis", "ruff", "vermin",
                  "scikit-image; python_version >= '3.11'", "httpx", "selenium"],
     },
