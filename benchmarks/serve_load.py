@@ -13,7 +13,8 @@ SQLite store: search cost depends on the gallery's size, not on where its rows c
 
 Each client loops for ``--seconds``: an identify (one 112x112 JPEG) then a verify (two), over
 one keep-alive connection. Reported (one JSON line): requests, errors (any non-200 answer or
-transport failure), p50/p99 latency per endpoint, requests/s, images/s, and the offline rate:
+transport failure), p50/p99 latency per endpoint, requests/s, images/s, SavedModel calls and
+their mean batch (from the service's /metrics), and the offline rate:
 ``Embedder.embed_bytes`` on the same JPEGs in batches of ``--max_batch`` with the service's
 flip setting, measured before and after the load (the figure used is their mean). The clients
 run on the same CPUs as the server: their HTTP and multipart work is load the service pays for.
@@ -104,6 +105,19 @@ def client_loop(url, images, deadline, results, index):
     results[index] = (latencies, errors)
 
 
+def scraped_batches(url):
+    """``(images, SavedModel calls)`` from the service's /metrics."""
+    import httpx  # noqa: PLC0415
+
+    values = {}
+    for line in httpx.get(url + "/metrics", timeout=30).text.splitlines():
+        if line.startswith("circle_batch_size_"):
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    return (int(values.get("circle_batch_size_sum", 0)),
+            int(values.get("circle_batch_size_count", 0)))
+
+
 def percentile(values, q):
     return float(np.percentile(values, q)) * 1000 if values else None
 
@@ -135,6 +149,7 @@ def _run(clients, seconds, gallery_faces, backbone, workdir, max_batch, offline_
         for thread in threads:
             thread.join()
         elapsed = time.perf_counter() - started
+        batches = scraped_batches(server.url)
     after = offline_rate(model_dir, images, max_batch, seconds=offline_seconds)
     identify = [t for lat, _ in results for t in lat["identify"]]
     verify = [t for lat, _ in results for t in lat["verify"]]
@@ -153,6 +168,7 @@ def _run(clients, seconds, gallery_faces, backbone, workdir, max_batch, offline_
         "offline_images_per_s_before": common.rounded(before, 2),
         "offline_images_per_s_after": common.rounded(after, 2),
         "ratio_to_offline": common.ratio(images_per_s, offline),
+        "model_calls": batches[1], "mean_batch": common.ratio(batches[0], batches[1]),
         "machine": common.machine()})
 
 
