@@ -38,6 +38,7 @@ def test_store_round_trip_wal_and_duplicates(tmp_path):
         assert store.identities() == [("alice", 4), ("bob", 1)]
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert db.execute("PRAGMA page_size").fetchone()[0] == gallery_store.PAGE_SIZE
     with gallery_store.GalleryStore(path, "m1", DIM) as store:
         names, sources, stored = store.faces()
         assert names == ["alice"] * 4 + ["bob"]
