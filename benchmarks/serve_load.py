@@ -18,6 +18,9 @@ their mean batch (from the service's /metrics), and the offline rate:
 ``Embedder.embed_bytes`` on the same JPEGs in batches of ``--max_batch`` with the service's
 flip setting, measured before and after the load (the figure used is their mean). The clients
 run on the same CPUs as the server: their HTTP and multipart work is load the service pays for.
+On a machine shared with other jobs wall-clock rates depend on each process's share of the
+CPUs, so the rates per CPU second (the server process's user + system time, all its threads,
+against the offline loop's) are reported too: they say what the service costs per image.
 """
 
 import argparse
@@ -68,16 +71,25 @@ def jpegs(count, seed=0):
 
 
 def offline_rate(model_dir, images, batch, flip=True, seconds=10.0):
-    """Images/s of ``Embedder.embed_bytes`` in batches of ``batch`` for about ``seconds``."""
+    """``(images/s, images per CPU second)`` of ``Embedder.embed_bytes`` in batches of
+    ``batch`` for about ``seconds``."""
     from export import embedder as embedder_lib  # noqa: PLC0415
 
     with embedder_lib.load_saved_model(model_dir) as embedder:
         embedder.embed_bytes(images[:batch], batch_size=batch, flip=flip)  # warm-up
-        done, started = 0, time.perf_counter()
+        done, started, cpu = 0, time.perf_counter(), time.process_time()
         while time.perf_counter() - started < seconds:
             embedder.embed_bytes(images[:batch], batch_size=batch, flip=flip)
             done += batch
-        return done / (time.perf_counter() - started)
+        return (done / (time.perf_counter() - started),
+                done / max(time.process_time() - cpu, 1e-9))
+
+
+def process_cpu_seconds(pid):
+    """User + system CPU seconds of process ``pid`` (all its threads), from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def client_loop(url, images, deadline, results, index):
@@ -136,11 +148,11 @@ def _run(clients, seconds, gallery_faces, backbone, workdir, max_batch, offline_
     gallery = os.path.join(workdir, f"gallery_{gallery_faces}.db")
     faces = fill_gallery(gallery, model_dir, gallery_faces, 512)
     images = jpegs(64)
-    before = offline_rate(model_dir, images, max_batch, seconds=offline_seconds)
+    before, before_cpu = offline_rate(model_dir, images, max_batch, seconds=offline_seconds)
     results = [None] * clients
     with Server(model_dir, gallery, f"--max_batch={max_batch}", "--max_wait_ms=5") as server:
         deadline = time.monotonic() + seconds
-        started = time.perf_counter()
+        started, server_cpu = time.perf_counter(), process_cpu_seconds(server.process.pid)
         threads = [threading.Thread(target=client_loop,
                                     args=(server.url, images, deadline, results, i))
                    for i in range(clients)]
@@ -149,8 +161,9 @@ def _run(clients, seconds, gallery_faces, backbone, workdir, max_batch, offline_
         for thread in threads:
             thread.join()
         elapsed = time.perf_counter() - started
+        server_cpu = process_cpu_seconds(server.process.pid) - server_cpu
         batches = scraped_batches(server.url)
-    after = offline_rate(model_dir, images, max_batch, seconds=offline_seconds)
+    after, after_cpu = offline_rate(model_dir, images, max_batch, seconds=offline_seconds)
     identify = [t for lat, _ in results for t in lat["identify"]]
     verify = [t for lat, _ in results for t in lat["verify"]]
     errors = sum(e for _, e in results)
@@ -168,6 +181,10 @@ def _run(clients, seconds, gallery_faces, backbone, workdir, max_batch, offline_
         "offline_images_per_s_before": common.rounded(before, 2),
         "offline_images_per_s_after": common.rounded(after, 2),
         "ratio_to_offline": common.ratio(images_per_s, offline),
+        "images_per_server_cpu_s": common.rounded(images_per_s * elapsed / server_cpu, 2),
+        "offline_images_per_cpu_s": common.rounded(statistics.mean([before_cpu, after_cpu]), 2),
+        "ratio_per_cpu_s": common.ratio(images_per_s * elapsed / server_cpu,
+                                        statistics.mean([before_cpu, after_cpu])),
         "model_calls": batches[1], "mean_batch": common.ratio(batches[0], batches[1]),
         "machine": common.machine()})
 
