@@ -404,3 +404,30 @@ def build_model_with_norm(directory):
                 signature_def_map={"serving_default": signature})
             builder.save()
     return str(directory)
+
+
+def run_serve(args):
+    from absl import app  # noqa: PLC0415
+
+    from data_tools import cli  # noqa: PLC0415
+    from export import serve  # noqa: PLC0415
+
+    try:
+        return cli.run_main(serve.define_flags, serve.main, ["serve"] + list(args))
+    except app.UsageError as e:
+        return f"usage: {e}"
+
+
+def test_serve_cli_errors_are_one_line(model, tmp_path, capsys):
+    assert run_serve([]) == "usage: --model is required"
+    assert run_serve([f"--model={model[0]}"]) == "usage: --gallery is required"
+    db = str(tmp_path / "g.db")
+    assert run_serve([f"--model={model[0]}", f"--gallery={db}", "--far=0"]) == 1
+    assert "--far and --fpir" in capsys.readouterr().err
+    assert run_serve([f"--model={tmp_path / 'nothing'}", f"--gallery={db}"]) == 1
+    assert capsys.readouterr().err.strip().startswith("error: model directory")
+    other, _ = sh.build_model(tmp_path / "other", seed=12)
+    open_service(other, db).close()  # a gallery of another model
+    assert run_serve([f"--model={model[0]}", f"--gallery={db}"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "enrolled with another model" in err[0]
