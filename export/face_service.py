@@ -22,6 +22,7 @@ start.
 import collections
 import hashlib
 import io
+import os
 import threading
 import warnings
 
@@ -30,6 +31,7 @@ from PIL import Image, ImageOps
 
 from data_tools import image_files
 from export import gallery_store, microbatch, search_index, serve_thresholds, verification
+from export import report as report_lib
 
 NORM_KEY = "embedding_norm"
 ALIGNED_SIZE = 112
@@ -128,6 +130,13 @@ def open_photo(data, limits=DEFAULT_LIMITS, name="image"):
                                     f"({type(e).__name__})") from None
 
 
+def records_were_aligned(saved_model_dir):
+    """True when the model's ``transform.json`` says its records were 5-point aligned faces
+    (``"aligned": true``): then raw photos must be aligned too, and ``align`` defaults on."""
+    stored = report_lib.read_transform(os.path.join(saved_model_dir, "assets.extra")) or {}
+    return bool(stored.get("aligned"))
+
+
 def _norm_tensor(embedder):
     """The serving signature's ``embedding_norm`` tensor, or None (older exports lack it)."""
     import tensorflow.compat.v1 as tf  # noqa: PLC0415 - the caller has loaded it already
@@ -183,6 +192,8 @@ class FaceService:
         try:
             model_dir = embedder.saved_model_dir
             transform = embedder.transform() if use_transform else None
+            if kwargs.get("align_default") is None:
+                kwargs["align_default"] = records_were_aligned(model_dir)
             store = gallery_store.GalleryStore(
                 gallery, gallery_store.model_fingerprint(model_dir), embedder.embedding_size,
                 model_path=model_dir, flip=kwargs.get("flip", True))

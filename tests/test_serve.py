@@ -300,6 +300,20 @@ def test_align_detects_and_aligns(model, tmp_path):
     finally:
         found.close()
         none.close()
+    # a model whose records were aligned faces: align is the default
+    path, _ = sh.build_model(tmp_path / "aligned_model", transform={
+        "crop_box": None, "image_size": None, "resampling": None, "aligned": True})
+    aligned_model = open_service(path, tmp_path / "c.db",
+                                 detector_factory=lambda: FakeDetector(faces=False))
+    try:
+        assert aligned_model.align_default is True
+        with pytest.raises(face_service.ServiceError, match="no face"):
+            aligned_model.embed([sh.png_bytes(sh.face_pixels(1, 0, size=64))])
+        assert aligned_model.embed([sh.png_bytes(sh.face_pixels(1, 0, size=64))],
+                                   align=False)[0].shape == (1, sh.tiny_model.DIM)
+    finally:
+        aligned_model.close()
+    assert found.align_default is False
 
 
 def test_concurrent_requests_share_model_calls(model, tmp_path):
