@@ -170,12 +170,15 @@ class GalleryStore:
         self.embedding_size = embedding_size
         self.flip = flip
 
-    def _transaction(self):
+    def _transaction(self, mode="IMMEDIATE"):
+        """``BEGIN IMMEDIATE`` (a writer: takes the write lock now) or ``DEFERRED`` (a reader:
+        one consistent snapshot, never blocking the writer in WAL mode) ... ``COMMIT``, or
+        ``ROLLBACK`` on an exception."""
         store = self
 
         class _Transaction:
             def __enter__(self):
-                store._db.execute("BEGIN IMMEDIATE")
+                store._db.execute(f"BEGIN {mode}")
 
             def __exit__(self, exc_type, exc, tb):
                 store._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
@@ -234,14 +237,19 @@ class GalleryStore:
     def faces(self):
         """``(names, sources, embeddings [N, D] float32)`` of every enrolled image, in the
         order of enrolment."""
-        with self._lock:
-            rows = self._db.execute(
+        names, sources = [], []
+        with self._lock, self._transaction("DEFERRED"):  # the count and the rows agree
+            count = self._db.execute("SELECT COUNT(*) FROM faces").fetchone()[0]
+            embeddings = np.zeros((count, self.embedding_size), np.float32)
+            # Row by row into the matrix: a million blobs are never all in memory at once.
+            cursor = self._db.execute(
                 "SELECT i.name, f.source, f.embedding FROM faces f JOIN identities i "
-                "ON f.identity_id = i.id ORDER BY f.id").fetchall()
-        embeddings = np.zeros((len(rows), self.embedding_size), np.float32)
-        for i, (_, _, blob) in enumerate(rows):
-            embeddings[i] = np.frombuffer(blob, dtype="<f4")
-        return [r[0] for r in rows], [r[1] for r in rows], embeddings
+                "ON f.identity_id = i.id ORDER BY f.id")
+            for i, (name, source, blob) in enumerate(cursor):
+                embeddings[i] = np.frombuffer(blob, dtype="<f4")
+                names.append(name)
+                sources.append(source)
+        return names, sources, embeddings
 
     def __len__(self):
         with self._lock:
