@@ -174,11 +174,8 @@ class FaceService:
         self._norm = _norm_tensor(embedder)
         self.index = search_index.make_index(embedder.embedding_size, index_backend)
         names, _, embeddings = store.faces()
-        rows_of = collections.OrderedDict()
-        for row, name in enumerate(names):
-            rows_of.setdefault(name, []).append(row)
-        for name, rows in rows_of.items():
-            self.index.add(embeddings[rows], name)
+        self.index.add_rows(embeddings, names)
+        del embeddings  # FAISS keeps a copy; numpy's index took this matrix as it is
         self._batcher = microbatch.MicroBatcher(self._run_batch, max_batch=max_batch,
                                                 max_wait=max_wait, on_batch=on_batch)
 

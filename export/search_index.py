@@ -99,6 +99,21 @@ class ExactIndex:
             labels[snap.count:needed] = [label] * len(embeddings)
             self._snapshot = _Snapshot(matrix, labels, needed)
 
+    def add_rows(self, embeddings, labels):
+        """Append rows with a label each (the gallery at start: into an empty index the matrix
+        is taken as it is, no copy)."""
+        embeddings = _as_matrix(embeddings, self.dim)
+        labels = list(labels)
+        if len(labels) != len(embeddings):
+            raise ValueError(f"{len(labels)} labels for {len(embeddings)} rows")
+        with self._write_lock:
+            if self._snapshot.count == 0 and labels:
+                self._snapshot = _Snapshot(np.ascontiguousarray(embeddings), labels,
+                                           len(labels))
+                return
+        for start in range(len(labels)):
+            self.add(embeddings[start:start + 1], labels[start])
+
     def remove(self, label):
         """Drop every row of ``label``; returns how many."""
         with self._write_lock:
@@ -154,6 +169,15 @@ class FaissIndex:
         with self._lock:
             self._index.add(embeddings)
             self._labels.extend([label] * len(embeddings))
+
+    def add_rows(self, embeddings, labels):
+        embeddings = np.ascontiguousarray(_as_matrix(embeddings, self.dim))
+        labels = list(labels)
+        if len(labels) != len(embeddings):
+            raise ValueError(f"{len(labels)} labels for {len(embeddings)} rows")
+        with self._lock:
+            self._index.add(embeddings)
+            self._labels.extend(labels)
 
     def remove(self, label):
         with self._lock:

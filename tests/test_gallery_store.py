@@ -191,3 +191,21 @@ def test_search_benchmark_smoke(capsys):
                for r in results)
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2 * len(results)  # each measured size, then its 10^7 extrapolation
+
+
+@pytest.mark.parametrize("backend", ["numpy", "faiss"])
+def test_add_rows_is_add_per_identity(backend):
+    if backend == "faiss" and search_index.faiss_module() is None:
+        pytest.skip("faiss is not installed (optional)")
+    rows = unit_rows(300, seed=5)
+    labels = [f"id{i % 37}" for i in range(300)]  # interleaved, as enrolments over time
+    bulk = search_index.make_index(DIM, backend)
+    bulk.add_rows(rows, labels)
+    late = unit_rows(2, seed=7)
+    bulk.add(late, "late")  # grows past the adopted matrix
+    for probe in unit_rows(4, seed=6):
+        want = brute_force(np.concatenate([rows, late]), labels + ["late"] * 2, probe, 10)
+        got = bulk.search(probe, 10)
+        assert [g[0] for g in got] == [w[0] for w in want]
+    with pytest.raises(ValueError, match="labels"):
+        bulk.add_rows(rows[:3], ["a"])
