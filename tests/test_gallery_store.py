@@ -184,13 +184,15 @@ def test_gallery_cli_refuses_db_of_another_model(model, tmp_path, capsys):  # no
 def test_search_benchmark_smoke(capsys):
     from benchmarks import gallery_search  # noqa: PLC0415
 
-    results = gallery_search.run(sizes=(200,), dim=DIM, probes=3)
+    results = gallery_search.run(sizes=(200,), dim=DIM, probes=3, store_faces=100)
     assert {r["backend"] for r in results} >= {"numpy"}
     assert all(r["search_ms"] > 0 for r in results)
     assert all(r["index_mib"] == pytest.approx(200 * DIM * 4 / 2 ** 20, abs=1e-3)
                for r in results)
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 2 * len(results)  # each measured size, then its 10^7 extrapolation
+    # the store line, each measured size, then its 10^7 extrapolation
+    assert len(lines) == 1 + 2 * len(results)
+    assert '"benchmark": "gallery_store", "faces": 100' in lines[0]
 
 
 @pytest.mark.parametrize("backend", ["numpy", "faiss"])
