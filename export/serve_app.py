@@ -227,7 +227,9 @@ def create_app(service, token=None, metrics=None):
                 "embedding_size": service.embedder.embedding_size,
                 "gallery_faces": service.gallery_size(), "index": service.index.backend,
                 "verify_threshold": service.verify_threshold, "far": service.far,
+                "verify_threshold_source": service.verify_source,
                 "identify_threshold": service.identify_threshold, "fpir": service.fpir,
+                "identify_threshold_source": service.identify_source,
                 "transform": None if service.transform is None else service.transform.describe(),
                 "auth": token is not None}
 

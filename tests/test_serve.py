@@ -64,6 +64,9 @@ def test_healthz_page_and_thresholds_from_the_report(client, model):
     assert body["status"] == "ok" and body["gallery_faces"] == 0 and body["auth"] is True
     assert body["verify_threshold"] == pytest.approx(sh.REPORT_COSINE)
     assert body["far"] == 1e-3
+    assert body["verify_threshold_source"].startswith("VAL@FAR=0.001 operating point")
+    assert "no identification report" in body["identify_threshold_source"]
+    assert body["identify_threshold"] == pytest.approx(sh.REPORT_COSINE)
     page = client.get("/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert 'id="search-form"' in page.text and "/v1/identify" in page.text
@@ -445,3 +448,29 @@ def test_serve_cli_errors_are_one_line(model, tmp_path, capsys):
     assert run_serve([f"--model={model[0]}", f"--gallery={db}"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "enrolled with another model" in err[0]
+
+
+def test_identification_threshold_from_an_identification_report(tmp_path):
+    import json  # noqa: PLC0415
+
+    path, _ = sh.build_model(tmp_path / "m")
+    report_dir = tmp_path / "m" / "assets.extra" / "identification"
+    report_dir.mkdir()
+    (report_dir / "report.json").write_text(json.dumps({"threshold@fpir=0.01": 0.61,
+                                                        "threshold@fpir=0.1": 0.42}))
+    threshold, source = serve_thresholds.identification_threshold(path, 0.01)
+    assert threshold == 0.61 and source.startswith("threshold@fpir=0.01 from")
+    assert serve_thresholds.identification_threshold(path, 0.1)[0] == 0.42
+    # an FPIR the report lacks: the verification threshold stands in
+    assert serve_thresholds.identification_threshold(path, 0.05)[0] == pytest.approx(
+        sh.REPORT_COSINE)
+    given = tmp_path / "given.json"
+    given.write_text(json.dumps({"threshold@fpir=0.01": 0.7}))
+    assert serve_thresholds.identification_threshold(path, 0.01, str(given))[0] == 0.7
+    with pytest.raises(ValueError, match="no finite threshold@fpir=0.2"):
+        serve_thresholds.identification_threshold(path, 0.2, str(given))
+    service = open_service(path, tmp_path / "g.db")
+    try:
+        assert service.identify_threshold == 0.61
+    finally:
+        service.close()
