@@ -199,7 +199,9 @@ def _convert(source, output_dir, name, num_shards, image_size, crop_box, num_wor
                         "skipped": source.skipped, "options": out.options,
                         "tool_version": data_tools.__version__,
                         "schema_version": schema.SCHEMA_VERSION,
-                        "transform": image_files.describe_transform(image_size, crop_box)}
+                        "transform": image_files.describe_transform(
+                            image_size, crop_box,
+                            sizes=[(info.width, info.height) for info in infos if info])}
             manifest.update(source.manifest(records))
             return manifest
 

@@ -11,9 +11,10 @@ The converter writes the manifest last, so its presence means the conversion fin
 * ``skipped``: ``[{"path", "reason"}]`` for every input file that did not become a record;
 * ``formats``: records per stored format and how many were re-encoded;
 * ``options`` (everything that determines the bytes), ``tool_version``, ``schema_version``;
-* ``transform``: how the pixels were converted, ``{"crop_box", "image_size", "resampling"}``
-  (see :func:`conversion_transform`); what a client must do to a raw photo to send the model
-  what its evaluation records hold.
+* ``transform``: how the pixels were converted, ``{"crop_box", "image_size", "resampling",
+  "record_shape"}`` (see :func:`conversion_transform`); what a client must do to a raw photo to
+  send the model what its evaluation records hold, and the records' ``[height, width]`` (None
+  when their sizes differ).
 
 There are no timestamps: the same input and options give the same manifest, byte for byte.
 No TensorFlow here: tools that only inspect a records directory stay light.
@@ -70,7 +71,8 @@ def read_manifest(records_dir):
 
 def conversion_transform(manifest):
     """The conversion transform of a manifest (dict): ``{"crop_box": [x0, y0, x1, y1] or None,
-    "image_size": int or None, "resampling": "lanczos" or None}``.
+    "image_size": int or None, "resampling": "lanczos" or None}``, with ``"record_shape":
+    [height, width] or None`` when the manifest records it (issue 26 and later).
 
     Manifests written before the ``transform`` key existed give the same dict from their
     ``options`` (the converter always resized with Lanczos); None when neither is there (a
@@ -78,7 +80,9 @@ def conversion_transform(manifest):
     """
     transform = manifest.get("transform")
     if isinstance(transform, dict):
-        return {key: transform.get(key) for key in ("crop_box", "image_size", "resampling")}
+        keys = ("crop_box", "image_size", "resampling") + (
+            ("record_shape",) if "record_shape" in transform else ())
+        return {key: transform.get(key) for key in keys}
     options = manifest.get("options")
     if not isinstance(options, dict) or not {"crop_box", "image_size"} <= set(options):
         return None

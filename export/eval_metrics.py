@@ -252,7 +252,11 @@ def metrics_from_eval_result(eval_result, prefix="lfw"):
         metrics[name] = [float(v) for v in np.asarray(eval_result[f"{prefix}/{name}"])]
     metrics["n_folds"] = len(metrics["fold_accuracy"])
     single = single_prefix(prefix)
-    if f"{single}/threshold" in eval_result:
+    # The model hands over single embeddings exactly when it flips (model_fn's eval_flip), so
+    # their metrics say whether ``threshold`` is a flip-TTA threshold; readers of the report
+    # check it against the embeddings they judge (export.embedder.decision_threshold).
+    metrics["flip"] = f"{single}/threshold" in eval_result
+    if metrics["flip"]:
         # Without flip TTA (one embedding per image, as a plain serving call gives).
         metrics["accuracy_single"] = float(eval_result[f"{single}/accuracy"])
         metrics["threshold_single"] = float(eval_result[f"{single}/threshold"])
