@@ -12,7 +12,8 @@ damaged), 413 (too large), 422 (usable format, unusable content: too small, no f
 
 The SavedModel is called by one :class:`export.microbatch.MicroBatcher`: the images of
 concurrent requests share a call. When the serving signature has an ``embedding_norm`` output
-(the norm before L2 normalisation), it is fetched too and ``/v1/embed`` returns it.
+(the norm before L2 normalisation, ``Embedder.embed_bytes(with_norm=True)``), it is fetched too
+and ``/v1/embed`` returns it.
 
 Enrolment writes the SQLite gallery (:mod:`export.gallery_store`, one transaction per request)
 and then the in-memory index (:mod:`export.search_index`), which is rebuilt from the gallery at
@@ -30,10 +31,9 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from data_tools import image_files
-from export import gallery_store, microbatch, search_index, serve_thresholds, verification
+from export import gallery_store, microbatch, search_index, serve_thresholds
 from export import report as report_lib
 
-NORM_KEY = "embedding_norm"
 ALIGNED_SIZE = 112
 
 
@@ -137,23 +137,6 @@ def records_were_aligned(saved_model_dir):
     return bool(stored.get("aligned"))
 
 
-def _norm_tensor(embedder):
-    """The serving signature's ``embedding_norm`` tensor, or None (older exports lack it)."""
-    import tensorflow.compat.v1 as tf  # noqa: PLC0415 - the caller has loaded it already
-
-    path = embedder.saved_model_dir
-    from tensorflow.core.protobuf import saved_model_pb2  # noqa: PLC0415
-
-    model = saved_model_pb2.SavedModel()
-    with tf.gfile.GFile(f"{path}/saved_model.pb", "rb") as f:
-        model.ParseFromString(f.read())
-    for meta_graph in model.meta_graphs:
-        signature = meta_graph.signature_def.get("serving_default")
-        if signature is not None and NORM_KEY in signature.outputs:
-            return embedder._graph.get_tensor_by_name(signature.outputs[NORM_KEY].name)
-    return None
-
-
 class FaceService:
     """The service's work (see the module docstring). Thread-safe."""
 
@@ -171,7 +154,6 @@ class FaceService:
         self._detector = None
         self._detector_lock = threading.Lock()
         self._enrol_lock = threading.Lock()
-        self._norm = _norm_tensor(embedder)
         self.index = search_index.make_index(embedder.embedding_size, index_backend)
         names, _, embeddings = store.faces()
         self.index.add_rows(embeddings, names)
@@ -194,9 +176,10 @@ class FaceService:
             store = gallery_store.GalleryStore(
                 gallery, gallery_store.model_fingerprint(model_dir), embedder.embedding_size,
                 model_path=model_dir, flip=kwargs.get("flip", True))
-            verify = serve_thresholds.verification_threshold(model_dir, far)
+            flip = kwargs.get("flip", True)
+            verify = serve_thresholds.verification_threshold(model_dir, far, flip)
             identify = serve_thresholds.identification_threshold(
-                model_dir, fpir, identification_report, far)
+                model_dir, fpir, identification_report, far, flip)
             return cls(embedder, store, transform=transform, verify_threshold=verify,
                        identify_threshold=identify, far=far, fpir=fpir, **kwargs)
         except Exception:
@@ -206,26 +189,16 @@ class FaceService:
     # ------------------------------------------------------------------ the model
 
     def _run_batch(self, blobs):
-        """``[(embedding, norm or None)]`` of encoded images: one SavedModel call (two with
-        flip TTA through the pixels signature)."""
+        """``[(embedding, norm or None)]`` of encoded images: one ``embed_bytes`` call (the
+        norm is the SavedModel's ``embedding_norm``, with flip TTA that of the mean of the
+        image's and its mirror's embeddings before normalisation; None for older exports)."""
         embedder = self.embedder
-        if self._norm is None:
-            embeddings = embedder._run(blobs, self.flip)  # the embedder's own batching path
-            return [(e, None) for e in embeddings]
-        feed = {embedder._input: np.array(blobs, dtype=object)}
-        session = embedder._session
-        if self.flip and embedder._pixels is not None:
-            plain, norms, pixels = session.run([embedder._output, self._norm,
-                                                embedder._pixels], feed)
-            mirrored = session.run(embedder._output, {embedder._pixels: pixels[:, :, ::-1, :]})
-            embeddings = verification.l2_normalize(plain + mirrored)
-        elif self.flip:
-            embeddings = embedder._run(blobs, True)
-            norms = session.run(self._norm, feed)
-        else:
-            embeddings, norms = session.run([embedder._output, self._norm], feed)
-        norms = np.asarray(norms, np.float64).reshape(len(blobs), -1)[:, 0]
-        return [(np.asarray(e, np.float32), float(n)) for e, n in zip(embeddings, norms)]
+        if embedder.has_norm:
+            result = embedder.embed_bytes(blobs, batch_size=len(blobs), flip=self.flip,
+                                          with_norm=True)
+            return [(e, float(n)) for e, n in zip(result.embeddings, result.norms)]
+        embeddings = embedder.embed_bytes(blobs, batch_size=len(blobs), flip=self.flip)
+        return [(e, None) for e in embeddings]
 
     def _detector_instance(self):
         with self._detector_lock:

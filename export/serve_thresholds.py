@@ -12,6 +12,9 @@ Identification (``/v1/identify``): ``threshold@fpir=<fpir>`` of an identificatio
 (``python -m export.identification``), when one is given or found next to the model; without
 one, the verification threshold at the FAR stands in (one probe against one identity is a
 verification), and the source says so.
+
+A report measured with the other flip test-time augmentation setting than the service's is
+refused (``report.report_flip``): its thresholds would judge other scores.
 """
 
 import math
@@ -54,17 +57,32 @@ def threshold_at_far(data, far):
     return None, f"the report has no operating point at FAR {far:g}"
 
 
-def verification_threshold(saved_model_dir, far):
-    """``(cosine threshold or None, source)`` of the model's verification report at ``far``."""
+def check_flip(data, path, flip):
+    """Refuse (ValueError, one line) a report measured with the other flip TTA setting than the
+    service's embeddings: its thresholds would judge other scores (as ``export.embed`` and
+    ``export.gallery`` refuse it)."""
+    measured = report_lib.report_flip(data)
+    if measured is not None and measured != flip:
+        words = report_lib.flip_words
+        raise ValueError(f"the thresholds of {path} were measured {words(measured)} flip "
+                         f"test-time augmentation and the service embeds {words(flip)} it: "
+                         f"start it with {'--flip' if measured else '--noflip'}")
+
+
+def verification_threshold(saved_model_dir, far, flip=True):
+    """``(cosine threshold or None, source)`` of the model's verification report at ``far``;
+    ValueError for a report of the other ``flip`` setting."""
     path = embedder_lib.find_report(saved_model_dir)
     if path is None:
         return None, ("no verification report found; looked in: "
                       f"{', '.join(embedder_lib.report_candidates(saved_model_dir))}")
-    threshold, how = threshold_at_far(report_lib.read_report(path), far)
+    data = report_lib.read_report(path)
+    check_flip(data, path, flip)
+    threshold, how = threshold_at_far(data, far)
     return threshold, f"{how}, from {path}"
 
 
-def identification_threshold(saved_model_dir, fpir, report_path=None, far=1e-3):
+def identification_threshold(saved_model_dir, fpir, report_path=None, far=1e-3, flip=True):
     """``(cosine threshold or None, source)`` of the open-set decision at ``fpir``."""
     candidates = [report_path] if report_path else [
         os.path.join(saved_model_dir, embedder_lib.ASSETS_EXTRA, IDENTIFICATION_REPORT_DIR,
@@ -76,11 +94,12 @@ def identification_threshold(saved_model_dir, fpir, report_path=None, far=1e-3):
                 raise ValueError(f"no identification report at {path}")
             continue
         data = report_lib.read_report(path)
+        check_flip(data, path, flip)
         if _finite_number(data.get(key)):
             return float(data[key]), f"{key} from {path}"
         if report_path:
             raise ValueError(f"{path} holds no finite {key}")
-    threshold, source = verification_threshold(saved_model_dir, far)
+    threshold, source = verification_threshold(saved_model_dir, far, flip)
     if threshold is None:
         return None, source
     return threshold, (f"no identification report: the verification threshold at FAR {far:g} "

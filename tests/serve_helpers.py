@@ -30,10 +30,11 @@ def write_report(saved_model_dir, far_target=1e-3):
         json.dump(report, f)
 
 
-def build_model(directory, seed=5, report=True, transform=None):
+def build_model(directory, seed=5, report=True, transform=None, norm_output=True):
     """The tiny model (pixels signature: the embedder's flip path), its numpy Reference."""
     weights = tiny_model.projection(seed)
-    path = tiny_model.build_saved_model(str(directory), weights, pixels_signature=True)
+    path = tiny_model.build_saved_model(str(directory), weights, pixels_signature=True,
+                                        norm_output=norm_output)
     if report:
         write_report(path)
     if transform is not None:

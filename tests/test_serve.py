@@ -74,14 +74,16 @@ def test_healthz_page_and_thresholds_from_the_report(client, model):
 
 def test_embed_matches_the_numpy_reference(client, model):
     _, reference = model
-    pixels = sh.face_pixels(3, 0)
-    for blob in (sh.png_bytes(pixels), sh.png_bytes(pixels[:, :, 0])):
-        response = client.post("/v1/embed", files=files("image", blob))
+    for pixels in (sh.face_pixels(3, 0), sh.face_pixels(3, 0)[:, :, 0]):
+        response = client.post("/v1/embed", files=files("image", sh.png_bytes(pixels)))
         assert response.status_code == 200, response.text
         body = response.json()
-        assert body["norm"] is None  # the tiny model has no embedding_norm output
-    np.testing.assert_allclose(client.post("/v1/embed", files=files(
-        "image", sh.png_bytes(pixels))).json()["embedding"], reference(pixels), atol=1e-5)
+        np.testing.assert_allclose(body["embedding"], reference(pixels), atol=1e-5)
+        # embedding_norm with flip TTA: the norm of the mean of the image's and its mirror's
+        # projections before normalisation
+        rgb = np.stack([pixels] * 3, axis=-1) if pixels.ndim == 2 else pixels
+        mean = (reference.unnormalised(rgb) + reference.unnormalised(rgb[:, ::-1])) / 2
+        assert body["norm"] == pytest.approx(float(np.linalg.norm(mean)), rel=1e-4)
 
 
 def test_verify_scores_and_decides_at_the_report_threshold(client, model):
@@ -380,47 +382,24 @@ def test_metrics_in_prometheus_text(client):
 
 
 def test_embedding_norm_output_is_returned(tmp_path):
-    path = build_model_with_norm(tmp_path / "normed")
-    service = open_service(path, tmp_path / "g.db", flip=False)
-    try:
-        pixels = sh.face_pixels(2, 0)
-        with TestClient(serve_app.create_app(service)) as client:
-            body = client.post("/v1/embed", files=files("image", sh.png_bytes(pixels))).json()
-        weights = sh.tiny_model.projection(5).astype(np.float64)
-        raw = ((pixels.astype(np.float64) - 127.5) / 128.0).reshape(1, -1) @ weights
-        assert body["norm"] == pytest.approx(float(np.linalg.norm(raw)), rel=1e-4)
-        np.testing.assert_allclose(body["embedding"], raw[0] / np.linalg.norm(raw), atol=1e-5)
-    finally:
-        service.close()
-
-
-def build_model_with_norm(directory):
-    """The tiny model with a second serving output, ``embedding_norm`` (the norm before L2
-    normalisation), as newer exports have it."""
-    import tensorflow.compat.v1 as tf  # noqa: PLC0415
-
-    from data_tools import preprocessing  # noqa: PLC0415
-
-    size = sh.SIZE
-    graph = tf.Graph()
-    with graph.as_default():
-        image_bytes = tf.placeholder(tf.string, [None], name="image_bytes")
-        pixels = tf.map_fn(lambda b: preprocessing.resize(preprocessing.decode_image(b), size),
-                           image_bytes, dtype=tf.float32, back_prop=False)
-        flat = tf.reshape(preprocessing.preprocess_pixels(pixels, size), [-1, size * size * 3])
-        raw = tf.matmul(flat, tf.Variable(sh.tiny_model.projection(5), name="projection"))
-        outputs = {"embedding": tf.nn.l2_normalize(raw, axis=1),
-                   "embedding_norm": tf.norm(raw, axis=1)}
-        signature = tf.saved_model.signature_def_utils.predict_signature_def(
-            {"image_bytes": image_bytes}, outputs)
-        with tf.Session(graph=graph) as session:
-            session.run(tf.global_variables_initializer())
-            builder = tf.saved_model.builder.SavedModelBuilder(str(directory))
-            builder.add_meta_graph_and_variables(
-                session, [tf.saved_model.tag_constants.SERVING],
-                signature_def_map={"serving_default": signature})
-            builder.save()
-    return str(directory)
+    path, reference = sh.build_model(tmp_path / "normed", report=False)
+    unnormed, _ = sh.build_model(tmp_path / "older", norm_output=False)
+    pixels = sh.face_pixels(2, 0)
+    for model_dir, flip, want in (
+            (path, False, float(np.linalg.norm(reference.unnormalised(pixels)))),
+            (unnormed, True, None)):
+        service = open_service(model_dir, tmp_path / f"{flip}.db", flip=flip)
+        try:
+            with TestClient(serve_app.create_app(service)) as client:
+                body = client.post("/v1/embed", files=files("image", sh.png_bytes(pixels))).json()
+            np.testing.assert_allclose(body["embedding"], reference(pixels, flip=flip),
+                                       atol=1e-5)
+            if want is None:
+                assert body["norm"] is None  # an export without embedding_norm
+            else:
+                assert body["norm"] == pytest.approx(want, rel=1e-4)
+        finally:
+            service.close()
 
 
 def run_serve(args):
@@ -443,6 +422,10 @@ def test_serve_cli_errors_are_one_line(model, tmp_path, capsys):
     assert "--far and --fpir" in capsys.readouterr().err
     assert run_serve([f"--model={tmp_path / 'nothing'}", f"--gallery={db}"]) == 1
     assert capsys.readouterr().err.strip().startswith("error: model directory")
+    assert run_serve([f"--model={model[0]}", f"--gallery={tmp_path / 'n.db'}",
+                      "--noflip"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "measured with flip" in err[0]
     other, _ = sh.build_model(tmp_path / "other", seed=12)
     open_service(other, db).close()  # a gallery of another model
     assert run_serve([f"--model={model[0]}", f"--gallery={db}"]) == 1
@@ -469,6 +452,13 @@ def test_identification_threshold_from_an_identification_report(tmp_path):
     assert serve_thresholds.identification_threshold(path, 0.01, str(given))[0] == 0.7
     with pytest.raises(ValueError, match="no finite threshold@fpir=0.2"):
         serve_thresholds.identification_threshold(path, 0.2, str(given))
+    # reports measured with flip TTA (the helper's report says so) judge flip embeddings only
+    with pytest.raises(ValueError, match="measured with flip.*--flip"):
+        serve_thresholds.verification_threshold(path, 1e-3, flip=False)
+    noflip = tmp_path / "noflip.json"
+    noflip.write_text(json.dumps({"threshold@fpir=0.01": 0.7, "extra": {"flip": False}}))
+    with pytest.raises(ValueError, match="without flip.*--noflip"):
+        serve_thresholds.identification_threshold(path, 0.01, str(noflip), flip=True)
     service = open_service(path, tmp_path / "g.db")
     try:
         assert service.identify_threshold == 0.61
