@@ -152,11 +152,17 @@ def define_flags(fv=flags.FLAGS):
     return fv
 
 
+def _program_flags():
+    """This program's flags, not absl's own (``--test_tmpdir``, ``--stderrthreshold``, ...)."""
+    return FLAGS.get_key_flags_for_module(sys.modules[__name__])
+
+
 def flag_values():
     """This program's flags (not absl's own) as a plain dict."""
-    return {f.name: f.value for f in FLAGS.get_key_flags_for_module(sys.modules[__name__])}
+    return {f.name: f.value for f in _program_flags()}
 
 
+_MISSING_KEY = re.compile(r"Key \S+ not found in checkpoint")
 _NON_FINITE = re.compile(re.escape(model_fn.NON_FINITE_LOSS_MESSAGE) + r"\]\s*\[(\d+)\]")
 
 
@@ -178,14 +184,40 @@ def main(argv):
     _silence_deprecation_warnings()
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    values, recorded = flag_values(), None
+    if not run_record.trains(values["mode"]):
+        # evaluate/export: the run's recorded settings, not this program's defaults.
+        model_dir = values["model_dir"] or values["train_url"]
+        recorded = run_record.read_recorded_params(model_dir)
+        if recorded:
+            given = {name for name in values if FLAGS[name].present}
+            try:
+                values = run_record.apply_recorded_settings(values, given, recorded, model_dir)
+            except run_record.RecordMismatchError as e:
+                raise app.UsageError(str(e)) from None
     try:
-        params = build_params(flag_values())
+        params = build_params(values)
     except (ParamsError, manifest.ManifestError, estimator_factory.DeviceUnavailableError) as e:
         raise app.UsageError(str(e)) from None
+    if recorded and params.get("eval_transform") is None:
+        # An export without --eval_records serves the transform its training evaluated with.
+        params["eval_transform"] = recorded.get("eval_transform")
     if run_record.writes_run_record():
-        run_record.record_run(params, FLAGS.flags_into_string())
+        if run_record.trains(params["mode"]):
+            run_record.record_run(params, run_record.program_flags_text(_program_flags()))
+        else:
+            run_record.log_run(params)
     try:
         runner.run_mode(params)
+    except (tf.errors.NotFoundError, ValueError) as e:
+        # TF 1.15 raises the restore's NotFoundError, TF 2.x a ValueError around it.
+        missing = _MISSING_KEY.search(getattr(e, "message", None) or str(e))
+        if run_record.trains(params["mode"]) or not missing:
+            raise
+        logging.error("%s: the checkpoint in %s is not this network (%s). Run --mode=%s with "
+                      "the training run's settings (its flags.txt), without contradicting flags.",
+                      params["mode"], params["model_dir"], missing.group(0), params["mode"])
+        sys.exit(1)
     except tf.errors.InvalidArgumentError as e:
         match = _NON_FINITE.search(e.message)
         if not match:

@@ -227,6 +227,12 @@ def build_exporters(serving_input_receiver_fn, eval_name="lfw", exports_to_keep=
     ]
 
 
+def _temporary_exports(export_dir_base):
+    if not os.path.isdir(export_dir_base):
+        return []
+    return [name for name in os.listdir(export_dir_base) if name.startswith("temp-")]
+
+
 def export_checkpoint(estimator, export_dir_base, serving_input_receiver_fn,
                       checkpoint_path=None, eval_result=None, transform=None):
     """Export a checkpoint (default: the latest in model_dir) as a SavedModel; returns its path.
@@ -234,8 +240,16 @@ def export_checkpoint(estimator, export_dir_base, serving_input_receiver_fn,
     ``eval_result`` and ``transform`` (the evaluation records' conversion transform) go into
     its ``assets.extra`` when given.
     """
-    path = _as_text(estimator.export_saved_model(export_dir_base, serving_input_receiver_fn,
-                                                 checkpoint_path=checkpoint_path))
+    before = set(_temporary_exports(export_dir_base))
+    try:
+        path = _as_text(estimator.export_saved_model(export_dir_base, serving_input_receiver_fn,
+                                                     checkpoint_path=checkpoint_path))
+    except BaseException:
+        # The estimator builds the export in temp-<timestamp> and renames it when complete: a
+        # failed export (a checkpoint of another network, Ctrl-C) leaves nothing behind.
+        for name in set(_temporary_exports(export_dir_base)) - before:
+            shutil.rmtree(os.path.join(export_dir_base, name), ignore_errors=True)
+        raise
     if eval_result:
         write_export_report(path, eval_result)
     write_export_transform(path, transform)
