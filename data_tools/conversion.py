@@ -26,6 +26,7 @@ import time
 import data_tools
 from data_tools import image_files, schema
 from data_tools import pairs as pairs_lib
+from data_tools import transform as transform_lib
 from data_tools.shard_writer import (
     LOCK_NAME,
     PLAN_NAME,
@@ -170,6 +171,14 @@ class _ImageFiles(collections.namedtuple(
 # ------------------------------------------------------------------ the skeleton
 
 
+def _conversion_transform(image_size, crop_box, align):
+    """The Transform this conversion applies: aligned faces (``align``, the record of
+    ``data_tools.raw_faces``) are stored as they are, at the size they were aligned to."""
+    if align is not None:
+        return transform_lib.Transform(None, align.get("image_size"), align=True)
+    return transform_lib.Transform(crop_box, image_size)
+
+
 def _convert(source, output_dir, name, num_shards, image_size, crop_box, num_workers, strict,
              overwrite, progress, align=None):
     """Check, plan and write one conversion of ``source``; returns its summary dict."""
@@ -199,7 +208,8 @@ def _convert(source, output_dir, name, num_shards, image_size, crop_box, num_wor
                         "skipped": source.skipped, "options": out.options,
                         "tool_version": data_tools.__version__,
                         "schema_version": schema.SCHEMA_VERSION,
-                        "transform": image_files.describe_transform(image_size, crop_box)}
+                        "transform": _conversion_transform(image_size, crop_box,
+                                                           align).to_dict()}
             manifest.update(source.manifest(records))
             return manifest
 

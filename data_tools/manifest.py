@@ -23,6 +23,7 @@ import json
 import os
 
 from data_tools import fileio
+from data_tools import transform as transform_lib
 
 MANIFEST_NAME = "manifest.json"
 LABELS_NAME = "labels.txt"
@@ -69,22 +70,20 @@ def read_manifest(records_dir):
 
 
 def conversion_transform(manifest):
-    """The conversion transform of a manifest (dict): ``{"crop_box": [x0, y0, x1, y1] or None,
-    "image_size": int or None, "resampling": "lanczos" or None}``.
+    """The conversion transform of a manifest as JSON (``data_tools.transform.Transform``'s
+    ``to_dict``: ``{"crop_box", "image_size", "resampling"}``, plus ``"align": true`` for aligned
+    faces), for params.json and the exports; None for a manifest of another tool.
 
     Manifests written before the ``transform`` key existed give the same dict from their
-    ``options`` (the converter always resized with Lanczos); None when neither is there (a
-    manifest of another tool).
+    ``options`` (the converter always resized with Lanczos).
     """
-    transform = manifest.get("transform")
-    if isinstance(transform, dict):
-        return {key: transform.get(key) for key in ("crop_box", "image_size", "resampling")}
     options = manifest.get("options")
-    if not isinstance(options, dict) or not {"crop_box", "image_size"} <= set(options):
+    known = isinstance(manifest.get("transform"), dict) or (
+        isinstance(options, dict) and ({"crop_box", "image_size"} <= set(options)
+                                       or isinstance(options.get("align"), dict)))
+    if not known:
         return None
-    image_size = options["image_size"]
-    return {"crop_box": options["crop_box"], "image_size": image_size,
-            "resampling": "lanczos" if image_size is not None else None}
+    return (transform_lib.Transform.from_manifest(manifest) or transform_lib.Transform()).to_dict()
 
 
 def shard_paths(records_dir):

@@ -34,6 +34,7 @@ runs the ONNX checks. All are imported only when used; without them the command 
 line saying what to install.
 """
 
+import os
 import sys
 
 from data_tools import cli
@@ -43,6 +44,9 @@ cli.quiet_tensorflow()  # before TensorFlow is imported
 import tensorflow.compat.v1 as tf  # noqa: E402
 from absl import flags  # noqa: E402
 
+from data_tools import manifest  # noqa: E402
+from data_tools.transform import Transform  # noqa: E402
+from export import report  # noqa: E402
 from export.deploy_formats import (  # noqa: E402
     DEFAULT_CALIBRATION_IMAGES,
     DEFAULT_INT8_FLOAT_OPS,
@@ -108,8 +112,32 @@ def define_flags(flag_values=flags.FLAGS):
                         flag_values=flag_values)
     flags.DEFINE_list("check_files", [], "Converted models (.onnx, .tflite, .pb) to check with "
                       "--check_records besides those written now.", flag_values=flag_values)
+    flags.DEFINE_bool("allow_transform_mismatch", False, "Check on --check_records although "
+                      "they were converted otherwise than the model's records (their accuracy "
+                      "is then not the model's).", flag_values=flag_values)
     flags.DEFINE_integer("threads", None, "Threads of ONNX Runtime and TFLite in the checks "
                          "(default: theirs).", lower_bound=1, flag_values=flag_values)
+
+
+def check_records_transform(saved_model_dir, records, allow_mismatch=False):
+    """Print the transform of the check records; refuse (one line) records converted otherwise
+    than the model's evaluation records, whose accuracy would not be the model's."""
+    try:
+        records_transform = Transform.from_manifest(manifest.read_manifest(records))
+    except manifest.ManifestError as e:
+        raise ConvertError(f"--check_records: {e}") from None
+    model_record = report.read_transform(os.path.join(saved_model_dir, "assets.extra"))
+    model_transform = Transform.from_dict(model_record)
+    described = records_transform.describe() if records_transform else "none"
+    print(f"transform: {described} (the check records' conversion; the model's: "
+          f"{model_transform.describe() if model_transform else 'none'}"
+          f"{'' if model_record is not None else ', no transform.json'})", file=sys.stderr)
+    if model_record is not None and records_transform != model_transform and not allow_mismatch:
+        raise ConvertError(f"--check_records {records} were converted with {described}, the "
+                           "model's records with "
+                           f"{model_transform.describe() if model_transform else 'none'}: "
+                           "convert the pairs as the model's records were, or pass "
+                           "--allow_transform_mismatch")
 
 
 def _check_usage(fv):
@@ -161,6 +189,8 @@ def main(argv, flag_values=flags.FLAGS):
                   f"0..255, quantize {fv.quantize}{calibrated}, {info['bytes'] / 1e6:.1f} MB)")
             written.append(fv.tflite)
         if fv.check_records:
+            check_records_transform(saved_model_dir, fv.check_records,
+                                    fv.allow_transform_mismatch)
             files = written + [path for path in fv.check_files if path not in written]
             rows = check_formats(saved_model_dir, files, fv.check_records, image_size,
                                  threads=fv.threads)

@@ -19,9 +19,11 @@ report the training run wrote (``report.json``, see :func:`decision_threshold`):
 ``<savedmodel>/assets.extra/``, then in ``eval/`` under each of the four parent directories of the
 SavedModel.
 
-A :class:`Transform` (``crop_box``, ``image_size``) crops and resizes image files before they are
-sent, with the converter's own code (``data_tools.image_files.transform_image``: crop, centre
-square, PIL Lanczos, lossless PNG), so that raw photos become the pictures the records hold.
+A :class:`~data_tools.transform.Transform` (the converter's crop box, size or 5-point
+alignment) is applied to image files before they are sent, with the converter's own code
+(``data_tools.image_files.transform_image``: crop, centre square, PIL Lanczos, lossless PNG;
+``data_tools.raw_faces`` for aligned faces), so that raw photos become the pictures the records
+hold. ``Transform`` is re-exported here for older callers.
 ``assets.extra/transform.json`` holds the transform of the evaluation records the model was
 exported with (:meth:`Embedder.transform`); ``export.pair_verification.evaluate_pairs`` users
 pass it to reproduce the report's accuracy on the raw frames.
@@ -39,6 +41,7 @@ from tqdm import tqdm
 
 from data_tools import image_files, preprocessing
 from data_tools.fileio import atomic_write
+from data_tools.transform import Transform
 from export import export_dirs, report, serving, verification
 
 SIGNATURE = "serving_default"
@@ -69,51 +72,6 @@ class ImageDecodeError(EmbedError):
         self.files = list(files)
         listed = "\n  ".join(f"{name}: {reason}" for name, reason in self.files)
         super().__init__(f"cannot use {len(self.files)} image(s):\n  {listed}")
-
-
-class Transform(collections.namedtuple("Transform", ["crop_box", "image_size"])):
-    """The converter's ``--crop_box`` and ``--image_size``, with exactly their meaning: crop to
-    ``crop_box`` ``(x0, y0, x1, y1)`` (pixels, x1/y1 exclusive), then centre-crop to a square and
-    resize to ``image_size`` with PIL's Lanczos filter. Either may be None."""
-
-    @classmethod
-    def make(cls, crop_box=None, image_size=None):
-        """A Transform from the converter's spellings (``'x0,y0,x1,y1'`` or 4 ints; a positive
-        int), or None when both are None. Raises ``ValueError`` for bad values."""
-        box = image_files.parse_crop_box(crop_box)
-        if image_size is not None:
-            if isinstance(image_size, bool) or int(image_size) != image_size or image_size < 1:
-                raise ValueError(f"image size must be a positive integer, got {image_size!r}")
-            image_size = int(image_size)
-        if box is None and image_size is None:
-            return None
-        return cls(box, image_size)
-
-    @classmethod
-    def from_dict(cls, transform):
-        """The Transform of a ``transform.json`` / manifest ``transform`` dict (None: None)."""
-        if not transform:
-            return None
-        resampling = transform.get("resampling")
-        if transform.get("image_size") is not None and resampling not in (
-                None, image_files.RESAMPLING):
-            raise ValueError(f"the conversion used {resampling!r} resampling; only the "
-                             f"converter's {image_files.RESAMPLING!r} is implemented")
-        return cls.make(transform.get("crop_box"), transform.get("image_size"))
-
-    def describe(self):
-        """``crop_box=70,60,180,190 image_size=112`` (the flags that give this transform)."""
-        parts = []
-        if self.crop_box is not None:
-            parts.append(f"crop_box={','.join(str(c) for c in self.crop_box)}")
-        if self.image_size is not None:
-            parts.append(f"image_size={self.image_size}")
-        return " ".join(parts)
-
-    def apply(self, data):
-        """PNG bytes of encoded image ``data`` after the transform (the converter's pixels);
-        raises ``image_files.ImageError`` with the reason."""
-        return image_files.transformed_png(data, self.image_size, self.crop_box)
 
 
 def find_saved_model(path):
@@ -356,6 +314,12 @@ def read_images(paths, names=None, transform=None):
     cannot be read (or is smaller than the crop box).
     """
     names = names if names is not None else paths
+    if transform is not None and transform.align:
+        # 5-point alignment is a detection, not a crop: the largest face of each photo.
+        blobs, notes = align_photos(paths, transform.image_size, names=names)
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
+        return blobs
     blobs, bad = [], []
     for path, name in zip(paths, names):
         try:
@@ -389,7 +353,7 @@ def read_images(paths, names=None, transform=None):
     return blobs
 
 
-def align_photos(paths, image_size=112, detector=None):
+def align_photos(paths, image_size=112, detector=None, names=None):
     """``(blobs, notes)``: PNG bytes of the largest face of each raw photo, aligned onto the
     5-point template (``data_tools.raw_faces``), and one note per photo with several faces.
 
@@ -405,13 +369,13 @@ def align_photos(paths, image_size=112, detector=None):
         except face_detector.DetectorUnavailableError as e:
             raise EmbedError(str(e)) from None
     blobs, bad, notes = [], [], []
-    for path in paths:
+    for path, name in zip(paths, names if names is not None else paths):
         png, result = raw_faces.aligned_png(path, image_size, detector=detector)
         if png is None:
-            bad.append((path, result.reason))
+            bad.append((name, result.reason))
             continue
         if result.num_faces > 1:
-            notes.append(f"{path} holds {result.num_faces} faces: the largest is used")
+            notes.append(f"{name} holds {result.num_faces} faces: the largest is used")
         blobs.append(png)
     if bad:
         raise ImageDecodeError(bad)

@@ -69,11 +69,12 @@ def save_index(path, embeddings, labels, paths, model, flip):
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
-def enrol(embedder, folder, index_path, flip=True, batch_size=64, progress=True):
+def enrol(embedder, folder, index_path, flip=True, batch_size=64, progress=True, transform=None):
     """Embed the images of ``folder``'s identity folders not yet in the index, append them.
 
     Returns ``(added, total, skipped)``: images added, entries in the index, and the scanner's
-    ``(relpath, reason)`` list of files that are not usable images.
+    ``(relpath, reason)`` list of files that are not usable images. ``transform``: a
+    ``data_tools.transform.Transform`` applied to every image (see ``Embedder.embed_files``).
     """
     if not os.path.isdir(folder):
         raise GalleryError(f"--folder {folder} is not a directory")
@@ -107,7 +108,7 @@ def enrol(embedder, folder, index_path, flip=True, batch_size=64, progress=True)
     if new:
         embeddings = embedder.embed_files([p for _, p, _ in new], batch_size=batch_size,
                                           flip=flip, names=[r for _, _, r in new],
-                                          progress=progress)
+                                          progress=progress, transform=transform)
         save_index(index_path, np.concatenate([index["embeddings"], embeddings]),
                    index["labels"].tolist() + [label for label, _, _ in new],
                    index["paths"].tolist() + [path for _, path, _ in new], model, flip)
