@@ -101,6 +101,9 @@ def define_flags(fv=flags.FLAGS):
     # Evaluation and export.
     integer_flag("eval_batch_size", 64, "Pairs per eval batch (the last one is padded).")
     bool_flag("eval_flip", True, "Flip test-time augmentation in verification.")
+    bool_flag("allow_transform_mismatch", False, "Evaluate on records converted otherwise than "
+              "the training records (another --crop_box, --image_size or --align): refused "
+              "by default, as the faces differ from those the model learnt.")
     float_flag("far_target", 1e-3, "FAR of the VAL@FAR metric.")
     enum_flag("eval_protocol", "verification", list(EVAL_PROTOCOLS),
               "verification: LFW-style 1:1 on pair records (make_tfrecords.py --pairs); "
