@@ -78,6 +78,16 @@ def _load_detector(min_face_size):
     return face_detector.load_detector(min_face_size=min_face_size)
 
 
+def describe_error(error):
+    """A user error's line; without the detector, this program's alternative too (the
+    library's message names no flag: export.embed, which also detects, has no --landmarks)."""
+    from data_tools import face_detector  # noqa: PLC0415
+
+    if isinstance(error, face_detector.DetectorUnavailableError):
+        return f"{error}; or give the five points of each face with --landmarks"
+    return str(error)
+
+
 def user_errors():
     """The exceptions that mean bad input (one line, exit 1), the detector's included."""
     from data_tools import face_detector  # noqa: PLC0415 - the module itself is light
@@ -111,7 +121,7 @@ def main(argv, flag_values=flags.FLAGS):
                                          overwrite=fv.overwrite, progress=True,
                                          **align_options(fv))
     except user_errors() as e:
-        print(f"align: error: {e}", file=sys.stderr)
+        print(f"align: error: {describe_error(e)}", file=sys.stderr)
         return 1
     print_skips(summary)
     print(raw_faces.format_summary(summary))

@@ -377,7 +377,8 @@ class _PairsSource:
     def relpaths(self):
         self._file = pairs_lib.read_pairs(self.pairs_path)
         self._relpath_pairs, self._kept_pairs, self._missing = pairs_lib.resolve_pairs(
-            self._file, self.input_dir, allow_missing=self.allow_missing_pairs)
+            self._file, self.input_dir, allow_missing=self.allow_missing_pairs,
+            remedy="pass --allow_missing_pairs to skip those pairs")
         return sorted(set(path for two in self._relpath_pairs for path in two))
 
     def collect(self, relpaths, infos, reasons, strict):

@@ -93,7 +93,7 @@ class MtcnnDetector:
         except ImportError as e:
             raise DetectorUnavailableError(
                 f"no face detector: the {PACKAGE} package is not importable ({e}); install it with "
-                f"{INSTALL_HINT}, or give the five points with --landmarks") from None
+                f"{INSTALL_HINT}") from None
         weights_dir = os.path.join(os.path.dirname(os.path.abspath(mtcnn.__file__)), "assets",
                                    "weights")
         paths = [os.path.join(weights_dir, name) for name in WEIGHTS]

@@ -219,7 +219,7 @@ def main(argv, flag_values=flags.FLAGS):
                                      seed=FLAGS.seed,
                                      min_images_per_class=FLAGS.min_images_per_class, **common)
     except _USER_ERRORS + align_cli.user_errors() as e:
-        print(f"make_tfrecords: error: {e}", file=sys.stderr)
+        print(f"make_tfrecords: error: {align_cli.describe_error(e)}", file=sys.stderr)
         return 1
     for item in summary["skipped"][:_MAX_LISTED_SKIPS]:
         print(f"skipped {item['path']}: {item['reason']}", file=sys.stderr)

@@ -43,15 +43,15 @@ class PairsFormatError(ValueError):
 class MissingPairImagesError(ValueError):
     """Images named by a pairs file are absent. ``.missing`` lists every missing path."""
 
-    def __init__(self, image_dir, missing, num_pairs):
+    def __init__(self, image_dir, missing, num_pairs, remedy=None):
         self.image_dir = image_dir
         self.missing = list(missing)
         self.num_pairs = num_pairs
         listed = "\n  ".join(self.missing)
+        # The remedy is the calling program's: only it knows which of its flags skips pairs.
         super().__init__(
             f"{len(self.missing)} image(s) named by the pairs file are missing under {image_dir} "
-            f"({num_pairs} pair(s) affected; pass --allow_missing_pairs to skip those pairs):"
-            f"\n  {listed}")
+            f"({num_pairs} pair(s) affected{'; ' + remedy if remedy else ''}):\n  {listed}")
 
 
 def _parse_count(path, line_number, token, what):
@@ -273,14 +273,15 @@ def pair_image_relpaths(pair, image_dir):
     return (index.find(pair.name1, pair.index1)[0], index.find(pair.name2, pair.index2)[0])
 
 
-def resolve_pairs(pairs_file, image_dir, allow_missing=False):
+def resolve_pairs(pairs_file, image_dir, allow_missing=False, remedy=None):
     """Find every pair's images under ``image_dir``.
 
     Returns ``(relpaths, kept, missing)``: ``relpaths`` a list of ``(relpath1, relpath2)`` and
     ``kept`` the matching list of :class:`Pair`, both for the pairs whose two images exist, in
     file order; ``missing`` the missing image paths, each once, in order of first mention.
     A missing image raises :class:`MissingPairImagesError` listing every missing path unless
-    ``allow_missing`` is true, in which case the pairs that need it are left out.
+    ``allow_missing`` is true, in which case the pairs that need it are left out; ``remedy``
+    (e.g. ``"pass --allow_missing_pairs to skip those pairs"``) ends its first line.
     """
     if not os.path.isdir(image_dir):
         raise ValueError(f"image directory {image_dir} does not exist or is not a directory")
@@ -300,5 +301,5 @@ def resolve_pairs(pairs_file, image_dir, allow_missing=False):
         relpaths.append((found[0][0], found[1][0]))
         kept.append(pair)
     if missing and not allow_missing:
-        raise MissingPairImagesError(image_dir, missing, num_affected)
+        raise MissingPairImagesError(image_dir, missing, num_affected, remedy)
     return relpaths, kept, missing

@@ -80,6 +80,9 @@ def define_flags(flag_values=flags.FLAGS):
                         flag_values=fv)
     flags.DEFINE_string("image_dir", None, "Identity folders of the --pairs images.",
                         flag_values=fv)
+    flags.DEFINE_bool("allow_missing_pairs", False, "--pairs with --image_dir: leave out the "
+                      "pairs whose images are missing (named on stderr) instead of stopping, as "
+                      "make_tfrecords.py --allow_missing_pairs does.", flag_values=fv)
     flags.DEFINE_integer("n_folds", None, "Folds of the --pairs evaluation; default: the pairs "
                          "file's.", lower_bound=2, flag_values=fv)
     flags.DEFINE_float("far_target", 1e-3, "FAR of the reported VAL@FAR.", flag_values=fv)
@@ -147,6 +150,9 @@ def _check_usage(fv, images):
                          "OUTPUT.names.txt)")
     if not fv.pairs and (fv.report_dir or fv.n_folds or fv.image_dir):
         raise UsageError("--report_dir, --n_folds and --image_dir apply to --pairs only")
+    if fv.allow_missing_pairs and not fv.image_dir:
+        raise UsageError("--allow_missing_pairs applies to --pairs with --image_dir (a .bin or "
+                         "pair records hold their images)")
     if fv.pairs and fv.output:
         raise UsageError("--output applies to IMAGE arguments and --folder; --pairs writes its "
                          "report to --report_dir")
@@ -234,7 +240,8 @@ def _evaluate_pairs(fv, embedder, transform):
         else:
             result = evaluate_pairs(embedder, fv.pairs, fv.image_dir, n_folds=fv.n_folds,
                                     far_target=fv.far_target, batch_size=fv.batch_size,
-                                    flip=fv.flip, progress=True, transform=transform)
+                                    flip=fv.flip, progress=True, transform=transform,
+                                    allow_missing=fv.allow_missing_pairs)
     except FoldsError as e:
         raise UsageError(str(e)) from None
     metrics = result.metrics

@@ -40,8 +40,9 @@ def _evaluate_stored(embeddings1, embeddings2, issame, seen, num_pairs, n_folds,
     ``stray``: how many real pairs came with an index outside 0 .. num_pairs - 1."""
     if stray:
         raise ValueError(f"{int(stray)} eval pair(s) have an index outside the {num_pairs} pairs "
-                         "of the set; pair records written with --allow_missing_pairs before "
-                         "2 Dec 2026 number pairs by their pairs-file line: convert them again")
+                         "of the set; pair records written with make_tfrecords.py "
+                         "--allow_missing_pairs before 2 Dec 2026 number pairs by their "
+                         "pairs-file line: convert them again")
     seen = np.asarray(seen)[:num_pairs]
     if not np.all(seen == 1):
         missing = np.flatnonzero(seen != 1)

@@ -6,6 +6,7 @@
 
 import collections
 import os
+import sys
 
 import numpy as np
 import tensorflow.compat.v1 as tf
@@ -27,22 +28,32 @@ class PairsEvaluation(collections.namedtuple(
 
 
 def evaluate_pairs(embedder, pairs_path, image_dir, n_folds=None, far_target=1e-3,
-                   batch_size=64, flip=False, progress=False, transform=None):
+                   batch_size=64, flip=False, progress=False, transform=None,
+                   allow_missing=False):
     """Verify the pairs of an LFW-format pairs file (images under ``image_dir``).
 
     Every distinct image is embedded once. ``n_folds`` defaults to the pairs file's folds. A
-    missing image is an error, never a silently skipped pair (the message lists them).
+    missing image is an error, never a silently skipped pair (the message lists them), unless
+    ``allow_missing``: then those pairs are left out and named on stderr.
     ``transform`` (an ``export.embedder.Transform``) crops and resizes every image as the
     converter does: with the SavedModel's own (``Embedder.transform``), raw frames give the
     pictures of the evaluation records, and the report's accuracy.
     """
     try:
         pairs_file = pairs_lib.read_pairs(pairs_path)
-        relpaths, kept, _ = pairs_lib.resolve_pairs(pairs_file, image_dir)
+        relpaths, kept, missing = pairs_lib.resolve_pairs(
+            pairs_file, image_dir, allow_missing=allow_missing,
+            remedy="pass --allow_missing_pairs to leave those pairs out")
     except OSError as e:
         raise EmbedError(f"cannot read pairs file {pairs_path}: {e.strerror or e}") from e
     except ValueError as e:  # data_tools.pairs: malformed file, missing images, no image_dir
         raise EmbedError(str(e)) from e
+    if missing:
+        print(f"left out {len(pairs_file.pairs) - len(kept)} of {len(pairs_file.pairs)} pairs: "
+              f"{len(missing)} image(s) missing under {image_dir} (--allow_missing_pairs), e.g. "
+              f"{missing[0]}", file=sys.stderr)
+        if not kept:
+            raise EmbedError(f"no pair of {pairs_path} has both images under {image_dir}")
     n_folds = n_folds or pairs_file.num_folds
     if n_folds < 2:
         raise FoldsError(f"{pairs_path} has a single fold; the protocol needs at least 2 (pass "

@@ -274,8 +274,9 @@ def _check_transforms(p, sets):
             described = evaluated.describe() if evaluated else "none"
             _require(False, f"--eval_records {records} were converted with {described}, the "
                      f"training records with {train.describe() if train else 'none'}: convert "
-                     "them with the same --crop_box/--image_size/--align (or pass "
-                     "--allow_transform_mismatch to evaluate on them knowingly)")
+                     "them as the training records were (make_tfrecords.py --crop_box, "
+                     "--image_size, --align), or pass --allow_transform_mismatch to evaluate "
+                     "on them knowingly")
 
 
 def _parse_eval_records(p, needs_eval):
