@@ -187,13 +187,15 @@ def main(argv, flag_values=flags.FLAGS):
                           if "calibration_images" in info else "")
             print(f"TFLite: {info['path']} (input [1, {image_size}, {image_size}, 3] float32 RGB "
                   f"0..255, quantize {fv.quantize}{calibrated}, {info['bytes'] / 1e6:.1f} MB)")
+            for note in info.get("notes", ()):
+                print(f"note: {note}", file=sys.stderr)
             written.append(fv.tflite)
         if fv.check_records:
             check_records_transform(saved_model_dir, fv.check_records,
                                     fv.allow_transform_mismatch)
             files = written + [path for path in fv.check_files if path not in written]
             rows = check_formats(saved_model_dir, files, fv.check_records, image_size,
-                                 threads=fv.threads)
+                                 threads=fv.threads, show_progress=True)
             print(f"{rows[0]['pairs']} pairs, flip TTA, {image_size}x{image_size} pixels for every "
                   "format")
             print(format_rows(rows))
