@@ -207,6 +207,25 @@ class SetsTableLogger(tf.estimator.Exporter):
             logging.info("%s", eval_sets.sets_table(eval_result, self._sets, self._far_target))
 
 
+class RoundSummaryExporter(tf.estimator.Exporter):
+    """Exports nothing: prints ``summarize(eval_result)``, the one line of each evaluation
+    round, to stdout (the estimator logs its results at INFO, which the CLI leaves off). The
+    final round is left to the run's report line, which says the same and where it is."""
+
+    def __init__(self, summarize, name="round_summary"):
+        self._summarize = summarize
+        self._name = name
+
+    @property
+    def name(self):
+        return self._name
+
+    def export(self, estimator, export_path, checkpoint_path, eval_result, is_the_final_export):
+        del estimator, export_path, checkpoint_path
+        if eval_result and not is_the_final_export:
+            print(self._summarize(eval_result), flush=True)
+
+
 def build_exporters(serving_input_receiver_fn, eval_name="lfw", exports_to_keep=3,
                     metric_key=DEFAULT_METRIC, transform=None, sets=None, far_target=1e-3):
     """The EvalSpec's exporters: the best model by verification accuracy, and the latest.

@@ -8,32 +8,15 @@ import shutil
 
 import pytest
 
-from tests import records_helpers as rh
+from tests.conftest import RECORDED_RUN_TRANSFORM as TRANSFORM
 from tests.test_estimator_main import check, printed_path, run_cli
 from training import run_record
 
-SIZE = 32
-TRANSFORM = {"crop_box": None, "image_size": SIZE, "resampling": "lanczos"}
-NET = ["--backbone=tiny", f"--image_size={SIZE}", "--embedding_size=16", "--batch_size=8",
-       "--save_checkpoints_steps=10", "--gamma=32", "--eval_batch_size=4",
-       "--eval_throttle_secs=0", "--noprogress"]
 
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("record")
-    rh.write_image_records(str(root / "train"), num_classes=4, per_class=8, size=SIZE)
-    rh.write_pair_records(str(root / "pairs"), num_pairs=10, size=SIZE, n_folds=2)
-    for records in ("train", "pairs"):  # as the converter records them
-        path = root / records / "manifest.json"
-        manifest = json.loads(path.read_text())
-        manifest["transform"] = TRANSFORM
-        path.write_text(json.dumps(manifest))
-    model_dir = str(root / "run")
-    check(run_cli("--mode=train_and_evaluate", f"--train_records={root / 'train'}",
-                  f"--eval_records={root / 'pairs'}", f"--model_dir={model_dir}",
-                  "--train_steps=10", *NET))
-    return root, model_dir
+@pytest.fixture
+def run(recorded_run):
+    """The shared training run (tests/conftest.py): its records' root and model_dir."""
+    return recorded_run[0], recorded_run[1]
 
 
 def copy_run(model_dir, destination):
@@ -74,7 +57,7 @@ def test_export_with_no_model_flags_uses_the_recorded_network(run, tmp_path):
 def test_evaluate_without_eval_records_uses_the_recorded_ones(run, tmp_path):
     model_dir = copy_run(run[1], tmp_path / "run")
     proc = check(run_cli("--mode=evaluate", f"--model_dir={model_dir}"))
-    assert "verification at step 10: accuracy" in proc.stdout
+    assert "verification at step 20: accuracy" in proc.stdout
 
 
 @pytest.mark.parametrize("mode", ["export", "evaluate"])
