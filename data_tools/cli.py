@@ -87,6 +87,11 @@ def quiet_python_logs(verbosity_given=False):
         tf_logger.addFilter(_DropDeprecations())
 
 
+def count(number, singular, plural=None):
+    """``1 identity``, ``2 identities``: a count with its noun in the right number."""
+    return f"{number} {singular if number == 1 else plural or singular + 's'}"
+
+
 def check_usage(argv, flag_values=None, required=()):
     """Raise absl's ``UsageError`` (exit 1 with the usage under ``app.run``) when the command line
     has positional arguments (``argv[1:]``) or leaves a ``required`` flag of ``flag_values``

@@ -227,7 +227,8 @@ def _embed_folder(fv, embedder, transform):
         on_skipped=lambda relpath, reason: print(f"skipped {relpath}: {reason}",
                                                  file=sys.stderr), transform=transform)
     npy_path, names_path = save_embeddings(result.embeddings, result.names, fv.output)
-    print(f"{len(result.names)} images of {result.num_identities} identities, embeddings of size "
+    print(f"{cli.count(len(result.names), 'image')} of "
+          f"{cli.count(result.num_identities, 'identity', 'identities')}, embeddings of size "
           f"{result.embeddings.shape[1]} -> {npy_path}, {names_path}")
 
 

@@ -82,6 +82,12 @@ def find_saved_model(path):
     with each export, then the newest), as training froze it; temporary ``temp-<timestamp>``
     directories of an export in progress are ignored.
     """
+    if os.path.isfile(path) and path.lower().endswith(".pb"):
+        raise SavedModelNotFoundError(
+            f"{path} is a frozen graph (.pb), not a SavedModel: --model takes the SavedModel "
+            "directory (model_dir/export/best); a frozen graph is for ATC and TF1 inference, "
+            f"and python -m export.convert --check_files={path} checks it against its "
+            "SavedModel")
     if not os.path.isdir(path):
         raise SavedModelNotFoundError(f"model directory {path} does not exist")
     if export_dirs.is_saved_model(path):

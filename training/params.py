@@ -73,6 +73,11 @@ def build_params(values):
     p["distribution"], p["num_replicas"] = runtime.distribution, runtime.num_replicas
     _check_replicas(p)
     _read_records(p, needs_train, needs_eval)
+    if needs_train and p["batch_size"] > p["num_train_images"]:
+        logging.warning("--batch_size=%d is larger than the %d training images of %s: every "
+                        "batch repeats images (the loss sees duplicates as pairs); lower "
+                        "--batch_size", p["batch_size"], p["num_train_images"],
+                        p["train_records"])
     _resolve_steps(p, needs_train)
     configs = build_configs(p)  # every remaining setting, checked and resolved into p
     if p["warm_start_from"] and needs_train:
