@@ -14,7 +14,6 @@ This file is the command line only: flags -> one validated params dict
 
 import errno
 import functools
-import logging as std_logging
 import os
 import re
 import sys
@@ -31,7 +30,7 @@ from absl import app, flags, logging  # noqa: E402
 
 from data_tools import manifest  # noqa: E402
 from model import backbones, estimator_factory, heads, hooks, model_fn, optimization  # noqa: E402
-from training import run_record, runner  # noqa: E402
+from training import console, run_record, runner  # noqa: E402
 from training.params import EVAL_PROTOCOLS, MODES, ParamsError, build_params  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -180,39 +179,8 @@ def _silence_deprecation_warnings():
     deprecation._PRINT_DEPRECATION_WARNINGS = False
 
 
-class _EstimatorNoise(std_logging.Filter):
-    """The estimator's lines a user of this CLI cannot act on, even with --verbosity=0: the
-    ROC curves (``fpr``/``tpr``, hundreds of numbers) and per-fold vectors in its "Saving dict"
-    line, and "Summary for np.ndarray is not visible" once per vector metric. The numbers are in
-    eval/report.json and the one-line summary of each round."""
-
-    _VECTOR = re.compile(r", [\w/.@-]+ = \[[^\]]*\]")
-
-    def filter(self, record):
-        message = record.getMessage()
-        if message.startswith("Summary for np.ndarray is not visible"):
-            return False
-        if message.startswith("Saving dict for global step"):
-            record.msg, record.args = self._VECTOR.sub("", message), ()
-        return True
-
-
-def _quiet_logs():
-    """TensorFlow's and absl's INFO chatter (the RunConfig dict, "Calling model_fn", ~80 lines
-    per run) is off unless --verbosity asks for it, whatever the flagfile: warnings, the progress
-    bar and each evaluation's one-line summary stay."""
-    if not FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
-    # TensorFlow's logger has its own handler; without this every line prints twice under absl.
-    tf.get_logger().propagate = False
-    # --verbosity (absl) governs TensorFlow's logger too: -1 leaves warnings and the progress bar.
-    tf.get_logger().setLevel(logging.get_absl_logger().getEffectiveLevel())
-    if not any(isinstance(f, _EstimatorNoise) for f in tf.get_logger().filters):
-        tf.get_logger().addFilter(_EstimatorNoise())
-
-
 def main(argv):
-    _quiet_logs()
+    console.quiet_logs(verbosity_given=bool(FLAGS["verbosity"].present))
     _silence_deprecation_warnings()
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")

@@ -34,7 +34,6 @@ runs the ONNX checks. All are imported only when used; without them the command 
 line saying what to install.
 """
 
-import os
 import sys
 
 from data_tools import cli
@@ -44,9 +43,6 @@ cli.quiet_tensorflow()  # before TensorFlow is imported
 import tensorflow.compat.v1 as tf  # noqa: E402
 from absl import flags  # noqa: E402
 
-from data_tools import manifest  # noqa: E402
-from data_tools.transform import Transform  # noqa: E402
-from export import report  # noqa: E402
 from export.deploy_formats import (  # noqa: E402
     DEFAULT_CALIBRATION_IMAGES,
     DEFAULT_INT8_FLOAT_OPS,
@@ -60,7 +56,7 @@ from export.deploy_formats import (  # noqa: E402
     model_image_size,
     resolve_model,
 )
-from export.format_checks import check_formats  # noqa: E402
+from export.format_checks import check_formats, check_records_transform  # noqa: E402
 
 
 def format_rows(rows):
@@ -117,27 +113,6 @@ def define_flags(flag_values=flags.FLAGS):
                       "is then not the model's).", flag_values=flag_values)
     flags.DEFINE_integer("threads", None, "Threads of ONNX Runtime and TFLite in the checks "
                          "(default: theirs).", lower_bound=1, flag_values=flag_values)
-
-
-def check_records_transform(saved_model_dir, records, allow_mismatch=False):
-    """Print the transform of the check records; refuse (one line) records converted otherwise
-    than the model's evaluation records, whose accuracy would not be the model's."""
-    try:
-        records_transform = Transform.from_manifest(manifest.read_manifest(records))
-    except manifest.ManifestError as e:
-        raise ConvertError(f"--check_records: {e}") from None
-    model_record = report.read_transform(os.path.join(saved_model_dir, "assets.extra"))
-    model_transform = Transform.from_dict(model_record)
-    described = records_transform.describe() if records_transform else "none"
-    print(f"transform: {described} (the check records' conversion; the model's: "
-          f"{model_transform.describe() if model_transform else 'none'}"
-          f"{'' if model_record is not None else ', no transform.json'})", file=sys.stderr)
-    if model_record is not None and records_transform != model_transform and not allow_mismatch:
-        raise ConvertError(f"--check_records {records} were converted with {described}, the "
-                           "model's records with "
-                           f"{model_transform.describe() if model_transform else 'none'}: "
-                           "convert the pairs as the model's records were, or pass "
-                           "--allow_transform_mismatch")
 
 
 def _check_usage(fv):

@@ -18,8 +18,9 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 from tqdm import tqdm
 
-from data_tools import input_fns, preprocessing, schema
-from export import deploy_formats, freeze, native_stderr, serving, verification
+from data_tools import input_fns, manifest, preprocessing, schema
+from data_tools.transform import Transform
+from export import deploy_formats, freeze, native_stderr, report, serving, verification
 
 PARITY_BATCH = 32
 
@@ -192,6 +193,27 @@ def flip_tta(runner, pixels, batch_size=PARITY_BATCH, show_progress=False, name=
         plain = embed_in_batches(runner, pixels, batch_size, bar)
         mirrored = embed_in_batches(runner, pixels[:, :, ::-1], batch_size, bar)
     return verification.l2_normalize(plain + mirrored), plain
+
+
+def check_records_transform(saved_model_dir, records, allow_mismatch=False):
+    """Print the transform of the check records; refuse (one line) records converted otherwise
+    than the model's evaluation records, whose accuracy would not be the model's."""
+    try:
+        records_transform = Transform.from_manifest(manifest.read_manifest(records))
+    except manifest.ManifestError as e:
+        raise deploy_formats.ConvertError(f"--check_records: {e}") from None
+    model_record = report.read_transform(os.path.join(saved_model_dir, "assets.extra"))
+    model_transform = Transform.from_dict(model_record)
+    described = records_transform.describe() if records_transform else "none"
+    print(f"transform: {described} (the check records' conversion; the model's: "
+          f"{model_transform.describe() if model_transform else 'none'}"
+          f"{'' if model_record is not None else ', no transform.json'})", file=sys.stderr)
+    if model_record is not None and records_transform != model_transform and not allow_mismatch:
+        model_described = model_transform.describe() if model_transform else "none"
+        raise deploy_formats.ConvertError(
+            f"--check_records {records} were converted with {described}, the model's records "
+            f"with {model_described}: convert the pairs as the model's records were, or pass "
+            "--allow_transform_mismatch")
 
 
 def check_formats(saved_model_dir, files, records, image_size=None, n_folds=None,

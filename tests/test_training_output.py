@@ -5,7 +5,7 @@ INFO chatter off unless --verbosity asks, whatever the flagfile; never the ROC a
 import logging
 import re
 
-import estimator_main
+from training import console
 
 
 def test_every_round_prints_its_line_and_nothing_else_chatters(recorded_run):
@@ -31,7 +31,7 @@ def _record(message, *args):
 
 
 def test_with_verbosity_the_estimators_lines_come_without_the_roc_arrays():
-    noise = estimator_main._EstimatorNoise()
+    noise = console.EstimatorNoise()
     assert not noise.filter(_record("Summary for np.ndarray is not visible in Tensorboard by "
                                     "default. Consider using a Tensorboard plugin"))
     saving = _record("Saving dict for global step %d: %s", 30,

@@ -162,7 +162,7 @@ def test_exports_store_the_transform_as_json(model, tmp_path):  # noqa: F811
 
 def test_format_checks_refuse_records_converted_otherwise(model_with_transform, tmp_path,  # noqa: F811,E501
                                                           capsys):
-    from export import convert  # noqa: PLC0415
+    from export import format_checks  # noqa: PLC0415
     from export.deploy_formats import ConvertError  # noqa: PLC0415
 
     export_dir, _ = model_with_transform
@@ -170,12 +170,12 @@ def test_format_checks_refuse_records_converted_otherwise(model_with_transform, 
     records.mkdir()
     record = {"kind": "pairs", "shards": [], "transform": dict(TRANSFORM)}
     (records / "manifest.json").write_text(json.dumps(record))
-    convert.check_records_transform(export_dir, str(records))
+    format_checks.check_records_transform(export_dir, str(records))
     assert f"transform: crop_box={CROP} image_size={SIZE} (the check records' conversion; " \
            f"the model's: crop_box={CROP} image_size={SIZE})" in capsys.readouterr().err
     record["transform"]["crop_box"] = None
     (records / "manifest.json").write_text(json.dumps(record))
     with pytest.raises(ConvertError, match=f"converted with image_size={SIZE}, the model's "
                        f"records with crop_box={CROP}"):
-        convert.check_records_transform(export_dir, str(records))
-    convert.check_records_transform(export_dir, str(records), allow_mismatch=True)
+        format_checks.check_records_transform(export_dir, str(records))
+    format_checks.check_records_transform(export_dir, str(records), allow_mismatch=True)
