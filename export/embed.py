@@ -179,7 +179,8 @@ def _transform(fv, embedder):
     pair records, whose images are converted already."""
     if fv.pairs and _self_contained(fv.pairs):
         return None
-    return transform_flags.resolve_transform(fv, embedder.transform())
+    return transform_flags.resolve_transform(fv, embedder.transform(),
+                                             recorded=embedder.records_transform())
 
 
 def _embed_files(fv, embedder, images, transform):

@@ -234,6 +234,11 @@ class Embedder:
             paths, names, lambda batch, batch_names: read_images(batch, batch_names, transform),
             batch_size, flip, progress)
 
+    def records_transform(self):
+        """Whether this SavedModel carries a ``transform.json`` (an identity one included)."""
+        return os.path.isfile(os.path.join(self.saved_model_dir, ASSETS_EXTRA,
+                                           report.TRANSFORM_JSON))
+
     def transform(self):
         """The :class:`Transform` of the evaluation records this SavedModel was exported with
         (``assets.extra/transform.json``), or None (none stored, or no crop and no resize)."""

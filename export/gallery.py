@@ -95,7 +95,8 @@ def main(argv, flag_values=flags.FLAGS):
             if not fv.model or not fv.folder:
                 raise app.UsageError("enrol needs --model and --folder")
             with embed.load_saved_model(fv.model) as embedder:
-                transform = transform_flags.resolve_transform(fv, embedder.transform())
+                transform = transform_flags.resolve_transform(
+                    fv, embedder.transform(), recorded=embedder.records_transform())
                 added, total, skipped = enrol(embedder, fv.folder, fv.index, flip=fv.flip,
                                               batch_size=fv.batch_size, transform=transform)
             for relpath, reason in skipped:
@@ -119,7 +120,8 @@ def main(argv, flag_values=flags.FLAGS):
             missing = [p for p in photos if not os.path.isfile(p)]
             if missing:
                 raise GalleryError(f"photo not found: {missing[0]}")
-            transform = transform_flags.resolve_transform(fv, embedder.transform())
+            transform = transform_flags.resolve_transform(
+                fv, embedder.transform(), recorded=embedder.records_transform())
             embeddings = embedder.embed_files(photos, batch_size=fv.batch_size,
                                               flip=index["flip"], progress=len(photos) > 50,
                                               transform=transform)

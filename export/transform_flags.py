@@ -56,10 +56,11 @@ def no_crop(crop_box):
     return crop_box is not None and crop_box.strip().lower() == NO_CROP
 
 
-def resolve_transform(fv, model_transform, out=None):
+def resolve_transform(fv, model_transform, out=None, recorded=True):
     """The Transform to apply (None: the photos as they are), and one ``transform: ...`` line on
     ``out`` saying which and where it comes from; a ``note:`` line when the flags ask for
-    something the model never saw."""
+    something the model never saw. ``recorded``: whether the model carries a transform.json
+    (an old export may not)."""
     out = sys.stderr if out is None else out
     if fv.align:
         size = fv.image_size or (model_transform.image_size if model_transform is not None
@@ -79,6 +80,8 @@ def resolve_transform(fv, model_transform, out=None):
         transform = model_transform
         source = ("the model's, from assets.extra/transform.json; --crop_box=none sends the "
                   "photos as they are")
+    elif recorded:
+        transform, source = None, "the model's: its records were stored as they were"
     else:
         transform, source = None, "the model records no transform.json"
     print(f"transform: {transform.describe() if transform else 'none'} ({source})", file=out)

@@ -179,3 +179,17 @@ def test_format_checks_refuse_records_converted_otherwise(model_with_transform, 
                        f"records with crop_box={CROP}"):
         format_checks.check_records_transform(export_dir, str(records))
     format_checks.check_records_transform(export_dir, str(records), allow_mismatch=True)
+
+
+def test_an_identity_transform_is_the_models_own(model, tmp_path, capsys):  # noqa: F811
+    """Records stored as they were: the export's transform.json says so, and embed says it is
+    the model's (not that the model records none)."""
+    import shutil  # noqa: PLC0415
+
+    export_dir = str(tmp_path / "model")
+    shutil.copytree(model[0], export_dir)
+    exporters.write_export_transform(export_dir, Transform().to_dict())
+    frame = write_frame(str(tmp_path / "f.jpg"), np.random.RandomState(10))
+    status, _, err = run_cli(capsys, "--model", export_dir, frame)
+    assert status == 0, err
+    assert "transform: none (the model's: its records were stored as they were)" in err
