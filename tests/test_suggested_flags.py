@@ -71,14 +71,24 @@ def message_nodes(tree):
                 yield node
 
 
+def _string(node):
+    """The text of a string literal node: ``ast.Constant`` (3.8+), ``ast.Str`` (3.7)."""
+    if type(node).__name__ == "Str":
+        return node.s
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    return None
+
+
 def suggested_flags(unit):
     """``{flag: line}`` of the flags the messages of ``unit`` (an AST) name."""
     found = {}
     for message in message_nodes(unit):
         for node in ast.walk(message):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str):
-                for match in FLAG.finditer(node.value):
-                    if not OTHER_PROGRAM.search(node.value[:match.start()]):
+            text = _string(node)
+            if text is not None:
+                for match in FLAG.finditer(text):
+                    if not OTHER_PROGRAM.search(text[:match.start()]):
                         found.setdefault(match.group(1), message.lineno)
     return found
 
