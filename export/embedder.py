@@ -364,6 +364,9 @@ def read_images(paths, names=None, transform=None):
     return blobs
 
 
+_DETECTOR_CACHE = {}
+
+
 def align_photos(paths, image_size=112, detector=None, names=None):
     """``(blobs, notes)``: PNG bytes of the largest face of each raw photo, aligned onto the
     5-point template (``data_tools.raw_faces``), and one note per photo with several faces.
@@ -375,10 +378,14 @@ def align_photos(paths, image_size=112, detector=None, names=None):
     from data_tools import face_detector, raw_faces  # noqa: PLC0415 - only with --align
 
     if detector is None:
-        try:
-            detector = face_detector.load_detector()
-        except face_detector.DetectorUnavailableError as e:
-            raise EmbedError(str(e)) from None
+        # Loaded once per process (and loader): a folder is aligned batch by batch.
+        loader = face_detector.load_detector
+        if loader not in _DETECTOR_CACHE:
+            try:
+                _DETECTOR_CACHE[loader] = loader()
+            except face_detector.DetectorUnavailableError as e:
+                raise EmbedError(str(e)) from None
+        detector = _DETECTOR_CACHE[loader]
     blobs, bad, notes = [], [], []
     for path, name in zip(paths, names if names is not None else paths):
         png, result = raw_faces.aligned_png(path, image_size, detector=detector)

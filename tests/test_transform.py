@@ -193,3 +193,34 @@ def test_an_identity_transform_is_the_models_own(model, tmp_path, capsys):  # no
     status, _, err = run_cli(capsys, "--model", export_dir, frame)
     assert status == 0, err
     assert "transform: none (the model's: its records were stored as they were)" in err
+
+
+def test_an_aligned_models_folder_is_aligned_by_default(model, tmp_path, capsys,  # noqa: F811
+                                                        monkeypatch):
+    import shutil  # noqa: PLC0415
+
+    from export import embedder as embedder_lib  # noqa: PLC0415
+
+    export_dir = str(tmp_path / "model")
+    shutil.copytree(model[0], export_dir)
+    exporters.write_export_transform(export_dir, Transform(None, 96, align=True).to_dict())
+    aligned = []
+
+    def fake_align(paths, image_size=112, detector=None, names=None):
+        aligned.extend((name, image_size) for name in names)
+        return [open(p, "rb").read() for p in paths], []
+
+    monkeypatch.setattr(embedder_lib, "align_photos", fake_align)
+    rng = np.random.RandomState(11)
+    for name in ("Ann", "Bob"):
+        write_frame(str(tmp_path / "faces" / name / f"{name}_0001.jpg"), rng)
+    status, _, err = run_cli(capsys, "--model", export_dir, "--folder", tmp_path / "faces",
+                             "--output", tmp_path / "emb")
+    assert status == 0, err
+    assert "transform: align image_size=96 (the model's" in err
+    assert sorted(aligned) == [("Ann/Ann_0001.jpg", 96), ("Bob/Bob_0001.jpg", 96)]
+    # A crop box on an aligned model: applied, with a note.
+    status, _, err = run_cli(capsys, "--model", export_dir, "--crop_box", CROP,
+                             str(tmp_path / "faces" / "Ann" / "Ann_0001.jpg"))
+    assert status == 0, err
+    assert "note: the model was trained on aligned faces" in err
