@@ -12,7 +12,7 @@
 
 import tensorflow.compat.v1 as tf
 
-from model import backbones, heads, hooks
+from model import backbones, hooks
 from model import config as model_config
 from model import optimization as optimization_lib
 
@@ -232,8 +232,11 @@ def model_fn_builder(backbone, head, optimization, eval_metrics_fn=None, eval_fl
             return tf.estimator.EstimatorSpec(mode, loss=loss, eval_metric_ops=metric_ops)
 
         global_step = tf.train.get_or_create_global_step()
+        # This replica's own Partial FC rows (under a mirrored strategy each replica samples
+        # and decays its own).
+        sampled_rows = [] if head_output.sampled_rows is None else [head_output.sampled_rows]
         total_loss = loss + optimization_lib.weight_decay_loss(
-            opt_config.weight_decay, rows=tf.get_collection(heads.PARTIAL_FC_ROWS))
+            opt_config.weight_decay, rows=sampled_rows)
         lr = optimization_lib.learning_rate_schedule(
             global_step, opt_config.learning_rate, opt_config.total_steps,
             warmup_steps=opt_config.warmup_steps, schedule=opt_config.schedule,
