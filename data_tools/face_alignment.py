@@ -89,6 +89,27 @@ def transform_points(matrix, points):
     return np.dot(points, matrix[:, :2].T) + matrix[:, 2]
 
 
+def points_in_resized(points, factor, origin=(0.0, 0.0)):
+    """Where ``points`` of an image land in its crop at ``origin`` resized by ``factor`` (per
+    axis; new size / old size) with PIL or any resampler that scales the pixel *edges* (PIL,
+    ``tf.image.resize`` without align_corners).
+
+    Points are pixel-centre coordinates (this module's convention): the edge coordinate
+    ``p - origin + 0.5`` is what gets scaled, so the new centre coordinate is
+    ``(p - origin + 0.5) * factor - 0.5``. ``(p - origin) * factor`` alone would move every point
+    ``0.5 * (1 - factor)`` pixels towards the origin: a third of a pixel at factor 1/4.
+    """
+    edges = np.asarray(points, dtype=np.float64) - np.asarray(origin, dtype=np.float64) + 0.5
+    return edges * np.asarray(factor, dtype=np.float64) - 0.5
+
+
+def points_from_resized(points, factor, origin=(0.0, 0.0)):
+    """The inverse of :func:`points_in_resized`: points found in the resized crop, back in the
+    pixels of the original image."""
+    edges = np.asarray(points, dtype=np.float64) + 0.5
+    return edges / np.asarray(factor, dtype=np.float64) - 0.5 + np.asarray(origin, np.float64)
+
+
 def _as_pixels(image):
     """A PIL image or an array as a float64 [H, W, C] array, and whether it was 2-D."""
     if hasattr(image, "mode") and hasattr(image, "size"):  # PIL, without importing PIL here

@@ -94,7 +94,8 @@ def _antialiased(image, landmarks, image_size):
     size = (max(1, int(round((x1 - x0) * scale))), max(1, int(round((y1 - y0) * scale))))
     region = image.crop((int(x0), int(y0), x1, y1)).resize(size, _LANCZOS)
     factor = np.array([size[0] / float(x1 - x0), size[1] / float(y1 - y0)])
-    return region, (np.asarray(landmarks) - [x0, y0]) * factor
+    # PIL scales pixel edges: the landmarks follow the half-pixel mapping.
+    return region, face_alignment.points_in_resized(landmarks, factor, origin=(x0, y0))
 
 
 def align_image(image, faces, image_size=DEFAULT_IMAGE_SIZE):
