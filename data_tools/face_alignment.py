@@ -5,7 +5,8 @@
 
 The five points are, in this order: left eye, right eye, nose tip, left and right mouth corners
 (as seen in the image; insightface's and RetinaFace's order). The template is insightface's
-``arcface_dst`` for 112x112 crops, scaled by ``image_size / 112`` for other sizes.
+``arcface_dst`` for 112x112 crops, placed for other sizes as insightface's ``estimate_norm``
+places it (:func:`template`).
 
 Coordinates follow OpenCV's convention, which the landmark files of IJB-B/C and insightface's
 ``norm_crop`` (``cv2.warpAffine``) use: x to the right, y down, and the centre of pixel
@@ -35,9 +36,21 @@ NUM_LANDMARKS = 5
 
 
 def template(image_size=112):
-    """The five template points for a square aligned face of side ``image_size``."""
+    """The five template points for a square aligned face of side ``image_size``.
+
+    As insightface's ``estimate_norm`` (``python-package/insightface/utils/face_align.py``):
+    a multiple of 112 scales ``arcface_dst`` by ``image_size / 112``; a multiple of 128 (not of
+    112) scales it by ``ratio = image_size / 128`` and shifts x by ``8 * ratio``: at 128 the
+    112 face at its own scale, centred across and with 16 more rows below, not a 112 crop blown
+    up to 128 (a face 14% larger), so crops match those of insightface's 128-pixel models.
+    Other sizes, which insightface refuses, scale by ``image_size / 112`` (ours, for small test
+    models).
+    """
     if image_size < 1:
         raise ValueError(f"image_size must be positive, got {image_size!r}")
+    if image_size % 112 and not image_size % 128:
+        ratio = float(image_size) / 128.0
+        return TEMPLATE_112 * ratio + [8.0 * ratio, 0.0]
     return TEMPLATE_112 * (float(image_size) / 112.0)
 
 
