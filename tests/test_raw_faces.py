@@ -170,6 +170,26 @@ def test_detector_points_on_a_downscaled_photo_map_back_to_the_original_pixels()
     assert np.max(np.abs(errors)) < 0.02, errors
 
 
+def test_a_tree_aligned_before_issue_26_is_not_resumed_into(tmp_path, capsys):
+    """Same options, other pixels: a report without the alignment revision (written before the
+    half-pixel mapping) is refused, so one tree never holds two alignments."""
+    pixels, landmarks = dot_face(np.random.RandomState(0), 4.0)
+    os.makedirs(str(tmp_path / "raw" / "Person_A"))
+    Image.fromarray(pixels).save(str(tmp_path / "raw" / "Person_A" / "a.png"))
+    (tmp_path / "points.txt").write_text(landmark_line("Person_A/a.png", landmarks))
+    args = [f"--input_dir={tmp_path / 'raw'}", f"--output_dir={tmp_path / 'out'}",
+            f"--landmarks={tmp_path / 'points.txt'}"]
+    assert run_align(*args) == 0
+    path = tmp_path / "out" / raw_faces.REPORT_NAME
+    report = json.loads(path.read_text())
+    assert report["options"].pop("alignment_revision") == raw_faces.ALIGNMENT_REVISION
+    path.write_text(json.dumps(report))
+    capsys.readouterr()
+    assert run_align(*args) != 0
+    assert "written with other options" in capsys.readouterr().err
+    assert run_align(*(args + ["--overwrite"])) == 0
+
+
 def write_hostile_tree(root, rng):
     """One photo of each kind the converter's tests call hostile, plus good ones; returns the
     landmark-file text (every image listed but ``unlisted.png``, and one absent image)."""
