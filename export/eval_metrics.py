@@ -158,15 +158,17 @@ def verification_metrics_fn_builder(num_pairs, n_folds=10, far_target=1e-3, pref
         # range: compute() then names the cause instead of a ResourceScatterAdd error.
         inside = tf.logical_and(real, pair_index < num_pairs)
         index = tf.where(inside, pair_index, tf.fill(tf.shape(pair_index), num_pairs))
-        update_op = tf.group(
+        updates = [
             tf.assign_add(stray, tf.reduce_sum(tf.cast(tf.logical_and(
                 real, tf.logical_not(inside)), tf.int32))),
             tf.scatter_update(store1, index, tf.cast(embeddings1, tf.float32)),
             tf.scatter_update(store2, index, tf.cast(embeddings2, tf.float32)),
             tf.scatter_update(store_same, index, tf.cast(issame, tf.int32)),
             tf.scatter_add(seen, index, tf.ones_like(index)),
-            *([] if fold is None else [
-                tf.scatter_update(store_fold, index, tf.cast(fold, tf.int32))]))
+        ]
+        if fold is not None:
+            updates.append(tf.scatter_update(store_fold, index, tf.cast(fold, tf.int32)))
+        update_op = tf.group(*updates)
         has_folds = tf.constant(fold is not None)
         outputs = tf.py_func(compute, [store1, store2, store_same, seen, stray, store_fold,
                                        has_folds],
