@@ -5,7 +5,9 @@ The converter writes the manifest last, so its presence means the conversion fin
 * ``kind``: ``"images"`` (training shards) or ``"pairs"`` (verification pairs);
 * images: ``num_images``, ``num_classes``, ``dropped_classes`` (identities below
   ``--min_images_per_class``), ``dropped_images`` (their images);
-* pairs: ``num_pairs``, ``num_folds``, ``pairs_per_fold``, ``fold_sizes`` (pairs kept per fold),
+* pairs: ``num_pairs``, ``num_folds``, ``pairs_per_fold`` (n: matched pairs per fold, and as
+  many mismatched, as in the pairs.txt header; None for a ``.bin`` whose pairs do not split so),
+  ``fold_sizes`` (pairs kept per fold),
   ``missing_pairs`` (pairs left out by ``--allow_missing_pairs``), ``num_images`` (distinct);
 * ``shards``: ``[{"file", "records", "bytes", "sha256"}]`` in order;
 * ``skipped``: ``[{"path", "reason"}]`` for every input file that did not become a record;
