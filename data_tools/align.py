@@ -52,7 +52,9 @@ def define_align_flags(flag_values):
     fv = flag_values
     if "image_size" not in fv:
         flags.DEFINE_integer("image_size", raw_faces.DEFAULT_IMAGE_SIZE, "Side of the aligned "
-                             "face; the template is insightface's 112x112 one, scaled.",
+                             "face; insightface's 112x112 template, placed as its estimate_norm "
+                             "places it (a multiple of 128 but not of 112: scaled by size/128, "
+                             "x shifted by 8*size/128).",
                              lower_bound=8, flag_values=fv)
     flags.DEFINE_string("landmarks", None, "Five points per image instead of the detector: "
                         "'relative/path x1 y1 ... x5 y5 [score]' per line (left eye, right eye, "

@@ -171,12 +171,13 @@ class _ImageFiles(collections.namedtuple(
 # ------------------------------------------------------------------ the skeleton
 
 
-def _conversion_transform(image_size, crop_box, align):
+def _conversion_transform(image_size, crop_box, align, sizes):
     """The Transform this conversion applies: aligned faces (``align``, the record of
-    ``data_tools.raw_faces``) are stored as they are, at the size they were aligned to."""
+    ``data_tools.raw_faces``) are stored as they are, at the size they were aligned to.
+    ``sizes``: the source images' ``(width, height)``, the records' shape when kept as they are."""
     if align is not None:
         return transform_lib.Transform(None, align.get("image_size"), align=True)
-    return transform_lib.Transform(crop_box, image_size)
+    return transform_lib.Transform.of_conversion(crop_box, image_size, sizes=sizes)
 
 
 def _convert(source, output_dir, name, num_shards, image_size, crop_box, num_workers, strict,
@@ -208,8 +209,9 @@ def _convert(source, output_dir, name, num_shards, image_size, crop_box, num_wor
                         "skipped": source.skipped, "options": out.options,
                         "tool_version": data_tools.__version__,
                         "schema_version": schema.SCHEMA_VERSION,
-                        "transform": _conversion_transform(image_size, crop_box,
-                                                           align).to_dict()}
+                        "transform": _conversion_transform(
+                            image_size, crop_box, align,
+                            sizes=[(info.width, info.height) for info in infos if info]).to_dict()}
             manifest.update(source.manifest(records))
             return manifest
 

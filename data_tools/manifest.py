@@ -5,15 +5,18 @@ The converter writes the manifest last, so its presence means the conversion fin
 * ``kind``: ``"images"`` (training shards) or ``"pairs"`` (verification pairs);
 * images: ``num_images``, ``num_classes``, ``dropped_classes`` (identities below
   ``--min_images_per_class``), ``dropped_images`` (their images);
-* pairs: ``num_pairs``, ``num_folds``, ``pairs_per_fold``, ``fold_sizes`` (pairs kept per fold),
+* pairs: ``num_pairs``, ``num_folds``, ``pairs_per_fold`` (n: matched pairs per fold, and as
+  many mismatched, as in the pairs.txt header; None for a ``.bin`` whose pairs do not split so),
+  ``fold_sizes`` (pairs kept per fold),
   ``missing_pairs`` (pairs left out by ``--allow_missing_pairs``), ``num_images`` (distinct);
 * ``shards``: ``[{"file", "records", "bytes", "sha256"}]`` in order;
 * ``skipped``: ``[{"path", "reason"}]`` for every input file that did not become a record;
 * ``formats``: records per stored format and how many were re-encoded;
 * ``options`` (everything that determines the bytes), ``tool_version``, ``schema_version``;
-* ``transform``: how the pixels were converted, ``{"crop_box", "image_size", "resampling"}``
-  (see :func:`conversion_transform`); what a client must do to a raw photo to send the model
-  what its evaluation records hold.
+* ``transform``: how the pixels were converted, ``{"crop_box", "image_size", "resampling",
+  "record_shape"}`` (see :func:`conversion_transform`); what a client must do to a raw photo to
+  send the model what its evaluation records hold, and the records' ``[height, width]`` (None
+  when their sizes differ).
 
 There are no timestamps: the same input and options give the same manifest, byte for byte.
 No TensorFlow here: tools that only inspect a records directory stay light.
@@ -71,8 +74,9 @@ def read_manifest(records_dir):
 
 def conversion_transform(manifest):
     """The conversion transform of a manifest as JSON (``data_tools.transform.Transform``'s
-    ``to_dict``: ``{"crop_box", "image_size", "resampling"}``, plus ``"align": true`` for aligned
-    faces), for params.json and the exports; None for a manifest of another tool.
+    ``to_dict``: ``{"crop_box", "image_size", "resampling", "record_shape"}``, plus ``"align":
+    true`` for aligned faces), for params.json and the exports; None for a manifest of another
+    tool.
 
     Manifests written before the ``transform`` key existed give the same dict from their
     ``options`` (the converter always resized with Lanczos).

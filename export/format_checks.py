@@ -232,13 +232,17 @@ def check_formats(saved_model_dir, files, records, image_size=None, n_folds=None
     images1, images2, issame, folds = pair_pixels(records, image_size)
     pixels = np.concatenate([images1, images2])
     num_pairs = len(issame)
-    n_folds = n_folds or len(np.unique(folds))
+    stored = len(np.unique(folds))
+    # The stored folds (as the training evaluation uses them) unless another number is asked
+    # for, or the records hold one fold only: then contiguous folds.
+    fold_ids = folds if stored >= 2 and n_folds in (None, stored) else None
+    n_folds = n_folds or stored
     if n_folds < 2:
         n_folds = 10 if num_pairs >= 10 else 2
 
     def evaluate(tta):
         metrics = verification.evaluate(tta[:num_pairs], tta[num_pairs:], issame,
-                                         n_folds=n_folds)
+                                         n_folds=n_folds, folds=fold_ids)
         return {"accuracy": metrics["accuracy"], "accuracy_std": metrics["accuracy_std"],
                 "auc": metrics["auc"], "threshold": metrics["threshold"]}
 

@@ -112,7 +112,7 @@ def main(argv, flag_values=flags.FLAGS):
             raise GalleryError(f"{fv.index} is empty")
         threshold, source = fv.threshold, "--threshold"
         if fv.report:
-            threshold, source = threshold_from_report(fv.report, fv.fpir)
+            threshold, source = threshold_from_report(fv.report, fv.fpir, flip=index["flip"])
         with embed.load_saved_model(fv.model or index["model"]) as embedder:
             if embedder.embedding_size != index["embeddings"].shape[1]:
                 raise GalleryError(f"the model gives {embedder.embedding_size}-d embeddings, "

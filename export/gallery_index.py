@@ -115,18 +115,36 @@ def enrol(embedder, folder, index_path, flip=True, batch_size=64, progress=True,
     return len(new), index["embeddings"].shape[0] + len(new), scan.skipped
 
 
-def threshold_from_report(path, fpir=0.01):
-    """``(cosine threshold, description)`` from an identification or verification report."""
+def threshold_from_report(path, fpir=0.01, flip=None):
+    """``(cosine threshold, description)`` from an identification or verification report.
+
+    ``flip``: the flip TTA setting of the embeddings the threshold will judge (the index's);
+    a report measured with the other setting is refused (a :class:`GalleryError` saying which
+    enrolment matches), as ``export.embedder.decision_threshold`` refuses it, and for the same
+    reason. A verification report measured with flip gives single embeddings its
+    ``threshold_single``.
+    """
     data = report_lib.read_report(path)
+    report_flip = report_lib.report_flip(data)
     key = f"threshold@fpir={fpir:g}"
+    threshold_key = "threshold"
+    if key not in data and flip is False and report_flip and isinstance(
+            data.get("threshold_single"), (int, float)):
+        threshold_key, report_flip = "threshold_single", False
+    if flip is not None and report_flip is not None and report_flip != flip:
+        words = report_lib.flip_words
+        raise GalleryError(f"the threshold of {path} was measured {words(report_flip)} flip "
+                           f"test-time augmentation and the index holds embeddings made "
+                           f"{words(flip)} it: enrol with {'--flip' if report_flip else '--noflip'}"
+                           ", or give --threshold")
     if key in data:
         value = data[key]
         if not isinstance(value, (int, float)):
             raise GalleryError(f"{path} has no finite {key}")
         return float(value), f"{key} of {path}"
-    if isinstance(data.get("threshold"), (int, float)):
-        return 1.0 - float(data["threshold"]) / 2.0, (
-            f"verification threshold of {path} (squared L2 {data['threshold']:.4f})")
+    if isinstance(data.get(threshold_key), (int, float)):
+        return 1.0 - float(data[threshold_key]) / 2.0, (
+            f"verification {threshold_key} of {path} (squared L2 {data[threshold_key]:.4f})")
     raise GalleryError(f"{path} holds neither {key} nor a verification threshold")
 
 

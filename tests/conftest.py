@@ -68,7 +68,8 @@ def pytest_runtest_makereport(item, call):
 
 RECORDED_RUN_SIZE = 32
 RECORDED_RUN_TRANSFORM = {"crop_box": None, "image_size": RECORDED_RUN_SIZE,
-                          "resampling": "lanczos"}
+                          "resampling": "lanczos",
+                          "record_shape": [RECORDED_RUN_SIZE, RECORDED_RUN_SIZE]}
 
 
 @pytest.fixture(scope="session")

@@ -259,12 +259,18 @@ def test_two_images_threshold_from_reports(model, images, capsys, tmp_path):
     assert parse_value(out, "threshold").startswith(f"{distance + 0.05:.6f} (from {eval_report}")
     assert parse_value(out, "decision").startswith("same person")
 
-    # The report stored with the SavedModel wins; it was made without flip TTA: a note says so.
+    # The report stored with the SavedModel wins; it was made without flip TTA: refused with
+    # the flag that matches it (issue 26 item 8), and --noflip uses it.
     model_report = write_fake_report(version / "assets.extra", distance - 0.05, flip=False)
     status, out, _ = run_cli(capsys, *argv)
+    assert status == 0
+    assert parse_value(out, "decision") == (
+        f"none (the threshold of {model_report} was measured without flip test-time "
+        "augmentation and these embeddings are made with it: --noflip embeds as the report "
+        "did, or give --threshold)")
+    status, out, _ = run_cli(capsys, *argv, "--noflip")
     assert parse_value(out, "threshold").startswith(f"{distance - 0.05:.6f} (from {model_report}")
-    assert parse_value(out, "decision").startswith("different people")
-    assert "computed without flip" in parse_value(out, "note")
+    assert "note:" not in out
 
 
 def test_folder(model, capsys, tmp_path):
@@ -503,3 +509,94 @@ def test_pairs_from_a_bin_or_pair_records_match_the_pairs_file(model, capsys, tm
     status, _, err = run_cli(capsys, "--model", export_dir, "--pairs", str(tmp_path / "set.bin"),
                              "--image_dir", image_dir)
     assert status == 2 and "--image_dir does not apply" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# embedding_norm (issue 26 item 4).
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("flip", [False, True])
+@pytest.mark.parametrize("model_kind", ["model", "pixels_model"])
+def test_embedder_norms_match_reference(request, images, flip, model_kind):
+    """The norm of the projection before normalisation; with flip, the norm of the mean of
+    the image's and its mirror's pre-normalisation embeddings (both routes of the mirror)."""
+    export_dir, reference = request.getfixturevalue(model_kind)
+    paths, pixels = images
+    names = sorted(paths)
+    with embedder_lib.load_saved_model(export_dir) as embedder:
+        assert embedder.has_norm
+        got = embedder.embed_files([paths[n] for n in names], batch_size=3, flip=flip,
+                                   with_norm=True)
+    rgb = {n: np.stack([pixels[n]] * 3, -1) if pixels[n].ndim == 2 else pixels[n]
+           for n in names}
+    if flip:
+        unnormalised = np.stack([(reference.unnormalised(rgb[n])
+                                  + reference.unnormalised(rgb[n][:, ::-1])) / 2 for n in names])
+    else:
+        unnormalised = np.stack([reference.unnormalised(rgb[n]) for n in names])
+    np.testing.assert_allclose(got.unnormalised, unnormalised, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(got.norms, np.linalg.norm(unnormalised, axis=1), rtol=1e-5)
+    np.testing.assert_allclose(got.embeddings, [reference(pixels[n], flip) for n in names],
+                               atol=2e-6)
+
+
+def test_print_norm(model, images, capsys, tmp_path):
+    export_dir, reference = model
+    paths, pixels = images
+    status, out, _ = run_cli(capsys, "--model", export_dir, "--print_norm", "--noflip",
+                             paths["a.png"], paths["b.png"], paths["c.png"])
+    assert status == 0
+    rows = parse_embedding_lines(out)
+    for name in ("a.png", "b.png", "c.png"):
+        row = rows[paths[name]]
+        assert row[0] == pytest.approx(np.linalg.norm(reference.unnormalised(pixels[name])),
+                                       rel=1e-5)
+        np.testing.assert_allclose(row[1:], reference(pixels[name], False), atol=1e-6)
+    status, out, _ = run_cli(capsys, "--model", export_dir, "--print_norm", "--threshold=1",
+                             paths["a.png"], paths["b.png"])
+    assert status == 0
+    norms = [float(v) for v in parse_value(out, "embedding norm").split(",")]
+    flipped = [np.linalg.norm((reference.unnormalised(pixels[n])
+                               + reference.unnormalised(pixels[n][:, ::-1])) / 2)
+               for n in ("a.png", "b.png")]
+    np.testing.assert_allclose(norms, flipped, rtol=1e-5)
+
+
+def test_print_norm_of_a_model_without_it(images, capsys, tmp_path):
+    export_dir = str(tmp_path / "old")
+    build_saved_model(export_dir, PROJECTION, norm_output=False)
+    paths, _ = images
+    status, _, err = run_cli(capsys, "--model", export_dir, "--print_norm", paths["a.png"])
+    assert status == 1
+    assert err.strip().splitlines()[-1].endswith(
+        "has no 'embedding_norm' output (exported before it existed): export it again")
+    with embedder_lib.load_saved_model(export_dir) as embedder:
+        assert not embedder.has_norm
+        embedder.embed_files([paths["a.png"]])  # the embedding alone still works
+
+
+@pytest.mark.parametrize("data, flip, expected", [
+    ({"threshold": 1.0, "flip": True}, True, 1.0),           # training report, flip eval
+    ({"threshold": 1.0, "flip": True}, False, None),         # ... no threshold_single: refused
+    ({"threshold": 1.0, "threshold_single": 1.1, "flip": True}, False, 1.1),
+    ({"threshold": 1.0, "flip": False}, True, None),         # eval_flip=False run
+    ({"threshold": 1.0, "flip": False}, False, 1.0),
+    ({"threshold": 1.0, "threshold_single": 1.1}, True, 1.0),  # older training report: flip
+    ({"threshold": 1.0, "extra": {"flip": False}}, True, None),  # export.embed --pairs report
+])
+def test_decision_threshold_checks_the_report_flip(tmp_path, data, flip, expected):
+    """Issue 26 item 8: the report's flip setting must be the embeddings'."""
+    (tmp_path / "assets.extra").mkdir()
+    (tmp_path / "assets.extra" / "report.json").write_text(json.dumps(data))
+    threshold, source, notes = embedder_lib.decision_threshold(str(tmp_path), flip=flip)
+    assert threshold == expected, source
+    assert not notes
+    if expected is None:
+        assert "flip test-time augmentation" in source
+
+
+def test_decision_threshold_of_a_report_without_flip_notes_it(tmp_path):
+    (tmp_path / "assets.extra").mkdir()
+    (tmp_path / "assets.extra" / "report.json").write_text(json.dumps({"threshold": 1.0}))
+    threshold, _, notes = embedder_lib.decision_threshold(str(tmp_path), flip=True)
+    assert threshold == 1.0 and len(notes) == 1 and "does not say" in notes[0]

@@ -35,11 +35,11 @@ def test_transform_round_trips_through_json_and_compares_by_value():
     assert cropped == Transform((70, 60, 180, 190), 112) == Transform.from_dict(
         json.loads(json.dumps(cropped.to_dict())))
     assert cropped.to_dict() == {"crop_box": [70, 60, 180, 190], "image_size": 112,
-                                 "resampling": "lanczos"}
+                                 "resampling": "lanczos", "record_shape": [112, 112]}
     assert cropped.describe() == "crop_box=70,60,180,190 image_size=112"
     aligned = Transform(None, 112, align=True)
     assert aligned.to_dict() == {"crop_box": None, "image_size": 112, "resampling": "lanczos",
-                                 "align": True}
+                                 "record_shape": [112, 112], "align": True}
     assert Transform.from_dict(aligned.to_dict()) == aligned != cropped
     assert aligned.describe() == "align image_size=112"
     # An identity conversion is no transform; a crop box and an alignment do not mix.
@@ -48,6 +48,23 @@ def test_transform_round_trips_through_json_and_compares_by_value():
         Transform("0,0,10,10", align=True)
     with pytest.raises(TransformError, match="bicubic"):
         Transform.from_dict({"crop_box": None, "image_size": 8, "resampling": "bicubic"})
+
+
+def test_record_shape_is_derived_or_recorded_and_an_unknown_one_is_no_difference():
+    assert Transform("4,2,36,26").record_shape == (24, 32)  # a crop box keeps its size
+    assert Transform("4,2,36,26", 16).record_shape == (16, 16)
+    # Kept at their own size: the converter records the one shape of its sources.
+    kept = Transform.of_conversion(sizes=[(250, 200), (250, 200)])
+    assert kept.is_identity and kept.record_shape == (200, 250)
+    assert Transform.from_dict(kept.to_dict()) == kept
+    assert Transform.of_conversion(sizes=[(250, 200), (100, 100)]).record_shape is None
+    # An older manifest does not know the shape: the same conversion all the same.
+    older = Transform.from_dict({"crop_box": None, "image_size": None, "resampling": None})
+    assert older is None and kept.same_conversion(older)
+    assert not kept.same_conversion(Transform.of_conversion(sizes=[(100, 100)]))
+    assert not kept.same_conversion(Transform("4,2,36,26"))
+    with pytest.raises(TransformError, match="height, width"):
+        Transform.from_dict({"crop_box": None, "image_size": None, "record_shape": "big"})
 
 
 def test_manifests_old_and_new_give_the_transform(tmp_path):
@@ -156,7 +173,9 @@ def test_exports_store_the_transform_as_json(model, tmp_path):  # noqa: F811
                                             .to_dict())
     with open(path) as f:
         assert Transform.from_dict(json.load(f)) == Transform(None, 96, align=True)
-    assert TRANSFORM == Transform.from_dict(TRANSFORM).to_dict()
+    # An older transform.json (no record_shape) reads as the same conversion, its shape derived.
+    assert Transform.from_dict(TRANSFORM).to_dict() == dict(
+        TRANSFORM, record_shape=[TRANSFORM["image_size"]] * 2)
     assert os.path.basename(path) == "transform.json"
 
 

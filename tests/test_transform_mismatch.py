@@ -14,8 +14,10 @@ from tests.test_estimator_main import as_argv
 from training.params import ParamsError, build_params
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CROPPED = {"crop_box": [70, 60, 180, 190], "image_size": 112, "resampling": "lanczos"}
-RESIZED = {"crop_box": None, "image_size": 112, "resampling": "lanczos"}
+CROPPED = {"crop_box": [70, 60, 180, 190], "image_size": 112, "resampling": "lanczos",
+           "record_shape": [112, 112]}
+RESIZED = {"crop_box": None, "image_size": 112, "resampling": "lanczos",
+           "record_shape": [112, 112]}
 
 
 def set_transform(records, transform):

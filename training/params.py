@@ -275,7 +275,7 @@ def _check_transforms(p, sets):
         if record is None:
             continue  # another tool's records: nothing to compare
         evaluated = Transform.from_dict(record)
-        if evaluated != train:
+        if not (train or Transform()).same_conversion(evaluated):
             described = evaluated.describe() if evaluated else "none"
             _require(False, f"--eval_records {records} were converted with {described}, the "
                      f"training records with {train.describe() if train else 'none'}: convert "

@@ -35,7 +35,7 @@ def freeze_export(p, saved_model_dir):
     name = os.path.basename(os.path.normpath(saved_model_dir))
     path = os.path.join(p["model_dir"], "frozen", f"embedding_{name}.pb")
     # Input at the eval records' size: the evaluation's own path, no upsampling of a smaller input.
-    size = serving.record_size_of(p.get("eval_transform")) or p["image_size"]
+    size = serving.frozen_input_size(p.get("eval_transform"), p["image_size"])
     freeze.freeze_saved_model(saved_model_dir, path, image_size=size)
     print(f"frozen graph (input 'input' {size}x{size}, output 'embedding'): {path}")
     return path
