@@ -31,10 +31,11 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from data_tools import image_files
+from data_tools.transform import DEFAULT_ALIGNED_SIZE, Transform
 from export import gallery_store, microbatch, search_index, serve_thresholds
 from export import report as report_lib
 
-ALIGNED_SIZE = 112
+ALIGNED_SIZE = DEFAULT_ALIGNED_SIZE  # insightface's template, when the model does not say
 
 
 class ServiceError(Exception):
@@ -100,11 +101,14 @@ def prepare_image(data, limits=DEFAULT_LIMITS, transform=None, name="image"):
     """The bytes to send to the SavedModel for one upload (see the module docstring).
 
     JPEG and PNG in 8-bit grayscale or RGB go as they are once fully decoded; other formats
-    are converted to PNG; with a ``transform`` (``export.embedder.Transform``) the converter's
-    crop and resize are applied. Raises :class:`ServiceError`.
+    are converted to PNG; with a ``transform`` (``data_tools.transform.Transform``) the
+    converter's crop and resize are applied (an aligned model's upload is taken as an aligned
+    face already, and only resized to the model's size). Raises :class:`ServiceError`.
     """
     _check_header(data, limits, name)
     try:
+        if transform is not None and transform.align:
+            return image_files.transformed_png(data, transform.image_size)
         if transform is not None:
             return transform.apply(data)
         info = image_files.check_bytes(data)
@@ -132,9 +136,10 @@ def open_photo(data, limits=DEFAULT_LIMITS, name="image"):
 
 def records_were_aligned(saved_model_dir):
     """True when the model's ``transform.json`` says its records were 5-point aligned faces
-    (``"aligned": true``): then raw photos must be aligned too, and ``align`` defaults on."""
-    stored = report_lib.read_transform(os.path.join(saved_model_dir, "assets.extra")) or {}
-    return bool(stored.get("aligned"))
+    (``"align": true``): then raw photos must be aligned too, and ``align`` defaults on."""
+    stored = report_lib.read_transform(os.path.join(saved_model_dir, "assets.extra"))
+    transform = Transform.from_dict(stored)
+    return bool(transform is not None and transform.align)
 
 
 class FaceService:
@@ -220,7 +225,9 @@ class FaceService:
 
         photo = open_photo(data, self.limits, name)
         faces = self._detector_instance().detect(photo)
-        result = raw_faces.align_image(photo, faces, ALIGNED_SIZE)
+        size = self.transform.image_size if self.transform is not None and \
+            self.transform.align else ALIGNED_SIZE
+        result = raw_faces.align_image(photo, faces, size)
         if result.face is None:
             raise ServiceError(422, f"{name}: {result.reason}")
         return raw_faces.encode_face(result.face, "face.png")

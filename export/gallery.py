@@ -24,8 +24,11 @@ threshold is ``--threshold`` (a cosine), or from ``--report``: an identification
 ``threshold`` (squared L2 distance d, turned into the cosine 1 - d / 2). Without either every
 photo gets its best match.
 
-Photos and gallery images must be face crops made the way the model's training records were
-(an LFW-a model needs the same crop box); raw photos need a detector and ``data_tools.align``.
+Photos and gallery images go through the model's transform (``assets.extra/transform.json``: the
+crop box, size or alignment of its records, printed as ``transform: ...``), so raw frames like
+those the records were made from can be enrolled and searched as they are; ``--crop_box``,
+``--image_size`` and ``--align`` override it as in ``export.embed``, ``--crop_box=none`` sends
+the photos unchanged.
 
 The index is a plain ``.npz`` (``embeddings`` float32 [N, D], ``labels`` and ``paths`` unicode
 arrays, ``model``, ``flip``, ``version``): it is read with ``allow_pickle=False``, never pickle.
@@ -40,7 +43,7 @@ cli.quiet_tensorflow()  # before anything imports TensorFlow
 
 from absl import app, flags  # noqa: E402
 
-from export import gallery_store  # noqa: E402
+from export import gallery_store, transform_flags  # noqa: E402
 from export.gallery_index import (  # noqa: E402
     GalleryError,
     enrol,
@@ -79,6 +82,7 @@ def define_flags(flag_values=flags.FLAGS):
                       "index's setting).", flag_values=flag_values)
     flags.DEFINE_integer("batch_size", 64, "Images per SavedModel call.", lower_bound=1,
                          flag_values=flag_values)
+    transform_flags.define_transform_flags(flag_values)
 
 
 def main(argv, flag_values=flags.FLAGS):
@@ -89,6 +93,10 @@ def main(argv, flag_values=flags.FLAGS):
     command, photos = argv[1], argv[2:]
     if not fv.index:
         raise app.UsageError("--index is required")
+    try:
+        transform_flags.check_transform_flags(fv)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from None
     # TensorFlow is loaded only when a model is needed.
     from export import embedder as embed  # noqa: PLC0415
 
@@ -107,8 +115,10 @@ def main(argv, flag_values=flags.FLAGS):
             if not fv.model or not fv.folder:
                 raise app.UsageError("enrol needs --model and --folder")
             with embed.load_saved_model(fv.model) as embedder:
+                transform = transform_flags.resolve_transform(
+                    fv, embedder.transform(), recorded=embedder.records_transform())
                 added, total, skipped = enrol(embedder, fv.folder, fv.index, flip=fv.flip,
-                                              batch_size=fv.batch_size)
+                                              batch_size=fv.batch_size, transform=transform)
             for relpath, reason in skipped:
                 print(f"skipped {relpath}: {reason}", file=sys.stderr)
             print(f"enrolled {added} new image(s); {fv.index} holds {total}")
@@ -132,8 +142,11 @@ def main(argv, flag_values=flags.FLAGS):
             missing = [p for p in photos if not os.path.isfile(p)]
             if missing:
                 raise GalleryError(f"photo not found: {missing[0]}")
+            transform = transform_flags.resolve_transform(
+                fv, embedder.transform(), recorded=embedder.records_transform())
             embeddings = embedder.embed_files(photos, batch_size=fv.batch_size,
-                                              flip=index["flip"], progress=len(photos) > 50)
+                                              flip=index["flip"], progress=len(photos) > 50,
+                                              transform=transform)
     except (GalleryError, embed.EmbedError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

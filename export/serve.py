@@ -51,7 +51,7 @@ def define_flags(flag_values=flags.FLAGS):
                       "(assets.extra/transform.json) to uploaded images.", flag_values=fv)
     flags.DEFINE_bool("align", None, "Default of ?align=: detect and align raw photos. "
                       "Default: on when the model's transform.json says its records were "
-                      "aligned faces (\"aligned\": true), else off.", flag_values=fv)
+                      "aligned faces (\"align\": true), else off.", flag_values=fv)
     flags.DEFINE_integer("max_batch", 32, "Most images in one SavedModel call.", lower_bound=1,
                          flag_values=fv)
     flags.DEFINE_float("max_wait_ms", 5.0, "Longest wait for a batch to fill, milliseconds.",

@@ -307,7 +307,7 @@ def test_align_detects_and_aligns(model, tmp_path):
         none.close()
     # a model whose records were aligned faces: align is the default
     path, _ = sh.build_model(tmp_path / "aligned_model", transform={
-        "crop_box": None, "image_size": None, "resampling": None, "aligned": True})
+        "crop_box": None, "image_size": 112, "resampling": "lanczos", "align": True})
     aligned_model = open_service(path, tmp_path / "c.db",
                                  detector_factory=lambda: FakeDetector(faces=False))
     try:
