@@ -25,6 +25,11 @@ transform the SavedModel was exported with (``assets.extra/transform.json``, the
 records' conversion), so that raw frames give the accuracy of the model's report;
 ``--crop_box=none`` sends the images as they are.
 
+``--print_norm`` (IMAGE arguments) also prints each image's ``embedding_norm``, the embedding's
+norm before normalisation (a face-quality signal: low for blurred or non-faces; with flip, the
+norm of the mean of the image's and its mirror's, see ``export.embedder``): after the path of
+each embedding, or one ``embedding norm:`` line in the two-image mode.
+
 ``--flip`` (on by default, as in the evaluation) adds the embedding of each mirror image, then
 renormalises. The decision threshold of the two-image mode comes from ``--threshold`` or from
 the verification report the training run wrote (``report.json``): in
@@ -70,6 +75,9 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_bool("flip", True, "Flip test-time augmentation: embedding of the image plus that "
                       "of its mirror image, renormalised, as in evaluation. --noflip returns the "
                       "SavedModel's own output.", flag_values=fv)
+    flags.DEFINE_bool("print_norm", False, "IMAGE arguments: also print each embedding's norm "
+                      "before normalisation (the SavedModel's embedding_norm; a face-quality "
+                      "signal): the column after the path.", flag_values=fv)
     flags.DEFINE_integer("batch_size", 64, "Images per SavedModel call.", lower_bound=1,
                          flag_values=fv)
     flags.DEFINE_float("threshold", None, "Decision threshold on the squared L2 distance of two "
@@ -166,6 +174,8 @@ def _check_usage(fv, images):
                          "report to --report_dir")
     if not 0.0 < fv.far_target <= 1.0:
         raise UsageError(f"--far_target must be in (0, 1], got {fv.far_target:g}")
+    if fv.print_norm and not images:
+        raise UsageError("--print_norm applies to IMAGE arguments")
     if fv.threshold is not None and len(images) != 2:
         raise UsageError("--threshold applies to the comparison of exactly two images")
     if fv.align and not images:
@@ -211,34 +221,44 @@ def _transform(fv, embedder):
 
 
 def _embed_files(fv, embedder, images, transform):
-    """Embeddings of the IMAGE arguments; with --align, of their aligned largest faces."""
+    """``(embeddings, norms or None)`` of the IMAGE arguments; with --align, of their aligned
+    largest faces; norms with --print_norm."""
     if not fv.align:
-        return embedder.embed_files(images, batch_size=fv.batch_size, flip=fv.flip,
-                                    transform=transform)
-    blobs, notes = align_photos(images)
-    for note in notes:
-        print(f"note: {note}", file=sys.stderr)
-    return embedder.embed_bytes(blobs, batch_size=fv.batch_size, flip=fv.flip, names=images)
+        result = embedder.embed_files(images, batch_size=fv.batch_size, flip=fv.flip,
+                                      transform=transform, with_norm=fv.print_norm)
+    else:
+        blobs, notes = align_photos(images)
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
+        result = embedder.embed_bytes(blobs, batch_size=fv.batch_size, flip=fv.flip,
+                                      names=images, with_norm=fv.print_norm)
+    return (result.embeddings, result.norms) if fv.print_norm else (result, None)
 
 
 def _embed_images(fv, embedder, images, transform):
-    embeddings = _embed_files(fv, embedder, images, transform)
+    embeddings, norms = _embed_files(fv, embedder, images, transform)
     if fv.output:
         paths = save_embeddings(embeddings, images, fv.output)
         print(f"{len(images)} embeddings of size {embeddings.shape[1]} -> {paths[0]}, {paths[1]}")
+        if norms is not None:
+            for path, norm in zip(images, norms):
+                print(f"{path} embedding_norm={norm:.6g}")
         return
-    for path, embedding in zip(images, embeddings):
+    for index, (path, embedding) in enumerate(zip(images, embeddings)):
         values = " ".join(f"{v:.8g}" for v in embedding)
-        print(f"{path} {values}")
+        norm = "" if norms is None else f"{norms[index]:.8g} "
+        print(f"{path} {norm}{values}")
 
 
 def _verify_two(fv, embedder, images, transform):
-    embeddings = _embed_files(fv, embedder, images, transform)
+    embeddings, norms = _embed_files(fv, embedder, images, transform)
     if fv.output:
         save_embeddings(embeddings, images, fv.output)
     similarity, distance = compare(embeddings[0], embeddings[1])
     print(f"image 1: {images[0]}")
     print(f"image 2: {images[1]}")
+    if norms is not None:
+        print(f"embedding norm: {norms[0]:.6g}, {norms[1]:.6g}")
     print(f"cosine similarity: {similarity:.6f}")
     print(f"squared L2 distance: {distance:.6f}")
 

@@ -14,6 +14,15 @@ evaluation input flips). Any other SavedModel gets the mirror image made in Tens
 decoder the serving graph uses and re-encoded losslessly as PNG, so the model sees exactly the
 flipped pixels.
 
+``with_norm=True`` also returns the embedding's norm before normalisation (the SavedModel's
+``embedding_norm`` output: insightface's N1 template weight and a face-quality signal) as
+:class:`NormedEmbeddings`. With flip TTA the unnormalised embedding is the mean of the image's
+and its mirror's pre-normalisation embeddings, and the norm is that mean's norm: on the scale of
+the one-image norm (a mirror-symmetric face gets the same number with or without flip, so one
+quality threshold serves both), and proportional to insightface's flip feature (it adds the two
+raw features, F2), so N1 pooling with it is insightface's exactly (a common factor cancels
+when the templates are normalised). Faces whose mirror embeds elsewhere get a smaller norm.
+
 The decision threshold of a two-image comparison comes from the caller or from the verification
 report the training run wrote (``report.json``, see :func:`decision_threshold`): in
 ``<savedmodel>/assets.extra/``, then in ``eval/`` under each of the four parent directories of the
@@ -45,6 +54,7 @@ SIGNATURE = "serving_default"
 # The serving signature's keys, as export/serving.py writes them.
 INPUT_KEY = serving.BYTES_INPUT
 OUTPUT_KEY = serving.OUTPUT
+NORM_KEY = serving.NORM_OUTPUT
 REPORT_PARENT_LEVELS = 4
 ASSETS_EXTRA = "assets.extra"
 
@@ -69,6 +79,17 @@ class ImageDecodeError(EmbedError):
         self.files = list(files)
         listed = "\n  ".join(f"{name}: {reason}" for name, reason in self.files)
         super().__init__(f"cannot use {len(self.files)} image(s):\n  {listed}")
+
+
+class NormedEmbeddings(collections.namedtuple("NormedEmbeddings",
+                                              ["embeddings", "unnormalised"])):
+    """``embeddings`` [N, D] as without ``with_norm``; ``unnormalised`` [N, D]: the embedding
+    before normalisation (with flip: the mean of the image's and its mirror's); ``norms`` [N]:
+    its norm (module docstring)."""
+
+    @property
+    def norms(self):
+        return np.sqrt(np.sum(np.square(np.asarray(self.unnormalised, np.float64)), axis=1))
 
 
 class Transform(collections.namedtuple("Transform", ["crop_box", "image_size"])):
@@ -179,7 +200,7 @@ class Embedder:
             with self._graph.as_default():
                 meta_graph = tf.saved_model.loader.load(
                     self._session, [tf.saved_model.tag_constants.SERVING], saved_model_dir)
-                self._input, self._output = self._signature_tensors(meta_graph)
+                self._input, self._output, self._norm = self._signature_tensors(meta_graph)
                 self._pixels = self._decoded_pixels_tensor(meta_graph)
                 # Generic mirror images: decode as the serving graph does, flip, re-encode
                 # losslessly (PNG without compression: exact and cheap). Built once, next to
@@ -208,8 +229,10 @@ class Embedder:
         if signature.inputs[INPUT_KEY].dtype != tf.string.as_datatype_enum:
             raise EmbedError(f"input {INPUT_KEY!r} of {self.saved_model_dir} is not a string "
                              "tensor of encoded images")
+        norm = (self._graph.get_tensor_by_name(signature.outputs[NORM_KEY].name)
+                if NORM_KEY in signature.outputs else None)
         return (self._graph.get_tensor_by_name(signature.inputs[INPUT_KEY].name),
-                self._graph.get_tensor_by_name(signature.outputs[OUTPUT_KEY].name))
+                self._graph.get_tensor_by_name(signature.outputs[OUTPUT_KEY].name), norm)
 
     def _decoded_pixels_tensor(self, meta_graph):
         """The pixels input of a float signature, when it defaults to the decoded image bytes.
@@ -238,37 +261,46 @@ class Embedder:
         return None
 
     @property
+    def has_norm(self):
+        """Whether the SavedModel returns ``embedding_norm`` (exports before it did not)."""
+        return self._norm is not None
+
+    @property
     def flip_method(self):
         """How mirror images are made: ``'pixels'`` (the decoded batch) or ``'png'``."""
         return "pixels" if self._pixels is not None else "png"
 
-    def embed_bytes(self, images, batch_size=64, flip=False, names=None, progress=False):
+    def embed_bytes(self, images, batch_size=64, flip=False, names=None, progress=False,
+                    with_norm=False):
         """Embeddings [N, D] float32 of encoded images (a list of bytes: JPEG, PNG, GIF, BMP).
 
         ``flip`` adds the embedding of each mirror image before normalising (test-time
-        augmentation). ``names`` (one per image) are used in error messages. Raises
-        :class:`ImageDecodeError` naming every image of the failing batch that cannot be decoded.
+        augmentation). ``names`` (one per image) are used in error messages. ``with_norm``:
+        return :class:`NormedEmbeddings` (an :class:`EmbedError` when the SavedModel has no
+        ``embedding_norm``). Raises :class:`ImageDecodeError` naming every image of the
+        failing batch that cannot be decoded.
         """
         images = list(images)
         names = list(names) if names is not None else [f"image {i}" for i in range(len(images))]
         if len(names) != len(images):
             raise ValueError(f"{len(names)} names for {len(images)} images")
         return self._embed_batches(images, names, lambda blobs, _: blobs, batch_size, flip,
-                                   progress)
+                                   progress, with_norm)
 
     def embed_files(self, paths, batch_size=64, flip=False, names=None, progress=False,
-                    transform=None):
+                    transform=None, with_norm=False):
         """Embeddings [N, D] float32 of image files, read one batch at a time.
 
         JPEG, PNG, GIF and BMP files are sent as they are; other formats PIL reads (PGM, TIFF,
         WebP...) are converted to PNG first. ``transform`` (a :class:`Transform`) crops and
-        resizes every file as the converter does. ``names`` (default: the paths) label errors.
+        resizes every file as the converter does. ``names`` (default: the paths) label errors;
+        ``with_norm``: see :meth:`embed_bytes`.
         """
         paths = list(paths)
         names = list(names) if names is not None else paths
         return self._embed_batches(
             paths, names, lambda batch, batch_names: read_images(batch, batch_names, transform),
-            batch_size, flip, progress)
+            batch_size, flip, progress, with_norm)
 
     def transform(self):
         """The :class:`Transform` of the evaluation records this SavedModel was exported with
@@ -279,27 +311,34 @@ class Embedder:
         except ValueError as e:
             raise EmbedError(f"the conversion transform of {self.saved_model_dir}: {e}") from None
 
-    def _embed_batches(self, items, names, to_blobs, batch_size, flip, progress):
+    def _embed_batches(self, items, names, to_blobs, batch_size, flip, progress,
+                       with_norm=False):
         """The one batching loop: ``to_blobs(items[batch], names[batch])`` gives encoded images."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if with_norm and self._norm is None:
+            raise EmbedError(f"SavedModel {self.saved_model_dir} has no {NORM_KEY!r} output "
+                             "(exported before it existed): export it again")
         bar = _progress_bar(len(items), progress)
         try:
             chunks = []
             for start in range(0, len(items), batch_size):
                 stop = start + batch_size
                 blobs = to_blobs(items[start:stop], names[start:stop])
-                chunks.append(self._embed_batch(blobs, names[start:stop], flip))
+                chunks.append(self._embed_batch(blobs, names[start:stop], flip, with_norm))
                 bar.update(len(blobs))
         finally:
             bar.close()
         if not chunks:
-            return np.zeros((0, self.embedding_size or 0), np.float32)
+            empty = np.zeros((0, self.embedding_size or 0), np.float32)
+            return NormedEmbeddings(empty, empty.copy()) if with_norm else empty
+        if with_norm:
+            return NormedEmbeddings(*(np.concatenate(part) for part in zip(*chunks)))
         return np.concatenate(chunks)
 
-    def _embed_batch(self, blobs, names, flip):
+    def _embed_batch(self, blobs, names, flip, with_norm=False):
         try:
-            return self._run(blobs, flip)
+            return self._run(blobs, flip, with_norm)
         except tf.errors.OpError:
             # TF names no element of a failed batch: find the culprits one image at a time.
             bad = []
@@ -312,24 +351,32 @@ class Embedder:
                 raise
             raise ImageDecodeError(bad) from None
 
-    def _run(self, blobs, flip):
+    def _run(self, blobs, flip, with_norm=False):
+        """Embeddings of one batch; with ``with_norm``, ``(embeddings, unnormalised)``."""
         feed = np.array(blobs, dtype=object)
+        outputs = [self._output] + ([self._norm] if with_norm else [])
         if not flip:
-            embeddings = self._session.run(self._output, {self._input: feed})
+            parts = [self._session.run(outputs, {self._input: feed})]
         elif self._pixels is not None:
-            plain, pixels = self._session.run([self._output, self._pixels], {self._input: feed})
-            mirrored = self._session.run(self._output, {self._pixels: pixels[:, :, ::-1, :]})
-            embeddings = verification.l2_normalize(plain + mirrored)
+            *plain, pixels = self._session.run(outputs + [self._pixels], {self._input: feed})
+            parts = [plain, self._session.run(outputs, {self._pixels: pixels[:, :, ::-1, :]})]
         else:
             mirrored = self._session.run(self._flip_output, {self._flip_input: feed})
-            both = self._session.run(self._output,
-                                     {self._input: np.concatenate([feed, mirrored])})
-            embeddings = verification.l2_normalize(both[:len(blobs)] + both[len(blobs):])
-        embeddings = np.asarray(embeddings, dtype=np.float32)
+            both = self._session.run(outputs, {self._input: np.concatenate([feed, mirrored])})
+            parts = [[b[:len(blobs)] for b in both], [b[len(blobs):] for b in both]]
+        embeddings = np.asarray(parts[0][0] if len(parts) == 1
+                                else verification.l2_normalize(parts[0][0] + parts[1][0]),
+                                dtype=np.float32)
         if embeddings.ndim != 2 or embeddings.shape[0] != len(blobs):
             raise EmbedError(f"the SavedModel returned embeddings of shape {embeddings.shape} for "
                              f"{len(blobs)} images")
-        return embeddings
+        if not with_norm:
+            return embeddings
+        # Each part's embedding times its norm is its pre-normalisation embedding; with flip,
+        # the mean of the two (module docstring).
+        unnormalised = np.mean([np.asarray(e, np.float64) * np.asarray(n, np.float64)[:, None]
+                                for e, n in parts], axis=0)
+        return embeddings, unnormalised.astype(np.float32)
 
     def close(self):
         """Release the TensorFlow session."""

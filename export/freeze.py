@@ -4,7 +4,9 @@ Node names (stable, documented in the README):
 
 * input ``input``: float32 [N, H, W, 3] RGB pixels in 0..255 (N may be left open; ATC wants it
   fixed with ``--input_shape="input:N,112,112,3"``); resizing and normalisation are inside;
-* output ``embedding``: float32 [N, D], L2-normalised.
+* output ``embedding``: float32 [N, D], L2-normalised;
+* output ``embedding_norm``: float32 [N], the embedding's norm before normalisation (when the
+  SavedModel has it; ONNX and TFLite keep the one ``embedding`` output).
 
 The graph is the SavedModel's pixels signature with its variables turned into constants; the
 JPEG/PNG decoding branch is cut away (ATC has no DecodeJpeg), and batch norm is in inference
@@ -26,6 +28,7 @@ from export import serving
 
 INPUT_NODE = "input"
 OUTPUT_NODE = "embedding"
+NORM_NODE = "embedding_norm"
 
 
 def freeze_saved_model(saved_model_dir, output_path, image_size=None):
@@ -42,10 +45,12 @@ def freeze_saved_model(saved_model_dir, output_path, image_size=None):
                              "export it with this project's serving input receiver")
         signature = meta_graph.signature_def[serving.PIXELS_SIGNATURE]
         pixels_name = signature.inputs[serving.PIXELS_INPUT].name
-        embedding_name = signature.outputs[serving.OUTPUT].name
+        output_names = [signature.outputs[serving.OUTPUT].name]
+        if serving.NORM_OUTPUT in signature.outputs:
+            output_names.append(signature.outputs[serving.NORM_OUTPUT].name)
         config = _serving_config(sess, graph) if image_size else None
         constant_graph = tf.graph_util.convert_variables_to_constants(
-            sess, graph.as_graph_def(), [embedding_name.split(":")[0]])
+            sess, graph.as_graph_def(), [name.split(":")[0] for name in output_names])
 
     with tf.Graph().as_default() as graph:
         shape = [None, image_size, image_size, 3] if image_size else [None, None, None, 3]
@@ -55,9 +60,11 @@ def freeze_saved_model(saved_model_dir, output_path, image_size=None):
             input_map = {serving.MODEL_INPUT + ":0": serving.preprocess(pixels, config)}
         else:
             input_map = {pixels_name: pixels}
-        embedding, = tf.import_graph_def(constant_graph, input_map=input_map,
-                                         return_elements=[embedding_name], name="frozen")
-        tf.identity(embedding, name=OUTPUT_NODE)
+        outputs = tf.import_graph_def(constant_graph, input_map=input_map,
+                                      return_elements=output_names, name="frozen")
+        kept = [OUTPUT_NODE, NORM_NODE][:len(outputs)]
+        for tensor, node in zip(outputs, kept):
+            tf.identity(tensor, name=node)
         graph_def = graph.as_graph_def()
     # Colocation hints (``_class``) count as edges to extract_sub_graph: in TF 1.15 they tie
     # the preprocessing to the JPEG decoding loop, which must go. They mean nothing in a frozen
@@ -65,7 +72,7 @@ def freeze_saved_model(saved_model_dir, output_path, image_size=None):
     for node in graph_def.node:
         if "_class" in node.attr:
             del node.attr["_class"]
-    pruned = _drop_unused_functions(tf.graph_util.extract_sub_graph(graph_def, [OUTPUT_NODE]))
+    pruned = _drop_unused_functions(tf.graph_util.extract_sub_graph(graph_def, kept))
 
     directory = os.path.dirname(os.path.abspath(output_path))
     tf.io.gfile.makedirs(directory)

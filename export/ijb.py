@@ -10,7 +10,12 @@ aligns each face of ``--image_dir`` from its five points, embeds it with flip te
 augmentation (``--flip``), weights it by its detector score (``--detector_score``), pools the
 faces into template features and scores each pair by their cosine, as insightface does
 (:mod:`export.ijb_protocol` has the details). It prints TAR at FAR = 1e-6 ... 1e-1 read two
-ways: the best TAR at FAR <= target, and insightface's nearest ROC point.
+ways: the best TAR at FAR <= target, and insightface's nearest ROC point, for both template
+poolings when the SavedModel returns ``embedding_norm``: N0 (faces normalised before pooling)
+and N1 (faces weighted by their feature norm, insightface's default); older exports give N0
+only. ``--pooling`` picks the mode of ``report.json``'s main figures, ``roc.png`` and
+``templates.npz``; the report names it (``pooling``) and holds both modes' figures
+(``pooling_modes``).
 
 ``report.json`` (every figure, the ROC) and ``roc.png`` (log-FAR axis) go to ``--report_dir``;
 ``--save_features`` also stores the template features there (``templates.npz``).
@@ -28,6 +33,7 @@ from absl import flags  # noqa: E402
 
 from export.ijb_protocol import (  # noqa: E402
     DATASETS,
+    POOLINGS,
     IJBError,
     evaluate,
     image_features,
@@ -58,6 +64,11 @@ def define_flags(flag_values=flags.FLAGS):
                       flag_values=flag_values)
     flags.DEFINE_bool("detector_score", True, "Weight each face by its detector score "
                       "(insightface D1).", flag_values=flag_values)
+    flags.DEFINE_enum("pooling", "N1", POOLINGS, "Template pooling of the report's main figures: "
+                      "N1 weights each face by its feature norm (insightface's default; needs "
+                      "the SavedModel's embedding_norm output, else N0 is used), N0 normalises "
+                      "faces first. Both are printed when the model allows.",
+                      flag_values=flag_values)
     flags.DEFINE_integer("align_size", 112, "Side of the aligned face sent to the model (the "
                          "template is scaled to it).", lower_bound=8, flag_values=flag_values)
     flags.DEFINE_integer("batch_size", 64, "Faces per SavedModel call.", lower_bound=1,
@@ -84,17 +95,23 @@ def main(argv, flag_values=flags.FLAGS):
               f"{labels.size} pairs",
               file=sys.stderr)
         with embed.load_saved_model(fv.model) as embedder:
+            has_norm = embedder.has_norm
+            pooling = _pooling(fv, has_norm, embedder.saved_model_dir)
             features = image_features(embedder, fv.image_dir, names, landmarks,
                                       batch_size=fv.batch_size, flip=fv.flip,
-                                      align_size=fv.align_size)
+                                      align_size=fv.align_size, with_norm=has_norm)
             model_dir = embedder.saved_model_dir
+        # N0 pools the flip-TTA embeddings, N1 the embeddings before normalisation.
+        inputs = dict(zip(POOLINGS, features)) if has_norm else {"N0": features}
         scores = np.array([landmarks[name][1] for name in names])
-        metrics, unique_templates, feats = evaluate(
-            features, templates, medias, scores, template1, template2, labels,
-            detector_score=fv.detector_score)
+        results = {mode: evaluate(x, templates, medias, scores, template1, template2, labels,
+                                  detector_score=fv.detector_score, pooling=mode)
+                   for mode, x in inputs.items()}
     except (IJBError, embed.EmbedError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    metrics, unique_templates, feats = results[pooling]
+    metrics["pooling_modes"] = {mode: _figures(result[0]) for mode, result in results.items()}
     metrics["dataset"] = dataset
     extra = {"model": os.path.abspath(model_dir), "image_dir": os.path.abspath(fv.image_dir),
              "meta_dir": os.path.abspath(fv.meta_dir), "flip": bool(fv.flip),
@@ -103,12 +120,40 @@ def main(argv, flag_values=flags.FLAGS):
     if fv.save_features:
         np.savez(os.path.join(fv.report_dir, "templates.npz"), templates=unique_templates,
                  features=feats.astype(np.float32))
-    print("FAR      TAR@<=FAR  nearest (insightface)")
-    for far in metrics["fars"]:
-        tar, nearest = metrics[f"tar@far={far:g}"], metrics[f"tar_nearest@far={far:g}"]
-        print(f"{far:<8g} {tar:<10.4f} {nearest:<10.4f}")
-    print(f"report: {json_path}, {png_path}")
+    print(_table(metrics["fars"], {mode: result[0] for mode, result in results.items()}))
+    print(f"report ({pooling}): {json_path}, {png_path}")
     return 0
+
+
+def _pooling(fv, has_norm, model_dir):
+    """The report's pooling mode: ``--pooling``, or N0 for a model without ``embedding_norm``
+    (an error when N1 was asked for explicitly)."""
+    if fv.pooling == "N0" or has_norm:
+        return fv.pooling
+    if fv["pooling"].present:
+        raise IJBError(f"--pooling=N1 needs the embedding_norm output, which {model_dir} lacks "
+                       "(exported before it existed): export it again, or use --pooling=N0")
+    print(f"note: {model_dir} has no embedding_norm output: N0 pooling only",
+          file=sys.stderr)
+    return "N0"
+
+
+def _figures(metrics):
+    """The TAR figures of one pooling mode, for ``report.json``'s ``pooling_modes``."""
+    return {key: value for key, value in metrics.items()
+            if key.startswith(("tar@far=", "tar_nearest@far=", "far@far=", "far_nearest@far=",
+                               "threshold@far=", "auc"))}
+
+
+def _table(fars, by_mode):
+    """insightface's table: one row per pooling mode and reading, one column per FAR."""
+    width = 26
+    lines = ["pooling / reading".ljust(width) + " ".join(f"{far:<8g}" for far in fars)]
+    for mode, metrics in by_mode.items():
+        for label, key in (("TAR@<=FAR", "tar@far"), ("nearest (insightface)", "tar_nearest@far")):
+            values = " ".join(f"{metrics[f'{key}={far:g}']:<8.4f}" for far in fars)
+            lines.append(f"{mode} {label}".ljust(width) + values)
+    return "\n".join(lines)
 
 
 def run():

@@ -9,11 +9,23 @@ The protocol reads the three standard meta files (``ijbc_`` or ``ijbb_`` prefix,
 * ``<set>_name_5pts_score.txt``: ``image x1 y1 ... x5 y5 detector_score`` per face.
 
 Each face of the image folder is aligned from its five points onto the 112x112 template
-(``data_tools.face_alignment``), embedded with the model with flip test-time augmentation (the
-embedding of the face plus that of its mirror image, L2-normalised: insightface's F1 and N1),
-weighted by its detector score (D1, ``detector_score``), averaged within each media (frames of
-one video, or one photo) and summed over the medias of a template; template features are
-L2-normalised and each pair is scored by their cosine.
+(``data_tools.face_alignment``), embedded with the model with flip test-time augmentation (F1,
+insightface's ``use_flip_test``), weighted by its detector score (D1, ``detector_score``),
+averaged within each media (frames of one video, or one photo) and summed over the medias of a
+template; template features are L2-normalised and each pair is scored by their cosine.
+
+Two template poolings, insightface's ``use_norm_score`` (``_evaluation_/ijb/ijb_11.py``):
+
+* N0: each face's feature is L2-normalised before pooling, so every face counts the same
+  (before the detector score). The feature is the model's flip-TTA embedding, the one the LFW
+  evaluation and ``export.embed`` use: the normalised sum of the normalised embeddings of the
+  face and of its mirror image (insightface adds the two raw features before normalising; the
+  two agree when both norms are equal);
+* N1: each face's feature is its embedding before normalisation (with flip, the sum of the
+  face's and its mirror's: insightface's feature exactly, up to a common factor that the
+  template normalisation cancels), so a face counts in proportion to its feature norm, the
+  network's own quality signal: blurred or non-faces weigh less. It needs the SavedModel's
+  ``embedding_norm`` output (``export.embedder.NormedEmbeddings``).
 
 Reported: TAR at FAR = 1e-6 ... 1e-1, read two ways from the ROC of the pair scores:
 
@@ -269,10 +281,11 @@ def aligned_png(path, landmarks, image_size=112):
 
 
 def image_features(embedder, image_dir, names, landmarks, batch_size=64, flip=True,
-                   align_size=112, progress=True):
+                   align_size=112, progress=True, with_norm=False):
     """Embeddings [N, D] of the named faces, aligned; ``landmarks`` as :func:`read_landmarks`.
 
     ``embedder`` is an ``export.embedder.Embedder`` (anything with ``embed_bytes``).
+    ``with_norm``: ``(embeddings, unnormalised)``, the second for N1 pooling.
     """
     missing = [name for name in names if name not in landmarks]
     if missing:
@@ -291,24 +304,34 @@ def image_features(embedder, image_dir, names, landmarks, batch_size=64, flip=Tr
                 except (OSError, ValueError) as e:
                     raise IJBError(f"cannot use {path}: {e}") from None
             chunks.append(embedder.embed_bytes(blobs, batch_size=len(blobs), flip=flip,
-                                               names=batch))
+                                               names=batch, with_norm=with_norm))
             bar.update(len(batch))
     finally:
         bar.close()
+    if with_norm:
+        return tuple(np.concatenate(part).astype(np.float64) for part in zip(*chunks))
     return np.concatenate(chunks).astype(np.float64)
 
 
+POOLINGS = ("N0", "N1")
+
+
 def evaluate(features, templates, medias, detector_scores, template1, template2, labels,
-             fars=FARS, detector_score=True):
+             fars=FARS, detector_score=True, pooling="N0"):
     """Image features -> template features -> pair scores -> :func:`tar_at_far` figures.
 
-    Image features are L2-normalised first; ``detector_score`` multiplies each by its
-    detector score (insightface's D1). Returns ``(metrics, unique_templates, template_feats)``.
+    ``pooling`` (module docstring): ``"N0"`` L2-normalises the image features first; ``"N1"``
+    pools them as given, so pass the embeddings before normalisation. ``detector_score``
+    multiplies each by its detector score (insightface's D1). Returns ``(metrics,
+    unique_templates, template_feats)``; ``metrics["pooling"]`` names the mode.
     """
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
     x = np.asarray(features, np.float64)
-    norms = np.sqrt(np.sum(np.square(x), axis=1, keepdims=True))
-    norms[norms == 0.0] = 1.0
-    x = x / norms
+    if pooling == "N0":
+        norms = np.sqrt(np.sum(np.square(x), axis=1, keepdims=True))
+        norms[norms == 0.0] = 1.0
+        x = x / norms
     if detector_score:
         x = x * np.asarray(detector_scores, np.float64)[:, None]
     unique_templates, feats = template_features(x, templates, medias)
@@ -316,6 +339,7 @@ def evaluate(features, templates, medias, detector_scores, template1, template2,
     metrics = tar_at_far(labels, scores, fars)
     metrics["num_templates"] = int(unique_templates.size)
     metrics["num_faces"] = int(x.shape[0])
+    metrics["pooling"] = pooling
     return metrics, unique_templates, feats
 
 
@@ -369,7 +393,8 @@ def _roc_figure(metrics):
     ax.set_ylabel("true accept rate")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
-    ax.set_title(f"{metrics.get('dataset', 'IJB')}: {metrics.get('num_templates', 0)} templates, "
+    ax.set_title(f"{metrics.get('dataset', 'IJB')} {metrics.get('pooling', '')}: "
+                 f"{metrics.get('num_templates', 0)} templates, "
                  f"{metrics['num_mated']} mated / {metrics['num_nonmated']} non-mated "
                  "pairs", fontsize=9)
     figure.tight_layout()

@@ -1,6 +1,9 @@
 """Serving input receivers: what the exported SavedModel accepts.
 
-Two signatures, both returning the L2-normalised ``embedding``:
+Two signatures, both returning the L2-normalised ``embedding`` and ``embedding_norm``, the
+norm of the embedding before normalisation (float32 [N]: insightface's N1 template weight, and a
+face-quality signal). The graph embeds each image once; flip test-time augmentation is the
+client's (``export.embedder`` defines the norm of a flipped pair):
 
 * ``serving_default``: ``image_bytes``, a string batch [None] of JPEG/PNG files of any size;
   decoded, resized and normalised inside the graph with the training code's own preprocessing;
@@ -33,6 +36,7 @@ BYTES_INPUT = "image_bytes"
 PIXELS_INPUT = "pixels"
 PIXELS_SIGNATURE = "pixels:serving_default"
 OUTPUT = "embedding"
+NORM_OUTPUT = "embedding_norm"  # absent from SavedModels exported before it existed
 # Graph names: the normalised batch the network gets, and the preprocessing parameters.
 MODEL_INPUT = "serving_image"
 CONFIG_NODE = "serving_preprocessing"

@@ -6,7 +6,8 @@
 * EVAL on pair records (features ``image1``, ``image2``, ...): embeddings of both images with
   optional flip test-time augmentation, handed to the pluggable ``eval_metrics_fn`` (LFW
   verification, from ``export/``); batch norm in inference mode.
-* PREDICT: the L2-normalised ``embedding`` and the serving ``export_outputs``; on pair records,
+* PREDICT: the L2-normalised ``embedding``, its norm before normalisation ``embedding_norm``
+  and the serving ``export_outputs`` (both keys); on pair records,
   the pair embeddings with their index and label (verification on the host, as on Ascend).
 """
 
@@ -209,7 +210,10 @@ def model_fn_builder(backbone, head, optimization, eval_metrics_fn=None, eval_fl
         normalised = tf.nn.l2_normalize(embeddings, axis=1, name="embedding")
 
         if mode == tf.estimator.ModeKeys.PREDICT:
-            predictions = {"embedding": normalised}
+            # The norm before normalisation: insightface's N1 template pooling weights faces by
+            # it, and it is the usual face-quality signal of margin-loss models.
+            norm = tf.norm(embeddings, axis=1, name="embedding_norm")
+            predictions = {"embedding": normalised, "embedding_norm": norm}
             return tf.estimator.EstimatorSpec(
                 mode, predictions=predictions,
                 export_outputs={

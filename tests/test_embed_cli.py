@@ -503,3 +503,67 @@ def test_pairs_from_a_bin_or_pair_records_match_the_pairs_file(model, capsys, tm
     status, _, err = run_cli(capsys, "--model", export_dir, "--pairs", str(tmp_path / "set.bin"),
                              "--image_dir", image_dir)
     assert status == 2 and "--image_dir does not apply" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# embedding_norm (issue 26 item 4).
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("flip", [False, True])
+@pytest.mark.parametrize("model_kind", ["model", "pixels_model"])
+def test_embedder_norms_match_reference(request, images, flip, model_kind):
+    """The norm of the projection before normalisation; with flip, the norm of the mean of
+    the image's and its mirror's pre-normalisation embeddings (both routes of the mirror)."""
+    export_dir, reference = request.getfixturevalue(model_kind)
+    paths, pixels = images
+    names = sorted(paths)
+    with embedder_lib.load_saved_model(export_dir) as embedder:
+        assert embedder.has_norm
+        got = embedder.embed_files([paths[n] for n in names], batch_size=3, flip=flip,
+                                   with_norm=True)
+    rgb = {n: np.stack([pixels[n]] * 3, -1) if pixels[n].ndim == 2 else pixels[n]
+           for n in names}
+    if flip:
+        unnormalised = np.stack([(reference.unnormalised(rgb[n])
+                                  + reference.unnormalised(rgb[n][:, ::-1])) / 2 for n in names])
+    else:
+        unnormalised = np.stack([reference.unnormalised(rgb[n]) for n in names])
+    np.testing.assert_allclose(got.unnormalised, unnormalised, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(got.norms, np.linalg.norm(unnormalised, axis=1), rtol=1e-5)
+    np.testing.assert_allclose(got.embeddings, [reference(pixels[n], flip) for n in names],
+                               atol=2e-6)
+
+
+def test_print_norm(model, images, capsys, tmp_path):
+    export_dir, reference = model
+    paths, pixels = images
+    status, out, _ = run_cli(capsys, "--model", export_dir, "--print_norm", "--noflip",
+                             paths["a.png"], paths["b.png"], paths["c.png"])
+    assert status == 0
+    rows = parse_embedding_lines(out)
+    for name in ("a.png", "b.png", "c.png"):
+        row = rows[paths[name]]
+        assert row[0] == pytest.approx(np.linalg.norm(reference.unnormalised(pixels[name])),
+                                       rel=1e-5)
+        np.testing.assert_allclose(row[1:], reference(pixels[name], False), atol=1e-6)
+    status, out, _ = run_cli(capsys, "--model", export_dir, "--print_norm", "--threshold=1",
+                             paths["a.png"], paths["b.png"])
+    assert status == 0
+    norms = [float(v) for v in parse_value(out, "embedding norm").split(",")]
+    flipped = [np.linalg.norm((reference.unnormalised(pixels[n])
+                               + reference.unnormalised(pixels[n][:, ::-1])) / 2)
+               for n in ("a.png", "b.png")]
+    np.testing.assert_allclose(norms, flipped, rtol=1e-5)
+
+
+def test_print_norm_of_a_model_without_it(images, capsys, tmp_path):
+    export_dir = str(tmp_path / "old")
+    build_saved_model(export_dir, PROJECTION, norm_output=False)
+    paths, _ = images
+    status, _, err = run_cli(capsys, "--model", export_dir, "--print_norm", paths["a.png"])
+    assert status == 1
+    assert err.strip().splitlines()[-1].endswith(
+        "has no 'embedding_norm' output (exported before it existed): export it again")
+    with embedder_lib.load_saved_model(export_dir) as embedder:
+        assert not embedder.has_norm
+        embedder.embed_files([paths["a.png"]])  # the embedding alone still works

@@ -161,6 +161,33 @@ def test_saved_model_signatures_agree_with_predict(trained, saved_model):
     np.testing.assert_allclose(by_pixels, expected, atol=1e-5)
 
 
+def test_saved_model_signatures_return_the_embedding_norm(trained, saved_model):
+    """Both signatures return ``embedding_norm``, PREDICT's, next to ``embedding`` (issue 26
+    item 4); the frozen graph carries it as a node of that name."""
+    pixels = np.stack([e[0] for e in trained["expected"]]).astype(np.uint8)
+    normalised = (pixels.astype(np.float32) - 127.5) / 128.0
+    input_fn = lambda: tf.data.Dataset.from_tensor_slices({"image": normalised}).batch(4)  # noqa: E731
+    expected = np.array([p["embedding_norm"] for p in trained["estimator"].predict(input_fn)])
+    with tf.Graph().as_default(), tf.Session() as sess:
+        meta = tf.saved_model.loader.load(sess, ["serve"], saved_model)
+        got = {}
+        for key, feed in (("serving_default", [rh.encode(p) for p in pixels]),
+                          (serving.PIXELS_SIGNATURE, pixels.astype(np.float32))):
+            signature = meta.signature_def[key]
+            assert set(signature.outputs) == {"embedding", "embedding_norm"}, key
+            got[key] = sess.run(signature.outputs["embedding_norm"].name,
+                                {list(signature.inputs.values())[0].name: feed})
+    for key, norms in got.items():
+        np.testing.assert_allclose(norms, expected, rtol=1e-5, err_msg=key)
+    frozen = freeze.freeze_saved_model(saved_model, str(trained["root"] / "frozen_norm.pb"),
+                                       image_size=SIZE)
+    graph, inputs, _ = freeze.load_frozen_graph(frozen)
+    with tf.Session(graph=graph) as sess:
+        norms = sess.run(graph.get_tensor_by_name(freeze.NORM_NODE + ":0"),
+                         {inputs: pixels.astype(np.float32)})
+    np.testing.assert_allclose(norms, expected, rtol=1e-5)
+
+
 def test_saved_model_resizes_other_sizes_as_the_converter(trained, saved_model):
     """Any size is accepted and resized with the converter's (PIL's) Lanczos filter,
     antialiased: a 2x upscaled copy gives the network PIL's downscale of it to a fraction of a

@@ -45,6 +45,32 @@ def insightface_template_features(img_feats, templates, medias):
     return unique_templates, template_feats / np.where(norms == 0, 1, norms)
 
 
+def insightface_image_features(img_feats, faceness_scores, use_flip_test=True,
+                               use_norm_score=True, use_detector_score=True):
+    """insightface ``_evaluation_/ijb/ijb_11.py`` (commit 7fadd420c2351d0ffa8cac403421c1a3ed733365,
+    lines 280-301, the same block as ``arcface_torch/eval_ijbc.py``): ``img_feats`` [N, 2D] is
+    each face's raw feature then its mirror's (``forward_db``), ``use_norm_score`` is N1."""
+    if use_flip_test:
+        # add --- F2
+        img_input_feats = img_feats[:, 0:img_feats.shape[1] //
+                                    2] + img_feats[:, img_feats.shape[1] // 2:]
+    else:
+        img_input_feats = img_feats[:, 0:img_feats.shape[1] // 2]
+
+    if use_norm_score:
+        img_input_feats = img_input_feats  # noqa: PLW0127 (transcribed as written)
+    else:
+        # normalise features to remove norm information
+        img_input_feats = img_input_feats / np.sqrt(
+            np.sum(img_input_feats**2, -1, keepdims=True))
+
+    if use_detector_score:
+        img_input_feats = img_input_feats * faceness_scores[:, np.newaxis]
+    else:
+        img_input_feats = img_input_feats  # noqa: PLW0127
+    return img_input_feats
+
+
 def brute_roc(labels, scores, drop_intermediate=True):
     thresholds = sorted(set(scores), reverse=True)
     pos = sum(labels)
@@ -84,6 +110,7 @@ def brute_tar_at_far(labels, scores, fars):
         out[f"tar@far={far:g}"] = best
         _, nearest = min(zip([abs(f - far) for f in fpr], range(len(fpr))))
         out[f"tar_nearest@far={far:g}"] = tpr[nearest]
+        out[f"far_nearest@far={far:g}"] = fpr[nearest]
     return out
 
 
@@ -102,6 +129,43 @@ def test_template_pooling_equals_insightface(seed):
     ids, got = ijb_protocol.template_features(feats, templates, medias)
     np.testing.assert_array_equal(ids, expected_ids)
     np.testing.assert_allclose(got, expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("flip", [True, False])
+@pytest.mark.parametrize("seed", range(3))
+def test_n1_pooling_equals_insightface(seed, flip):
+    """N1 pools the embeddings before normalisation (the embedder's ``unnormalised``: the mean
+    of a face's and its mirror's with flip) as insightface's use_norm_score=True does; N0 of
+    one-image embeddings is its use_norm_score=False. Raw features with norms 1..20: the two
+    modes differ."""
+    rng = np.random.RandomState(seed)
+    n, dim = 60, 6
+    plain = rng.randn(n, dim) * rng.uniform(1, 20, (n, 1))
+    mirror = plain + rng.randn(n, dim) * rng.uniform(0.5, 5, (n, 1))
+    scores = rng.uniform(0.3, 1.0, n)
+    templates = rng.randint(0, 10, n)
+    medias = rng.randint(0, 25, n)
+    template1, template2 = np.meshgrid(np.unique(templates), np.unique(templates))
+    template1, template2 = template1.ravel(), template2.ravel()
+    labels = (template1 % 3) == (template2 % 3)
+    img_feats = np.concatenate([plain, mirror], axis=1)
+
+    unnormalised = (plain + mirror) / 2 if flip else plain
+    _, ids, n1 = ijb_protocol.evaluate(unnormalised, templates, medias, scores, template1,
+                                       template2, labels, pooling="N1")
+    expected_ids, expected = insightface_template_features(
+        insightface_image_features(img_feats, scores, flip, True), templates, medias)
+    np.testing.assert_array_equal(ids, expected_ids)
+    np.testing.assert_allclose(n1, expected, atol=1e-12)
+
+    embeddings = plain / np.linalg.norm(plain, axis=1, keepdims=True)
+    metrics, _, n0 = ijb_protocol.evaluate(embeddings, templates, medias, scores, template1,
+                                           template2, labels, pooling="N0")
+    assert metrics["pooling"] == "N0"
+    np.testing.assert_allclose(n0, insightface_template_features(
+        insightface_image_features(img_feats, scores, False, False), templates, medias)[1],
+        atol=1e-12)
+    assert np.abs(n0 - n1).max() > 0.05
 
 
 def test_media_shared_by_two_templates_is_pooled_per_template():
@@ -248,24 +312,34 @@ def run_cli(args):
     return cli.run_main(ijb.define_flags, ijb.main, ["ijb"] + list(args))
 
 
-def test_cli_matches_insightface_reference(ijb_set, tmp_path, capsys):
+@pytest.mark.parametrize("pooling", ["N1", "N0"])
+def test_cli_matches_insightface_reference(ijb_set, tmp_path, capsys, pooling):
     model, reference, image_dir, meta_dir, faces, pairs = ijb_set
     out = str(tmp_path / "report")
     code = run_cli([f"--model={model}", f"--image_dir={image_dir}",
                     f"--meta_dir={meta_dir}", f"--report_dir={out}",
-                    f"--align_size={ALIGN}", "--save_features", "--batch_size=7"])
+                    f"--align_size={ALIGN}", "--save_features", "--batch_size=7"]
+                   + ([] if pooling == "N1" else ["--pooling=N0"]))
     assert code == 0
-    printed = capsys.readouterr().out
-    assert "nearest (insightface)" in printed
+    printed = capsys.readouterr().out.splitlines()
+    # One row per pooling mode and reading (the model has embedding_norm), as insightface.
+    assert [line.split()[:2] for line in printed[1:5]] == [
+        ["N0", "TAR@<=FAR"], ["N0", "nearest"], ["N1", "TAR@<=FAR"], ["N1", "nearest"]]
 
-    # Reference: align each face, embed with flip in numpy, weight by the detector score,
+    # Reference: align each face, embed with flip in numpy (N0: the project's flip TTA;
+    # N1: insightface's F2 + N1 block on the raw features), weight by the detector score,
     # pool as insightface, score pairs, read the ROC by loops.
     landmarks = ijb_protocol.read_landmarks(os.path.join(meta_dir, "ijbc_name_5pts_score.txt"))
-    feats = []
+    feats, raw = [], []
     for name, _, _ in faces:
         aligned = align.align_face(Image.open(os.path.join(image_dir, name)),
                                    landmarks[name][0], ALIGN)
         feats.append(reference(aligned) * landmarks[name][1])
+        raw.append(np.concatenate([reference.unnormalised(aligned),
+                                   reference.unnormalised(aligned[:, ::-1])]))
+    if pooling == "N1":
+        feats = insightface_image_features(
+            np.array(raw), np.array([landmarks[name][1] for name, _, _ in faces]))
     templates = np.array([t for _, t, _ in faces])
     medias = np.array([m for _, _, m in faces])
     ids, expected = insightface_template_features(np.array(feats), templates, medias)
@@ -284,10 +358,32 @@ def test_cli_matches_insightface_reference(ijb_set, tmp_path, capsys):
     expected_tar = brute_tar_at_far(labels, scores, ijb_protocol.FARS)
     for key, value in expected_tar.items():
         assert report[key] == pytest.approx(value, abs=0.02), key  # float32 features
+        assert report["pooling_modes"][pooling][key] == report[key]
+    assert report["pooling"] == pooling and sorted(report["pooling_modes"]) == ["N0", "N1"]
     assert report["num_templates"] == IDENTITIES * 2
     assert report["num_mated"] == sum(labels)
     assert report["extra"]["flip"] is True
     assert os.path.getsize(os.path.join(out, "roc.png")) > 0
+
+
+def test_cli_model_without_embedding_norm_gives_n0_only(ijb_set, tmp_path, capsys):
+    _, _, image_dir, meta_dir, _, _ = ijb_set
+    model = tiny_model.build_saved_model(str(tmp_path / "old"), tiny_model.projection(3),
+                                         norm_output=False)
+    args = [f"--model={model}", f"--image_dir={image_dir}", f"--meta_dir={meta_dir}",
+            f"--align_size={ALIGN}"]
+    code = run_cli(args + [f"--report_dir={tmp_path / 'r'}"])
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert "has no embedding_norm output: N0 pooling only" in err
+    assert [line.split()[0] for line in out.splitlines()[1:-1]] == ["N0", "N0"]
+    with open(tmp_path / "r" / "report.json") as f:
+        report = json.load(f)
+    assert report["pooling"] == "N0" and list(report["pooling_modes"]) == ["N0"]
+    code = run_cli(args + [f"--report_dir={tmp_path / 'r2'}", "--pooling=N1"])
+    assert code == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
+        "error: --pooling=N1 needs the embedding_norm output")
 
 
 def test_cli_one_line_errors(ijb_set, tmp_path, capsys):

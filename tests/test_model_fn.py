@@ -71,6 +71,28 @@ def test_predict_embeddings_are_unit_norm_and_batch_independent():
     np.testing.assert_allclose(full[:2], part, atol=1e-5)
 
 
+def test_predict_embedding_norm_is_the_norm_before_normalisation():
+    """``embedding_norm`` (issue 26 item 4) is the norm of the backbone's output, which the
+    embedding is the direction of; both are in the serving export outputs."""
+    with tf.Graph().as_default():
+        images = tf.placeholder(tf.float32, [None, SIZE, SIZE, 3])
+        spec = builder()({"image": images}, None, tf.estimator.ModeKeys.PREDICT)
+        # The backbone again on the same variables (AUTO_REUSE), in inference mode.
+        raw = model_fn.embed(images, "tiny", False, 16)
+        data = np.random.RandomState(2).uniform(-1, 1, (5, SIZE, SIZE, 3)).astype(np.float32)
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            embedding, norm, backbone = sess.run(
+                [spec.predictions["embedding"], spec.predictions["embedding_norm"], raw],
+                {images: data})
+        outputs = spec.export_outputs["serving_default"].outputs
+    assert set(outputs) == {"embedding", "embedding_norm"}
+    assert norm.shape == (5,)
+    np.testing.assert_allclose(norm, np.linalg.norm(backbone, axis=1), rtol=1e-5)
+    np.testing.assert_allclose(embedding * norm[:, None], backbone, rtol=1e-4, atol=1e-5)
+    assert np.ptp(norm) > 0  # per image, not one number
+
+
 def test_weight_decay_covers_kernels_and_proxies_only():
     with tf.Graph().as_default():
         features, labels = image_batch()

@@ -1,9 +1,9 @@
 """A tiny SavedModel with the exporters' ``serving_default`` signature, and its numpy twin.
 
 decode -> resize to SIZE x SIZE -> (x - 127.5) / 128 -> flatten -> fixed random projection ->
-L2-normalise. Fed SIZE x SIZE images the resize is the identity, so :class:`Reference` computes
-the same embeddings in numpy (the reference the CLI tests of ijb, gallery and identification
-compare with).
+L2-normalise; ``embedding_norm`` is the projection's norm. Fed SIZE x SIZE images the resize
+is the identity, so :class:`Reference` computes the same embeddings in numpy (the reference the
+CLI tests of ijb, gallery and identification compare with).
 """
 
 import numpy as np
@@ -19,8 +19,9 @@ def projection(seed=0):
     return np.random.RandomState(seed).randn(SIZE * SIZE * 3, DIM).astype(np.float32)
 
 
-def build_saved_model(export_dir, weights, pixels_signature=False):
-    """The tiny model; ``pixels_signature`` adds the float signature as export/serving.py does.
+def build_saved_model(export_dir, weights, pixels_signature=False, norm_output=True):
+    """The tiny model; ``pixels_signature`` adds the float signature as export/serving.py does;
+    ``norm_output=False`` leaves ``embedding_norm`` out, as exports made before it existed.
 
     There the pixels input is a ``placeholder_with_default`` of the decoded bytes, which the
     embedder uses for flip TTA; without it the embedder takes the generic PNG route.
@@ -35,13 +36,16 @@ def build_saved_model(export_dir, weights, pixels_signature=False):
             pixels = tf.placeholder_with_default(pixels, [None, None, None, 3], name="pixels")
         flat = tf.reshape(preprocessing.preprocess_pixels(pixels, SIZE), [-1, SIZE * SIZE * 3])
         variable = tf.Variable(weights, name="projection")
-        embedding = tf.nn.l2_normalize(tf.matmul(flat, variable), axis=1)
+        projected = tf.matmul(flat, variable)
+        outputs = {"embedding": tf.nn.l2_normalize(projected, axis=1)}
+        if norm_output:
+            outputs["embedding_norm"] = tf.norm(projected, axis=1)
         signatures = {"serving_default": tf.saved_model.signature_def_utils.predict_signature_def(
-            {"image_bytes": image_bytes}, {"embedding": embedding})}
+            {"image_bytes": image_bytes}, outputs)}
         if pixels_signature:
             signatures["pixels:serving_default"] = (
                 tf.saved_model.signature_def_utils.predict_signature_def(
-                    {"pixels": pixels}, {"embedding": embedding}))
+                    {"pixels": pixels}, outputs))
         with tf.Session(graph=graph) as session:
             session.run(tf.global_variables_initializer())
             builder = tf.saved_model.builder.SavedModelBuilder(export_dir)
@@ -63,9 +67,13 @@ class Reference:
     def __init__(self, weights):
         self.weights = np.asarray(weights, np.float64)
 
-    def raw(self, pixels):
+    def unnormalised(self, pixels):
+        """The projection before normalisation (what ``embedding_norm`` measures)."""
         x = (np.asarray(pixels, np.float64) - 127.5) / 128.0
-        return _unit(x.reshape(1, -1) @ self.weights)[0]
+        return (x.reshape(1, -1) @ self.weights)[0]
+
+    def raw(self, pixels):
+        return _unit(self.unnormalised(pixels)[None])[0]
 
     def __call__(self, pixels, flip=True):
         pixels = np.asarray(pixels)
