@@ -61,6 +61,7 @@ setup(
             "circle-train=estimator_main:run",
             "circle-embed=export.embed:run",
             "circle-convert=export.convert:run",
+            "circle-quality=export.quality:run",
         ],
     },
     classifiers=[
