@@ -203,9 +203,9 @@ class MagFaceHead(_NormAwareHead):
         super().__init__(num_classes, embedding_size, **common)
 
     def _validate(self):
-        if self.margin is not None:
-            raise ValueError("magface takes no fixed margin: its margin runs from "
-                             "--magface_lower_margin to --magface_upper_margin with the norm")
+        # No fixed margin: it runs from l_m to u_m with the norm. Like every head with a
+        # hyperparameter it does not use, MagFace ignores ``margin`` (a recipe's --margin).
+        self.margin = None
         if not self.magface_lower_norm < self.magface_upper_norm:
             raise ValueError(f"magface_lower_norm={self.magface_lower_norm} must be below "
                              f"magface_upper_norm={self.magface_upper_norm}")
