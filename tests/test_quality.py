@@ -1,4 +1,5 @@
-"""Error-versus-reject curve of the face-quality score (export/quality.py).
+"""Error-versus-reject curve of the face-quality score (export/quality_metrics.py, and the
+command line export/quality.py).
 
 The curve is checked against a transcription of MagFace's evaluation
 (github.com/IrvingMeng/MagFace ``eval/eval_quality/eval_quality.py``
@@ -16,7 +17,7 @@ import pytest
 from PIL import Image
 
 from data_tools import cli
-from export import quality
+from export import quality, quality_metrics
 from export.pair_verification import read_pair_images
 from tests import records_helpers as rh
 from tests import tiny_model
@@ -74,9 +75,10 @@ def quality_pairs(num_pairs=2400, seed=0):
 def test_curve_equals_magfaces_evaluation():
     e0, e1, norms, issame = quality_pairs()
     rates, want = magface_fnmrs(e0, e1, issame.astype(int), norms.min(axis=1))
-    similarities = np.sum(quality._unit(e0) * quality._unit(e1), axis=1)
-    got = quality.error_versus_reject(similarities, quality.pair_quality(norms[:, 0], norms[:, 1]),
-                                      issame, fmr=1e-3, fractions=rates)
+    similarities = np.sum(quality_metrics.unit(e0) * quality_metrics.unit(e1), axis=1)
+    quality = quality_metrics.pair_quality(norms[:, 0], norms[:, 1])
+    got = quality_metrics.error_versus_reject(similarities, quality, issame, fmr=1e-3,
+                                              fractions=rates)
     # At 95% rejected the 60 impostors left are too few for MagFace's loop to reach FMR 1e-3:
     # it records nothing there (the curve here reads the highest impostor score instead).
     assert len(want) == len(rates) - 1
@@ -86,13 +88,13 @@ def test_curve_equals_magfaces_evaluation():
 
 def test_quality_beats_random_rejection_and_fixed_threshold_stays_put():
     e0, e1, norms, issame = quality_pairs(seed=1)
-    result = quality.evaluate(e0, e1, norms[:, 0], norms[:, 1], issame, fmrs=(1e-2,))
+    result = quality_metrics.evaluate(e0, e1, norms[:, 0], norms[:, 1], issame, fmrs=(1e-2,))
     curve = result["curves"]["0.01"]
     assert curve["fractions"][0] == 0.0 and curve["fractions"][-1] == pytest.approx(0.9)
     assert curve["mean_fnmr"] < 0.8 * curve["mean_random_fnmr"]
     # random rejection leaves the error rate about where it was
     assert abs(curve["random_fnmr"][-1] - curve["fnmr"][0]) < 0.1
-    fixed = quality.evaluate(e0, e1, norms[:, 0], norms[:, 1], issame, fmrs=(1e-2,),
+    fixed = quality_metrics.evaluate(e0, e1, norms[:, 0], norms[:, 1], issame, fmrs=(1e-2,),
                              threshold="fixed")["curves"]["0.01"]
     assert len(set(fixed["thresholds"])) == 1
     assert fixed["fnmr"][0] == curve["fnmr"][0]
@@ -100,10 +102,10 @@ def test_quality_beats_random_rejection_and_fixed_threshold_stays_put():
 
 def test_threshold_at_fmr_is_the_floor_rank_impostor():
     impostors = np.arange(2001, dtype=float)  # 2,001 impostors: rank floor(1e-3 * 2000) = 2
-    assert quality.threshold_at_fmr(impostors, 1e-3) == 1998.0
-    assert quality.threshold_at_fmr(impostors[:500], 1e-3) == 499.0
-    assert quality.threshold_at_fmr([], 1e-3) is None
-    assert quality.fnmr([0.5, 1.0, 2.0], 1.0) == pytest.approx(2 / 3)
+    assert quality_metrics.threshold_at_fmr(impostors, 1e-3) == 1998.0
+    assert quality_metrics.threshold_at_fmr(impostors[:500], 1e-3) == 499.0
+    assert quality_metrics.threshold_at_fmr([], 1e-3) is None
+    assert quality_metrics.fnmr([0.5, 1.0, 2.0], 1.0) == pytest.approx(2 / 3)
 
 
 # ----------------------------------------------------------------------------- command line
@@ -136,7 +138,7 @@ def test_cli_writes_the_curve_from_the_models_norms(tmp_path, pair_records, caps
     reference = tiny_model.Reference(weights)
     raw = np.stack([reference.unnormalised(np.asarray(Image.open(io.BytesIO(b)).convert("RGB")))
                     for b in images])
-    want = quality.evaluate(raw[0::2], raw[1::2], np.linalg.norm(raw[0::2], axis=1),
+    want = quality_metrics.evaluate(raw[0::2], raw[1::2], np.linalg.norm(raw[0::2], axis=1),
                             np.linalg.norm(raw[1::2], axis=1), issame, fmrs=(0.1,))
     got = [np.nan if v is None else v for v in result["curves"]["0.1"]["fnmr"]]  # null: NaN
     np.testing.assert_allclose(got, want["curves"]["0.1"]["fnmr"], atol=1e-9)
