@@ -340,7 +340,12 @@ class SubCenterArcFaceHead(heads._ProxyHead):  # noqa: SLF001
         counts = tf.get_variable("subcenter_counts", [self.num_classes, k], tf.float32,
                                  initializer=tf.zeros_initializer(), trainable=False,
                                  aggregation=tf.VariableAggregation.SUM)
-        step = tf.train.get_or_create_global_step()
+        # The Estimator creates the global step before model_fn; created here it would land
+        # in scope head/.
+        step = tf.train.get_global_step()
+        if step is None:
+            raise ValueError("subcenter_drop_step needs the global step: create it before the "
+                             "head (tf.train.get_or_create_global_step(); the Estimator does)")
         # 0 before the drop, 1 from it on (a blend, not a scalar-condition where: TF 1.15's
         # where needs a condition of the values' shape).
         dropping = tf.cast(step >= self.subcenter_drop_step, tf.float32)

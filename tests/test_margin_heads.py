@@ -210,6 +210,12 @@ def test_bad_options(name, options, match):
         heads.build_head(name, C, D, **options)
 
 
+def test_the_drop_needs_the_global_step():
+    head = heads.build_head("subcenter_arcface", C, D, subcenter_drop_step=5)
+    with tf.Graph().as_default(), pytest.raises(ValueError, match="needs the global step"):
+        head(tf.zeros([4, D]), tf.zeros([4], tf.int32))
+
+
 def test_other_heads_refuse_these_options():
     with pytest.raises(TypeError):
         heads.build_head("arcface", C, D, subcenters=3)
@@ -340,8 +346,8 @@ def test_subcenter_drop_keeps_the_dominant_subcentre_as_insightface_drop_py():
     emb = rng.normal(size=(len(labels), D))
     head = heads.build_head("subcenter_arcface", C, D, subcenters=K, subcenter_drop_step=2)
     with tf.Graph().as_default():
+        step = tf.train.get_or_create_global_step()
         out = head(tf.constant(emb, tf.float32), tf.constant(labels))
-        step = tf.train.get_global_step()
         advance = tf.assign_add(step, 1)
         updates = tf.get_collection(tf.GraphKeys.UPDATE_OPS)
         with tf.Session() as sess:
@@ -471,6 +477,7 @@ def test_model_fn_trains_a_few_steps(name, options):
     rng = np.random.RandomState(0)
     with tf.Graph().as_default():
         tf.set_random_seed(0)
+        tf.train.get_or_create_global_step()  # as the Estimator does before model_fn
         images = tf.constant(rng.uniform(-1, 1, (batch_size, size, size, 3)).astype(np.float32))
         labels = tf.constant(np.arange(batch_size) % classes, tf.int32)
         spec = model_helpers.build_model_fn(
