@@ -349,7 +349,8 @@ class SubCenterArcFaceHead(heads._ProxyHead):  # noqa: SLF001
         # 0 before the drop, 1 from it on (a blend, not a scalar-condition where: TF 1.15's
         # where needs a condition of the values' shape).
         dropping = tf.cast(step >= self.subcenter_drop_step, tf.float32)
-        label_column = tf.one_hot(local, tf.shape(sub_cos)[1], dtype=tf.float32)
+        # Static depth (Ascend): the scored classes, all of them or the Partial FC sample.
+        label_column = tf.one_hot(local, tf.dimension_value(sub_cos.shape[1]), dtype=tf.float32)
         own = tf.reduce_sum(sub_cos * label_column[:, :, tf.newaxis], axis=1)  # [B, K]
         if sample:
             nearest = tf.argmax(own, axis=1, output_type=tf.int32)
