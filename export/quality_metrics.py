@@ -159,10 +159,10 @@ def _figure(result):
                 label=f"FMR {fmr}: random rejection")
     ax.set_xlabel("lowest-quality pairs rejected (%)")
     ax.set_ylabel("FNMR")
-    model = result.get("model", "")
+    # The run's name sits above export/best/<timestamp>: show the path's last four parts.
+    model = os.sep.join(result.get("model", "").rstrip(os.sep).split(os.sep)[-4:])
     ax.set_title(f"error versus reject ({result['threshold_mode']} threshold), "
-                 f"{result['num_pairs']} pairs\n{os.path.basename(model.rstrip(os.sep))}",
-                 fontsize=9)
+                 f"{result['num_pairs']} pairs\n{model}", fontsize=9)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     figure.tight_layout()
