@@ -30,7 +30,7 @@ from absl import app, flags, logging  # noqa: E402
 
 from data_tools import manifest  # noqa: E402
 from model import backbones, estimator_factory, heads, hooks, model_fn, optimization  # noqa: E402
-from training import run_record, runner  # noqa: E402
+from training import console, run_record, runner  # noqa: E402
 from training.params import EVAL_PROTOCOLS, MODES, ParamsError, build_params  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -117,6 +117,9 @@ def define_flags(fv=flags.FLAGS):
     # Evaluation and export.
     integer_flag("eval_batch_size", 64, "Pairs per eval batch (the last one is padded).")
     bool_flag("eval_flip", True, "Flip test-time augmentation in verification.")
+    bool_flag("allow_transform_mismatch", False, "Evaluate on records converted otherwise than "
+              "the training records (another --crop_box, --image_size or --align): refused "
+              "by default, as the faces differ from those the model learnt.")
     float_flag("far_target", 1e-3, "FAR of the VAL@FAR metric.")
     enum_flag("eval_protocol", "verification", list(EVAL_PROTOCOLS),
               "verification: LFW-style 1:1 on pair records (make_tfrecords.py --pairs); "
@@ -168,11 +171,17 @@ def define_flags(fv=flags.FLAGS):
     return fv
 
 
+def _program_flags():
+    """This program's flags, not absl's own (``--test_tmpdir``, ``--stderrthreshold``, ...)."""
+    return FLAGS.get_key_flags_for_module(sys.modules[__name__])
+
+
 def flag_values():
     """This program's flags (not absl's own) as a plain dict."""
-    return {f.name: f.value for f in FLAGS.get_key_flags_for_module(sys.modules[__name__])}
+    return {f.name: f.value for f in _program_flags()}
 
 
+_MISSING_KEY = re.compile(r"Key \S+ not found in checkpoint")
 _NON_FINITE = re.compile(re.escape(model_fn.NON_FINITE_LOSS_MESSAGE) + r"\]\s*\[(\d+)\]")
 
 
@@ -187,21 +196,44 @@ def _silence_deprecation_warnings():
 
 
 def main(argv):
-    # TensorFlow's logger has its own handler; without this every line prints twice under absl.
-    tf.get_logger().propagate = False
-    # --verbosity (absl) governs TensorFlow's logger too: -1 leaves warnings and the progress bar.
-    tf.get_logger().setLevel(logging.get_absl_logger().getEffectiveLevel())
+    console.quiet_logs(verbosity_given=bool(FLAGS["verbosity"].present))
     _silence_deprecation_warnings()
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    values, recorded = flag_values(), None
+    if not run_record.trains(values["mode"]):
+        # evaluate/export: the run's recorded settings, not this program's defaults.
+        model_dir = values["model_dir"] or values["train_url"]
+        recorded = run_record.read_recorded_params(model_dir)
+        if recorded:
+            given = {name for name in values if FLAGS[name].present}
+            try:
+                values = run_record.apply_recorded_settings(values, given, recorded, model_dir)
+            except run_record.RecordMismatchError as e:
+                raise app.UsageError(str(e)) from None
     try:
-        params = build_params(flag_values())
+        params = build_params(values)
     except (ParamsError, manifest.ManifestError, estimator_factory.DeviceUnavailableError) as e:
         raise app.UsageError(str(e)) from None
+    if recorded and params.get("eval_transform") is None:
+        # An export without --eval_records serves the transform its training evaluated with.
+        params["eval_transform"] = recorded.get("eval_transform")
     if run_record.writes_run_record():
-        run_record.record_run(params, FLAGS.flags_into_string())
+        if run_record.trains(params["mode"]):
+            run_record.record_run(params, run_record.program_flags_text(_program_flags()))
+        else:
+            run_record.log_run(params)
     try:
         runner.run_mode(params)
+    except (tf.errors.NotFoundError, ValueError) as e:
+        # TF 1.15 raises the restore's NotFoundError, TF 2.x a ValueError around it.
+        missing = _MISSING_KEY.search(getattr(e, "message", None) or str(e))
+        if run_record.trains(params["mode"]) or not missing:
+            raise
+        logging.error("%s: the checkpoint in %s is not this network (%s). Run --mode=%s with "
+                      "the training run's settings (its flags.txt), without contradicting flags.",
+                      params["mode"], params["model_dir"], missing.group(0), params["mode"])
+        sys.exit(1)
     except tf.errors.InvalidArgumentError as e:
         match = _NON_FINITE.search(e.message)
         if not match:

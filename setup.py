@@ -48,8 +48,12 @@ setup(
         "onnx": ["tf2onnx==1.17.0", "onnx==1.17.0", "onnxruntime==1.22.1"],
         # Face detection for raw photos (python -m data_tools.align): TensorFlow 2, Python 3.10+.
         "align": ["mtcnn==1.0.0"],
+        # The face-recognition service (python -m export.serve, circle-serve).
+        "serve": ["fastapi==0.165.0", "uvicorn==0.55.0", "python-multipart==0.0.34"],
+        # FAISS search for large galleries in the service (numpy's exact matmul without it).
+        "faiss": ["faiss-cpu==1.15.1"],
         "test": ["pytest>=6", "pytest-timeout", "hypothesis", "ruff", "vermin",
-                 "scikit-image; python_version >= '3.11'"],
+                 "scikit-image; python_version >= '3.11'", "httpx", "selenium"],
     },
     entry_points={
         "console_scripts": [
@@ -62,6 +66,7 @@ setup(
             "circle-embed=export.embed:run",
             "circle-convert=export.convert:run",
             "circle-quality=export.quality:run",
+            "circle-serve=export.serve:run",
         ],
     },
     classifiers=[

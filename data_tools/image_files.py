@@ -332,17 +332,6 @@ def transform_image(image, image_size=None, crop_box=None):
     return image
 
 
-def describe_transform(image_size=None, crop_box=None):
-    """The JSON-able record of a conversion's transform: ``{"crop_box": [x0, y0, x1, y1] or
-    None, "image_size": int or None, "resampling": "lanczos" or None}`` (``resampling`` is None
-    when nothing was resized). A records manifest stores it under ``transform``; an exported
-    SavedModel carries its evaluation records' one in ``assets.extra/transform.json``."""
-    box = parse_crop_box(crop_box) if isinstance(crop_box, str) else crop_box
-    return {"crop_box": None if box is None else [int(c) for c in box],
-            "image_size": None if image_size is None else int(image_size),
-            "resampling": RESAMPLING if image_size is not None else None}
-
-
 def _encode_png(image):
     buffer = io.BytesIO()
     # No metadata is passed, so no timestamps: equal pixels give equal bytes.

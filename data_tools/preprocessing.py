@@ -36,18 +36,20 @@ def _static_size(batch):
     return (height, width) if height is not None and width is not None else None
 
 
-def _unless_same_size(batch, image_size, resize_fn):
-    """``resize_fn(batch)``, or ``batch`` itself when it is already ``image_size`` square.
+def _unless_same_size(batch, image_size, resize_fn, width=None):
+    """``resize_fn(batch)``, or ``batch`` itself when it is already ``image_size`` square
+    (``image_size`` × ``width`` when ``width`` is given).
 
     With a static spatial shape the choice is made here, in Python: the graph holds the resize
     or nothing, never a conditional (frozen graphs for ATC and TF 1.15 stay flat). Only a
     dynamic shape gets a ``tf.cond``.
     """
+    height, width = image_size, image_size if width is None else width
     static = _static_size(batch)
     if static is not None:
-        return batch if static == (image_size, image_size) else resize_fn(batch)
+        return batch if static == (height, width) else resize_fn(batch)
     shape = tf.shape(batch)
-    same_size = tf.logical_and(tf.equal(shape[1], image_size), tf.equal(shape[2], image_size))
+    same_size = tf.logical_and(tf.equal(shape[1], height), tf.equal(shape[2], width))
     return tf.cond(same_size, lambda: batch, lambda: resize_fn(batch))
 
 
@@ -75,11 +77,12 @@ def resize(image, image_size):
 CONVERTER_KERNEL = "lanczos3"
 
 
-def lanczos_resize(batch, image_size):
-    """Antialiased Lanczos-3 resize of a float batch [N, H, W, C] to ``image_size`` square."""
+def lanczos_resize(batch, image_size, width=None):
+    """Antialiased Lanczos-3 resize of a float batch [N, H, W, C] to ``image_size`` square
+    (``image_size`` × ``width`` when ``width`` is given)."""
     # The v2 resize (TF 1.15 and 2.x): its antialiased kernels run as one ScaleAndTranslate op.
-    return tf_v2.image.resize(batch, [image_size, image_size], method=CONVERTER_KERNEL,
-                              antialias=True)
+    size = [image_size, image_size if width is None else width]
+    return tf_v2.image.resize(batch, size, method=CONVERTER_KERNEL, antialias=True)
 
 
 def center_square(batch):
@@ -211,7 +214,8 @@ def flip_left_right(images):
     return tf.reverse(images, axis=[images.shape.ndims - 2])
 
 
-def preprocess_pixels(pixels, image_size=DEFAULT_IMAGE_SIZE, record_size=None):
+def preprocess_pixels(pixels, image_size=DEFAULT_IMAGE_SIZE, record_size=None, kept_size=False,
+                      record_shape=None):
     """Serving: a float batch [N, H, W, 3] of 0..255 pixels (any H, W) → normalised [N, S, S, 3].
 
     What the evaluation did to its records, with the converter's step in front when the input is
@@ -221,22 +225,39 @@ def preprocess_pixels(pixels, image_size=DEFAULT_IMAGE_SIZE, record_size=None):
       known from the evaluation records' manifest): inputs of another size get the converter's
       centre square and Lanczos resize to ``record_size`` (:func:`resize_like_converter`), then,
       as every record at evaluation, the bilinear :func:`resize` to ``image_size``;
-    * None (records kept at their own size): inputs of another size get the antialiased
-      Lanczos-3 resize straight to ``image_size`` (non-square inputs are stretched, as
-      :func:`resize` stretches such records at evaluation).
+    * ``kept_size`` (the manifest says the records were kept at their own size, no
+      ``--image_size``): the evaluation resized every record, of whatever size, with the
+      bilinear :func:`resize`, and so does this graph. ``record_shape`` ``(H, W)`` (the one size
+      of all records, when the manifest knows it): an input of another size is first brought to
+      it with the antialiased Lanczos-3 (a larger frame is downscaled as a camera would, not
+      aliased by a bilinear shrink), so that the network gets what a record of that content
+      would have given it;
+    * neither (the records' conversion is unknown: models exported before their manifests said):
+      inputs of another size get the antialiased Lanczos-3 resize straight to ``image_size``.
 
     An input at the records' size follows the evaluation's path exactly.
     """
-    return normalize(resize(serving_resize(pixels, image_size, record_size), image_size))
+    resized = serving_resize(pixels, image_size, record_size, kept_size, record_shape)
+    return normalize(resize(resized, image_size))
 
 
-def serving_resize(pixels, image_size=DEFAULT_IMAGE_SIZE, record_size=None):
+def serving_resize(pixels, image_size=DEFAULT_IMAGE_SIZE, record_size=None, kept_size=False,
+                   record_shape=None):
     """The serving graph's own step (see :func:`preprocess_pixels`): a float 0..255 batch
-    [N, H, W, 3] to the records' size ``record_size`` (or, None, to ``image_size``), float32
+    [N, H, W, 3] to the records' size (``record_size`` square, or ``record_shape``), unchanged
+    for records kept at their own size of unknown shape, else to ``image_size``; float32
     0..255; inputs already at that size pass through."""
     batch = tf.cast(pixels, tf.float32)
     if record_size is not None:
         return resize_like_converter(batch, record_size)
+    if kept_size:
+        if record_shape is None:
+            return batch
+        height, width = (int(side) for side in record_shape)
+        resized = _unless_same_size(batch, height, lambda b: lanczos_resize(b, height, width),
+                                    width=width)
+        resized.set_shape([None, height, width, 3])
+        return resized
     resized = _unless_same_size(batch, image_size, lambda b: lanczos_resize(b, image_size))
     resized.set_shape([None, image_size, image_size, 3])
     return resized

@@ -33,7 +33,11 @@ Reported: TAR at FAR = 1e-6 ... 1e-1, read two ways from the ROC of the pair sco
   step ROC read at FAR <= target), with the threshold and the FAR reached;
 * ``tar_nearest@far=1e-06`` ...: insightface's figure, the TPR of the ROC point whose FPR is
   nearest to the target (on scikit-learn's ``roc_curve`` with its default
-  ``drop_intermediate``); it may sit above the target.
+  ``drop_intermediate``); it may sit above the target. Several ROC points share an FPR (a
+  vertical run: mated pairs accepted between two non-mated ones); insightface flips the ROC
+  (``np.flipud``, "select largest tpr at same fpr") before taking the first nearest point, so
+  the highest TPR of the run is read, and of two points equally far on either side of the
+  target, the one above it.
 
 Below 1 / (number of non-mated pairs) no false accept is allowed and both read TAR at FAR 0.
 :func:`write_report` writes ``report.json`` (every figure, the ROC) and ``roc.png`` (log-FAR
@@ -246,7 +250,9 @@ def tar_at_far(labels, scores, fars=FARS):
         out[f"tar@far={key}"] = float(full_tpr[index])
         out[f"threshold@far={key}"] = float(full_thr[index])
         out[f"far@far={key}"] = float(full_fpr[index])
-        nearest = int(np.argmin(np.abs(fpr - far)))  # the first of equals, as min(zip(...))
+        # insightface flips the ROC, then min(zip(distance, index)) takes the first of equal
+        # distances: the last of them in ROC order, the top of a vertical run.
+        nearest = fpr.size - 1 - int(np.argmin(np.abs(fpr[::-1] - far)))
         out[f"tar_nearest@far={key}"] = float(tpr[nearest])
         out[f"far_nearest@far={key}"] = float(fpr[nearest])
     out["auc"] = float(np.sum(np.diff(full_fpr) * (full_tpr[1:] + full_tpr[:-1]) / 2.0))
@@ -309,7 +315,8 @@ def image_features(embedder, image_dir, names, landmarks, batch_size=64, flip=Tr
     finally:
         bar.close()
     if with_norm:
-        return tuple(np.concatenate(part).astype(np.float64) for part in zip(*chunks))
+        # float32 (as the model gives them): two [N, D] arrays of IJB-C are 1 GB each so.
+        return tuple(np.concatenate(part).astype(np.float32) for part in zip(*chunks))
     return np.concatenate(chunks).astype(np.float64)
 
 

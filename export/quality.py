@@ -77,7 +77,7 @@ def _fmrs(values):
 def _embed_pairs(fv, embedder):
     """``(embeddings, norms, issame)``: rows 2i and 2i+1 are pair i's images."""
     if os.path.isdir(fv.pairs) or fv.pairs.endswith(".bin"):
-        images, issame, _, _ = read_pair_images(fv.pairs)
+        images, issame = read_pair_images(fv.pairs)[:2]
         result = embedder.embed_bytes(images, batch_size=fv.batch_size, flip=fv.flip,
                                       progress=True, with_norm=True)
         return result.embeddings, result.norms, np.array(issame, bool)

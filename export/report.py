@@ -65,6 +65,24 @@ def write_report(metrics, output_dir, extra=None, log_fpr=True):
     return json_path, png_path
 
 
+def report_flip(data):
+    """Whether a report's ``threshold`` was measured with flip test-time augmentation: its
+    ``flip`` (training reports, :func:`export.eval_metrics.metrics_from_eval_result`), or its
+    ``extra.flip`` (``export.embed --pairs``, ``export.identification``, ``export.ijb``), or,
+    for training reports written before ``flip`` was recorded, True when it holds
+    ``threshold_single`` (only a flip evaluation has single embeddings); None when it does not
+    say."""
+    for value in (data.get("flip"), (data.get("extra") or {}).get("flip")):
+        if isinstance(value, bool):
+            return value
+    return True if "threshold_single" in data else None
+
+
+def flip_words(flip):
+    """``'with'`` or ``'without'`` (flip TTA), for messages."""
+    return "with" if flip else "without"
+
+
 def read_report(path):
     """Load a report written by :func:`write_report`: ``path`` is the JSON file or its directory.
 

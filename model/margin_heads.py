@@ -317,21 +317,22 @@ class SubCenterArcFaceHead(heads._ProxyHead):  # noqa: SLF001
         return "proxies", [self.embedding_size, rows]
 
     def _subcenter_cosines(self, embeddings, labels, sample):
-        """([B, n, K] cosines, classes or None, local labels) of the n scored classes."""
+        """([B, n, K] cosines, classes or None, local labels, gathered rows or None) of the n
+        scored classes; the rows are the [n K, D] proxies a Partial FC step gathered (their
+        weight decay travels on ``HeadOutput.sampled_rows``)."""
         k = self.subcenters
         if not self.partial_fc:
             return (tf.reshape(circle_loss.cosine_similarity(embeddings, self.proxies()),
-                               [-1, self.num_classes, k]), None, labels)
+                               [-1, self.num_classes, k]), None, labels, None)
         if not sample:
             shards = circle_loss._proxy_shards(self.proxies())  # noqa: SLF001
             cos = heads._class_major_cosine(embeddings, shards)  # noqa: SLF001
-            return tf.reshape(cos, [-1, self.num_classes, k]), None, labels
+            return tf.reshape(cos, [-1, self.num_classes, k]), None, labels, None
         classes, local = self.sample_classes(labels)
         rows = tf.reshape(classes[:, tf.newaxis] * k + tf.range(k)[tf.newaxis, :], [-1])
         gathered = tf.nn.embedding_lookup(self.proxies(), rows, partition_strategy="div")
-        tf.add_to_collection(heads.PARTIAL_FC_ROWS, gathered)
         cos = heads._class_major_cosine(embeddings, [gathered])  # noqa: SLF001
-        return tf.reshape(cos, [-1, self.num_sample, k]), classes, local
+        return tf.reshape(cos, [-1, self.num_sample, k]), classes, local, gathered
 
     def _dominant(self, sub_cos, labels, local, classes, sample):
         """Cosines [B, n] of the dominant sub-centres, and the [B] weights of the examples
@@ -370,7 +371,7 @@ class SubCenterArcFaceHead(heads._ProxyHead):  # noqa: SLF001
         return dominant_cos, dropping, 1.0 - dropping * (1.0 - near)
 
     def _class_terms(self, embeddings, labels, sample):
-        sub_cos, classes, local = self._subcenter_cosines(embeddings, labels, sample)
+        sub_cos, classes, local, gathered = self._subcenter_cosines(embeddings, labels, sample)
         cos = tf.reduce_max(sub_cos, axis=2)
         weight = None
         if self.subcenter_drop_step:
@@ -385,7 +386,7 @@ class SubCenterArcFaceHead(heads._ProxyHead):  # noqa: SLF001
             tf.where(heads._target_mask(cos, local), cos, tf.zeros_like(cos)), axis=1)  # noqa: SLF001
         columns = self.num_sample if classes is not None else self.num_classes
         negative = (tf.reduce_sum(cos, axis=1) - positive) / float(columns - 1)
-        return heads.HeadOutput(loss, positive, negative, logits, cos, classes)
+        return heads.HeadOutput(loss, positive, negative, logits, cos, classes, gathered)
 
     def margin_logits(self, cos, labels):
         cos = _real(cos)

@@ -259,12 +259,18 @@ def test_two_images_threshold_from_reports(model, images, capsys, tmp_path):
     assert parse_value(out, "threshold").startswith(f"{distance + 0.05:.6f} (from {eval_report}")
     assert parse_value(out, "decision").startswith("same person")
 
-    # The report stored with the SavedModel wins; it was made without flip TTA: a note says so.
+    # The report stored with the SavedModel wins; it was made without flip TTA: refused with
+    # the flag that matches it (issue 26 item 8), and --noflip uses it.
     model_report = write_fake_report(version / "assets.extra", distance - 0.05, flip=False)
     status, out, _ = run_cli(capsys, *argv)
+    assert status == 0
+    assert parse_value(out, "decision") == (
+        f"none (the threshold of {model_report} was measured without flip test-time "
+        "augmentation and these embeddings are made with it: --noflip embeds as the report "
+        "did, or give --threshold)")
+    status, out, _ = run_cli(capsys, *argv, "--noflip")
     assert parse_value(out, "threshold").startswith(f"{distance - 0.05:.6f} (from {model_report}")
-    assert parse_value(out, "decision").startswith("different people")
-    assert "computed without flip" in parse_value(out, "note")
+    assert "note:" not in out
 
 
 def test_folder(model, capsys, tmp_path):
@@ -567,3 +573,30 @@ def test_print_norm_of_a_model_without_it(images, capsys, tmp_path):
     with embedder_lib.load_saved_model(export_dir) as embedder:
         assert not embedder.has_norm
         embedder.embed_files([paths["a.png"]])  # the embedding alone still works
+
+
+@pytest.mark.parametrize("data, flip, expected", [
+    ({"threshold": 1.0, "flip": True}, True, 1.0),           # training report, flip eval
+    ({"threshold": 1.0, "flip": True}, False, None),         # ... no threshold_single: refused
+    ({"threshold": 1.0, "threshold_single": 1.1, "flip": True}, False, 1.1),
+    ({"threshold": 1.0, "flip": False}, True, None),         # eval_flip=False run
+    ({"threshold": 1.0, "flip": False}, False, 1.0),
+    ({"threshold": 1.0, "threshold_single": 1.1}, True, 1.0),  # older training report: flip
+    ({"threshold": 1.0, "extra": {"flip": False}}, True, None),  # export.embed --pairs report
+])
+def test_decision_threshold_checks_the_report_flip(tmp_path, data, flip, expected):
+    """Issue 26 item 8: the report's flip setting must be the embeddings'."""
+    (tmp_path / "assets.extra").mkdir()
+    (tmp_path / "assets.extra" / "report.json").write_text(json.dumps(data))
+    threshold, source, notes = embedder_lib.decision_threshold(str(tmp_path), flip=flip)
+    assert threshold == expected, source
+    assert not notes
+    if expected is None:
+        assert "flip test-time augmentation" in source
+
+
+def test_decision_threshold_of_a_report_without_flip_notes_it(tmp_path):
+    (tmp_path / "assets.extra").mkdir()
+    (tmp_path / "assets.extra" / "report.json").write_text(json.dumps({"threshold": 1.0}))
+    threshold, _, notes = embedder_lib.decision_threshold(str(tmp_path), flip=True)
+    assert threshold == 1.0 and len(notes) == 1 and "does not say" in notes[0]

@@ -82,6 +82,7 @@ def test_eval_metrics_equal_offline_evaluate(trained, flip):
     online = eval_metrics.metrics_from_eval_result(result)
     for key in ("accuracy", "accuracy_std", "threshold", "val", "far", "auc", "eer"):
         assert online[key] == pytest.approx(offline[key], abs=1e-6), key
+    assert online["flip"] is flip  # the report says which embeddings its threshold is for
     np.testing.assert_allclose(online["fold_accuracy"], offline["fold_accuracy"], atol=1e-6)
     np.testing.assert_allclose(online["tpr"], offline["tpr"], atol=1e-6)
 

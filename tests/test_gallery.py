@@ -105,6 +105,33 @@ def test_open_set_threshold(model, tmp_path, capsys):
     assert "unknown" in capsys.readouterr().out
 
 
+def test_report_threshold_must_match_the_index_flip(model, tmp_path, capsys):
+    """Issue 26 item 8: a threshold measured with the other flip setting than the index's
+    embeddings is refused in one line naming the enrolment that matches; a flip verification
+    report gives a no-flip index its threshold_single."""
+    saved_model, _ = model
+    faces = str(tmp_path / "faces")
+    write_faces(faces, ["alice", "bob"], 2, seed=2)
+    index_path = str(tmp_path / "gallery.npz")
+    assert run_cli(["enrol", f"--model={saved_model}", f"--folder={faces}",
+                    f"--index={index_path}", "--noflip"]) == 0
+    probe = os.path.join(faces, "alice", "alice_0.png")
+    ident = tmp_path / "ident.json"
+    ident.write_text(json.dumps({"threshold@fpir=0.01": 0.9, "extra": {"flip": True}}))
+    capsys.readouterr()
+    assert run_cli(["search", f"--index={index_path}", f"--report={ident}", probe]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"error: the threshold of {ident} was measured with flip test-time augmentation and "
+        "the index holds embeddings made without it: enrol with --flip, or give --threshold")
+    verif = tmp_path / "verif.json"
+    verif.write_text(json.dumps({"threshold": 1.2, "threshold_single": 1.0, "flip": True}))
+    assert gallery_index.threshold_from_report(str(verif), 0.01, flip=False)[0] == 0.5
+    assert gallery_index.threshold_from_report(str(verif), 0.01, flip=True)[0] == 0.4
+    verif.write_text(json.dumps({"threshold": 1.2, "flip": False}))
+    with pytest.raises(gallery_index.GalleryError, match="measured without flip"):
+        gallery_index.threshold_from_report(str(verif), 0.01, flip=True)
+
+
 def test_search_results_ties_and_order():
     index = {"embeddings": np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]], np.float32),
              "labels": np.array(["a", "b", "c"]), "paths": np.array(["pa", "pb", "pc"])}

@@ -419,7 +419,7 @@ def test_sampling_every_class_equals_the_full_head(name, partitions):
         if sample:
             np.testing.assert_array_equal(got["classes"], np.arange(C))
         else:
-            assert "classes" not in got
+            assert "classes" not in got and "sampled_rows" not in got
         for key in ("per_example_loss", "logits", "cosine", "positive_similarity",
                     "negative_similarity"):
             np.testing.assert_allclose(got[key], full[key], rtol=1e-6, atol=1e-5, err_msg=key)
@@ -453,6 +453,8 @@ def test_partial_fc_loss_is_the_full_formula_on_the_sampled_rows(name, partition
         logits = ref_logits(name, cos, local, head.margin, scale)
         atol = 8e-6 * scale
         np.testing.assert_allclose(got["cosine"], cos, atol=1e-6)
+        # the rows the step decays are the sampled classes' proxies, in the same order
+        np.testing.assert_allclose(got["sampled_rows"], proxies[classes], rtol=1e-6)
         np.testing.assert_allclose(got["logits"], logits, rtol=1e-5, atol=atol)
         loss = _cross_entropy(logits, local)
         if name == "circle_combined":

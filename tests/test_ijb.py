@@ -108,9 +108,23 @@ def brute_tar_at_far(labels, scores, fars):
                 best = max(best, sum(1 for s, y in zip(scores, labels) if y and s >= t)
                            / float(pos))
         out[f"tar@far={far:g}"] = best
-        _, nearest = min(zip([abs(f - far) for f in fpr], range(len(fpr))))
-        out[f"tar_nearest@far={far:g}"] = tpr[nearest]
-        out[f"far_nearest@far={far:g}"] = fpr[nearest]
+    out.update(insightface_nearest(labels, scores, fars))
+    return out
+
+
+def insightface_nearest(labels, scores, x_labels):
+    """insightface ``arcface_torch/eval_ijbc.py`` (commit
+    7fadd420c2351d0ffa8cac403421c1a3ed733365, lines 455-470; ``_evaluation_/ijb/ijb_11.py``
+    lines 350-366 are the same), with :func:`brute_roc` for scikit-learn's ``roc_curve``."""
+    out = {}
+    fpr, tpr, _ = brute_roc(labels, scores)
+    fpr = np.flipud(fpr)
+    tpr = np.flipud(tpr)  # select largest tpr at same fpr
+    for fpr_iter in np.arange(len(x_labels)):
+        _, min_index = min(
+            list(zip(abs(fpr - x_labels[fpr_iter]), range(len(fpr)))))
+        out[f"tar_nearest@far={x_labels[fpr_iter]:g}"] = tpr[min_index]
+        out[f"far_nearest@far={x_labels[fpr_iter]:g}"] = fpr[min_index]
     return out
 
 
@@ -194,6 +208,46 @@ def test_roc_and_tar_at_far_equal_brute_force(seed):
     got = ijb_protocol.tar_at_far(labels, scores, fars)
     for key, value in brute_tar_at_far(labels.tolist(), scores.tolist(), fars).items():
         assert got[key] == pytest.approx(value, abs=1e-12), key
+
+
+def test_tar_nearest_reads_the_top_of_a_vertical_run_as_insightface():
+    """Scores in descending order: non-mated, then 2 mated (a tie between them), non-mated, 1
+    mated, 1 non-mated... The ROC point nearest FAR 1/4 is a vertical run: FPR 1/4 at TPR 0 (the
+    first non-mated accepted) and at TPR 2/3 (both mated accepted next). insightface flips the
+    ROC and reads 2/3; the first point of the run reads 0. At FAR 0.375 the points at FPR 1/4
+    and 1/2 are equally near: insightface takes the one above (FPR 1/2, TPR 1)."""
+    labels = np.array([False, True, True, False, True, False, False, False])
+    scores = np.array([0.9, 0.8, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3])
+    fars = (0.25, 0.375)
+    got = ijb_protocol.tar_at_far(labels, scores, fars)
+    expected = insightface_nearest(labels.tolist(), scores.tolist(), fars)
+    assert expected["tar_nearest@far=0.25"] == pytest.approx(2 / 3)
+    assert expected["tar_nearest@far=0.375"] == 1.0
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(value, abs=1e-12), key
+
+
+def tie_heavy_scores(seed=1, mated=3000, nonmated=300000):
+    """Seeded IJB-like scores rounded to 1/1000 (ties within and across the two kinds)."""
+    rng = np.random.RandomState(seed)
+    scores = np.round(np.r_[rng.normal(0.48, 0.12, mated), rng.normal(0.0, 0.1, nonmated)], 3)
+    return np.r_[np.ones(mated, bool), np.zeros(nonmated, bool)], scores
+
+
+def test_tar_nearest_on_a_tie_heavy_set_equals_insightface():
+    """3,000 mated / 300,000 non-mated scores with ties (issue 26's case): the flip matters at
+    FAR 1e-5, where the nearest ROC point is a vertical run."""
+    labels, scores = tie_heavy_scores()
+    got = ijb_protocol.tar_at_far(labels, scores, (1e-5, 1e-4))
+    fpr, tpr, _ = ijb_protocol.roc_curve(labels, scores)
+    # insightface's reading (eval_ijbc.py, as above) on the same ROC.
+    for far in (1e-5, 1e-4):
+        flipped_fpr, flipped_tpr = np.flipud(fpr), np.flipud(tpr)
+        _, min_index = min(list(zip(abs(flipped_fpr - far), range(len(flipped_fpr)))))
+        assert got[f"tar_nearest@far={far:g}"] == flipped_tpr[min_index], far
+    # The first point of the run (the old reading) is lower by the run's height.
+    first = tpr[int(np.argmin(np.abs(fpr - 1e-5)))]
+    assert got["tar_nearest@far=1e-05"] - first > 0.002
 
 
 def test_tar_at_far_below_one_over_the_negatives_is_tar_at_far_zero():

@@ -96,7 +96,8 @@ def serving_parity(saved_model, lfw_dir, pairs_records, crop_box=CROP_BOX):
 
 
 def test_records_and_the_saved_model_carry_the_transform(recipe):
-    expected = {"crop_box": list(CROP_BOX), "image_size": RECORD_SIZE, "resampling": "lanczos"}
+    expected = {"crop_box": list(CROP_BOX), "image_size": RECORD_SIZE, "resampling": "lanczos",
+                "record_shape": [RECORD_SIZE, RECORD_SIZE]}
     with open(os.path.join(recipe["pairs_records"], "manifest.json")) as f:
         assert json.load(f)["transform"] == expected
     assert exporters.read_export_transform(recipe["saved_model"]) == expected

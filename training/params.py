@@ -15,6 +15,7 @@ import tensorflow.compat.v1 as tf
 from absl import logging
 
 from data_tools import input_config, manifest
+from data_tools.transform import Transform
 from export import eval_sets, retrieval_eval
 from model import config as model_config
 from model import estimator_factory, heads
@@ -72,6 +73,11 @@ def build_params(values):
     p["distribution"], p["num_replicas"] = runtime.distribution, runtime.num_replicas
     _check_replicas(p)
     _read_records(p, needs_train, needs_eval)
+    if needs_train and p["batch_size"] > p["num_train_images"]:
+        logging.warning("--batch_size=%d is larger than the %d training images of %s: every "
+                        "batch repeats images (the loss sees duplicates as pairs); lower "
+                        "--batch_size", p["batch_size"], p["num_train_images"],
+                        p["train_records"])
     _resolve_steps(p, needs_train)
     configs = build_configs(p)  # every remaining setting, checked and resolved into p
     if p["warm_start_from"] and needs_train:
@@ -231,6 +237,7 @@ def _read_records(p, needs_train, needs_eval):
                  f"{info.get('kind')} records, not training images")
         p["num_classes"] = int(info["num_classes"])
         p["num_train_images"] = int(info["num_images"])
+        p["train_transform"] = manifest.conversion_transform(info)
         if needs_train:
             _verify(records, p["verify_records"])
         labels_path = os.path.join(records, "labels.txt")
@@ -240,7 +247,9 @@ def _read_records(p, needs_train, needs_eval):
             _require(len(lines) == p["num_classes"], f"{labels_path} lists {len(lines)} "
                      f"identities but the manifest says {p['num_classes']} classes")
     else:
-        p["num_classes"] = _num_classes_from_run(p["model_dir"])
+        recorded = _recorded_params(p["model_dir"])
+        p["num_classes"] = int(recorded["num_classes"])
+        p["train_transform"] = recorded.get("train_transform")
     sets, named = _parse_eval_records(p, needs_eval)
     if needs_eval and p["eval_protocol"] == "retrieval":
         _require(not named, "--eval_protocol=retrieval takes one directory of image records "
@@ -266,6 +275,29 @@ def _read_records(p, needs_train, needs_eval):
     p["eval_transform"] = None
     if sets:
         p["eval_transform"] = manifest.conversion_transform(manifest.read_manifest(sets[0][1]))
+    if needs_eval:
+        _check_transforms(p, sets or [("eval", p["eval_records"])])
+
+
+def _check_transforms(p, sets):
+    """Evaluation records converted otherwise than the training records (another crop box, no
+    crop, aligned) measure the model on faces it never saw, and its exports would carry the
+    wrong transform: refused unless --allow_transform_mismatch."""
+    train = Transform.from_dict(p.get("train_transform"))
+    if p.get("train_transform") is None or p.get("allow_transform_mismatch"):
+        return
+    for _name, records in sets:
+        record = manifest.conversion_transform(manifest.read_manifest(records))
+        if record is None:
+            continue  # another tool's records: nothing to compare
+        evaluated = Transform.from_dict(record)
+        if not (train or Transform()).same_conversion(evaluated):
+            described = evaluated.describe() if evaluated else "none"
+            _require(False, f"--eval_records {records} were converted with {described}, the "
+                     f"training records with {train.describe() if train else 'none'}: convert "
+                     "them as the training records were (make_tfrecords.py --crop_box, "
+                     "--image_size, --align), or pass --allow_transform_mismatch to evaluate "
+                     "on them knowingly")
 
 
 def _parse_eval_records(p, needs_eval):
@@ -359,10 +391,9 @@ def _verify(records_dir, enabled):
         manifest.verify_shards(records_dir)
 
 
-def _num_classes_from_run(model_dir):
-    """num_classes recorded by the training run (evaluate/export without --train_records)."""
+def _recorded_params(model_dir):
+    """params.json of the training run (evaluate/export without --train_records)."""
     path = os.path.join(model_dir, "params.json")
     _require(tf.io.gfile.exists(path), f"no --train_records and no {path}: cannot size the head")
     with tf.io.gfile.GFile(path) as fh:
-        return int(json.load(fh)["num_classes"])
-
+        return json.load(fh)
