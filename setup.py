@@ -65,6 +65,7 @@ setup(
             "circle-train=estimator_main:run",
             "circle-embed=export.embed:run",
             "circle-convert=export.convert:run",
+            "circle-quality=export.quality:run",
             "circle-serve=export.serve:run",
         ],
     },

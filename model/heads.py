@@ -489,7 +489,7 @@ HEADS = collections.OrderedDict(
 
 def build_head(name, num_classes, embedding_size, *, margin=None, gamma=None, scale=64.0,
                class_weight=1.0, pair_weight=1.0, proxy_partitions=1,
-               proxy_initializer_stddev=0.01, partial_fc_rate=1.0):
+               proxy_initializer_stddev=0.01, partial_fc_rate=1.0, **options):
     """Builds the head registered under ``name``.
 
     Args:
@@ -505,6 +505,8 @@ def build_head(name, num_classes, embedding_size, *, margin=None, gamma=None, sc
       partial_fc_rate: Partial FC, in (0, 1]: each training step uses the batch's classes and a
         uniform sample of the others, ceil(rate * num_classes) in all; 1 (default) uses every
         class. Class-level heads only (circle_pair refuses a rate below 1).
+      **options: the options the head declares in its ``options`` (``model.margin_heads``:
+        adaface, subcenter_arcface, magface); other heads take none.
 
     Returns:
       a Head; ``head(embeddings, labels)`` returns a HeadOutput.
@@ -518,4 +520,9 @@ def build_head(name, num_classes, embedding_size, *, margin=None, gamma=None, sc
                class_weight=class_weight, pair_weight=pair_weight,
                proxy_partitions=proxy_partitions,
                proxy_initializer_stddev=proxy_initializer_stddev,
-               partial_fc_rate=partial_fc_rate)
+               partial_fc_rate=partial_fc_rate, **options)
+
+
+# The margin heads (AdaFace, sub-center ArcFace, MagFace) subclass the ones above and register
+# themselves in HEADS when imported.
+from model import margin_heads  # noqa: E402,F401  pylint: disable=wrong-import-position

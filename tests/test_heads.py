@@ -93,7 +93,8 @@ def _read_proxies(sess):
 # ----------------------------------------------------------------------------- registry
 def test_registry():
     assert list(heads.HEADS) == ["circle", "circle_pair", "circle_combined", "softmax",
-                                 "cosface", "arcface"]
+                                 "cosface", "arcface", "adaface", "subcenter_arcface",
+                                 "magface"]
     pk = {name for name, cls in heads.HEADS.items() if cls.needs_pk_batches}
     assert pk == {"circle_pair", "circle_combined"}
 
@@ -160,8 +161,12 @@ def test_output_shapes_and_variables(name, dtype):
             for field in ("logits", "cosine"):
                 tensor = getattr(out, field)
                 assert tensor.dtype == tf.float32 and tensor.shape.as_list() == [B, C], field
-            assert [(v.name, v.shape.as_list(), v.dtype.base_dtype) for v in variables] == [
-                ("head/proxies:0", [D, C], tf.float32)]
+            # (sub-center ArcFace: K proxies per class; AdaFace's moving statistics are not
+            # trainable: test_margin_heads)
+            name, shape = head.proxy_variable
+            assert [(v.name, v.shape.as_list(), v.dtype.base_dtype)
+                    for v in tf.trainable_variables()] == [(f"head/{name}:0", shape, tf.float32)]
+            assert shape == [D, C * getattr(head, "subcenters", 1)]
         else:
             assert out.logits is None and out.cosine is None and variables == []
         # a second call (e.g. a flipped-image tower) shares the proxies

@@ -131,10 +131,13 @@ def build_configs(p):
                                 gamma=p["gamma"], scale=p["scale"],
                                 class_weight=p["class_weight"], pair_weight=p["pair_weight"],
                                 proxy_partitions=p["proxy_partitions"],
-                                partial_fc_rate=p["partial_fc_rate"])
+                                partial_fc_rate=p["partial_fc_rate"],
+                                **head_options(p))
     except (ValueError, TypeError) as e:
         raise ParamsError(f"--head={p['head']}: {e}") from None
     p["margin"], p["gamma"] = head.margin, head.gamma
+    for name in getattr(head, "options", {}):
+        p[name] = getattr(head, name)
     if head.partial_fc and p["mode"] in ("train", "train_and_evaluate"):
         # Static shapes: a step's sample holds every class of the (per-replica) batch.
         batch = p["batch_size"] // max(p.get("num_replicas") or 1, 1)
@@ -151,6 +154,19 @@ def build_configs(p):
     inputs = _config(input_config.InputConfig, **input_values)
     runtime = _config(model_config.RuntimeConfig, **_fields(model_config.RuntimeConfig, p))
     return Configs(backbone, head, optimization, inputs, runtime)
+
+
+def head_options(p):
+    """The flags the chosen head declares (``Head.options``: e.g. --subcenters for
+    subcenter_arcface), those set; the head fills in its defaults for the others. A flag of
+    another head is refused, so that it is not silently ignored."""
+    declared = getattr(heads.HEADS[p["head"]], "options", {})
+    others = sorted({name for cls in heads.HEADS.values()
+                     for name in getattr(cls, "options", {})} - set(declared))
+    stray = [name for name in others if p.get(name) is not None]
+    _require(not stray, f"--{stray[0] if stray else ''} is an option of another head, not of "
+             f"--head={p['head']}")
+    return {name: p[name] for name in declared if p.get(name) is not None}
 
 
 # Scopes of the variables a fine-tuning run may take over; optimizer slots (Momentum, Adam)
