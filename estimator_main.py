@@ -38,7 +38,7 @@ from model import (  # noqa: E402
     model_fn,
     optimization,
 )
-from training import run_record, runner  # noqa: E402
+from training import console, run_record, runner  # noqa: E402
 from training.params import (  # noqa: E402
     EVAL_PROTOCOLS,
     MODES,
@@ -80,11 +80,27 @@ def define_flags(fv=flags.FLAGS):
     integer_flag("embedding_size", 512, "Embedding dimension.")
     integer_flag("image_size", None, "Network input side; default: the backbone's (112).")
     float_flag("dropout_rate", 0.0, "Dropout before the embedding layer (iresnet).")
-    float_flag("margin", None, "Margin m (Circle: 0.25; cosface 0.35; arcface 0.5).")
+    float_flag("margin", None, "Margin m (Circle: 0.25; cosface 0.35; arcface and "
+               "subcenter_arcface 0.5; adaface 0.4; magface: none, see --magface_*).")
     float_flag("gamma", None, "Circle scale gamma (paper's face setting: 256).")
-    float_flag("scale", 64.0, "Scale s of the softmax, cosface and arcface heads.")
+    float_flag("scale", 64.0, "Scale s of the softmax and margin (cosface, arcface, adaface, "
+               "subcenter_arcface, magface) heads.")
     float_flag("class_weight", 1.0, "circle_combined: weight of the class-level loss.")
     float_flag("pair_weight", 1.0, "circle_combined: weight of the pair-level loss.")
+    # Options of the margin heads (model/margin_heads.py); unset: the head's default.
+    integer_flag("subcenters", None, "subcenter_arcface: sub-centres K per class (3).")
+    integer_flag("subcenter_drop_step", None, "subcenter_arcface: from this step, each class "
+                 "keeps its dominant sub-centre and examples farther than "
+                 "--subcenter_drop_angle from it give no loss (0, default: never).")
+    float_flag("subcenter_drop_angle", None, "subcenter_arcface: drop angle in degrees (75).")
+    float_flag("adaface_h", None, "adaface: h, the spread of the norm-adaptive margin (0.333).")
+    float_flag("adaface_t_alpha", None, "adaface: rate of the moving average of the batch "
+               "norm statistics (0.01).")
+    float_flag("magface_lower_norm", None, "magface: l_a, lower bound of the feature norm (10).")
+    float_flag("magface_upper_norm", None, "magface: u_a, upper bound of the feature norm (110).")
+    float_flag("magface_lower_margin", None, "magface: l_m, margin at the lower norm (0.45).")
+    float_flag("magface_upper_margin", None, "magface: u_m, margin at the upper norm (0.8).")
+    float_flag("magface_lambda_g", None, "magface: weight of the norm regulariser g (35).")
     integer_flag("images_per_identity", 0, "K of P×K batches (0: plain shuffling). "
                  "Needed by circle_pair and circle_combined.")
     float_flag("distill_weight", 0.0, "λ of the distillation term between the student's "
@@ -121,6 +137,9 @@ def define_flags(fv=flags.FLAGS):
     # Evaluation and export.
     integer_flag("eval_batch_size", 64, "Pairs per eval batch (the last one is padded).")
     bool_flag("eval_flip", True, "Flip test-time augmentation in verification.")
+    bool_flag("allow_transform_mismatch", False, "Evaluate on records converted otherwise than "
+              "the training records (another --crop_box, --image_size or --align): refused "
+              "by default, as the faces differ from those the model learnt.")
     float_flag("far_target", 1e-3, "FAR of the VAL@FAR metric.")
     enum_flag("eval_protocol", "verification", list(EVAL_PROTOCOLS),
               "verification: LFW-style 1:1 on pair records (make_tfrecords.py --pairs); "
@@ -172,11 +191,17 @@ def define_flags(fv=flags.FLAGS):
     return fv
 
 
+def _program_flags():
+    """This program's flags, not absl's own (``--test_tmpdir``, ``--stderrthreshold``, ...)."""
+    return FLAGS.get_key_flags_for_module(sys.modules[__name__])
+
+
 def flag_values():
     """This program's flags (not absl's own) as a plain dict."""
-    return {f.name: f.value for f in FLAGS.get_key_flags_for_module(sys.modules[__name__])}
+    return {f.name: f.value for f in _program_flags()}
 
 
+_MISSING_KEY = re.compile(r"Key \S+ not found in checkpoint")
 _NON_FINITE = re.compile(re.escape(model_fn.NON_FINITE_LOSS_MESSAGE) + r"\]\s*\[(\d+)\]")
 
 
@@ -191,21 +216,44 @@ def _silence_deprecation_warnings():
 
 
 def main(argv):
-    # TensorFlow's logger has its own handler; without this every line prints twice under absl.
-    tf.get_logger().propagate = False
-    # --verbosity (absl) governs TensorFlow's logger too: -1 leaves warnings and the progress bar.
-    tf.get_logger().setLevel(logging.get_absl_logger().getEffectiveLevel())
+    console.quiet_logs(verbosity_given=bool(FLAGS["verbosity"].present))
     _silence_deprecation_warnings()
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    values, recorded = flag_values(), None
+    if not run_record.trains(values["mode"]):
+        # evaluate/export: the run's recorded settings, not this program's defaults.
+        model_dir = values["model_dir"] or values["train_url"]
+        recorded = run_record.read_recorded_params(model_dir)
+        if recorded:
+            given = {name for name in values if FLAGS[name].present}
+            try:
+                values = run_record.apply_recorded_settings(values, given, recorded, model_dir)
+            except run_record.RecordMismatchError as e:
+                raise app.UsageError(str(e)) from None
     try:
-        params = build_params(flag_values())
+        params = build_params(values)
     except (ParamsError, manifest.ManifestError, estimator_factory.DeviceUnavailableError) as e:
         raise app.UsageError(str(e)) from None
+    if recorded and params.get("eval_transform") is None:
+        # An export without --eval_records serves the transform its training evaluated with.
+        params["eval_transform"] = recorded.get("eval_transform")
     if run_record.writes_run_record():
-        run_record.record_run(params, FLAGS.flags_into_string())
+        if run_record.trains(params["mode"]):
+            run_record.record_run(params, run_record.program_flags_text(_program_flags()))
+        else:
+            run_record.log_run(params)
     try:
         runner.run_mode(params)
+    except (tf.errors.NotFoundError, ValueError) as e:
+        # TF 1.15 raises the restore's NotFoundError, TF 2.x a ValueError around it.
+        missing = _MISSING_KEY.search(getattr(e, "message", None) or str(e))
+        if run_record.trains(params["mode"]) or not missing:
+            raise
+        logging.error("%s: the checkpoint in %s is not this network (%s). Run --mode=%s with "
+                      "the training run's settings (its flags.txt), without contradicting flags.",
+                      params["mode"], params["model_dir"], missing.group(0), params["mode"])
+        sys.exit(1)
     except tf.errors.InvalidArgumentError as e:
         match = _NON_FINITE.search(e.message)
         if not match:

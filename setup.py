@@ -51,8 +51,12 @@ setup(
         # Distillation teacher (make_tfrecords.py --teacher=dlib): dlib's ResNet face descriptor
         # (prebuilt wheels, no compiler) and its CC0 weights.
         "teacher": ["dlib-bin==20.0.1.post1", "face-recognition-models==0.3.0"],
+        # The face-recognition service (python -m export.serve, circle-serve).
+        "serve": ["fastapi==0.165.0", "uvicorn==0.55.0", "python-multipart==0.0.34"],
+        # FAISS search for large galleries in the service (numpy's exact matmul without it).
+        "faiss": ["faiss-cpu==1.15.1"],
         "test": ["pytest>=6", "pytest-timeout", "hypothesis", "ruff", "vermin",
-                 "scikit-image; python_version >= '3.11'"],
+                 "scikit-image; python_version >= '3.11'", "httpx", "selenium"],
     },
     entry_points={
         "console_scripts": [
@@ -64,6 +68,8 @@ setup(
             "circle-train=estimator_main:run",
             "circle-embed=export.embed:run",
             "circle-convert=export.convert:run",
+            "circle-quality=export.quality:run",
+            "circle-serve=export.serve:run",
         ],
     },
     classifiers=[

@@ -60,10 +60,11 @@ def _child(num_classes, rate, batch, warmup):
         embeddings, labels = common.random_head_batch(num_classes, batch, EMBEDDING_SIZE)
         head = heads.build_head("circle", num_classes=num_classes,
                                 embedding_size=EMBEDDING_SIZE, partial_fc_rate=rate)
-        loss = tf.reduce_mean(head(embeddings, labels).per_example_loss)
+        output = head(embeddings, labels)
+        loss = tf.reduce_mean(output.per_example_loss)
         proxies = [v for v in tf.trainable_variables() if "proxies" in v.op.name]
-        loss += optimization.weight_decay_loss(
-            WEIGHT_DECAY, variables=proxies, rows=tf.get_collection(heads.PARTIAL_FC_ROWS))
+        rows = [] if output.sampled_rows is None else [output.sampled_rows]
+        loss += optimization.weight_decay_loss(WEIGHT_DECAY, variables=proxies, rows=rows)
         train = tf.train.MomentumOptimizer(0.01, 0.9).minimize(loss)
         init = tf.global_variables_initializer()
     session = tf.Session(graph=graph, config=common.session_config())

@@ -68,7 +68,7 @@ def make_records(workdir, image_size, identities, images_per_identity):
     summary = synthetic_dataset.generate(faces, num_train_identities=identities,
                                          train_images_per_identity=images_per_identity, num_folds=1,
                                          pair_identities_per_fold=2, pair_images_per_identity=2,
-                                         pairs_per_fold=2, image_size=image_size, seed=0,
+                                         pairs_per_fold=1, image_size=image_size, seed=0,
                                          num_workers=None if identities * images_per_identity > 256
                                          else 1,  # worker processes would cost more than they save
                                          progress=False)

@@ -52,7 +52,9 @@ def define_align_flags(flag_values):
     fv = flag_values
     if "image_size" not in fv:
         flags.DEFINE_integer("image_size", raw_faces.DEFAULT_IMAGE_SIZE, "Side of the aligned "
-                             "face; the template is insightface's 112x112 one, scaled.",
+                             "face; insightface's 112x112 template, placed as its estimate_norm "
+                             "places it (a multiple of 128 but not of 112: scaled by size/128, "
+                             "x shifted by 8*size/128).",
                              lower_bound=8, flag_values=fv)
     flags.DEFINE_string("landmarks", None, "Five points per image instead of the detector: "
                         "'relative/path x1 y1 ... x5 y5 [score]' per line (left eye, right eye, "
@@ -76,6 +78,16 @@ def _load_detector(min_face_size):
     from data_tools import face_detector  # noqa: PLC0415 - optional package, loads TensorFlow
 
     return face_detector.load_detector(min_face_size=min_face_size)
+
+
+def describe_error(error):
+    """A user error's line; without the detector, this program's alternative too (the
+    library's message names no flag: export.embed, which also detects, has no --landmarks)."""
+    from data_tools import face_detector  # noqa: PLC0415
+
+    if isinstance(error, face_detector.DetectorUnavailableError):
+        return f"{error}; or give the five points of each face with --landmarks"
+    return str(error)
 
 
 def user_errors():
@@ -111,7 +123,7 @@ def main(argv, flag_values=flags.FLAGS):
                                          overwrite=fv.overwrite, progress=True,
                                          **align_options(fv))
     except user_errors() as e:
-        print(f"align: error: {e}", file=sys.stderr)
+        print(f"align: error: {describe_error(e)}", file=sys.stderr)
         return 1
     print_skips(summary)
     print(raw_faces.format_summary(summary))

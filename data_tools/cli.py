@@ -17,6 +17,7 @@ Tests call ``define_flags`` on a ``flags.FlagValues()`` of their own, parse, and
 with it, so no test touches the global ``FLAGS`` (``estimator_main`` defines its flags there).
 """
 
+import logging
 import os
 import sys
 
@@ -63,6 +64,34 @@ def quiet_tensorflow(argv=None):
         os.environ.setdefault(TF_LOG_LEVEL_ENV, DEFAULT_TF_LOG_LEVEL)
 
 
+class _DropDeprecations(logging.Filter):
+    """TensorFlow's "X is deprecated and will be removed" warnings name the project's own calls
+    of the TF1 API it must keep for TF 1.15 users: nothing a user of a CLI can act on."""
+
+    def filter(self, record):
+        return "is deprecated and will be removed" not in record.getMessage()
+
+
+def quiet_python_logs(verbosity_given=False):
+    """Unless ``--verbosity`` was given (``verbosity_given``): absl's INFO lines off
+    (TensorFlow's "Restoring parameters", tf2onnx's and the TFLite converter's progress notes)
+    and TensorFlow's deprecation warnings dropped. The programs' own output is printed, not
+    logged."""
+    if verbosity_given:
+        return
+    from absl import logging as absl_logging  # noqa: PLC0415
+
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    tf_logger = logging.getLogger("tensorflow")  # TensorFlow's, whether imported yet or not
+    if not any(isinstance(f, _DropDeprecations) for f in tf_logger.filters):
+        tf_logger.addFilter(_DropDeprecations())
+
+
+def count(number, singular, plural=None):
+    """``1 identity``, ``2 identities``: a count with its noun in the right number."""
+    return f"{number} {singular if number == 1 else plural or singular + 's'}"
+
+
 def check_usage(argv, flag_values=None, required=()):
     """Raise absl's ``UsageError`` (exit 1 with the usage under ``app.run``) when the command line
     has positional arguments (``argv[1:]``) or leaves a ``required`` flag of ``flag_values``
@@ -89,7 +118,12 @@ def run(define_flags, main):
     define_flags()
     for name in sorted(set(flags.FLAGS) - before):
         flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[name])
-    app.run(main)
+
+    def quiet_main(argv):
+        quiet_python_logs(bool(flags.FLAGS["verbosity"].present))
+        return main(argv)
+
+    app.run(quiet_main)
 
 
 def run_main(define_flags, main, argv):

@@ -26,6 +26,7 @@ import time
 import data_tools
 from data_tools import image_files, schema, teachers
 from data_tools import pairs as pairs_lib
+from data_tools import transform as transform_lib
 from data_tools.shard_writer import (
     LOCK_NAME,
     PLAN_NAME,
@@ -217,6 +218,15 @@ def teacher_manifest(teacher, used, fallbacks):
 # ------------------------------------------------------------------ the skeleton
 
 
+def _conversion_transform(image_size, crop_box, align, sizes):
+    """The Transform this conversion applies: aligned faces (``align``, the record of
+    ``data_tools.raw_faces``) are stored as they are, at the size they were aligned to.
+    ``sizes``: the source images' ``(width, height)``, the records' shape when kept as they are."""
+    if align is not None:
+        return transform_lib.Transform(None, align.get("image_size"), align=True)
+    return transform_lib.Transform.of_conversion(crop_box, image_size, sizes=sizes)
+
+
 def _convert(source, output_dir, name, num_shards, image_size, crop_box, num_workers, strict,
              overwrite, progress, align=None, teacher=None, teacher_dir=None):
     """Check, plan and write one conversion of ``source``; returns its summary dict.
@@ -265,9 +275,9 @@ def _convert(source, output_dir, name, num_shards, image_size, crop_box, num_wor
                         "skipped": source.skipped, "options": out.options,
                         "tool_version": data_tools.__version__,
                         "schema_version": schema.SCHEMA_VERSION,
-                        "transform": image_files.describe_transform(
-                            image_size, crop_box,
-                            sizes=[(info.width, info.height) for info in infos if info])}
+                        "transform": _conversion_transform(
+                            image_size, crop_box, align,
+                            sizes=[(info.width, info.height) for info in infos if info]).to_dict()}
             manifest.update(source.manifest(records))
             if teacher is not None:
                 used = set(relpath for record in records
@@ -445,7 +455,8 @@ class _PairsSource:
     def relpaths(self):
         self._file = pairs_lib.read_pairs(self.pairs_path)
         self._relpath_pairs, self._kept_pairs, self._missing = pairs_lib.resolve_pairs(
-            self._file, self.input_dir, allow_missing=self.allow_missing_pairs)
+            self._file, self.input_dir, allow_missing=self.allow_missing_pairs,
+            remedy="pass --allow_missing_pairs to skip those pairs")
         return sorted(set(path for two in self._relpath_pairs for path in two))
 
     def collect(self, relpaths, infos, reasons, strict):

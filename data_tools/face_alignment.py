@@ -5,7 +5,8 @@
 
 The five points are, in this order: left eye, right eye, nose tip, left and right mouth corners
 (as seen in the image; insightface's and RetinaFace's order). The template is insightface's
-``arcface_dst`` for 112x112 crops, scaled by ``image_size / 112`` for other sizes.
+``arcface_dst`` for 112x112 crops, placed for other sizes as insightface's ``estimate_norm``
+places it (:func:`template`).
 
 Coordinates follow OpenCV's convention, which the landmark files of IJB-B/C and insightface's
 ``norm_crop`` (``cv2.warpAffine``) use: x to the right, y down, and the centre of pixel
@@ -35,9 +36,21 @@ NUM_LANDMARKS = 5
 
 
 def template(image_size=112):
-    """The five template points for a square aligned face of side ``image_size``."""
+    """The five template points for a square aligned face of side ``image_size``.
+
+    As insightface's ``estimate_norm`` (``python-package/insightface/utils/face_align.py``):
+    a multiple of 112 scales ``arcface_dst`` by ``image_size / 112``; a multiple of 128 (not of
+    112) scales it by ``ratio = image_size / 128`` and shifts x by ``8 * ratio``: at 128 the
+    112 face at its own scale, centred across and with 16 more rows below, not a 112 crop blown
+    up to 128 (a face 14% larger), so crops match those of insightface's 128-pixel models.
+    Other sizes, which insightface refuses, scale by ``image_size / 112`` (ours, for small test
+    models).
+    """
     if image_size < 1:
         raise ValueError(f"image_size must be positive, got {image_size!r}")
+    if image_size % 112 and not image_size % 128:
+        ratio = float(image_size) / 128.0
+        return TEMPLATE_112 * ratio + [8.0 * ratio, 0.0]
     return TEMPLATE_112 * (float(image_size) / 112.0)
 
 
@@ -87,6 +100,27 @@ def transform_points(matrix, points):
     matrix = np.asarray(matrix, dtype=np.float64)
     points = np.asarray(points, dtype=np.float64)
     return np.dot(points, matrix[:, :2].T) + matrix[:, 2]
+
+
+def points_in_resized(points, factor, origin=(0.0, 0.0)):
+    """Where ``points`` of an image land in its crop at ``origin`` resized by ``factor`` (per
+    axis; new size / old size) with PIL or any resampler that scales the pixel *edges* (PIL,
+    ``tf.image.resize`` without align_corners).
+
+    Points are pixel-centre coordinates (this module's convention): the edge coordinate
+    ``p - origin + 0.5`` is what gets scaled, so the new centre coordinate is
+    ``(p - origin + 0.5) * factor - 0.5``. ``(p - origin) * factor`` alone would move every point
+    ``0.5 * (1 - factor)`` pixels towards the origin: a third of a pixel at factor 1/4.
+    """
+    edges = np.asarray(points, dtype=np.float64) - np.asarray(origin, dtype=np.float64) + 0.5
+    return edges * np.asarray(factor, dtype=np.float64) - 0.5
+
+
+def points_from_resized(points, factor, origin=(0.0, 0.0)):
+    """The inverse of :func:`points_in_resized`: points found in the resized crop, back in the
+    pixels of the original image."""
+    edges = np.asarray(points, dtype=np.float64) + 0.5
+    return edges / np.asarray(factor, dtype=np.float64) - 0.5 + np.asarray(origin, np.float64)
 
 
 def _as_pixels(image):

@@ -32,6 +32,8 @@ import os
 import numpy as np
 from PIL import Image
 
+from data_tools import face_alignment
+
 PACKAGE = "mtcnn"
 INSTALL_HINT = "pip install 'circle-face[align]' (or pip install mtcnn==1.0.0; TensorFlow 2)"
 WEIGHTS = ("pnet.lz4", "rnet.lz4", "onet.lz4")
@@ -93,7 +95,7 @@ class MtcnnDetector:
         except ImportError as e:
             raise DetectorUnavailableError(
                 f"no face detector: the {PACKAGE} package is not importable ({e}); install it with "
-                f"{INSTALL_HINT}, or give the five points with --landmarks") from None
+                f"{INSTALL_HINT}") from None
         weights_dir = os.path.join(os.path.dirname(os.path.abspath(mtcnn.__file__)), "assets",
                                    "weights")
         paths = [os.path.join(weights_dir, name) for name in WEIGHTS]
@@ -135,9 +137,15 @@ class MtcnnDetector:
                                         min_face_size=self.min_face_size)
         faces = []
         for row in np.asarray(rows, dtype=np.float64).reshape(-1, 16):
-            box = tuple(float(v) for v in (row[1:5].reshape(2, 2) / scale_xy).ravel())
-            # mtcnn's numpy rows: image, x0, y0, x1, y1, score, the five x, then the five y.
-            landmarks = np.stack([row[6:11], row[11:16]], axis=1) / scale_xy
+            # mtcnn's numpy rows: image, x0, y0, x1, y1, score, the five x, then the five y, in
+            # pixel-centre coordinates of the image it was given (its R-Net and O-Net crop with
+            # tf.image.crop_and_resize at box / image size, whose 0 is the first pixel's centre;
+            # boxes are inclusive, width x1 - x0 + 1). The copy was shrunk by PIL, which scales
+            # pixel edges: map back with the half-pixel shift, not by dividing alone.
+            box = tuple(float(v) for v in face_alignment.points_from_resized(
+                row[1:5].reshape(2, 2), scale_xy).ravel())
+            landmarks = face_alignment.points_from_resized(
+                np.stack([row[6:11], row[11:16]], axis=1), scale_xy)
             if not (np.all(np.isfinite(landmarks)) and math.isfinite(row[5])):
                 continue
             faces.append(Face(box, float(row[5]), landmarks))

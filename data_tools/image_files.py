@@ -332,29 +332,6 @@ def transform_image(image, image_size=None, crop_box=None):
     return image
 
 
-def describe_transform(image_size=None, crop_box=None, sizes=None):
-    """The JSON-able record of a conversion's transform: ``{"crop_box": [x0, y0, x1, y1] or
-    None, "image_size": int or None, "resampling": "lanczos" or None, "record_shape": [height,
-    width] or None}`` (``resampling`` is None when nothing was resized; ``record_shape`` is the
-    one size of the stored images, None when they differ). ``sizes``: the ``(width, height)``
-    of the source images (what they keep without a crop box or an image size). A records
-    manifest stores it under ``transform``; an exported SavedModel carries its evaluation
-    records' one in ``assets.extra/transform.json``: its serving graph follows the evaluation's
-    resize for inputs of the records' shape."""
-    box = parse_crop_box(crop_box) if isinstance(crop_box, str) else crop_box
-    if image_size is not None:
-        shape = [int(image_size)] * 2
-    elif box is not None:
-        shape = [int(box[3] - box[1]), int(box[2] - box[0])]
-    else:
-        distinct = {(int(height), int(width)) for width, height in (sizes or ())}
-        shape = list(distinct.pop()) if len(distinct) == 1 else None
-    return {"crop_box": None if box is None else [int(c) for c in box],
-            "image_size": None if image_size is None else int(image_size),
-            "resampling": RESAMPLING if image_size is not None else None,
-            "record_shape": shape}
-
-
 def _encode_png(image):
     buffer = io.BytesIO()
     # No metadata is passed, so no timestamps: equal pixels give equal bytes.

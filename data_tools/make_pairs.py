@@ -9,7 +9,8 @@ The file is what ``make_tfrecords.py --pairs`` and ``export.embed --pairs`` read
 :mod:`data_tools.pairs`). As in LFW View 2 the folds are identity-disjoint (a threshold chosen on
 nine folds is tested on people it has never seen) and image numbers are LFW's
 (``name/name_%04d.<ext>``): image files named otherwise, or identity folders whose names hold
-whitespace, stop the run with their list.
+whitespace, stop the run with their list; ``--rename`` first renames camera-named photos
+(``IMG_1001.jpg``) to LFW's names in place (:mod:`data_tools.lfw_names`).
 
 How identities are dealt to the folds and pairs are chosen (seeded by ``--seed``; the same
 tree, options and seed give the same file on any platform), and how ``--pairs_per_fold``
@@ -18,6 +19,7 @@ Only file names are read; the file is written atomically and read back through
 :mod:`data_tools.pairs` before it replaces ``--output``.
 """
 
+import os
 import sys
 
 from data_tools import cli
@@ -26,6 +28,7 @@ cli.quiet_tensorflow()  # before anything imports TensorFlow
 
 from absl import flags  # noqa: E402
 
+from data_tools import lfw_names  # noqa: E402
 from data_tools import pairs as pairs_lib  # noqa: E402
 from data_tools.pairs_generation import (  # noqa: E402
     DEFAULT_MAX_PAIRS_PER_FOLD,
@@ -51,6 +54,10 @@ def define_flags(flag_values=flags.FLAGS):
                          flag_values=flag_values)
     flags.DEFINE_integer("seed", 0, "Seed of the fold assignment and of the pairs.",
                          flag_values=flag_values)
+    flags.DEFINE_boolean("rename", False, "First rename the photos directly in each identity "
+                         "folder to <name>/<name>_NNNN.<ext> (camera names such as IMG_1001.jpg "
+                         "cannot be named by a pairs file), logging each rename in "
+                         "<input_dir>/lfw_renames.tsv.", flag_values=flag_values)
     flags.DEFINE_boolean("overwrite", False, "Replace an existing --output that holds other "
                          "pairs.", flag_values=flag_values)
     flags.mark_flags_as_required(["input_dir", "output"], flag_values=flag_values)
@@ -61,6 +68,10 @@ def main(argv, flag_values=flags.FLAGS):
     cli.check_usage(argv)
     FLAGS = flag_values  # noqa: N806 - absl idiom
     try:
+        if FLAGS.rename and os.path.isdir(FLAGS.input_dir):
+            renamed = lfw_names.rename_to_lfw(FLAGS.input_dir)
+            print(f"renamed {renamed} photo(s) to <name>/<name>_NNNN.<ext> (log: "
+                  f"{os.path.join(FLAGS.input_dir, lfw_names.LOG_NAME)})")
         summary = write_pairs_file(FLAGS.input_dir, FLAGS.output, FLAGS.num_folds,
                                    FLAGS.pairs_per_fold, FLAGS.seed, FLAGS.overwrite)
     except (MakePairsError, pairs_lib.PairsFormatError, pairs_lib.MissingPairImagesError,
@@ -69,7 +80,8 @@ def main(argv, flag_values=flags.FLAGS):
         return 1
     print(f"{summary['num_folds']} folds x ({summary['pairs_per_fold']} matched + "
           f"{summary['pairs_per_fold']} mismatched) = {summary['num_pairs']} pairs from "
-          f"{summary['identities']} identities ({summary['identities_with_2_images']} with 2 or "
+          f"{cli.count(summary['identities'], 'identity', 'identities')} "
+          f"({summary['identities_with_2_images']} with 2 or "
           f"more images, {summary['images']} images; "
           f"{min(summary['fold_identities'])}-{max(summary['fold_identities'])} identities per "
           f"fold) -> {summary['output']}")

@@ -67,13 +67,15 @@ _MAX_LISTED_SKIPS = 20
 def format_summary(summary):
     """One human-readable paragraph of a conversion summary."""
     if summary["kind"] == "images":
-        what = f"{summary['num_images']} images of {summary['num_classes']} identities"
-        dropped = (f", {summary['dropped_classes']} identities dropped "
-                   f"({summary['dropped_images']} images) by --min_images_per_class")
+        what = (f"{cli.count(summary['num_images'], 'image')} of "
+                f"{cli.count(summary['num_classes'], 'identity', 'identities')}")
+        dropped = (f", {cli.count(summary['dropped_classes'], 'identity', 'identities')} "
+                   f"dropped ({cli.count(summary['dropped_images'], 'image')}) by "
+                   "--min_images_per_class")
     else:
-        what = (f"{summary['num_pairs']} pairs in {summary['num_folds']} folds "
-                f"{summary['fold_sizes']}")
-        dropped = f", {summary['missing_pairs']} pairs left out"
+        what = (f"{cli.count(summary['num_pairs'], 'pair')} in "
+                f"{cli.count(summary['num_folds'], 'fold')} {summary['fold_sizes']}")
+        dropped = f", {cli.count(summary['missing_pairs'], 'pair')} left out"
     return (f"{what} -> {summary['num_shards']} shard(s) in {summary['output_dir']} "
             f"({summary['shards_written']} written, {summary['shards_kept']} kept from an earlier "
             f"run); {summary['num_skipped']} file(s) skipped{dropped}; {summary['seconds']:.1f} s, "
@@ -269,8 +271,13 @@ def main(argv, flag_values=flags.FLAGS):
                                          min_images_per_class=FLAGS.min_images_per_class,
                                          **common)
     except _USER_ERRORS + align_cli.user_errors() as e:
-        print(f"make_tfrecords: error: {e}", file=sys.stderr)
+        print(f"make_tfrecords: error: {align_cli.describe_error(e)}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        # Finished shards and the aligned faces are on disk, written atomically: nothing is lost.
+        print(f"\nmake_tfrecords: interrupted; the finished shards in {FLAGS.output_dir} are kept: "
+              "re-run the same command to resume", file=sys.stderr)
+        return 130
     finally:
         if teacher is not None:
             teacher.close()

@@ -5,7 +5,9 @@ The converter writes the manifest last, so its presence means the conversion fin
 * ``kind``: ``"images"`` (training shards) or ``"pairs"`` (verification pairs);
 * images: ``num_images``, ``num_classes``, ``dropped_classes`` (identities below
   ``--min_images_per_class``), ``dropped_images`` (their images);
-* pairs: ``num_pairs``, ``num_folds``, ``pairs_per_fold``, ``fold_sizes`` (pairs kept per fold),
+* pairs: ``num_pairs``, ``num_folds``, ``pairs_per_fold`` (n: matched pairs per fold, and as
+  many mismatched, as in the pairs.txt header; None for a ``.bin`` whose pairs do not split so),
+  ``fold_sizes`` (pairs kept per fold),
   ``missing_pairs`` (pairs left out by ``--allow_missing_pairs``), ``num_images`` (distinct);
 * ``shards``: ``[{"file", "records", "bytes", "sha256"}]`` in order;
 * ``skipped``: ``[{"path", "reason"}]`` for every input file that did not become a record;
@@ -24,6 +26,7 @@ import json
 import os
 
 from data_tools import fileio
+from data_tools import transform as transform_lib
 
 MANIFEST_NAME = "manifest.json"
 LABELS_NAME = "labels.txt"
@@ -70,25 +73,21 @@ def read_manifest(records_dir):
 
 
 def conversion_transform(manifest):
-    """The conversion transform of a manifest (dict): ``{"crop_box": [x0, y0, x1, y1] or None,
-    "image_size": int or None, "resampling": "lanczos" or None}``, with ``"record_shape":
-    [height, width] or None`` when the manifest records it (issue 26 and later).
+    """The conversion transform of a manifest as JSON (``data_tools.transform.Transform``'s
+    ``to_dict``: ``{"crop_box", "image_size", "resampling", "record_shape"}``, plus ``"align":
+    true`` for aligned faces), for params.json and the exports; None for a manifest of another
+    tool.
 
     Manifests written before the ``transform`` key existed give the same dict from their
-    ``options`` (the converter always resized with Lanczos); None when neither is there (a
-    manifest of another tool).
+    ``options`` (the converter always resized with Lanczos).
     """
-    transform = manifest.get("transform")
-    if isinstance(transform, dict):
-        keys = ("crop_box", "image_size", "resampling") + (
-            ("record_shape",) if "record_shape" in transform else ())
-        return {key: transform.get(key) for key in keys}
     options = manifest.get("options")
-    if not isinstance(options, dict) or not {"crop_box", "image_size"} <= set(options):
+    known = isinstance(manifest.get("transform"), dict) or (
+        isinstance(options, dict) and ({"crop_box", "image_size"} <= set(options)
+                                       or isinstance(options.get("align"), dict)))
+    if not known:
         return None
-    image_size = options["image_size"]
-    return {"crop_box": options["crop_box"], "image_size": image_size,
-            "resampling": "lanczos" if image_size is not None else None}
+    return (transform_lib.Transform.from_manifest(manifest) or transform_lib.Transform()).to_dict()
 
 
 def shard_paths(records_dir):

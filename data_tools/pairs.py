@@ -43,15 +43,15 @@ class PairsFormatError(ValueError):
 class MissingPairImagesError(ValueError):
     """Images named by a pairs file are absent. ``.missing`` lists every missing path."""
 
-    def __init__(self, image_dir, missing, num_pairs):
+    def __init__(self, image_dir, missing, num_pairs, remedy=None):
         self.image_dir = image_dir
         self.missing = list(missing)
         self.num_pairs = num_pairs
         listed = "\n  ".join(self.missing)
+        # The remedy is the calling program's: only it knows which of its flags skips pairs.
         super().__init__(
             f"{len(self.missing)} image(s) named by the pairs file are missing under {image_dir} "
-            f"({num_pairs} pair(s) affected; pass --allow_missing_pairs to skip those pairs):"
-            f"\n  {listed}")
+            f"({num_pairs} pair(s) affected{'; ' + remedy if remedy else ''}):\n  {listed}")
 
 
 def _parse_count(path, line_number, token, what):
@@ -175,14 +175,15 @@ def make_fold_pairs(num_folds, identities_per_fold, images_per_identity, pairs_p
     """LFW View 2 pairs over identity-disjoint folds of the verification identities.
 
     Fold ``f`` draws only on identities ``f*k .. f*k+k-1`` (``k = identities_per_fold``).
-    Returns one list per fold: first ``pairs_per_fold/2`` matched pairs
-    ``(identity, i, identity, j)`` with i < j, then as many mismatched
+    ``pairs_per_fold`` is the pairs file header's n, as everywhere in the project: each fold
+    holds n matched and n mismatched pairs. Returns one list per fold: first the n matched pairs
+    ``(identity, i, identity, j)`` with i < j, then the n mismatched
     ``(identity1, i, identity2, j)`` with identity1 < identity2. Identities are 0-based
     indices, image numbers 1-based (as in pairs.txt). No pair appears twice. ``rng`` (a numpy
     ``RandomState``) draws them; :func:`write_pairs` writes them as a pairs file.
     """
     check_pairs_feasible(num_folds, identities_per_fold, images_per_identity, pairs_per_fold)
-    half = pairs_per_fold // 2
+    half = pairs_per_fold
     k, m = identities_per_fold, images_per_identity
     folds = []
     for fold in range(num_folds):
@@ -204,7 +205,8 @@ def make_fold_pairs(num_folds, identities_per_fold, images_per_identity, pairs_p
 
 
 def check_pairs_feasible(num_folds, identities_per_fold, images_per_identity, pairs_per_fold):
-    """Raise ValueError unless :func:`make_fold_pairs` can draw these pairs."""
+    """Raise ValueError unless :func:`make_fold_pairs` can draw these pairs (``pairs_per_fold``
+    matched and as many mismatched per fold)."""
     if num_folds < 1:
         raise ValueError(f"num_folds must be >= 1, got {num_folds}")
     if identities_per_fold < 2:
@@ -213,17 +215,17 @@ def check_pairs_feasible(num_folds, identities_per_fold, images_per_identity, pa
     if images_per_identity < 2:
         raise ValueError("pair_images_per_identity must be >= 2 (matched pairs need two "
                          f"images), got {images_per_identity}")
-    if pairs_per_fold < 2 or pairs_per_fold % 2:
-        raise ValueError("pairs_per_fold must be a positive even number (half matched, half "
-                         f"mismatched), got {pairs_per_fold}")
-    half = pairs_per_fold // 2
+    if int(pairs_per_fold) != pairs_per_fold or pairs_per_fold < 1:
+        raise ValueError("pairs_per_fold (matched pairs per fold, and as many mismatched) must "
+                         f"be at least 1, got {pairs_per_fold}")
+    half = pairs_per_fold
     k, m = identities_per_fold, images_per_identity
     max_matched = k * m * (m - 1) // 2
     max_mismatched = k * (k - 1) // 2 * m * m
     if half > max_matched or half > max_mismatched:
         raise ValueError(
-            f"pairs_per_fold={pairs_per_fold} needs {half} distinct matched and mismatched pairs "
-            f"per fold, but {k} "
+            f"pairs_per_fold={pairs_per_fold} needs {half} distinct matched and {half} mismatched "
+            f"pairs per fold, but {k} "
             f"identities x {m} images give only {max_matched} matched and {max_mismatched} "
             "mismatched; raise pair_identities_per_fold or pair_images_per_identity")
 
@@ -273,14 +275,15 @@ def pair_image_relpaths(pair, image_dir):
     return (index.find(pair.name1, pair.index1)[0], index.find(pair.name2, pair.index2)[0])
 
 
-def resolve_pairs(pairs_file, image_dir, allow_missing=False):
+def resolve_pairs(pairs_file, image_dir, allow_missing=False, remedy=None):
     """Find every pair's images under ``image_dir``.
 
     Returns ``(relpaths, kept, missing)``: ``relpaths`` a list of ``(relpath1, relpath2)`` and
     ``kept`` the matching list of :class:`Pair`, both for the pairs whose two images exist, in
     file order; ``missing`` the missing image paths, each once, in order of first mention.
     A missing image raises :class:`MissingPairImagesError` listing every missing path unless
-    ``allow_missing`` is true, in which case the pairs that need it are left out.
+    ``allow_missing`` is true, in which case the pairs that need it are left out; ``remedy``
+    (e.g. ``"pass --allow_missing_pairs to skip those pairs"``) ends its first line.
     """
     if not os.path.isdir(image_dir):
         raise ValueError(f"image directory {image_dir} does not exist or is not a directory")
@@ -300,5 +303,5 @@ def resolve_pairs(pairs_file, image_dir, allow_missing=False):
         relpaths.append((found[0][0], found[1][0]))
         kept.append(pair)
     if missing and not allow_missing:
-        raise MissingPairImagesError(image_dir, missing, num_affected)
+        raise MissingPairImagesError(image_dir, missing, num_affected, remedy)
     return relpaths, kept, missing

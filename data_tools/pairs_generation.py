@@ -115,7 +115,8 @@ def scan_lfw_folders(input_dir):
             "<name>/<name>_NNNN.<ext> directly in the identity folder <name> (NNNN = 0001, 0002, "
             "...), so no pairs-file line can refer to them: "
             f"{', '.join(unusable[:_LISTED])}{', ...' if len(unusable) > _LISTED else ''}. Rename "
-            "them (pairs.txt names images by number) or move them out of the tree")
+            "them (pairs.txt names images by number; --rename does it in place, logged in "
+            "lfw_renames.tsv) or move them out of the tree")
     return identities
 
 

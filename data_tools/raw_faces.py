@@ -30,6 +30,10 @@ from data_tools.fileio import atomic_write, atomic_write_text, sha256_file
 
 REPORT_NAME = "align_report.json"
 REPORT_VERSION = 1
+# Recorded with the options: raised whenever the same options give other pixels, so that a
+# resumed run never mixes two alignments in one tree. 2 (issue 26): the half-pixel mapping of
+# resized photos, and insightface's template at multiples of 128.
+ALIGNMENT_REVISION = 2
 DEFAULT_IMAGE_SIZE = 112
 # How often (in processed images) the report is saved, so that an interrupted run resumes.
 SAVE_EVERY = 50
@@ -94,7 +98,8 @@ def _antialiased(image, landmarks, image_size):
     size = (max(1, int(round((x1 - x0) * scale))), max(1, int(round((y1 - y0) * scale))))
     region = image.crop((int(x0), int(y0), x1, y1)).resize(size, _LANCZOS)
     factor = np.array([size[0] / float(x1 - x0), size[1] / float(y1 - y0)])
-    return region, (np.asarray(landmarks) - [x0, y0]) * factor
+    # PIL scales pixel edges: the landmarks follow the half-pixel mapping.
+    return region, face_alignment.points_in_resized(landmarks, factor, origin=(x0, y0))
 
 
 def align_image(image, faces, image_size=DEFAULT_IMAGE_SIZE):
@@ -247,7 +252,8 @@ def align_folder(input_dir, output_dir, landmarks_path=None, image_size=DEFAULT_
     if not relpaths:
         raise AlignError(f"--input_dir {input_dir} holds no image files")
     listed = None
-    options = {"input_dir": input_dir, "image_size": int(image_size)}
+    options = {"input_dir": input_dir, "image_size": int(image_size),
+               "alignment_revision": ALIGNMENT_REVISION}
     if landmarks_path is not None:
         listed = face_alignment.read_landmark_file(landmarks_path)
         options["landmarks"] = os.path.abspath(landmarks_path)

@@ -34,7 +34,8 @@ def define_flags(flag_values=flags.FLAGS):
                          flag_values=fv)
     flags.DEFINE_integer("pair_images_per_identity", 4, "Images per verification identity.",
                          flag_values=fv)
-    flags.DEFINE_integer("pairs_per_fold", 60, "Pairs per fold, half matched (LFW: 600).",
+    flags.DEFINE_integer("pairs_per_fold", 30, "Matched pairs per fold, and as many "
+                         "mismatched: the pairs.txt header's n (LFW: 300).",
                          flag_values=fv)
     flags.DEFINE_integer("image_size", 112, "Output image size in pixels.", flag_values=fv)
     flags.DEFINE_float("grayscale_fraction", 0.02, "Fraction of images saved as grayscale.",

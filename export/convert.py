@@ -56,7 +56,7 @@ from export.deploy_formats import (  # noqa: E402
     model_image_size,
     resolve_model,
 )
-from export.format_checks import check_formats  # noqa: E402
+from export.format_checks import check_formats, check_records_transform  # noqa: E402
 
 
 def format_rows(rows):
@@ -108,6 +108,9 @@ def define_flags(flag_values=flags.FLAGS):
                         flag_values=flag_values)
     flags.DEFINE_list("check_files", [], "Converted models (.onnx, .tflite, .pb) to check with "
                       "--check_records besides those written now.", flag_values=flag_values)
+    flags.DEFINE_bool("allow_transform_mismatch", False, "Check on --check_records although "
+                      "they were converted otherwise than the model's records (their accuracy "
+                      "is then not the model's).", flag_values=flag_values)
     flags.DEFINE_integer("threads", None, "Threads of ONNX Runtime and TFLite in the checks "
                          "(default: theirs).", lower_bound=1, flag_values=flag_values)
 
@@ -159,11 +162,15 @@ def main(argv, flag_values=flags.FLAGS):
                           if "calibration_images" in info else "")
             print(f"TFLite: {info['path']} (input [1, {image_size}, {image_size}, 3] float32 RGB "
                   f"0..255, quantize {fv.quantize}{calibrated}, {info['bytes'] / 1e6:.1f} MB)")
+            for note in info.get("notes", ()):
+                print(f"note: {note}", file=sys.stderr)
             written.append(fv.tflite)
         if fv.check_records:
+            check_records_transform(saved_model_dir, fv.check_records,
+                                    fv.allow_transform_mismatch)
             files = written + [path for path in fv.check_files if path not in written]
             rows = check_formats(saved_model_dir, files, fv.check_records, image_size,
-                                 threads=fv.threads)
+                                 threads=fv.threads, show_progress=True)
             print(f"{rows[0]['pairs']} pairs, flip TTA, {image_size}x{image_size} pixels for every "
                   "format")
             print(format_rows(rows))

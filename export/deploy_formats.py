@@ -32,7 +32,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 from data_tools import input_fns, preprocessing, schema
-from export import embedder, freeze, serving
+from export import embedder, freeze, native_stderr, serving
 
 QUANTIZE_MODES = ("none", "float16", "int8")
 ONNX_INPUT = "pixels"
@@ -279,7 +279,7 @@ def convert_tflite(saved_model_dir, output_path, image_size=None, quantize="none
     image_size = image_size or model_image_size(saved_model_dir)
     graph_def = frozen_graph_def(saved_model_dir, image_size)
     scratch = tempfile.mkdtemp(prefix="convert_")
-    data = None
+    data, notes = None, []
     try:
         frozen = os.path.join(scratch, "frozen.pb")
         with open(frozen, "wb") as f:
@@ -304,14 +304,16 @@ def convert_tflite(saved_model_dir, output_path, image_size=None, quantize="none
             converter.inference_input_type = tf.float32
             converter.inference_output_type = tf.float32
             if float_ops:
-                data = _quantize_except(lite, converter, representative_dataset, float_ops)
+                with native_stderr.filtered(notes):
+                    data = _quantize_except(lite, converter, representative_dataset, float_ops)
         if data is None:
-            data = converter.convert()
+            with native_stderr.filtered(notes):
+                data = converter.convert()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     _atomic_bytes(output_path, data)
     info = {"path": output_path, "format": "tflite", "quantize": quantize,
-            "image_size": image_size, "bytes": len(data)}
+            "image_size": image_size, "bytes": len(data), "notes": notes[:1]}
     if quantize == "int8":
         info["calibration_images"] = int(len(calibration))
         info["float_ops"] = list(float_ops or ())

@@ -14,16 +14,14 @@ SavedModels (``model_dir/export/best``: the newest is used). It is called throug
 ``serving_default`` signature: ``image_bytes`` (JPEG/PNG bytes, any size) in, L2-normalised
 ``embedding`` out.
 
-``--align`` (IMAGE arguments only) treats them as raw photos: the largest face of each is detected
-and aligned onto the 5-point 112x112 template (``data_tools.raw_faces``; the detector is the
-optional ``[align]`` extra) before it is embedded.
-
-The model expects faces cropped (or aligned) as its training records were. ``--crop_box`` and
-``--image_size`` crop and resize every image first, with exactly the converter's meaning and
-code (make_tfrecords.py: crop, centre square, Lanczos). ``--pairs`` applies by default the
-transform the SavedModel was exported with (``assets.extra/transform.json``, the evaluation
-records' conversion), so that raw frames give the accuracy of the model's report;
-``--crop_box=none`` sends the images as they are.
+Every mode applies by default the transform the SavedModel was exported with
+(``assets.extra/transform.json``: the crop box, size or 5-point alignment of its evaluation
+records, ``data_tools.transform``) and prints which, so that raw frames give the accuracy of the
+model's report. The shared flags of ``export.transform_flags`` override it with exactly the
+converter's meaning: ``--crop_box`` and ``--image_size`` (make_tfrecords.py: crop, centre square,
+Lanczos), ``--align`` (detect the largest face and align it onto the 5-point template; the
+detector is the optional ``[align]`` extra); ``--crop_box=none`` sends the images as they are.
+A .bin or pair records hold converted images: nothing is applied to them.
 
 ``--print_norm`` (IMAGE arguments) also prints each image's ``embedding_norm``, the embedding's
 norm before normalisation (a face-quality signal: low for blurred or non-faces; with flip, the
@@ -47,13 +45,10 @@ cli.quiet_tensorflow()  # before TensorFlow is imported
 import tensorflow.compat.v1 as tf  # noqa: E402
 from absl import flags  # noqa: E402
 
-from data_tools import image_files  # noqa: E402
-from export import report  # noqa: E402
+from export import report, transform_flags  # noqa: E402
 from export.embedder import (  # noqa: E402
     EmbedError,
     ImageDecodeError,
-    Transform,
-    align_photos,
     compare,
     decision_threshold,
     embed_folder,
@@ -93,22 +88,15 @@ def define_flags(flag_values=flags.FLAGS):
                         flag_values=fv)
     flags.DEFINE_string("image_dir", None, "Identity folders of the --pairs images.",
                         flag_values=fv)
+    flags.DEFINE_bool("allow_missing_pairs", False, "--pairs with --image_dir: leave out the "
+                      "pairs whose images are missing (named on stderr) instead of stopping, as "
+                      "make_tfrecords.py --allow_missing_pairs does.", flag_values=fv)
     flags.DEFINE_integer("n_folds", None, "Folds of the --pairs evaluation; default: the pairs "
                          "file's.", lower_bound=2, flag_values=fv)
     flags.DEFINE_float("far_target", 1e-3, "FAR of the reported VAL@FAR.", flag_values=fv)
     flags.DEFINE_string("report_dir", None, "Write report.json and roc.png of the --pairs "
                         "evaluation here.", flag_values=fv)
-    flags.DEFINE_bool("align", False, "The IMAGE arguments are raw photos: detect the largest "
-                      "face of each, align it onto the 5-point 112x112 template and embed that "
-                      "(needs pip install circle-face[align]).", flag_values=fv)
-    flags.DEFINE_string("crop_box", None, "'x0,y0,x1,y1': crop every image to this box (before "
-                        "--image_size), as make_tfrecords.py --crop_box does. 'none': no crop, "
-                        "and no default from the SavedModel. Default: none, except with --pairs "
-                        "(the SavedModel's transform, assets.extra/transform.json).",
-                        flag_values=fv)
-    flags.DEFINE_integer("image_size", None, "Centre-crop every image to a square and resize it "
-                         "to this size with the converter's Lanczos filter, as make_tfrecords.py "
-                         "--image_size does.", lower_bound=1, flag_values=fv)
+    transform_flags.define_transform_flags(fv)
     return fv
 
 
@@ -116,21 +104,14 @@ def main(argv, flag_values=flags.FLAGS):
     """The command line on parsed flags; ``argv[1:]`` are the IMAGE arguments. Returns the exit
     status: 0, 1 for unusable input, 2 for flags that do not make sense together."""
     fv, images = flag_values, list(argv[1:])
+    transform = None
     try:
         _check_usage(fv, images)
         with load_saved_model(fv.model) as embedder:
             print(f"model: {embedder.saved_model_dir}", file=sys.stderr)
             transform = _transform(fv, embedder)
             if fv.pairs:
-                try:
-                    _evaluate_pairs(fv, embedder, transform)
-                except ImageDecodeError as e:
-                    if transform is None or fv.crop_box is not None or fv.image_size is not None:
-                        raise
-                    raise EmbedError(f"{e}\n(the SavedModel's transform {transform.describe()} "
-                                     "is meant for raw frames like those its records were "
-                                     "made from; --crop_box=none sends the images as they "
-                                     "are)") from None
+                _evaluate_pairs(fv, embedder, transform)
             elif fv.folder:
                 _embed_folder(fv, embedder, transform)
             elif len(images) == 2:
@@ -140,6 +121,14 @@ def main(argv, flag_values=flags.FLAGS):
     except UsageError as e:
         print(f"error: {e}\n(--help lists the flags)", file=sys.stderr)
         return 2
+    except ImageDecodeError as e:
+        hint = ""
+        if transform is not None and not transform_flags.transform_flags_given(fv):
+            hint = (f"\n(the model's transform {transform.describe()} is meant for raw frames "
+                    "like those its records were made from; --crop_box=none sends the images "
+                    "as they are)")
+        print(f"error: {e}{hint}", file=sys.stderr)
+        return 1
     except EmbedError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -169,6 +158,9 @@ def _check_usage(fv, images):
                          "OUTPUT.names.txt)")
     if not fv.pairs and (fv.report_dir or fv.n_folds or fv.image_dir):
         raise UsageError("--report_dir, --n_folds and --image_dir apply to --pairs only")
+    if fv.allow_missing_pairs and not fv.image_dir:
+        raise UsageError("--allow_missing_pairs applies to --pairs with --image_dir (a .bin or "
+                         "pair records hold their images)")
     if fv.pairs and fv.output:
         raise UsageError("--output applies to IMAGE arguments and --folder; --pairs writes its "
                          "report to --report_dir")
@@ -178,25 +170,13 @@ def _check_usage(fv, images):
         raise UsageError("--print_norm applies to IMAGE arguments")
     if fv.threshold is not None and len(images) != 2:
         raise UsageError("--threshold applies to the comparison of exactly two images")
-    if fv.align and not images:
-        raise UsageError("--align applies to IMAGE arguments (align folders first with python -m "
-                         "data_tools.align)")
-    if fv.align and (fv.crop_box is not None or fv.image_size is not None):
-        raise UsageError("--align makes 112x112 faces itself: --crop_box and --image_size apply "
-                         "to faces already cut out")
-    if fv.pairs and _self_contained(fv.pairs) and (fv.crop_box is not None
-                                                   or fv.image_size is not None):
-        raise UsageError("--crop_box and --image_size do not apply to a .bin or pair records: "
-                         "their images are converted already")
-    if fv.crop_box is not None and not _no_crop(fv.crop_box):
-        try:
-            image_files.parse_crop_box(fv.crop_box)
-        except ValueError as e:
-            raise UsageError(f"--crop_box: {e}") from None
-
-
-def _no_crop(crop_box):
-    return crop_box is not None and crop_box.strip().lower() == "none"
+    if fv.pairs and _self_contained(fv.pairs) and transform_flags.transform_flags_given(fv):
+        raise UsageError("--crop_box, --image_size and --align do not apply to a .bin or pair "
+                         "records: their images are converted already")
+    try:
+        transform_flags.check_transform_flags(fv)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 def _self_contained(pairs):
@@ -205,33 +185,19 @@ def _self_contained(pairs):
 
 
 def _transform(fv, embedder):
-    """The Transform of the flags; for --pairs on image files without them, the SavedModel's
-    (or None)."""
-    if fv.crop_box is not None or fv.image_size is not None:
-        crop_box = None if _no_crop(fv.crop_box) else fv.crop_box
-        return Transform.make(crop_box, fv.image_size)
-    if not fv.pairs or _self_contained(fv.pairs):
+    """The model's transform, or the flags' (``export.transform_flags``); none for a .bin or
+    pair records, whose images are converted already."""
+    if fv.pairs and _self_contained(fv.pairs):
         return None
-    transform = embedder.transform()
-    if transform is not None:
-        print(f"transform: {transform.describe()} (the SavedModel's evaluation records' "
-              "conversion, from assets.extra/transform.json; --crop_box=none sends the images "
-              "as they are)", file=sys.stderr)
-    return transform
+    return transform_flags.resolve_transform(fv, embedder.transform(),
+                                             recorded=embedder.records_transform())
 
 
 def _embed_files(fv, embedder, images, transform):
-    """``(embeddings, norms or None)`` of the IMAGE arguments; with --align, of their aligned
-    largest faces; norms with --print_norm."""
-    if not fv.align:
-        result = embedder.embed_files(images, batch_size=fv.batch_size, flip=fv.flip,
-                                      transform=transform, with_norm=fv.print_norm)
-    else:
-        blobs, notes = align_photos(images)
-        for note in notes:
-            print(f"note: {note}", file=sys.stderr)
-        result = embedder.embed_bytes(blobs, batch_size=fv.batch_size, flip=fv.flip,
-                                      names=images, with_norm=fv.print_norm)
+    """``(embeddings, norms or None)`` of the IMAGE arguments, through ``transform`` (with
+    --align, their aligned largest faces); norms with --print_norm."""
+    result = embedder.embed_files(images, batch_size=fv.batch_size, flip=fv.flip,
+                                  transform=transform, with_norm=fv.print_norm)
     return (result.embeddings, result.norms) if fv.print_norm else (result, None)
 
 
@@ -280,7 +246,8 @@ def _embed_folder(fv, embedder, transform):
         on_skipped=lambda relpath, reason: print(f"skipped {relpath}: {reason}",
                                                  file=sys.stderr), transform=transform)
     npy_path, names_path = save_embeddings(result.embeddings, result.names, fv.output)
-    print(f"{len(result.names)} images of {result.num_identities} identities, embeddings of size "
+    print(f"{cli.count(len(result.names), 'image')} of "
+          f"{cli.count(result.num_identities, 'identity', 'identities')}, embeddings of size "
           f"{result.embeddings.shape[1]} -> {npy_path}, {names_path}")
 
 
@@ -293,7 +260,8 @@ def _evaluate_pairs(fv, embedder, transform):
         else:
             result = evaluate_pairs(embedder, fv.pairs, fv.image_dir, n_folds=fv.n_folds,
                                     far_target=fv.far_target, batch_size=fv.batch_size,
-                                    flip=fv.flip, progress=True, transform=transform)
+                                    flip=fv.flip, progress=True, transform=transform,
+                                    allow_missing=fv.allow_missing_pairs)
     except FoldsError as e:
         raise UsageError(str(e)) from None
     metrics = result.metrics

@@ -28,9 +28,11 @@ report the training run wrote (``report.json``, see :func:`decision_threshold`):
 ``<savedmodel>/assets.extra/``, then in ``eval/`` under each of the four parent directories of the
 SavedModel.
 
-A :class:`Transform` (``crop_box``, ``image_size``) crops and resizes image files before they are
-sent, with the converter's own code (``data_tools.image_files.transform_image``: crop, centre
-square, PIL Lanczos, lossless PNG), so that raw photos become the pictures the records hold.
+A :class:`~data_tools.transform.Transform` (the converter's crop box, size or 5-point
+alignment) is applied to image files before they are sent, with the converter's own code
+(``data_tools.image_files.transform_image``: crop, centre square, PIL Lanczos, lossless PNG;
+``data_tools.raw_faces`` for aligned faces), so that raw photos become the pictures the records
+hold. ``Transform`` is re-exported here for older callers.
 ``assets.extra/transform.json`` holds the transform of the evaluation records the model was
 exported with (:meth:`Embedder.transform`); ``export.pair_verification.evaluate_pairs`` users
 pass it to reproduce the report's accuracy on the raw frames.
@@ -48,6 +50,7 @@ from tqdm import tqdm
 
 from data_tools import image_files, preprocessing
 from data_tools.fileio import atomic_write
+from data_tools.transform import Transform
 from export import export_dirs, report, serving, verification
 
 SIGNATURE = "serving_default"
@@ -92,51 +95,6 @@ class NormedEmbeddings(collections.namedtuple("NormedEmbeddings",
         return np.sqrt(np.sum(np.square(np.asarray(self.unnormalised, np.float64)), axis=1))
 
 
-class Transform(collections.namedtuple("Transform", ["crop_box", "image_size"])):
-    """The converter's ``--crop_box`` and ``--image_size``, with exactly their meaning: crop to
-    ``crop_box`` ``(x0, y0, x1, y1)`` (pixels, x1/y1 exclusive), then centre-crop to a square and
-    resize to ``image_size`` with PIL's Lanczos filter. Either may be None."""
-
-    @classmethod
-    def make(cls, crop_box=None, image_size=None):
-        """A Transform from the converter's spellings (``'x0,y0,x1,y1'`` or 4 ints; a positive
-        int), or None when both are None. Raises ``ValueError`` for bad values."""
-        box = image_files.parse_crop_box(crop_box)
-        if image_size is not None:
-            if isinstance(image_size, bool) or int(image_size) != image_size or image_size < 1:
-                raise ValueError(f"image size must be a positive integer, got {image_size!r}")
-            image_size = int(image_size)
-        if box is None and image_size is None:
-            return None
-        return cls(box, image_size)
-
-    @classmethod
-    def from_dict(cls, transform):
-        """The Transform of a ``transform.json`` / manifest ``transform`` dict (None: None)."""
-        if not transform:
-            return None
-        resampling = transform.get("resampling")
-        if transform.get("image_size") is not None and resampling not in (
-                None, image_files.RESAMPLING):
-            raise ValueError(f"the conversion used {resampling!r} resampling; only the "
-                             f"converter's {image_files.RESAMPLING!r} is implemented")
-        return cls.make(transform.get("crop_box"), transform.get("image_size"))
-
-    def describe(self):
-        """``crop_box=70,60,180,190 image_size=112`` (the flags that give this transform)."""
-        parts = []
-        if self.crop_box is not None:
-            parts.append(f"crop_box={','.join(str(c) for c in self.crop_box)}")
-        if self.image_size is not None:
-            parts.append(f"image_size={self.image_size}")
-        return " ".join(parts)
-
-    def apply(self, data):
-        """PNG bytes of encoded image ``data`` after the transform (the converter's pixels);
-        raises ``image_files.ImageError`` with the reason."""
-        return image_files.transformed_png(data, self.image_size, self.crop_box)
-
-
 def find_saved_model(path):
     """The SavedModel directory for ``path``: ``path`` itself, or the best export under it.
 
@@ -145,6 +103,12 @@ def find_saved_model(path):
     with each export, then the newest), as training froze it; temporary ``temp-<timestamp>``
     directories of an export in progress are ignored.
     """
+    if os.path.isfile(path) and path.lower().endswith(".pb"):
+        raise SavedModelNotFoundError(
+            f"{path} is a frozen graph (.pb), not a SavedModel: --model takes the SavedModel "
+            "directory (model_dir/export/best); a frozen graph is for ATC and TF1 inference, "
+            f"and python -m export.convert --check_files={path} checks it against its "
+            "SavedModel")
     if not os.path.isdir(path):
         raise SavedModelNotFoundError(f"model directory {path} does not exist")
     if export_dirs.is_saved_model(path):
@@ -302,6 +266,11 @@ class Embedder:
             paths, names, lambda batch, batch_names: read_images(batch, batch_names, transform),
             batch_size, flip, progress, with_norm)
 
+    def records_transform(self):
+        """Whether this SavedModel carries a ``transform.json`` (an identity one included)."""
+        return os.path.isfile(os.path.join(self.saved_model_dir, ASSETS_EXTRA,
+                                           report.TRANSFORM_JSON))
+
     def transform(self):
         """The :class:`Transform` of the evaluation records this SavedModel was exported with
         (``assets.extra/transform.json``), or None (none stored, or no crop and no resize)."""
@@ -403,6 +372,12 @@ def read_images(paths, names=None, transform=None):
     cannot be read (or is smaller than the crop box).
     """
     names = names if names is not None else paths
+    if transform is not None and transform.align:
+        # 5-point alignment is a detection, not a crop: the largest face of each photo.
+        blobs, notes = align_photos(paths, transform.image_size, names=names)
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
+        return blobs
     blobs, bad = [], []
     for path, name in zip(paths, names):
         try:
@@ -436,7 +411,10 @@ def read_images(paths, names=None, transform=None):
     return blobs
 
 
-def align_photos(paths, image_size=112, detector=None):
+_DETECTOR_CACHE = {}
+
+
+def align_photos(paths, image_size=112, detector=None, names=None):
     """``(blobs, notes)``: PNG bytes of the largest face of each raw photo, aligned onto the
     5-point template (``data_tools.raw_faces``), and one note per photo with several faces.
 
@@ -447,18 +425,22 @@ def align_photos(paths, image_size=112, detector=None):
     from data_tools import face_detector, raw_faces  # noqa: PLC0415 - only with --align
 
     if detector is None:
-        try:
-            detector = face_detector.load_detector()
-        except face_detector.DetectorUnavailableError as e:
-            raise EmbedError(str(e)) from None
+        # Loaded once per process (and loader): a folder is aligned batch by batch.
+        loader = face_detector.load_detector
+        if loader not in _DETECTOR_CACHE:
+            try:
+                _DETECTOR_CACHE[loader] = loader()
+            except face_detector.DetectorUnavailableError as e:
+                raise EmbedError(str(e)) from None
+        detector = _DETECTOR_CACHE[loader]
     blobs, bad, notes = [], [], []
-    for path in paths:
+    for path, name in zip(paths, names if names is not None else paths):
         png, result = raw_faces.aligned_png(path, image_size, detector=detector)
         if png is None:
-            bad.append((path, result.reason))
+            bad.append((name, result.reason))
             continue
         if result.num_faces > 1:
-            notes.append(f"{path} holds {result.num_faces} faces: the largest is used")
+            notes.append(f"{name} holds {result.num_faces} faces: the largest is used")
         blobs.append(png)
     if bad:
         raise ImageDecodeError(bad)

@@ -207,6 +207,25 @@ class SetsTableLogger(tf.estimator.Exporter):
             logging.info("%s", eval_sets.sets_table(eval_result, self._sets, self._far_target))
 
 
+class RoundSummaryExporter(tf.estimator.Exporter):
+    """Exports nothing: prints ``summarize(eval_result)``, the one line of each evaluation
+    round, to stdout (the estimator logs its results at INFO, which the CLI leaves off). The
+    final round is left to the run's report line, which says the same and where it is."""
+
+    def __init__(self, summarize, name="round_summary"):
+        self._summarize = summarize
+        self._name = name
+
+    @property
+    def name(self):
+        return self._name
+
+    def export(self, estimator, export_path, checkpoint_path, eval_result, is_the_final_export):
+        del estimator, export_path, checkpoint_path
+        if eval_result and not is_the_final_export:
+            print(self._summarize(eval_result), flush=True)
+
+
 def build_exporters(serving_input_receiver_fn, eval_name="lfw", exports_to_keep=3,
                     metric_key=DEFAULT_METRIC, transform=None, sets=None, far_target=1e-3):
     """The EvalSpec's exporters: the best model by verification accuracy, and the latest.
@@ -227,6 +246,12 @@ def build_exporters(serving_input_receiver_fn, eval_name="lfw", exports_to_keep=
     ]
 
 
+def _temporary_exports(export_dir_base):
+    if not os.path.isdir(export_dir_base):
+        return []
+    return [name for name in os.listdir(export_dir_base) if name.startswith("temp-")]
+
+
 def export_checkpoint(estimator, export_dir_base, serving_input_receiver_fn,
                       checkpoint_path=None, eval_result=None, transform=None):
     """Export a checkpoint (default: the latest in model_dir) as a SavedModel; returns its path.
@@ -234,8 +259,16 @@ def export_checkpoint(estimator, export_dir_base, serving_input_receiver_fn,
     ``eval_result`` and ``transform`` (the evaluation records' conversion transform) go into
     its ``assets.extra`` when given.
     """
-    path = _as_text(estimator.export_saved_model(export_dir_base, serving_input_receiver_fn,
-                                                 checkpoint_path=checkpoint_path))
+    before = set(_temporary_exports(export_dir_base))
+    try:
+        path = _as_text(estimator.export_saved_model(export_dir_base, serving_input_receiver_fn,
+                                                     checkpoint_path=checkpoint_path))
+    except BaseException:
+        # The estimator builds the export in temp-<timestamp> and renames it when complete: a
+        # failed export (a checkpoint of another network, Ctrl-C) leaves nothing behind.
+        for name in set(_temporary_exports(export_dir_base)) - before:
+            shutil.rmtree(os.path.join(export_dir_base, name), ignore_errors=True)
+        raise
     if eval_result:
         write_export_report(path, eval_result)
     write_export_transform(path, transform)

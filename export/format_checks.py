@@ -11,13 +11,16 @@ outside the models with the training code's resize.
 """
 
 import os
+import sys
 import time
 
 import numpy as np
 import tensorflow.compat.v1 as tf
+from tqdm import tqdm
 
-from data_tools import input_fns, preprocessing, schema
-from export import deploy_formats, freeze, serving, verification
+from data_tools import input_fns, manifest, preprocessing, schema
+from data_tools.transform import Transform
+from export import deploy_formats, freeze, native_stderr, report, serving, verification
 
 PARITY_BATCH = 32
 
@@ -91,9 +94,10 @@ class TFLiteRunner:
     name = "TFLite"
 
     def __init__(self, path, threads=None):
-        self._interpreter = deploy_formats.tflite_module().Interpreter(model_path=path,
-                                                                       num_threads=threads)
-        self._interpreter.allocate_tensors()
+        with native_stderr.filtered([]):  # "Created TensorFlow Lite XNNPACK delegate for CPU."
+            self._interpreter = deploy_formats.tflite_module().Interpreter(model_path=path,
+                                                                           num_threads=threads)
+            self._interpreter.allocate_tensors()
         self._input = self._interpreter.get_input_details()[0]
         self._output = self._interpreter.get_output_details()[0]
 
@@ -124,9 +128,14 @@ def runner_for(path, threads=None):
     raise deploy_formats.ConvertError(f"cannot run {path}: expected a .onnx, .tflite or .pb file")
 
 
-def embed_in_batches(runner, pixels, batch_size=PARITY_BATCH):
-    return np.concatenate([runner(pixels[i:i + batch_size])
-                           for i in range(0, len(pixels), batch_size)])
+def embed_in_batches(runner, pixels, batch_size=PARITY_BATCH, bar=None):
+    """``runner`` over ``pixels`` in batches; ``bar`` (a tqdm) advances by each batch."""
+    outputs = []
+    for i in range(0, len(pixels), batch_size):
+        outputs.append(runner(pixels[i:i + batch_size]))
+        if bar is not None:
+            bar.update(len(outputs[-1]))
+    return np.concatenate(outputs)
 
 
 # Parity and accuracy.
@@ -175,35 +184,65 @@ def pair_pixels(records, image_size):
             issame[order].astype(bool), folds[order])
 
 
-def flip_tta(runner, pixels, batch_size=PARITY_BATCH):
+def flip_tta(runner, pixels, batch_size=PARITY_BATCH, show_progress=False, name=None):
     """Embeddings with flip test-time augmentation, as the evaluation: e(x) + e(mirror x),
-    L2-normalised. Also returns the plain embeddings ``e(x)``."""
-    plain = embed_in_batches(runner, pixels, batch_size)
-    mirrored = embed_in_batches(runner, pixels[:, :, ::-1], batch_size)
+    L2-normalised. Also returns the plain embeddings ``e(x)``. ``show_progress``: a tqdm bar
+    on stderr over the 2 x N images (a TFLite model runs one image at a time: minutes)."""
+    with tqdm(total=2 * len(pixels), desc=f"check {name or runner.name}", unit="image",
+              disable=not show_progress, file=sys.stderr, leave=False) as bar:
+        plain = embed_in_batches(runner, pixels, batch_size, bar)
+        mirrored = embed_in_batches(runner, pixels[:, :, ::-1], batch_size, bar)
     return verification.l2_normalize(plain + mirrored), plain
 
 
+def check_records_transform(saved_model_dir, records, allow_mismatch=False):
+    """Print the transform of the check records; refuse (one line) records converted otherwise
+    than the model's evaluation records, whose accuracy would not be the model's."""
+    try:
+        records_transform = Transform.from_manifest(manifest.read_manifest(records))
+    except manifest.ManifestError as e:
+        raise deploy_formats.ConvertError(f"--check_records: {e}") from None
+    model_record = report.read_transform(os.path.join(saved_model_dir, "assets.extra"))
+    model_transform = Transform.from_dict(model_record)
+    described = records_transform.describe() if records_transform else "none"
+    print(f"transform: {described} (the check records' conversion; the model's: "
+          f"{model_transform.describe() if model_transform else 'none'}"
+          f"{'' if model_record is not None else ', no transform.json'})", file=sys.stderr)
+    if model_record is not None and records_transform != model_transform and not allow_mismatch:
+        model_described = model_transform.describe() if model_transform else "none"
+        raise deploy_formats.ConvertError(
+            f"--check_records {records} were converted with {described}, the model's records "
+            f"with {model_described}: convert the pairs as the model's records were, or pass "
+            "--allow_transform_mismatch")
+
+
 def check_formats(saved_model_dir, files, records, image_size=None, n_folds=None,
-                  threads=None, progress=None):
+                  threads=None, progress=None, show_progress=False):
     """Parity and verification accuracy of each converted file against the SavedModel.
 
     Every model embeds the same S x S pixels of every pair of ``records``. Returns one dict per
     format, the SavedModel first: ``name, path, accuracy, accuracy_std, auc`` and, for the
     files, ``max_abs_diff, cosine_mean, cosine_min`` (plain embeddings against the SavedModel's)
     and ``max_abs_diff_batch`` (ONNX: the same at batch 32; the other rows run at batch 1 or
-    are the reference).
+    are the reference). ``show_progress``: progress bars on stderr while each format embeds.
     """
     image_size = image_size or deploy_formats.model_image_size(saved_model_dir)
+    if show_progress:
+        print(f"reading the pairs of {records} ...", file=sys.stderr, flush=True)
     images1, images2, issame, folds = pair_pixels(records, image_size)
     pixels = np.concatenate([images1, images2])
     num_pairs = len(issame)
-    n_folds = n_folds or len(np.unique(folds))
+    stored = len(np.unique(folds))
+    # The stored folds (as the training evaluation uses them) unless another number is asked
+    # for, or the records hold one fold only: then contiguous folds.
+    fold_ids = folds if stored >= 2 and n_folds in (None, stored) else None
+    n_folds = n_folds or stored
     if n_folds < 2:
         n_folds = 10 if num_pairs >= 10 else 2
 
     def evaluate(tta):
         metrics = verification.evaluate(tta[:num_pairs], tta[num_pairs:], issame,
-                                         n_folds=n_folds)
+                                         n_folds=n_folds, folds=fold_ids)
         return {"accuracy": metrics["accuracy"], "accuracy_std": metrics["accuracy_std"],
                 "auc": metrics["auc"], "threshold": metrics["threshold"]}
 
@@ -211,7 +250,8 @@ def check_formats(saved_model_dir, files, records, image_size=None, n_folds=None
     reference = SavedModelRunner(saved_model_dir)
     try:
         start = time.perf_counter()
-        reference_tta, reference_plain = flip_tta(reference, pixels)
+        reference_tta, reference_plain = flip_tta(reference, pixels,
+                                                  show_progress=show_progress)
         row = {"name": "SavedModel", "path": saved_model_dir, "images": len(pixels),
                "pairs": num_pairs, "seconds": time.perf_counter() - start}
         row.update(evaluate(reference_tta))
@@ -226,7 +266,8 @@ def check_formats(saved_model_dir, files, records, image_size=None, n_folds=None
         try:
             start = time.perf_counter()
             batch = PARITY_BATCH if isinstance(runner, OnnxRunner) else 1
-            tta, plain = flip_tta(runner, pixels, batch)
+            tta, plain = flip_tta(runner, pixels, batch, show_progress=show_progress,
+                                  name=os.path.basename(path))
             row = {"name": os.path.basename(path), "path": path, "runner": runner.name,
                    "seconds": time.perf_counter() - start}
             row.update(evaluate(tta))

@@ -4,6 +4,13 @@
     python -m export.gallery enrol --model=runs/r50/export/best --folder=faces/ --index=gallery.npz
     python -m export.gallery search --index=gallery.npz photo.jpg --top_k=5
     python -m export.gallery search --index=gallery.npz --report=ident/report.json photo.jpg
+    python -m export.gallery enrol --model=... --folder=faces/ --index=gallery.db   # SQLite
+    python -m export.gallery import --npz=gallery.npz --index=gallery.db
+
+An ``--index`` ending in ``.db`` is the SQLite gallery the face-recognition service uses
+(``python -m export.serve --gallery``, :mod:`export.gallery_store`): it remembers the model it
+was enrolled with and refuses another one. ``import`` copies an npz index into it (``--model``
+defaults to the npz's model).
 
 ``enrol`` embeds every image of ``<folder>/<identity>/<image>`` (flip test-time augmentation, as
 the evaluation) and writes the index; enrolling into an existing index appends, and images
@@ -17,8 +24,11 @@ threshold is ``--threshold`` (a cosine), or from ``--report``: an identification
 ``threshold`` (squared L2 distance d, turned into the cosine 1 - d / 2). Without either every
 photo gets its best match.
 
-Photos and gallery images must be face crops made the way the model's training records were
-(an LFW-a model needs the same crop box); raw photos need a detector and ``data_tools.align``.
+Photos and gallery images go through the model's transform (``assets.extra/transform.json``: the
+crop box, size or alignment of its records, printed as ``transform: ...``), so raw frames like
+those the records were made from can be enrolled and searched as they are; ``--crop_box``,
+``--image_size`` and ``--align`` override it as in ``export.embed``, ``--crop_box=none`` sends
+the photos unchanged.
 
 The index is a plain ``.npz`` (``embeddings`` float32 [N, D], ``labels`` and ``paths`` unicode
 arrays, ``model``, ``flip``, ``version``): it is read with ``allow_pickle=False``, never pickle.
@@ -33,22 +43,28 @@ cli.quiet_tensorflow()  # before anything imports TensorFlow
 
 from absl import app, flags  # noqa: E402
 
+from export import gallery_store, transform_flags  # noqa: E402
 from export.gallery_index import (  # noqa: E402
     GalleryError,
     enrol,
+    import_npz,
     load_index,
+    open_store,
     search,
     threshold_from_report,
 )
 
-COMMANDS = ("enrol", "search")
+COMMANDS = ("enrol", "search", "import")
 
 
 def define_flags(flag_values=flags.FLAGS):
     """Define the command-line flags (once; safe to call again)."""
     if "index" in flag_values:
         return
-    flags.DEFINE_string("index", None, "The gallery index (.npz).", flag_values=flag_values)
+    flags.DEFINE_string("index", None, "The gallery index (.npz, or .db: the service's SQLite "
+                        "gallery).", flag_values=flag_values)
+    flags.DEFINE_string("npz", None, "import: the npz index to copy into the .db --index.",
+                        flag_values=flag_values)
     flags.DEFINE_string("model", None, "SavedModel directory or an exporter's base directory "
                         "(enrol: required; search: default the index's model).",
                         flag_values=flag_values)
@@ -66,6 +82,7 @@ def define_flags(flag_values=flags.FLAGS):
                       "index's setting).", flag_values=flag_values)
     flags.DEFINE_integer("batch_size", 64, "Images per SavedModel call.", lower_bound=1,
                          flag_values=flag_values)
+    transform_flags.define_transform_flags(flag_values)
 
 
 def main(argv, flag_values=flags.FLAGS):
@@ -76,18 +93,32 @@ def main(argv, flag_values=flags.FLAGS):
     command, photos = argv[1], argv[2:]
     if not fv.index:
         raise app.UsageError("--index is required")
+    try:
+        transform_flags.check_transform_flags(fv)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from None
     # TensorFlow is loaded only when a model is needed.
     from export import embedder as embed  # noqa: PLC0415
 
     try:
+        if command == "import":
+            if photos or not fv.npz:
+                raise app.UsageError("import takes --npz (and --index, a .db), no photos")
+            model = fv.model or load_index(fv.npz)["model"]
+            with embed.load_saved_model(model) as embedder:
+                added, total = import_npz(fv.npz, embedder, fv.index)
+            print(f"imported {added} new image(s); {fv.index} holds {total}")
+            return 0
         if command == "enrol":
             if photos:
                 raise app.UsageError(f"enrol takes --folder, not photos: {' '.join(photos)}")
             if not fv.model or not fv.folder:
                 raise app.UsageError("enrol needs --model and --folder")
             with embed.load_saved_model(fv.model) as embedder:
+                transform = transform_flags.resolve_transform(
+                    fv, embedder.transform(), recorded=embedder.records_transform())
                 added, total, skipped = enrol(embedder, fv.folder, fv.index, flip=fv.flip,
-                                              batch_size=fv.batch_size)
+                                              batch_size=fv.batch_size, transform=transform)
             for relpath, reason in skipped:
                 print(f"skipped {relpath}: {reason}", file=sys.stderr)
             print(f"enrolled {added} new image(s); {fv.index} holds {total}")
@@ -103,14 +134,19 @@ def main(argv, flag_values=flags.FLAGS):
         if fv.report:
             threshold, source = threshold_from_report(fv.report, fv.fpir, flip=index["flip"])
         with embed.load_saved_model(fv.model or index["model"]) as embedder:
+            if gallery_store.is_gallery_db(fv.index):
+                open_store(embedder, fv.index, index["flip"]).close()  # the model check
             if embedder.embedding_size != index["embeddings"].shape[1]:
                 raise GalleryError(f"the model gives {embedder.embedding_size}-d embeddings, "
                                    f"{fv.index} holds {index['embeddings'].shape[1]}-d")
             missing = [p for p in photos if not os.path.isfile(p)]
             if missing:
                 raise GalleryError(f"photo not found: {missing[0]}")
+            transform = transform_flags.resolve_transform(
+                fv, embedder.transform(), recorded=embedder.records_transform())
             embeddings = embedder.embed_files(photos, batch_size=fv.batch_size,
-                                              flip=index["flip"], progress=len(photos) > 50)
+                                              flip=index["flip"], progress=len(photos) > 50,
+                                              transform=transform)
     except (GalleryError, embed.EmbedError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -12,9 +12,13 @@ that threshold from an identification report (``threshold@fpir=...``) or a verif
 
 The index is a plain ``.npz`` (``embeddings`` float32 [N, D], ``labels`` and ``paths`` unicode
 arrays, ``model``, ``flip``, ``version``): it is read with ``allow_pickle=False``, never pickle.
+An index path ending in ``.db`` (or ``.sqlite``) is the SQLite gallery of the face-recognition
+service (:mod:`export.gallery_store`) instead: enrolment writes it one identity per transaction,
+and :func:`import_npz` copies an npz index into one.
 No TensorFlow here: the caller brings the embedder.
 """
 
+import hashlib
 import os
 import sys
 
@@ -22,8 +26,8 @@ import numpy as np
 
 from data_tools import image_files
 from data_tools.fileio import atomic_write
+from export import gallery_store, retrieval
 from export import report as report_lib
-from export import retrieval
 
 INDEX_VERSION = 1
 
@@ -33,9 +37,12 @@ class GalleryError(ValueError):
 
 
 def load_index(path):
-    """The index at ``path`` as a dict of arrays (``model`` and ``flip`` as Python values)."""
+    """The index at ``path`` as a dict of arrays (``model`` and ``flip`` as Python values);
+    a ``.db`` path is read from the SQLite gallery (``paths`` are the images' sources)."""
     if not os.path.isfile(path):
         raise GalleryError(f"no gallery index at {path} (run 'enrol' first)")
+    if gallery_store.is_gallery_db(path):
+        return _load_store(path)
     try:
         with np.load(path, allow_pickle=False) as data:
             index = {key: data[key] for key in data.files}
@@ -69,17 +76,107 @@ def save_index(path, embeddings, labels, paths, model, flip):
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
-def enrol(embedder, folder, index_path, flip=True, batch_size=64, progress=True):
+def _load_store(path):
+    try:
+        with gallery_store.GalleryStore.open_existing(path) as store:
+            labels, sources, embeddings = store.faces()
+            model, flip = store.model_path or "", store.flip
+    except gallery_store.GalleryStoreError as e:
+        raise GalleryError(str(e)) from None
+    return {"embeddings": embeddings, "labels": np.array(labels, dtype=np.str_).reshape(-1),
+            "paths": np.array([s or "" for s in sources], dtype=np.str_).reshape(-1),
+            "model": model, "flip": flip, "version": INDEX_VERSION}
+
+
+def open_store(embedder, path, flip=True):
+    """The SQLite gallery at ``path`` for ``embedder``'s model (created when absent); a
+    gallery of another model, embedding size or flip setting is refused (GalleryError)."""
+    model = os.path.abspath(embedder.saved_model_dir)
+    try:
+        return gallery_store.GalleryStore(
+            path, gallery_store.model_fingerprint(model), embedder.embedding_size,
+            model_path=model, flip=flip)
+    except gallery_store.GalleryStoreError as e:
+        raise GalleryError(str(e)) from None
+
+
+def _file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _enrol_store(embedder, scan, folder, index_path, flip, batch_size, progress, transform):
+    """Folder enrolment into the SQLite gallery: one transaction per identity."""
+    folder_abs = os.path.abspath(folder)
+    by_identity = {}
+    for entry in scan.entries:
+        by_identity.setdefault(entry.identity, []).append(entry.relpath)
+    added = 0
+    with open_store(embedder, index_path, flip) as store:
+        for identity in sorted(by_identity):
+            relpaths = by_identity[identity]
+            paths = [os.path.join(folder_abs, *r.split("/")) for r in relpaths]
+            embeddings = embedder.embed_files(paths, batch_size=batch_size, flip=flip,
+                                              names=relpaths, progress=progress,
+                                              transform=transform)
+            faces = [(_file_sha256(p), p, e) for p, e in zip(paths, embeddings)]
+            try:
+                added += len(store.enrol(identity, faces)[0])
+            except gallery_store.GalleryStoreError as e:
+                raise GalleryError(f"{identity}: {e}") from None
+        total = len(store)
+    return added, total, scan.skipped
+
+
+def import_npz(npz_path, embedder, db_path):
+    """Copy an npz index into the SQLite gallery ``db_path`` of ``embedder``'s model (one
+    transaction per identity; images already there are skipped). An image's hash is the
+    sha256 of its file when the file still exists, else of ``'missing:' + its path``.
+    Returns ``(added, total)``."""
+    index = load_index(npz_path)
+    if index["embeddings"].shape[1] != embedder.embedding_size:
+        raise GalleryError(f"{npz_path} holds {index['embeddings'].shape[1]}-d embeddings, the "
+                           f"model gives {embedder.embedding_size}-d")
+    if index["model"] != os.path.abspath(embedder.saved_model_dir):
+        print(f"warning: {npz_path} was enrolled with {index['model']}; importing it as "
+              f"embeddings of {os.path.abspath(embedder.saved_model_dir)}", file=sys.stderr)
+    rows = {}
+    for label, path, embedding in zip(index["labels"].tolist(), index["paths"].tolist(),
+                                      index["embeddings"]):
+        digest = (_file_sha256(path) if os.path.isfile(path) else
+                  hashlib.sha256(("missing:" + path).encode("utf-8")).hexdigest())
+        rows.setdefault(label, []).append((digest, path, embedding))
+    added = 0
+    with open_store(embedder, db_path, index["flip"]) as store:
+        for label in sorted(rows):
+            try:
+                added += len(store.enrol(label, rows[label])[0])
+            except gallery_store.GalleryStoreError as e:
+                raise GalleryError(f"{label}: {e}") from None
+        total = len(store)
+    return added, total
+
+
+def enrol(embedder, folder, index_path, flip=True, batch_size=64, progress=True, transform=None):
     """Embed the images of ``folder``'s identity folders not yet in the index, append them.
 
     Returns ``(added, total, skipped)``: images added, entries in the index, and the scanner's
-    ``(relpath, reason)`` list of files that are not usable images.
+    ``(relpath, reason)`` list of files that are not usable images. A ``.db`` index is the
+    SQLite gallery: each identity goes in with one transaction, images already enrolled (same
+    sha256) are skipped. ``transform``: a ``data_tools.transform.Transform`` applied to every
+    image (see ``Embedder.embed_files``).
     """
     if not os.path.isdir(folder):
         raise GalleryError(f"--folder {folder} is not a directory")
     scan = image_files.scan_identity_folders(folder)
     if not scan.entries:
         raise GalleryError(f"no images in identity folders under {folder}")
+    if gallery_store.is_gallery_db(index_path):
+        return _enrol_store(embedder, scan, folder, index_path, flip, batch_size, progress,
+                            transform)
     model = os.path.abspath(embedder.saved_model_dir)
     if os.path.exists(index_path):
         index = load_index(index_path)
@@ -107,7 +204,7 @@ def enrol(embedder, folder, index_path, flip=True, batch_size=64, progress=True)
     if new:
         embeddings = embedder.embed_files([p for _, p, _ in new], batch_size=batch_size,
                                           flip=flip, names=[r for _, _, r in new],
-                                          progress=progress)
+                                          progress=progress, transform=transform)
         save_index(index_path, np.concatenate([index["embeddings"], embeddings]),
                    index["labels"].tolist() + [label for label, _, _ in new],
                    index["paths"].tolist() + [path for _, path, _ in new], model, flip)

@@ -124,8 +124,11 @@ def markdown_table(rows):
                      f"| {seeds} | {row['val']:.4f} | {row['auc']:.4f} | {row['eer']:.4f} | "
                      f"{'/'.join(str(s) for s in sorted(set(row['steps'])))} | {minutes} |")
         if others:
+            # null: an option of another head (--subcenters on an arcface row), or a setting
+            # older runs did not record.
             lines[-1] += " " + ", ".join(f"{name}={_setting(row['params'].get(name))}"
-                                         for name in others) + " |"
+                                         for name in others
+                                         if row["params"].get(name) is not None) + " |"
     return "\n".join(lines)
 
 

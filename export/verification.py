@@ -7,7 +7,10 @@ compare with published LFW results:
 * distance: squared L2 distance of L2-normalised embeddings (0 for identical directions, 4 for
   opposite ones); a pair is predicted "same" when ``distance < threshold``;
 * folds: ``n_folds`` contiguous folds, sized as scikit-learn's ``KFold(shuffle=False)`` sizes them
-  (the first ``N % n_folds`` folds hold one pair more);
+  (the first ``N % n_folds`` folds hold one pair more); or, given ``folds`` (each pair's fold,
+  as pairs.txt and the pair records store it), those folds. On a complete LFW set the two are
+  the same; with pairs left out (``--allow_missing_pairs``) only the stored folds keep every
+  held-out fold identity-disjoint from the folds its threshold is chosen on;
 * accuracy: per fold, the threshold of ``np.arange(0, 4, 0.01)`` with the best accuracy on the other
   folds (the lowest one on ties, as ``np.argmax`` picks), scored on the held-out fold;
 * ROC: TPR and FPR of every threshold on each held-out fold, averaged over folds; AUC is the
@@ -41,13 +44,14 @@ def l2_normalize(x):
     return x / norms
 
 
-def evaluate(embeddings1, embeddings2, issame, n_folds=10, far_target=1e-3):
+def evaluate(embeddings1, embeddings2, issame, n_folds=10, far_target=1e-3, folds=None):
     """Verification metrics of pairs ``(embeddings1[i], embeddings2[i])`` with labels ``issame[i]``.
 
     ``embeddings1`` and ``embeddings2`` are [N, D] arrays (any scale: they are L2-normalised here,
-    in float64); ``issame`` holds N booleans (or 0/1). Pairs must be in fold order: fold k is the
-    k-th contiguous block, as in LFW's pairs.txt. Returns the dict of
-    :func:`evaluate_distances`.
+    in float64); ``issame`` holds N booleans (or 0/1). Without ``folds``, pairs must be in fold
+    order: fold k is the k-th of ``n_folds`` contiguous blocks, as in LFW's pairs.txt. ``folds``:
+    N integers, each pair's own fold (in any order; ``n_folds`` is then not used). Returns the
+    dict of :func:`evaluate_distances`.
 
     Raises ValueError for mismatched shapes, non-finite values, non-binary labels or
     ``n_folds`` outside 2..N.
@@ -58,11 +62,15 @@ def evaluate(embeddings1, embeddings2, issame, n_folds=10, far_target=1e-3):
         raise ValueError(f"embeddings1 and embeddings2 must have the same shape, got {e1.shape} "
                          f"and {e2.shape}")
     distances = np.sum(np.square(l2_normalize(e1) - l2_normalize(e2)), axis=1)
-    return evaluate_distances(distances, issame, n_folds=n_folds, far_target=far_target)
+    return evaluate_distances(distances, issame, n_folds=n_folds, far_target=far_target,
+                              folds=folds)
 
 
-def evaluate_distances(distances, issame, n_folds=10, far_target=1e-3):
+def evaluate_distances(distances, issame, n_folds=10, far_target=1e-3, folds=None):
     """Verification metrics from precomputed squared L2 distances (see the module docstring).
+
+    ``folds``: None (``n_folds`` contiguous folds) or each pair's fold id; the folds are then
+    those ids in increasing order, ``n_folds`` in the result is their count.
 
     Returns a dict:
 
@@ -84,12 +92,16 @@ def evaluate_distances(distances, issame, n_folds=10, far_target=1e-3):
                          f"({np.count_nonzero(~np.isfinite(distances))} of {distances.size})")
     same = _as_issame(issame, distances.shape[0])
     num_pairs = distances.shape[0]
-    n_folds = _check_n_folds(n_folds, num_pairs)
+    if folds is None:
+        n_folds = _check_n_folds(n_folds, num_pairs)
+        fold_ids, fold_sizes = _contiguous_folds(num_pairs, n_folds)
+    else:
+        fold_ids, fold_sizes = _stored_folds(folds, num_pairs)
+        n_folds = len(fold_sizes)
     far_target = float(far_target)
     if not 0.0 < far_target <= 1.0:
         raise ValueError(f"far_target must be in (0, 1], got {far_target!r}")
 
-    fold_ids, fold_sizes = _contiguous_folds(num_pairs, n_folds)
     roc = _roc(distances, same, fold_ids, fold_sizes, n_folds)
     val = _val_at_far(distances, same, fold_ids, n_folds, far_target)
 
@@ -169,6 +181,21 @@ def _contiguous_folds(num_pairs, n_folds):
     sizes = np.full(n_folds, num_pairs // n_folds, dtype=np.int64)
     sizes[:num_pairs % n_folds] += 1
     return np.repeat(np.arange(n_folds), sizes), sizes
+
+
+def _stored_folds(folds, num_pairs):
+    """Fold index (0 .. K-1, in the order of the stored ids) of every pair and the fold sizes."""
+    folds = np.asarray(folds)
+    if folds.shape != (num_pairs,):
+        raise ValueError(f"folds must hold one fold id per pair ({num_pairs}), got shape "
+                         f"{folds.shape}")
+    if num_pairs and not np.issubdtype(folds.dtype, np.integer):
+        raise ValueError(f"folds must be integers, got dtype {folds.dtype}")
+    ids, fold_ids = np.unique(folds, return_inverse=True)
+    if len(ids) < 2:
+        raise ValueError(f"the pairs are all in one fold ({ids.tolist()}): the protocol holds "
+                         "one fold out and chooses its threshold on the others")
+    return fold_ids.reshape(-1), np.bincount(fold_ids.reshape(-1)).astype(np.int64)
 
 
 def _count_below(distances, fold_ids, n_folds, thresholds):

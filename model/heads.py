@@ -28,9 +28,17 @@ The logits and the loss use only the sampled proxies (labels remapped to their p
 them), and the proxies are then stored class-major, ``class_proxies`` [C, D] (as insightface
 and embedding tables do), because TensorFlow's sparse updates (IndexedSlices) exist only along
 the first axis: the gradient reaches the sampled rows only, and a momentum or SGD step updates
-only them. Weight decay applies to the sampled rows only (insightface's Partial FC does the
-same); the rows are put in the graph collection ``PARTIAL_FC_ROWS`` for ``model_fn``. With
-``r = 1`` (the default) nothing changes: [D, C] ``proxies``, the same graph as before.
+only them. Weight decay applies to the sampled rows only, decayed where gathered
+(``HeadOutput.sampled_rows``, which ``model_fn`` adds to its loss), so the update stays sparse.
+That is insightface's first Partial FC (v1, MXNet: each step's sampled weights and their momentum
+are gathered, updated with weight decay, and written back); its PartialFC_V2 (arcface_torch
+``partial_fc_v2.py``) instead keeps the whole local shard a dense parameter of a torch SGD with
+``weight_decay``, so every row, sampled or not, decays each step with dense momentum. Ours follows
+v1 because a dense decay makes every step touch the whole [C, D] matrix and its momentum, which
+is the memory traffic Partial FC is there to save at large C. Under a mirrored strategy each
+replica decays the rows it gathered itself: the rows travel on the head's output, not through a
+graph collection that every replica's ``model_fn`` would read. With ``r = 1`` (the default)
+nothing changes: [D, C] ``proxies``, the same graph as before.
 """
 
 import collections
@@ -41,18 +49,14 @@ import tensorflow.compat.v1 as tf
 
 from model import circle_loss
 
-__all__ = ["HEADS", "PARTIAL_FC_ROWS", "HeadOutput", "build_head", "partial_fc_num_sample"]
-
-# Graph collection of the proxy rows a Partial FC head gathered in a training step: model_fn
-# decays them (and not the whole class-major matrix, whose update would turn dense).
-PARTIAL_FC_ROWS = "partial_fc_sampled_proxy_rows"
+__all__ = ["HEADS", "HeadOutput", "build_head", "partial_fc_num_sample"]
 
 HeadOutput = collections.namedtuple(
     "HeadOutput",
     ["per_example_loss", "positive_similarity", "negative_similarity", "logits", "cosine",
-     "classes"],
+     "classes", "sampled_rows"],
 )
-HeadOutput.__new__.__defaults__ = (None,)
+HeadOutput.__new__.__defaults__ = (None, None)
 HeadOutput.__doc__ = """What a head returns.
 
 per_example_loss: [B] float32.
@@ -67,6 +71,11 @@ cosine: [B, C] float32 cosine of each example with each proxy, or None for the p
 classes: None, or under Partial FC sampling the [num_sample] int32 class ids (increasing) whose
   proxies were used: then logits and cosine are [B, num_sample], column j standing for class
   classes[j], and negative_similarity averages over the sampled negatives.
+sampled_rows: None, or under Partial FC sampling the [num_sample, D] proxy rows gathered for
+  ``classes``: the rows this call decays (``model_fn`` adds their weight decay to the loss; the
+  whole class-major matrix is not decayed, or its update would turn dense). Carried on the output
+  rather than in a graph collection, so that under a mirrored strategy each replica decays only
+  its own gather.
 """
 
 
@@ -273,7 +282,6 @@ class _ProxyHead(Head):
             # Gathered on the devices that hold the shards ("div": fixed_size_partitioner's
             # contiguous blocks); the gradient is IndexedSlices over the sampled rows.
             rows = tf.nn.embedding_lookup(self.proxies(), classes, partition_strategy="div")
-            tf.add_to_collection(PARTIAL_FC_ROWS, rows)
             cos = _class_major_cosine(embeddings, [rows])
         else:
             cos = _class_major_cosine(embeddings, circle_loss._proxy_shards(self.proxies()))  # noqa: SLF001
@@ -283,7 +291,8 @@ class _ProxyHead(Head):
             tf.where(_target_mask(cos, labels), cos, tf.zeros_like(cos)), axis=1)
         columns = self.num_sample if classes is not None else self.num_classes
         negative = (tf.reduce_sum(cos, axis=1) - positive) / float(columns - 1)
-        return HeadOutput(loss, positive, negative, logits, cos, classes)
+        return HeadOutput(loss, positive, negative, logits, cos, classes,
+                          rows if classes is not None else None)
 
     def sample_classes(self, labels):
         """Partial FC's class sample of one step.
@@ -480,7 +489,7 @@ HEADS = collections.OrderedDict(
 
 def build_head(name, num_classes, embedding_size, *, margin=None, gamma=None, scale=64.0,
                class_weight=1.0, pair_weight=1.0, proxy_partitions=1,
-               proxy_initializer_stddev=0.01, partial_fc_rate=1.0):
+               proxy_initializer_stddev=0.01, partial_fc_rate=1.0, **options):
     """Builds the head registered under ``name``.
 
     Args:
@@ -496,6 +505,8 @@ def build_head(name, num_classes, embedding_size, *, margin=None, gamma=None, sc
       partial_fc_rate: Partial FC, in (0, 1]: each training step uses the batch's classes and a
         uniform sample of the others, ceil(rate * num_classes) in all; 1 (default) uses every
         class. Class-level heads only (circle_pair refuses a rate below 1).
+      **options: the options the head declares in its ``options`` (``model.margin_heads``:
+        adaface, subcenter_arcface, magface); other heads take none.
 
     Returns:
       a Head; ``head(embeddings, labels)`` returns a HeadOutput.
@@ -509,4 +520,9 @@ def build_head(name, num_classes, embedding_size, *, margin=None, gamma=None, sc
                class_weight=class_weight, pair_weight=pair_weight,
                proxy_partitions=proxy_partitions,
                proxy_initializer_stddev=proxy_initializer_stddev,
-               partial_fc_rate=partial_fc_rate)
+               partial_fc_rate=partial_fc_rate, **options)
+
+
+# The margin heads (AdaFace, sub-center ArcFace, MagFace) subclass the ones above and register
+# themselves in HEADS when imported.
+from model import margin_heads  # noqa: E402,F401  pylint: disable=wrong-import-position

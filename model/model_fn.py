@@ -13,7 +13,7 @@
 
 import tensorflow.compat.v1 as tf
 
-from model import backbones, distillation, heads, hooks
+from model import backbones, distillation, hooks
 from model import config as model_config
 from model import optimization as optimization_lib
 
@@ -76,12 +76,18 @@ def _set_index(features):
     return {"set_index": features["set_index"]} if "set_index" in features else {}
 
 
+def _fold(features):
+    """``{"fold": ...}``: each pair's stored fold, on which the verification protocol runs (the
+    kept pairs of an ``--allow_missing_pairs`` set do not fall into contiguous folds)."""
+    return {"fold": features["fold"]} if "fold" in features else {}
+
+
 def _pair_predict_spec(features, embed_fn, eval_flip):
     """PREDICT on pair records: the pair embeddings with their index, label and weight, for a
     verification computed on the host (Ascend: no py_func in a device graph)."""
     predictions = _pair_embeddings(features, embed_fn, eval_flip)
     predictions.update(issame=features["issame"], pair_index=features["pair_index"],
-                       weight=features["weight"], **_set_index(features))
+                       weight=features["weight"], **_set_index(features), **_fold(features))
     return tf.estimator.EstimatorSpec(tf.estimator.ModeKeys.PREDICT, predictions=predictions)
 
 
@@ -102,7 +108,7 @@ def _verification_eval_spec(features, embed_fn, eval_metrics_fn, eval_flip):
     if eval_metrics_fn is not None:
         metric_ops.update(eval_metrics_fn(issame=features["issame"],
                                           pair_index=features["pair_index"], weight=weight,
-                                          **_set_index(features), **pair))
+                                          **_set_index(features), **_fold(features), **pair))
     metric_ops["pairs/mean_cosine_same"] = tf.metrics.mean(cosine, weights=weight * issame)
     metric_ops["pairs/mean_cosine_different"] = tf.metrics.mean(
         cosine, weights=weight * (1.0 - issame))
@@ -194,6 +200,7 @@ def model_fn_builder(backbone, head, optimization, eval_metrics_fn=None, eval_fl
       optimization: a ``model.config.OptimizationConfig``.
       eval_metrics_fn: ``fn(embeddings1, embeddings2, issame, pair_index, weight)`` -> dict of
         ``(value, update_op)``; the evaluation protocol, supplied by the caller (``export/``).
+        When the pair features carry each pair's stored ``fold``, it also receives ``fold``.
         With flip TTA it also receives ``single_embeddings1/2`` (each image embedded once);
         with pairs of several verification sets (a ``set_index`` feature), ``set_index``.
         None leaves the pair EVAL with its monitoring metrics only (Ascend: the verification
@@ -277,8 +284,12 @@ def model_fn_builder(backbone, head, optimization, eval_metrics_fn=None, eval_fl
             return tf.estimator.EstimatorSpec(mode, loss=objective, eval_metric_ops=metric_ops)
 
         global_step = tf.train.get_or_create_global_step()
+        # This replica's own Partial FC rows (under a mirrored strategy each replica samples
+        # and decays its own).
+        sampled_rows = [] if head_output is None or head_output.sampled_rows is None \
+            else [head_output.sampled_rows]
         total_loss = objective + optimization_lib.weight_decay_loss(
-            opt_config.weight_decay, rows=tf.get_collection(heads.PARTIAL_FC_ROWS))
+            opt_config.weight_decay, rows=sampled_rows)
         lr = optimization_lib.learning_rate_schedule(
             global_step, opt_config.learning_rate, opt_config.total_steps,
             warmup_steps=opt_config.warmup_steps, schedule=opt_config.schedule,

@@ -86,8 +86,9 @@ def weight_decay_loss(weight_decay, variables=None, rows=()):
 
     Its gradient is ``weight_decay · w``: the weight decay of MXNet/PyTorch SGD, which is what
     the paper's 5e-4 means. ``rows``: tensors gathered from a variable (the proxy rows a Partial
-    FC step sampled, ``heads.PARTIAL_FC_ROWS``), decayed where gathered: their gradient stays
-    sparse, so the step updates those rows only (insightface's Partial FC decays the same).
+    FC step sampled, ``HeadOutput.sampled_rows``), decayed where gathered: their gradient stays
+    sparse, so the step updates those rows only (as insightface's Partial FC v1 did; its
+    PartialFC_V2 decays every row of its shard densely, see ``model/heads.py``).
     """
     if variables is None:
         variables = tf.trainable_variables()

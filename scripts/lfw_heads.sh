@@ -4,8 +4,10 @@
 #
 #   scripts/lfw_heads.sh [OUT] [estimator_main flags for every run...]
 #
-# Environment: HEADS (all six, and circle+pk: the class-level head on P×K batches, which
-# separates the effect of the sampling from that of the pair-level loss), SEEDS ("0"), STEPS (2000: the comparison's budget, a third of
+# Environment: HEADS (the six original heads, and circle+pk: the class-level head on P×K
+# batches, which separates the effect of the sampling from that of the pair-level loss; the
+# margin heads adaface, subcenter_arcface and magface run when named, e.g.
+# HEADS="adaface subcenter_arcface magface arcface" SEEDS="0 1" STEPS=200, docs/HEADS.md), SEEDS ("0"), STEPS (2000: the comparison's budget, a third of
 # the recipe's 6,000 steps, so that six heads fit in an hour here), JOBS (1; 2 runs two heads
 # at a time with one thread each, which keeps both cores busier than one run with two threads),
 # plus lfw_recipe.sh's LFW_DATA and HOLDOUT_FOLD. The pair-level heads need P×K batches

@@ -68,8 +68,9 @@ def write_image_records(directory, num_classes=4, per_class=5, size=32, num_shar
     return [(label, pixels) for label, _, pixels in items]
 
 
-def write_pair_records(directory, num_pairs=10, size=32, n_folds=2):
-    """Pair records: even positions matched (same class), odd mismatched."""
+def write_pair_records(directory, num_pairs=10, size=32, n_folds=2, folds=None):
+    """Pair records: even positions matched (same class), odd mismatched. ``folds``: each
+    pair's stored fold (default: ``n_folds`` contiguous blocks)."""
     os.makedirs(directory, exist_ok=True)
     name = "pairs-00000-of-00001.tfrecord"
     expected = []
@@ -83,7 +84,8 @@ def write_pair_records(directory, num_pairs=10, size=32, n_folds=2):
                 images.append({"encoded": encode(pixels), "format": "png", "height": size,
                                "width": size, "channels": 3, "identity": "id",
                                "filename": f"{tag}{i}.png"})
-            writer.write(schema.pair_example(i, i * n_folds // num_pairs, same, *images))
+            fold = i * n_folds // num_pairs if folds is None else int(folds[i])
+            writer.write(schema.pair_example(i, fold, same, *images))
             expected.append((a, b, same))
     with open(os.path.join(directory, "manifest.json"), "w") as f:
         json.dump({"kind": "pairs", "num_pairs": num_pairs, "num_folds": n_folds,

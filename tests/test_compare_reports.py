@@ -90,6 +90,17 @@ def test_settings_the_columns_do_not_show_get_a_column(tmp_path):
     assert "settings" not in report_table.markdown_table(rows[:1]).splitlines()[0]
 
 
+def test_options_of_other_heads_are_left_out_of_the_settings(tmp_path):
+    a, _ = _run(tmp_path, "subcenter", "subcenter_arcface", 0, 0.3)
+    b, _ = _run(tmp_path, "arcface", "arcface", 0, 0.3)
+    _set_params(a, subcenters=3, magface_lambda_g=None)
+    _set_params(b, subcenters=None, magface_lambda_g=None)
+    rows = report_table.summarize([report_table.load_run(d) for d in (a, b)])
+    _, _, first, second = report_table.markdown_table(rows).splitlines()
+    assert first.endswith("| subcenters=3 |") and second.endswith("|  |")
+    assert "null" not in first + second
+
+
 def test_cli_copies_reports_and_prints_the_table(tmp_path, capsys):
     a, _ = _run(tmp_path, "arcface-s0", "arcface", 0, 0.5)
     kept = tmp_path / "kept"

@@ -8,6 +8,7 @@ Without tf2onnx/onnxruntime (TF 1.15's stack) or TF 2's tf.lite the conversion t
 """
 
 import os
+import re
 import sys
 
 import numpy as np
@@ -219,15 +220,20 @@ def test_cli_refuses_records_that_are_not_image_records(saved_model, tmp_path, c
 
 @needs_onnx
 @needs_tflite
-def test_cli_converts_and_checks_every_format_on_pair_records(saved_model, tmp_path, capsys):
+def test_cli_converts_and_checks_every_format_on_pair_records(saved_model, tmp_path, capfd):
     pairs = str(tmp_path / "pairs")
     rh.write_pair_records(pairs, num_pairs=20, size=SIZE, n_folds=2)
     onnx_path, tflite_path = str(tmp_path / "f.onnx"), str(tmp_path / "f.tflite")
     base = os.path.dirname(saved_model)  # an exporter base directory
     assert run_cli([f"--model={base}", f"--onnx={onnx_path}", f"--tflite={tflite_path}",
                     f"--check_records={pairs}"]) == 0
-    out = capsys.readouterr().out
+    out, err = capfd.readouterr()
     assert "20 pairs, flip TTA, 32x32 pixels" in out
+    # Progress while each format embeds; the converter's op summary explained in one line.
+    assert "check SavedModel" in err and "check f.tflite" in err
+    assert "Summary on the non-converted ops" not in err and "XNNPACK" not in err
+    assert re.search(r"^note: the TFLite converter's \"\d+ of \d+ ops non-converted\" are ", err,
+                     re.M), err
     rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line]
     assert [row.split("|")[1].strip() for row in rows] == ["format", "SavedModel", "f.onnx",
                                                            "f.tflite"]

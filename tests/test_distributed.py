@@ -238,11 +238,12 @@ def test_tf_config_workers_read_distinct_files(small_records, monkeypatch, task_
     config = _run_config(monkeypatch, task_type)
     assert input_fns.worker_shard(config) == expected_shard
     files = input_fns._files(str(small_records))
-    mine, by_record = input_fns._sharded_files(files, *expected_shard)
-    other, _ = input_fns._sharded_files(files, 2, 1 - expected_shard[1])
-    # Two shard files over two workers: whole files each, disjoint, together all of them.
-    assert not by_record and mine and not set(mine) & set(other)
-    assert sorted(mine + other) == sorted(files)
+    counts = input_fns._record_counts(str(small_records), files)
+    mine = input_fns.worker_spans(files, counts, *expected_shard)
+    other = input_fns.worker_spans(files, counts, 2, 1 - expected_shard[1])
+    # Two shard files of equal size over two workers: a whole file each, together all of them.
+    assert mine[1:] == ([0], [counts[0]]) and other[1:] == ([0], [counts[1]])
+    assert sorted(mine[0] + other[0]) == sorted(files)
 
 
 def test_proxy_shards_are_placed_on_different_parameter_servers(monkeypatch, tmp_path):

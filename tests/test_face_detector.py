@@ -190,5 +190,5 @@ def test_embed_align_verifies_two_raw_photos(detector, astronaut, tmp_path, monk
     assert similarity > 0.95
     status, _, err = run("--align", str(tmp_path / "a.jpg"), str(tmp_path / "wall.png"))
     assert status == 1 and "wall.png: no face detected" in err
-    status, _, err = run("--align", f"--folder={tmp_path}", f"--output={tmp_path / 'o'}")
-    assert status == 2 and "--align applies to IMAGE arguments" in err
+    status, _, err = run("--align", "--crop_box=0,0,10,10", str(tmp_path / "a.jpg"))
+    assert status == 2 and "--crop_box applies to photos that are cut out by a fixed box" in err

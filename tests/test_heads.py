@@ -93,7 +93,8 @@ def _read_proxies(sess):
 # ----------------------------------------------------------------------------- registry
 def test_registry():
     assert list(heads.HEADS) == ["circle", "circle_pair", "circle_combined", "softmax",
-                                 "cosface", "arcface"]
+                                 "cosface", "arcface", "adaface", "subcenter_arcface",
+                                 "magface"]
     pk = {name for name, cls in heads.HEADS.items() if cls.needs_pk_batches}
     assert pk == {"circle_pair", "circle_combined"}
 
@@ -160,8 +161,12 @@ def test_output_shapes_and_variables(name, dtype):
             for field in ("logits", "cosine"):
                 tensor = getattr(out, field)
                 assert tensor.dtype == tf.float32 and tensor.shape.as_list() == [B, C], field
-            assert [(v.name, v.shape.as_list(), v.dtype.base_dtype) for v in variables] == [
-                ("head/proxies:0", [D, C], tf.float32)]
+            # (sub-center ArcFace: K proxies per class; AdaFace's moving statistics are not
+            # trainable: test_margin_heads)
+            name, shape = head.proxy_variable
+            assert [(v.name, v.shape.as_list(), v.dtype.base_dtype)
+                    for v in tf.trainable_variables()] == [(f"head/{name}:0", shape, tf.float32)]
+            assert shape == [D, C * getattr(head, "subcenters", 1)]
         else:
             assert out.logits is None and out.cosine is None and variables == []
         # a second call (e.g. a flipped-image tower) shares the proxies
@@ -414,7 +419,7 @@ def test_sampling_every_class_equals_the_full_head(name, partitions):
         if sample:
             np.testing.assert_array_equal(got["classes"], np.arange(C))
         else:
-            assert "classes" not in got
+            assert "classes" not in got and "sampled_rows" not in got
         for key in ("per_example_loss", "logits", "cosine", "positive_similarity",
                     "negative_similarity"):
             np.testing.assert_allclose(got[key], full[key], rtol=1e-6, atol=1e-5, err_msg=key)
@@ -448,6 +453,8 @@ def test_partial_fc_loss_is_the_full_formula_on_the_sampled_rows(name, partition
         logits = ref_logits(name, cos, local, head.margin, scale)
         atol = 8e-6 * scale
         np.testing.assert_allclose(got["cosine"], cos, atol=1e-6)
+        # the rows the step decays are the sampled classes' proxies, in the same order
+        np.testing.assert_allclose(got["sampled_rows"], proxies[classes], rtol=1e-6)
         np.testing.assert_allclose(got["logits"], logits, rtol=1e-5, atol=atol)
         loss = _cross_entropy(logits, local)
         if name == "circle_combined":

@@ -236,8 +236,6 @@ def test_partial_fc_train_op_updates_the_sampled_rows_only():
         parts = [v for v in tf.trainable_variables() if "class_proxies" in v.op.name]
         assert len(parts) == 2 and not any(optimization.is_decayed(p) for p in parts)
         assert all(isinstance(g, tf.IndexedSlices) for g in tf.gradients(spec.loss, parts))
-        (rows,) = tf.get_collection(heads.PARTIAL_FC_ROWS)
-        assert rows.shape.as_list() == [8, 16]
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
             before = np.vstack(sess.run(parts))
@@ -402,9 +400,9 @@ def test_pair_records_eval_feeds_the_metric_fn(records):
     _, pairs = records
     seen = {}
 
-    def metrics_fn(embeddings1, embeddings2, issame, pair_index, weight, **single):
+    def metrics_fn(embeddings1, embeddings2, issame, pair_index, weight, fold, **single):
         seen.update(e1=embeddings1, e2=embeddings2, index=pair_index, weight=weight,
-                    single=sorted(single))
+                    fold=fold, single=sorted(single))
         return {"dummy/mean_weight": tf.metrics.mean(weight)}
 
     with tf.Graph().as_default():
@@ -415,8 +413,15 @@ def test_pair_records_eval_feeds_the_metric_fn(records):
         assert "pairs/mean_cosine_same" in spec.eval_metric_ops
         assert seen["e1"].shape.as_list() == [4, 16] == seen["e2"].shape.as_list()
         assert seen["single"] == ["single_embeddings1", "single_embeddings2"]  # flip TTA on
+        # Each pair's stored fold reaches the protocol (the records' pair/fold), and the
+        # PREDICT outputs of the host path (Ascend) carry it too.
+        predict = builder()(features, labels, tf.estimator.ModeKeys.PREDICT)
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
-            e1, e2 = sess.run([seen["e1"], seen["e2"]])
+            e1, e2, fold, stored, predicted = sess.run(
+                [seen["e1"], seen["e2"], seen["fold"], features["fold"],
+                 predict.predictions["fold"]])
+    np.testing.assert_array_equal(fold, stored)
+    np.testing.assert_array_equal(predicted, stored)
     np.testing.assert_allclose(np.linalg.norm(e1, axis=1), 1.0, rtol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(e2, axis=1), 1.0, rtol=1e-5)

@@ -181,13 +181,15 @@ def test_each_worker_reads_its_own_files_with_the_per_replica_batch(small_record
     """MultiWorkerMirroredStrategy calls the input_fn once per worker with an InputContext:
     worker i of 2 reads shard file i (no example twice in an epoch) in batches of global / 2."""
     files = input_fns._files(str(small_records))
+    counts = input_fns._record_counts(str(small_records), files)
+    assert counts[0] == counts[1]  # two equal shard files: one whole file per worker
     seen = []
     for worker in range(2):
         context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=worker,
                                              num_replicas_in_sync=2)
         assert input_fns.worker_shard(None, context) == (2, worker)
-        mine, by_record = input_fns._sharded_files(files, 2, worker)
-        assert not by_record
+        mine, skips, takes = input_fns.worker_spans(files, counts, 2, worker)
+        assert len(mine) == 1 and skips == [0] and takes == [counts[0]]
         seen.append(mine)
         input_fn = input_fns.train_input_fn_builder(str(small_records), image_size=SIZE, seed=0)
         with tf.Graph().as_default():

@@ -88,6 +88,108 @@ def test_synthetic_faces_through_a_landmark_file_land_within_a_pixel(tmp_path, s
     assert np.asarray(entries["Person_0/face.png"]["landmarks"]).shape == (5, 2)
 
 
+def test_a_face_four_times_the_template_aligns_onto_it_without_a_shift():
+    """A face 4x the template is pre-shrunk (PIL, pixel-edge convention) before the warp; its
+    landmarks must follow the half-pixel mapping. Each dot's centre in the aligned face is
+    measured directly (its intensity centroid) against the template point: the mean signed error
+    per axis was -0.35/-0.38 px with ``(p - x0) * f``, and is within 0.01 px of a face aligned
+    without the pre-shrink (scale 1.5)."""
+    def mean_shift(scale):
+        shifts = []
+        for seed in range(3):
+            pixels, landmarks = dot_face(np.random.RandomState(seed), scale)
+            result = raw_faces.align_image(Image.fromarray(pixels),
+                                           [raw_faces._Listed(landmarks, 0.9)])  # noqa: SLF001
+            assert result.status == raw_faces.ALIGNED
+            found = dot_centres(result.face.astype(np.float64), face_alignment.TEMPLATE_112)
+            shifts.append(np.mean(found - face_alignment.TEMPLATE_112, axis=0))
+        return np.mean(shifts, axis=0)
+
+    direct, shrunk = mean_shift(1.5), mean_shift(4.0)
+    assert np.all(np.abs(direct) < 0.02), direct
+    assert np.all(np.abs(shrunk) < 0.02), shrunk
+
+
+@pytest.mark.parametrize("resample", ["BOX", "BILINEAR", "LANCZOS"])
+@pytest.mark.parametrize("centre", [50.3, 101.0, 170.8])
+def test_resized_points_follow_the_pixel_edges_pil_scales(centre, resample):
+    """A smooth vertical band centred at x = c (sub-pixel), shrunk by PIL to a quarter: its
+    centroid in the small image is where ``points_in_resized`` puts it, (c + 0.5) / 4 - 0.5,
+    not c / 4; mapped back, the original centre."""
+    xs = np.arange(256, dtype=np.float64)
+    row = 250 * np.exp(-(xs - centre) ** 2 / (2 * 6.0 ** 2))
+    image = np.repeat(row[None, :], 64, axis=0).astype(np.float32)
+    filter_ = getattr(getattr(Image, "Resampling", Image), resample)
+    small = np.asarray(Image.fromarray(image, mode="F").resize((64, 16), filter_), np.float64)
+    profile = small.mean(axis=0)
+    centroid = np.sum(profile * np.arange(64)) / np.sum(profile)
+    expected = face_alignment.points_in_resized([[centre, 0.0]], [0.25, 0.25])[0, 0]
+    assert expected == pytest.approx((centre + 0.5) / 4 - 0.5)
+    assert centroid == pytest.approx(expected, abs=1e-4)
+    back = face_alignment.points_from_resized([[centroid, 0.0]], [0.25, 0.25])[0, 0]
+    assert back == pytest.approx(centre, abs=1e-3)
+
+
+class _CentroidMtcnn:
+    """Stands in for mtcnn: reports the intensity centroids of the dots near ``guesses`` (the
+    true points times the downscale), in pixel-centre coordinates of the image it is given, as
+    mtcnn's own R-Net/O-Net crops (tf.image.crop_and_resize) read its boxes and points."""
+
+    def __init__(self, guesses):
+        self.guesses = guesses
+
+    def detect_faces(self, rgb, **kwargs):
+        del kwargs
+        found = self.guesses
+        for _ in range(3):  # re-centred windows: no truncation bias from the guess
+            found = dot_centres(np.asarray(rgb, np.float64), found, radius=14)
+        row = np.concatenate([[0.0], found.min(axis=0), found.max(axis=0), [0.99],
+                              found[:, 0], found[:, 1]])
+        return row[None, :]
+
+
+def test_detector_points_on_a_downscaled_photo_map_back_to_the_original_pixels():
+    """A 2,000 px photo is detected on a 1,280 px copy: points found there (pixel centres of the
+    copy) map back onto the dots of the original with the half-pixel mapping. Dividing by the
+    factor alone put them 0.28 px off (0.5 * (1 / 0.64 - 1))."""
+    from data_tools import face_detector  # noqa: PLC0415 - imports no detector package
+
+    points = face_alignment.TEMPLATE_112 * 9.0 + [700.3, 350.7]
+    height, width = 1600, 2000
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    image = np.zeros((height, width), np.float32)
+    for x, y in points:
+        box = (slice(int(y) - 40, int(y) + 40), slice(int(x) - 40, int(x) + 40))
+        image[box] += 250 * np.exp(-((xs[box] - x) ** 2 + (ys[box] - y) ** 2) / (2 * 6.0 ** 2))
+    pixels = np.clip(image, 0, 255).astype(np.uint8)
+    detector = object.__new__(face_detector.MtcnnDetector)
+    detector.max_side, detector.min_face_size = 1280, 40
+    detector._mtcnn = _CentroidMtcnn(points * 0.64)  # noqa: SLF001
+    (face,) = detector.detect(pixels)
+    errors = np.asarray(face.landmarks) - points
+    assert np.max(np.abs(errors)) < 0.02, errors
+
+
+def test_a_tree_aligned_before_issue_26_is_not_resumed_into(tmp_path, capsys):
+    """Same options, other pixels: a report without the alignment revision (written before the
+    half-pixel mapping) is refused, so one tree never holds two alignments."""
+    pixels, landmarks = dot_face(np.random.RandomState(0), 4.0)
+    os.makedirs(str(tmp_path / "raw" / "Person_A"))
+    Image.fromarray(pixels).save(str(tmp_path / "raw" / "Person_A" / "a.png"))
+    (tmp_path / "points.txt").write_text(landmark_line("Person_A/a.png", landmarks))
+    args = [f"--input_dir={tmp_path / 'raw'}", f"--output_dir={tmp_path / 'out'}",
+            f"--landmarks={tmp_path / 'points.txt'}"]
+    assert run_align(*args) == 0
+    path = tmp_path / "out" / raw_faces.REPORT_NAME
+    report = json.loads(path.read_text())
+    assert report["options"].pop("alignment_revision") == raw_faces.ALIGNMENT_REVISION
+    path.write_text(json.dumps(report))
+    capsys.readouterr()
+    assert run_align(*args) != 0
+    assert "written with other options" in capsys.readouterr().err
+    assert run_align(*(args + ["--overwrite"])) == 0
+
+
 def write_hostile_tree(root, rng):
     """One photo of each kind the converter's tests call hostile, plus good ones; returns the
     landmark-file text (every image listed but ``unlisted.png``, and one absent image)."""

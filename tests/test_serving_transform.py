@@ -95,7 +95,8 @@ def test_manifest_records_the_conversion_transform(tmp_path):
     # Manifests written before the key: the options say the same; other tools' say nothing.
     del cropped["transform"]
     assert manifest.conversion_transform(cropped) == {
-        "crop_box": [4, 2, 36, 26], "image_size": 16, "resampling": "lanczos"}
+        "crop_box": [4, 2, 36, 26], "image_size": 16, "resampling": "lanczos",
+        "record_shape": [16, 16]}
     assert manifest.conversion_transform({"kind": "pairs", "shards": []}) is None
 
 

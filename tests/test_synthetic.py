@@ -16,7 +16,7 @@ from data_tools import synthetic_faces as faces
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SMALL = dict(num_train_identities=6, train_images_per_identity=5, num_folds=3,
-             pair_identities_per_fold=4, pair_images_per_identity=3, pairs_per_fold=8)
+             pair_identities_per_fold=4, pair_images_per_identity=3, pairs_per_fold=4)
 
 
 def parse_pairs(path):
@@ -113,7 +113,7 @@ def test_images_are_112_jpeg(small):
 def test_grayscale_fraction(tmp_path, fraction, mode):
     out = str(tmp_path / "gray")
     dataset.generate(out, num_train_identities=2, train_images_per_identity=2, num_folds=1,
-                     pair_identities_per_fold=2, pair_images_per_identity=2, pairs_per_fold=2,
+                     pair_identities_per_fold=2, pair_images_per_identity=2, pairs_per_fold=1,
                      grayscale_fraction=fraction, num_workers=1, progress=False)
     for dirpath, _, filenames in os.walk(os.path.join(out, "train")):
         for name in filenames:
@@ -149,19 +149,22 @@ def test_pairs_file_is_lfw_view2(small):
             assert not fold_identities[a] & fold_identities[b], f"folds {a} and {b} share"
 
 
-@pytest.mark.parametrize("folds, k, m, pairs", [
-    (10, 8, 4, 60),     # the default
-    (2, 2, 2, 4),       # every matched pair of the fold is used
-    (3, 3, 2, 6),       # every matched pair of the fold is used
-    (1, 50, 10, 600),   # one LFW-sized fold
+@pytest.mark.parametrize("folds, k, m, n", [
+    (10, 8, 4, 30),     # the default
+    (2, 2, 2, 2),       # every matched pair of the fold is used
+    (3, 3, 2, 3),       # every matched pair of the fold is used
+    (1, 50, 10, 300),   # one LFW-sized fold
+    (2, 3, 2, 1),       # n odd: 1 matched + 1 mismatched
 ])
-def test_make_pairs(folds, k, m, pairs):
-    result = dataset.make_pairs(folds, k, m, pairs, seed=3)
+def test_make_pairs(folds, k, m, n):
+    """``pairs_per_fold`` = n, as in the pairs.txt header: n matched then n mismatched."""
+    result = dataset.make_pairs(folds, k, m, n, seed=3)
+    pairs = 2 * n
     assert len(result) == folds
     everything = set()
     for fold_index, fold in enumerate(result):
         assert len(fold) == pairs
-        half = pairs // 2
+        half = n
         for position, (p1, i, p2, j) in enumerate(fold):
             assert fold_index * k <= p1 < (fold_index + 1) * k
             assert fold_index * k <= p2 < (fold_index + 1) * k
@@ -173,16 +176,16 @@ def test_make_pairs(folds, k, m, pairs):
         assert len(set(fold)) == pairs
         everything.update(fold)
     assert len(everything) == folds * pairs
-    assert result == dataset.make_pairs(folds, k, m, pairs, seed=3)
-    assert result != dataset.make_pairs(folds, k, m, pairs, seed=4)
+    assert result == dataset.make_pairs(folds, k, m, n, seed=3)
+    assert result != dataset.make_pairs(folds, k, m, n, seed=4)
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (dict(pairs_per_fold=7), "even"),
-    (dict(pairs_per_fold=0), "even"),
+    (dict(pairs_per_fold=0), "at least 1"),
+    (dict(pairs_per_fold=2.5), "at least 1"),
     (dict(pair_identities_per_fold=1), "pair_identities_per_fold"),
     (dict(pair_images_per_identity=1), "pair_images_per_identity"),
-    (dict(pair_identities_per_fold=2, pair_images_per_identity=2, pairs_per_fold=6),
+    (dict(pair_identities_per_fold=2, pair_images_per_identity=2, pairs_per_fold=3),
      "distinct matched"),
     (dict(num_folds=0), "num_folds"),
     (dict(num_train_identities=0), "num_train_identities"),
@@ -202,7 +205,7 @@ def test_bad_arguments_are_refused(tmp_path, overrides, message):
 
 def test_deterministic_across_runs_and_workers(tmp_path):
     options = dict(num_train_identities=3, train_images_per_identity=3, num_folds=2,
-                   pair_identities_per_fold=2, pair_images_per_identity=2, pairs_per_fold=4,
+                   pair_identities_per_fold=2, pair_images_per_identity=2, pairs_per_fold=2,
                    progress=False)
     runs = {}
     for label, workers, seed in (("serial", 1, 0), ("again", 1, 0), ("pool", 2, 0),
@@ -349,13 +352,13 @@ def test_command_line(tmp_path):
     out = str(tmp_path / "cli")
     args = ["--output_dir=" + out, "--num_train_identities=2", "--train_images_per_identity=2",
             "--num_folds=2", "--pair_identities_per_fold=2", "--pair_images_per_identity=2",
-            "--pairs_per_fold=4", "--num_workers=1", "--noprogress", "--seed=7"]
+            "--pairs_per_fold=2", "--num_workers=1", "--noprogress", "--seed=7"]
     result = _run_cli(*args)
     assert result.returncode == 0, result.stderr
     assert "4 train images of 2 identities" in result.stdout
     direct = str(tmp_path / "direct")
     dataset.generate(direct, num_train_identities=2, train_images_per_identity=2, num_folds=2,
-                     pair_identities_per_fold=2, pair_images_per_identity=2, pairs_per_fold=4,
+                     pair_identities_per_fold=2, pair_images_per_identity=2, pairs_per_fold=2,
                      num_workers=1, progress=False, seed=7)
     assert tree_bytes(out) == tree_bytes(direct)
 
@@ -365,7 +368,7 @@ def test_command_line(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--pairs_per_fold=7"], "even"),
+    (["--pairs_per_fold=0"], "at least 1"),
     ([], "output_dir"),
 ])
 def test_command_line_errors(tmp_path, args, message):

@@ -41,13 +41,23 @@ def ref_calculate_accuracy(threshold, dist, actual_issame):
     return tpr, fpr, acc
 
 
-def ref_calculate_roc(thresholds, dist, actual_issame, nrof_folds):
+def ref_stored_splits(folds):
+    """(train, test) index arrays of each stored fold, in increasing fold order (the splits of
+    a pairs file or pair records whose folds were kept, not re-cut)."""
+    folds = np.asarray(folds)
+    indices = np.arange(len(folds))
+    for fold in sorted(set(folds.tolist())):
+        yield indices[folds != fold], indices[folds == fold]
+
+
+def ref_calculate_roc(thresholds, dist, actual_issame, nrof_folds, splits=None):
     nrof_thresholds = len(thresholds)
     tprs = np.zeros((nrof_folds, nrof_thresholds))
     fprs = np.zeros((nrof_folds, nrof_thresholds))
     accuracy = np.zeros(nrof_folds)
     best_thresholds = np.zeros(nrof_folds)
-    for fold_idx, (train_set, test_set) in enumerate(ref_kfold(len(dist), nrof_folds)):
+    splits = ref_kfold(len(dist), nrof_folds) if splits is None else splits
+    for fold_idx, (train_set, test_set) in enumerate(splits):
         acc_train = np.zeros(nrof_thresholds)
         for threshold_idx, threshold in enumerate(thresholds):
             _, _, acc_train[threshold_idx] = ref_calculate_accuracy(
@@ -97,11 +107,12 @@ def ref_calculate_val_far(threshold, dist, actual_issame):
     return float(true_accept) / float(n_same), float(false_accept) / float(n_diff)
 
 
-def ref_calculate_val(thresholds, dist, actual_issame, far_target, nrof_folds):
+def ref_calculate_val(thresholds, dist, actual_issame, far_target, nrof_folds, splits=None):
     val = np.zeros(nrof_folds)
     far = np.zeros(nrof_folds)
     chosen = np.zeros(nrof_folds)
-    for fold_idx, (train_set, test_set) in enumerate(ref_kfold(len(dist), nrof_folds)):
+    splits = ref_kfold(len(dist), nrof_folds) if splits is None else splits
+    for fold_idx, (train_set, test_set) in enumerate(splits):
         far_train = np.zeros(len(thresholds))
         for threshold_idx, threshold in enumerate(thresholds):
             _, far_train[threshold_idx] = ref_calculate_val_far(

@@ -10,6 +10,27 @@ from export import eval_metrics, eval_sets, report, retrieval_eval
 from training.builders import EVAL_NAME, eval_input_fn, eval_name, set_sizes
 
 
+def round_summary(p, eval_result):
+    """The one line of an evaluation round: the step and the headline metrics."""
+    step = eval_result.get("global_step")
+    if p.get("eval_protocol") == "retrieval":
+        prefix = retrieval_eval.PREFIX
+        scores = ", ".join(f"{name} {float(eval_result[f'{prefix}/{name}']):.4f}"
+                           for name in retrieval_eval.scalar_names()[:-1]
+                           if f"{prefix}/{name}" in eval_result)
+        return f"evaluation at step {step}: {scores}"
+    if p.get("eval_sets_named"):
+        scores = ", ".join(f"{s['name']} {float(eval_result[s['name'] + '/accuracy']):.4f}"
+                           for s in p["eval_sets"] if s["name"] + "/accuracy" in eval_result)
+        return f"evaluation at step {step}: accuracy {scores}"
+    m = {key: float(eval_result[f"{EVAL_NAME}/{key}"])
+         for key in ("accuracy", "accuracy_std", "auc", "eer")
+         if f"{EVAL_NAME}/{key}" in eval_result}
+    return (f"evaluation at step {step}: accuracy {m.get('accuracy', float('nan')):.4f} ± "
+            f"{m.get('accuracy_std', float('nan')):.4f}, AUC {m.get('auc', float('nan')):.4f}, "
+            f"EER {m.get('eer', float('nan')):.4f}")
+
+
 def write_eval_report(p, eval_result, started=None):
     """report.json + roc.png of one evaluation; ``started`` (time.time() at the start of this
     invocation) records its wall time, training and evaluations included, as extra.wall_seconds."""

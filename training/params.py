@@ -15,6 +15,7 @@ import tensorflow.compat.v1 as tf
 from absl import logging
 
 from data_tools import input_config, manifest
+from data_tools.transform import Transform
 from export import eval_sets, retrieval_eval
 from model import config as model_config
 from model import distillation, estimator_factory, heads
@@ -60,7 +61,8 @@ def build_params(values):
     k = p["images_per_identity"]
     if p["head"] == NO_HEAD:
         _require(p.get("distill_weight", 0) > 0, "--head=none trains on the teacher alone: "
-                 "set --distill_weight > 0 (and train on records made with --teacher)")
+                 "set --distill_weight > 0 (and train on records made with make_tfrecords.py "
+                 "--teacher)")
     elif heads.HEADS[p["head"]].needs_pk_batches:
         _require(k >= 2, f"--head={p['head']} needs P×K batches: set "
                  "--images_per_identity=K >= 2 (e.g. 4)")
@@ -76,6 +78,11 @@ def build_params(values):
     p["distribution"], p["num_replicas"] = runtime.distribution, runtime.num_replicas
     _check_replicas(p)
     _read_records(p, needs_train, needs_eval)
+    if needs_train and p["batch_size"] > p["num_train_images"]:
+        logging.warning("--batch_size=%d is larger than the %d training images of %s: every "
+                        "batch repeats images (the loss sees duplicates as pairs); lower "
+                        "--batch_size", p["batch_size"], p["num_train_images"],
+                        p["train_records"])
     _resolve_steps(p, needs_train)
     configs = build_configs(p)  # every remaining setting, checked and resolved into p
     if p["warm_start_from"] and needs_train:
@@ -159,10 +166,13 @@ def _build_head(p, backbone):
                                 gamma=p["gamma"], scale=p["scale"],
                                 class_weight=p["class_weight"], pair_weight=p["pair_weight"],
                                 proxy_partitions=p["proxy_partitions"],
-                                partial_fc_rate=p["partial_fc_rate"])
+                                partial_fc_rate=p["partial_fc_rate"],
+                                **head_options(p))
     except (ValueError, TypeError) as e:
         raise ParamsError(f"--head={p['head']}: {e}") from None
     p["margin"], p["gamma"] = head.margin, head.gamma
+    for name in getattr(head, "options", {}):
+        p[name] = getattr(head, name)
     if head.partial_fc and p["mode"] in ("train", "train_and_evaluate"):
         # Static shapes: a step's sample holds every class of the (per-replica) batch.
         batch = p["batch_size"] // max(p.get("num_replicas") or 1, 1)
@@ -172,6 +182,19 @@ def _build_head(p, backbone):
                  "batch (which may all be different classes): raise --partial_fc_rate or lower "
                  "--batch_size")
     return head
+
+
+def head_options(p):
+    """The flags the chosen head declares (``Head.options``: e.g. --subcenters for
+    subcenter_arcface), those set; the head fills in its defaults for the others. A flag of
+    another head is refused, so that it is not silently ignored."""
+    declared = getattr(heads.HEADS[p["head"]], "options", {})
+    others = sorted({name for cls in heads.HEADS.values()
+                     for name in getattr(cls, "options", {})} - set(declared))
+    stray = [name for name in others if p.get(name) is not None]
+    _require(not stray, f"--{stray[0] if stray else ''} is an option of another head, not of "
+             f"--head={p['head']}")
+    return {name: p[name] for name in declared if p.get(name) is not None}
 
 
 # Scopes of the variables a fine-tuning run may take over; optimizer slots (Momentum, Adam)
@@ -244,6 +267,7 @@ def _read_records(p, needs_train, needs_eval):
                  f"{info.get('kind')} records, not training images")
         p["num_classes"] = int(info["num_classes"])
         p["num_train_images"] = int(info["num_images"])
+        p["train_transform"] = manifest.conversion_transform(info)
         p["teacher_dim"] = int((info.get("teacher") or {}).get("dim") or 0)
         if needs_train:
             _verify(records, p["verify_records"])
@@ -254,7 +278,9 @@ def _read_records(p, needs_train, needs_eval):
             _require(len(lines) == p["num_classes"], f"{labels_path} lists {len(lines)} "
                      f"identities but the manifest says {p['num_classes']} classes")
     else:
-        p["num_classes"] = _num_classes_from_run(p["model_dir"])
+        recorded = _recorded_params(p["model_dir"])
+        p["num_classes"] = int(recorded["num_classes"])
+        p["train_transform"] = recorded.get("train_transform")
     sets, named = _parse_eval_records(p, needs_eval)
     if needs_eval and p["eval_protocol"] == "retrieval":
         _require(not named, "--eval_protocol=retrieval takes one directory of image records "
@@ -280,6 +306,29 @@ def _read_records(p, needs_train, needs_eval):
     p["eval_transform"] = None
     if sets:
         p["eval_transform"] = manifest.conversion_transform(manifest.read_manifest(sets[0][1]))
+    if needs_eval:
+        _check_transforms(p, sets or [("eval", p["eval_records"])])
+
+
+def _check_transforms(p, sets):
+    """Evaluation records converted otherwise than the training records (another crop box, no
+    crop, aligned) measure the model on faces it never saw, and its exports would carry the
+    wrong transform: refused unless --allow_transform_mismatch."""
+    train = Transform.from_dict(p.get("train_transform"))
+    if p.get("train_transform") is None or p.get("allow_transform_mismatch"):
+        return
+    for _name, records in sets:
+        record = manifest.conversion_transform(manifest.read_manifest(records))
+        if record is None:
+            continue  # another tool's records: nothing to compare
+        evaluated = Transform.from_dict(record)
+        if not (train or Transform()).same_conversion(evaluated):
+            described = evaluated.describe() if evaluated else "none"
+            _require(False, f"--eval_records {records} were converted with {described}, the "
+                     f"training records with {train.describe() if train else 'none'}: convert "
+                     "them as the training records were (make_tfrecords.py --crop_box, "
+                     "--image_size, --align), or pass --allow_transform_mismatch to evaluate "
+                     "on them knowingly")
 
 
 def _parse_eval_records(p, needs_eval):
@@ -373,10 +422,9 @@ def _verify(records_dir, enabled):
         manifest.verify_shards(records_dir)
 
 
-def _num_classes_from_run(model_dir):
-    """num_classes recorded by the training run (evaluate/export without --train_records)."""
+def _recorded_params(model_dir):
+    """params.json of the training run (evaluate/export without --train_records)."""
     path = os.path.join(model_dir, "params.json")
     _require(tf.io.gfile.exists(path), f"no --train_records and no {path}: cannot size the head")
     with tf.io.gfile.GFile(path) as fh:
-        return int(json.load(fh)["num_classes"])
-
+        return json.load(fh)

@@ -9,7 +9,7 @@ import tensorflow.compat.v1 as tf
 from export import export_dirs, exporters, freeze, retrieval_eval, serving
 from model import hooks
 from training.builders import build_estimator, eval_input_fn, eval_name, train_input_fn
-from training.evaluation import evaluate_checkpoint, write_eval_report
+from training.evaluation import evaluate_checkpoint, round_summary, write_eval_report
 
 
 def _train_multi_worker(estimator, p):
@@ -87,6 +87,8 @@ def run_mode(p):
             exporter_list = exporters.build_exporters(
                 receiver, eval_name(p), p["exports_to_keep"], metric_key=p["best_metric"],
                 transform=p.get("eval_transform"), sets=named_sets, far_target=p["far_target"])
+        exporter_list.append(exporters.RoundSummaryExporter(
+            lambda eval_result: round_summary(p, eval_result)))
         if p["device"] == "npu":
             result = _train_and_evaluate_on_host(estimator, p, exporter_list)
         else:

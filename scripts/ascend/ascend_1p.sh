@@ -173,7 +173,7 @@ ascend_1p_main() {
     fi
     local -a args=("--flagfile=$flagfile" "--mode=$mode" "--data_url=$data_path"
                    "--model_dir=$model_dir" "--device=$device" "--batch_size=$batch_size"
-                   "--noprogress")
+                   "--noprogress" "--verbosity=0")  # the log's loss and examples/sec lines
     [ -z "$train_steps" ] || args+=("--train_steps=$train_steps")
     [ -z "$train_epochs" ] || args+=("--train_epochs=$train_epochs")
     if [ "$device" = npu ]; then
