@@ -19,14 +19,11 @@ cd "$(dirname "$0")/.."
 OUT=${1:-lfw_output}
 shift || true
 PY=${PYTHON:-.venv/bin/python}
-DATA=${LFW_DATA:-../shared/data}
 FOLD=${HOLDOUT_FOLD:-10}
 RUN=${RUN_NAME:-circle}
 FLAGFILE=${FLAGFILE:-configs/lfw_holdout.flags}
-ARCHIVE=$DATA/lfw_a_gray250.tar.gz
-PAIRS=$DATA/lfw_pairs.txt
-ARCHIVE_SHA256=723c32a6e84add6386bf38109727a97aada0bc48bb8f97bc5731084aa1490fcf
-PAIRS_SHA256=ea42330c62c92989f9d7c03237ed5d591365e89b3e649747777b70e692dc1592
+# shellcheck source=scripts/lfw_data.sh
+. scripts/lfw_data.sh
 # LFW-a faces are warped into the centre of 250x250 frames with black borders: keep the face.
 CROP=(--crop_box=70,60,180,190 --image_size=112)
 RECORDS=records
@@ -39,24 +36,11 @@ if [ "${ALIGN:-0}" = 1 ]; then
     PAIRS_OPTIONS=(--allow_missing_pairs)
 fi
 
-for file in "$ARCHIVE" "$PAIRS"; do
-    [ -f "$file" ] || { echo "error: $file not found; set LFW_DATA to the folder holding" \
-        "lfw_a_gray250.tar.gz and lfw_pairs.txt" >&2; exit 2; }
-done
-mkdir -p "$OUT"
+require_lfw_data
 SPLIT=$OUT/fold$FOLD
 
 prepare() {
-    if [ ! -d "$OUT/lfw_gray250" ]; then
-        echo "== extract $ARCHIVE -> $OUT/lfw_gray250"
-        echo "$ARCHIVE_SHA256  $ARCHIVE" | sha256sum --check --quiet
-        echo "$PAIRS_SHA256  $PAIRS" | sha256sum --check --quiet
-        rm -rf "$OUT/.extracting"
-        mkdir -p "$OUT/.extracting"
-        tar -xzf "$ARCHIVE" -C "$OUT/.extracting"
-        mv "$OUT/.extracting/lfw_gray250" "$OUT/lfw_gray250"
-        rmdir "$OUT/.extracting"
-    fi
+    extract_lfw
 
     echo "== fold-$FOLD holdout split -> $SPLIT"
     "$PY" -m data_tools.lfw_holdout --lfw_dir="$OUT/lfw_gray250" --pairs="$PAIRS" \
