@@ -21,6 +21,9 @@ model's report. The shared flags of ``export.transform_flags`` override it with 
 converter's meaning: ``--crop_box`` and ``--image_size`` (make_tfrecords.py: crop, centre square,
 Lanczos), ``--align`` (detect the largest face and align it onto the 5-point template; the
 detector is the optional ``[align]`` extra); ``--crop_box=none`` sends the images as they are.
+With ``--align`` a photo without a detected face is embedded whole (centre square at the aligned
+size), never dropped: a ``note:`` names it, and the count is printed (``--pairs``: also the
+report's ``align_fallbacks``).
 A .bin or pair records hold converted images: nothing is applied to them.
 
 ``--print_norm`` (IMAGE arguments) also prints each image's ``embedding_norm``, the embedding's
@@ -196,9 +199,23 @@ def _transform(fv, embedder):
 def _embed_files(fv, embedder, images, transform):
     """``(embeddings, norms or None)`` of the IMAGE arguments, through ``transform`` (with
     --align, their aligned largest faces); norms with --print_norm."""
+    fallbacks = []
     result = embedder.embed_files(images, batch_size=fv.batch_size, flip=fv.flip,
-                                  transform=transform, with_norm=fv.print_norm)
+                                  transform=transform, with_norm=fv.print_norm,
+                                  fallbacks=fallbacks)
+    line = _fallback_line(transform, fallbacks, len(images), "photo")
+    if line:
+        print(line, file=sys.stderr)  # stdout holds the embeddings
     return (result.embeddings, result.norms) if fv.print_norm else (result, None)
+
+
+def _fallback_line(transform, fallbacks, total, what):
+    """The count of --align's whole-frame fallbacks (``export.embedder.align_photos``), or
+    None without --align."""
+    if transform is None or not transform.align:
+        return None
+    return (f"align fallbacks: {len(fallbacks)} of {cli.count(total, what)} without a detected "
+            "face, embedded as the whole frame")
 
 
 def _embed_images(fv, embedder, images, transform):
@@ -241,17 +258,23 @@ def _verify_two(fv, embedder, images, transform):
 
 
 def _embed_folder(fv, embedder, transform):
+    fallbacks = []
     result = embed_folder(
         embedder, fv.folder, batch_size=fv.batch_size, flip=fv.flip, progress=True,
         on_skipped=lambda relpath, reason: print(f"skipped {relpath}: {reason}",
-                                                 file=sys.stderr), transform=transform)
+                                                 file=sys.stderr), transform=transform,
+        fallbacks=fallbacks)
     npy_path, names_path = save_embeddings(result.embeddings, result.names, fv.output)
     print(f"{cli.count(len(result.names), 'image')} of "
           f"{cli.count(result.num_identities, 'identity', 'identities')}, embeddings of size "
           f"{result.embeddings.shape[1]} -> {npy_path}, {names_path}")
+    line = _fallback_line(transform, fallbacks, len(result.names), "image")
+    if line:
+        print(line)
 
 
 def _evaluate_pairs(fv, embedder, transform):
+    fallbacks = []
     try:
         if _self_contained(fv.pairs):
             result = evaluate_pair_images(embedder, fv.pairs, n_folds=fv.n_folds,
@@ -261,7 +284,7 @@ def _evaluate_pairs(fv, embedder, transform):
             result = evaluate_pairs(embedder, fv.pairs, fv.image_dir, n_folds=fv.n_folds,
                                     far_target=fv.far_target, batch_size=fv.batch_size,
                                     flip=fv.flip, progress=True, transform=transform,
-                                    allow_missing=fv.allow_missing_pairs)
+                                    allow_missing=fv.allow_missing_pairs, fallbacks=fallbacks)
     except FoldsError as e:
         raise UsageError(str(e)) from None
     metrics = result.metrics
@@ -274,6 +297,9 @@ def _evaluate_pairs(fv, embedder, transform):
           f"{metrics['far']:.5f})")
     print(f"AUC: {metrics['auc']:.4f}")
     print(f"EER: {metrics['eer']:.4f}")
+    line = _fallback_line(transform, fallbacks, result.num_images, "image")
+    if line:
+        print(line)
     if fv.report_dir:
         extra = {"model": os.path.abspath(embedder.saved_model_dir),
                  "pairs": os.path.abspath(fv.pairs),
@@ -281,7 +307,10 @@ def _evaluate_pairs(fv, embedder, transform):
                  "flip": bool(fv.flip), "num_images": result.num_images,
                  "crop_box": None if transform is None or transform.crop_box is None
                  else list(transform.crop_box),
-                 "image_size": None if transform is None else transform.image_size}
+                 "image_size": None if transform is None else transform.image_size,
+                 # --align: the images embedded whole, no face detected (None: no --align)
+                 "align_fallbacks": len(fallbacks) if line else None,
+                 "align_fallback_images": sorted(fallbacks) if line else None}
         json_path, png_path = report.write_report(metrics, fv.report_dir, extra=extra)
         print(f"report: {json_path}, {png_path}")
 

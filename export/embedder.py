@@ -252,18 +252,19 @@ class Embedder:
                                    progress, with_norm)
 
     def embed_files(self, paths, batch_size=64, flip=False, names=None, progress=False,
-                    transform=None, with_norm=False):
+                    transform=None, with_norm=False, fallbacks=None):
         """Embeddings [N, D] float32 of image files, read one batch at a time.
 
         JPEG, PNG, GIF and BMP files are sent as they are; other formats PIL reads (PGM, TIFF,
         WebP...) are converted to PNG first. ``transform`` (a :class:`Transform`) crops and
         resizes every file as the converter does. ``names`` (default: the paths) label errors;
-        ``with_norm``: see :meth:`embed_bytes`.
+        ``with_norm``: see :meth:`embed_bytes`; ``fallbacks``: see :func:`align_photos`.
         """
         paths = list(paths)
         names = list(names) if names is not None else paths
         return self._embed_batches(
-            paths, names, lambda batch, batch_names: read_images(batch, batch_names, transform),
+            paths, names,
+            lambda batch, batch_names: read_images(batch, batch_names, transform, fallbacks),
             batch_size, flip, progress, with_norm)
 
     def records_transform(self):
@@ -363,18 +364,19 @@ def load_saved_model(path, session_config=None):
     return Embedder(find_saved_model(path), session_config=session_config)
 
 
-def read_images(paths, names=None, transform=None):
+def read_images(paths, names=None, transform=None, fallbacks=None):
     """The encoded bytes of image files, ready for ``embed_bytes``.
 
     Files TensorFlow cannot decode (not JPEG/PNG/GIF/BMP) are converted to PNG with PIL. With a
     :class:`Transform` every file is cropped and resized as the converter does, and sent as the
     PNG the converter would store. Raises :class:`ImageDecodeError` naming every file that
-    cannot be read (or is smaller than the crop box).
+    cannot be read (or is smaller than the crop box). ``fallbacks``: see :func:`align_photos`.
     """
     names = names if names is not None else paths
     if transform is not None and transform.align:
         # 5-point alignment is a detection, not a crop: the largest face of each photo.
-        blobs, notes = align_photos(paths, transform.image_size, names=names)
+        blobs, notes = align_photos(paths, transform.image_size, names=names,
+                                    fallbacks=fallbacks)
         for note in notes:
             print(f"note: {note}", file=sys.stderr)
         return blobs
@@ -414,13 +416,18 @@ def read_images(paths, names=None, transform=None):
 _DETECTOR_CACHE = {}
 
 
-def align_photos(paths, image_size=112, detector=None, names=None):
+def align_photos(paths, image_size=112, detector=None, names=None, fallbacks=None):
     """``(blobs, notes)``: PNG bytes of the largest face of each raw photo, aligned onto the
-    5-point template (``data_tools.raw_faces``), and one note per photo with several faces.
+    5-point template (``data_tools.raw_faces``), and one note per photo with several faces or
+    without a face.
 
-    ``detector`` defaults to ``data_tools.face_detector.load_detector()`` (the optional
-    package, imported now). Raises :class:`ImageDecodeError` naming every photo that is
-    unreadable or has no face, and :class:`EmbedError` when the detector is not installed.
+    A photo in which the detector finds no face falls back to the whole frame (centre square,
+    resized to ``image_size``: ``image_files.transformed_png``), as the dlib teacher does: a
+    pairs evaluation or a folder never loses a photo to a missed detection, and its note and
+    ``fallbacks`` (a list: its name is appended) say so, for the count. ``detector`` defaults
+    to ``data_tools.face_detector.load_detector()`` (the optional package, imported now).
+    Raises :class:`ImageDecodeError` naming every photo that is unreadable or that the detector
+    or the alignment failed on, and :class:`EmbedError` when the detector is not installed.
     """
     from data_tools import face_detector, raw_faces  # noqa: PLC0415 - only with --align
 
@@ -436,6 +443,13 @@ def align_photos(paths, image_size=112, detector=None, names=None):
     blobs, bad, notes = [], [], []
     for path, name in zip(paths, names if names is not None else paths):
         png, result = raw_faces.aligned_png(path, image_size, detector=detector)
+        if png is None and result.status == raw_faces.NO_FACE:
+            with open(path, "rb") as f:  # read and decoded by the detection already
+                png = image_files.transformed_png(f.read(), image_size)
+            notes.append(f"{name}: no face detected: the whole frame is used (centre square, "
+                         f"{image_size}x{image_size})")
+            if fallbacks is not None:
+                fallbacks.append(name)
         if png is None:
             bad.append((name, result.reason))
             continue
@@ -551,11 +565,12 @@ class FolderEmbeddings(collections.namedtuple(
 
 
 def embed_folder(embedder, folder, batch_size=64, flip=False, progress=False, on_skipped=None,
-                 transform=None):
+                 transform=None, fallbacks=None):
     """Embed every image of an identity-folder tree (``<folder>/<identity>/<image>``).
 
     ``on_skipped(relpath, reason)`` is called for each file left out, before any embedding (and
-    before the error when nothing is left). ``transform``: see :meth:`Embedder.embed_files`.
+    before the error when nothing is left). ``transform``, ``fallbacks``: see
+    :meth:`Embedder.embed_files`.
     """
     if not os.path.isdir(folder):
         raise EmbedError(f"--folder {folder} is not a directory")
@@ -568,6 +583,7 @@ def embed_folder(embedder, folder, batch_size=64, flip=False, progress=False, on
     names = [entry.relpath for entry in scan.entries]
     paths = [os.path.join(folder, *name.split("/")) for name in names]
     embeddings = embedder.embed_files(paths, batch_size=batch_size, flip=flip, names=names,
-                                      progress=progress, transform=transform)
+                                      progress=progress, transform=transform,
+                                      fallbacks=fallbacks)
     identities = len({entry.identity for entry in scan.entries})
     return FolderEmbeddings(names, embeddings, list(scan.skipped), identities)

@@ -33,7 +33,7 @@ class PairsEvaluation(collections.namedtuple(
 
 def evaluate_pairs(embedder, pairs_path, image_dir, n_folds=None, far_target=1e-3,
                    batch_size=64, flip=False, progress=False, transform=None,
-                   allow_missing=False):
+                   allow_missing=False, fallbacks=None):
     """Verify the pairs of an LFW-format pairs file (images under ``image_dir``).
 
     Every distinct image is embedded once. ``n_folds`` defaults to the pairs file's folds (each
@@ -42,7 +42,9 @@ def evaluate_pairs(embedder, pairs_path, image_dir, n_folds=None, far_target=1e-
     ``allow_missing``: then those pairs are left out and named on stderr.
     ``transform`` (an ``export.embedder.Transform``) crops and resizes every image as the
     converter does: with the SavedModel's own (``Embedder.transform``), raw frames give the
-    pictures of the evaluation records, and the report's accuracy.
+    pictures of the evaluation records, and the report's accuracy. ``fallbacks`` (a list)
+    gets the names of the photos an aligning ``transform`` found no face in (embedded whole:
+    ``export.embedder.align_photos``).
     """
     try:
         pairs_file = pairs_lib.read_pairs(pairs_path)
@@ -69,7 +71,8 @@ def evaluate_pairs(embedder, pairs_path, image_dir, n_folds=None, far_target=1e-
     row = {path: i for i, path in enumerate(unique)}
     files = [os.path.join(image_dir, *path.split("/")) for path in unique]
     embeddings = embedder.embed_files(files, batch_size=batch_size, flip=flip, names=unique,
-                                      progress=progress, transform=transform)
+                                      progress=progress, transform=transform,
+                                      fallbacks=fallbacks)
     index1 = np.array([row[p1] for p1, _ in relpaths])
     index2 = np.array([row[p2] for _, p2 in relpaths])
     issame = np.array([pair.issame for pair in kept], dtype=bool)

@@ -188,7 +188,11 @@ def test_embed_align_verifies_two_raw_photos(detector, astronaut, tmp_path, monk
     similarity = float(out.split("cosine similarity: ")[1].split()[0])
     # The same face (through CMYK, beside another face): nearly the same aligned pixels.
     assert similarity > 0.95
-    status, _, err = run("--align", str(tmp_path / "a.jpg"), str(tmp_path / "wall.png"))
-    assert status == 1 and "wall.png: no face detected" in err
+    # A photo without a face is embedded whole, named and counted (never dropped).
+    status, out, err = run("--align", "--threshold=1.0", str(tmp_path / "a.jpg"),
+                           str(tmp_path / "wall.png"))
+    assert status == 0, err
+    assert "wall.png: no face detected: the whole frame is used" in err
+    assert "align fallbacks: 1 of 2 photos" in err and "decision:" in out
     status, _, err = run("--align", "--crop_box=0,0,10,10", str(tmp_path / "a.jpg"))
     assert status == 2 and "--crop_box applies to photos that are cut out by a fixed box" in err

@@ -129,7 +129,7 @@ def test_align_on_a_crop_box_model_says_it_never_saw_aligned_faces(model_with_tr
 
     seen = {}
 
-    def fake_align(paths, image_size=112, detector=None, names=None):
+    def fake_align(paths, image_size=112, detector=None, names=None, fallbacks=None):
         seen["image_size"] = image_size
         return [open(p, "rb").read() for p in paths], []
 
@@ -225,7 +225,7 @@ def test_an_aligned_models_folder_is_aligned_by_default(model, tmp_path, capsys,
     exporters.write_export_transform(export_dir, Transform(None, 96, align=True).to_dict())
     aligned = []
 
-    def fake_align(paths, image_size=112, detector=None, names=None):
+    def fake_align(paths, image_size=112, detector=None, names=None, fallbacks=None):
         aligned.extend((name, image_size) for name in names)
         return [open(p, "rb").read() for p in paths], []
 
