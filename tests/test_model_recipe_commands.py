@@ -3,34 +3,16 @@ logs them. Checks which split, records, teacher and flags each step uses, and th
 can be run alone (PREPARE_ONLY, SKIP_PREPARE) and extra flags reach estimator_main."""
 
 import os
-import shlex
 import shutil
 import subprocess
 
 from tests import _folder_fixtures as ff
+from tests.recipe_stand_in import commands_of, run_recipe_script
 
 
 def run_recipe(tmp_path, *flags, **env_vars):
-    data = tmp_path / "data"
-    data.mkdir()
-    for name in ("lfw_a_gray250.tar.gz", "lfw_pairs.txt"):
-        (data / name).write_bytes(b"")  # present; not read once the images are extracted
-    out = tmp_path / "out"
-    (out / "lfw_gray250").mkdir(parents=True)
-    log = tmp_path / "commands.log"
-    python = tmp_path / "python"
-    python.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {shlex.quote(str(log))}\n')
-    python.chmod(0o755)
-    env = dict(os.environ, LFW_DATA=str(data), PYTHON=str(python), **env_vars)
-    subprocess.run(["bash", os.path.join(ff.REPO_ROOT, "scripts", "model_recipe.sh"), str(out)]
-                   + list(flags), cwd=ff.REPO_ROOT, env=env, check=True, capture_output=True)
-    lines = log.read_text().splitlines() if log.exists() else []
+    out, lines = run_recipe_script("model_recipe.sh", tmp_path, *flags, **env_vars)
     return out, out / "fold10", lines
-
-
-def commands_of(lines, program):
-    return [line for line in lines
-            if line.split()[:1] == [program] or line.split()[:2] == ["-m", program]]
 
 
 def test_recipe_aligns_distils_from_dlib_and_trains_the_small_student(tmp_path):
