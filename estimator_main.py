@@ -108,6 +108,9 @@ def define_flags(fv=flags.FLAGS):
                "the training records hold (make_tfrecords.py --teacher); 0: off.")
     enum_flag("distill_loss", "cosine", list(distillation.LOSSES), "Distillation term: "
               "cosine (1 - cos) or l2 (mean squared error of the vectors).")
+    bool_flag("distill_center", True, "Subtract the teacher's mean embedding over the "
+              "training records before comparing (a teacher whose faces share one cone, as "
+              "dlib's at cosine 0.84 for two random faces, teaches the cone otherwise).")
     integer_flag("proxy_partitions", 1, "Split the class proxies into this many variables.")
     float_flag("partial_fc_rate", 1.0, "Partial FC, in (0, 1]: each training step uses the "
                "batch's classes and a uniform sample of the others, ceil(rate × classes) in "

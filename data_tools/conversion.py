@@ -206,12 +206,14 @@ def _teacher_pass(teacher, out, teacher_dir, relpaths, infos, reasons, progress,
     return vectors, fallbacks
 
 
-def teacher_manifest(teacher, used, fallbacks):
-    """The manifest's ``teacher`` entry: name, dimension, and the stored images the teacher saw
-    as a whole frame (no face detected)."""
+def teacher_manifest(teacher, used, fallbacks, teacher_of):
+    """The manifest's ``teacher`` entry: name, dimension, the stored images the teacher saw
+    as a whole frame (no face detected), and the mean of the stored vectors (what training's
+    ``--distill_center`` subtracts; ``teacher_of`` maps each relpath to its vector)."""
     entry = teachers.describe(teacher)
     fell_back = sorted(set(used) & set(fallbacks))
-    entry.update(fallbacks=len(fell_back), fallback_files=fell_back)
+    entry.update(fallbacks=len(fell_back), fallback_files=fell_back,
+                 mean=teachers.mean_vector([teacher_of[relpath] for relpath in sorted(used)]))
     return entry
 
 
@@ -282,7 +284,7 @@ def _convert(source, output_dir, name, num_shards, image_size, crop_box, num_wor
             if teacher is not None:
                 used = set(relpath for record in records
                            for relpath, _ in source.sources(record))
-                manifest["teacher"] = teacher_manifest(teacher, used, fallbacks)
+                manifest["teacher"] = teacher_manifest(teacher, used, fallbacks, teacher_of)
             return manifest
 
         manifest, kept = write_output(out, shards, records,

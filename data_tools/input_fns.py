@@ -22,10 +22,12 @@ on every worker in every epoch, and is not equal either: 10 records per file on 
 
 import os
 
+import numpy as np
 import tensorflow.compat.v1 as tf
 
 from data_tools import ascend, preprocessing, schema
 from data_tools import manifest as manifest_lib
+from data_tools.shard_writer import progress_bar
 
 AUTOTUNE = tf.data.experimental.AUTOTUNE
 # TF 1.15's autotuning model races when a parallel interleave destroys a finished file's
@@ -78,6 +80,28 @@ def records_teacher_dim(records):
     manifest = _manifest_of(records)
     teacher = (manifest or {}).get("teacher") or {}
     return int(teacher.get("dim") or 0)
+
+
+def records_teacher_mean(records):
+    """The mean of the teacher embeddings the records hold, a list of floats: the manifest's
+    ``teacher.mean`` (written by the converter), else one pass over the records (made before
+    the converter recorded it). None when the records hold no teacher."""
+    manifest = _manifest_of(records)
+    teacher = (manifest or {}).get("teacher") or {}
+    if not teacher.get("dim"):
+        return None
+    if teacher.get("mean") is not None:
+        return [float(value) for value in teacher["mean"]]
+    total, count = np.zeros(int(teacher["dim"]), np.float64), 0
+    with progress_bar(int(manifest.get("num_images") or 0) or None,
+                      "teacher mean (records made before the manifest kept it)", True) as bar:
+        for path in records_file_pattern(records):
+            for serialized in tf.io.tf_record_iterator(path):
+                example = tf.train.Example.FromString(serialized)
+                total += example.features.feature[schema.TEACHER_EMBEDDING].float_list.value
+                count += 1
+                bar.update(1)
+    return [float(f"{value:.7g}") for value in total / max(count, 1)]
 
 
 def records_file_pattern(records_dir_or_pattern):

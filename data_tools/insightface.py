@@ -359,7 +359,7 @@ def _convert_rec(input_rec, output_dir, name, num_shards, seed, image_size, crop
             extra = {}
             if teacher is not None:
                 extra["teacher"] = teacher_manifest(teacher, [r.key for r in records],
-                                                    fallbacks)
+                                                    fallbacks, teacher_of)
             return _metadata(dict({
                 "kind": "images", "num_images": len(records), "num_classes": len(originals),
                 "dropped_classes": len(dropped),
@@ -492,7 +492,7 @@ def convert_bin(bin_path, output_dir, name="pairs", num_shards=None, image_size=
         def build_manifest(manifest_shards):
             extra = {}
             if teacher is not None:
-                extra["teacher"] = teacher_manifest(teacher, used, fallbacks)
+                extra["teacher"] = teacher_manifest(teacher, used, fallbacks, teacher_of)
             return _metadata(dict({
                 "kind": "pairs", "num_pairs": len(records), "num_folds": len(sizes_of_folds),
                 "pairs_per_fold": (num_pairs // (2 * len(sizes_of_folds))

@@ -349,6 +349,15 @@ def vector_digest(vector):
     return hashlib.sha256(np.asarray(vector, "<f4").tobytes()).hexdigest()
 
 
+def mean_vector(vectors):
+    """The mean of the teacher's ``vectors`` as a list of floats (float64 accumulation, 7
+    significant digits: JSON-ready for the manifest), or None when there are none."""
+    if not len(vectors):
+        return None
+    mean = np.mean(np.asarray(vectors, np.float64), axis=0)
+    return [float(f"{value:.7g}") for value in mean]
+
+
 class TeacherCache:
     """Append-only ``{sha256, embedding, fallback}`` lines in ``<dir>/.teacher-<digest>.jsonl``.
 

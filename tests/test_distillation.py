@@ -206,6 +206,76 @@ def test_student_learns_a_fixed_random_teacher_on_synthetic_faces(tmp_path):
     assert matched > chance + 0.3 and matched > shuffled + 0.3
 
 
+def _stored_teacher_vectors(records):
+    """Every ``teacher/embedding`` the records hold, read with protobuf alone."""
+    from data_tools import schema  # noqa: PLC0415
+
+    vectors = []
+    for path in sorted(records.glob("*.tfrecord")):
+        for serialized in tf.io.tf_record_iterator(str(path)):
+            example = tf.train.Example.FromString(serialized)
+            vectors.append(list(example.features.feature[schema.TEACHER_EMBEDDING]
+                                .float_list.value))
+    return np.asarray(vectors, np.float64)
+
+
+def test_the_manifest_keeps_the_teacher_mean_and_old_records_are_scanned(tmp_path):
+    """The converter writes the mean of the stored teacher vectors into the manifest; records
+    made before it did are read once for it; both equal numpy's mean of the stored vectors."""
+    import json  # noqa: PLC0415
+
+    from data_tools import conversion, input_fns, teachers  # noqa: PLC0415
+    from tests import _folder_fixtures as ff  # noqa: PLC0415
+
+    class Teacher(teachers.Teacher):
+        name, dim, description = "row_means", 4, {"kind": "test"}
+
+        def embed(self, data):
+            import io  # noqa: PLC0415
+
+            from PIL import Image  # noqa: PLC0415
+
+            pixels = np.asarray(Image.open(io.BytesIO(data)).convert("L"), np.float32)
+            return pixels.reshape(4, -1).mean(axis=1) + 100.0  # far from zero, like dlib's
+
+    ff.make_face_tree(str(tmp_path / "faces"), [3, 2, 4], size=32)
+    conversion.convert_folder(str(tmp_path / "faces"), str(tmp_path / "train"), num_workers=1,
+                              progress=False, teacher=Teacher())
+    expected = _stored_teacher_vectors(tmp_path / "train").mean(axis=0)
+    manifest_path = tmp_path / "train" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    np.testing.assert_allclose(manifest["teacher"]["mean"], expected, rtol=1e-6)
+    np.testing.assert_allclose(input_fns.records_teacher_mean(str(tmp_path / "train")),
+                               expected, rtol=1e-6)
+    del manifest["teacher"]["mean"]
+    manifest_path.write_text(json.dumps(manifest))
+    np.testing.assert_allclose(input_fns.records_teacher_mean(str(tmp_path / "train")),
+                               expected, rtol=1e-6)
+
+
+def test_the_centred_term_equals_numpy_on_the_teacher_minus_its_mean():
+    """With ``teacher_mean`` the term compares the student with ``t - mean``: 1 - cos and the
+    mean squared error against a numpy reference."""
+    rng = np.random.RandomState(3)
+    mean = rng.normal(size=6) * 5.0
+    teacher = mean + rng.normal(size=(5, 6))
+    student = rng.normal(size=(5, 6))
+    centred = teacher - mean
+    for loss in distillation.LOSSES:
+        config = distillation.DistillationConfig(1.0, loss, 6, mean)
+        with tf.Graph().as_default(), tf.Session() as sess:
+            term, cosine = sess.run(distillation.distillation_loss(
+                tf.constant(student, tf.float32), tf.constant(teacher, tf.float32), config))
+        cos = (student * centred).sum(1) / np.linalg.norm(student, axis=1) \
+            / np.linalg.norm(centred, axis=1)
+        reference = (1.0 - cos).mean() if loss == "cosine" else \
+            ((student - centred) ** 2).mean(axis=1).mean()
+        np.testing.assert_allclose(term, reference, rtol=1e-5)
+        np.testing.assert_allclose(cosine, cos.mean(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="mean has 3 values"):
+        distillation.DistillationConfig(1.0, "cosine", 6, [0.0, 0.0, 0.0])
+
+
 def test_params_and_flags_wire_the_term(tmp_path, parse_flags):
     from data_tools import conversion, make_tfrecords, teachers  # noqa: F401, PLC0415
     from tests import _folder_fixtures as ff  # noqa: PLC0415
@@ -233,7 +303,17 @@ def test_params_and_flags_wire_the_term(tmp_path, parse_flags):
         "--train_records", str(tmp_path / "train"), "--head=none", "--distill_weight=0.5",
         "--distill_loss=l2"]))
     assert p["teacher_dim"] == 3 and params.build_configs(p).head is None
-    assert params.build_configs(p).distillation == distillation.DistillationConfig(0.5, "l2", 3)
+    # --distill_center (the default): the mean of the stored vectors, recorded in the params.
+    stored = _stored_teacher_vectors(tmp_path / "train")
+    assert len(stored) == 8
+    np.testing.assert_allclose(p["teacher_mean"], stored.mean(axis=0), rtol=1e-6)
+    assert params.build_configs(p).distillation == distillation.DistillationConfig(
+        0.5, "l2", 3, p["teacher_mean"])
+    uncentred = params.build_params(parse_flags(common + [
+        "--train_records", str(tmp_path / "train"), "--head=none", "--distill_weight=0.5",
+        "--distill_loss=l2", "--nodistill_center"]))
+    assert params.build_configs(uncentred).distillation == distillation.DistillationConfig(
+        0.5, "l2", 3)
     with pytest.raises(params.ParamsError, match="--head=none trains on the teacher alone"):
         params.build_params(parse_flags(common + ["--train_records", str(tmp_path / "train"),
                                                   "--head=none"]))

@@ -14,7 +14,7 @@ import os
 import tensorflow.compat.v1 as tf
 from absl import logging
 
-from data_tools import input_config, manifest
+from data_tools import input_config, input_fns, manifest
 from data_tools.transform import Transform
 from export import eval_sets, retrieval_eval
 from model import config as model_config
@@ -154,7 +154,8 @@ def _distillation_config(p):
     try:
         return distillation.DistillationConfig(
             weight if training else 0.0, p.get("distill_loss") or "cosine",
-            p.get("teacher_dim") or 0)
+            p.get("teacher_dim") or 0,
+            p.get("teacher_mean") if training and p.get("distill_center") else None)
     except ValueError as e:
         raise ParamsError(str(e)) from None
 
@@ -269,6 +270,10 @@ def _read_records(p, needs_train, needs_eval):
         p["num_train_images"] = int(info["num_images"])
         p["train_transform"] = manifest.conversion_transform(info)
         p["teacher_dim"] = int((info.get("teacher") or {}).get("dim") or 0)
+        if needs_train and p.get("distill_weight") and p.get("distill_center") \
+                and p["teacher_dim"]:
+            # Recorded in params.json: the run's frozen record of what its term subtracted.
+            p["teacher_mean"] = input_fns.records_teacher_mean(records)
         if needs_train:
             _verify(records, p["verify_records"])
         labels_path = os.path.join(records, "labels.txt")
