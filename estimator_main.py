@@ -129,6 +129,9 @@ def define_flags(fv=flags.FLAGS):
     float_flag("decay_factor", 0.1, "piecewise: factor applied at each boundary.")
     integer_flag("warmup_steps", None, "Linear warm-up steps (default: 2%% of training).")
     # Input.
+    bool_flag("grayscale", False, "Turn every input face to gray (the luma in all three "
+              "channels) inside the model: training, evaluation and every export. For models "
+              "trained on grayscale faces (LFW-a), so colour photos reach them as those did.")
     bool_flag("random_flip", True, "Random horizontal flips in training.")
     bool_flag("random_crop", False, "Random crops (padding 8) in training.")
     float_flag("brightness_delta", 0.0, "Random brightness shift (0..255 scale).")
