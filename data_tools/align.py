@@ -18,7 +18,7 @@ if __package__ in (None, ""):
     # Run as a script, sys.path[0] is data_tools/ and the package itself is not importable.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from data_tools import cli  # noqa: E402
+import cli  # noqa: E402
 
 cli.quiet_tensorflow()  # before the detector imports TensorFlow
 

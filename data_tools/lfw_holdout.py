@@ -11,7 +11,7 @@ runs the whole recipe.
 
 import sys
 
-from data_tools import cli
+import cli
 
 cli.quiet_tensorflow()  # before anything imports TensorFlow
 

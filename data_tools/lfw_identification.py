@@ -14,7 +14,7 @@ disjoint from the training split of :mod:`data_tools.lfw_holdout` for the same f
 
 import sys
 
-from data_tools import cli
+import cli
 
 cli.quiet_tensorflow()  # before anything imports TensorFlow
 

@@ -13,7 +13,7 @@ options. Pair i's images are at positions 2i and 2i+1, in pairs-file order, so i
 
 import sys
 
-from data_tools import cli
+import cli
 
 cli.quiet_tensorflow()  # before data_tools.shard_writer imports TensorFlow
 

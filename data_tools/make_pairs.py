@@ -22,7 +22,7 @@ Only file names are read; the file is written atomically and read back through
 import os
 import sys
 
-from data_tools import cli
+import cli
 
 cli.quiet_tensorflow()  # before anything imports TensorFlow
 

@@ -10,7 +10,7 @@ reuses a complete dataset.
 
 import sys
 
-from data_tools import cli
+import cli
 
 cli.quiet_tensorflow()  # before anything imports TensorFlow
 

@@ -36,7 +36,7 @@ line saying what to install.
 
 import sys
 
-from data_tools import cli
+import cli
 
 cli.quiet_tensorflow()  # before TensorFlow is imported
 

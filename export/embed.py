@@ -17,7 +17,7 @@ SavedModels (``model_dir/export/best``: the newest is used). It is called throug
 Every mode applies by default the transform the SavedModel was exported with
 (``assets.extra/transform.json``: the crop box, size or 5-point alignment of its evaluation
 records, ``data_tools.transform``) and prints which, so that raw frames give the accuracy of the
-model's report. The shared flags of ``export.transform_flags`` override it with exactly the
+model's report. The shared flags of ``cli.transform_flags`` override it with exactly the
 converter's meaning: ``--crop_box`` and ``--image_size`` (make_tfrecords.py: crop, centre square,
 Lanczos), ``--align`` (detect the largest face and align it onto the 5-point template; the
 detector is the optional ``[align]`` extra); ``--crop_box=none`` sends the images as they are.
@@ -41,14 +41,15 @@ SavedModel.
 import os
 import sys
 
-from data_tools import cli
+import cli
 
 cli.quiet_tensorflow()  # before TensorFlow is imported
 
 import tensorflow.compat.v1 as tf  # noqa: E402
 from absl import flags  # noqa: E402
 
-from export import report, transform_flags  # noqa: E402
+from cli import transform_flags  # noqa: E402
+from export import report  # noqa: E402
 from export.embedder import (  # noqa: E402
     EmbedError,
     ImageDecodeError,
@@ -188,7 +189,7 @@ def _self_contained(pairs):
 
 
 def _transform(fv, embedder):
-    """The model's transform, or the flags' (``export.transform_flags``); none for a .bin or
+    """The model's transform, or the flags' (``cli.transform_flags``); none for a .bin or
     pair records, whose images are converted already."""
     if fv.pairs and _self_contained(fv.pairs):
         return None

@@ -37,13 +37,14 @@ arrays, ``model``, ``flip``, ``version``): it is read with ``allow_pickle=False`
 import os
 import sys
 
-from data_tools import cli
+import cli
 
 cli.quiet_tensorflow()  # before anything imports TensorFlow
 
 from absl import app, flags  # noqa: E402
 
-from export import gallery_store, transform_flags  # noqa: E402
+from cli import transform_flags  # noqa: E402
+from export import gallery_store  # noqa: E402
 from export.gallery_index import (  # noqa: E402
     GalleryError,
     enrol,

@@ -19,7 +19,7 @@ search --report=...`` can answer "unknown" at the same operating point.
 import os
 import sys
 
-from data_tools import cli
+import cli
 
 cli.quiet_tensorflow()  # before anything imports TensorFlow
 

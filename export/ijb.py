@@ -24,7 +24,7 @@ only. ``--pooling`` picks the mode of ``report.json``'s main figures, ``roc.png`
 import os
 import sys
 
-from data_tools import cli
+import cli
 
 cli.quiet_tensorflow()  # before anything imports TensorFlow
 

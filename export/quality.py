@@ -27,7 +27,7 @@ curve shows whether it happens to work. Writes ``evr.png`` and ``evr.json`` (ato
 import os
 import sys
 
-from data_tools import cli
+import cli
 
 cli.quiet_tensorflow()  # before TensorFlow is imported
 

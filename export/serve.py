@@ -14,7 +14,7 @@ as soon as anything answers. It binds to 127.0.0.1 unless ``--host`` says otherw
 import os
 import sys
 
-from data_tools import cli
+import cli
 
 cli.quiet_tensorflow()  # before anything imports TensorFlow
 

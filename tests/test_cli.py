@@ -9,7 +9,7 @@ import sysconfig
 import pytest
 from absl import flags
 
-from data_tools import cli
+import cli
 
 
 @pytest.mark.parametrize("argv, verbosity", [
