@@ -70,6 +70,12 @@ setup(
             "circle-convert=export.convert:run",
             "circle-quality=export.quality:run",
             "circle-serve=export.serve:run",
+            "circle-lfw-holdout=data_tools.lfw_holdout:run",
+            "circle-lfw-identification=data_tools.lfw_identification:run",
+            "circle-gallery=export.gallery:run",
+            "circle-identification=export.identification:run",
+            "circle-ijb=export.ijb:run",
+            "circle-compare-reports=export.compare_reports:run",
         ],
     },
     classifiers=[

@@ -44,7 +44,8 @@ def define_image_transform(flag_values, unset, align=None):
                       "side with the converter's Lanczos filter (records re-encode it as PNG). "
                       f"Default: {unset}.")
     if align is not None:
-        define_align(flag_values, f"off ({unset})" if unset == KEEP_IMAGES else unset, align)
+        define_align(flag_values, "off" if unset == KEEP_IMAGES else "the model's transform "
+                     "(aligned when its records were)", align)
 
 
 def define_align(flag_values, unset, note=""):

@@ -48,7 +48,7 @@ cli.quiet_tensorflow()  # before TensorFlow is imported
 import tensorflow.compat.v1 as tf  # noqa: E402
 from absl import flags  # noqa: E402
 
-from cli import transform_flags  # noqa: E402
+from cli import flag_groups, transform_flags  # noqa: E402
 from export import report  # noqa: E402
 from export.embedder import (  # noqa: E402
     EmbedError,
@@ -69,38 +69,29 @@ from export.pair_verification import (  # noqa: E402
 def define_flags(flag_values=flags.FLAGS):
     """Define the command-line flags in ``flag_values``."""
     fv = flag_values
-    flags.DEFINE_string("model", None, "SavedModel directory, or an exporter's base directory "
-                        "holding timestamped SavedModels (the newest is used).", flag_values=fv)
-    flags.DEFINE_bool("flip", True, "Flip test-time augmentation: embedding of the image plus that "
-                      "of its mirror image, renormalised, as in evaluation. --noflip returns the "
-                      "SavedModel's own output.", flag_values=fv)
+    flag_groups.define_model_path(fv)
+    flag_groups.define_flip(fv, note="--noflip returns the SavedModel's own output.")
     flags.DEFINE_bool("print_norm", False, "IMAGE arguments: also print each embedding's norm "
                       "before normalisation (the SavedModel's embedding_norm; a face-quality "
                       "signal): the column after the path.", flag_values=fv)
-    flags.DEFINE_integer("batch_size", 64, "Images per SavedModel call.", lower_bound=1,
-                         flag_values=fv)
+    flag_groups.define_batch_size(fv)
     flags.DEFINE_float("threshold", None, "Decision threshold on the squared L2 distance of two "
                        "images (same person when below). Default: the 'threshold' of the model's "
                        "report.json.", flag_values=fv)
-    flags.DEFINE_string("output", None, "Save embeddings to OUTPUT.npy and the image names to "
-                        "OUTPUT.names.txt (required with --folder).", flag_values=fv)
-    flags.DEFINE_string("folder", None, "Embed every image of this identity-folder tree "
-                        "(<folder>/<identity>/<image>).", flag_values=fv)
-    flags.DEFINE_string("pairs", None, "Evaluate the model on these pairs: an LFW-format "
-                        "pairs file (with --image_dir), an insightface .bin, or a directory of "
-                        "pair records (make_tfrecords --pairs/--from_bin).",
-                        flag_values=fv)
-    flags.DEFINE_string("image_dir", None, "Identity folders of the --pairs images.",
-                        flag_values=fv)
-    flags.DEFINE_bool("allow_missing_pairs", False, "--pairs with --image_dir: leave out the "
-                      "pairs whose images are missing (named on stderr) instead of stopping, as "
-                      "make_tfrecords.py --allow_missing_pairs does.", flag_values=fv)
+    flag_groups.define_output(fv, "save embeddings to OUTPUT.npy and the image names to "
+                              "OUTPUT.names.txt (required with --folder).")
+    flag_groups.define_folder(fv, "embed every image of this tree.")
+    flag_groups.define_pairs(fv, "evaluate the model on an LFW-format pairs file (with "
+                             "--image_dir), an insightface .bin, or a directory of pair records "
+                             "(make_tfrecords --pairs/--from_bin).",
+                             image_dir="the identity folders of the --pairs images.",
+                             allow_missing=True)
     flags.DEFINE_integer("n_folds", None, "Folds of the --pairs evaluation; default: the pairs "
                          "file's.", lower_bound=2, flag_values=fv)
-    flags.DEFINE_float("far_target", 1e-3, "FAR of the reported VAL@FAR.", flag_values=fv)
-    flags.DEFINE_string("report_dir", None, "Write report.json and roc.png of the --pairs "
-                        "evaluation here.", flag_values=fv)
-    transform_flags.define_transform_flags(fv)
+    flag_groups.define_far_target(fv)
+    flag_groups.define_report(fv, "report.json and roc.png of the --pairs evaluation",
+                              flip=False, batch=False)
+    flag_groups.define_image_transform(fv, flag_groups.MODEL_TRANSFORM, align="")
     return fv
 
 
