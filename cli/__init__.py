@@ -17,6 +17,7 @@ Tests call ``define_flags`` on a ``flags.FlagValues()`` of their own, parse, and
 with it (:func:`run_main`), so no test needs the global ``FLAGS``.
 """
 
+import functools
 import logging
 import os
 import sys
@@ -110,6 +111,7 @@ def one_line_usage_errors(main):
     where ``app.run`` would print the program's whole short help before it."""
     from absl import app  # noqa: PLC0415
 
+    @functools.wraps(main)
     def main_with_one_line_errors(argv, *args, **kwargs):
         try:
             return main(argv, *args, **kwargs)
