@@ -184,15 +184,16 @@ def define_lfw_split(flag_values, holdout_folds):
                       flag_values=flag_values)
 
 
-def define_pair_folds(flag_values, pairs_per_fold=None, unset="the most every fold can hold"):
+def define_pair_folds(flag_values, pairs_per_fold=None, unset="the most every fold can hold",
+                      lower_bound=1):
     """``--num_folds`` and ``--pairs_per_fold`` of a generated pairs.txt (LFW View 2: 10 and
-    300)."""
+    300); ``lower_bound=None`` leaves the check to the program (its own message)."""
     flags.DEFINE_integer("num_folds", 10, "Identity-disjoint folds of pairs.txt (LFW View 2 has "
-                         "10).", lower_bound=1, flag_values=flag_values)
+                         "10).", lower_bound=lower_bound, flag_values=flag_values)
     flags.DEFINE_integer("pairs_per_fold", pairs_per_fold, "Matched pairs per fold, and as many "
                          "mismatched: the pairs.txt header's n (LFW: 300)."
                          + ("" if pairs_per_fold is not None else f" Default: {unset}."),
-                         lower_bound=1, flag_values=flag_values)
+                         lower_bound=lower_bound, flag_values=flag_values)
 
 
 def _sentence(note):

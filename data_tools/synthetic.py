@@ -32,7 +32,7 @@ def define_flags(flag_values=flags.FLAGS):
                          flag_values=fv)
     flags.DEFINE_integer("pair_images_per_identity", 4, "Images per verification identity.",
                          flag_values=fv)
-    flag_groups.define_pair_folds(fv, pairs_per_fold=30)
+    flag_groups.define_pair_folds(fv, pairs_per_fold=30, lower_bound=None)  # main checks
     flag_groups.define_image_size(fv, "the rendered faces.", default=112)
     flags.DEFINE_float("grayscale_fraction", 0.02, "Fraction of images saved as grayscale.",
                        flag_values=fv)
