@@ -48,7 +48,7 @@ def console_scripts():
 def program_modules():
     """The modules built on the recipe: ``define_flags``, ``main`` and ``run`` at top level."""
     found = []
-    for place in ("data_tools", "export", "estimator_main.py"):
+    for place in ("data_tools", "export", "evaluation", "runtime", "estimator_main.py"):
         path = os.path.join(ROOT, place)
         paths = [path] if os.path.isfile(path) else [
             os.path.join(d, n) for d, _, names in os.walk(path) for n in names if n.endswith(".py")]
@@ -75,6 +75,12 @@ def defining_modules():
     return table
 
 
+def _string(node):
+    """A string literal's value, else None (Python 3.7 parses literals as ``ast.Str``)."""
+    value = getattr(node, "value", getattr(node, "s", None))
+    return value if isinstance(value, str) else None
+
+
 def define_sites(root=ROOT):
     """``{flag name: [file, ...]}``: the ``DEFINE_*`` calls (and estimator_main's partials of
     them, ``string_flag(...)``) with a literal name, in the code of the programs and groups."""
@@ -88,15 +94,14 @@ def define_sites(root=ROOT):
             with open(file_path, encoding="utf-8") as f:
                 tree = ast.parse(f.read(), file_path)
             for node in ast.walk(tree):
-                if not (isinstance(node, ast.Call) and node.args
-                        and isinstance(node.args[0], ast.Constant)
-                        and isinstance(node.args[0].value, str)):
+                name = _string(node.args[0]) if isinstance(node, ast.Call) and node.args else None
+                if name is None:
                     continue
                 func = node.func
                 called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
                 if called.startswith("DEFINE_") or re.fullmatch(
                         r"(bool|enum|float|integer|list|string)_flag", called):
-                    sites[node.args[0].value].append(os.path.relpath(file_path, root))
+                    sites[name].append(os.path.relpath(file_path, root))
     return sites
 
 
