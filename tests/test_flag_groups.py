@@ -157,6 +157,26 @@ def test_a_group_defines_the_same_flag_for_every_program():
     assert bounds == {("IntegerParser", None, 1)}
 
 
+def test_estimator_main_runs_on_flags_of_its_own(tmp_path):
+    # The recipe: flags on a FlagValues of the test's own, the groups' flags among the run's
+    # settings (flags.txt, params), absl's own not.
+    from absl import app  # noqa: PLC0415
+
+    import cli  # noqa: PLC0415
+    import estimator_main  # noqa: PLC0415
+
+    fv = flags.FlagValues()
+    estimator_main.define_flags(fv)
+    fv(["estimator_main.py", "--seed=3", "--batch_size=8", "--image_size=96"])
+    values = estimator_main.flag_values(fv)
+    assert (values["seed"], values["batch_size"], values["image_size"]) == (3, 8, 96)
+    assert {"far_target", "progress", "allow_transform_mismatch", "mode"} <= set(values)
+    assert not {"verbosity", "test_tmpdir", "flagfile"} & set(values)
+    with pytest.raises(app.UsageError, match="--mode=evaluate needs --eval_records"):
+        cli.run_main(estimator_main.define_flags, estimator_main.main,
+                     ["estimator_main.py", "--mode=evaluate", f"--model_dir={tmp_path}"])
+
+
 @pytest.mark.parametrize("argv", [["--helpshort"], ["--mode=evaluate", "--model_dir=nowhere"]])
 def test_circle_train_prints_no_tensorflow_banner(tmp_path, argv):
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
