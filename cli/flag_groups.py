@@ -15,8 +15,7 @@ from data_tools.transform import DEFAULT_ALIGNED_SIZE
 
 # What an unset transform flag means, by kind of program.
 KEEP_IMAGES = "keep the images as they are"
-MODEL_TRANSFORM = ("the model's transform (assets.extra/transform.json); --crop_box=none sends "
-                   "the photos as they are")
+MODEL_TRANSFORM = "the model's transform (assets.extra/transform.json)"
 
 
 def define_model_path(flag_values, note=""):
@@ -37,9 +36,10 @@ def define_image_transform(flag_values, unset, align=None):
     ``--image_size`` and, unless ``align`` is None, ``--align`` (``align``: what an aligning
     run adds, e.g. where the faces go). ``unset``: what the program does without them
     (:data:`KEEP_IMAGES`, :data:`MODEL_TRANSFORM`)."""
+    none = " 'none': send the photos as they are." if unset == MODEL_TRANSFORM else ""
     flags.DEFINE_string("crop_box", None, "'x0,y0,x1,y1': crop every image to this box before "
-                        "--image_size (e.g. the face region of LFW-a's 250x250 frames). "
-                        f"Default: {unset}.", flag_values=flag_values)
+                        "--image_size (e.g. the face region of LFW-a's 250x250 frames)."
+                        f"{none} Default: {unset}.", flag_values=flag_values)
     define_image_size(flag_values, "centre-crop every image to a square and resize it to this "
                       "side with the converter's Lanczos filter (records re-encode it as PNG). "
                       f"Default: {unset}.")
@@ -106,7 +106,7 @@ def define_far_target(flag_values):
 
 def define_fpir(flag_values, what):
     """``--fpir``: the open-set identification operating point."""
-    flags.DEFINE_float("fpir", 0.01, f"False positive identification rate of {what}.",
+    flags.DEFINE_float("fpir", 0.01, f"False positive identification rate (FPIR) of {what}.",
                        flag_values=flag_values)
 
 

@@ -75,7 +75,7 @@ def define_flags(flag_values=flags.FLAGS):
                        "a best match at or below it is 'unknown'.", flag_values=flag_values)
     flags.DEFINE_string("report", None, "search: take the threshold from this report.json.",
                         flag_values=flag_values)
-    flag_groups.define_fpir(flag_values, "search: the identification threshold of --report")
+    flag_groups.define_fpir(flag_values, "the threshold that search takes from --report")
     flag_groups.define_flip(flag_values, note="Enrol; search uses the index's setting.")
     flag_groups.define_batch_size(flag_values)
     flag_groups.define_image_transform(flag_values, flag_groups.MODEL_TRANSFORM, align="")
