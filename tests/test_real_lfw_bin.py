@@ -7,7 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from data_tools import cli, conversion, insightface, make_bin, manifest
+import cli
+from data_tools import conversion, insightface, make_bin, manifest
 from export import verification
 from tests import _folder_fixtures as ff
 from tests import real_lfw
