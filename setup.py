@@ -32,7 +32,8 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.7",
     packages=find_packages(include=["data_tools", "data_tools.*", "model", "model.*",
-                                    "export", "export.*", "training", "training.*"]),
+                                    "evaluation", "evaluation.*", "export", "export.*",
+                                    "training", "training.*"]),
     py_modules=["estimator_main"],
     install_requires=[
         "numpy>=1.16",

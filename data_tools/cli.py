@@ -3,7 +3,7 @@ imports it: the tools call :func:`quiet_tensorflow` before they import TensorFlo
 
 One way to build a command line, in every CLI module (``data_tools/make_tfrecords.py``,
 ``python -m data_tools.synthetic``, ``python -m data_tools.lfw_holdout``,
-``python -m export.embed``, ``python -m export.compare_reports``)::
+``python -m export.embed``, ``python -m evaluation.compare_reports``)::
 
     from data_tools import cli
     cli.quiet_tensorflow()          # before anything imports TensorFlow

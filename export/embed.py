@@ -48,7 +48,8 @@ cli.quiet_tensorflow()  # before TensorFlow is imported
 import tensorflow.compat.v1 as tf  # noqa: E402
 from absl import flags  # noqa: E402
 
-from export import report, transform_flags  # noqa: E402
+from evaluation import reports as report  # noqa: E402
+from export import transform_flags  # noqa: E402
 from export.embedder import (  # noqa: E402
     EmbedError,
     ImageDecodeError,

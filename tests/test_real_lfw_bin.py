@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from data_tools import cli, conversion, insightface, make_bin, manifest
-from export import verification
+from evaluation import verification
 from tests import _folder_fixtures as ff
 from tests import real_lfw
 

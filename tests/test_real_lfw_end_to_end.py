@@ -13,7 +13,8 @@ import os
 import pytest
 
 from data_tools import cli, conversion, synthetic_dataset
-from export import embed, report
+from evaluation import reports as report
+from export import embed
 from tests import _folder_fixtures as ff
 from tests import real_lfw
 

@@ -22,7 +22,8 @@ import tensorflow.compat.v1 as tf
 from PIL import Image
 
 from data_tools import cli, conversion, holdout_split, image_files
-from export import embed, exporters, freeze, report
+from evaluation import reports as report
+from export import embed, exporters, freeze
 from export import embedder as embedder_lib
 from tests import _folder_fixtures as ff
 from tests import real_lfw
