@@ -101,16 +101,14 @@ def pair_spec_fn_builder(metrics_fn=None, eval_flip=True):
     """``eval_spec_fn(features, mode, embed_fn) -> EstimatorSpec or None`` for
     ``model.model_fn.model_fn_builder``: the pair EVAL (``metrics_fn``: None keeps the
     monitoring metrics only, as on the Ascend host path) and PREDICT specs on pair features,
-    None for any other input (the head's image EVAL/PREDICT, training)."""
+    None for any other input (the head's image EVAL, the serving PREDICT); ``model_fn`` asks
+    only outside training."""
 
     def eval_spec_fn(features, mode, embed_fn):
         if not (isinstance(features, dict) and PAIR_FEATURE in features):
             return None
         if mode == tf.estimator.ModeKeys.PREDICT:
             return pair_predict_spec(features, embed_fn, eval_flip)
-        if mode == tf.estimator.ModeKeys.EVAL:
-            return pair_eval_spec(features, embed_fn, metrics_fn, eval_flip)
-        raise ValueError("pair records are for evaluation, not training: --train_records "
-                         "takes the image records of make_tfrecords.py")
+        return pair_eval_spec(features, embed_fn, metrics_fn, eval_flip)
 
     return eval_spec_fn

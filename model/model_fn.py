@@ -105,9 +105,8 @@ def _head_and_distillation_losses(features, labels, embeddings, head_fn, distill
 
 
 def model_fn_builder(backbone, head, optimization, eval_spec_fn=None, optimizer_wrapper=None,
-                     check_finite_loss=True, log_every_n_steps=100,
-                     show_progress=False, model_dir=None, host_logging=False, distill=None,
-                     loss_record_path=None):
+                     check_finite_loss=True, log_every_n_steps=100, show_progress=False,
+                     model_dir=None, host_logging=False, distill=None, loss_record_path=None):
     """Return ``model_fn(features, labels, mode)`` bound to these settings.
 
     Args:
