@@ -15,8 +15,9 @@ import pytest
 from PIL import Image
 
 from data_tools import face_alignment, face_detector, image_files, raw_faces
+from evaluation import reports as report
+from evaluation import verification
 from export import embedder as embedder_lib
-from export import report, verification
 from tests.test_embed_cli import PROJECTION, run_cli
 from tests.test_embed_transform import make_raw_pairs, write_frame
 from tests.tiny_model import SIZE, Reference, build_saved_model

@@ -20,7 +20,9 @@ from PIL import Image
 
 from data_tools import bin_from_pairs, cli, conversion
 from data_tools import pairs as pairs_lib
-from export import embed, report, verification
+from evaluation import reports as report
+from evaluation import verification
+from export import embed
 from export import embedder as embedder_lib
 from tests import real_lfw, tiny_model
 from tests.tiny_model import DIM, SIZE, Reference, build_saved_model

@@ -34,7 +34,7 @@ def test_recipe_aligns_distils_from_dlib_and_trains_the_small_student(tmp_path):
     assert f"--train_records={split}/records_distill/train" in train
     assert f"--eval_records={split}/records_distill/pairs" in train
     assert f"--model_dir={split}/models/face_small" in train and train.endswith("--train_steps=50")
-    (report,) = commands_of(lines, "export.compare_reports")
+    (report,) = commands_of(lines, "evaluation.compare_reports")
     assert report.endswith(f"{split}/models/face_small")
 
 

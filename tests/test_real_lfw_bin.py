@@ -9,7 +9,7 @@ import pytest
 
 import cli
 from data_tools import conversion, insightface, make_bin, manifest
-from export import verification
+from evaluation import verification
 from tests import _folder_fixtures as ff
 from tests import real_lfw
 
