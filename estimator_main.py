@@ -235,12 +235,9 @@ def main(argv):
             except run_record.RecordMismatchError as e:
                 raise app.UsageError(str(e)) from None
     try:
-        params = build_params(values)
+        params = build_params(values, recorded)
     except (ParamsError, manifest.ManifestError, estimator_factory.DeviceUnavailableError) as e:
         raise app.UsageError(str(e)) from None
-    if recorded and params.get("eval_transform") is None:
-        # An export without --eval_records serves the transform its training evaluated with.
-        params["eval_transform"] = recorded.get("eval_transform")
     if run_record.writes_run_record():
         if run_record.trains(params["mode"]):
             run_record.record_run(params, run_record.program_flags_text(_program_flags()))

@@ -80,7 +80,7 @@ def test_named_sets_keep_their_order_sizes_and_folds(data, tmp_path):
     assert p["eval_sets_named"] and p["best_metric"] == "mean/accuracy"
     assert "num_pairs" not in p
     assert builders.eval_name(p) == "verification"
-    assert json.loads(json.dumps(p))["eval_sets"][0]["records"] == str(data / "b")
+    assert json.loads(json.dumps(p.to_json_dict()))["eval_sets"][0]["records"] == str(data / "b")
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -16,7 +16,6 @@ import time
 
 import tensorflow.compat.v1 as tf
 
-RUNS_NAME = "runs.jsonl"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PARAMS_NAME = "params.json"
 FLAGS_NAME = "flags.txt"
@@ -118,15 +117,16 @@ def program_flags_text(flag_list):
 
 
 def record_run(params, flags_text):
-    """A training run's record: its flags (flags.txt), params.json, and its line in runs.jsonl
-    (TF version, git revision). Other modes only add their line: see :func:`log_run`."""
+    """A training run's record: its flags (flags.txt), params.json (``params``, the run's
+    ``training.run_spec.RunSpec``, which evaluate/export load back with
+    ``RunSpec.from_run_dir``), and its line in runs.jsonl (TF version, git revision). Other
+    modes only add their line: see :func:`log_run`."""
     model_dir = params["model_dir"]
     tf.io.gfile.makedirs(model_dir)
     # gfile, not open(): model_dir may be an object store (ModelArts --train_url, gs://, s3://).
     with tf.io.gfile.GFile(os.path.join(model_dir, FLAGS_NAME), "w") as fh:
         fh.write(flags_text)
-    with tf.io.gfile.GFile(os.path.join(model_dir, PARAMS_NAME), "w") as fh:
-        json.dump(params, fh, indent=2, sort_keys=True)
+    params.to_json_file(os.path.join(model_dir, PARAMS_NAME))
     log_run(params)
 
 
