@@ -80,27 +80,14 @@ def define_flags(fv=flags.FLAGS):
     integer_flag("embedding_size", 512, "Embedding dimension.")
     integer_flag("image_size", None, "Network input side; default: the backbone's (112).")
     float_flag("dropout_rate", 0.0, "Dropout before the embedding layer (iresnet).")
-    float_flag("margin", None, "Margin m (Circle: 0.25; cosface 0.35; arcface and "
-               "subcenter_arcface 0.5; adaface 0.4; magface: none, see --magface_*).")
-    float_flag("gamma", None, "Circle scale gamma (paper's face setting: 256).")
-    float_flag("scale", 64.0, "Scale s of the softmax and margin (cosface, arcface, adaface, "
-               "subcenter_arcface, magface) heads.")
+    float_flag("margin", None, "Margin m; default: the head's own "
+               f"({heads.defaults_text('margin')}).")
+    float_flag("gamma", None, f"Circle scale gamma ({heads.defaults_text('gamma')}; the "
+               "paper's face setting).")
+    float_flag("scale", 64.0, f"Scale s of the {', '.join(heads.users_of('scale'))} heads.")
     float_flag("class_weight", 1.0, "circle_combined: weight of the class-level loss.")
     float_flag("pair_weight", 1.0, "circle_combined: weight of the pair-level loss.")
-    # Options of the margin heads (model/margin_heads.py); unset: the head's default.
-    integer_flag("subcenters", None, "subcenter_arcface: sub-centres K per class (3).")
-    integer_flag("subcenter_drop_step", None, "subcenter_arcface: from this step, each class "
-                 "keeps its dominant sub-centre and examples farther than "
-                 "--subcenter_drop_angle from it give no loss (0, default: never).")
-    float_flag("subcenter_drop_angle", None, "subcenter_arcface: drop angle in degrees (75).")
-    float_flag("adaface_h", None, "adaface: h, the spread of the norm-adaptive margin (0.333).")
-    float_flag("adaface_t_alpha", None, "adaface: rate of the moving average of the batch "
-               "norm statistics (0.01).")
-    float_flag("magface_lower_norm", None, "magface: l_a, lower bound of the feature norm (10).")
-    float_flag("magface_upper_norm", None, "magface: u_a, upper bound of the feature norm (110).")
-    float_flag("magface_lower_margin", None, "magface: l_m, margin at the lower norm (0.45).")
-    float_flag("magface_upper_margin", None, "magface: u_m, margin at the upper norm (0.8).")
-    float_flag("magface_lambda_g", None, "magface: weight of the norm regulariser g (35).")
+    define_head_option_flags(fv)
     integer_flag("images_per_identity", 0, "K of P×K batches (0: plain shuffling). "
                  "Needed by circle_pair and circle_combined.")
     float_flag("distill_weight", 0.0, "λ of the distillation term between the student's "
@@ -192,6 +179,22 @@ def define_flags(fv=flags.FLAGS):
     bool_flag("verify_records", True, "Check every shard's size and sha256 against its "
               "manifest before any graph is built (local paths; hashing reads every byte).")
     return fv
+
+
+_OPTION_FLAGS = ((bool, flags.DEFINE_bool), (int, flags.DEFINE_integer),
+                 (float, flags.DEFINE_float), (str, flags.DEFINE_string))
+
+
+def define_head_option_flags(fv):
+    """One flag per option the heads declare (``heads.HeadOption``, in model/heads.py and
+    model/margin_heads.py), typed by its default; unset (None), the head uses its default."""
+    for name, declared in heads.declared_options().items():
+        option = declared[0][1]
+        define = next(define for kind, define in _OPTION_FLAGS
+                      if isinstance(option.default, kind))
+        owners = ", ".join(head for head, _ in declared)
+        define(name, None, f"{owners}: {option.help} (default {option.default}).",
+               flag_values=fv)
 
 
 def _program_flags():

@@ -58,7 +58,7 @@ import tensorflow.compat.v1 as tf
 from model import circle_loss
 
 __all__ = ["HEADS", "HeadOption", "HeadOutput", "build_head", "declared_options",
-           "defaults_text", "partial_fc_num_sample"]
+           "defaults_text", "partial_fc_num_sample", "users_of"]
 
 HeadOption = collections.namedtuple("HeadOption", ["name", "default", "check", "help"])
 HeadOption.__doc__ = """An option a head declares in its ``options``.
@@ -573,6 +573,11 @@ def declared_options():
         for option in cls.options:
             declared.setdefault(option.name, []).append((name, option))
     return declared
+
+
+def users_of(attribute):
+    """The registered heads that use a shared hyperparameter (``"scale"``), by name."""
+    return [name for name, cls in HEADS.items() if attribute in cls.hyperparameters]
 
 
 def defaults_text(attribute):

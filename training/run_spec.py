@@ -336,6 +336,9 @@ def head_options(p):
     """The options the chosen head declares (``Head.options``: e.g. --subcenters for
     subcenter_arcface), those set; the head fills in its defaults for the others. An option of
     another head is refused, so that it is not silently ignored."""
+    if p["head"] not in heads.HEADS:
+        raise ParamsError(f"--head={p['head']}: unknown head {p['head']!r}; valid heads: "
+                          f"{', '.join(heads.HEADS)}")
     declared = [option.name for option in heads.HEADS[p["head"]].options]
     stray = [name for name in heads.declared_options()
              if name not in declared and p.get(name) is not None]
@@ -376,6 +379,9 @@ def build_configs(p, runtime=None):
     values they resolve (image size, margin, gamma, the head's options, the runtime's
     distribution and replicas) are written back into ``p``. ``runtime``: the RuntimeConfig of
     ``p`` when already built."""
+    # Every spec has every key: those its mode leaves unresolved are None.
+    p.update((key, None) for key, default in LEGACY_DEFAULTS.items()
+             if default is None and key not in p)
     backbone = _config(model_config.BackboneConfig, name=p["backbone"],
                        embedding_size=p["embedding_size"], image_size=p["image_size"],
                        dropout_rate=p["dropout_rate"], precision=p["precision"])
