@@ -227,6 +227,19 @@ def test_a_declared_head_option_reaches_flag_params_head_and_report(
         params_module.build_params({name: fv[name].value for name in fv})
 
 
+def test_evaluate_and_export_take_a_declared_option_from_the_record(monkeypatch):
+    """A head option shapes the network (--subcenters): evaluate/export use the recorded one,
+    and a contradicting flag is refused."""
+    monkeypatch.setitem(heads.HEADS, ShiftedCosFaceHead.name, ShiftedCosFaceHead)
+    recorded = {"head": ShiftedCosFaceHead.name, "test_shift": 0.5, "subcenters": None}
+    values = {"mode": "evaluate", "head": "circle", "test_shift": None, "subcenters": None}
+    applied = run_record.apply_recorded_settings(values, set(), recorded, "m")
+    assert (applied["head"], applied["test_shift"]) == (ShiftedCosFaceHead.name, 0.5)
+    with pytest.raises(run_record.RecordMismatchError, match="--test_shift=0.25 contradicts"):
+        run_record.apply_recorded_settings(dict(values, test_shift=0.25), {"test_shift"},
+                                           recorded, "m")
+
+
 # ----------------------------------------------------------------------------- built once
 def test_the_configs_are_built_once_per_run(small_records, tmp_path, parse_flags, monkeypatch):
     """A training run builds its configs (and its RuntimeConfig) once, in build_params; an

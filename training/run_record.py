@@ -16,12 +16,15 @@ import time
 
 import tensorflow.compat.v1 as tf
 
+from model import heads
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PARAMS_NAME = "params.json"
 FLAGS_NAME = "flags.txt"
 RUNS_NAME = "runs.jsonl"
 
-# What the checkpoints' variables are: a different value cannot restore them.
+# What the checkpoints' variables are: a different value cannot restore them (and the options
+# the heads declare: see model_settings()).
 MODEL_SETTINGS = ("backbone", "head", "embedding_size", "image_size", "dropout_rate", "margin",
                   "gamma", "scale", "class_weight", "pair_weight", "proxy_partitions",
                   "partial_fc_rate")
@@ -75,6 +78,12 @@ def read_recorded_params(model_dir):
     return recorded if isinstance(recorded, dict) else None
 
 
+def model_settings():
+    """The settings that make the network: :data:`MODEL_SETTINGS` and every head's declared
+    options (``--subcenters`` changes the proxies' shape)."""
+    return MODEL_SETTINGS + tuple(heads.declared_options())
+
+
 def _same(given, recorded):
     if isinstance(given, float) or isinstance(recorded, float):
         try:
@@ -93,12 +102,13 @@ def apply_recorded_settings(values, given, recorded, model_dir):
     """
     values = dict(values)
     source = os.path.join(model_dir, PARAMS_NAME)
-    for name in MODEL_SETTINGS + EVAL_SETTINGS:
+    model = model_settings()
+    for name in model + EVAL_SETTINGS:
         if name not in recorded or name not in values:
             continue
         if name not in given:
             values[name] = recorded[name]
-        elif name in MODEL_SETTINGS and recorded[name] is not None and values[name] is not None \
+        elif name in model and recorded[name] is not None and values[name] is not None \
                 and not _same(values[name], recorded[name]):
             raise RecordMismatchError(
                 f"--{name}={values[name]} contradicts the run's recorded --{name}="

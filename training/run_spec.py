@@ -304,14 +304,14 @@ def _build_head(p, backbone):
     if p["head"] == NO_HEAD:
         p["margin"] = p["gamma"] = p["head_config"] = None
         return None
+    options = head_options(p)
     try:
         head = heads.build_head(p["head"], num_classes=p["num_classes"],
                                 embedding_size=backbone.embedding_size, margin=p["margin"],
                                 gamma=p["gamma"], scale=p["scale"],
                                 class_weight=p["class_weight"], pair_weight=p["pair_weight"],
                                 proxy_partitions=p["proxy_partitions"],
-                                partial_fc_rate=p["partial_fc_rate"],
-                                **head_options(p))
+                                partial_fc_rate=p["partial_fc_rate"], **options)
     except (ValueError, TypeError) as e:
         raise ParamsError(f"--head={p['head']}: {e}") from None
     p["margin"], p["gamma"] = head.margin, head.gamma
@@ -337,8 +337,8 @@ def head_options(p):
     subcenter_arcface), those set; the head fills in its defaults for the others. An option of
     another head is refused, so that it is not silently ignored."""
     if p["head"] not in heads.HEADS:
-        raise ParamsError(f"--head={p['head']}: unknown head {p['head']!r}; valid heads: "
-                          f"{', '.join(heads.HEADS)}")
+        raise ParamsError(f"--head: unknown head {p['head']!r}; valid heads: "
+                          f"{', '.join(heads.HEADS)}, {NO_HEAD}")
     declared = [option.name for option in heads.HEADS[p["head"]].options]
     stray = [name for name in heads.declared_options()
              if name not in declared and p.get(name) is not None]
