@@ -17,9 +17,9 @@ import time
 import tensorflow.compat.v1 as tf
 
 from model import heads
+from training.run_spec import PARAMS_NAME
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PARAMS_NAME = "params.json"
 FLAGS_NAME = "flags.txt"
 RUNS_NAME = "runs.jsonl"
 
