@@ -14,7 +14,7 @@ from export import report_table
 from model import config as model_config
 from model import distillation, heads
 from training import params as params_module
-from training import run_record, run_spec
+from training import run_record, run_spec, runner
 from training.run_spec import ParamsError, RunSpec
 
 
@@ -244,7 +244,8 @@ def test_evaluate_and_export_take_a_declared_option_from_the_record(monkeypatch)
 def test_the_configs_are_built_once_per_run(small_records, tmp_path, parse_flags, monkeypatch):
     """A training run builds its configs (and its RuntimeConfig) once, in build_params; an
     export builds the recorded run's spec and its own (before the spec: 3 and 2 builds of the
-    configs, 6 and 5 RuntimeConfigs counting the estimator factory's two)."""
+    configs, 6 and 5 RuntimeConfigs counting the estimator factory's two). The export runs with
+    the recorded head, --subcenters=2 included."""
     calls = {"build_configs": 0, "runtime_config": 0}
 
     def counting(name, function):
@@ -255,8 +256,12 @@ def test_the_configs_are_built_once_per_run(small_records, tmp_path, parse_flags
 
     for name in calls:
         monkeypatch.setattr(run_spec, name, counting(name, getattr(run_spec, name)))
+    specs = []
+    run_mode = runner.run_mode
+    monkeypatch.setattr(runner, "run_mode", lambda spec: run_mode(specs.append(spec) or spec))
     model_dir = tmp_path / "run"
-    parse_flags(_train_flags(small_records, model_dir))
+    parse_flags(_train_flags(small_records, model_dir, "--head=subcenter_arcface",
+                             "--subcenters=2"))
     estimator_main.main(["estimator_main.py"])
     assert calls == {"build_configs": 1, "runtime_config": 1}
     assert tf.train.latest_checkpoint(str(model_dir))
@@ -265,3 +270,4 @@ def test_the_configs_are_built_once_per_run(small_records, tmp_path, parse_flags
     estimator_main.main(["estimator_main.py"])
     assert calls == {"build_configs": 2, "runtime_config": 2}
     assert os.listdir(str(model_dir / "export" / "manual"))
+    assert [spec.head.subcenters for spec in specs] == [2, 2]
