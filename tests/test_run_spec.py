@@ -160,6 +160,16 @@ def test_an_unusable_params_json_fails_in_one_line_saying_what_to_do(tmp_path, c
     assert "\n" not in str(info.value) and "--flagfile=MODEL_DIR/flags.txt" in str(info.value)
 
 
+def test_export_of_a_run_with_an_unusable_params_json_is_one_line(tmp_path, parse_flags,
+                                                                  capsys):
+    (tmp_path / "params.json").write_text(json.dumps(dict(TODAYS_PARAMS, head="sphereface")))
+    parse_flags(["--mode=export", f"--model_dir={tmp_path}"])
+    assert estimator_main._main_with_one_line_errors(["estimator_main.py"]) == 1  # noqa: SLF001
+    first, *rest = capsys.readouterr().err.splitlines()
+    assert "unknown head 'sphereface'" in first and "--flagfile" in first
+    assert rest == ["see --help for the flags"]
+
+
 @pytest.mark.parametrize("change,message", [
     ({"far_target": 2.0}, r"--far_target must be in \(0, 1\), got 2.0"),
     ({"save_checkpoints_steps": 0}, "--save_checkpoints_steps must be positive"),

@@ -49,6 +49,10 @@ def build_params(values, recorded=None):
         p["eval_records"] = p["eval_records"] or os.path.join(p["data_url"], "pairs")
     p["model_dir"] = p["model_dir"] or p["train_url"]
     _require(p["model_dir"], "--model_dir (or --train_url) is required")
+    if recorded is not None and not isinstance(recorded, RunSpec):
+        # First: a params.json that cannot be a run's spec is the one line to read.
+        recorded = RunSpec.from_json_dict(recorded, os.path.join(p["model_dir"],
+                                                                 run_spec.PARAMS_NAME))
     mode = p["mode"]
     needs_train = mode in ("train", "train_and_evaluate")
     needs_eval = mode in ("evaluate", "train_and_evaluate")
@@ -63,7 +67,7 @@ def build_params(values, recorded=None):
         _require(p.get("distill_weight", 0) > 0, "--head=none trains on the teacher alone: "
                  "set --distill_weight > 0 (and train on records made with make_tfrecords.py "
                  "--teacher)")
-    elif heads.HEADS[p["head"]].needs_pk_batches:
+    elif getattr(heads.HEADS.get(p["head"]), "needs_pk_batches", False):
         _require(k >= 2, f"--head={p['head']} needs P×K batches: set "
                  "--images_per_identity=K >= 2 (e.g. 4)")
     if k:
@@ -76,9 +80,6 @@ def build_params(values, recorded=None):
     runtime = run_spec.runtime_config(p)  # built once: the spec takes this one
     p["distribution"], p["num_replicas"] = runtime.distribution, runtime.num_replicas
     _check_replicas(p)
-    if recorded is not None and not isinstance(recorded, RunSpec):
-        recorded = RunSpec.from_json_dict(recorded, os.path.join(p["model_dir"],
-                                                                 run_spec.PARAMS_NAME))
     recorded = _read_records(p, needs_train, needs_eval, recorded)
     if recorded is not None and p.get("eval_transform") is None:
         # An export without --eval_records serves the transform its training evaluated with.
