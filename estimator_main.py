@@ -32,12 +32,12 @@ from data_tools import manifest  # noqa: E402
 from model import (  # noqa: E402
     backbones,
     distillation,
-    estimator_factory,
     heads,
     hooks,
     model_fn,
     optimization,
 )
+from runtime import estimator_factory  # noqa: E402
 from training import console, run_record, runner  # noqa: E402
 from training.params import (  # noqa: E402
     EVAL_PROTOCOLS,

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_tools import face_alignment, face_detector, image_files, raw_faces
+from data_tools import image_files
+from data_tools.alignment import face_alignment, face_detector, raw_faces
 from export import embedder as embedder_lib
 from export import report, verification
 from tests.test_embed_cli import PROJECTION, run_cli

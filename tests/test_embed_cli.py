@@ -18,8 +18,9 @@ import pytest
 from absl import flags
 from PIL import Image
 
-from data_tools import bin_from_pairs, cli, conversion
+from data_tools import cli, conversion
 from data_tools import pairs as pairs_lib
+from data_tools.insightface import bin_from_pairs
 from export import embed, report, verification
 from export import embedder as embedder_lib
 from tests import real_lfw, tiny_model

@@ -11,7 +11,7 @@ from PIL import Image
 
 from data_tools import cli, image_files, input_fns
 from export import embed, embedder, eval_metrics, exporters, freeze, serving, verification
-from model import estimator_factory
+from runtime import estimator_factory
 from tests import model_helpers
 from tests import records_helpers as rh
 

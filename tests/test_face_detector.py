@@ -14,7 +14,8 @@ import pytest
 import tensorflow.compat.v1 as tf
 from PIL import Image
 
-from data_tools import align, cli, face_detector, raw_faces
+from data_tools import cli
+from data_tools.alignment import align, face_detector, raw_faces
 
 # Where requirements.txt installs them (markers: mtcnn 1.0.0 needs Python 3.10, scikit-image
 # 0.26 Python 3.11; both need TensorFlow 2). Elsewhere their absence is a failure, not a skip.

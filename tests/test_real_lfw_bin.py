@@ -7,7 +7,9 @@ import os
 import numpy as np
 import pytest
 
-from data_tools import cli, conversion, insightface, make_bin, manifest
+from data_tools import cli, conversion, manifest
+from data_tools.insightface import convert as insightface
+from data_tools.insightface import make_bin
 from export import verification
 from tests import _folder_fixtures as ff
 from tests import real_lfw

@@ -18,7 +18,9 @@ from data_tools import input_config, input_fns, manifest
 from data_tools.transform import Transform
 from export import eval_sets, retrieval_eval
 from model import config as model_config
-from model import distillation, estimator_factory, heads
+from model import distillation, heads
+from runtime import ascend, cluster, estimator_factory
+from runtime import config as runtime_config
 
 MODES = ("train", "evaluate", "train_and_evaluate", "export")
 NO_HEAD = "none"  # --head=none: the distillation term alone (no identity labels needed)
@@ -74,7 +76,7 @@ def build_params(values):
     p["decay_boundaries"] = tuple(float(b) for b in p["decay_boundaries"])
     p["num_workers"] = multi_worker_task(p).num_workers if p["distribution"] == \
         "multi_worker" else 1
-    runtime = _config(model_config.RuntimeConfig, **_fields(model_config.RuntimeConfig, p))
+    runtime = _config(runtime_config.RuntimeConfig, **_fields(runtime_config.RuntimeConfig, p))
     p["distribution"], p["num_replicas"] = runtime.distribution, runtime.num_replicas
     _check_replicas(p)
     _read_records(p, needs_train, needs_eval)
@@ -98,7 +100,7 @@ def multi_worker_task(p):
     _require(p["mode"] in ("train", "train_and_evaluate"), "--distribution=multi_worker is for "
              f"training; run --mode={p['mode']} without it (and without TF_CONFIG)")
     try:
-        task = model_config.multi_worker_task(os.environ.get("TF_CONFIG"))
+        task = cluster.multi_worker_task(os.environ.get("TF_CONFIG"))
     except ValueError as e:
         raise ParamsError(str(e)) from None
     _require(task.task_type != "evaluator" or p["mode"] == "train_and_evaluate",
@@ -142,7 +144,7 @@ def build_configs(p):
     input_values = _fields(input_config.InputConfig, p)
     input_values["images_per_identity"] = p["images_per_identity"] or None
     inputs = _config(input_config.InputConfig, **input_values)
-    runtime = _config(model_config.RuntimeConfig, **_fields(model_config.RuntimeConfig, p))
+    runtime = _config(runtime_config.RuntimeConfig, **_fields(runtime_config.RuntimeConfig, p))
     return Configs(backbone, head, optimization, inputs, runtime, distill)
 
 
@@ -382,7 +384,7 @@ def _data_parallel_ranks(p):
     count the global batch themselves."""
     if p["device"] != "npu":
         return 1
-    return estimator_factory.ascend_rank()[1]
+    return ascend.ascend_rank()[1]
 
 
 def _round_up_to_loop(p, name, what):

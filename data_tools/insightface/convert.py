@@ -6,15 +6,15 @@ a verification set (``lfw.bin``, ``cfp_fp.bin``, ``agedb_30.bin``, ...) into pai
 end in :func:`data_tools.shard_writer.write_output`, like the folder and pairs-file converters:
 same manifest, plan, resume, lock, determinism and sha256 checks.
 
-``.rec``: the layout is recognised (:func:`data_tools.recordio.detect_layout`); workers check
-every image record fully (framing, IRHeader, label, image decode), each reading a contiguous
+``.rec``: the layout is recognised (:func:`data_tools.insightface.recordio.detect_layout`); workers
+check every image record fully (framing, IRHeader, label, image decode), each reading a contiguous
 byte range of the file through the index; a damaged record is skipped and listed in the manifest
-with its key and offset (``strict``: fatal). Classes are remapped to 0…C−1 in numeric order of
-the original ids, which ``labels.txt`` keeps (line i holds the id of label i); ``property`` is
-checked against what was read. Image bytes are stored as they are (unless ``image_size`` or
-``crop_box`` asks for a transform, as with image folders).
+with its key and offset (``strict``: fatal). Classes are remapped to 0…C−1 in numeric order of the
+original ids, which ``labels.txt`` keeps (line i holds the id of label i); ``property`` is checked
+against what was read. Image bytes are stored as they are (unless ``image_size`` or ``crop_box``
+asks for a transform, as with image folders).
 
-``.bin``: read by the restricted unpickler of :mod:`data_tools.insightface_bin`; pair i holds
+``.bin``: read by the restricted unpickler of :mod:`data_tools.insightface.bin_format`; pair i holds
 images 2i and 2i+1; folds are contiguous, sized as ``KFold(10, shuffle=False)`` sizes them.
 """
 
@@ -26,7 +26,7 @@ import random
 import time
 
 import data_tools
-from data_tools import image_files, insightface_bin, recordio, schema, teachers
+from data_tools import image_files, schema, teachers
 from data_tools.conversion import (
     PairImage,
     PairRecord,
@@ -35,6 +35,8 @@ from data_tools.conversion import (
     format_skips,
     teacher_manifest,
 )
+from data_tools.insightface import bin_format as insightface_bin
+from data_tools.insightface import recordio
 from data_tools.shard_writer import (
     ConversionError,
     ShardOutput,

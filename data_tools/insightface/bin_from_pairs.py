@@ -1,5 +1,5 @@
 """An insightface verification ``.bin`` from an LFW-format pairs file and its images: the
-library behind ``python -m data_tools.make_bin`` (:func:`make_bin`).
+library behind ``python -m data_tools.insightface.make_bin`` (:func:`make_bin`).
 
 Images go through the converter's transform (``crop_box``, then ``image_size``; without either,
 JPEG/PNG files are stored byte for byte), so ``make_tfrecords.py --from_bin`` of the result gives
@@ -10,8 +10,9 @@ images are at positions 2i and 2i+1, in pairs-file order, so insightface's
 
 import os
 
-from data_tools import image_files, insightface_bin
+from data_tools import image_files
 from data_tools import pairs as pairs_lib
+from data_tools.insightface import bin_format as insightface_bin
 from data_tools.shard_writer import Workers
 
 
