@@ -5,16 +5,17 @@ Two launchers describe a cluster: TensorFlow's ``TF_CONFIG`` (the estimator's pa
 training, ``--distribution=multi_worker``) and Ascend's ``RANK_ID`` / ``RANK_SIZE``
 (``runtime.ascend``). Both are read here and nowhere else: the input pipeline is handed the
 result, a ``WorkerShard``, so it reads what it is told instead of the environment (and a test or
-a benchmark gives it any shard without faking a cluster).
+a benchmark gives it any shard without faking a cluster). Light on purpose: no TensorFlow, no
+network (a launcher may read its cluster before TensorFlow loads).
 """
 
 import collections
 import json
+import numbers
 import os
 
 from data_tools.input_config import WorkerShard
 from runtime import ascend
-from runtime.config import _check, _is_int, _one_of
 
 # The TF_CONFIG task types of a --distribution=multi_worker cluster (no ps: that is the
 # estimator's parameter-server training, which TF_CONFIG alone selects).
@@ -24,6 +25,20 @@ _TRAINING_TASKS = ("chief", "master", "worker")
 
 __all__ = ["MULTI_WORKER_TASKS", "MultiWorkerTask", "WorkerShard", "evaluator_tf_config",
            "multi_worker_task", "worker_shard"]
+
+
+def _check(condition, message):
+    if not condition:
+        raise ValueError(message)
+
+
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _one_of(value, choices, what):
+    _check(value in choices, f"{what} must be one of {', '.join(choices)}, got {value!r}")
+
 
 MultiWorkerTask = collections.namedtuple("MultiWorkerTask", ["num_workers", "task_type", "index",
                                                              "is_chief"])

@@ -3,7 +3,8 @@
 The device, precision and distribution rules live here, once: which precision fits which device,
 which distribution fits which device, how many replicas a run has. The precisions are the
 network's (``model.config.PRECISIONS``: what the backbone can compute in); this module says which
-device runs which. No TensorFlow here: the estimator factory checks what this machine offers.
+device runs which. It asks TensorFlow nothing: the estimator factory checks what this machine
+offers (``check_device``).
 """
 
 import collections

@@ -113,7 +113,7 @@ def test_the_design_page_states_this_layering():
     "data_tools/synthetic/make_faces", "data_tools/synthetic/faces", "data_tools/synthetic/dataset",
     "data_tools/synthetic/__main__", "data_tools/alignment/face_alignment",
     "data_tools/insightface/bin_format", "data_tools/insightface/recordio",
-    "runtime/ascend", "runtime/cluster", "runtime/config"])
+    "runtime/ascend", "runtime/cluster"])
 def test_light_modules_do_not_import_tensorflow(module):
     # cli must run before TensorFlow loads; the others serve tools that need no TensorFlow
     # (and runtime's settings are validated before TensorFlow is asked anything).

@@ -2,6 +2,9 @@
 the training records it reads, checked against the numbering of TensorFlow's own RunConfig."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import tensorflow.compat.v1 as tf
@@ -94,3 +97,14 @@ def test_one_rank_parser_for_the_shard_and_the_factory(environ, rank):
     # through it alike.
     assert ascend.ascend_rank(environ) == rank
     assert estimator_factory.ascend_rank is ascend.ascend_rank
+
+
+def test_reading_the_cluster_loads_no_tensorflow():
+    # A launcher may ask where it stands before TensorFlow loads (and quicker than it does).
+    code = ("import sys; from runtime import cluster; cluster.worker_shard(environ={}); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('tensorflow', 'model', 'training', 'export')))")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                            text=True, cwd=root, env=dict(os.environ, PYTHONPATH=root))
+    assert result.stdout.strip() == "[]"
