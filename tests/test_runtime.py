@@ -5,11 +5,12 @@ import json
 import os
 import subprocess
 import sys
+import types
 
 import pytest
 import tensorflow.compat.v1 as tf
 
-from data_tools.input_config import WorkerShard
+from data_tools.input_config import InputConfig, WorkerShard
 from runtime import ascend, cluster, estimator_factory
 
 CHIEF_CLUSTER = {"chief": ["h:0"], "worker": ["h:1", "h:2", "h:3"], "ps": ["h:8", "h:9"]}
@@ -108,3 +109,19 @@ def test_reading_the_cluster_loads_no_tensorflow():
     result = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
                             text=True, cwd=root, env=dict(os.environ, PYTHONPATH=root))
     assert result.stdout.strip() == "[]"
+
+
+def test_training_hands_the_input_fn_the_shard_of_this_process(monkeypatch):
+    # The composition layer asks runtime where this process stands and binds the answer.
+    from training import builders  # noqa: PLC0415 - loads the whole composition layer
+
+    bound = {}
+    monkeypatch.setattr(builders.input_fns, "train_input_fn_builder",
+                        lambda records, **settings: bound.update(settings))
+    monkeypatch.setattr(builders, "build_configs", lambda p: types.SimpleNamespace(
+        input=InputConfig(image_size=32, batch_size=4)))
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    monkeypatch.setenv("RANK_ID", "1")
+    monkeypatch.setenv("RANK_SIZE", "2")
+    builders.train_input_fn({"train_records": "records", "num_classes": 3})
+    assert bound["worker_shard"] == WorkerShard(1, 2)

@@ -12,7 +12,7 @@ import os
 
 from data_tools import image_files
 from data_tools import pairs as pairs_lib
-from data_tools.insightface import bin_format as insightface_bin
+from data_tools.insightface import bin_format
 from data_tools.shard_writer import Workers
 
 
@@ -62,5 +62,5 @@ def make_bin(pairs_path, image_dir, output, image_size=None, crop_box=None, num_
                            f"{'; '.join(bad[:5])}")
     bins = [encoded[path] for two in relpath_pairs for path in two]
     issame = [pair.issame for pair in pairs_file.pairs]
-    size = insightface_bin.write_bin(output, bins, issame, protocol=protocol)
+    size = bin_format.write_bin(output, bins, issame, protocol=protocol)
     return {"num_pairs": len(issame), "num_images": len(unique), "bytes": size}

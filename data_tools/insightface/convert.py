@@ -35,8 +35,7 @@ from data_tools.conversion import (
     format_skips,
     teacher_manifest,
 )
-from data_tools.insightface import bin_format as insightface_bin
-from data_tools.insightface import recordio
+from data_tools.insightface import bin_format, recordio
 from data_tools.shard_writer import (
     ConversionError,
     ShardOutput,
@@ -385,7 +384,7 @@ def _convert_rec(input_rec, output_dir, name, num_shards, seed, image_size, crop
 
 def convert_bin(bin_path, output_dir, name="pairs", num_shards=None, image_size=None,
                 crop_box=None, allow_missing_pairs=False, num_workers=None, strict=False,
-                overwrite=False, progress=True, max_bytes=insightface_bin.DEFAULT_MAX_BYTES,
+                overwrite=False, progress=True, max_bytes=bin_format.DEFAULT_MAX_BYTES,
                 teacher=None):
     """Convert an insightface verification ``.bin`` to pair records, in the file's order.
 
@@ -408,9 +407,9 @@ def convert_bin(bin_path, output_dir, name="pairs", num_shards=None, image_size=
     out = ShardOutput(output_dir, name, options, overwrite, progress)
     previous_shards(out)
     try:
-        bins, issame = insightface_bin.read_bin(bin_path, max_bytes=max_bytes)
-        sizes_of_folds = insightface_bin.fold_sizes(len(issame))
-    except insightface_bin.BinFormatError as e:
+        bins, issame = bin_format.read_bin(bin_path, max_bytes=max_bytes)
+        sizes_of_folds = bin_format.fold_sizes(len(issame))
+    except bin_format.BinFormatError as e:
         raise ConversionError(str(e)) from None
     folds = [k for k, n in enumerate(sizes_of_folds) for _ in range(n)]
     base = os.path.basename(bin_path)
