@@ -7,45 +7,29 @@ Modes: ``train``, ``evaluate`` (LFW-style verification of a checkpoint: eval/rep
 eval/roc.png), ``train_and_evaluate`` (train, evaluate on new checkpoints, export the best model
 by verification accuracy and the latest), ``export`` (checkpoint -> SavedModel + frozen .pb).
 
-This file is the command line only: flags -> one validated params dict
-(``training/params.py``) -> the run record (``training/run_record.py``) -> mode dispatch
-(``training/runner.py``) -> a failure told in one line. The model never reads flags.
+This file is the command line only, built like every program of the project (``cli``): flags
+(shared ones from ``cli/flag_groups.py``) -> one validated params dict (``training/params.py``)
+-> the run record (``training/run_record.py``) -> mode dispatch (``training/runner.py``) -> a
+failure told in one line (the types of ``training/failures.py``). It talks to ``training/``
+only; the model never reads flags.
 """
 
-import errno
 import functools
 import os
-import re
 import sys
 
 if __package__ in (None, ""):  # `python estimator_main.py` from anywhere
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-if __name__ == "__main__":
-    # TensorFlow's C++ banners (oneDNN, CPU features) are noise to a user; --verbosity and an
-    # explicit TF_CPP_MIN_LOG_LEVEL still win. Set before TensorFlow is imported.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import tensorflow.compat.v1 as tf  # noqa: E402
+import cli  # noqa: E402
+
+cli.quiet_tensorflow()  # before training/ imports TensorFlow
+
 from absl import app, flags, logging  # noqa: E402
 
-from data_tools import manifest  # noqa: E402
-from model import (  # noqa: E402
-    backbones,
-    distillation,
-    heads,
-    hooks,
-    model_fn,
-    optimization,
-)
-from runtime import estimator_factory  # noqa: E402
-from training import console, run_record, runner  # noqa: E402
-from training.params import (  # noqa: E402
-    EVAL_PROTOCOLS,
-    MODES,
-    NO_HEAD,
-    ParamsError,
-    build_params,
-)
+from cli import flag_groups  # noqa: E402
+from training import choices, console, failures, run_record, runner  # noqa: E402
+from training.params import build_params  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -61,7 +45,7 @@ def define_flags(fv=flags.FLAGS):
     list_flag = functools.partial(flags.DEFINE_list, flag_values=fv)
     string_flag = functools.partial(flags.DEFINE_string, flag_values=fv)
     # Data and output.
-    enum_flag("mode", "train_and_evaluate", MODES, "What to run.")
+    enum_flag("mode", "train_and_evaluate", choices.MODES, "What to run.")
     string_flag("model_dir", None, "Checkpoints, summaries, exports and reports go here; "
                 "an existing checkpoint is resumed.")
     string_flag("train_records", None, "Directory of training image records "
@@ -74,11 +58,11 @@ def define_flags(fv=flags.FLAGS):
                 "DATA_URL/train and eval_records to DATA_URL/pairs.")
     string_flag("train_url", None, "ModelArts-style output location: model_dir defaults to it.")
     # Network and head.
-    enum_flag("backbone", "iresnet50", sorted(backbones.BACKBONES), "Backbone network.")
-    enum_flag("head", "circle", sorted(heads.HEADS) + [NO_HEAD], "Loss head (none: the "
+    enum_flag("backbone", "iresnet50", choices.BACKBONES, "Backbone network.")
+    enum_flag("head", "circle", choices.HEADS, "Loss head (none: the "
               "distillation term alone, --distill_weight > 0).")
     integer_flag("embedding_size", 512, "Embedding dimension.")
-    integer_flag("image_size", None, "Network input side; default: the backbone's (112).")
+    flag_groups.define_image_size(fv, "the network's input. Default: the backbone's (112).")
     float_flag("dropout_rate", 0.0, "Dropout before the embedding layer (iresnet).")
     float_flag("margin", None, "Margin m (Circle: 0.25; cosface 0.35; arcface and "
                "subcenter_arcface 0.5; adaface 0.4; magface: none, see --magface_*).")
@@ -106,7 +90,7 @@ def define_flags(fv=flags.FLAGS):
     float_flag("distill_weight", 0.0, "λ of the distillation term between the student's "
                "embedding (projected when the dimensions differ) and the teacher's embedding "
                "the training records hold (make_tfrecords.py --teacher); 0: off.")
-    enum_flag("distill_loss", "cosine", list(distillation.LOSSES), "Distillation term: "
+    enum_flag("distill_loss", "cosine", choices.DISTILL_LOSSES, "Distillation term: "
               "cosine (1 - cos) or l2 (mean squared error of the vectors).")
     bool_flag("distill_center", True, "Subtract the teacher's mean embedding over the "
               "training records before comparing (a teacher whose faces share one cone, as "
@@ -116,19 +100,22 @@ def define_flags(fv=flags.FLAGS):
                "batch's classes and a uniform sample of the others, ceil(rate × classes) in "
                "all, with sparse proxy updates (class-level heads; 1: every class).")
     # Optimisation.
-    integer_flag("batch_size", 128, "Global training batch size.")
+    flag_groups.define_batch_size(fv, "Global training batch size.", default=128)
     integer_flag("train_steps", None, "Total training steps (or use --train_epochs).")
     float_flag("train_epochs", None, "Total training epochs over the training records.")
-    enum_flag("optimizer", "momentum", list(optimization.OPTIMIZERS), "Optimizer.")
+    enum_flag("optimizer", "momentum", choices.OPTIMIZERS, "Optimizer.")
     float_flag("learning_rate", 0.1, "Base learning rate (after warm-up).")
     float_flag("momentum", 0.9, "Momentum.")
     float_flag("weight_decay", 5e-4, "Weight decay on kernels and proxies.")
-    enum_flag("schedule", "piecewise", list(optimization.SCHEDULES), "Learning rate schedule.")
+    enum_flag("schedule", "piecewise", choices.SCHEDULES, "Learning rate schedule.")
     list_flag("decay_boundaries", ["0.5", "0.7", "0.9"],
               "piecewise: fractions of the total steps where the rate is divided.")
     float_flag("decay_factor", 0.1, "piecewise: factor applied at each boundary.")
     integer_flag("warmup_steps", None, "Linear warm-up steps (default: 2%% of training).")
     # Input.
+    bool_flag("grayscale", False, "Turn every input face to gray (the luma in all three "
+              "channels) inside the model: training, evaluation and every export. For models "
+              "trained on grayscale faces (LFW-a), so colour photos reach them as those did.")
     bool_flag("random_flip", True, "Random horizontal flips in training.")
     bool_flag("random_crop", False, "Random crops (padding 8) in training.")
     float_flag("brightness_delta", 0.0, "Random brightness shift (0..255 scale).")
@@ -136,15 +123,13 @@ def define_flags(fv=flags.FLAGS):
                "stored face, aspect ratio within 1.1 (1: off).")
     float_flag("contrast_delta", 0.0, "Random contrast factor in [1 - d, 1 + d] (0: off).")
     integer_flag("shuffle_buffer", 10000, "Records held for shuffling.")
-    integer_flag("seed", 0, "Seed of shuffling, augmentation and initialisation.")
+    flag_groups.define_seed(fv, "shuffling, augmentation and initialisation")
     # Evaluation and export.
     integer_flag("eval_batch_size", 64, "Pairs per eval batch (the last one is padded).")
     bool_flag("eval_flip", True, "Flip test-time augmentation in verification.")
-    bool_flag("allow_transform_mismatch", False, "Evaluate on records converted otherwise than "
-              "the training records (another --crop_box, --image_size or --align): refused "
-              "by default, as the faces differ from those the model learnt.")
-    float_flag("far_target", 1e-3, "FAR of the VAL@FAR metric.")
-    enum_flag("eval_protocol", "verification", list(EVAL_PROTOCOLS),
+    flag_groups.define_allow_transform_mismatch(fv, "Evaluate on --eval_records")
+    flag_groups.define_far_target(fv)
+    enum_flag("eval_protocol", "verification", choices.EVAL_PROTOCOLS,
               "verification: LFW-style 1:1 on pair records (make_tfrecords.py --pairs); "
               "retrieval: Recall@K, R-precision and MAP@R on image records of held-out "
               "identities (re-identification, fine-grained retrieval).")
@@ -161,14 +146,14 @@ def define_flags(fv=flags.FLAGS):
               "its proxies have the new shape (auto); the backbone only; or all (the class "
               "count must match).")
     # Devices and precision.
-    enum_flag("device", "cpu", list(estimator_factory.DEVICES), "cpu, gpu or npu (Ascend).")
-    enum_flag("precision", "fp32", list(estimator_factory.PRECISIONS),
+    enum_flag("device", "cpu", choices.DEVICES, "cpu, gpu or npu (Ascend).")
+    enum_flag("precision", "fp32", choices.PRECISIONS,
               "fp32; bf16 (CPU: backbone in bfloat16, head and loss float32); fp16 (GPU "
               "rewrite, loss scaling).")
     enum_flag("npu_precision_mode", "allow_mix_precision",
-              list(estimator_factory.NPU_PRECISION_MODES), "Ascend precision_mode.")
+              choices.NPU_PRECISION_MODES, "Ascend precision_mode.")
     integer_flag("iterations_per_loop", 100, "Ascend: steps per device loop.")
-    enum_flag("distribution", "none", list(estimator_factory.DISTRIBUTIONS),
+    enum_flag("distribution", "none", choices.DISTRIBUTIONS,
               "mirrored: synchronous data parallelism over this host's devices (the global "
               "--batch_size is split across them). multi_worker: the same across the worker "
               "processes TF_CONFIG lists (collective all-reduce; the global --batch_size is "
@@ -187,128 +172,66 @@ def define_flags(fv=flags.FLAGS):
     integer_flag("log_every_n_steps", 100, "Logging interval.")
     integer_flag("intra_op_threads", 0, "TF intra-op threads (0: all cores).")
     integer_flag("inter_op_threads", 0, "TF inter-op threads (0: TF's default).")
-    bool_flag("progress", True, "Show a progress bar while training.")
+    flag_groups.define_progress(fv)
     bool_flag("check_finite_loss", True, "Stop on a NaN/Inf loss, naming the step.")
     bool_flag("verify_records", True, "Check every shard's size and sha256 against its "
               "manifest before any graph is built (local paths; hashing reads every byte).")
     return fv
 
 
-def _program_flags():
-    """This program's flags, not absl's own (``--test_tmpdir``, ``--stderrthreshold``, ...)."""
-    return FLAGS.get_key_flags_for_module(sys.modules[__name__])
+def _program_flags(fv):
+    """This program's flags in ``fv``, not absl's own (``--test_tmpdir``, ``--stderrthreshold``):
+    those :func:`define_flags` defines, in its groups included."""
+    return [fv[name] for name in define_flags(flags.FlagValues()) if name in fv]
 
 
-def flag_values():
+def flag_values(fv=FLAGS):
     """This program's flags (not absl's own) as a plain dict."""
-    return {f.name: f.value for f in _program_flags()}
+    return {f.name: f.value for f in _program_flags(fv)}
 
 
-_MISSING_KEY = re.compile(r"Key \S+ not found in checkpoint")
-_NON_FINITE = re.compile(re.escape(model_fn.NON_FINITE_LOSS_MESSAGE) + r"\]\s*\[(\d+)\]")
-
-
-def _silence_deprecation_warnings():
-    """The compat.v1 estimator stack warns about its own deprecation on every call; users of this
-    CLI cannot act on those lines, and they bury the ones they can."""
+def main(argv, flag_values=FLAGS):
+    """Flags -> params -> run record -> the mode; 0, or 1 with the failure's one line. A bad
+    setting raises absl's ``UsageError`` (:func:`run` prints it in one line)."""
+    fv = flag_values
+    console.quiet_logs(verbosity_given=bool(fv["verbosity"].present) if "verbosity" in fv
+                       else False)
+    console.silence_deprecation_warnings()
+    cli.check_usage(argv)
+    program_flags = _program_flags(fv)
+    values, recorded = {f.name: f.value for f in program_flags}, None
     try:
-        from tensorflow.python.util import deprecation  # noqa: PLC0415
-    except ImportError:
-        return
-    deprecation._PRINT_DEPRECATION_WARNINGS = False
-
-
-def main(argv):
-    console.quiet_logs(verbosity_given=bool(FLAGS["verbosity"].present))
-    _silence_deprecation_warnings()
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    values, recorded = flag_values(), None
-    if not run_record.trains(values["mode"]):
-        # evaluate/export: the run's recorded settings, not this program's defaults.
-        model_dir = values["model_dir"] or values["train_url"]
-        recorded = run_record.read_recorded_params(model_dir)
-        if recorded:
-            given = {name for name in values if FLAGS[name].present}
-            try:
+        if not run_record.trains(values["mode"]):
+            # evaluate/export: the run's recorded settings, not this program's defaults.
+            model_dir = values["model_dir"] or values["train_url"]
+            recorded = run_record.read_recorded_params(model_dir)
+            if recorded:
+                given = {name for name in values if fv[name].present}
                 values = run_record.apply_recorded_settings(values, given, recorded, model_dir)
-            except run_record.RecordMismatchError as e:
-                raise app.UsageError(str(e)) from None
-    try:
         params = build_params(values)
-    except (ParamsError, manifest.ManifestError, estimator_factory.DeviceUnavailableError) as e:
+    except failures.SETTINGS_ERRORS as e:
         raise app.UsageError(str(e)) from None
     if recorded and params.get("eval_transform") is None:
         # An export without --eval_records serves the transform its training evaluated with.
         params["eval_transform"] = recorded.get("eval_transform")
     if run_record.writes_run_record():
         if run_record.trains(params["mode"]):
-            run_record.record_run(params, run_record.program_flags_text(_program_flags()))
+            run_record.record_run(params, run_record.program_flags_text(program_flags))
         else:
             run_record.log_run(params)
     try:
-        runner.run_mode(params)
-    except (tf.errors.NotFoundError, ValueError) as e:
-        # TF 1.15 raises the restore's NotFoundError, TF 2.x a ValueError around it.
-        missing = _MISSING_KEY.search(getattr(e, "message", None) or str(e))
-        if run_record.trains(params["mode"]) or not missing:
-            raise
-        logging.error("%s: the checkpoint in %s is not this network (%s). Run --mode=%s with "
-                      "the training run's settings (its flags.txt), without contradicting flags.",
-                      params["mode"], params["model_dir"], missing.group(0), params["mode"])
-        sys.exit(1)
-    except tf.errors.InvalidArgumentError as e:
-        match = _NON_FINITE.search(e.message)
-        if not match:
-            raise
-        latest = tf.train.latest_checkpoint(params["model_dir"])
-        logging.error("training stopped: the loss became NaN/Inf at global step %s; no update "
-                      "was applied. Last good checkpoint: %s. Lower --learning_rate or --gamma, "
-                      "or lengthen --warmup_steps.", match.group(1), latest)
-        sys.exit(1)
-    except (hooks.WorkerLostError, tf.errors.DeadlineExceededError) as e:
-        if params["distribution"] != "multi_worker":
-            raise
-        _exit_multi_worker_failure(params, e)
-    except (tf.errors.OpError, OSError) as e:
-        # Out of memory is a ResourceExhaustedError too: only a full disk is handled here.
-        message = getattr(e, "message", None) or str(e)
-        if getattr(e, "errno", None) != errno.ENOSPC and "No space left on device" not in message:
-            raise
-        logging.error("training stopped: cannot write to %s (No space left on device). Last "
-                      "good checkpoint: %s. Free space and re-run the same command to resume.",
-                      params["model_dir"], tf.train.latest_checkpoint(params["model_dir"]))
-        sys.exit(1)
-
-
-def _exit_multi_worker_failure(params, error):
-    """One worker of a synchronous job cannot go on alone: say so, and how to resume."""
-    if isinstance(error, tf.errors.DeadlineExceededError):
-        why = (f"a step waited more than --worker_timeout_secs={params['worker_timeout_secs']} "
-               "s for the other workers (a worker failed, was stopped, or is stalled)")
-    else:
-        why = str(error)
-    logging.error("multi-worker training stopped: %s. Every worker of the all-reduce is needed "
-                  "for each step: restart all of them with the same command and TF_CONFIG; they "
-                  "resume from the last checkpoint, %s.", why,
-                  tf.train.latest_checkpoint(params["model_dir"]))
-    sys.exit(1)
-
-
-def _main_with_one_line_errors(argv):
-    """``main``, with a bad setting printed as its one line (absl would print the whole short
-    help before it)."""
-    try:
-        return main(argv)
-    except app.UsageError as e:
-        sys.stderr.write(f"{os.path.basename(argv[0])}: {e}\nsee --help for the flags\n")
+        with failures.typed_failures(params):
+            runner.run_mode(params)
+    except failures.RunFailure as e:
+        logging.error("%s", e)
         return 1
+    return 0
 
 
 def run():
-    """Console-script entry point."""
-    define_flags()
-    app.run(_main_with_one_line_errors)
+    """Console-script entry point (``circle-train``, ``python estimator_main.py``); a bad
+    setting is told in one line, not under absl's whole short help."""
+    cli.run(define_flags, cli.one_line_usage_errors(main))
 
 
 if __name__ == "__main__":

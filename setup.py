@@ -31,8 +31,8 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.7",
-    packages=find_packages(include=["data_tools", "data_tools.*", "model", "model.*",
-                                    "export", "export.*", "training", "training.*",
+    packages=find_packages(include=["cli", "cli.*", "data_tools", "data_tools.*", "model",
+                                    "model.*", "export", "export.*", "training", "training.*",
                                     "runtime", "runtime.*"]),
     py_modules=["estimator_main"],
     install_requires=[
@@ -72,6 +72,12 @@ setup(
             "circle-convert=export.convert:run",
             "circle-quality=export.quality:run",
             "circle-serve=export.serve:run",
+            "circle-lfw-holdout=data_tools.lfw_holdout:run",
+            "circle-lfw-identification=data_tools.lfw_identification:run",
+            "circle-gallery=export.gallery:run",
+            "circle-identification=export.identification:run",
+            "circle-ijb=export.ijb:run",
+            "circle-compare-reports=export.compare_reports:run",
         ],
     },
     classifiers=[

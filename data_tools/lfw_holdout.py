@@ -11,24 +11,21 @@ runs the whole recipe.
 
 import sys
 
-from data_tools import cli
+import cli
 
 cli.quiet_tensorflow()  # before anything imports TensorFlow
 
 from absl import flags  # noqa: E402
 
+from cli import flag_groups  # noqa: E402
 from data_tools import pairs as pairs_lib  # noqa: E402
 from data_tools.holdout_split import HoldoutError, make_split  # noqa: E402
 
 
 def define_flags(flag_values=flags.FLAGS):
-    flags.DEFINE_string("lfw_dir", None, "Extracted LFW folder (one sub-folder per identity).",
-                        flag_values=flag_values)
-    flags.DEFINE_string("pairs", None, "The official View 2 pairs.txt.", flag_values=flag_values)
-    flags.DEFINE_list("holdout_folds", ["10"], "1-based folds whose identities never reach "
-                      "training; their pairs become the test set.", flag_values=flag_values)
-    flags.DEFINE_string("output_dir", None, "Where train/, pairs.txt and split.json go.",
-                        flag_values=flag_values)
+    flag_groups.define_lfw_split(flag_values, "never reach training; their pairs become the "
+                                 "test set.")
+    flag_groups.define_output_dir(flag_values, "where train/, pairs.txt and split.json go.")
     flags.DEFINE_integer("min_images", 2, "Keep training identities with at least this many "
                          "images.", flag_values=flag_values)
     flags.DEFINE_integer("subfolds", 10, "Evaluation folds the test pairs are dealt into.",

@@ -14,25 +14,21 @@ disjoint from the training split of :mod:`data_tools.lfw_holdout` for the same f
 
 import sys
 
-from data_tools import cli
+import cli
 
 cli.quiet_tensorflow()  # before anything imports TensorFlow
 
 from absl import flags  # noqa: E402
 
+from cli import flag_groups  # noqa: E402
 from data_tools.holdout_split import link_identities  # noqa: E402
 
 
 def define_flags(flag_values=flags.FLAGS):
     if "lfw_dir" in flag_values:
         return
-    flags.DEFINE_string("lfw_dir", None, "Extracted LFW folder (one sub-folder per identity).",
-                        flag_values=flag_values)
-    flags.DEFINE_string("pairs", None, "The official View 2 pairs.txt.", flag_values=flag_values)
-    flags.DEFINE_list("holdout_folds", ["10"], "1-based folds whose identities are linked.",
-                      flag_values=flag_values)
-    flags.DEFINE_string("output_dir", None, "Where the identity links go.",
-                        flag_values=flag_values)
+    flag_groups.define_lfw_split(flag_values, "are linked.")
+    flag_groups.define_output_dir(flag_values, "where the identity links go.")
 
 
 def main(argv, flag_values=flags.FLAGS):

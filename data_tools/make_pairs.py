@@ -22,12 +22,13 @@ Only file names are read; the file is written atomically and read back through
 import os
 import sys
 
-from data_tools import cli
+import cli
 
 cli.quiet_tensorflow()  # before anything imports TensorFlow
 
 from absl import flags  # noqa: E402
 
+from cli import flag_groups  # noqa: E402
 from data_tools import lfw_names  # noqa: E402
 from data_tools import pairs as pairs_lib  # noqa: E402
 from data_tools.pairs_generation import (  # noqa: E402
@@ -41,25 +42,17 @@ def define_flags(flag_values=flags.FLAGS):
     """Define the command-line flags (once; safe to call again)."""
     if "output" in flag_values:
         return
-    flags.DEFINE_string("input_dir", None, "Face folder tree, one sub-folder per identity, "
-                        "images named <name>/<name>_NNNN.<ext> (the LFW layout).",
-                        flag_values=flag_values)
-    flags.DEFINE_string("output", None, "The pairs file to write (LFW View 2 format).",
-                        flag_values=flag_values)
-    flags.DEFINE_integer("num_folds", 10, "Identity-disjoint folds (LFW View 2: 10).",
-                         lower_bound=1, flag_values=flag_values)
-    flags.DEFINE_integer("pairs_per_fold", None, "Matched pairs per fold, and as many "
-                         "mismatched (LFW: 300). Default: the most every fold can hold, at most "
-                         f"{DEFAULT_MAX_PAIRS_PER_FOLD}.", lower_bound=1,
-                         flag_values=flag_values)
-    flags.DEFINE_integer("seed", 0, "Seed of the fold assignment and of the pairs.",
-                         flag_values=flag_values)
+    flag_groups.define_input_dir(flag_values, "face folder tree, one sub-folder per identity, "
+                                 "images named <name>/<name>_NNNN.<ext> (the LFW layout).")
+    flag_groups.define_output(flag_values, "the pairs file to write (LFW View 2 format).")
+    flag_groups.define_pair_folds(flag_values, unset="the most every fold can hold, at most "
+                                  f"{DEFAULT_MAX_PAIRS_PER_FOLD}")
+    flag_groups.define_seed(flag_values, "the fold assignment and of the pairs")
     flags.DEFINE_boolean("rename", False, "First rename the photos directly in each identity "
                          "folder to <name>/<name>_NNNN.<ext> (camera names such as IMG_1001.jpg "
                          "cannot be named by a pairs file), logging each rename in "
                          "<input_dir>/lfw_renames.tsv.", flag_values=flag_values)
-    flags.DEFINE_boolean("overwrite", False, "Replace an existing --output that holds other "
-                         "pairs.", flag_values=flag_values)
+    flag_groups.define_overwrite(flag_values, "an existing --output that holds other pairs")
     flags.mark_flags_as_required(["input_dir", "output"], flag_values=flag_values)
 
 

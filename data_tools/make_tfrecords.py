@@ -44,16 +44,16 @@ if __package__ in (None, ""):
     # Run as a script, sys.path[0] is data_tools/ and the package itself is not importable.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from data_tools import cli  # noqa: E402
+import cli  # noqa: E402
 
 cli.quiet_tensorflow()  # before data_tools.conversion imports TensorFlow
 
 from absl import app, flags  # noqa: E402
 
+from cli import alignment_flags, flag_groups  # noqa: E402
 from data_tools import manifest as manifest_lib  # noqa: E402
 from data_tools import pairs as pairs_lib  # noqa: E402
 from data_tools import teachers  # noqa: E402
-from data_tools.alignment import align as align_cli  # noqa: E402
 from data_tools.alignment import raw_faces  # noqa: E402
 from data_tools.conversion import (  # noqa: E402
     TARGET_SHARD_BYTES,
@@ -88,46 +88,31 @@ def define_flags(flag_values=flags.FLAGS):
     """Define the command-line flags (once; safe to call again)."""
     if "input_dir" in flag_values:
         return
-    flags.DEFINE_string("input_dir", None, "Face folder tree, one sub-folder per identity (with "
-                        "--pairs: the image root the pairs file refers to).",
-                        flag_values=flag_values)
-    flags.DEFINE_string("output_dir", None, "Directory for the shards, labels.txt and "
-                        "manifest.json.", flag_values=flag_values)
+    flag_groups.define_input_dir(flag_values, "face folder tree, one sub-folder per identity "
+                                 "(with --pairs: the image root the pairs file refers to).")
+    flag_groups.define_output_dir(flag_values, "the shards, labels.txt and manifest.json.")
     flags.DEFINE_string("name", None, "Shard file prefix (default: 'train', or 'pairs' with "
                         "--pairs).", flag_values=flag_values)
     flags.DEFINE_integer("num_shards", None, "Number of shards (default: about one per "
                                              f"{TARGET_SHARD_BYTES // 2 ** 20} MB of "
                          "input).", lower_bound=1,
                          flag_values=flag_values)
-    flags.DEFINE_integer("seed", 0, "Seed of the order in which images are spread over the "
-                         "shards.", flag_values=flag_values)
-    flags.DEFINE_integer("image_size", None, "Centre-crop to a square and resize to this size "
-                         "(re-encodes as PNG). Default: keep the images as they are.",
-                         lower_bound=1, flag_values=flag_values)
-    flags.DEFINE_string("crop_box", None, "'x0,y0,x1,y1': crop every image to this box (before "
-                        "--image_size), e.g. the face region of LFW-a's 250x250 frames.",
-                        flag_values=flag_values)
+    flag_groups.define_seed(flag_values, "the order in which images are spread over the shards")
+    flag_groups.define_image_transform(
+        flag_values, flag_groups.KEEP_IMAGES, align="The faces go to --aligned_dir (at "
+        f"--image_size, default {raw_faces.DEFAULT_IMAGE_SIZE}) and are converted from there.")
     flags.DEFINE_integer("min_images_per_class", 1, "Drop identities with fewer valid images.",
                          lower_bound=1, flag_values=flag_values)
-    flags.DEFINE_integer("num_workers", None, "Worker processes (default: the CPU count).",
-                         lower_bound=1, flag_values=flag_values)
+    flag_groups.define_workers(flag_values)
     flags.DEFINE_boolean("strict", False, "Fail (exit 1, nothing written) when any file would "
                          "be skipped.", flag_values=flag_values)
-    flags.DEFINE_boolean("overwrite", False, "Replace a conversion with other options in "
-                         "--output_dir.", flag_values=flag_values)
-    flags.DEFINE_string("pairs", None, "LFW View 2 pairs.txt: write pair records instead of "
-                        "training shards.", flag_values=flag_values)
-    flags.DEFINE_boolean("allow_missing_pairs", False, "With --pairs: leave out pairs whose "
-                         "images are missing or unreadable instead of failing.",
-                         flag_values=flag_values)
-    flags.DEFINE_boolean("align", False, "The input holds raw photos: detect each face (or read "
-                         "--landmarks), align it onto the 5-point template at --image_size "
-                         f"(default {raw_faces.DEFAULT_IMAGE_SIZE}) into --aligned_dir, and "
-                         "convert those faces.", flag_values=flag_values)
+    flag_groups.define_overwrite(flag_values, "a conversion with other options in --output_dir")
+    flag_groups.define_pairs(flag_values, "an LFW View 2 pairs.txt: write pair records instead "
+                             "of training shards.", allow_missing=True)
     flags.DEFINE_string("aligned_dir", None, "With --align: where the aligned faces and "
                         "their report go (default: <output_dir>_aligned).",
                         flag_values=flag_values)
-    align_cli.define_align_flags(flag_values)
+    flag_groups.define_alignment(flag_values)
     flags.DEFINE_string("input_rec", None, "insightface training set: a directory holding "
                         "train.rec, train.idx (and optionally property), read without mxnet; "
                         "instead of --input_dir.", flag_values=flag_values)
@@ -198,8 +183,8 @@ def _align_first(FLAGS):  # noqa: N803 - absl idiom
     image_size = FLAGS.image_size or raw_faces.DEFAULT_IMAGE_SIZE
     summary = raw_faces.align_folder(FLAGS.input_dir, aligned_dir, image_size=image_size,
                                      overwrite=FLAGS.overwrite, progress=True, only=only,
-                                     **align_cli.align_options(FLAGS))
-    align_cli.print_skips(summary)
+                                     **alignment_flags.align_options(FLAGS))
+    alignment_flags.print_skips(summary)
     print(raw_faces.format_summary(summary))
     with open(summary["report"], encoding="utf-8") as f:
         options = json.load(f)["options"]
@@ -272,8 +257,8 @@ def main(argv, flag_values=flags.FLAGS):
                                          seed=FLAGS.seed,
                                          min_images_per_class=FLAGS.min_images_per_class,
                                          **common)
-    except _USER_ERRORS + align_cli.user_errors() as e:
-        print(f"make_tfrecords: error: {align_cli.describe_error(e)}", file=sys.stderr)
+    except _USER_ERRORS + alignment_flags.user_errors() as e:
+        print(f"make_tfrecords: error: {alignment_flags.describe_error(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         # Finished shards and the aligned faces are on disk, written atomically: nothing is lost.

@@ -12,7 +12,7 @@ import os
 import shutil
 import sys
 
-from data_tools import cli
+import cli
 
 cli.quiet_tensorflow()  # before anything imports TensorFlow
 

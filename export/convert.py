@@ -36,13 +36,14 @@ line saying what to install.
 
 import sys
 
-from data_tools import cli
+import cli
 
 cli.quiet_tensorflow()  # before TensorFlow is imported
 
 import tensorflow.compat.v1 as tf  # noqa: E402
 from absl import flags  # noqa: E402
 
+from cli import flag_groups  # noqa: E402
 from export.deploy_formats import (  # noqa: E402
     DEFAULT_CALIBRATION_IMAGES,
     DEFAULT_INT8_FLOAT_OPS,
@@ -80,9 +81,7 @@ def define_flags(flag_values=flags.FLAGS):
     """Define the command-line flags (once; safe to call again)."""
     if "onnx" in flag_values:
         return
-    flags.DEFINE_string("model", None, "SavedModel directory, or an exporter's base directory "
-                        "holding timestamped SavedModels (the newest is used).",
-                        flag_values=flag_values)
+    flag_groups.define_model_path(flag_values)
     flags.DEFINE_string("onnx", None, "Write the ONNX model here (dynamic batch).",
                         flag_values=flag_values)
     flags.DEFINE_string("tflite", None, "Write the TFLite model here (batch 1).",
@@ -98,8 +97,8 @@ def define_flags(flag_values=flags.FLAGS):
                       "in float in an int8 model (e.g. L2_NORMALIZATION, FULLY_CONNECTED); "
                       "empty (--int8_float_ops=) for a full-integer model.",
                       flag_values=flag_values)
-    flags.DEFINE_integer("image_size", None, "Input size S (default: read from the model's "
-                         "graph).", lower_bound=1, flag_values=flag_values)
+    flag_groups.define_image_size(flag_values, "the model's input S. Default: read from the "
+                                  "model's graph.")
     flags.DEFINE_integer("opset", DEFAULT_OPSET, "ONNX opset.", lower_bound=9,
                          flag_values=flag_values)
     flags.DEFINE_string("check_records", None, "Pair records (make_tfrecords.py --pairs): "
@@ -108,9 +107,7 @@ def define_flags(flag_values=flags.FLAGS):
                         flag_values=flag_values)
     flags.DEFINE_list("check_files", [], "Converted models (.onnx, .tflite, .pb) to check with "
                       "--check_records besides those written now.", flag_values=flag_values)
-    flags.DEFINE_bool("allow_transform_mismatch", False, "Check on --check_records although "
-                      "they were converted otherwise than the model's records (their accuracy "
-                      "is then not the model's).", flag_values=flag_values)
+    flag_groups.define_allow_transform_mismatch(flag_values, "Check on --check_records")
     flags.DEFINE_integer("threads", None, "Threads of ONNX Runtime and TFLite in the checks "
                          "(default: theirs).", lower_bound=1, flag_values=flag_values)
 

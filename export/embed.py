@@ -17,7 +17,7 @@ SavedModels (``model_dir/export/best``: the newest is used). It is called throug
 Every mode applies by default the transform the SavedModel was exported with
 (``assets.extra/transform.json``: the crop box, size or 5-point alignment of its evaluation
 records, ``data_tools.transform``) and prints which, so that raw frames give the accuracy of the
-model's report. The shared flags of ``export.transform_flags`` override it with exactly the
+model's report. The shared flags of ``cli.transform_flags`` override it with exactly the
 converter's meaning: ``--crop_box`` and ``--image_size`` (make_tfrecords.py: crop, centre square,
 Lanczos), ``--align`` (detect the largest face and align it onto the 5-point template; the
 detector is the optional ``[align]`` extra); ``--crop_box=none`` sends the images as they are.
@@ -41,14 +41,15 @@ SavedModel.
 import os
 import sys
 
-from data_tools import cli
+import cli
 
 cli.quiet_tensorflow()  # before TensorFlow is imported
 
 import tensorflow.compat.v1 as tf  # noqa: E402
 from absl import flags  # noqa: E402
 
-from export import report, transform_flags  # noqa: E402
+from cli import flag_groups, transform_flags  # noqa: E402
+from export import report  # noqa: E402
 from export.embedder import (  # noqa: E402
     EmbedError,
     ImageDecodeError,
@@ -68,38 +69,29 @@ from export.pair_verification import (  # noqa: E402
 def define_flags(flag_values=flags.FLAGS):
     """Define the command-line flags in ``flag_values``."""
     fv = flag_values
-    flags.DEFINE_string("model", None, "SavedModel directory, or an exporter's base directory "
-                        "holding timestamped SavedModels (the newest is used).", flag_values=fv)
-    flags.DEFINE_bool("flip", True, "Flip test-time augmentation: embedding of the image plus that "
-                      "of its mirror image, renormalised, as in evaluation. --noflip returns the "
-                      "SavedModel's own output.", flag_values=fv)
+    flag_groups.define_model_path(fv)
+    flag_groups.define_flip(fv, note="--noflip returns the SavedModel's own output.")
     flags.DEFINE_bool("print_norm", False, "IMAGE arguments: also print each embedding's norm "
                       "before normalisation (the SavedModel's embedding_norm; a face-quality "
                       "signal): the column after the path.", flag_values=fv)
-    flags.DEFINE_integer("batch_size", 64, "Images per SavedModel call.", lower_bound=1,
-                         flag_values=fv)
+    flag_groups.define_batch_size(fv)
     flags.DEFINE_float("threshold", None, "Decision threshold on the squared L2 distance of two "
                        "images (same person when below). Default: the 'threshold' of the model's "
                        "report.json.", flag_values=fv)
-    flags.DEFINE_string("output", None, "Save embeddings to OUTPUT.npy and the image names to "
-                        "OUTPUT.names.txt (required with --folder).", flag_values=fv)
-    flags.DEFINE_string("folder", None, "Embed every image of this identity-folder tree "
-                        "(<folder>/<identity>/<image>).", flag_values=fv)
-    flags.DEFINE_string("pairs", None, "Evaluate the model on these pairs: an LFW-format "
-                        "pairs file (with --image_dir), an insightface .bin, or a directory of "
-                        "pair records (make_tfrecords --pairs/--from_bin).",
-                        flag_values=fv)
-    flags.DEFINE_string("image_dir", None, "Identity folders of the --pairs images.",
-                        flag_values=fv)
-    flags.DEFINE_bool("allow_missing_pairs", False, "--pairs with --image_dir: leave out the "
-                      "pairs whose images are missing (named on stderr) instead of stopping, as "
-                      "make_tfrecords.py --allow_missing_pairs does.", flag_values=fv)
+    flag_groups.define_output(fv, "save embeddings to OUTPUT.npy and the image names to "
+                              "OUTPUT.names.txt (required with --folder).")
+    flag_groups.define_folder(fv, "embed every image of this tree.")
+    flag_groups.define_pairs(fv, "evaluate the model on an LFW-format pairs file (with "
+                             "--image_dir), an insightface .bin, or a directory of pair records "
+                             "(make_tfrecords --pairs/--from_bin).",
+                             image_dir="the identity folders of the --pairs images.",
+                             allow_missing=True)
     flags.DEFINE_integer("n_folds", None, "Folds of the --pairs evaluation; default: the pairs "
                          "file's.", lower_bound=2, flag_values=fv)
-    flags.DEFINE_float("far_target", 1e-3, "FAR of the reported VAL@FAR.", flag_values=fv)
-    flags.DEFINE_string("report_dir", None, "Write report.json and roc.png of the --pairs "
-                        "evaluation here.", flag_values=fv)
-    transform_flags.define_transform_flags(fv)
+    flag_groups.define_far_target(fv)
+    flag_groups.define_report(fv, "report.json and roc.png of the --pairs evaluation",
+                              flip=False, batch=False)
+    flag_groups.define_image_transform(fv, flag_groups.MODEL_TRANSFORM, align="")
     return fv
 
 
@@ -188,7 +180,7 @@ def _self_contained(pairs):
 
 
 def _transform(fv, embedder):
-    """The model's transform, or the flags' (``export.transform_flags``); none for a .bin or
+    """The model's transform, or the flags' (``cli.transform_flags``); none for a .bin or
     pair records, whose images are converted already."""
     if fv.pairs and _self_contained(fv.pairs):
         return None

@@ -37,13 +37,14 @@ arrays, ``model``, ``flip``, ``version``): it is read with ``allow_pickle=False`
 import os
 import sys
 
-from data_tools import cli
+import cli
 
 cli.quiet_tensorflow()  # before anything imports TensorFlow
 
 from absl import app, flags  # noqa: E402
 
-from export import gallery_store, transform_flags  # noqa: E402
+from cli import flag_groups, transform_flags  # noqa: E402
+from export import gallery_store  # noqa: E402
 from export.gallery_index import (  # noqa: E402
     GalleryError,
     enrol,
@@ -65,24 +66,19 @@ def define_flags(flag_values=flags.FLAGS):
                         "gallery).", flag_values=flag_values)
     flags.DEFINE_string("npz", None, "import: the npz index to copy into the .db --index.",
                         flag_values=flag_values)
-    flags.DEFINE_string("model", None, "SavedModel directory or an exporter's base directory "
-                        "(enrol: required; search: default the index's model).",
-                        flag_values=flag_values)
-    flags.DEFINE_string("folder", None, "enrol: identity folders (<folder>/<identity>/<image>).",
-                        flag_values=flag_values)
+    flag_groups.define_model_path(flag_values, "enrol: required; search: default the index's "
+                                  "model.")
+    flag_groups.define_folder(flag_values, "enrol: the identities to enrol.")
     flags.DEFINE_integer("top_k", 5, "search: gallery images listed per photo.", lower_bound=1,
                          flag_values=flag_values)
     flags.DEFINE_float("threshold", None, "search: open-set threshold on the cosine similarity; "
                        "a best match at or below it is 'unknown'.", flag_values=flag_values)
     flags.DEFINE_string("report", None, "search: take the threshold from this report.json.",
                         flag_values=flag_values)
-    flags.DEFINE_float("fpir", 0.01, "search: which identification threshold of --report.",
-                       flag_values=flag_values)
-    flags.DEFINE_bool("flip", True, "Flip test-time augmentation (enrol; search uses the "
-                      "index's setting).", flag_values=flag_values)
-    flags.DEFINE_integer("batch_size", 64, "Images per SavedModel call.", lower_bound=1,
-                         flag_values=flag_values)
-    transform_flags.define_transform_flags(flag_values)
+    flag_groups.define_fpir(flag_values, "the threshold that search takes from --report")
+    flag_groups.define_flip(flag_values, note="Enrol; search uses the index's setting.")
+    flag_groups.define_batch_size(flag_values)
+    flag_groups.define_image_transform(flag_values, flag_groups.MODEL_TRANSFORM, align="")
 
 
 def main(argv, flag_values=flags.FLAGS):

@@ -19,12 +19,13 @@ search --report=...`` can answer "unknown" at the same operating point.
 import os
 import sys
 
-from data_tools import cli
+import cli
 
 cli.quiet_tensorflow()  # before anything imports TensorFlow
 
 from absl import app, flags  # noqa: E402
 
+from cli import flag_groups  # noqa: E402
 from export.identification_protocol import (  # noqa: E402
     IdentificationError,
     evaluate,
@@ -48,16 +49,13 @@ def format_metrics(metrics):
 def define_flags(flag_values=flags.FLAGS):
     if "records" in flag_values:
         return
-    flags.DEFINE_string("model", None, "SavedModel directory or an exporter's base directory.",
-                        flag_values=flag_values)
+    flag_groups.define_model_path(flag_values)
     flags.DEFINE_string("records", None, "Image records (make_tfrecords.py output) of the "
                         "held-out identities.", flag_values=flag_values)
-    flags.DEFINE_string("report_dir", None, "report.json goes here.", flag_values=flag_values)
-    flags.DEFINE_bool("flip", True, "Flip test-time augmentation.", flag_values=flag_values)
+    flag_groups.define_report(flag_values, "report.json", batch=False)
     flags.DEFINE_list("fpirs", ["0.01", "0.1"], "Target FPIRs of the open-set TPIR.",
                       flag_values=flag_values)
-    flags.DEFINE_integer("batch_size", 64, "Images per SavedModel call.", lower_bound=1,
-                         flag_values=flag_values)
+    flag_groups.define_batch_size(flag_values)
 
 
 def main(argv, flag_values=flags.FLAGS):

@@ -24,13 +24,14 @@ only. ``--pooling`` picks the mode of ``report.json``'s main figures, ``roc.png`
 import os
 import sys
 
-from data_tools import cli
+import cli
 
 cli.quiet_tensorflow()  # before anything imports TensorFlow
 
 import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 
+from cli import flag_groups  # noqa: E402
 from export.ijb_protocol import (  # noqa: E402
     DATASETS,
     POOLINGS,
@@ -49,19 +50,15 @@ def define_flags(flag_values=flags.FLAGS):
     """Define the command-line flags (once; safe to call again)."""
     if "meta_dir" in flag_values:
         return
-    flags.DEFINE_string("model", None, "SavedModel directory, or an exporter's base directory "
-                        "(the newest SavedModel in it is used).", flag_values=flag_values)
-    flags.DEFINE_string("image_dir", None, "The loose-crop face images (IJB-C 'loose_crop').",
-                        flag_values=flag_values)
+    flag_groups.define_model_path(flag_values)
+    flag_groups.define_image_dir(flag_values, "the loose-crop face images (IJB-C 'loose_crop').")
     flags.DEFINE_string("meta_dir", None, "Folder of <set>_face_tid_mid.txt, "
                         "<set>_template_pair_label.txt and <set>_name_5pts_score.txt.",
                         flag_values=flag_values)
-    flags.DEFINE_string("report_dir", None, "report.json and roc.png go here.",
-                        flag_values=flag_values)
+    flag_groups.define_report(flag_values, "report.json and roc.png", flip=False, batch=False)
     flags.DEFINE_enum("dataset", None, DATASETS, "Meta file prefix; default: whichever is in "
                       "--meta_dir.", flag_values=flag_values)
-    flags.DEFINE_bool("flip", True, "Flip test-time augmentation (insightface F1).",
-                      flag_values=flag_values)
+    flag_groups.define_flip(flag_values, note="(insightface F1)")
     flags.DEFINE_bool("detector_score", True, "Weight each face by its detector score "
                       "(insightface D1).", flag_values=flag_values)
     flags.DEFINE_enum("pooling", "N1", POOLINGS, "Template pooling of the report's main figures: "
@@ -71,8 +68,7 @@ def define_flags(flag_values=flags.FLAGS):
                       flag_values=flag_values)
     flags.DEFINE_integer("align_size", 112, "Side of the aligned face sent to the model (the "
                          "template is scaled to it).", lower_bound=8, flag_values=flag_values)
-    flags.DEFINE_integer("batch_size", 64, "Faces per SavedModel call.", lower_bound=1,
-                         flag_values=flag_values)
+    flag_groups.define_batch_size(flag_values, "Faces per SavedModel call.")
     flags.DEFINE_bool("save_features", False, "Also write templates.npz (template ids and "
                       "features) to --report_dir.", flag_values=flag_values)
 

@@ -27,13 +27,14 @@ curve shows whether it happens to work. Writes ``evr.png`` and ``evr.json`` (ato
 import os
 import sys
 
-from data_tools import cli
+import cli
 
 cli.quiet_tensorflow()  # before TensorFlow is imported
 
 import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 
+from cli import flag_groups  # noqa: E402
 from data_tools import pairs as pairs_lib  # noqa: E402
 from export.embedder import EmbedError, load_saved_model  # noqa: E402
 from export.pair_verification import read_pair_images  # noqa: E402
@@ -42,13 +43,11 @@ from export.quality_metrics import THRESHOLDS, evaluate, write_evr  # noqa: E402
 
 def define_flags(flag_values=flags.FLAGS):
     fv = flag_values
-    flags.DEFINE_string("model", None, "SavedModel directory (or an exporter's base directory) "
-                        "whose serving signature returns embedding_norm.", flag_values=fv)
-    flags.DEFINE_string("pairs", None, "Verification pairs: an insightface .bin, a directory of "
-                        "pair records, or an LFW-format pairs.txt with --image_dir.",
-                        flag_values=fv)
-    flags.DEFINE_string("image_dir", None, "Image folder of a pairs.txt.", flag_values=fv)
-    flags.DEFINE_string("output_dir", None, "Where evr.png and evr.json go.", flag_values=fv)
+    flag_groups.define_model_path(fv, "Its serving signature must return embedding_norm.")
+    flag_groups.define_pairs(fv, "an insightface .bin, a directory of pair records, or an "
+                             "LFW-format pairs.txt with --image_dir.",
+                             image_dir="the identity folders of a pairs.txt.")
+    flag_groups.define_output_dir(fv, "where evr.png and evr.json go.")
     flags.DEFINE_list("fmr", ["1e-3", "1e-2"], "False-match rates of the curves.",
                       flag_values=fv)
     flags.DEFINE_enum("threshold", "recomputed", list(THRESHOLDS), "recomputed: the FMR's "
@@ -56,11 +55,9 @@ def define_flags(flag_values=flags.FLAGS):
                       "pairs, once (ERC).", flag_values=fv)
     flags.DEFINE_float("max_reject", 0.9, "Largest rejected fraction (steps of 0.05).",
                        lower_bound=0.0, upper_bound=0.95, flag_values=fv)
-    flags.DEFINE_bool("flip", False, "Flip TTA for the embeddings and norms (export.embed's "
-                      "meaning); off: one image's norm, as MagFace scores quality.",
-                      flag_values=fv)
-    flags.DEFINE_integer("batch_size", 64, "Images per SavedModel call.", lower_bound=1,
-                         flag_values=fv)
+    flag_groups.define_flip(fv, default=False, note="Of the embeddings and their norms; off: "
+                            "one image's norm, as MagFace scores quality.")
+    flag_groups.define_batch_size(fv)
     return fv
 
 

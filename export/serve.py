@@ -14,11 +14,13 @@ as soon as anything answers. It binds to 127.0.0.1 unless ``--host`` says otherw
 import os
 import sys
 
-from data_tools import cli
+import cli
 
 cli.quiet_tensorflow()  # before anything imports TensorFlow
 
 from absl import flags  # noqa: E402
+
+from cli import flag_groups  # noqa: E402
 
 TOKEN_ENV = "CIRCLE_SERVE_TOKEN"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -29,8 +31,7 @@ def define_flags(flag_values=flags.FLAGS):
     fv = flag_values
     if "gallery" in fv:
         return fv
-    flags.DEFINE_string("model", None, "SavedModel directory or an exporter's base directory.",
-                        flag_values=fv)
+    flag_groups.define_model_path(fv)
     flags.DEFINE_string("gallery", None, "The SQLite gallery file (created when absent).",
                         flag_values=fv)
     flags.DEFINE_string("host", "127.0.0.1", "Address to bind.", flag_values=fv)
@@ -41,17 +42,15 @@ def define_flags(flag_values=flags.FLAGS):
                         flag_values=fv)
     flags.DEFINE_float("far", 1e-3, "Verification threshold: the model report's operating "
                        "point at this false accept rate.", flag_values=fv)
-    flags.DEFINE_float("fpir", 0.01, "Open-set identification threshold at this false "
-                       "positive identification rate.", flag_values=fv)
+    flag_groups.define_fpir(fv, "the open-set identification threshold")
     flags.DEFINE_string("identification_report", None, "report.json of python -m "
                         "export.identification holding threshold@fpir=...", flag_values=fv)
-    flags.DEFINE_bool("flip", True, "Flip test-time augmentation (as the evaluation).",
-                      flag_values=fv)
+    flag_groups.define_flip(fv)
     flags.DEFINE_bool("transform", True, "Apply the model's crop/resize transform "
                       "(assets.extra/transform.json) to uploaded images.", flag_values=fv)
-    flags.DEFINE_bool("align", None, "Default of ?align=: detect and align raw photos. "
-                      "Default: on when the model's transform.json says its records were "
-                      "aligned faces (\"align\": true), else off.", flag_values=fv)
+    flag_groups.define_align(fv, "on when the model's transform.json says its records were "
+                             "aligned faces (\"align\": true), else off", note="The default of "
+                             "a request's ?align=.")
     flags.DEFINE_integer("max_batch", 32, "Most images in one SavedModel call.", lower_bound=1,
                          flag_values=fv)
     flags.DEFINE_float("max_wait_ms", 5.0, "Longest wait for a batch to fill, milliseconds.",

@@ -40,15 +40,17 @@ def _one_of(value, choices, what):
 
 class BackboneConfig(collections.namedtuple(
         "BackboneConfig", ["name", "embedding_size", "image_size", "dropout_rate",
-                           "precision"])):
+                           "precision", "grayscale"])):
     """The network: registry name, embedding size, input side (default: the backbone's own),
-    dropout before the embedding, and the compute precision of the backbone (``bf16`` runs it
-    in bfloat16; head, loss and proxies stay float32)."""
+    dropout before the embedding, the compute precision of the backbone (``bf16`` runs it
+    in bfloat16; head, loss and proxies stay float32), and ``grayscale``: every input face is
+    turned to gray inside the model (training, evaluation, every export), for models trained
+    on grayscale faces, so that colour photos reach them as their training faces looked."""
 
     __slots__ = ()
 
     def __new__(cls, name, embedding_size=512, image_size=None, dropout_rate=0.0,
-                precision="fp32"):
+                precision="fp32", grayscale=False):
         backbones.get_backbone(name)  # ValueError listing the valid names
         image_size = backbones.default_image_size(name) if image_size is None else image_size
         backbones.check_image_size(name, image_size)
@@ -57,8 +59,9 @@ class BackboneConfig(collections.namedtuple(
         _check(_is_number(dropout_rate) and 0.0 <= dropout_rate < 1.0,
                f"dropout_rate must be in [0, 1), got {dropout_rate!r}")
         _one_of(precision, PRECISIONS, "precision")
+        _check(isinstance(grayscale, bool), f"grayscale must be true or false, got {grayscale!r}")
         return super().__new__(cls, name, int(embedding_size), int(image_size),
-                               float(dropout_rate), precision)
+                               float(dropout_rate), precision, grayscale)
 
 
 class OptimizationConfig(collections.namedtuple(

@@ -21,14 +21,29 @@ NON_FINITE_LOSS_MESSAGE = "Non-finite loss at global step"
 
 
 
+# ITU-R BT.601 luma, the weights of PIL's "L" mode (what a grayscale JPEG such as LFW-a's was
+# made with); they sum to 1, so a gray pixel stays itself and the normalisation (the same
+# affine map on every channel) commutes with the conversion.
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+
+
+def to_gray(images):
+    """``images`` [B, H, W, 3] with every channel replaced by the luma of the pixel."""
+    luma = tf.tensordot(images, tf.constant(LUMA_WEIGHTS, images.dtype), axes=[[3], [0]])
+    return tf.tile(luma[..., None], [1, 1, 1, 3])
+
+
 def embed(images, backbone, is_training, embedding_size, dropout_rate=0.0,
-          compute_dtype=tf.float32):
+          compute_dtype=tf.float32, grayscale=False):
     """Backbone embeddings (float32, not normalised) of a batch of normalised images.
 
     ``compute_dtype=tf.bfloat16`` runs the backbone in bfloat16 (its variables stay float32 and
     are cast where used); the embedding comes back as float32, so the head, the loss and the
-    proxies never leave float32.
+    proxies never leave float32. ``grayscale``: the backbone sees the luma of each pixel in all
+    three channels (:func:`to_gray`).
     """
+    if grayscale:
+        images = to_gray(images)
     build = backbones.get_backbone(backbone)
     with tf.variable_scope("backbone", reuse=tf.AUTO_REUSE):
         embeddings = build(tf.cast(images, compute_dtype), is_training=is_training,
@@ -237,7 +252,7 @@ def model_fn_builder(backbone, head, optimization, eval_metrics_fn=None, eval_fl
         def normalised_embeddings(images):
             return tf.nn.l2_normalize(
                 embed(images, backbone.name, is_training, backbone.embedding_size,
-                      backbone.dropout_rate, compute_dtype), axis=1)
+                      backbone.dropout_rate, compute_dtype, backbone.grayscale), axis=1)
 
         if isinstance(features, dict) and "image1" in features:
             if mode == tf.estimator.ModeKeys.PREDICT:
@@ -247,7 +262,7 @@ def model_fn_builder(backbone, head, optimization, eval_metrics_fn=None, eval_fl
 
         images = features["image"] if isinstance(features, dict) else features
         embeddings = embed(images, backbone.name, is_training, backbone.embedding_size,
-                           backbone.dropout_rate, compute_dtype)
+                           backbone.dropout_rate, compute_dtype, backbone.grayscale)
         normalised = tf.nn.l2_normalize(embeddings, axis=1, name="embedding")
 
         if mode == tf.estimator.ModeKeys.PREDICT:

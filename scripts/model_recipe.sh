@@ -10,13 +10,16 @@
 # Environment: LFW_DATA (folder with lfw_a_gray250.tar.gz and lfw_pairs.txt; ../shared/data),
 # HOLDOUT_FOLD (10), RUN_NAME (face_small), FLAGFILE (configs/face_small.flags),
 # MIN_FACE_SIZE (60 px: LFW-a's faces fill its 250x250 frames), PREPARE_ONLY=1 (stop after the
-# records), SKIP_PREPARE=1 (records already made), TEACHER_CACHE (a directory holding the
+# records), SKIP_PREPARE=1 (records already made), RELEASE=0 (stop after training; else
+# scripts/model_release.sh exports, converts, measures and releases into RELEASE_DIR,
+# models/face_small by default), TEACHER_CACHE (a directory holding the
 # .teacher-*.jsonl of an earlier dlib conversion of the same frames, e.g. a teacher-only run of
 # make_tfrecords.py --teacher=dlib: its vectors are reused, keyed by each frame's sha256).
 # Extra flags override the flagfile.
 # Every step resumes and shows its progress: the extraction is kept, the alignment report and
 # the teacher's cache make a killed conversion pick up where it stopped, training resumes from
-# its last checkpoint. Nothing is written inside the repository except under OUT.
+# its last checkpoint. Nothing is written inside the repository except under OUT and the
+# release directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-model_output}
@@ -68,3 +71,7 @@ echo "== train_and_evaluate ($FLAGFILE $*) -> $MODEL"
 
 echo "== fold $FOLD, final checkpoint"
 "$PY" -m export.compare_reports "$MODEL"
+
+[ "${RELEASE:-1}" = 1 ] || exit 0
+bash scripts/model_release.sh "$MODEL" "$SPLIT" "$OUT/lfw_gray250" \
+    "${RELEASE_DIR:-models/face_small}"

@@ -9,7 +9,7 @@ import sysconfig
 import pytest
 from absl import flags
 
-from data_tools import cli
+import cli
 
 
 @pytest.mark.parametrize("argv, verbosity", [
@@ -43,11 +43,12 @@ def test_quiet_tensorflow(monkeypatch, environ, argv, level):
     assert os.environ[cli.TF_LOG_LEVEL_ENV] == level
 
 
-# Every command-line module of the project: each follows the recipe of data_tools/cli.py.
+# Every command-line module of the project: each follows the recipe of cli/.
 CLI_MODULES = [
-    "data_tools.alignment.align", "data_tools.lfw_holdout", "data_tools.lfw_identification",
-    "data_tools.insightface.make_bin", "data_tools.make_pairs", "data_tools.make_tfrecords",
-    "data_tools.synthetic.make_faces", "export.compare_reports", "export.convert", "export.embed",
+    "estimator_main", "data_tools.alignment.align", "data_tools.lfw_holdout",
+    "data_tools.lfw_identification", "data_tools.insightface.make_bin", "data_tools.make_pairs",
+    "data_tools.make_tfrecords", "data_tools.synthetic.make_faces", "export.compare_reports",
+    "export.convert", "export.embed",
     "export.gallery", "export.identification", "export.ijb",
 ]
 
@@ -67,9 +68,8 @@ def _is_quiet_call(node):
 
 def _imported_modules(node):
     if isinstance(node, ast.Import):
-        return [alias.name for alias in node.names]
-    if isinstance(node, ast.ImportFrom) and not (node.module == "data_tools"
-                                                 and [a.name for a in node.names] == ["cli"]):
+        return [alias.name for alias in node.names if alias.name != "cli"]
+    if isinstance(node, ast.ImportFrom):
         return [node.module]
     return []
 
@@ -84,12 +84,28 @@ def test_cli_modules_follow_the_recipe(monkeypatch, name):
     imports = [node.lineno for node in body
                if any(not _standard_library(m) for m in _imported_modules(node))]
     assert len(quiet) == 1 and imports and quiet[0] < min(imports)
-    # run() is the shared entry: cli.run(define_flags, main).
+    # run() is the shared entry: cli.run(define_flags, main), main perhaps wrapped by
+    # cli.one_line_usage_errors.
     calls = []
     monkeypatch.setattr(cli, "run", lambda *args: calls.append(args))
     module.run()
-    assert calls == [(module.define_flags, module.main)]
+    assert len(calls) == 1 and calls[0][0] is module.define_flags
+    assert getattr(calls[0][1], "__wrapped__", calls[0][1]) is module.main
     # The flags go to the FlagValues given (tests use their own), not to the global FLAGS.
     before, fresh = set(flags.FLAGS), flags.FlagValues()
     module.define_flags(fresh)
     assert set(fresh) and set(flags.FLAGS) == before
+
+
+def test_one_line_usage_errors(capsys):
+    from absl import app  # noqa: PLC0415
+
+    def main(argv, flag_values=None):
+        if argv[1:]:
+            raise app.UsageError("--x contradicts --y")
+        return 0
+
+    wrapped = cli.one_line_usage_errors(main)
+    assert wrapped(["path/prog.py"]) == 0
+    assert wrapped(["path/prog.py", "bad"]) == 1
+    assert capsys.readouterr().err == "prog.py: --x contradicts --y\nsee --help for the flags\n"

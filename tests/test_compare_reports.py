@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from data_tools import cli
+import cli
 from export import compare_reports, report, report_table, verification
 
 

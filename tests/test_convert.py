@@ -14,8 +14,8 @@ import sys
 import numpy as np
 import pytest
 
+import cli
 from benchmarks import deploy
-from data_tools import cli
 from export import convert, deploy_formats, format_checks
 from tests import _folder_fixtures as ff
 from tests import real_lfw, test_embed_cli, tiny_model

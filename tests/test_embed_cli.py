@@ -18,7 +18,8 @@ import pytest
 from absl import flags
 from PIL import Image
 
-from data_tools import cli, conversion
+import cli
+from data_tools import conversion
 from data_tools import pairs as pairs_lib
 from data_tools.insightface import bin_from_pairs
 from export import embed, report, verification

@@ -9,7 +9,8 @@ import tensorflow as tf2
 import tensorflow.compat.v1 as tf
 from PIL import Image
 
-from data_tools import cli, image_files, input_fns
+import cli
+from data_tools import image_files, input_fns
 from export import embed, embedder, eval_metrics, exporters, freeze, serving, verification
 from runtime import estimator_factory
 from tests import model_helpers

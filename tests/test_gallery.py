@@ -9,7 +9,7 @@ import pytest
 from absl import app
 from PIL import Image
 
-from data_tools import cli
+import cli
 from export import gallery, gallery_index
 from tests import tiny_model
 

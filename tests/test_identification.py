@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_tools import cli, conversion, holdout_split
+import cli
+from data_tools import conversion, holdout_split
 from export import identification, identification_protocol, retrieval
 from tests import tiny_model
 

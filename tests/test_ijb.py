@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_tools import cli
+import cli
 from data_tools.alignment import face_alignment as align
 from data_tools.synthetic import faces as synthetic_faces
 from export import ijb, ijb_protocol

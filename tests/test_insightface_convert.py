@@ -6,7 +6,8 @@ import struct
 import pytest
 from absl import app
 
-from data_tools import cli, make_tfrecords
+import cli
+from data_tools import make_tfrecords
 from data_tools import manifest as manifest_lib
 from data_tools.conversion import convert_pairs
 from data_tools.insightface import bin_format as insightface_bin

@@ -109,16 +109,48 @@ def test_the_design_page_states_this_layering():
 
 
 @pytest.mark.parametrize("module", [
-    "data_tools/cli", "data_tools/fileio", "data_tools/pairs", "data_tools/pairs_generation",
+    "data_tools/fileio", "data_tools/pairs", "data_tools/pairs_generation",
     "data_tools/synthetic/make_faces", "data_tools/synthetic/faces", "data_tools/synthetic/dataset",
     "data_tools/synthetic/__main__", "data_tools/alignment/face_alignment",
     "data_tools/insightface/bin_format", "data_tools/insightface/recordio",
     "runtime/ascend", "runtime/cluster"])
 def test_light_modules_do_not_import_tensorflow(module):
-    # cli must run before TensorFlow loads; the others serve tools that need no TensorFlow
-    # (and runtime's settings are validated before TensorFlow is asked anything).
+    # These serve tools that need no TensorFlow (and a launcher may read its cluster before
+    # TensorFlow loads).
     path = os.path.join(ROOT, *(module + ".py").split("/"))
     assert "tensorflow" not in set(imported_packages(path))
+
+
+# cli/ is the command lines' recipe and shared flag groups: it runs before TensorFlow loads, and
+# reads the flags into data_tools' values (Transform, alignment options), nothing above that.
+CLI_MAY_IMPORT = {"cli", "data_tools"}
+PROJECT_PACKAGES = {"cli", "data_tools", "model", "export", "training", "evaluation", "runtime",
+                    "estimator_main", "benchmarks"}
+
+
+def test_cli_imports_only_data_tools_and_no_tensorflow():
+    offending = []
+    for path in _python_files("cli"):
+        imported = set(imported_packages(path))
+        bad = (imported & PROJECT_PACKAGES) - CLI_MAY_IMPORT
+        bad |= imported & {"tensorflow"}
+        offending += [f"{os.path.relpath(path, ROOT)} imports {b}" for b in sorted(bad)]
+    assert offending == []
+
+
+def test_only_command_lines_import_cli():
+    # A library that imported cli would be a command line (flags) in disguise.
+    commands = set(command_line_modules())
+    users = [_module_name(path) for path in _python_files("data_tools", "model", "export",
+                                                          "training", "runtime")
+             if "cli" in set(imported_packages(path))]
+    assert users and set(users) <= commands, sorted(set(users) - commands)
+
+
+def test_estimator_main_talks_to_training_and_cli_only():
+    # The command line over training/: the model, data and export layers are training/'s.
+    imported = set(imported_packages(os.path.join(ROOT, "estimator_main.py")))
+    assert imported & PROJECT_PACKAGES == {"cli", "training"}
 
 
 # One job per file (docs/DESIGN.md): a module is a library or a command line, never both. A
@@ -126,7 +158,7 @@ def test_light_modules_do_not_import_tensorflow(module):
 # uses it only through its command line. Whatever else other code needs is a library's, and
 # a library defines no flags.
 LIBRARY_PACKAGES = ("data_tools", "export")
-# What a command line offers others: its recipe (data_tools/cli.py) and, for tests, the text it
+# What a command line offers others: its recipe (cli/) and, for tests, the text it
 # prints (format_*).
 COMMAND_LINE_NAMES = {"define_flags", "main", "run"}
 COMMAND_LINE_PREFIXES = ("format_",)
@@ -215,8 +247,7 @@ def library_uses_of_command_lines():
         user = _module_name(path)
         for module, names in used_names(path, commands).items():
             if module == user or user in commands:
-                # Command lines may share their flag helpers (data_tools/alignment/align.py).
-                continue
+                continue  # a command line may run another (their shared flags are cli/'s)
             for name in sorted(names):
                 if name not in COMMAND_LINE_NAMES and not name.startswith(COMMAND_LINE_PREFIXES):
                     found.setdefault(module, []).append(f"{user}: {name}")
@@ -228,7 +259,7 @@ def test_command_line_modules_are_found():
     for name in ("data_tools.make_tfrecords", "export.embed", "export.convert", "export.gallery",
                  "export.ijb", "export.identification"):
         assert name in commands
-    for name in ("data_tools.cli", "data_tools.conversion", "export.embedder",
+    for name in ("data_tools.conversion", "export.embedder",
                  "export.pair_verification"):
         assert name not in commands
 

@@ -15,7 +15,8 @@ import pytest
 from absl import app
 from PIL import Image, ImageFile
 
-from data_tools import cli, conversion, image_files, make_tfrecords, manifest, pairs, shard_writer
+import cli
+from data_tools import conversion, image_files, make_tfrecords, manifest, pairs, shard_writer
 from tests import _folder_fixtures as ff
 
 ConversionError = conversion.ConversionError

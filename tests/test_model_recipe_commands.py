@@ -11,6 +11,7 @@ from tests.recipe_stand_in import commands_of, run_recipe_script
 
 
 def run_recipe(tmp_path, *flags, **env_vars):
+    env_vars.setdefault("RELEASE", "0")  # the release stage has its own test below
     out, lines = run_recipe_script("model_recipe.sh", tmp_path, *flags, **env_vars)
     return out, out / "fold10", lines
 
@@ -86,3 +87,52 @@ def test_teacher_cache_is_reused_not_overwritten(tmp_path):
                    capture_output=True)
     assert (out / ".teacher-0123456789abcdef.jsonl").read_text() == '{"sha256": "a"}\n'
     assert (out / ".teacher-fedcba9876543210.jsonl").read_text() == "kept\n"
+
+
+def _fake_run(tmp_path):
+    """A training run's directory with two exported SavedModels (the newest is the final
+    checkpoint's) and the split's fold-10 pairs, as the release stage finds them."""
+    run = tmp_path / "run"
+    for stamp in ("1700000000", "1700000500"):
+        saved_model = run / "export" / "latest" / stamp
+        (saved_model / "variables").mkdir(parents=True)
+        (saved_model / "assets.extra").mkdir()
+        (saved_model / "saved_model.pb").write_text(stamp)
+    split = tmp_path / "fold10"
+    (split / "release" / "student_raw_frames").mkdir(parents=True)
+    (split / "release" / "student_raw_frames" / "report.json").write_text('{"accuracy": 1}')
+    return run, split
+
+
+def test_release_stage_ships_the_final_checkpoint_and_measures_it(tmp_path):
+    run, split = _fake_run(tmp_path)
+    release = tmp_path / "models" / "face_small"
+    release.mkdir(parents=True)
+    (release / "MODEL_CARD.md").write_text("card")
+    (release / "old_file").write_text("gone after the release")
+    log = tmp_path / "commands.log"
+    python = tmp_path / "python"
+    python.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {log}\n')
+    python.chmod(0o755)
+    frames = tmp_path / "lfw_gray250"
+    (frames / "Aaron_Eckhart").mkdir(parents=True)
+    subprocess.run(["bash", os.path.join(ff.REPO_ROOT, "scripts", "model_release.sh"), str(run),
+                    str(split), str(frames), str(release)], cwd=ff.REPO_ROOT,
+                   env=dict(os.environ, PYTHON=str(python)), check=True, capture_output=True)
+    lines = log.read_text().splitlines()
+    # The final checkpoint's SavedModel, never a pick on the holdout; the card survives.
+    assert (release / "saved_model.pb").read_text() == "1700000500"
+    assert (release / "MODEL_CARD.md").read_text() == "card"
+    assert not (release / "old_file").exists() and not (tmp_path / "models" /
+                                                         "face_small.staging").exists()
+    assert (release / "assets.extra" / "report.json").read_text() == '{"accuracy": 1}'
+    staged = f"{release}.staging"
+    (embed,) = commands_of(lines, "export.embed")
+    assert f"--model {staged} --align --pairs {split}/pairs.txt --image_dir {frames}" in embed
+    (teacher,) = commands_of(lines, "scripts/teacher_pairs.py")
+    assert "--teacher=dlib" in teacher and f"--pairs={split}/pairs.txt" in teacher
+    (convert,) = commands_of(lines, "export.convert")
+    assert f"--onnx={staged}/model.onnx" in convert and "--quantize=int8" in convert
+    assert f"--check_records={split}/records_distill/pairs" in convert
+    (speed,) = commands_of(lines, "benchmarks.student_vs_teacher")
+    assert f"--photos {frames}/Aaron_Eckhart" in speed

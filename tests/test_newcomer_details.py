@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_tools import cli, lfw_names, make_pairs, make_tfrecords
+import cli
+from data_tools import lfw_names, make_pairs, make_tfrecords
 from tests import _folder_fixtures as ff
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

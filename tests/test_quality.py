@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_tools import cli
+import cli
 from export import quality, quality_metrics
 from export.pair_verification import read_pair_images
 from tests import records_helpers as rh

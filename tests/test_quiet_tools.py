@@ -11,7 +11,7 @@ import sys
 import pytest
 from absl import logging as absl_logging
 
-from data_tools import cli
+import cli
 from export import native_stderr
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

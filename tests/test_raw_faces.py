@@ -11,7 +11,8 @@ import pytest
 from absl import app
 from PIL import Image
 
-from data_tools import cli, make_tfrecords, manifest
+import cli
+from data_tools import make_tfrecords, manifest
 from data_tools.alignment import align, face_alignment, raw_faces
 from tests import _folder_fixtures as ff
 from tests.test_reliability_inputs import decompression_bomb_png

@@ -7,7 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from data_tools import cli, conversion, manifest
+import cli
+from data_tools import conversion, manifest
 from data_tools.insightface import convert as insightface
 from data_tools.insightface import make_bin
 from export import verification

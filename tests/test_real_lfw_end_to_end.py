@@ -12,7 +12,8 @@ import os
 
 import pytest
 
-from data_tools import cli, conversion
+import cli
+from data_tools import conversion
 from data_tools.synthetic import dataset as synthetic_dataset
 from export import embed, report
 from tests import _folder_fixtures as ff

@@ -11,7 +11,8 @@ import os
 
 import pytest
 
-from data_tools import cli, conversion, holdout_split
+import cli
+from data_tools import conversion, holdout_split
 from export import identification
 from tests import real_lfw, tiny_model
 

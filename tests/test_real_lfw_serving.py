@@ -21,7 +21,8 @@ import pytest
 import tensorflow.compat.v1 as tf
 from PIL import Image
 
-from data_tools import cli, conversion, holdout_split, image_files
+import cli
+from data_tools import conversion, holdout_split, image_files
 from export import embed, exporters, freeze, report
 from export import embedder as embedder_lib
 from tests import _folder_fixtures as ff

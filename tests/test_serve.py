@@ -405,7 +405,7 @@ def test_embedding_norm_output_is_returned(tmp_path):
 def run_serve(args):
     from absl import app  # noqa: PLC0415
 
-    from data_tools import cli  # noqa: PLC0415
+    import cli  # noqa: PLC0415
     from export import serve  # noqa: PLC0415
 
     try:

@@ -14,7 +14,8 @@ import os
 import numpy as np
 import pytest
 
-from data_tools import cli, manifest
+import cli
+from data_tools import manifest
 from data_tools.transform import Transform, TransformError
 from export import exporters, gallery
 from tests import _folder_fixtures as ff

@@ -40,3 +40,13 @@ def quiet_logs(verbosity_given):
     tf.get_logger().setLevel(logging.get_absl_logger().getEffectiveLevel())
     if not any(isinstance(f, EstimatorNoise) for f in tf.get_logger().filters):
         tf.get_logger().addFilter(EstimatorNoise())
+
+
+def silence_deprecation_warnings():
+    """The compat.v1 estimator stack warns about its own deprecation on every call; users of the
+    command line cannot act on those lines, and they bury the ones they can."""
+    try:
+        from tensorflow.python.util import deprecation  # noqa: PLC0415
+    except ImportError:
+        return
+    deprecation._PRINT_DEPRECATION_WARNINGS = False

@@ -130,7 +130,8 @@ def build_configs(p):
     written back into ``p`` so that ``params.json`` records what the run uses."""
     backbone = _config(model_config.BackboneConfig, name=p["backbone"],
                        embedding_size=p["embedding_size"], image_size=p["image_size"],
-                       dropout_rate=p["dropout_rate"], precision=p["precision"])
+                       dropout_rate=p["dropout_rate"], precision=p["precision"],
+                       grayscale=bool(p.get("grayscale")))
     p["image_size"] = backbone.image_size
     distill = _distillation_config(p)
     if p["head"] == NO_HEAD:

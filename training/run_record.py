@@ -28,7 +28,7 @@ MODEL_SETTINGS = ("backbone", "head", "embedding_size", "image_size", "dropout_r
                   "partial_fc_rate")
 # How the run evaluated: taken from the record when not given, and free to change.
 EVAL_SETTINGS = ("images_per_identity", "eval_protocol", "eval_flip", "far_target",
-                 "eval_batch_size")
+                 "eval_batch_size", "grayscale")
 
 
 class RecordMismatchError(ValueError):

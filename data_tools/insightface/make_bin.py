@@ -14,12 +14,13 @@ options. Pair i's images are at positions 2i and 2i+1, in pairs-file order, so i
 
 import sys
 
-from data_tools import cli
+import cli
 
 cli.quiet_tensorflow()  # before data_tools.shard_writer imports TensorFlow
 
 from absl import flags  # noqa: E402
 
+from cli import flag_groups  # noqa: E402
 from data_tools import pairs as pairs_lib  # noqa: E402
 from data_tools.insightface.bin_from_pairs import MakeBinError, make_bin  # noqa: E402
 
@@ -28,18 +29,12 @@ def define_flags(flag_values=flags.FLAGS):
     """Define the command-line flags (once; safe to call again)."""
     if "pairs" in flag_values:
         return
-    flags.DEFINE_string("pairs", None, "LFW View 2 pairs.txt (or any file in its format).",
-                        flag_values=flag_values)
-    flags.DEFINE_string("image_dir", None, "Image root the pairs file refers to "
-                        "(<image_dir>/<name>/<name>_0001.jpg).", flag_values=flag_values)
-    flags.DEFINE_string("output", None, "The .bin file to write.", flag_values=flag_values)
-    flags.DEFINE_integer("image_size", None, "Centre-crop to a square and resize to this size "
-                         "(re-encodes as PNG), as make_tfrecords.py does.", lower_bound=1,
-                         flag_values=flag_values)
-    flags.DEFINE_string("crop_box", None, "'x0,y0,x1,y1': crop every image to this box before "
-                        "--image_size, as make_tfrecords.py does.", flag_values=flag_values)
-    flags.DEFINE_integer("num_workers", None, "Worker processes (default: the CPU count).",
-                         lower_bound=1, flag_values=flag_values)
+    flag_groups.define_pairs(flag_values, "an LFW View 2 pairs.txt (or any file in its format).",
+                             image_dir="the image root the pairs file refers to "
+                             "(<image_dir>/<name>/<name>_0001.jpg).")
+    flag_groups.define_output(flag_values, "the .bin file to write.")
+    flag_groups.define_image_transform(flag_values, flag_groups.KEEP_IMAGES)
+    flag_groups.define_workers(flag_values)
     flags.DEFINE_integer("protocol", 4, "Pickle protocol (2 for Python 2 readers).",
                          lower_bound=2, upper_bound=5, flag_values=flag_values)
     flags.mark_flags_as_required(["pairs", "image_dir", "output"], flag_values=flag_values)

@@ -10,41 +10,34 @@ reuses a complete dataset.
 
 import sys
 
-from data_tools import cli
+import cli
 
 cli.quiet_tensorflow()  # before anything imports TensorFlow
 
 from absl import flags  # noqa: E402
 
+from cli import flag_groups  # noqa: E402
 from data_tools.synthetic.dataset import generate  # noqa: E402
 
 
 def define_flags(flag_values=flags.FLAGS):
     """Define the command-line flags in ``flag_values``."""
     fv = flag_values
-    flags.DEFINE_string("output_dir", None, "Directory to write train/, lfw/ and pairs.txt to.",
-                        flag_values=fv)
+    flag_groups.define_output_dir(fv, "where train/, lfw/ and pairs.txt go.")
     flags.DEFINE_integer("num_train_identities", 100, "Training identities.", flag_values=fv)
     flags.DEFINE_integer("train_images_per_identity", 24, "Images per training identity.",
-                         flag_values=fv)
-    flags.DEFINE_integer("num_folds", 10, "Folds of pairs.txt (LFW View 2 has 10).",
                          flag_values=fv)
     flags.DEFINE_integer("pair_identities_per_fold", 8,
                          "Verification identities per fold; folds share no identity.",
                          flag_values=fv)
     flags.DEFINE_integer("pair_images_per_identity", 4, "Images per verification identity.",
                          flag_values=fv)
-    flags.DEFINE_integer("pairs_per_fold", 30, "Matched pairs per fold, and as many "
-                         "mismatched: the pairs.txt header's n (LFW: 300).",
-                         flag_values=fv)
-    flags.DEFINE_integer("image_size", 112, "Output image size in pixels.", flag_values=fv)
+    flag_groups.define_pair_folds(fv, pairs_per_fold=30, lower_bound=None)  # main checks
+    flag_groups.define_image_size(fv, "the rendered faces.", default=112)
     flags.DEFINE_float("grayscale_fraction", 0.02, "Fraction of images saved as grayscale.",
                        flag_values=fv)
-    flags.DEFINE_integer("seed", 0, "Random seed; the same seed gives byte-identical files.",
-                         flag_values=fv)
-    flags.DEFINE_integer("num_workers", None, "Worker processes (default: CPU count).",
-                         flag_values=fv)
-    flags.DEFINE_boolean("progress", True, "Show a progress bar.", flag_values=fv)
+    flag_groups.define_seed(fv, "the identities and their images (byte-identical files)")
+    flag_groups.define_workers(fv, progress=True)
     flags.mark_flag_as_required("output_dir", flag_values=fv)
 
 

@@ -1,5 +1,6 @@
 """The photo-transform flags shared by every program that embeds photos (``export.embed``,
-``export.gallery``): defined once here, resolved once here.
+``export.gallery``): defined once (``cli.flag_groups.define_image_transform``), resolved once
+here.
 
 By default a program applies the model's own transform (``assets.extra/transform.json``, the
 conversion of the records it was evaluated on: ``data_tools.transform.Transform``) and prints
@@ -10,29 +11,10 @@ override it with the converter's own meaning (``make_tfrecords.py --crop_box/--i
 
 import sys
 
-from absl import flags
-
 from data_tools import image_files
 from data_tools.transform import DEFAULT_ALIGNED_SIZE, Transform
 
 NO_CROP = "none"
-
-
-def define_transform_flags(flag_values=flags.FLAGS):
-    """Define ``--crop_box``, ``--image_size`` and ``--align`` in ``flag_values``."""
-    fv = flag_values
-    flags.DEFINE_string("crop_box", None, "'x0,y0,x1,y1': crop every photo to this box (before "
-                        "--image_size), as make_tfrecords.py --crop_box does. 'none': send the "
-                        "photos as they are. Default: the model's transform "
-                        "(assets.extra/transform.json).", flag_values=fv)
-    flags.DEFINE_integer("image_size", None, "Centre-crop every photo to a square and resize it "
-                         "to this size with the converter's Lanczos filter, as make_tfrecords.py "
-                         "--image_size does. Default: the model's transform.", lower_bound=1,
-                         flag_values=fv)
-    flags.DEFINE_bool("align", False, "The photos are raw: detect the largest face of each and "
-                      "align it onto the 5-point template (needs pip install "
-                      "circle-face[align]). Default: the model's transform (aligned when its "
-                      "records were).", flag_values=fv)
 
 
 def check_transform_flags(fv):

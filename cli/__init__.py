@@ -1,22 +1,23 @@
-"""What every command-line tool of the project shares. No TensorFlow here, and nothing that
-imports it: the tools call :func:`quiet_tensorflow` before they import TensorFlow.
+"""The command-line recipe every program of the project shares. No TensorFlow here, and nothing
+that imports it: the programs call :func:`quiet_tensorflow` before they import TensorFlow.
 
-One way to build a command line, in every CLI module (``data_tools/make_tfrecords.py``,
-``python -m data_tools.synthetic``, ``python -m data_tools.lfw_holdout``,
-``python -m export.embed``, ``python -m export.compare_reports``)::
+One way to build a command line, in every program (``data_tools/make_tfrecords.py``,
+``estimator_main.py``, ``python -m export.embed``, ... : each a console script of setup.py)::
 
-    from data_tools import cli
+    import cli
     cli.quiet_tensorflow()          # before anything imports TensorFlow
+    from cli import flag_groups     # the flags several programs share, defined once
 
-    def define_flags(flag_values=flags.FLAGS): ...   # DEFINE_* with flag_values=flag_values
+    def define_flags(flag_values=flags.FLAGS): ...   # DEFINE_* and flag_groups.define_*(fv)
     def main(argv, flag_values=flags.FLAGS): ...     # parsed flags in, exit code out
     def run():                                       # console script and __main__
         cli.run(define_flags, main)
 
 Tests call ``define_flags`` on a ``flags.FlagValues()`` of their own, parse, and call ``main``
-with it, so no test touches the global ``FLAGS`` (``estimator_main`` defines its flags there).
+with it (:func:`run_main`), so no test needs the global ``FLAGS``.
 """
 
+import functools
 import logging
 import os
 import sys
@@ -103,6 +104,22 @@ def check_usage(argv, flag_values=None, required=()):
     for name in required:
         if not flag_values[name].value:
             raise app.UsageError(f"--{name} is required")
+
+
+def one_line_usage_errors(main):
+    """``main``, with a bad setting (absl's ``UsageError``) printed as its one line and exit 1,
+    where ``app.run`` would print the program's whole short help before it."""
+    from absl import app  # noqa: PLC0415
+
+    @functools.wraps(main)
+    def main_with_one_line_errors(argv, *args, **kwargs):
+        try:
+            return main(argv, *args, **kwargs)
+        except app.UsageError as e:
+            sys.stderr.write(f"{os.path.basename(argv[0])}: {e}\nsee --help for the flags\n")
+            return 1
+
+    return main_with_one_line_errors
 
 
 def run(define_flags, main):
