@@ -32,8 +32,8 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.7",
     packages=find_packages(include=["cli", "cli.*", "data_tools", "data_tools.*", "model",
-                                    "model.*", "export", "export.*", "training", "training.*",
-                                    "runtime", "runtime.*"]),
+                                    "model.*", "evaluation", "evaluation.*", "export", "export.*",
+                                    "training", "training.*", "runtime", "runtime.*"]),
     py_modules=["estimator_main"],
     install_requires=[
         "numpy>=1.16",
@@ -77,7 +77,7 @@ setup(
             "circle-gallery=export.gallery:run",
             "circle-identification=export.identification:run",
             "circle-ijb=export.ijb:run",
-            "circle-compare-reports=export.compare_reports:run",
+            "circle-compare-reports=evaluation.compare_reports:run",
         ],
     },
     classifiers=[

@@ -17,7 +17,7 @@ import tensorflow.compat.v1 as tf
 
 from benchmarks import common
 from data_tools import input_fns, schema
-from export import verification
+from evaluation import pair_specs, verification
 from model import model_fn as model_fn_lib
 
 LFW_PAIRS = 6000
@@ -56,7 +56,7 @@ def time_embedding(records, num_pairs, backbone, batch):
 
         images = tf.concat([features["image1"], features["image2"]], axis=0)
         flipped = tf.concat([features["image1_flip"], features["image2_flip"]], axis=0)
-        embeddings = model_fn_lib.flip_tta_embeddings(images, flipped, embed_fn)
+        embeddings = pair_specs.flip_tta_embeddings(images, flipped, embed_fn)
         init = tf.global_variables_initializer()
     with tf.Session(graph=graph, config=common.session_config()) as session:
         session.run(init)

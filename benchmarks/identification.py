@@ -1,6 +1,6 @@
 """1:N identification throughput: probes per second against 100k and 1M gallery entries.
 
-``export.retrieval.identification_metrics`` on random 512-d float32 embeddings (one gallery
+``evaluation.retrieval.identification_metrics`` on random 512-d float32 embeddings (one gallery
 entry per identity, half of the probes mated): the whole call, i.e. the gallery's L2
 normalisation (once per call) plus the chunked probe x gallery products, ranks and thresholds.
 ``gallery_normalise_s`` is that one-off part alone, so ``probes_per_s`` at another probe count
@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from benchmarks import common
-from export import retrieval
+from evaluation import retrieval
 
 DIM = 512
 SIZES = ((100000, 2000), (1000000, 200))  # (gallery entries, probes)

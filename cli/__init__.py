@@ -2,7 +2,8 @@
 that imports it: the programs call :func:`quiet_tensorflow` before they import TensorFlow.
 
 One way to build a command line, in every program (``data_tools/make_tfrecords.py``,
-``estimator_main.py``, ``python -m export.embed``, ... : each a console script of setup.py)::
+``estimator_main.py``, ``python -m export.embed``, ``python -m evaluation.compare_reports``,
+... : each a console script of setup.py)::
 
     import cli
     cli.quiet_tensorflow()          # before anything imports TensorFlow

@@ -49,7 +49,7 @@ import tensorflow.compat.v1 as tf  # noqa: E402
 from absl import flags  # noqa: E402
 
 from cli import flag_groups, transform_flags  # noqa: E402
-from export import report  # noqa: E402
+from evaluation import reports as report  # noqa: E402
 from export.embedder import (  # noqa: E402
     EmbedError,
     ImageDecodeError,

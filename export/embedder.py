@@ -51,7 +51,9 @@ from tqdm import tqdm
 from data_tools import image_files, preprocessing
 from data_tools.fileio import atomic_write
 from data_tools.transform import Transform
-from export import export_dirs, report, serving, verification
+from evaluation import reports as report
+from evaluation import verification
+from export import export_dirs, serving
 
 SIGNATURE = "serving_default"
 # The serving signature's keys, as export/serving.py writes them.
@@ -521,7 +523,7 @@ def decision_threshold(saved_model_dir, threshold=None, flip=True):
     ``threshold`` (the caller's) wins; otherwise the model's verification report
     (:func:`find_report`): its ``threshold`` or, for single embeddings (``flip=False``), its
     ``threshold_single`` when it has one. The report's flip setting
-    (:func:`export.report.report_flip`) must be the embeddings' one: a threshold measured with
+    (:func:`evaluation.reports.report_flip`) must be the embeddings' one: a threshold measured with
     another setting is refused (None, and the one-line reason: which flag matches it). Flip
     TTA moves embeddings of one face closer, so such a threshold shifts every decision the same
     way, silently; the remedy is one flag, and ``--threshold`` still overrides. A report that

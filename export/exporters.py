@@ -25,9 +25,12 @@ import shutil
 import tempfile
 
 import tensorflow.compat.v1 as tf
-from absl import logging
 
-from export import eval_metrics, eval_sets, export_dirs, report
+from evaluation import reports as report
+from evaluation import sets as eval_sets
+from evaluation import verification_metric as eval_metrics
+from evaluation.sets import SetsTableLogger  # noqa: F401  (an EvalSpec exporter, re-exported)
+from export import export_dirs
 
 DEFAULT_METRIC = "lfw/accuracy"
 ASSETS_EXTRA = "assets.extra"
@@ -140,17 +143,8 @@ class BestMetricExporter(tf.estimator.Exporter):
             tf.io.gfile.rmtree(path)
 
 
-def verification_report_fn(prefix="lfw"):
-    """``report_fn`` of the verification protocol: report.json and roc.png."""
-
-    def write(eval_result, directory):
-        if f"{prefix}/accuracy" not in eval_result:
-            return {}
-        metrics = eval_metrics.metrics_from_eval_result(eval_result, prefix)
-        json_path, png_path = report.write_report(metrics, directory)
-        return {report.REPORT_JSON: json_path, report.ROC_PNG: png_path}
-
-    return write
+# The verification protocol's report files of a best export (one set).
+verification_report_fn = eval_metrics.report_fn
 
 
 class BestVerificationExporter(BestMetricExporter):
@@ -185,28 +179,6 @@ class LatestTransformExporter(tf.estimator.LatestExporter):
         return path
 
 
-class SetsTableLogger(tf.estimator.Exporter):
-    """Logs the table of each evaluation round over named verification sets; exports nothing.
-
-    An exporter because the EvalSpec's exporters are the one thing ``train_and_evaluate`` calls
-    with every evaluation's result. ``sets``: ``[(name, num_pairs)]``.
-    """
-
-    def __init__(self, sets, far_target=1e-3, name="sets_table"):
-        self._sets = [(set_name, int(n)) for set_name, n in sets]
-        self._far_target = far_target
-        self._name = name
-
-    @property
-    def name(self):
-        return self._name
-
-    def export(self, estimator, export_path, checkpoint_path, eval_result, is_the_final_export):
-        del estimator, export_path, checkpoint_path, is_the_final_export
-        if eval_result:
-            logging.info("%s", eval_sets.sets_table(eval_result, self._sets, self._far_target))
-
-
 class RoundSummaryExporter(tf.estimator.Exporter):
     """Exports nothing: prints ``summarize(eval_result)``, the one line of each evaluation
     round, to stdout (the estimator logs its results at INFO, which the CLI leaves off). The
@@ -226,9 +198,23 @@ class RoundSummaryExporter(tf.estimator.Exporter):
             print(self._summarize(eval_result), flush=True)
 
 
+def best_and_latest_exporters(serving_input_receiver_fn, metric_key, report_fn,
+                              exports_to_keep=3, transform=None):
+    """The EvalSpec's exporters of an evaluation protocol (``evaluation.protocol``): the best
+    model by its ``metric_key`` with the report files ``report_fn`` writes, and the latest.
+    ``transform``: the evaluation records' conversion transform, stored with every export."""
+    return [
+        BestMetricExporter(serving_input_receiver_fn, metric_key, report_fn=report_fn,
+                           exports_to_keep=exports_to_keep, transform=transform),
+        LatestTransformExporter("latest", serving_input_receiver_fn,
+                                exports_to_keep=exports_to_keep, transform=transform),
+    ]
+
+
 def build_exporters(serving_input_receiver_fn, eval_name="lfw", exports_to_keep=3,
                     metric_key=DEFAULT_METRIC, transform=None, sets=None, far_target=1e-3):
-    """The EvalSpec's exporters: the best model by verification accuracy, and the latest.
+    """The verification protocol's exporters: the best model by verification accuracy, and
+    the latest (what ``training/runner.py`` builds from ``VerificationProtocol``).
 
     ``transform``: the evaluation records' conversion transform, stored with every export.
     ``sets``: named verification sets ``[(name, num_pairs)]``: the best export carries the

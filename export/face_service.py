@@ -32,8 +32,8 @@ from PIL import Image, ImageOps
 
 from data_tools import image_files
 from data_tools.transform import DEFAULT_ALIGNED_SIZE, Transform
+from evaluation import reports as report_lib
 from export import gallery_store, microbatch, search_index, serve_thresholds
-from export import report as report_lib
 
 ALIGNED_SIZE = DEFAULT_ALIGNED_SIZE  # insightface's template, when the model does not say
 

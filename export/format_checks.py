@@ -20,7 +20,9 @@ from tqdm import tqdm
 
 from data_tools import input_fns, manifest, preprocessing, schema
 from data_tools.transform import Transform
-from export import deploy_formats, freeze, native_stderr, report, serving, verification
+from evaluation import reports as report
+from evaluation import verification
+from export import deploy_formats, freeze, native_stderr, serving
 
 PARITY_BATCH = 32
 

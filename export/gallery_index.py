@@ -26,8 +26,9 @@ import numpy as np
 
 from data_tools import image_files
 from data_tools.fileio import atomic_write
-from export import gallery_store, retrieval
-from export import report as report_lib
+from evaluation import reports as report_lib
+from evaluation import retrieval
+from export import gallery_store
 
 INDEX_VERSION = 1
 

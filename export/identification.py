@@ -1,5 +1,5 @@
 """1:N identification and retrieval metrics of a model on image records of held-out identities
-(command line; the library is ``export.identification_protocol``).
+(command line; the library is ``evaluation.identification``).
 
     python -m export.identification --model=runs/lfw/export/best \\
         --records=lfw_output/fold10/records/identities --report_dir=out/ident
@@ -7,7 +7,7 @@
 The protocol (README "Identification, IJB and a face gallery"): every identity with two or more
 images puts its first image (by file name) in the gallery and the others in the probes (mated
 probes); every image of an identity with a single image is a non-mated probe. Reported, from
-:mod:`export.retrieval`: ``rank1``, ``rank5`` (closed set, mated probes), ``tpir@fpir=0.01``,
+:mod:`evaluation.retrieval`: ``rank1``, ``rank5`` (closed set, mated probes), ``tpir@fpir=0.01``,
 ``tpir@fpir=0.1`` (open set) with their thresholds, and Recall@K / R-precision / MAP@R of the
 whole set (leave one out). Embeddings use flip test-time augmentation (``--flip``) and the
 records' own pixels, so faces are cropped exactly as for training.
@@ -26,7 +26,7 @@ cli.quiet_tensorflow()  # before anything imports TensorFlow
 from absl import app, flags  # noqa: E402
 
 from cli import flag_groups  # noqa: E402
-from export.identification_protocol import (  # noqa: E402
+from evaluation.identification import (  # noqa: E402
     IdentificationError,
     evaluate,
     read_image_records,

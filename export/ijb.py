@@ -1,5 +1,5 @@
 """IJB-B / IJB-C 1:1 template verification, as insightface's ``eval_ijbc.py`` computes it
-(command line; the library is ``export.ijb_protocol``).
+(command line; the library is ``evaluation.ijb``).
 
     python -m export.ijb --model=runs/r100/export/best --image_dir=IJBC/loose_crop \\
         --meta_dir=IJBC/meta --report_dir=out/ijbc
@@ -9,7 +9,7 @@ reads the three standard meta files (``ijbc_`` or ``ijbb_`` prefix, found in ``-
 aligns each face of ``--image_dir`` from its five points, embeds it with flip test-time
 augmentation (``--flip``), weights it by its detector score (``--detector_score``), pools the
 faces into template features and scores each pair by their cosine, as insightface does
-(:mod:`export.ijb_protocol` has the details). It prints TAR at FAR = 1e-6 ... 1e-1 read two
+(:mod:`evaluation.ijb` has the details). It prints TAR at FAR = 1e-6 ... 1e-1 read two
 ways: the best TAR at FAR <= target, and insightface's nearest ROC point, for both template
 poolings when the SavedModel returns ``embedding_norm``: N0 (faces normalised before pooling)
 and N1 (faces weighted by their feature norm, insightface's default); older exports give N0
@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 
 from cli import flag_groups  # noqa: E402
-from export.ijb_protocol import (  # noqa: E402
+from evaluation.ijb import (  # noqa: E402
     DATASETS,
     POOLINGS,
     IJBError,

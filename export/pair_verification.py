@@ -1,6 +1,6 @@
 """Verify a model on a pairs file: an LFW-format pairs.txt with its image folder
 (:func:`evaluate_pairs`), an insightface ``.bin`` or a directory of pair records
-(:func:`evaluate_pair_images`), by the LFW protocol of :mod:`export.verification`. The
+(:func:`evaluate_pair_images`), by the LFW protocol of :mod:`evaluation.verification`. The
 ``--pairs`` side of ``export.embed``; the embeddings come from an :class:`export.embedder.Embedder`.
 
 Folds: those the pairs file and the pair records store for each pair (as the training
@@ -18,7 +18,7 @@ import tensorflow.compat.v1 as tf
 from data_tools import manifest, schema
 from data_tools import pairs as pairs_lib
 from data_tools.insightface import bin_format as insightface_bin
-from export import verification
+from evaluation import verification
 from export.embedder import EmbedError
 
 
@@ -28,7 +28,7 @@ class FoldsError(EmbedError):
 
 class PairsEvaluation(collections.namedtuple(
         "PairsEvaluation", ["metrics", "n_folds", "num_images"])):
-    """:func:`evaluate_pairs`'s result: the :func:`export.verification.evaluate` metrics, the
+    """:func:`evaluate_pairs`'s result: the :func:`evaluation.verification.evaluate` metrics, the
     folds used and the number of distinct images embedded."""
 
 

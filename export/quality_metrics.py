@@ -144,7 +144,7 @@ def _finite(value):
 
 
 def _figure(result):
-    # matplotlib only here, on an Agg canvas of its own (as export/report.py draws the ROC).
+    # matplotlib only here, on an Agg canvas of its own (as evaluation/reports.py draws the ROC).
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
     from matplotlib.figure import Figure  # noqa: PLC0415
 

@@ -20,8 +20,8 @@ refused (``report.report_flip``): its thresholds would judge other scores.
 import math
 import os
 
+from evaluation import reports as report_lib
 from export import embedder as embedder_lib
-from export import report as report_lib
 
 IDENTIFICATION_REPORT_DIR = "identification"
 

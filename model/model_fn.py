@@ -3,12 +3,11 @@
 * TRAIN: mean per-example head loss + weight decay; momentum SGD (or Adam) on a warm-up +
   piecewise/cosine schedule; a finite-loss guard that stops before a NaN update is applied.
 * EVAL on image records (features ``image``): the head's loss and proxy accuracy.
-* EVAL on pair records (features ``image1``, ``image2``, ...): embeddings of both images with
-  optional flip test-time augmentation, handed to the pluggable ``eval_metrics_fn`` (LFW
-  verification, from ``export/``); batch norm in inference mode.
+* EVAL and PREDICT on the evaluation protocol's records (pairs): the spec the protocol
+  supplies (``eval_spec_fn``, from ``evaluation/``: its metric ops on the embeddings of both
+  images, flip TTA, the pair PREDICT of the Ascend host path); batch norm in inference mode.
 * PREDICT: the L2-normalised ``embedding``, its norm before normalisation ``embedding_norm``
-  and the serving ``export_outputs`` (both keys); on pair records,
-  the pair embeddings with their index and label (verification on the host, as on Ascend).
+  and the serving ``export_outputs`` (both keys).
 """
 
 import tensorflow.compat.v1 as tf
@@ -49,86 +48,6 @@ def embed(images, backbone, is_training, embedding_size, dropout_rate=0.0,
         embeddings = build(tf.cast(images, compute_dtype), is_training=is_training,
                            embedding_size=embedding_size, dropout_rate=dropout_rate)
     return tf.cast(embeddings, tf.float32)
-
-
-def flip_tta_embeddings(images, flipped, embed_fn, with_single=False):
-    """embedding(image) + embedding(flipped image), then L2-normalised.
-
-    Each term is the model's own (normalised) embedding, exactly what the SavedModel serves, so a
-    client that adds the served embeddings of an image and of its mirror image gets the
-    evaluation's numbers. ``embed_fn`` maps a batch of images to normalised embeddings.
-    ``with_single``: also return the plain images' own embeddings (None without ``flipped``).
-    """
-    if flipped is None:
-        plain = embed_fn(images)
-        return (plain, None) if with_single else plain
-    both = embed_fn(tf.concat([images, flipped], axis=0))
-    plain, mirrored = tf.split(both, 2, axis=0)
-    combined = tf.nn.l2_normalize(plain + mirrored, axis=1)
-    return (combined, plain) if with_single else combined
-
-
-def _pair_embeddings(features, embed_fn, eval_flip):
-    """Normalised embeddings of both images of each pair, flip TTA applied when asked:
-    ``{"embeddings1", "embeddings2"}``, plus ``single_embeddings1/2`` (no TTA) with flips."""
-    batch = tf.shape(features["image1"])[0]
-    images = tf.concat([features["image1"], features["image2"]], axis=0)
-    flipped = None
-    if eval_flip:
-        if "image1_flip" not in features:
-            raise ValueError("eval_flip needs pair features image1_flip/image2_flip: build the "
-                             "pairs input_fn with flip_tta=True")
-        flipped = tf.concat([features["image1_flip"], features["image2_flip"]], axis=0)
-    embeddings, single = flip_tta_embeddings(images, flipped, embed_fn, with_single=True)
-    outputs = {"embeddings1": embeddings[:batch], "embeddings2": embeddings[batch:]}
-    if single is not None:
-        outputs.update(single_embeddings1=single[:batch], single_embeddings2=single[batch:])
-    return outputs
-
-
-def _set_index(features):
-    """``{"set_index": ...}`` when the pairs come from several verification sets, else {}."""
-    return {"set_index": features["set_index"]} if "set_index" in features else {}
-
-
-def _fold(features):
-    """``{"fold": ...}``: each pair's stored fold, on which the verification protocol runs (the
-    kept pairs of an ``--allow_missing_pairs`` set do not fall into contiguous folds)."""
-    return {"fold": features["fold"]} if "fold" in features else {}
-
-
-def _pair_predict_spec(features, embed_fn, eval_flip):
-    """PREDICT on pair records: the pair embeddings with their index, label and weight, for a
-    verification computed on the host (Ascend: no py_func in a device graph)."""
-    predictions = _pair_embeddings(features, embed_fn, eval_flip)
-    predictions.update(issame=features["issame"], pair_index=features["pair_index"],
-                       weight=features["weight"], **_set_index(features), **_fold(features))
-    return tf.estimator.EstimatorSpec(tf.estimator.ModeKeys.PREDICT, predictions=predictions)
-
-
-def _verification_eval_spec(features, embed_fn, eval_metrics_fn, eval_flip):
-    """EVAL on pair records: pair embeddings -> the verification metric ops."""
-    pair = _pair_embeddings(features, embed_fn, eval_flip)
-    embeddings1, embeddings2 = pair["embeddings1"], pair["embeddings2"]
-
-    weight = tf.cast(features["weight"], tf.float32)
-    issame = tf.cast(features["issame"], tf.float32)
-    cosine = tf.reduce_sum(embeddings1 * embeddings2, axis=1)
-    # A monitoring number only (the verification metrics are what count): matched pairs should
-    # have cosine 1, mismatched pairs cosine <= 0.
-    pair_loss = issame * (1.0 - cosine) + (1.0 - issame) * tf.nn.relu(cosine)
-    loss = tf.reduce_sum(pair_loss * weight) / tf.maximum(tf.reduce_sum(weight), 1.0)
-
-    metric_ops = {}
-    if eval_metrics_fn is not None:
-        metric_ops.update(eval_metrics_fn(issame=features["issame"],
-                                          pair_index=features["pair_index"], weight=weight,
-                                          **_set_index(features), **_fold(features), **pair))
-    metric_ops["pairs/mean_cosine_same"] = tf.metrics.mean(cosine, weights=weight * issame)
-    metric_ops["pairs/mean_cosine_different"] = tf.metrics.mean(
-        cosine, weights=weight * (1.0 - issame))
-    return tf.estimator.EstimatorSpec(tf.estimator.ModeKeys.EVAL, loss=loss,
-                                      eval_metric_ops=metric_ops)
 
 
 def _finite_loss_guard(loss, global_step):
@@ -200,10 +119,9 @@ def _head_and_distillation_losses(features, labels, embeddings, head_fn, distill
     return head_output, head_loss, distill_loss, cosine
 
 
-def model_fn_builder(backbone, head, optimization, eval_metrics_fn=None, eval_flip=True,
-                     optimizer_wrapper=None, check_finite_loss=True, log_every_n_steps=100,
-                     show_progress=False, model_dir=None, host_logging=False, distill=None,
-                     loss_record_path=None):
+def model_fn_builder(backbone, head, optimization, eval_spec_fn=None, optimizer_wrapper=None,
+                     check_finite_loss=True, log_every_n_steps=100, show_progress=False,
+                     model_dir=None, host_logging=False, distill=None, loss_record_path=None):
     """Return ``model_fn(features, labels, mode)`` bound to these settings.
 
     Args:
@@ -213,14 +131,11 @@ def model_fn_builder(backbone, head, optimization, eval_metrics_fn=None, eval_fl
         dynamic loss scaling).
       head: a built ``model.heads.Head`` (``heads.build_head``): validated, defaults resolved.
       optimization: a ``model.config.OptimizationConfig``.
-      eval_metrics_fn: ``fn(embeddings1, embeddings2, issame, pair_index, weight)`` -> dict of
-        ``(value, update_op)``; the evaluation protocol, supplied by the caller (``export/``).
-        When the pair features carry each pair's stored ``fold``, it also receives ``fold``.
-        With flip TTA it also receives ``single_embeddings1/2`` (each image embedded once);
-        with pairs of several verification sets (a ``set_index`` feature), ``set_index``.
-        None leaves the pair EVAL with its monitoring metrics only (Ascend: the verification
-        runs on the host, from PREDICT outputs).
-      eval_flip: flip test-time augmentation of pair embeddings (EVAL and PREDICT).
+      eval_spec_fn: ``fn(features, mode, embed_fn) -> EstimatorSpec or None``: the evaluation
+        protocol's EVAL and PREDICT specs on its own records (``evaluation.protocol``'s
+        ``eval_spec_fn``, supplied by the caller as the metric function was), given the
+        model's normalised, inference-mode ``embed_fn``; None (or a None spec) leaves the
+        features to the head's image EVAL and the serving PREDICT.
       optimizer_wrapper: ``fn(optimizer) -> optimizer``, e.g. the Ascend loss-scale and
         distributed wrappers from the estimator factory.
       check_finite_loss: stop with an error naming the step when the loss is NaN/Inf.
@@ -254,11 +169,10 @@ def model_fn_builder(backbone, head, optimization, eval_metrics_fn=None, eval_fl
                 embed(images, backbone.name, is_training, backbone.embedding_size,
                       backbone.dropout_rate, compute_dtype, backbone.grayscale), axis=1)
 
-        if isinstance(features, dict) and "image1" in features:
-            if mode == tf.estimator.ModeKeys.PREDICT:
-                return _pair_predict_spec(features, normalised_embeddings, eval_flip)
-            return _verification_eval_spec(features, normalised_embeddings, eval_metrics_fn,
-                                           eval_flip)
+        if eval_spec_fn is not None and not is_training:
+            spec = eval_spec_fn(features, mode, normalised_embeddings)
+            if spec is not None:
+                return spec
 
         images = features["image"] if isinstance(features, dict) else features
         embeddings = embed(images, backbone.name, is_training, backbone.embedding_size,

@@ -50,4 +50,4 @@ for spec in $HEADS; do
     done
 done
 wait
-"$PY" -m export.compare_reports "${runs[@]}" --copy_reports="$OUT/fold$FOLD/reports"
+"$PY" -m evaluation.compare_reports "${runs[@]}" --copy_reports="$OUT/fold$FOLD/reports"

@@ -63,4 +63,4 @@ echo "== train_and_evaluate ($FLAGFILE $*) -> $MODEL"
     --eval_records="$SPLIT/$RECORDS/pairs" --model_dir="$MODEL" "$@"
 
 echo "== fold $FOLD, final checkpoint"
-"$PY" -m export.compare_reports "$MODEL"
+"$PY" -m evaluation.compare_reports "$MODEL"

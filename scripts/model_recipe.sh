@@ -70,7 +70,7 @@ echo "== train_and_evaluate ($FLAGFILE $*) -> $MODEL"
     --eval_records="$SPLIT/records_distill/pairs" --model_dir="$MODEL" "$@"
 
 echo "== fold $FOLD, final checkpoint"
-"$PY" -m export.compare_reports "$MODEL"
+"$PY" -m evaluation.compare_reports "$MODEL"
 
 [ "${RELEASE:-1}" = 1 ] || exit 0
 bash scripts/model_release.sh "$MODEL" "$SPLIT" "$OUT/lfw_gray250" \

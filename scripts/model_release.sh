@@ -10,7 +10,8 @@
 #
 #   scripts/model_release.sh RUN_DIR SPLIT_DIR FRAMES_DIR [RELEASE_DIR]
 #
-# The final checkpoint is released, never the best on fold 10 (that would pick on the holdout).
+# The final checkpoint is released (exported by estimator_main.py --mode=export), never the best
+# on fold 10 (that would pick on the holdout).
 # Figures land in SPLIT_DIR/release/ (reports, formats.txt, speed.json); the release is staged
 # in RELEASE_DIR.staging and moved in whole, so an interrupted run leaves the old release.
 set -euo pipefail
@@ -21,9 +22,13 @@ FOLD=${HOLDOUT_FOLD:-10}
 FIGURES=$SPLIT/release
 mkdir -p "$FIGURES"
 
-latest=$(ls -d "$RUN"/export/latest/*/ | sort | tail -1)
+echo "== export the final checkpoint (estimator_main.py --mode=export ${EXPORT_FLAGS:-})"
+# EXPORT_FLAGS: export-time settings a run recorded before they existed (e.g. --grayscale).
+# shellcheck disable=SC2086
+"$PY" estimator_main.py --mode=export --model_dir="$RUN" ${EXPORT_FLAGS:-}
+latest=$(ls -d "$RUN"/export/manual/*/ | sort | tail -1)
 latest=${latest%/}
-echo "== release the final checkpoint's SavedModel $latest -> $RELEASE"
+echo "== release $latest -> $RELEASE"
 STAGE=$RELEASE.staging
 rm -rf "$STAGE"
 mkdir -p "$STAGE"

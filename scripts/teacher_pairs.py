@@ -23,7 +23,8 @@ from tqdm import tqdm
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from data_tools import teachers  # noqa: E402
-from export import pair_verification, report  # noqa: E402
+from evaluation import reports as report  # noqa: E402
+from export import pair_verification  # noqa: E402
 
 
 class TeacherEmbedder:

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import cli
-from export import compare_reports, report, report_table, verification
+from evaluation import compare_reports, report_table, verification
+from evaluation import reports as report
 
 
 def run_main(*args):

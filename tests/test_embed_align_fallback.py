@@ -16,8 +16,9 @@ from PIL import Image
 
 from data_tools import image_files
 from data_tools.alignment import face_alignment, face_detector, raw_faces
+from evaluation import reports as report
+from evaluation import verification
 from export import embedder as embedder_lib
-from export import report, verification
 from tests.test_embed_cli import PROJECTION, run_cli
 from tests.test_embed_transform import make_raw_pairs, write_frame
 from tests.tiny_model import SIZE, Reference, build_saved_model

@@ -22,7 +22,9 @@ import cli
 from data_tools import conversion
 from data_tools import pairs as pairs_lib
 from data_tools.insightface import bin_from_pairs
-from export import embed, report, verification
+from evaluation import reports as report
+from evaluation import verification
+from export import embed
 from export import embedder as embedder_lib
 from tests import real_lfw, tiny_model
 from tests.tiny_model import DIM, SIZE, Reference, build_saved_model

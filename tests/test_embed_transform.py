@@ -14,8 +14,10 @@ from PIL import Image
 
 from data_tools import image_files
 from data_tools import pairs as pairs_lib
+from evaluation import reports as report
+from evaluation import verification
 from export import embedder as embedder_lib
-from export import exporters, report, verification
+from export import exporters
 from tests.test_embed_cli import PROJECTION, run_cli
 from tests.tiny_model import SIZE, Reference, build_saved_model
 

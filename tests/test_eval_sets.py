@@ -19,7 +19,9 @@ from absl import app
 
 import estimator_main
 from data_tools import input_fns
-from export import eval_metrics, eval_sets, export_dirs, exporters
+from evaluation import sets as eval_sets
+from evaluation import verification_metric as eval_metrics
+from export import export_dirs, exporters
 from tests import records_helpers as rh
 from tests.test_exporters import FakeEstimator
 from training import builders, evaluation, runner
@@ -296,7 +298,7 @@ def test_best_metric_chooses_the_export(tmp_path, metric, best_round):
 
 def test_a_table_is_logged_after_each_round(monkeypatch):
     logged = []
-    monkeypatch.setattr(exporters.logging, "info", lambda fmt, *args: logged.append(fmt % args))
+    monkeypatch.setattr(eval_sets.logging, "info", lambda fmt, *args: logged.append(fmt % args))
     (table,) = [e for e in exporters.build_exporters(None, sets=[("a", 10), ("b", 15)])
                 if isinstance(e, exporters.SetsTableLogger)]
     for i, (a, b) in enumerate(ROUNDS):

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-from export import eval_metrics, verification
+from evaluation import verification
+from evaluation import verification_metric as eval_metrics
 
 NUM_PAIRS, DIM, FOLDS = 40, 8, 4
 

@@ -11,7 +11,9 @@ from PIL import Image
 
 import cli
 from data_tools import image_files, input_fns
-from export import embed, embedder, eval_metrics, exporters, freeze, serving, verification
+from evaluation import verification
+from evaluation import verification_metric as eval_metrics
+from export import embed, embedder, exporters, freeze, serving
 from runtime import estimator_factory
 from tests import model_helpers
 from tests import records_helpers as rh

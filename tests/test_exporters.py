@@ -13,7 +13,8 @@ import shutil
 
 import pytest
 
-from export import eval_metrics, export_dirs, exporters
+from evaluation import verification_metric as eval_metrics
+from export import export_dirs, exporters
 
 KEY = "lfw/accuracy"
 

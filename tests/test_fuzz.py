@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from data_tools import pairs, schema
-from export import verification
+from evaluation import verification
 from tests import records_helpers as rh
 
 # TF 1.15's ParseSingleExample crashes the process (SIGSEGV) on some malformed protos, which

@@ -1,4 +1,4 @@
-"""The 1:N protocol on image records (export/identification_protocol.py, CLI
+"""The 1:N protocol on image records (evaluation/identification.py, CLI
 export/identification.py) and the held-out identities' links (data_tools/holdout_split.py)."""
 
 import json
@@ -10,7 +10,9 @@ from PIL import Image
 
 import cli
 from data_tools import conversion, holdout_split
-from export import identification, identification_protocol, retrieval
+from evaluation import identification as identification_protocol
+from evaluation import retrieval
+from export import identification
 from tests import tiny_model
 
 SIZE = tiny_model.SIZE

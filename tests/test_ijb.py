@@ -1,4 +1,4 @@
-"""export/ijb_protocol.py: meta readers, insightface's template pooling, TAR@FAR both ways, the CLI.
+"""evaluation/ijb.py: meta readers, insightface's template pooling, TAR@FAR both ways, the CLI.
 
 The references are loops written from insightface's ``eval_ijbc.py`` (``image2template_feature``,
 ``verification``) and from the definitions of scikit-learn's ``roc_curve`` and of TAR@FAR; the
@@ -17,7 +17,8 @@ from PIL import Image
 import cli
 from data_tools.alignment import face_alignment as align
 from data_tools.synthetic import faces as synthetic_faces
-from export import ijb, ijb_protocol
+from evaluation import ijb as ijb_protocol
+from export import ijb
 from tests import tiny_model
 
 # ---------------------------------------------------------------------------------------------

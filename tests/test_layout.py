@@ -12,12 +12,18 @@ DESIGN = os.path.join(ROOT, "docs", "DESIGN.md")
 # training/ composes the three layers below it (and may import them all); nothing below imports it.
 FORBIDDEN = {"data_tools": {"model", "export", "training"}, "model": {"export", "training"},
              "export": {"model", "training"}}
+# evaluation/ (the protocols) stands on data_tools, numpy and tf alone: model/ takes its pair
+# specs through model_fn_builder's eval_spec_fn, export/ reads its reports and metrics, and
+# training/ composes them; nothing below evaluation/ imports it.
+FORBIDDEN["evaluation"] = {"model", "export", "training"}
+FORBIDDEN["model"] |= {"evaluation"}
+FORBIDDEN["data_tools"] |= {"evaluation"}
 # runtime/ says where things run (the estimator factory, TF_CONFIG, the Ascend rank, the worker
 # shard). It takes a model_fn and hands the input_fns their WorkerShard, so neither model/ nor
 # data_tools/ imports it (nor export/, which serves models without an estimator); it imports
 # only their settings (RUNTIME_MAY_USE) and never the composition layer.
-FORBIDDEN["runtime"] = {"export", "training"}
-for _below in ("data_tools", "model", "export"):
+FORBIDDEN["runtime"] = {"evaluation", "export", "training"}
+for _below in ("data_tools", "model", "evaluation", "export"):
     FORBIDDEN[_below] = FORBIDDEN[_below] | {"runtime"}
 RUNTIME_MAY_USE = {"model.config", "data_tools.input_config"}
 
@@ -89,7 +95,7 @@ def test_data_tools_reads_no_launch_environment():
 
 def test_npu_bridge_is_imported_only_by_the_estimator_factory():
     users = []
-    for package in ("data_tools", "model", "export", "training", "runtime"):
+    for package in ("data_tools", "model", "evaluation", "export", "training", "runtime"):
         for directory, _, files in os.walk(os.path.join(ROOT, package)):
             for name in files:
                 if name.endswith(".py"):
@@ -157,14 +163,14 @@ def test_estimator_main_talks_to_training_and_cli_only():
 # command-line module defines flags (absl) and sets TensorFlow's log level at import; other code
 # uses it only through its command line. Whatever else other code needs is a library's, and
 # a library defines no flags.
-LIBRARY_PACKAGES = ("data_tools", "export")
+LIBRARY_PACKAGES = ("data_tools", "evaluation", "export")
 # What a command line offers others: its recipe (cli/) and, for tests, the text it
 # prints (format_*).
 COMMAND_LINE_NAMES = {"define_flags", "main", "run"}
 COMMAND_LINE_PREFIXES = ("format_",)
 # Where the users of the modules are.
-USER_PLACES = ("data_tools", "model", "export", "training", "runtime", "benchmarks", "scripts",
-               "tests", "estimator_main.py")
+USER_PLACES = ("data_tools", "model", "evaluation", "export", "training", "runtime",
+               "benchmarks", "scripts", "tests", "estimator_main.py")
 
 
 def _python_files(*places):
@@ -257,10 +263,11 @@ def library_uses_of_command_lines():
 def test_command_line_modules_are_found():
     commands = command_line_modules()
     for name in ("data_tools.make_tfrecords", "export.embed", "export.convert", "export.gallery",
-                 "export.ijb", "export.identification"):
+                 "export.ijb", "export.identification", "evaluation.compare_reports"):
         assert name in commands
     for name in ("data_tools.conversion", "export.embedder",
-                 "export.pair_verification"):
+                 "export.pair_verification", "evaluation.protocol", "evaluation.ijb",
+                 "export.compare_reports"):
         assert name not in commands
 
 

@@ -13,7 +13,7 @@ import subprocess
 import pytest
 
 from data_tools import pairs as pairs_lib
-from export import report
+from evaluation import reports as report
 from tests import _folder_fixtures as ff
 from tests import real_lfw
 

@@ -34,7 +34,7 @@ def test_recipe_aligns_distils_from_dlib_and_trains_the_small_student(tmp_path):
     assert f"--train_records={split}/records_distill/train" in train
     assert f"--eval_records={split}/records_distill/pairs" in train
     assert f"--model_dir={split}/models/face_small" in train and train.endswith("--train_steps=50")
-    (report,) = commands_of(lines, "export.compare_reports")
+    (report,) = commands_of(lines, "evaluation.compare_reports")
     assert report.endswith(f"{split}/models/face_small")
 
 
@@ -94,7 +94,7 @@ def _fake_run(tmp_path):
     checkpoint's) and the split's fold-10 pairs, as the release stage finds them."""
     run = tmp_path / "run"
     for stamp in ("1700000000", "1700000500"):
-        saved_model = run / "export" / "latest" / stamp
+        saved_model = run / "export" / "manual" / stamp
         (saved_model / "variables").mkdir(parents=True)
         (saved_model / "assets.extra").mkdir()
         (saved_model / "saved_model.pb").write_text(stamp)
@@ -120,6 +120,8 @@ def test_release_stage_ships_the_final_checkpoint_and_measures_it(tmp_path):
                     str(split), str(frames), str(release)], cwd=ff.REPO_ROOT,
                    env=dict(os.environ, PYTHON=str(python)), check=True, capture_output=True)
     lines = log.read_text().splitlines()
+    (export,) = commands_of(lines, "estimator_main.py")
+    assert export == f"estimator_main.py --mode=export --model_dir={run}"
     # The final checkpoint's SavedModel, never a pick on the holdout; the card survives.
     assert (release / "saved_model.pb").read_text() == "1700000500"
     assert (release / "MODEL_CARD.md").read_text() == "card"

@@ -11,7 +11,7 @@ import cli
 from data_tools import conversion, manifest
 from data_tools.insightface import convert as insightface
 from data_tools.insightface import make_bin
-from export import verification
+from evaluation import verification
 from tests import _folder_fixtures as ff
 from tests import real_lfw
 

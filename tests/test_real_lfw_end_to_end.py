@@ -15,7 +15,8 @@ import pytest
 import cli
 from data_tools import conversion
 from data_tools.synthetic import dataset as synthetic_dataset
-from export import embed, report
+from evaluation import reports as report
+from export import embed
 from tests import _folder_fixtures as ff
 from tests import real_lfw
 

@@ -23,7 +23,8 @@ from PIL import Image
 
 import cli
 from data_tools import conversion, holdout_split, image_files
-from export import embed, exporters, freeze, report
+from evaluation import reports as report
+from export import embed, exporters, freeze
 from export import embedder as embedder_lib
 from tests import _folder_fixtures as ff
 from tests import real_lfw

@@ -1,4 +1,4 @@
-"""Tests of export.report: JSON content and types, the ROC figure, atomic writes."""
+"""Tests of evaluation.reports: JSON content and types, the ROC figure, atomic writes."""
 
 import json
 import os
@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from export import report, verification
+from evaluation import reports as report
+from evaluation import verification
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -133,7 +134,7 @@ def test_read_report_errors(tmp_path):
 
 
 def test_no_matplotlib_at_import_and_backend_untouched(tmp_path, metrics):
-    code = ("import sys; import export.report; "
+    code = ("import sys; import evaluation.reports; "
             "print('matplotlib' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True,
                          stdout=subprocess.PIPE, text=True).stdout

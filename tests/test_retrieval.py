@@ -1,4 +1,4 @@
-"""export/retrieval.py against naive loop implementations of the definitions."""
+"""evaluation/retrieval.py against naive loop implementations of the definitions."""
 
 import itertools
 import math
@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from export import retrieval
+from evaluation import retrieval
 
 # ---------------------------------------------------------------------------------------------
 # Brute-force references: plain Python loops over the written definitions.

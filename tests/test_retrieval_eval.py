@@ -12,8 +12,10 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 from data_tools import input_fns
+from evaluation import identification as identification_protocol
+from evaluation import retrieval
+from evaluation import retrieval_metric as retrieval_eval
 from export import embedder as embed
-from export import identification_protocol, retrieval, retrieval_eval
 from tests import records_helpers as rh
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-from export import eval_metrics, pair_verification, verification
+from evaluation import verification
+from evaluation import verification_metric as eval_metrics
+from export import pair_verification
 from tests import records_helpers as rh
 from tests.test_verification import ref_calculate_roc, ref_calculate_val, ref_stored_splits
 

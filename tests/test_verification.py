@@ -1,11 +1,12 @@
-"""Tests of export.verification against hand-computed cases and a loop port of facenet's code."""
+"""Tests of evaluation.verification against hand-computed cases and a loop port of facenet's
+code."""
 
 import time
 
 import numpy as np
 import pytest
 
-from export import verification
+from evaluation import verification
 
 # ---------------------------------------------------------------------------------------------
 # Reference: facenet's calculate_roc / calculate_val (src/facenet.py), written as facenet writes

@@ -1,7 +1,8 @@
-"""The builders bound to a params dict: model_fn, estimator, input_fns, the evaluation's name.
+"""The builders bound to a params dict: model_fn, estimator, input_fns, the evaluation protocol.
 
-``estimator_main.py`` composes the layers here: the EVAL metric function of ``export/`` goes to
-the ``model_fn`` builder of ``model/``, the input_fns come from ``data_tools``.
+``estimator_main.py`` composes the layers here: the evaluation protocol of ``evaluation/``
+(chosen by name, bound to the params) hands its pair EVAL/PREDICT spec to the ``model_fn``
+builder of ``model/``, the input_fns come from ``data_tools``.
 """
 
 import os
@@ -9,37 +10,27 @@ import os
 import tensorflow.compat.v1 as tf
 
 from data_tools import input_fns
-from export import eval_metrics, retrieval_eval
+from evaluation import registry
 from model import model_fn
 from runtime import cluster, estimator_factory
 from training import run_record
 from training.params import build_configs, multi_worker_task
 
-EVAL_NAME = "lfw"
-SETS_EVAL_NAME = "verification"  # several named sets: model_dir/eval_verification
+
+def eval_protocol(p):
+    """The run's evaluation protocol (``--eval_protocol``), bound to its settings."""
+    return registry.build(p)
 
 
 def build_model_fn(p, optimizer_wrapper=None, configs=None):
     configs = configs or build_configs(p)
-    metrics_fn = None
-    host_verification = p["device"] == "npu"
-    if p.get("eval_protocol") == "retrieval" and p.get("num_eval_images"):
-        metrics_fn = retrieval_eval.retrieval_metrics_fn_builder(
-            input_fns.image_record_labels(p["eval_records"]))
-    elif p.get("eval_sets") and not host_verification:
-        sets = p["eval_sets"]
-        if len(sets) == 1:
-            metrics_fn = eval_metrics.verification_metrics_fn_builder(
-                sets[0]["num_pairs"], n_folds=sets[0]["num_folds"], far_target=p["far_target"],
-                prefix=sets[0]["name"])
-        else:
-            metrics_fn = eval_metrics.verification_sets_metrics_fn_builder(
-                set_sizes(p), far_target=p["far_target"])
     return model_fn.model_fn_builder(
-        configs.backbone, configs.head, configs.optimization, eval_metrics_fn=metrics_fn,
-        eval_flip=p["eval_flip"], optimizer_wrapper=optimizer_wrapper,
+        configs.backbone, configs.head, configs.optimization,
+        eval_spec_fn=eval_protocol(p).eval_spec_fn(), optimizer_wrapper=optimizer_wrapper,
         check_finite_loss=p["check_finite_loss"], log_every_n_steps=p["log_every_n_steps"],
-        show_progress=p["progress"], model_dir=p["model_dir"], host_logging=host_verification,
+        show_progress=p["progress"], model_dir=p["model_dir"],
+        # Ascend runs iterations_per_loop steps per session call: no hooks fetching tensors.
+        host_logging=p["device"] == "npu",
         distill=configs.distillation, loss_record_path=_loss_record_path(p, configs))
 
 
@@ -101,33 +92,10 @@ def train_input_fn(p):
                                             **inputs._asdict())
 
 
-def set_sizes(p):
-    """``[(name, num_pairs, n_folds)]`` of the verification sets, in evaluation order."""
-    return [(s["name"], s["num_pairs"], s["num_folds"]) for s in p["eval_sets"]]
-
-
 def eval_name(p):
     """The evaluation's name (its summaries go to model_dir/eval_<name>)."""
-    if p.get("eval_protocol") == "retrieval":
-        return retrieval_eval.PREFIX
-    sets = p.get("eval_sets") or []
-    if len(sets) > 1:
-        return SETS_EVAL_NAME
-    return sets[0]["name"] if sets else EVAL_NAME
+    return eval_protocol(p).eval_name
 
 
 def eval_input_fn(p):
-    if p.get("eval_protocol") == "retrieval":
-        return input_fns.image_pairs_input_fn_builder(
-            p["eval_records"], image_size=p["image_size"], flip_tta=p["eval_flip"],
-            num_images=p["num_eval_images"], batch_size=p["eval_batch_size"])
-    sets = p["eval_sets"]
-    if len(sets) > 1:
-        return input_fns.pair_sets_input_fn_builder(
-            [(s["records"], s["num_pairs"]) for s in sets], image_size=p["image_size"],
-            flip_tta=p["eval_flip"], batch_size=p["eval_batch_size"])
-    return input_fns.pairs_input_fn_builder(sets[0]["records"], image_size=p["image_size"],
-                                            flip_tta=p["eval_flip"],
-                                            num_pairs=sets[0]["num_pairs"],
-                                            batch_size=p["eval_batch_size"])
-
+    return eval_protocol(p).input_fn()

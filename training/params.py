@@ -16,7 +16,8 @@ from absl import logging
 
 from data_tools import input_config, input_fns, manifest
 from data_tools.transform import Transform
-from export import eval_sets, retrieval_eval
+from evaluation import registry
+from evaluation import sets as eval_sets
 from model import config as model_config
 from model import distillation, heads
 from runtime import ascend, cluster, estimator_factory
@@ -24,7 +25,7 @@ from runtime import config as runtime_config
 
 MODES = ("train", "evaluate", "train_and_evaluate", "export")
 NO_HEAD = "none"  # --head=none: the distillation term alone (no identity labels needed)
-EVAL_PROTOCOLS = ("verification", "retrieval")
+EVAL_PROTOCOLS = registry.names()
 
 
 class ParamsError(ValueError):
@@ -290,25 +291,13 @@ def _read_records(p, needs_train, needs_eval):
         p["num_classes"] = int(recorded["num_classes"])
         p["train_transform"] = recorded.get("train_transform")
     sets, named = _parse_eval_records(p, needs_eval)
-    if needs_eval and p["eval_protocol"] == "retrieval":
-        _require(not named, "--eval_protocol=retrieval takes one directory of image records "
-                 "in --eval_records, not named sets (several sets are verification pairs)")
-        _require(not p["best_metric"], "--best_metric applies to --eval_protocol=verification "
-                 "(the retrieval exporter keeps the best "
-                 f"{retrieval_eval.PREFIX}/{retrieval_eval.BEST_METRIC})")
-        _require(p["device"] != "npu", "--eval_protocol=retrieval is not available on "
-                 "--device=npu yet (its metric runs in the graph; the Ascend host path covers "
-                 "verification)")
-        info = manifest.read_manifest(p["eval_records"])
-        _require(info.get("kind") == "images", "--eval_protocol=retrieval needs image records "
-                 f"of held-out identities; --eval_records={p['eval_records']} holds "
-                 f"{info.get('kind')} records")
-        p["num_eval_images"] = int(info["num_images"])
-        _require(p["num_eval_images"] >= 2,
-                 f"--eval_records={p['eval_records']} holds fewer than 2 images")
-        _verify(p["eval_records"], p["verify_records"])
-    elif needs_eval:
-        _read_pair_sets(p, sets, named)
+    if needs_eval:
+        try:  # the protocol checks its settings against its records, once
+            registry.protocol_class(p["eval_protocol"]).resolve(p, sets, named)
+        except manifest.ManifestError:
+            raise  # the records' own failure, as the converter's tools report it
+        except ValueError as e:
+            raise ParamsError(str(e)) from None
     # What the eval records' pixels went through: the serving graph and the exports carry it
     # (with several sets, the first one's).
     p["eval_transform"] = None
@@ -340,41 +329,12 @@ def _check_transforms(p, sets):
 
 
 def _parse_eval_records(p, needs_eval):
-    """``(sets, named)`` of --eval_records (see ``export.eval_sets``), or ``([], False)`` when
+    """``(sets, named)`` of --eval_records (see ``evaluation.sets``), or ``([], False)`` when
     this mode reads none."""
     if not p["eval_records"] or not (needs_eval or p["mode"] == "export"):
         return [], False
     try:
         return eval_sets.parse_eval_records(p["eval_records"])
-    except ValueError as e:
-        raise ParamsError(str(e)) from None
-
-
-def _read_pair_sets(p, sets, named):
-    """``p["eval_sets"]``: each verification set's name, records, pairs and folds, from its
-    manifest; ``p["best_metric"]`` resolved against them."""
-    p["eval_sets"] = []
-    for name, records in sets:
-        info = manifest.read_manifest(records)
-        if named:
-            _require(info.get("kind") == "pairs", f"--eval_records: set {name} ({records}) "
-                     f"holds {info.get('kind')} records, not pairs (several sets are "
-                     "verification pairs; --eval_protocol=retrieval takes one directory of "
-                     "image records)")
-        else:
-            _require(info.get("kind") == "pairs", f"--eval_records={records} holds "
-                     f"{info.get('kind')} records, not pairs")
-        p["eval_sets"].append({"name": name, "records": records,
-                               "num_pairs": int(info["num_pairs"]),
-                               "num_folds": int(info.get("num_folds", 10))})
-        _verify(records, p["verify_records"])
-    p["eval_sets_named"] = named
-    if len(sets) == 1:
-        p["num_pairs"] = p["eval_sets"][0]["num_pairs"]
-        p["num_folds"] = p["eval_sets"][0]["num_folds"]
-    try:
-        p["best_metric"] = eval_sets.resolve_best_metric(p["best_metric"],
-                                                         [name for name, _ in sets])
     except ValueError as e:
         raise ParamsError(str(e)) from None
 

@@ -6,10 +6,10 @@ import time
 
 import tensorflow.compat.v1 as tf
 
-from export import export_dirs, exporters, freeze, retrieval_eval, serving
+from export import export_dirs, exporters, freeze, serving
 from model import hooks
-from training.builders import build_estimator, eval_input_fn, eval_name, train_input_fn
-from training.evaluation import evaluate_checkpoint, round_summary, write_eval_report
+from training.builders import build_estimator, eval_protocol, train_input_fn
+from training.evaluation import evaluate_checkpoint, write_eval_report
 
 
 def _train_multi_worker(estimator, p):
@@ -20,8 +20,8 @@ def _train_multi_worker(estimator, p):
     def no_evaluation(params=None, config=None):
         raise ValueError("--mode=train evaluates nothing")
 
-    tf.estimator.train_and_evaluate(estimator, _train_spec(p),
-                                    tf.estimator.EvalSpec(no_evaluation, name=eval_name(p)))
+    tf.estimator.train_and_evaluate(estimator, _train_spec(p), tf.estimator.EvalSpec(
+        no_evaluation, name=eval_protocol(p).eval_name))
 
 
 def _train_spec(p):
@@ -41,8 +41,8 @@ def freeze_export(p, saved_model_dir):
     return path
 
 
-def _train_and_evaluate_on_host(estimator, p, exporter_list):
-    """Ascend's train_and_evaluate: train to each checkpoint, verify it on the host, export.
+def _train_and_evaluate_on_host(estimator, p, protocol, exporter_list):
+    """Ascend's train_and_evaluate: train to each checkpoint, evaluate it on the host, export.
 
     Each segment restarts the input pipeline; its seed is offset by the starting step, so
     segments see different batches and a resumed run repeats the same sequence.
@@ -57,7 +57,7 @@ def _train_and_evaluate_on_host(estimator, p, exporter_list):
             estimator.train(train_input_fn(dict(p, seed=p["seed"] + step)), max_steps=target)
             step = target
         checkpoint = tf.train.latest_checkpoint(p["model_dir"])
-        result = evaluate_checkpoint(estimator, p, checkpoint)
+        result = protocol.evaluate(estimator, checkpoint)
         final = step >= p["train_steps"]
         for exporter in exporter_list:
             exporter.export(estimator, os.path.join(p["model_dir"], "export", exporter.name),
@@ -78,31 +78,27 @@ def run_mode(p):
     elif mode == "evaluate":
         write_eval_report(p, evaluate_checkpoint(estimator, p, p["checkpoint_path"]))
     elif mode == "train_and_evaluate":
-        if p["eval_protocol"] == "retrieval":
-            exporter_list = retrieval_eval.build_exporters(
-                receiver, eval_name(p), p["exports_to_keep"], transform=p.get("eval_transform"))
-        else:
-            named_sets = ([(s["name"], s["num_pairs"]) for s in p["eval_sets"]]
-                          if p["eval_sets_named"] else None)
-            exporter_list = exporters.build_exporters(
-                receiver, eval_name(p), p["exports_to_keep"], metric_key=p["best_metric"],
-                transform=p.get("eval_transform"), sets=named_sets, far_target=p["far_target"])
-        exporter_list.append(exporters.RoundSummaryExporter(
-            lambda eval_result: round_summary(p, eval_result)))
-        if p["device"] == "npu":
-            result = _train_and_evaluate_on_host(estimator, p, exporter_list)
+        protocol = eval_protocol(p)
+        exporter_list = protocol.round_loggers() + exporters.best_and_latest_exporters(
+            receiver, protocol.best_metric, protocol.export_report_fn(), p["exports_to_keep"],
+            transform=p.get("eval_transform"))
+        exporter_list.append(exporters.RoundSummaryExporter(protocol.round_summary))
+        if protocol.on_host:
+            result = _train_and_evaluate_on_host(estimator, p, protocol, exporter_list)
         else:
             train_spec = _train_spec(p)
             eval_spec = tf.estimator.EvalSpec(
-                eval_input_fn(p), steps=None, name=eval_name(p), exporters=exporter_list,
-                start_delay_secs=0, throttle_secs=p["eval_throttle_secs"])
+                protocol.input_fn(), steps=None, name=protocol.eval_name,
+                exporters=exporter_list, start_delay_secs=0,
+                throttle_secs=p["eval_throttle_secs"])
             outcome = tf.estimator.train_and_evaluate(estimator, train_spec, eval_spec)
             result = outcome[0] if outcome else None
             # Under TF_CONFIG the estimator returns None on every task. Training tasks leave
             # checkpoints; the evaluator alone reports (its last evaluation, of the final
             # checkpoint, is repeated to get the numbers) and freezes what its exporters wrote.
             if estimator.config.task_type == "evaluator":
-                result = result or estimator.evaluate(eval_input_fn(p), name=eval_name(p))
+                result = result or estimator.evaluate(protocol.input_fn(),
+                                                      name=protocol.eval_name)
             elif estimator.config.cluster_spec.jobs:
                 return
         if result:

@@ -1,7 +1,7 @@
 """Retrieval (Recall@K, MAP@R) and 1:N identification metrics: pure, vectorised, chunked numpy.
 
 Similarity is the cosine of L2-normalised embeddings (the inner product of the normalised
-rows; all-zero rows stay zero, as in :func:`export.verification.l2_normalize`). Score matrices
+rows; all-zero rows stay zero, as in :func:`evaluation.verification.l2_normalize`). Score matrices
 are never built whole: queries go through in chunks of ``chunk_size`` rows, sized by default so
 that one chunk of scores takes about ``CHUNK_BYTES`` (64 MB), so a gallery of a million 512-d
 embeddings (2 GB in float32) is searched with a few hundred MB on top of it.

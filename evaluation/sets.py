@@ -2,20 +2,23 @@
 
 ``--eval_records=lfw=records/lfw,cfp_fp=records/cfp_fp`` names each set; a plain
 ``--eval_records=DIR`` is one set named ``lfw``, as before. Every set has its metrics under its
-name (``lfw/accuracy``, ``cfp_fp/accuracy``, ...; ``export.eval_metrics``), its own
+name (``lfw/accuracy``, ``cfp_fp/accuracy``, ...; ``evaluation.verification_metric``), its own
 ``report.json`` and ``roc.png`` (in ``<name>/`` of the eval directory and of each export's
 ``assets.extra``), and one row of the table printed after each evaluation round. With several
 sets ``mean/accuracy`` (and ``mean/val_far1e-3``, ``mean/auc``, ``mean/eer``) averages them.
 
 The first set is the primary one: its report is also written at the top level
 (``eval/report.json``, ``assets.extra/report.json``), where ``export.embed`` reads its decision
-threshold and ``export.compare_reports`` its numbers.
+threshold and ``evaluation.compare_reports`` its numbers.
 """
 
 import os
 import re
 
-from export import eval_metrics, report
+import tensorflow.compat.v1 as tf
+from absl import logging
+
+from evaluation import reports, verification_metric
 
 DEFAULT_NAME = "lfw"
 # Metrics a best exporter may rank by: higher is better.
@@ -43,9 +46,9 @@ def parse_eval_records(text):
         if not _NAME.match(name) or name.endswith("_single"):
             raise ValueError(f"--eval_records: set name {name!r} must start with a letter, hold "
                              "only letters, digits, '_', '.', '-' and not end in '_single'")
-        if name == eval_metrics.MEAN_PREFIX:
-            raise ValueError(f"--eval_records: {eval_metrics.MEAN_PREFIX!r} is reserved for the "
-                             "mean over the sets")
+        if name == verification_metric.MEAN_PREFIX:
+            raise ValueError(f"--eval_records: {verification_metric.MEAN_PREFIX!r} is reserved "
+                             "for the mean over the sets")
         if name in [n for n, _ in sets]:
             raise ValueError(f"--eval_records names the set {name!r} twice")
         sets.append((name, records))
@@ -56,7 +59,7 @@ def best_metric_choices(names):
     """The values ``--best_metric`` accepts for these set names."""
     choices = [f"{name}/{metric}" for name in names for metric in RANKABLE_METRICS]
     if len(names) > 1:
-        choices += [f"{eval_metrics.MEAN_PREFIX}/{metric}" for metric in RANKABLE_METRICS]
+        choices += [f"{verification_metric.MEAN_PREFIX}/{metric}" for metric in RANKABLE_METRICS]
     return choices
 
 
@@ -83,7 +86,7 @@ def sets_table(eval_result, sets, far_target=1e-3):
                      f"{_get(eval_result, name, 'val_far1e-3'):.4f}",
                      f"{_get(eval_result, name, 'auc'):.4f}",
                      f"{_get(eval_result, name, 'eer'):.4f}"))
-    mean = eval_metrics.MEAN_PREFIX
+    mean = verification_metric.MEAN_PREFIX
     if len(sets) > 1 and f"{mean}/accuracy" in eval_result:
         rows.append((mean, str(sum(n for _, n in sets)),
                      f"{_get(eval_result, mean, 'accuracy'):.4f}",
@@ -111,11 +114,11 @@ def write_sets_reports(eval_result, names, directory, extra=None):
     for index, name in enumerate(names):
         if f"{name}/accuracy" not in eval_result:
             continue
-        metrics = eval_metrics.metrics_from_eval_result(eval_result, name)
+        metrics = verification_metric.metrics_from_eval_result(eval_result, name)
         set_extra = dict(extra or {}, eval_set=name)
         targets = [name] + ([""] if index == 0 else [])
         for target in targets:
-            json_path, png_path = report.write_report(
+            json_path, png_path = reports.write_report(
                 metrics, os.path.join(directory, target) if target else directory,
                 extra=set_extra)
             for path in (json_path, png_path):
@@ -131,3 +134,25 @@ def sets_report_fn(names):
         return write_sets_reports(eval_result, names, directory)
 
     return write
+
+
+class SetsTableLogger(tf.estimator.Exporter):
+    """Logs the table of each evaluation round over named verification sets; exports nothing.
+
+    An exporter because the EvalSpec's exporters are the one thing ``train_and_evaluate`` calls
+    with every evaluation's result. ``sets``: ``[(name, num_pairs)]``.
+    """
+
+    def __init__(self, sets, far_target=1e-3, name="sets_table"):
+        self._sets = [(set_name, int(n)) for set_name, n in sets]
+        self._far_target = far_target
+        self._name = name
+
+    @property
+    def name(self):
+        return self._name
+
+    def export(self, estimator, export_path, checkpoint_path, eval_result, is_the_final_export):
+        del estimator, export_path, checkpoint_path, is_the_final_export
+        if eval_result:
+            logging.info("%s", sets_table(eval_result, self._sets, self._far_target))

@@ -31,7 +31,7 @@ _PLOT_KEYS = ("tpr", "fpr", "accuracy", "accuracy_std", "auc", "eer")
 def write_report(metrics, output_dir, extra=None, log_fpr=True):
     """Write ``report.json`` and ``roc.png`` into ``output_dir`` (created if needed).
 
-    ``metrics`` is the dict of :func:`export.verification.evaluate`; numpy scalars and arrays
+    ``metrics`` is the dict of :func:`evaluation.verification.evaluate`; numpy scalars and arrays
     are converted to JSON numbers and lists, non-finite floats to ``null``. ``extra`` (a dict:
     model path, checkpoint step, flip TTA, pairs file...) is stored under the key ``"extra"``.
     ``log_fpr`` adds a second panel with the FPR axis in log scale, where the low-FAR operating
@@ -44,7 +44,7 @@ def write_report(metrics, output_dir, extra=None, log_fpr=True):
     missing = [k for k in _PLOT_KEYS if k not in metrics]
     if missing:
         raise ValueError(f"metrics lack {missing}, needed for the report (pass the dict of "
-                         "export.verification.evaluate)")
+                         "evaluation.verification.evaluate)")
     if extra is not None and not isinstance(extra, dict):
         raise TypeError(f"extra must be a dict or None, got {type(extra).__name__}")
 
@@ -67,9 +67,10 @@ def write_report(metrics, output_dir, extra=None, log_fpr=True):
 
 def report_flip(data):
     """Whether a report's ``threshold`` was measured with flip test-time augmentation: its
-    ``flip`` (training reports, :func:`export.eval_metrics.metrics_from_eval_result`), or its
-    ``extra.flip`` (``export.embed --pairs``, ``export.identification``, ``export.ijb``), or,
-    for training reports written before ``flip`` was recorded, True when it holds
+    ``flip`` (training reports,
+    :func:`evaluation.verification_metric.metrics_from_eval_result`), or its ``extra.flip``
+    (``export.embed --pairs``, ``export.identification``, ``export.ijb``), or, for training
+    reports written before ``flip`` was recorded, True when it holds
     ``threshold_single`` (only a flip evaluation has single embeddings); None when it does not
     say."""
     for value in (data.get("flip"), (data.get("extra") or {}).get("flip")):

@@ -4,7 +4,7 @@ image records: the library behind ``python -m export.identification``.
 The protocol (README "Identification, IJB and a face gallery", :func:`gallery_probe_split`):
 every identity with two or more images puts its first image (by file name) in the gallery and the
 others in the probes (mated probes); every image of an identity with a single image is a
-non-mated probe. :func:`evaluate` reports, from :mod:`export.retrieval`: ``rank1``, ``rank5``
+non-mated probe. :func:`evaluate` reports, from :mod:`evaluation.retrieval`: ``rank1``, ``rank5``
 (closed set, mated probes), ``tpir@fpir=0.01``, ``tpir@fpir=0.1`` (open set) with their
 thresholds, and Recall@K / R-precision / MAP@R of the whole set (leave one out).
 :func:`read_image_records` gives the records' own encoded images, so faces are embedded cropped
@@ -20,7 +20,7 @@ import numpy as np
 
 from data_tools import schema
 from data_tools.fileio import write_metrics_json
-from export import retrieval
+from evaluation import retrieval
 
 REPORT_JSON = "report.json"
 

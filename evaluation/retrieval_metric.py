@@ -1,7 +1,7 @@
 """The retrieval protocol for the training loop: EVAL metric ops, exporters and the report.
 
 ``estimator_main.py --eval_protocol=retrieval`` evaluates Recall@K, R-precision and MAP@R
-(:func:`export.retrieval.retrieval_metrics`) on image records of held-out identities, the way
+(:func:`evaluation.retrieval.retrieval_metrics`) on image records of held-out identities, the way
 re-identification and fine-grained retrieval are evaluated. The model code is the verification
 one: ``data_tools.input_fns.image_pairs_input_fn_builder`` presents records ``2i`` and ``2i + 1``
 as pair ``i``, the model embeds both images (with flip TTA as configured) and calls the injected
@@ -10,9 +10,9 @@ static shapes, as the verification metric) and runs the numpy metrics once at th
 labels are read from the records beforehand (``image_record_labels``), in the same order; each
 pair's ``issame`` is checked against them, so a reordering is an error, not a wrong number.
 
-The exporters and the report match the verification protocol's: the best SavedModel by
-``retrieval/map@r`` (with ``report.json`` in its ``assets.extra``) and the latest one;
-``eval/report.json`` at the end.
+The report matches the verification protocol's: the best SavedModel is ranked by
+``retrieval/map@r`` (with ``report.json`` in its ``assets.extra``: :func:`report_fn`);
+``eval/report.json`` at the end (``evaluation.retrieval_protocol``).
 """
 
 import os
@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 from data_tools.fileio import write_metrics_json
-from export import exporters, retrieval
+from evaluation import retrieval
 
 PREFIX = "retrieval"
 DEFAULT_KS = (1, 5, 10)
@@ -117,31 +117,12 @@ def write_report(metrics, output_dir, extra=None):
                               protocol="retrieval")
 
 
-def _report_files(eval_result, directory, prefix=PREFIX):
-    return {REPORT_JSON: write_report(metrics_from_eval_result(eval_result, prefix), directory)}
+def report_fn(prefix=PREFIX):
+    """``report_fn(eval_result, directory) -> {name: path}`` of the best export: its
+    ``report.json`` (``export.exporters.BestMetricExporter`` stores it in ``assets.extra``)."""
 
+    def write(eval_result, directory):
+        return {REPORT_JSON: write_report(metrics_from_eval_result(eval_result, prefix),
+                                          directory)}
 
-class BestRetrievalExporter(exporters.BestMetricExporter):
-    """The best model by ``retrieval/map@r``, with its report (see ``export.exporters``: ranked
-    by the value recorded with each export, restart-safe)."""
-
-    def __init__(self, serving_input_receiver_fn, prefix=PREFIX, exports_to_keep=3,
-                 assets_extra=None, transform=None):
-        super().__init__(serving_input_receiver_fn, f"{prefix}/{BEST_METRIC}",
-                         report_fn=lambda result, directory: _report_files(result, directory,
-                                                                           prefix),
-                         exports_to_keep=exports_to_keep, assets_extra=assets_extra,
-                         transform=transform)
-
-
-def build_exporters(serving_input_receiver_fn, eval_name=PREFIX, exports_to_keep=3,
-                    transform=None):
-    """The EvalSpec's exporters: the best model by MAP@R, and the latest; ``transform`` (the
-    evaluation records' conversion transform) is stored with every export."""
-    del eval_name  # the best exporter ranks the exports on disk, not event files
-    return [
-        BestRetrievalExporter(serving_input_receiver_fn, exports_to_keep=exports_to_keep,
-                              transform=transform),
-        exporters.LatestTransformExporter("latest", serving_input_receiver_fn,
-                                          exports_to_keep=exports_to_keep, transform=transform),
-    ]
+    return write

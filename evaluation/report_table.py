@@ -1,7 +1,7 @@
 """One Markdown table row per training run, from its verification report and its parameters
-(the library behind ``python -m export.compare_reports``).
+(the library behind ``python -m evaluation.compare_reports``).
 
-    python -m export.compare_reports lfw_output/fold10/models/*    [--copy_reports=DIR]
+    python -m evaluation.compare_reports lfw_output/fold10/models/*    [--copy_reports=DIR]
 
 Each argument is a ``model_dir`` holding ``params.json`` (written by ``estimator_main.py``) and
 ``eval/report.json`` (the evaluation of its final checkpoint). Runs that differ only in
@@ -15,7 +15,7 @@ import collections
 import json
 import os
 
-from export import report as report_lib
+from evaluation import reports as report_lib
 
 # Metrics averaged over the seeds of a row (keys of report.json).
 _METRICS = ("accuracy", "accuracy_std", "val", "auc", "eer")

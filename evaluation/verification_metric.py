@@ -12,7 +12,7 @@ contiguous blocks would move pairs of one (identity-disjoint) fold into the next
 import numpy as np
 import tensorflow.compat.v1 as tf
 
-from export import verification
+from evaluation import reports, verification
 
 # Scalar metrics, in the order the py_func returns them, and their report names.
 SCALAR_METRICS = (
@@ -283,3 +283,17 @@ def metrics_from_eval_result(eval_result, prefix="lfw"):
     if "global_step" in eval_result:
         metrics["global_step"] = int(eval_result["global_step"])
     return metrics
+
+
+def report_fn(prefix="lfw"):
+    """``report_fn(eval_result, directory) -> {name: path}`` of the best export with one set:
+    its report.json and roc.png (nothing when the result has no verification metrics)."""
+
+    def write(eval_result, directory):
+        if f"{prefix}/accuracy" not in eval_result:
+            return {}
+        json_path, png_path = reports.write_report(metrics_from_eval_result(eval_result, prefix),
+                                                   directory)
+        return {reports.REPORT_JSON: json_path, reports.ROC_PNG: png_path}
+
+    return write
