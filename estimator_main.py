@@ -59,32 +59,19 @@ def define_flags(fv=flags.FLAGS):
     string_flag("train_url", None, "ModelArts-style output location: model_dir defaults to it.")
     # Network and head.
     enum_flag("backbone", "iresnet50", choices.BACKBONES, "Backbone network.")
-    enum_flag("head", "circle", choices.HEADS, "Loss head (none: the "
+    enum_flag("head", "circle", choices.head_names(), "Loss head (none: the "
               "distillation term alone, --distill_weight > 0).")
     integer_flag("embedding_size", 512, "Embedding dimension.")
     flag_groups.define_image_size(fv, "the network's input. Default: the backbone's (112).")
     float_flag("dropout_rate", 0.0, "Dropout before the embedding layer (iresnet).")
-    float_flag("margin", None, "Margin m (Circle: 0.25; cosface 0.35; arcface and "
-               "subcenter_arcface 0.5; adaface 0.4; magface: none, see --magface_*).")
-    float_flag("gamma", None, "Circle scale gamma (paper's face setting: 256).")
-    float_flag("scale", 64.0, "Scale s of the softmax and margin (cosface, arcface, adaface, "
-               "subcenter_arcface, magface) heads.")
+    float_flag("margin", None, "Margin m; default: the head's own "
+               f"({choices.MARGIN_DEFAULTS}).")
+    float_flag("gamma", None, f"Circle scale gamma ({choices.GAMMA_DEFAULTS}; the "
+               "paper's face setting).")
+    float_flag("scale", 64.0, f"Scale s of the {choices.SCALE_USERS} heads.")
     float_flag("class_weight", 1.0, "circle_combined: weight of the class-level loss.")
     float_flag("pair_weight", 1.0, "circle_combined: weight of the pair-level loss.")
-    # Options of the margin heads (model/margin_heads.py); unset: the head's default.
-    integer_flag("subcenters", None, "subcenter_arcface: sub-centres K per class (3).")
-    integer_flag("subcenter_drop_step", None, "subcenter_arcface: from this step, each class "
-                 "keeps its dominant sub-centre and examples farther than "
-                 "--subcenter_drop_angle from it give no loss (0, default: never).")
-    float_flag("subcenter_drop_angle", None, "subcenter_arcface: drop angle in degrees (75).")
-    float_flag("adaface_h", None, "adaface: h, the spread of the norm-adaptive margin (0.333).")
-    float_flag("adaface_t_alpha", None, "adaface: rate of the moving average of the batch "
-               "norm statistics (0.01).")
-    float_flag("magface_lower_norm", None, "magface: l_a, lower bound of the feature norm (10).")
-    float_flag("magface_upper_norm", None, "magface: u_a, upper bound of the feature norm (110).")
-    float_flag("magface_lower_margin", None, "magface: l_m, margin at the lower norm (0.45).")
-    float_flag("magface_upper_margin", None, "magface: u_m, margin at the upper norm (0.8).")
-    float_flag("magface_lambda_g", None, "magface: weight of the norm regulariser g (35).")
+    define_head_option_flags(fv)
     integer_flag("images_per_identity", 0, "K of P×K batches (0: plain shuffling). "
                  "Needed by circle_pair and circle_combined.")
     float_flag("distill_weight", 0.0, "λ of the distillation term between the student's "
@@ -179,6 +166,19 @@ def define_flags(fv=flags.FLAGS):
     return fv
 
 
+_OPTION_FLAGS = ((bool, flags.DEFINE_bool), (int, flags.DEFINE_integer),
+                 (float, flags.DEFINE_float), (str, flags.DEFINE_string))
+
+
+def define_head_option_flags(fv):
+    """One flag per option the heads declare (``heads.HeadOption``, in model/heads.py and
+    model/margin_heads.py, listed by ``training.choices.head_options``), typed by its default;
+    unset (None), the head uses its default."""
+    for name, default, help_text in choices.head_options():
+        define = next(define for kind, define in _OPTION_FLAGS if isinstance(default, kind))
+        define(name, None, help_text, flag_values=fv)
+
+
 def _program_flags(fv):
     """This program's flags in ``fv``, not absl's own (``--test_tmpdir``, ``--stderrthreshold``):
     those :func:`define_flags` defines, in its groups included."""
@@ -208,12 +208,9 @@ def main(argv, flag_values=FLAGS):
             if recorded:
                 given = {name for name in values if fv[name].present}
                 values = run_record.apply_recorded_settings(values, given, recorded, model_dir)
-        params = build_params(values)
+        params = build_params(values, recorded)
     except failures.SETTINGS_ERRORS as e:
         raise app.UsageError(str(e)) from None
-    if recorded and params.get("eval_transform") is None:
-        # An export without --eval_records serves the transform its training evaluated with.
-        params["eval_transform"] = recorded.get("eval_transform")
     if run_record.writes_run_record():
         if run_record.trains(params["mode"]):
             run_record.record_run(params, run_record.program_flags_text(program_flags))

@@ -65,10 +65,8 @@ def summarize(runs):
             ("head", params["head"]),
             ("batches", f"P×K, K={params['images_per_identity']}"
              if params.get("images_per_identity") else "shuffled"),
-            # Plain softmax has no margin: its --margin is ignored.
-            ("margin", None if params["head"] == "softmax" else params.get("margin")),
-            ("gamma", params.get("gamma") if params["head"].startswith("circle")
-             else params.get("scale")),
+            ("margin", head_setting(params, "margin")),
+            ("gamma", head_setting(params, "gamma", "scale")),
             ("seeds", [p.get("seed") for _, p, _ in members]),
             ("steps", [r.get("global_step") for _, _, r in members]),
             ("seed_accuracy", [r["accuracy"] for _, _, r in members]),
@@ -82,6 +80,19 @@ def summarize(runs):
             row[metric] = _mean([r[metric] for _, _, r in members])
         rows.append(row)
     return rows
+
+
+def head_setting(params, *names):
+    """The first of ``names`` the run's head uses, as its params.json records the head's
+    declared settings (``head_config``), or None; runs recorded before it: plain softmax has no
+    margin (its --margin was ignored), the circle heads' scale is gamma, the others' scale."""
+    config = params.get("head_config")
+    if not isinstance(config, dict):
+        head = params.get("head") or ""
+        config = {"margin": None if head == "softmax" else params.get("margin"),
+                  ("gamma" if head.startswith("circle") else "scale"):
+                      params.get("gamma") if head.startswith("circle") else params.get("scale")}
+    return next((config[name] for name in names if name in config), None)
 
 
 def differing_settings(rows):

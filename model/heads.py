@@ -20,6 +20,14 @@ float32 under mixed precision. ``gamma`` is the circle heads' scale; ``scale`` i
 family's. Each head ignores the hyperparameters it does not use; ``head.config`` says which
 values it runs with, for logging.
 
+What a head takes is declared on its class, so that one declaration feeds every reader:
+``hyperparameters`` names the shared settings it uses (``margin``, ``gamma``, ``scale``,
+``class_weight``, ``pair_weight``: one flag each, for all heads), and ``options`` holds its own
+:class:`HeadOption` s (name, default, check, help). The base class resolves and checks the
+options, ``config`` lists both, and the command line (its flags and the ``--margin`` help), the
+run spec (``training/run_spec.py``: forwarding, ``params.json``) and the report tables read the
+declarations: a new head option is its ``HeadOption`` line (plus the head's use of it).
+
 Partial FC (An et al., "Killing Two Birds with One Stone: Efficient and Robust Training of Face
 Recognition CNNs by Partial FC", CVPR 2022), ``partial_fc_rate=r`` < 1 on the class-level heads:
 each training step keeps every class of the batch and a uniform sample (without replacement) of
@@ -49,7 +57,18 @@ import tensorflow.compat.v1 as tf
 
 from model import circle_loss
 
-__all__ = ["HEADS", "HeadOutput", "build_head", "partial_fc_num_sample"]
+__all__ = ["HEADS", "HeadOption", "HeadOutput", "build_head", "declared_options",
+           "defaults_text", "partial_fc_num_sample", "users_of"]
+
+HeadOption = collections.namedtuple("HeadOption", ["name", "default", "check", "help"])
+HeadOption.__doc__ = """An option a head declares in its ``options``.
+
+name: the keyword of ``build_head``, the flag (``--name``), the key in ``params.json``.
+default: used when the option is not given (None); its type is the flag's type.
+check: ``check(value, name)`` -> the value the head runs with; ValueError (one line naming the
+  option) when it is refused. :func:`number` and :func:`integer` make the usual ones.
+help: what it is, for ``--help`` (the head's name and the default are added there).
+"""
 
 HeadOutput = collections.namedtuple(
     "HeadOutput",
@@ -110,6 +129,26 @@ def _number(value, what, low, high=None, low_inclusive=True):
     return float(value)
 
 
+def number(low, high=None, low_inclusive=True):
+    """An option check: a real number in [low, high) (``(low, ...`` with ``low_inclusive``
+    False; no upper bound with ``high`` None), returned as a float."""
+    def check(value, name):
+        if not isinstance(value, numbers.Real) or isinstance(value, bool):
+            raise ValueError(f"{name} must be a number, got {value!r}")
+        return _number(value, name, low, high, low_inclusive)
+    return check
+
+
+def integer(minimum):
+    """An option check: an integer >= ``minimum``."""
+    def check(value, name):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) \
+                or value < minimum:
+            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        return int(value)
+    return check
+
+
 def _check_embeddings(embeddings, embedding_size):
     embeddings = tf.convert_to_tensor(embeddings)
     if not embeddings.dtype.is_floating:
@@ -150,8 +189,9 @@ def _target_mask(cos, labels):
 class Head:
     """Base class: validates the hyperparameters and wraps the computation in scope ``head``.
 
-    Subclasses set ``name``, ``default_margin``, ``default_gamma``, ``needs_pk_batches`` and
-    ``uses_proxies`` and implement ``_compute(embeddings, labels)``.
+    Subclasses set ``name``, ``default_margin``, ``default_gamma``, ``needs_pk_batches``,
+    ``uses_proxies``, the shared ``hyperparameters`` they use and their own ``options``
+    (:class:`HeadOption`), and implement ``_compute(embeddings, labels)``.
     """
 
     name = None
@@ -159,10 +199,13 @@ class Head:
     uses_proxies = True
     default_margin = None
     default_gamma = None
+    hyperparameters = ()  # the shared settings this head uses (its ``config`` lists them)
+    options = ()  # HeadOption: this head's own settings, each its own flag
 
     def __init__(self, num_classes, embedding_size, *, margin=None, gamma=None, scale=64.0,
                  class_weight=1.0, pair_weight=1.0, proxy_partitions=1,
-                 proxy_initializer_stddev=0.01, partial_fc_rate=1.0):
+                 proxy_initializer_stddev=0.01, partial_fc_rate=1.0, **options):
+        self._set_options(options)
         self.embedding_size = _positive_int(embedding_size, "embedding_size")
         if self.uses_proxies:
             self.num_classes = _positive_int(num_classes, "num_classes")
@@ -192,8 +235,21 @@ class Head:
                            if self.partial_fc else self.num_classes)
         self._validate()
 
+    def _set_options(self, given):
+        """Each declared option, given or its default, checked; an option the head does not
+        declare is a TypeError (it would be ignored silently)."""
+        declared = [option.name for option in self.options]
+        unknown = sorted(set(given) - set(declared))
+        if unknown:
+            takes = f"; its options: {', '.join(declared)}" if declared else ""
+            raise TypeError(f"head {self.name!r} takes no option {unknown[0]!r}{takes}")
+        for option in self.options:
+            value = given.get(option.name)
+            setattr(self, option.name,
+                    option.check(option.default if value is None else value, option.name))
+
     def _validate(self):
-        """Head-specific checks of margin / gamma / weights."""
+        """Head-specific checks of margin / gamma / weights (and of options together)."""
 
     def _proxy_config(self):
         config = {"proxy_partitions": self.proxy_partitions}
@@ -203,8 +259,14 @@ class Head:
 
     @property
     def config(self):
-        """The hyperparameters this head actually uses (for logs and summaries)."""
-        return {"head": self.name}
+        """The hyperparameters this head actually uses (for logs, summaries and reports): its
+        declared shared ``hyperparameters`` and ``options``, and its proxies' layout."""
+        config = {"head": self.name}
+        config.update((name, getattr(self, name)) for name in self.hyperparameters)
+        config.update((option.name, getattr(self, option.name)) for option in self.options)
+        if self.uses_proxies:
+            config.update(self._proxy_config())
+        return config
 
     def __repr__(self):
         items = ", ".join(
@@ -345,17 +407,11 @@ class _CircleParameters:
 
     default_margin = 0.25
     default_gamma = 256.0
+    hyperparameters = ("margin", "gamma")
 
     def _validate(self):
         self.margin = _number(self.margin, "margin", 0.0, 1.0)
         self.gamma = _number(self.gamma, "gamma", 0.0, low_inclusive=False)
-
-    @property
-    def config(self):
-        config = {"head": self.name, "margin": self.margin, "gamma": self.gamma}
-        if self.uses_proxies:
-            config.update(self._proxy_config())
-        return config
 
 
 class CircleHead(_CircleParameters, _ProxyHead):
@@ -392,18 +448,13 @@ class CircleCombinedHead(CircleHead):
 
     name = "circle_combined"
     needs_pk_batches = True
+    hyperparameters = ("margin", "gamma", "class_weight", "pair_weight")
 
     def _validate(self):
         super()._validate()
         if (isinstance(self.class_weight, float) and isinstance(self.pair_weight, float)
                 and self.class_weight == 0.0 and self.pair_weight == 0.0):
             raise ValueError("circle_combined: class_weight and pair_weight are both 0")
-
-    @property
-    def config(self):
-        config = super().config
-        config.update(class_weight=self.class_weight, pair_weight=self.pair_weight)
-        return config
 
     def _compute(self, embeddings, labels, sample):
         class_out = self._class_terms(embeddings, labels, sample)
@@ -417,12 +468,7 @@ class SoftmaxHead(_ProxyHead):
     """Normalised softmax: scale * cos, no margin (the baseline on the same embedding)."""
 
     name = "softmax"
-
-    @property
-    def config(self):
-        config = {"head": self.name, "scale": self.scale}
-        config.update(self._proxy_config())
-        return config
+    hyperparameters = ("scale",)
 
     def margin_logits(self, cos, labels):
         return self.scale * tf.cast(cos, tf.float32)
@@ -431,11 +477,7 @@ class SoftmaxHead(_ProxyHead):
 class _AdditiveMarginHead(_ProxyHead):
     """A margin at the label and a fixed scale (CosFace, ArcFace): reported the same way."""
 
-    @property
-    def config(self):
-        config = {"head": self.name, "margin": self.margin, "scale": self.scale}
-        config.update(self._proxy_config())
-        return config
+    hyperparameters = ("margin", "scale")
 
 
 class CosFaceHead(_AdditiveMarginHead):
@@ -506,7 +548,7 @@ def build_head(name, num_classes, embedding_size, *, margin=None, gamma=None, sc
         uniform sample of the others, ceil(rate * num_classes) in all; 1 (default) uses every
         class. Class-level heads only (circle_pair refuses a rate below 1).
       **options: the options the head declares in its ``options`` (``model.margin_heads``:
-        adaface, subcenter_arcface, magface); other heads take none.
+        adaface, subcenter_arcface, magface); another is a TypeError.
 
     Returns:
       a Head; ``head(embeddings, labels)`` returns a HeadOutput.
@@ -521,6 +563,34 @@ def build_head(name, num_classes, embedding_size, *, margin=None, gamma=None, sc
                proxy_partitions=proxy_partitions,
                proxy_initializer_stddev=proxy_initializer_stddev,
                partial_fc_rate=partial_fc_rate, **options)
+
+
+def declared_options():
+    """``{option name: [(head name, HeadOption), ...]}`` over the registered heads, in
+    registry order: what the command line defines a flag for and the run spec forwards."""
+    declared = collections.OrderedDict()
+    for name, cls in HEADS.items():
+        for option in cls.options:
+            declared.setdefault(option.name, []).append((name, option))
+    return declared
+
+
+def users_of(attribute):
+    """The registered heads that use a shared hyperparameter (``"scale"``), by name."""
+    return [name for name, cls in HEADS.items() if attribute in cls.hyperparameters]
+
+
+def defaults_text(attribute):
+    """The heads' defaults of a shared hyperparameter (``"margin"``: each head's
+    ``default_margin``), for its flag's help: ``circle 0.25, ..., magface: none``."""
+    parts, unused = [], []
+    for name, cls in HEADS.items():
+        default = getattr(cls, "default_" + attribute, None)
+        if attribute not in cls.hyperparameters:
+            unused.append(name)
+        elif default is not None:
+            parts.append(f"{name} {default:g}")
+    return ", ".join(parts) + (f"; not used by {', '.join(unused)}" if unused else "")
 
 
 # The margin heads (AdaFace, sub-center ArcFace, MagFace) subclass the ones above and register

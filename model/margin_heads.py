@@ -3,7 +3,8 @@
 They follow the proxy-head pattern of ``model.heads`` (cosine logits against the class proxies,
 margin logits, softmax cross-entropy; float32 whatever the embeddings' dtype; static shapes) and
 register themselves in ``heads.HEADS``. Each declares the options it takes in ``options``
-(flag name -> default); ``training.params`` forwards exactly those flags.
+(``heads.HeadOption``: name, default, check, help): the base class resolves and checks them, and
+the command line, the run spec and the reports read the declarations.
 
 =====================  =====================================================  ==================
 name                   margin                                                 defaults
@@ -30,7 +31,6 @@ served ``embedding_norm`` reports as a face-quality score.
 """
 
 import math
-import numbers
 
 import tensorflow.compat.v1 as tf
 from absl import logging
@@ -38,12 +38,6 @@ from absl import logging
 from model import circle_loss, heads
 
 __all__ = ["AdaFaceHead", "MagFaceHead", "SubCenterArcFaceHead", "MARGIN_HEADS"]
-
-
-def _option(value, default, what, low, high=None, low_inclusive=True):
-    value = default if value is None else value
-    # pylint: disable=protected-access
-    return heads._number(value, what, low, high, low_inclusive)  # noqa: SLF001
 
 
 def _real(tensor):
@@ -65,8 +59,6 @@ class _NormAwareHead(heads._ProxyHead):  # noqa: SLF001
     that call only, so that the sampling code stays in one place.
     """
 
-    options = {}
-
     def _compute(self, embeddings, labels, sample):
         self._norms, self._training = _feature_norms(embeddings), sample
         try:
@@ -77,16 +69,6 @@ class _NormAwareHead(heads._ProxyHead):  # noqa: SLF001
 
     def _add_regulariser(self, output):
         return output
-
-    def _base_config(self):
-        config = {"head": self.name, "margin": self.margin, "scale": self.scale}
-        config.update({key: getattr(self, key) for key in self.options})
-        config.update(self._proxy_config())
-        return config
-
-    @property
-    def config(self):
-        return self._base_config()
 
 
 class AdaFaceHead(_NormAwareHead):
@@ -111,16 +93,16 @@ class AdaFaceHead(_NormAwareHead):
 
     name = "adaface"
     default_margin = 0.4
-    options = {"adaface_h": 0.333, "adaface_t_alpha": 0.01}
+    hyperparameters = ("margin", "scale")
+    options = (
+        heads.HeadOption("adaface_h", 0.333, heads.number(0.0),
+                         "h, the spread of the norm-adaptive margin"),
+        heads.HeadOption("adaface_t_alpha", 0.01,
+                         heads.number(0.0, 1.0 + 1e-12, low_inclusive=False),
+                         "rate of the moving average of the batch norm statistics"),
+    )
     eps = 1e-3
     initial_mean, initial_std = 20.0, 100.0
-
-    def __init__(self, num_classes, embedding_size, *, adaface_h=None, adaface_t_alpha=None,
-                 **common):
-        self.adaface_h = _option(adaface_h, 0.333, "adaface_h", 0.0)
-        self.adaface_t_alpha = _option(adaface_t_alpha, 0.01, "adaface_t_alpha", 0.0, 1.0 + 1e-12,
-                                       low_inclusive=False)
-        super().__init__(num_classes, embedding_size, **common)
 
     def _validate(self):
         self.margin = heads._number(self.margin, "margin", 0.0, math.pi)  # noqa: SLF001
@@ -184,23 +166,19 @@ class MagFaceHead(_NormAwareHead):
     """
 
     name = "magface"
-    options = {"magface_lower_norm": 10.0, "magface_upper_norm": 110.0,
-               "magface_lower_margin": 0.45, "magface_upper_margin": 0.8,
-               "magface_lambda_g": 35.0}
-
-    def __init__(self, num_classes, embedding_size, *, magface_lower_norm=None,
-                 magface_upper_norm=None, magface_lower_margin=None, magface_upper_margin=None,
-                 magface_lambda_g=None, **common):
-        self.magface_lower_norm = _option(magface_lower_norm, 10.0, "magface_lower_norm", 0.0,
-                                          low_inclusive=False)
-        self.magface_upper_norm = _option(magface_upper_norm, 110.0, "magface_upper_norm", 0.0,
-                                          low_inclusive=False)
-        self.magface_lower_margin = _option(magface_lower_margin, 0.45, "magface_lower_margin",
-                                            0.0, math.pi)
-        self.magface_upper_margin = _option(magface_upper_margin, 0.8, "magface_upper_margin",
-                                            0.0, math.pi)
-        self.magface_lambda_g = _option(magface_lambda_g, 35.0, "magface_lambda_g", 0.0)
-        super().__init__(num_classes, embedding_size, **common)
+    hyperparameters = ("scale",)
+    options = (
+        heads.HeadOption("magface_lower_norm", 10.0, heads.number(0.0, low_inclusive=False),
+                         "l_a, lower bound of the feature norm"),
+        heads.HeadOption("magface_upper_norm", 110.0, heads.number(0.0, low_inclusive=False),
+                         "u_a, upper bound of the feature norm"),
+        heads.HeadOption("magface_lower_margin", 0.45, heads.number(0.0, math.pi),
+                         "l_m, margin at the lower norm"),
+        heads.HeadOption("magface_upper_margin", 0.8, heads.number(0.0, math.pi),
+                         "u_m, margin at the upper norm"),
+        heads.HeadOption("magface_lambda_g", 35.0, heads.number(0.0),
+                         "weight of the norm regulariser g"),
+    )
 
     def _validate(self):
         # No fixed margin: it runs from l_m to u_m with the norm. Like every head with a
@@ -252,12 +230,6 @@ class MagFaceHead(_NormAwareHead):
         return output._replace(per_example_loss=output.per_example_loss
                                + self.regulariser(self._norms))
 
-    @property
-    def config(self):
-        config = self._base_config()
-        del config["margin"]
-        return config
-
 
 class SubCenterArcFaceHead(heads._ProxyHead):  # noqa: SLF001
     """Sub-center ArcFace: K proxies per class, the class's cosine is the nearest one's.
@@ -283,31 +255,18 @@ class SubCenterArcFaceHead(heads._ProxyHead):  # noqa: SLF001
 
     name = "subcenter_arcface"
     default_margin = 0.5
-    options = {"subcenters": 3, "subcenter_drop_step": 0, "subcenter_drop_angle": 75.0}
-
-    def __init__(self, num_classes, embedding_size, *, subcenters=None, subcenter_drop_step=None,
-                 subcenter_drop_angle=None, **common):
-        self.subcenters = heads._positive_int(3 if subcenters is None else subcenters,  # noqa: SLF001
-                                              "subcenters")
-        drop_step = 0 if subcenter_drop_step is None else subcenter_drop_step
-        if (isinstance(drop_step, bool) or not isinstance(drop_step, numbers.Integral)
-                or drop_step < 0):
-            raise ValueError(f"subcenter_drop_step must be an integer >= 0 (0: never), got "
-                             f"{subcenter_drop_step!r}")
-        self.subcenter_drop_step = int(drop_step)
-        self.subcenter_drop_angle = _option(subcenter_drop_angle, 75.0, "subcenter_drop_angle",
-                                            0.0, 180.0, low_inclusive=False)
-        super().__init__(num_classes, embedding_size, **common)
+    hyperparameters = ("margin", "scale")
+    options = (
+        heads.HeadOption("subcenters", 3, heads.integer(1), "sub-centres K per class"),
+        heads.HeadOption("subcenter_drop_step", 0, heads.integer(0),
+                         "from this step, each class keeps its dominant sub-centre and examples "
+                         "farther than --subcenter_drop_angle from it give no loss (0: never)"),
+        heads.HeadOption("subcenter_drop_angle", 75.0,
+                         heads.number(0.0, 180.0, low_inclusive=False), "drop angle in degrees"),
+    )
 
     def _validate(self):
         self.margin = heads._number(self.margin, "margin", 0.0, math.pi)  # noqa: SLF001
-
-    @property
-    def config(self):
-        config = {"head": self.name, "margin": self.margin, "scale": self.scale}
-        config.update({key: getattr(self, key) for key in self.options})
-        config.update(self._proxy_config())
-        return config
 
     @property
     def proxy_variable(self):

@@ -11,8 +11,7 @@ from model import config as model_config
 from model import heads, model_fn
 
 HEAD_KEYS = ("margin", "gamma", "scale", "class_weight", "pair_weight", "proxy_partitions",
-             "partial_fc_rate") + tuple(
-    name for cls in heads.HEADS.values() for name in getattr(cls, "options", {}))
+             "partial_fc_rate") + tuple(heads.declared_options())
 BACKBONE_KEYS = ("embedding_size", "image_size", "dropout_rate", "precision")
 
 

@@ -83,7 +83,7 @@ def test_base_settings_are_valid(data, tmp_path, parse_flags, monkeypatch):
     assert params["train_steps"] == 5 and params["warmup_steps"] == 0
     assert params["decay_boundaries"] == (0.5, 0.7, 0.9)
     written = json.loads((tmp_path / "run" / "params.json").read_text())
-    assert written == json.loads(json.dumps(params))
+    assert written == json.loads(json.dumps(params.to_json_dict()))
 
 
 # (case, overrides of base_settings ("{data}" is the dataset root; None drops the flag), a piece
@@ -170,7 +170,7 @@ def test_params_record_the_heads_resolved_defaults(data, tmp_path, parse_flags, 
     params = build_params(parse_flags(as_argv(settings)))
     assert params["margin"] == pytest.approx(margin)
     assert params["gamma"] == (None if gamma is None else pytest.approx(gamma))
-    json.dumps(params)  # JSON-ready for params.json
+    json.dumps(params.to_json_dict())  # JSON-ready for params.json
 
 
 def test_partial_fc_rate_reaches_the_head(data, tmp_path, parse_flags):

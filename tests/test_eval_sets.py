@@ -80,9 +80,9 @@ def test_named_sets_keep_their_order_sizes_and_folds(data, tmp_path):
     assert [(s["name"], s["num_pairs"], s["num_folds"]) for s in p["eval_sets"]] == [
         ("b", 15, 3), ("a", 10, 2)]
     assert p["eval_sets_named"] and p["best_metric"] == "mean/accuracy"
-    assert "num_pairs" not in p
+    assert p["num_pairs"] is None  # several sets: no single size
     assert builders.eval_name(p) == "verification"
-    assert json.loads(json.dumps(p))["eval_sets"][0]["records"] == str(data / "b")
+    assert json.loads(json.dumps(p.to_json_dict()))["eval_sets"][0]["records"] == str(data / "b")
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -517,7 +517,7 @@ def test_flags_reach_the_head_and_params_record_the_defaults(small_records, tmp_
     assert p["magface_lambda_g"] == 40.0 and p["magface_upper_norm"] == 110.0
     p = build_params(parse_flags(_settings(small_records, tmp_path, head="adaface")))
     assert (p["margin"], p["adaface_h"], p["adaface_t_alpha"]) == (0.4, 0.333, 0.01)
-    json.dumps(p)
+    json.dumps(p.to_json_dict())
 
 
 @pytest.mark.parametrize("flags,match", [

@@ -66,7 +66,7 @@ def test_evaluate_compares_with_the_runs_recorded_training_transform(data, tmp_p
     assert params["train_transform"] == params["eval_transform"] == CROPPED
     os.makedirs(params["model_dir"])
     with open(os.path.join(params["model_dir"], "params.json"), "w") as f:
-        json.dump(params, f)
+        json.dump(params.to_json_dict(), f)
     evaluate = settings(data, tmp_path, "pairs", mode="evaluate", train_records=None)
     with pytest.raises(ParamsError, match="the training records with crop_box=70,60,180,190"):
         build_params(parse_flags(evaluate))

@@ -16,6 +16,28 @@ DEVICES = list(estimator_factory.DEVICES)
 PRECISIONS = list(estimator_factory.PRECISIONS)
 NPU_PRECISION_MODES = list(estimator_factory.NPU_PRECISION_MODES)
 DISTRIBUTIONS = list(estimator_factory.DISTRIBUTIONS)
+# The heads' shared hyperparameters and declared options (heads.HeadOption), for the flags.
+MARGIN_DEFAULTS = heads.defaults_text("margin")
+GAMMA_DEFAULTS = heads.defaults_text("gamma")
+SCALE_USERS = ", ".join(heads.users_of("scale"))
 
-__all__ = ["BACKBONES", "DEVICES", "DISTILL_LOSSES", "DISTRIBUTIONS", "EVAL_PROTOCOLS", "HEADS",
-           "MODES", "NO_HEAD", "NPU_PRECISION_MODES", "OPTIMIZERS", "PRECISIONS", "SCHEDULES"]
+
+def head_names():
+    """The registered heads and ``none``, read when the flags are defined (as
+    :func:`head_options`)."""
+    return [*sorted(heads.HEADS), NO_HEAD]
+
+
+def head_options():
+    """``(name, default, help)`` of each option the registered heads declare, read when the
+    flags are defined (a head registered later, a test's, is there too)."""
+    return [(name, declared[0][1].default,
+             f"{', '.join(head for head, _ in declared)}: {declared[0][1].help} "
+             f"(default {declared[0][1].default}).")
+            for name, declared in heads.declared_options().items()]
+
+
+__all__ = ["BACKBONES", "DEVICES", "DISTILL_LOSSES", "DISTRIBUTIONS", "EVAL_PROTOCOLS",
+           "GAMMA_DEFAULTS", "HEADS", "MARGIN_DEFAULTS", "MODES", "NO_HEAD",
+           "NPU_PRECISION_MODES", "OPTIMIZERS", "PRECISIONS", "SCALE_USERS", "SCHEDULES",
+           "head_names", "head_options"]

@@ -1,35 +1,33 @@
-"""Flag values -> the run's one validated params dict, and the typed configs the builders take.
+"""Flag values -> the run's one frozen spec (``training.run_spec.RunSpec``).
 
 Every setting is checked here, once, before anything is written or any graph is built: a bad
-value is a :class:`ParamsError` with one line that says what to change. The dict holds the
-resolved values (record sizes from the manifests, steps from epochs, the head's own default
-margin, the warm-start scopes), JSON-ready for ``params.json``.
+value is a :class:`ParamsError` with one line that says what to change. This module resolves
+what the flags leave open from the world outside them (record sizes from the manifests, steps
+from epochs, the worker count from TF_CONFIG, the warm-start scopes from the checkpoint, an
+evaluate/export run's model from its params.json); the typed configs the spec is made of check
+the rest in their constructors.
 """
 
-import collections
-import inspect
-import json
 import os
 
 import tensorflow.compat.v1 as tf
 from absl import logging
 
-from data_tools import input_config, input_fns, manifest
+from data_tools import input_fns, manifest
 from data_tools.transform import Transform
 from evaluation import registry
 from evaluation import sets as eval_sets
-from model import config as model_config
-from model import distillation, heads
+from model import heads
 from runtime import ascend, cluster, estimator_factory
-from runtime import config as runtime_config
-
-MODES = ("train", "evaluate", "train_and_evaluate", "export")
-NO_HEAD = "none"  # --head=none: the distillation term alone (no identity labels needed)
-EVAL_PROTOCOLS = registry.names()
-
-
-class ParamsError(ValueError):
-    """Inconsistent settings, reported before any graph is built."""
+from training import run_spec
+from training.run_spec import (  # noqa: F401  (the names callers import from here)
+    EVAL_PROTOCOLS,
+    MODES,
+    NO_HEAD,
+    ParamsError,
+    RunSpec,
+    head_options,
+)
 
 
 def _require(condition, message):
@@ -37,14 +35,14 @@ def _require(condition, message):
         raise ParamsError(message)
 
 
-def build_params(values):
-    """Validate the flag values once and return the run's params dict.
+def build_params(values, recorded=None):
+    """Validate the flag values once and return the run's frozen :class:`RunSpec`.
 
-    Every setting is checked here, before anything is written: the typed configs of
-    ``model.config`` (backbone, optimisation, runtime), ``data_tools.input_config`` (input) and
-    the built head (``model.heads``) refuse bad values with one line. The dict holds the resolved
-    values (the head's own default margin, the steps derived from epochs), JSON-ready for
-    ``params.json``; :func:`build_configs` turns it into the configs the builders take.
+    Every setting is checked here, before anything is written: the spec's typed configs
+    (``model.config``, ``data_tools.input_config``, the head built from its declaration,
+    ``training.run_spec``) refuse bad values with one line. ``recorded``: the params.json
+    (dict) of the run in model_dir, for evaluate/export (read from model_dir when needed and
+    not given); an older file loads, or fails with one line saying what to do.
     """
     p = dict(values)
     if p["data_url"]:
@@ -52,6 +50,10 @@ def build_params(values):
         p["eval_records"] = p["eval_records"] or os.path.join(p["data_url"], "pairs")
     p["model_dir"] = p["model_dir"] or p["train_url"]
     _require(p["model_dir"], "--model_dir (or --train_url) is required")
+    if recorded is not None and not isinstance(recorded, RunSpec):
+        # First: a params.json that cannot be a run's spec is the one line to read.
+        recorded = RunSpec.from_json_dict(recorded, os.path.join(p["model_dir"],
+                                                                 run_spec.PARAMS_NAME))
     mode = p["mode"]
     needs_train = mode in ("train", "train_and_evaluate")
     needs_eval = mode in ("evaluate", "train_and_evaluate")
@@ -66,7 +68,7 @@ def build_params(values):
         _require(p.get("distill_weight", 0) > 0, "--head=none trains on the teacher alone: "
                  "set --distill_weight > 0 (and train on records made with make_tfrecords.py "
                  "--teacher)")
-    elif heads.HEADS[p["head"]].needs_pk_batches:
+    elif getattr(heads.HEADS.get(p["head"]), "needs_pk_batches", False):
         _require(k >= 2, f"--head={p['head']} needs P×K batches: set "
                  "--images_per_identity=K >= 2 (e.g. 4)")
     if k:
@@ -74,26 +76,31 @@ def build_params(values):
                  "batches off)")
         _require(p["batch_size"] % k == 0, f"--batch_size={p['batch_size']} must be a multiple "
                  f"of --images_per_identity={k}")
-    p["decay_boundaries"] = tuple(float(b) for b in p["decay_boundaries"])
     p["num_workers"] = multi_worker_task(p).num_workers if p["distribution"] == \
         "multi_worker" else 1
-    runtime = _config(runtime_config.RuntimeConfig, **_fields(runtime_config.RuntimeConfig, p))
+    runtime = run_spec.runtime_config(p)  # built once: the spec takes this one
     p["distribution"], p["num_replicas"] = runtime.distribution, runtime.num_replicas
     _check_replicas(p)
-    _read_records(p, needs_train, needs_eval)
+    recorded = _read_records(p, needs_train, needs_eval, recorded)
+    if recorded is not None and p.get("eval_transform") is None:
+        # An export without --eval_records serves the transform its training evaluated with.
+        p["eval_transform"] = recorded.get("eval_transform")
     if needs_train and p["batch_size"] > p["num_train_images"]:
         logging.warning("--batch_size=%d is larger than the %d training images of %s: every "
                         "batch repeats images (the loss sees duplicates as pairs); lower "
                         "--batch_size", p["batch_size"], p["num_train_images"],
                         p["train_records"])
     _resolve_steps(p, needs_train)
-    configs = build_configs(p)  # every remaining setting, checked and resolved into p
+    # Every remaining setting, checked by the configs and resolved into p, once.
+    configs = run_spec.build_configs(p, runtime)
     if p["warm_start_from"] and needs_train:
         p["warm_start_scopes"] = _warm_start_scopes(p, configs.head)
+        configs = configs._replace(checkpoints=configs.checkpoints._replace(
+            warm_start_scopes=p["warm_start_scopes"]))
     # A missing device stack (Ascend's bridge, a TF without the oneDNN bf16 rewrite, no GPU) is a
     # setting to change too: report it here, before model_dir is written.
     estimator_factory.check_device(runtime)
-    return p
+    return RunSpec(p, configs)
 
 
 def multi_worker_task(p):
@@ -109,97 +116,12 @@ def multi_worker_task(p):
     return task
 
 
-Configs = collections.namedtuple("Configs", ["backbone", "head", "optimization", "input",
-                                             "runtime", "distillation"])
-
-
-def _fields(config_type, p):
-    """The entries of ``p`` that ``config_type``'s constructor takes (derived fields aside)."""
-    accepted = inspect.signature(config_type.__new__).parameters
-    return {name: p[name] for name in config_type._fields if name in p and name in accepted}
-
-
-def _config(config_type, **values):
-    try:
-        return config_type(**values)
-    except ValueError as e:
-        raise ParamsError(str(e)) from None
-
-
-def build_configs(p):
-    """The typed configs of a params dict; resolved values (image size, margin, gamma) are
-    written back into ``p`` so that ``params.json`` records what the run uses."""
-    backbone = _config(model_config.BackboneConfig, name=p["backbone"],
-                       embedding_size=p["embedding_size"], image_size=p["image_size"],
-                       dropout_rate=p["dropout_rate"], precision=p["precision"],
-                       grayscale=bool(p.get("grayscale")))
-    p["image_size"] = backbone.image_size
-    distill = _distillation_config(p)
-    if p["head"] == NO_HEAD:
-        p["margin"] = p["gamma"] = None
-        head = None
-    else:
-        head = _build_head(p, backbone)
-    optimization_values = _fields(model_config.OptimizationConfig, p)
-    optimization_values["total_steps"] = p["train_steps"]
-    optimization = _config(model_config.OptimizationConfig, **optimization_values)
-    input_values = _fields(input_config.InputConfig, p)
-    input_values["images_per_identity"] = p["images_per_identity"] or None
-    inputs = _config(input_config.InputConfig, **input_values)
-    runtime = _config(runtime_config.RuntimeConfig, **_fields(runtime_config.RuntimeConfig, p))
-    return Configs(backbone, head, optimization, inputs, runtime, distill)
-
-
-def _distillation_config(p):
-    """The distillation term's settings; only a training run needs the records' teacher (an
-    export or evaluation builds no loss on image records)."""
-    training = p["mode"] in ("train", "train_and_evaluate")
-    weight = p.get("distill_weight") or 0.0
-    try:
-        return distillation.DistillationConfig(
-            weight if training else 0.0, p.get("distill_loss") or "cosine",
-            p.get("teacher_dim") or 0,
-            p.get("teacher_mean") if training and p.get("distill_center") else None)
-    except ValueError as e:
-        raise ParamsError(str(e)) from None
-
-
-def _build_head(p, backbone):
-    try:
-        head = heads.build_head(p["head"], num_classes=p["num_classes"],
-                                embedding_size=backbone.embedding_size, margin=p["margin"],
-                                gamma=p["gamma"], scale=p["scale"],
-                                class_weight=p["class_weight"], pair_weight=p["pair_weight"],
-                                proxy_partitions=p["proxy_partitions"],
-                                partial_fc_rate=p["partial_fc_rate"],
-                                **head_options(p))
-    except (ValueError, TypeError) as e:
-        raise ParamsError(f"--head={p['head']}: {e}") from None
-    p["margin"], p["gamma"] = head.margin, head.gamma
-    for name in getattr(head, "options", {}):
-        p[name] = getattr(head, name)
-    if head.partial_fc and p["mode"] in ("train", "train_and_evaluate"):
-        # Static shapes: a step's sample holds every class of the (per-replica) batch.
-        batch = p["batch_size"] // max(p.get("num_replicas") or 1, 1)
-        _require(batch <= head.num_sample or head.num_sample == head.num_classes,
-                 f"--partial_fc_rate={p['partial_fc_rate']:g} keeps {head.num_sample} of "
-                 f"{head.num_classes} classes per step, fewer than the {batch} examples of a "
-                 "batch (which may all be different classes): raise --partial_fc_rate or lower "
-                 "--batch_size")
-    return head
-
-
-def head_options(p):
-    """The flags the chosen head declares (``Head.options``: e.g. --subcenters for
-    subcenter_arcface), those set; the head fills in its defaults for the others. A flag of
-    another head is refused, so that it is not silently ignored."""
-    declared = getattr(heads.HEADS[p["head"]], "options", {})
-    others = sorted({name for cls in heads.HEADS.values()
-                     for name in getattr(cls, "options", {})} - set(declared))
-    stray = [name for name in others if p.get(name) is not None]
-    _require(not stray, f"--{stray[0] if stray else ''} is an option of another head, not of "
-             f"--head={p['head']}")
-    return {name: p[name] for name in declared if p.get(name) is not None}
+def build_configs(spec):
+    """The typed configs the builders take: a spec's own (built once, with it); a plain dict
+    of resolved settings (a copy with another seed) is built into a spec first."""
+    if not isinstance(spec, RunSpec):
+        spec = RunSpec.build(spec)
+    return spec.configs
 
 
 # Scopes of the variables a fine-tuning run may take over; optimizer slots (Momentum, Adam)
@@ -263,8 +185,9 @@ def _check_replicas(p):
                  "(TF_CONFIG); a mirrored run keeps one proxy matrix per device")
 
 
-def _read_records(p, needs_train, needs_eval):
-    """Sizes from the records' manifests (and shard checks), or from the run's params.json."""
+def _read_records(p, needs_train, needs_eval, recorded):
+    """Sizes from the records' manifests (and shard checks), or from the run's params.json
+    (``recorded``, a RunSpec, loaded here when needed and not given: returned)."""
     records = p["train_records"]
     if records:
         info = manifest.read_manifest(records)
@@ -287,7 +210,7 @@ def _read_records(p, needs_train, needs_eval):
             _require(len(lines) == p["num_classes"], f"{labels_path} lists {len(lines)} "
                      f"identities but the manifest says {p['num_classes']} classes")
     else:
-        recorded = _recorded_params(p["model_dir"])
+        recorded = recorded or _recorded_spec(p["model_dir"])
         p["num_classes"] = int(recorded["num_classes"])
         p["train_transform"] = recorded.get("train_transform")
     sets, named = _parse_eval_records(p, needs_eval)
@@ -305,6 +228,7 @@ def _read_records(p, needs_train, needs_eval):
         p["eval_transform"] = manifest.conversion_transform(manifest.read_manifest(sets[0][1]))
     if needs_eval:
         _check_transforms(p, sets or [("eval", p["eval_records"])])
+    return recorded
 
 
 def _check_transforms(p, sets):
@@ -390,9 +314,9 @@ def _verify(records_dir, enabled):
         manifest.verify_shards(records_dir)
 
 
-def _recorded_params(model_dir):
-    """params.json of the training run (evaluate/export without --train_records)."""
-    path = os.path.join(model_dir, "params.json")
-    _require(tf.io.gfile.exists(path), f"no --train_records and no {path}: cannot size the head")
-    with tf.io.gfile.GFile(path) as fh:
-        return json.load(fh)
+def _recorded_spec(model_dir):
+    """The spec of the training run (evaluate/export without --train_records)."""
+    recorded = RunSpec.from_run_dir(model_dir)
+    path = os.path.join(model_dir, run_spec.PARAMS_NAME)
+    _require(recorded is not None, f"no --train_records and no {path}: cannot size the head")
+    return recorded

@@ -16,13 +16,15 @@ import time
 
 import tensorflow.compat.v1 as tf
 
-RUNS_NAME = "runs.jsonl"
+from model import heads
+from training.run_spec import PARAMS_NAME
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PARAMS_NAME = "params.json"
 FLAGS_NAME = "flags.txt"
 RUNS_NAME = "runs.jsonl"
 
-# What the checkpoints' variables are: a different value cannot restore them.
+# What the checkpoints' variables are: a different value cannot restore them (and the options
+# the heads declare: see model_settings()).
 MODEL_SETTINGS = ("backbone", "head", "embedding_size", "image_size", "dropout_rate", "margin",
                   "gamma", "scale", "class_weight", "pair_weight", "proxy_partitions",
                   "partial_fc_rate")
@@ -76,6 +78,12 @@ def read_recorded_params(model_dir):
     return recorded if isinstance(recorded, dict) else None
 
 
+def model_settings():
+    """The settings that make the network: :data:`MODEL_SETTINGS` and every head's declared
+    options (``--subcenters`` changes the proxies' shape)."""
+    return MODEL_SETTINGS + tuple(heads.declared_options())
+
+
 def _same(given, recorded):
     if isinstance(given, float) or isinstance(recorded, float):
         try:
@@ -94,12 +102,13 @@ def apply_recorded_settings(values, given, recorded, model_dir):
     """
     values = dict(values)
     source = os.path.join(model_dir, PARAMS_NAME)
-    for name in MODEL_SETTINGS + EVAL_SETTINGS:
+    model = model_settings()
+    for name in model + EVAL_SETTINGS:
         if name not in recorded or name not in values:
             continue
         if name not in given:
             values[name] = recorded[name]
-        elif name in MODEL_SETTINGS and recorded[name] is not None and values[name] is not None \
+        elif name in model and recorded[name] is not None and values[name] is not None \
                 and not _same(values[name], recorded[name]):
             raise RecordMismatchError(
                 f"--{name}={values[name]} contradicts the run's recorded --{name}="
@@ -118,15 +127,16 @@ def program_flags_text(flag_list):
 
 
 def record_run(params, flags_text):
-    """A training run's record: its flags (flags.txt), params.json, and its line in runs.jsonl
-    (TF version, git revision). Other modes only add their line: see :func:`log_run`."""
+    """A training run's record: its flags (flags.txt), params.json (``params``, the run's
+    ``training.run_spec.RunSpec``, which evaluate/export load back with
+    ``RunSpec.from_run_dir``), and its line in runs.jsonl (TF version, git revision). Other
+    modes only add their line: see :func:`log_run`."""
     model_dir = params["model_dir"]
     tf.io.gfile.makedirs(model_dir)
     # gfile, not open(): model_dir may be an object store (ModelArts --train_url, gs://, s3://).
     with tf.io.gfile.GFile(os.path.join(model_dir, FLAGS_NAME), "w") as fh:
         fh.write(flags_text)
-    with tf.io.gfile.GFile(os.path.join(model_dir, PARAMS_NAME), "w") as fh:
-        json.dump(params, fh, indent=2, sort_keys=True)
+    params.to_json_file(os.path.join(model_dir, PARAMS_NAME))
     log_run(params)
 
 
