@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-PY_CODE := cli data_tools model evaluation export training estimator_main.py benchmarks
+PY_CODE := cli data_tools model evaluation export training runtime estimator_main.py benchmarks
 DEMO_DIR ?= demo_output
 # TensorFlow's C++ logging is noise in tests and the demo; errors still show.
 export TF_CPP_MIN_LOG_LEVEL ?= 2

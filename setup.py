@@ -33,7 +33,7 @@ setup(
     python_requires=">=3.7",
     packages=find_packages(include=["cli", "cli.*", "data_tools", "data_tools.*", "model",
                                     "model.*", "evaluation", "evaluation.*", "export", "export.*",
-                                    "training", "training.*"]),
+                                    "training", "training.*", "runtime", "runtime.*"]),
     py_modules=["estimator_main"],
     install_requires=[
         "numpy>=1.16",
@@ -47,7 +47,8 @@ setup(
         "gpu": ["tensorflow[and-cuda]==2.15.1"],
         # export.convert: ONNX export and the ONNX Runtime checks (TFLite needs TF 2's tf.lite)
         "onnx": ["tf2onnx==1.17.0", "onnx==1.17.0", "onnxruntime==1.22.1"],
-        # Face detection for raw photos (python -m data_tools.align): TensorFlow 2, Python 3.10+.
+        # Face detection for raw photos (python -m data_tools.alignment.align): TensorFlow 2,
+        # Python 3.10+.
         "align": ["mtcnn==1.0.0"],
         # Distillation teacher (make_tfrecords.py --teacher=dlib): dlib's ResNet face descriptor
         # (prebuilt wheels, no compiler) and its CC0 weights.
@@ -63,9 +64,9 @@ setup(
         "console_scripts": [
             "circle-make-tfrecords=data_tools.make_tfrecords:run",
             "circle-make-pairs=data_tools.make_pairs:run",
-            "circle-align=data_tools.align:run",
-            "circle-make-bin=data_tools.make_bin:run",
-            "circle-synthetic-faces=data_tools.synthetic:run",
+            "circle-align=data_tools.alignment.align:run",
+            "circle-make-bin=data_tools.insightface.make_bin:run",
+            "circle-synthetic-faces=data_tools.synthetic.make_faces:run",
             "circle-train=estimator_main:run",
             "circle-embed=export.embed:run",
             "circle-convert=export.convert:run",

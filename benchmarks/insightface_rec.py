@@ -23,7 +23,9 @@ import time
 import tensorflow.compat.v1 as tf
 
 from benchmarks import common
-from data_tools import conversion, image_files, insightface, recordio, schema
+from data_tools import conversion, image_files, schema
+from data_tools.insightface import convert as insightface
+from data_tools.insightface import recordio
 
 MS1MV2_IMAGES = 5800000
 

@@ -1,6 +1,6 @@
 """Does bf16 train like fp32? Loss curves of the same model in both precisions, next to run noise.
 
-A small set of the project's synthetic faces (``data_tools.synthetic_dataset``) is converted to
+A small set of the project's synthetic faces (``data_tools.synthetic.dataset``) is converted to
 TFRecords once; then one model (class-level Circle head, momentum SGD, warm-up + cosine schedule)
 trains for ``steps`` steps three times, on the training input_fn with shuffling and augmentation
 seeded:
@@ -34,9 +34,10 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 from benchmarks import common
-from data_tools import conversion, input_fns, synthetic_dataset
-from model import estimator_factory
+from data_tools import conversion, input_fns
+from data_tools.synthetic import dataset as synthetic_dataset
 from model import model_fn as model_fn_lib
+from runtime import estimator_factory
 
 BENCHMARK = "precision_curve"
 RUNS = (("fp32_seed0", "fp32", 0), ("bf16_seed0", "bf16", 0), ("fp32_seed1", "fp32", 1))

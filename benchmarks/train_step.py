@@ -21,8 +21,8 @@ import tensorflow.compat.v1 as tf
 
 from benchmarks import common
 from data_tools import input_fns
-from model import estimator_factory
 from model import model_fn as model_fn_lib
+from runtime import estimator_factory
 
 BACKBONES = ("tiny", "mobilefacenet", "iresnet50")
 PRECISIONS = ("fp32", "bf16")

@@ -1,12 +1,12 @@
 """The alignment flags' meaning, shared by the programs that align raw photos
-(``python -m data_tools.align``, ``make_tfrecords.py --align``): the flags are defined once
-(``cli.flag_groups.define_alignment``), read here into the library's options, and their
+(``python -m data_tools.alignment.align``, ``make_tfrecords.py --align``): the flags are defined
+once (``cli.flag_groups.define_alignment``), read here into the library's options, and their
 failures told here in one line. Light: the detector (TensorFlow) loads only when used.
 """
 
 import sys
 
-from data_tools import face_alignment, raw_faces
+from data_tools.alignment import face_alignment, raw_faces
 
 _MAX_LISTED = 20
 
@@ -21,7 +21,7 @@ def align_options(fv):
 
 
 def _load_detector(min_face_size):
-    from data_tools import face_detector  # noqa: PLC0415 - optional package, loads TensorFlow
+    from data_tools.alignment import face_detector  # noqa: PLC0415 - optional package, loads TensorFlow
 
     return face_detector.load_detector(min_face_size=min_face_size)
 
@@ -29,7 +29,7 @@ def _load_detector(min_face_size):
 def describe_error(error):
     """A user error's line; without the detector, this program's alternative too (the
     library's message names no flag: export.embed, which also detects, has no --landmarks)."""
-    from data_tools import face_detector  # noqa: PLC0415
+    from data_tools.alignment import face_detector  # noqa: PLC0415
 
     if isinstance(error, face_detector.DetectorUnavailableError):
         return f"{error}; or give the five points of each face with --landmarks"
@@ -38,7 +38,7 @@ def describe_error(error):
 
 def user_errors():
     """The exceptions that mean bad input (one line, exit 1), the detector's included."""
-    from data_tools import face_detector  # noqa: PLC0415 - the module itself is light
+    from data_tools.alignment import face_detector  # noqa: PLC0415 - the module itself is light
 
     return (raw_faces.AlignError, face_alignment.LandmarkFileError,
             face_detector.DetectorUnavailableError)

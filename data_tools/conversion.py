@@ -54,7 +54,7 @@ PairRecord = collections.namedtuple("PairRecord", ["index", "fold", "issame", "i
 
 # ------------------------------------------------------------------ argument checks
 # Shared by every source that feeds the shard writer (image folders and pairs files here,
-# insightface's .rec and .bin in data_tools/insightface.py).
+# insightface's .rec and .bin in data_tools/insightface/convert.py).
 
 
 def check_positive(value, flag, allow_none=True):
@@ -222,7 +222,7 @@ def teacher_manifest(teacher, used, fallbacks, teacher_of):
 
 def _conversion_transform(image_size, crop_box, align, sizes):
     """The Transform this conversion applies: aligned faces (``align``, the record of
-    ``data_tools.raw_faces``) are stored as they are, at the size they were aligned to.
+    ``data_tools.alignment.raw_faces``) are stored as they are, at the size they were aligned to.
     ``sizes``: the source images' ``(width, height)``, the records' shape when kept as they are."""
     if align is not None:
         return transform_lib.Transform(None, align.get("image_size"), align=True)
@@ -243,7 +243,8 @@ def _convert(source, output_dir, name, num_shards, image_size, crop_box, num_wor
     source.check_inputs()
     options = source.options(name, num_shards, image_size, crop_box)
     if align is not None:
-        options["align"] = align  # how the faces were aligned before (data_tools.raw_faces)
+        # How the faces were aligned before (data_tools.alignment.raw_faces).
+        options["align"] = align
     if teacher is not None:
         options["teacher"] = teachers.describe(teacher)
         if teacher_dir is not None:

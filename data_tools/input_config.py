@@ -55,3 +55,21 @@ class InputConfig(collections.namedtuple(
                                bool(random_crop), float(brightness_delta),
                                float(min_crop_scale), float(contrast_delta),
                                int(shuffle_buffer), images_per_identity, seed)
+
+
+class WorkerShard(collections.namedtuple("WorkerShard", ["index", "count"])):
+    """The part of the training records one input pipeline reads: part ``index`` of ``count``
+    equal parts (``input_fns.worker_spans``). ``WorkerShard()`` is the whole set.
+
+    The input pipeline is handed it and reads no environment: where a process stands in its
+    cluster (TF_CONFIG, the Ascend rank) is ``runtime.cluster.worker_shard``'s to say.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, index=0, count=1):
+        _check(_int(count) and count >= 1, f"a worker shard count must be at least 1, got "
+               f"{count!r}")
+        _check(_int(index) and 0 <= index < count, f"worker shard index {index!r} is not one "
+               f"of 0 to {count - 1}")
+        return super().__new__(cls, int(index), int(count))

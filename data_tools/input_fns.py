@@ -25,8 +25,9 @@ import os
 import numpy as np
 import tensorflow.compat.v1 as tf
 
-from data_tools import ascend, preprocessing, schema
 from data_tools import manifest as manifest_lib
+from data_tools import preprocessing, schema
+from data_tools.input_config import WorkerShard
 from data_tools.shard_writer import progress_bar
 
 AUTOTUNE = tf.data.experimental.AUTOTUNE
@@ -45,24 +46,18 @@ def _list_files(file_pattern):
     return files
 
 
-def worker_shard(config=None, input_context=None):
-    """(num_shards, shard_index) for this input pipeline.
+def pipeline_shard(worker_shard=None, input_context=None):
+    """The ``WorkerShard`` this input pipeline reads.
 
-    A distribution strategy passes ``input_context``; a TF_CONFIG cluster without one (e.g.
-    parameter-server training) is described by the estimator's RunConfig; Ascend ranks by
-    RANK_SIZE / RANK_ID. Every worker then reads a distinct, equal share of the records
+    A distribution strategy that runs several input pipelines passes ``input_context`` and its
+    split wins (it must match how the strategy feeds its replicas); otherwise the shard the
+    builder was given (``runtime.cluster.worker_shard``: a TF_CONFIG cluster, the Ascend rank),
+    else all the records. Every worker then reads a distinct, equal share of the records
     (:func:`worker_spans`), so no example is read twice per epoch and all are read equally often.
     """
     if input_context is not None and input_context.num_input_pipelines > 1:
-        return input_context.num_input_pipelines, input_context.input_pipeline_id
-    if config is not None and getattr(config, "num_worker_replicas", 1) > 1:
-        return config.num_worker_replicas, config.global_id_in_cluster
-    # Ascend multi-device training (HCCL) runs one process per device, described by RANK_SIZE
-    # and RANK_ID rather than by TF_CONFIG.
-    rank_id, rank_size = ascend.ascend_rank()
-    if rank_size > 1:
-        return rank_size, rank_id
-    return 1, 0
+        return WorkerShard(input_context.input_pipeline_id, input_context.num_input_pipelines)
+    return worker_shard or WorkerShard()
 
 
 def _manifest_of(records):
@@ -165,7 +160,8 @@ def train_input_fn_builder(records, image_size=preprocessing.DEFAULT_IMAGE_SIZE,
                            min_crop_scale=1.0, contrast_delta=0.0, shuffle_buffer=10000,
                            images_per_identity=None, seed=None,
                            is_training=True, num_classes=None, batch_size=None,
-                           cycle_length=8, num_parallel_calls=AUTOTUNE, teacher_dim=None):
+                           cycle_length=8, num_parallel_calls=AUTOTUNE, teacher_dim=None,
+                           worker_shard=None):
     """Builder of the training ``input_fn`` over image records.
 
     Args:
@@ -182,6 +178,9 @@ def train_input_fn_builder(records, image_size=preprocessing.DEFAULT_IMAGE_SIZE,
         records), still with full static batches.
       teacher_dim: the dimension of the records' teacher embeddings (``make_tfrecords.py
         --teacher``); None: the manifest's ``teacher`` entry when there is one; 0: not read.
+      worker_shard: the ``WorkerShard`` of the records this process reads
+        (``runtime.cluster.worker_shard``); None: all of them. A distribution strategy's own
+        split (``input_context``) takes its place (:func:`pipeline_shard`).
     Returns:
       ``input_fn(params, config=None, input_context=None)`` yielding
       ``({'image': float32 [B, S, S, 3]}, labels int32 [B])``, plus the feature
@@ -198,13 +197,14 @@ def train_input_fn_builder(records, image_size=preprocessing.DEFAULT_IMAGE_SIZE,
             raise ValueError(f"batch size {batch} is not a multiple of images_per_identity "
                              f"{images_per_identity}")
         files = _files(records)
-        num_shards, shard_index = worker_shard(config, input_context)
+        del config  # where this process stands is the bound worker_shard, not the RunConfig
+        shard = pipeline_shard(worker_shard, input_context)
         # An equal share of the records for every worker (see the module docstring).
         # Spans of files, not records after the interleave: the split stays exact whatever
         # order the files come in (an unseeded shuffle differs per worker).
         files, skips, takes = worker_spans(
-            files, _record_counts(records, files) if num_shards > 1 else None, num_shards,
-            shard_index)
+            files, _record_counts(records, files) if shard.count > 1 else None, shard.count,
+            shard.index)
 
         def read(filename, skip, take):
             return tf.data.TFRecordDataset(filename).skip(skip).take(take)

@@ -14,8 +14,8 @@ Verification pairs (LFW View 2 ``pairs.txt``), in pairs-file order so that folds
     python data_tools/make_tfrecords.py --pairs=pairs.txt --input_dir=lfw/ --output_dir=records/lfw
 
 Raw photos (``--align``): the faces are first detected and aligned onto the 5-point template
-(``python -m data_tools.align``, or ``--landmarks`` for given points) into ``--aligned_dir``,
-then converted from there; both steps resume::
+(``python -m data_tools.alignment.align``, or ``--landmarks`` for given points) into
+``--aligned_dir``, then converted from there; both steps resume::
 
     python data_tools/make_tfrecords.py --align --input_dir=photos/ --output_dir=records/train
 
@@ -51,15 +51,17 @@ cli.quiet_tensorflow()  # before data_tools.conversion imports TensorFlow
 from absl import app, flags  # noqa: E402
 
 from cli import alignment_flags, flag_groups  # noqa: E402
-from data_tools import insightface, raw_faces, teachers  # noqa: E402
 from data_tools import manifest as manifest_lib  # noqa: E402
 from data_tools import pairs as pairs_lib  # noqa: E402
+from data_tools import teachers  # noqa: E402
+from data_tools.alignment import raw_faces  # noqa: E402
 from data_tools.conversion import (  # noqa: E402
     TARGET_SHARD_BYTES,
     ConversionError,
     convert_folder,
     convert_pairs,
 )
+from data_tools.insightface import convert as insightface  # noqa: E402
 
 _MAX_LISTED_SKIPS = 20
 

@@ -13,7 +13,7 @@ Fields:
 * ``crop_box``: ``(x0, y0, x1, y1)`` pixels, x1/y1 exclusive, cropped first (or None);
 * ``image_size``: the side of the square the crop is centre-cut to and resized to (or None);
 * ``align``: the faces were detected and aligned onto the 5-point template at ``image_size``
-  (``data_tools.raw_faces``) instead of cropped;
+  (``data_tools.alignment.raw_faces``) instead of cropped;
 * ``resampling``: the resize filter, ``"lanczos"`` (PIL's) whenever something is resized;
 * ``record_shape``: ``(height, width)`` of the stored images when they all share one (derived
   from ``image_size`` or the crop box; recorded by the converter for images kept at their own
@@ -174,10 +174,10 @@ class Transform(collections.namedtuple("Transform",
 
     def apply_image(self, image):
         """The converter's crop and resize of a PIL image. Aligned transforms need the face
-        detector: :func:`data_tools.raw_faces.aligned_png` applies those."""
+        detector: :func:`data_tools.alignment.raw_faces.aligned_png` applies those."""
         if self.align:
             raise TransformError("an aligned transform needs the face detector: use "
-                                 "data_tools.raw_faces.aligned_png")
+                                 "data_tools.alignment.raw_faces.aligned_png")
         return image_files.transform_image(image, self.image_size, self.crop_box)
 
     def apply(self, data):
@@ -185,6 +185,6 @@ class Transform(collections.namedtuple("Transform",
         stores them; raises ``image_files.ImageError`` with the reason."""
         if self.align:
             raise TransformError("an aligned transform needs the face detector: use "
-                                 "data_tools.raw_faces.aligned_png")
+                                 "data_tools.alignment.raw_faces.aligned_png")
         return image_files.transformed_png(data, self.image_size, self.crop_box)
 

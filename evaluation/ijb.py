@@ -9,8 +9,8 @@ The protocol reads the three standard meta files (``ijbc_`` or ``ijbb_`` prefix,
 * ``<set>_name_5pts_score.txt``: ``image x1 y1 ... x5 y5 detector_score`` per face.
 
 Each face of the image folder is aligned from its five points onto the 112x112 template
-(``data_tools.face_alignment``), embedded with the model with flip test-time augmentation (F1,
-insightface's ``use_flip_test``), weighted by its detector score (D1, ``detector_score``),
+(``data_tools.alignment.face_alignment``), embedded with the model with flip test-time augmentation
+(F1, insightface's ``use_flip_test``), weighted by its detector score (D1, ``detector_score``),
 averaged within each media (frames of one video, or one photo) and summed over the medias of a
 template; template features are L2-normalised and each pair is scored by their cosine.
 
@@ -54,7 +54,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from data_tools import face_alignment
+from data_tools.alignment import face_alignment
 from data_tools.fileio import atomic_write
 
 FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)

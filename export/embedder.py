@@ -31,8 +31,8 @@ SavedModel.
 A :class:`~data_tools.transform.Transform` (the converter's crop box, size or 5-point
 alignment) is applied to image files before they are sent, with the converter's own code
 (``data_tools.image_files.transform_image``: crop, centre square, PIL Lanczos, lossless PNG;
-``data_tools.raw_faces`` for aligned faces), so that raw photos become the pictures the records
-hold. ``Transform`` is re-exported here for older callers.
+``data_tools.alignment.raw_faces`` for aligned faces), so that raw photos become the pictures
+the records hold. ``Transform`` is re-exported here for older callers.
 ``assets.extra/transform.json`` holds the transform of the evaluation records the model was
 exported with (:meth:`Embedder.transform`); ``export.pair_verification.evaluate_pairs`` users
 pass it to reproduce the report's accuracy on the raw frames.
@@ -420,18 +420,18 @@ _DETECTOR_CACHE = {}
 
 def align_photos(paths, image_size=112, detector=None, names=None, fallbacks=None):
     """``(blobs, notes)``: PNG bytes of the largest face of each raw photo, aligned onto the
-    5-point template (``data_tools.raw_faces``), and one note per photo with several faces or
-    without a face.
+    5-point template (``data_tools.alignment.raw_faces``), and one note per photo with several
+    faces or without a face.
 
     A photo in which the detector finds no face falls back to the whole frame (centre square,
     resized to ``image_size``: ``image_files.transformed_png``), as the dlib teacher does: a
     pairs evaluation or a folder never loses a photo to a missed detection, and its note and
     ``fallbacks`` (a list: its name is appended) say so, for the count. ``detector`` defaults
-    to ``data_tools.face_detector.load_detector()`` (the optional package, imported now).
+    to ``data_tools.alignment.face_detector.load_detector()`` (the optional package, imported now).
     Raises :class:`ImageDecodeError` naming every photo that is unreadable or that the detector
     or the alignment failed on, and :class:`EmbedError` when the detector is not installed.
     """
-    from data_tools import face_detector, raw_faces  # noqa: PLC0415 - only with --align
+    from data_tools.alignment import face_detector, raw_faces  # noqa: PLC0415 - with --align
 
     if detector is None:
         # Loaded once per process (and loader): a folder is aligned batch by batch.

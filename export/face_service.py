@@ -211,7 +211,7 @@ class FaceService:
                 if self._detector_factory is not None:
                     self._detector = self._detector_factory()
                 else:
-                    from data_tools import face_detector  # noqa: PLC0415 - only with align
+                    from data_tools.alignment import face_detector  # noqa: PLC0415 - only with align
 
                     try:
                         self._detector = face_detector.load_detector()
@@ -221,7 +221,7 @@ class FaceService:
             return self._detector
 
     def _aligned(self, data, name):
-        from data_tools import raw_faces  # noqa: PLC0415 - only with align
+        from data_tools.alignment import raw_faces  # noqa: PLC0415 - only with align
 
         photo = open_photo(data, self.limits, name)
         faces = self._detector_instance().detect(photo)

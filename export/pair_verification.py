@@ -15,8 +15,9 @@ import sys
 import numpy as np
 import tensorflow.compat.v1 as tf
 
-from data_tools import insightface_bin, manifest, schema
+from data_tools import manifest, schema
 from data_tools import pairs as pairs_lib
+from data_tools.insightface import bin_format as insightface_bin
 from evaluation import verification
 from export.embedder import EmbedError
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The released small model (issue 27, "face_small"), reproduced from the LFW-a archive:
 #   LFW-a -> identities outside fold 10 (every identity, one-image people included: the teacher
-#   labels them too) -> 5-point aligned records (data_tools.align's detector) with dlib's
+#   labels them too) -> 5-point aligned records (data_tools.alignment's detector) with dlib's
 #   embedding of each raw frame (--teacher=dlib) -> a small student trained with Circle + the
 #   distillation term (configs/face_small.flags) -> the fold-10 report, on aligned test pairs.
 #

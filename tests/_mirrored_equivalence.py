@@ -20,7 +20,7 @@ import sys
 import numpy as np
 import tensorflow.compat.v1 as tf
 
-from model import estimator_factory
+from runtime import estimator_factory
 from tests import model_helpers
 
 SIZE = 32

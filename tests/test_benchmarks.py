@@ -9,7 +9,7 @@ import pytest
 
 from benchmarks import common, deploy, peer, precision_curve, run_all, train_step
 from export import deploy_formats
-from model import estimator_factory
+from runtime import estimator_factory
 
 PRECISION_RUNS = [name for name, _, _ in precision_curve.RUNS]
 

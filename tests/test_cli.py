@@ -45,9 +45,10 @@ def test_quiet_tensorflow(monkeypatch, environ, argv, level):
 
 # Every command-line module of the project: each follows the recipe of cli/.
 CLI_MODULES = [
-    "estimator_main", "data_tools.align", "data_tools.lfw_holdout", "data_tools.lfw_identification",
-    "data_tools.make_bin", "data_tools.make_pairs", "data_tools.make_tfrecords",
-    "data_tools.synthetic", "evaluation.compare_reports", "export.convert", "export.embed",
+    "estimator_main", "data_tools.alignment.align", "data_tools.lfw_holdout",
+    "data_tools.lfw_identification", "data_tools.insightface.make_bin", "data_tools.make_pairs",
+    "data_tools.make_tfrecords", "data_tools.synthetic.make_faces", "evaluation.compare_reports",
+    "export.convert", "export.embed",
     "export.gallery", "export.identification", "export.ijb",
 ]
 

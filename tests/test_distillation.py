@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-from data_tools import synthetic_faces
+from data_tools.synthetic import faces as synthetic_faces
 from model import config as model_config
 from model import distillation, heads, model_fn
 
@@ -124,7 +124,7 @@ def test_positive_weight_adds_the_term_and_a_projection_in_float32():
 
 
 def _bf16():
-    from model import estimator_factory  # noqa: PLC0415
+    from runtime import estimator_factory  # noqa: PLC0415
 
     return estimator_factory.bfloat16_supported()
 

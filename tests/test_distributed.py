@@ -19,7 +19,8 @@ from google.protobuf import text_format
 
 import estimator_main
 from data_tools import input_fns
-from model import estimator_factory, layers
+from model import layers
+from runtime import cluster, estimator_factory
 from tests import model_helpers
 from training.params import ParamsError, build_params
 
@@ -232,15 +233,18 @@ def _run_config(monkeypatch, task_type, index=0, num_ps=1):
     return tf.estimator.RunConfig()
 
 
-@pytest.mark.parametrize("task_type,expected_shard", [("chief", (2, 0)), ("worker", (2, 1))])
+@pytest.mark.parametrize("task_type,expected_index", [("chief", 0), ("worker", 1)])
 def test_tf_config_workers_read_distinct_files(small_records, monkeypatch, task_type,
-                                               expected_shard):
+                                               expected_index):
+    # runtime.cluster numbers the tasks as the estimator's RunConfig does.
     config = _run_config(monkeypatch, task_type)
-    assert input_fns.worker_shard(config) == expected_shard
+    shard = cluster.worker_shard()
+    assert tuple(shard) == (expected_index, 2)
+    assert (shard.index, shard.count) == (config.global_id_in_cluster, config.num_worker_replicas)
     files = input_fns._files(str(small_records))
     counts = input_fns._record_counts(str(small_records), files)
-    mine = input_fns.worker_spans(files, counts, *expected_shard)
-    other = input_fns.worker_spans(files, counts, 2, 1 - expected_shard[1])
+    mine = input_fns.worker_spans(files, counts, shard.count, shard.index)
+    other = input_fns.worker_spans(files, counts, 2, 1 - shard.index)
     # Two shard files of equal size over two workers: a whole file each, together all of them.
     assert mine[1:] == ([0], [counts[0]]) and other[1:] == ([0], [counts[1]])
     assert sorted(mine[0] + other[0]) == sorted(files)

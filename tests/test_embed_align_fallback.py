@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_tools import face_alignment, face_detector, image_files, raw_faces
+from data_tools import image_files
+from data_tools.alignment import face_alignment, face_detector, raw_faces
 from evaluation import reports as report
 from evaluation import verification
 from export import embedder as embedder_lib

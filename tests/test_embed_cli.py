@@ -18,8 +18,10 @@ import pytest
 from absl import flags
 from PIL import Image
 
-from data_tools import bin_from_pairs, cli, conversion
+import cli
+from data_tools import conversion
 from data_tools import pairs as pairs_lib
+from data_tools.insightface import bin_from_pairs
 from evaluation import reports as report
 from evaluation import verification
 from export import embed

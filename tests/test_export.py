@@ -14,7 +14,7 @@ from data_tools import image_files, input_fns
 from evaluation import verification
 from evaluation import verification_metric as eval_metrics
 from export import embed, embedder, exporters, freeze, serving
-from model import estimator_factory
+from runtime import estimator_factory
 from tests import model_helpers
 from tests import records_helpers as rh
 

@@ -1,4 +1,5 @@
-"""data_tools/face_alignment.py: the similarity transform and the warp onto the 5-point template."""
+"""data_tools/alignment/face_alignment.py: the similarity transform and the warp onto the 5-point
+template."""
 
 import math
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_tools import face_alignment as align
+from data_tools.alignment import face_alignment as align
 
 
 def random_similarity(rng, scale_range=(0.5, 3.0)):

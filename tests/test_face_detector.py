@@ -14,7 +14,9 @@ import pytest
 import tensorflow.compat.v1 as tf
 from PIL import Image
 
-from data_tools import align, cli, face_detector, raw_faces
+import cli
+from cli import alignment_flags
+from data_tools.alignment import align, face_detector, raw_faces
 
 # Where requirements.txt installs them (markers: mtcnn 1.0.0 needs Python 3.10, scikit-image
 # 0.26 Python 3.11; both need TensorFlow 2). Elsewhere their absence is a failure, not a skip.
@@ -135,7 +137,8 @@ def test_cli_with_the_detector(detector, astronaut, tmp_path, monkeypatch, capsy
     Image.new("RGB", (300, 200), (128, 128, 128)).save(str(raw / "wall.png"))
     (raw / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 broken")
     made = []
-    monkeypatch.setattr(align, "_load_detector", lambda size: made.append(size) or detector)
+    monkeypatch.setattr(alignment_flags, "_load_detector",
+                        lambda size: made.append(size) or detector)
     args = ["align", f"--input_dir={tmp_path / 'raw'}", f"--output_dir={tmp_path / 'out'}"]
     assert cli.run_main(align.define_flags, align.main, args) == 0
     assert made == [20]

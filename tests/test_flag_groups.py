@@ -29,7 +29,7 @@ SAME_NAME_OTHER_SETTING = {
     # gallery: the index file (path); serve: the search backend (enum).
     "index": {"export.gallery", "export.serve"},
     # align: the report it writes; gallery: the report.json it reads a threshold from.
-    "report": {"data_tools.align", "export.gallery"},
+    "report": {"data_tools.alignment.align", "export.gallery"},
 }
 GROUPS_MODULE = "cli.flag_groups"
 
@@ -148,8 +148,8 @@ def test_a_group_defines_the_same_flag_for_every_program():
     # One definition: type, default rule and bounds of --image_size are the group's wherever
     # it is used (the aligned faces keep their own 112 default and bound of 8 as arguments).
     bounds = set()
-    for module_name in ("data_tools.make_tfrecords", "data_tools.make_bin", "export.embed",
-                        "export.convert", "estimator_main"):
+    for module_name in ("data_tools.make_tfrecords", "data_tools.insightface.make_bin",
+                        "export.embed", "export.convert", "estimator_main"):
         fv = flags.FlagValues()
         importlib.import_module(module_name).define_flags(fv)
         flag = fv["image_size"]

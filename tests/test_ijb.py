@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 
 import cli
-from data_tools import face_alignment as align
-from data_tools import synthetic_faces
+from data_tools.alignment import face_alignment as align
+from data_tools.synthetic import faces as synthetic_faces
 from evaluation import ijb as ijb_protocol
 from export import ijb
 from tests import tiny_model

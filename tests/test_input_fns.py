@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-from data_tools import ascend, input_fns, preprocessing
-from model import estimator_factory
+from data_tools import input_fns, preprocessing
+from data_tools.input_config import WorkerShard
 from tests import records_helpers as rh
 
 
@@ -167,19 +167,13 @@ def test_pairs_are_read_once_in_order_and_padding_weighs_zero(pair_records, batc
 
 def test_records_split_across_workers_without_overlap(image_records):
     directory, _ = image_records
-
-    class Config:
-        num_worker_replicas = 2
-
-        def __init__(self, index):
-            self.global_id_in_cluster = index
-
     seen = []
     for index in range(2):
         with tf.Graph().as_default():
             input_fn = input_fns.train_input_fn_builder(directory, image_size=32,
-                                                        is_training=False)
-            batches = rh.run_dataset(input_fn({"batch_size": 1}, config=Config(index)))
+                                                        is_training=False,
+                                                        worker_shard=WorkerShard(index, 2))
+            batches = rh.run_dataset(input_fn({"batch_size": 1}))
         seen.append({tuple(b[0]["image"].ravel()[:8]) for b in batches})
     assert len(seen[0]) == len(seen[1]) == 12
     assert not seen[0] & seen[1]
@@ -249,20 +243,29 @@ def test_stateless_augmentation_flips_crops_and_shifts(image_records):
     assert 10 <= flips <= 30 and crops >= 30
 
 
+# What the environment says where a process stands, contradicting every shard below: the
+# input_fn must read the shard it is given (runtime.cluster reads the environment, not it).
+CONTRADICTING_ENVIRONMENT = {
+    "RANK_SIZE": "5", "RANK_ID": "4",
+    "TF_CONFIG": '{"cluster": {"chief": ["h:1"], "worker": ["h:2", "h:3", "h:4"]}, '
+                 '"task": {"type": "worker", "index": 2}}'}
+
+
 @pytest.mark.parametrize("rank_size,per_rank", [(2, 12), (3, 8)])
-def test_ascend_ranks_read_distinct_shards(image_records, monkeypatch, rank_size, per_rank):
-    """Each Ascend rank (one process per device, RANK_SIZE / RANK_ID, an estimator config of
-    one worker) reads its own part of the records over several epochs of training input: the
-    parts are disjoint and together all of them. Two ranks take one of the two files each;
-    three ranks, more than the files, take every third record."""
+def test_each_shard_reads_its_own_part(image_records, monkeypatch, rank_size, per_rank):
+    """Each worker (an Ascend rank, a TF_CONFIG task) reads the part of the records its
+    ``WorkerShard`` names over several epochs of training input: the parts are disjoint and
+    together all of them, whatever the environment says. Two shards take one of the two files
+    each; three shards, more than the files, take a third of the records each."""
     directory, _ = image_records
+    for name, value in CONTRADICTING_ENVIRONMENT.items():
+        monkeypatch.setenv(name, value)
     seen = []
     for rank in range(rank_size):
-        monkeypatch.setenv("RANK_SIZE", str(rank_size))
-        monkeypatch.setenv("RANK_ID", str(rank))
         with tf.Graph().as_default():
-            input_fn = input_fns.train_input_fn_builder(directory, image_size=32,
-                                                        random_flip=False, seed=rank)
+            input_fn = input_fns.train_input_fn_builder(
+                directory, image_size=32, random_flip=False, seed=rank,
+                worker_shard=WorkerShard(rank, rank_size))
             dataset = input_fn({"batch_size": 4}, config=tf.estimator.RunConfig())
             batches = rh.run_dataset(dataset, max_batches=3 * per_rank // 4)  # three epochs
         records = collections.Counter(
@@ -277,13 +280,15 @@ def test_ascend_ranks_read_distinct_shards(image_records, monkeypatch, rank_size
     assert len(set().union(*seen)) == 24
 
 
-@pytest.mark.parametrize("environ, rank", [
-    ({}, (0, 1)), ({"RANK_ID": "", "RANK_SIZE": ""}, (0, 1)),
-    ({"RANK_ID": "3", "RANK_SIZE": "8"}, (3, 8))])
-def test_one_rank_parser_for_input_and_factory(environ, rank):
-    # The input pipeline and the estimator factory read RANK_ID / RANK_SIZE through it alike.
-    assert ascend.ascend_rank(environ) == rank
-    assert estimator_factory.ascend_rank is ascend.ascend_rank
+def test_without_a_shard_every_record_is_read_whatever_the_environment(image_records,
+                                                                        monkeypatch):
+    directory, items = image_records
+    for name, value in CONTRADICTING_ENVIRONMENT.items():
+        monkeypatch.setenv(name, value)
+    with tf.Graph().as_default():
+        input_fn = input_fns.train_input_fn_builder(directory, image_size=32, is_training=False)
+        batches = rh.run_dataset(input_fn({"batch_size": 4}, config=tf.estimator.RunConfig()))
+    assert sum(len(labels) for _, labels in batches) == len(items) == 24
 
 
 def test_scale_crop_and_contrast_augmentation(image_records):

@@ -7,7 +7,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from data_tools import insightface_bin
+from data_tools.insightface import bin_format as insightface_bin
 
 BINS = [b"\xff\xd8\xffone", b"\xff\xd8\xfftwo", b"\x89PNG three", b""[:0] + b"four"]
 ISSAME = [True, False]

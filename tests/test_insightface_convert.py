@@ -6,17 +6,13 @@ import struct
 import pytest
 from absl import app
 
-from data_tools import (
-    bin_from_pairs,
-    cli,
-    insightface,
-    insightface_bin,
-    make_bin,
-    make_tfrecords,
-    recordio,
-)
+import cli
+from data_tools import make_tfrecords
 from data_tools import manifest as manifest_lib
 from data_tools.conversion import convert_pairs
+from data_tools.insightface import bin_format as insightface_bin
+from data_tools.insightface import bin_from_pairs, make_bin, recordio
+from data_tools.insightface import convert as insightface
 from data_tools.shard_writer import ConversionError
 from tests import _folder_fixtures as ff
 

@@ -7,8 +7,9 @@ import os
 
 import pytest
 
-from data_tools import bin_from_pairs, recordio, synthetic_dataset
 from data_tools import manifest as manifest_lib
+from data_tools.insightface import bin_from_pairs, recordio
+from data_tools.synthetic import dataset as synthetic_dataset
 from tests import _folder_fixtures as ff
 from tests.test_real_lfw_end_to_end import run_main
 

@@ -18,6 +18,14 @@ FORBIDDEN = {"data_tools": {"model", "export", "training"}, "model": {"export", 
 FORBIDDEN["evaluation"] = {"model", "export", "training"}
 FORBIDDEN["model"] |= {"evaluation"}
 FORBIDDEN["data_tools"] |= {"evaluation"}
+# runtime/ says where things run (the estimator factory, TF_CONFIG, the Ascend rank, the worker
+# shard). It takes a model_fn and hands the input_fns their WorkerShard, so neither model/ nor
+# data_tools/ imports it (nor export/, which serves models without an estimator); it imports
+# only their settings (RUNTIME_MAY_USE) and never the composition layer.
+FORBIDDEN["runtime"] = {"evaluation", "export", "training"}
+for _below in ("data_tools", "model", "evaluation", "export"):
+    FORBIDDEN[_below] = FORBIDDEN[_below] | {"runtime"}
+RUNTIME_MAY_USE = {"model.config", "data_tools.input_config"}
 
 
 def imported_packages(path):
@@ -43,9 +51,51 @@ def test_package_imports_follow_the_layering(package):
     assert not offending
 
 
+def imported_modules(path):
+    """The dotted modules a file imports (``from pkg import module`` counts as pkg.module)."""
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), path)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            for alias in node.names:
+                yield node.module if "." in node.module else f"{node.module}.{alias.name}"
+
+
+def test_runtime_uses_only_the_settings_of_the_layers_below():
+    # Where things run knows no network and no pipeline: the model_fn and the input_fns are
+    # handed to it or handed what it computes.
+    found = []
+    for path in _python_files("runtime"):
+        for module in imported_modules(path):
+            if module.split(".")[0] in ("model", "data_tools") and module not in RUNTIME_MAY_USE:
+                found.append(f"{os.path.relpath(path, ROOT)} imports {module}")
+    assert found == []
+
+
+def test_data_tools_reads_no_launch_environment():
+    # The worker shard is computed in runtime.cluster and passed to the input_fns (issue 28):
+    # no launcher's variable is named in data_tools/, and the input pipeline reads no
+    # environment at all (os.environ, os.getenv).
+    found = []
+    for path in _python_files("data_tools"):
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read(), path)
+        pipeline = os.path.basename(path) in ("input_fns.py", "input_config.py")
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and node.value in ("TF_CONFIG", "RANK_ID",
+                                                                 "RANK_SIZE"):
+                found.append(f"{os.path.relpath(path, ROOT)}: {node.value}")
+            elif pipeline and isinstance(node, ast.Attribute) and node.attr in ("environ",
+                                                                                "getenv"):
+                found.append(f"{os.path.relpath(path, ROOT)}: os.{node.attr}")
+    assert found == []
+
+
 def test_npu_bridge_is_imported_only_by_the_estimator_factory():
     users = []
-    for package in ("data_tools", "model", "evaluation", "export", "training"):
+    for package in ("data_tools", "model", "evaluation", "export", "training", "runtime"):
         for directory, _, files in os.walk(os.path.join(ROOT, package)):
             for name in files:
                 if name.endswith(".py"):
@@ -53,7 +103,7 @@ def test_npu_bridge_is_imported_only_by_the_estimator_factory():
                     with open(path, encoding="utf-8") as f:
                         if "npu_bridge" in f.read():
                             users.append(os.path.relpath(path, ROOT))
-    assert users == [os.path.join("model", "estimator_factory.py")]
+    assert users == [os.path.join("runtime", "estimator_factory.py")]
 
 
 def test_the_design_page_states_this_layering():
@@ -64,11 +114,16 @@ def test_the_design_page_states_this_layering():
         assert f"`{package}/`" in design
 
 
-@pytest.mark.parametrize("module", ["fileio", "ascend", "synthetic", "synthetic_faces",
-                                    "synthetic_dataset", "pairs", "pairs_generation"])
+@pytest.mark.parametrize("module", [
+    "data_tools/fileio", "data_tools/pairs", "data_tools/pairs_generation",
+    "data_tools/synthetic/make_faces", "data_tools/synthetic/faces", "data_tools/synthetic/dataset",
+    "data_tools/synthetic/__main__", "data_tools/alignment/face_alignment",
+    "data_tools/insightface/bin_format", "data_tools/insightface/recordio",
+    "runtime/ascend", "runtime/cluster"])
 def test_light_modules_do_not_import_tensorflow(module):
-    # These serve tools that need no TensorFlow.
-    path = os.path.join(ROOT, "data_tools", module + ".py")
+    # These serve tools that need no TensorFlow (and a launcher may read its cluster before
+    # TensorFlow loads).
+    path = os.path.join(ROOT, *(module + ".py").split("/"))
     assert "tensorflow" not in set(imported_packages(path))
 
 
@@ -93,7 +148,7 @@ def test_only_command_lines_import_cli():
     # A library that imported cli would be a command line (flags) in disguise.
     commands = set(command_line_modules())
     users = [_module_name(path) for path in _python_files("data_tools", "model", "export",
-                                                          "training")
+                                                          "training", "runtime")
              if "cli" in set(imported_packages(path))]
     assert users and set(users) <= commands, sorted(set(users) - commands)
 
@@ -114,8 +169,8 @@ LIBRARY_PACKAGES = ("data_tools", "evaluation", "export")
 COMMAND_LINE_NAMES = {"define_flags", "main", "run"}
 COMMAND_LINE_PREFIXES = ("format_",)
 # Where the users of the modules are.
-USER_PLACES = ("data_tools", "model", "evaluation", "export", "training", "benchmarks", "scripts",
-               "tests", "estimator_main.py")
+USER_PLACES = ("data_tools", "model", "evaluation", "export", "training", "runtime",
+               "benchmarks", "scripts", "tests", "estimator_main.py")
 
 
 def _python_files(*places):
@@ -226,6 +281,11 @@ def test_library_modules_define_no_flags():
 def test_the_composition_layer_defines_no_flags():
     # training/ is estimator_main.py's library: the flags stay in the command line.
     assert [path for path in _python_files("training") if defines_flags(path)] == []
+
+
+def test_runtime_defines_no_flags():
+    # runtime/ is handed validated settings (RuntimeConfig), never flag values.
+    assert [path for path in _python_files("runtime") if defines_flags(path)] == []
 
 
 def test_estimator_main_is_only_a_command_line():

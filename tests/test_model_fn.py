@@ -5,7 +5,8 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 from data_tools import input_fns
-from model import estimator_factory, heads, model_fn, optimization
+from model import heads, model_fn, optimization
+from runtime import estimator_factory
 from tests import model_helpers
 from tests import records_helpers as rh
 

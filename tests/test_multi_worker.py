@@ -17,8 +17,10 @@ import tensorflow.compat.v1 as tf
 
 import estimator_main
 from data_tools import input_fns
-from model import config as model_config
-from model import estimator_factory, hooks
+from data_tools.input_config import WorkerShard
+from model import hooks
+from runtime import cluster as runtime_cluster
+from runtime import estimator_factory
 from training import run_record
 from training.params import ParamsError, build_params
 
@@ -47,7 +49,7 @@ def tf_config(cluster, task_type="worker", index=0):
     ({"worker": ["127.0.0.1:2222"]}, ("worker", 0), (1, "worker", 0, True)),
 ])
 def test_the_task_is_read_from_tf_config(cluster, task, expected):
-    assert tuple(model_config.multi_worker_task(tf_config(cluster, *task))) == expected
+    assert tuple(runtime_cluster.multi_worker_task(tf_config(cluster, *task))) == expected
 
 
 @pytest.mark.parametrize("text,message", [
@@ -68,13 +70,13 @@ def test_the_task_is_read_from_tf_config(cluster, task, expected):
 ])
 def test_a_tf_config_that_is_no_worker_cluster_is_named(text, message):
     with pytest.raises(ValueError, match=message):
-        model_config.multi_worker_task(text)
+        runtime_cluster.multi_worker_task(text)
 
 
 def test_the_evaluator_runconfig_sees_worker_0_as_the_chief(monkeypatch):
     """tf.estimator.RunConfig refuses a cluster without a chief; the evaluator's view names
     worker 0 (the chief of a workers-only cluster) as such, and RunConfig accepts it."""
-    view = json.loads(model_config.evaluator_tf_config(tf_config(WORKERS, "evaluator")))
+    view = json.loads(runtime_cluster.evaluator_tf_config(tf_config(WORKERS, "evaluator")))
     assert view == {"cluster": {"chief": ["127.0.0.1:2222"], "worker": ["127.0.0.1:2223"]},
                     "task": {"type": "evaluator", "index": 0}}
     monkeypatch.setenv("TF_CONFIG", tf_config(WORKERS, "evaluator"))
@@ -187,7 +189,7 @@ def test_each_worker_reads_its_own_files_with_the_per_replica_batch(small_record
     for worker in range(2):
         context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=worker,
                                              num_replicas_in_sync=2)
-        assert input_fns.worker_shard(None, context) == (2, worker)
+        assert input_fns.pipeline_shard(None, context) == WorkerShard(worker, 2)
         mine, skips, takes = input_fns.worker_spans(files, counts, 2, worker)
         assert len(mine) == 1 and skips == [0] and takes == [counts[0]]
         seen.append(mine)

@@ -16,7 +16,7 @@ import tensorflow.compat.v1 as tf
 from absl import app
 
 import estimator_main
-from model import estimator_factory
+from runtime import estimator_factory
 from tests import records_helpers as rh
 from training import builders, evaluation
 from training.params import build_params

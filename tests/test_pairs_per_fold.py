@@ -6,15 +6,10 @@ synthetic dataset's ``pairs_per_fold=60`` meant 30 + 30 (header 30, its own reco
 import json
 import os
 
-from data_tools import (
-    bin_from_pairs,
-    conversion,
-    insightface,
-    manifest,
-    pairs,
-    pairs_generation,
-    synthetic_dataset,
-)
+from data_tools import conversion, manifest, pairs, pairs_generation
+from data_tools.insightface import bin_from_pairs
+from data_tools.insightface import convert as insightface
+from data_tools.synthetic import dataset as synthetic_dataset
 
 N, FOLDS = 1, 10
 

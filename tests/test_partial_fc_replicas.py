@@ -10,7 +10,7 @@ zero on the other replica's rows: the loss of a replica depends only on its own 
 import numpy as np
 import tensorflow.compat.v1 as tf
 
-from model import estimator_factory
+from runtime import estimator_factory
 from tests import model_helpers
 
 SIZE = 32

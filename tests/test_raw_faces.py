@@ -1,5 +1,6 @@
-"""Raw photos to aligned faces with a landmark file (no detector): data_tools.raw_faces and the
-``python -m data_tools.align`` CLI. The detector's own tests are in test_face_detector.py."""
+"""Raw photos to aligned faces with a landmark file (no detector): data_tools.alignment.raw_faces
+and the ``python -m data_tools.alignment.align`` CLI. The detector's own tests are in
+test_face_detector.py."""
 
 import json
 import math
@@ -10,7 +11,9 @@ import pytest
 from absl import app
 from PIL import Image
 
-from data_tools import align, cli, face_alignment, make_tfrecords, manifest, raw_faces
+import cli
+from data_tools import make_tfrecords, manifest
+from data_tools.alignment import align, face_alignment, raw_faces
 from tests import _folder_fixtures as ff
 from tests.test_reliability_inputs import decompression_bomb_png
 
@@ -152,7 +155,7 @@ def test_detector_points_on_a_downscaled_photo_map_back_to_the_original_pixels()
     """A 2,000 px photo is detected on a 1,280 px copy: points found there (pixel centres of the
     copy) map back onto the dots of the original with the half-pixel mapping. Dividing by the
     factor alone put them 0.28 px off (0.5 * (1 / 0.64 - 1))."""
-    from data_tools import face_detector  # noqa: PLC0415 - imports no detector package
+    from data_tools.alignment import face_detector  # noqa: PLC0415 - imports no detector package
 
     points = face_alignment.TEMPLATE_112 * 9.0 + [700.3, 350.7]
     height, width = 1600, 2000

@@ -12,7 +12,7 @@ import shlex
 
 import pytest
 
-from model import estimator_factory
+from runtime import estimator_factory
 from tests import records_helpers as rh
 from tests.test_npu import FAKE_NPU, forget_npu_modules
 from training.params import build_params

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 import cli
-from data_tools import conversion, insightface, make_bin, manifest
+from data_tools import conversion, manifest
+from data_tools.insightface import convert as insightface
+from data_tools.insightface import make_bin
 from evaluation import verification
 from tests import _folder_fixtures as ff
 from tests import real_lfw

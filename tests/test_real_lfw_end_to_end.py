@@ -13,7 +13,8 @@ import os
 import pytest
 
 import cli
-from data_tools import conversion, synthetic_dataset
+from data_tools import conversion
+from data_tools.synthetic import dataset as synthetic_dataset
 from evaluation import reports as report
 from export import embed
 from tests import _folder_fixtures as ff

@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from data_tools import recordio
+from data_tools.insightface import recordio
 
 MAGIC = struct.pack("<I", recordio.MAGIC)
 

@@ -13,6 +13,7 @@ import estimator_main
 from evaluation import report_table
 from model import config as model_config
 from model import distillation, heads
+from runtime.config import RuntimeConfig
 from training import params as params_module
 from training import run_record, run_spec, runner
 from training.run_spec import ParamsError, RunSpec
@@ -88,7 +89,7 @@ def test_the_spec_is_frozen(spec):
 
 def test_sections_are_typed_and_hold_every_setting(spec):
     assert isinstance(spec.backbone, model_config.BackboneConfig)
-    assert isinstance(spec.runtime, model_config.RuntimeConfig)
+    assert isinstance(spec.runtime, RuntimeConfig)
     assert isinstance(spec.distillation, distillation.DistillationConfig)
     assert isinstance(spec.head, heads.CircleHead) and spec.head.gamma == 32.0
     assert (spec.data.num_classes, spec.input.batch_size, spec.optimization.total_steps) == \

@@ -15,7 +15,8 @@ import pytest
 import tensorflow.compat.v1 as tf
 from PIL import Image
 
-from data_tools import conversion, image_files, manifest, preprocessing, synthetic_faces
+from data_tools import conversion, image_files, manifest, preprocessing
+from data_tools.synthetic import faces as synthetic_faces
 from tests import _folder_fixtures as ff
 
 CROP = (70, 60, 180, 190)  # the LFW-a face region: 110 x 130

@@ -7,8 +7,8 @@ the messages it can print: the string literals of ``raise``, ``*Error(...)``/``_
 top-level function or class the program reaches through the project's imports (a name-based
 call graph from the program module), and checks that each ``--flag`` they name is one of the
 program's flags (or ``--noflag`` of a boolean). A flag named after another program
-(``make_tfrecords.py --pairs``, ``python -m data_tools.align --landmarks``) is that program's
-advice and is not checked here.
+(``make_tfrecords.py --pairs``, ``python -m data_tools.alignment.align --landmarks``) is that
+program's advice and is not checked here.
 """
 
 import ast
@@ -20,7 +20,7 @@ import pytest
 from absl import flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PACKAGES = ("data_tools", "export", "training", "model")
+PACKAGES = ("data_tools", "export", "training", "model", "runtime")
 FLAG = re.compile(r"(?<![\w-])--([a-z][a-z0-9_]*)")
 # A flag named right after a program name (and possibly other flags of it) belongs to that one.
 OTHER_PROGRAM = re.compile(r"(\w+\.py|-m [\w.]+|circle-[\w-]+|data_tools\.\w+|export\.\w+)"
@@ -34,9 +34,11 @@ MESSAGE_CALLS = ("error", "warning", "fatal", "exit", "_require", "__init__", "U
 def project_modules():
     found = {"estimator_main": os.path.join(ROOT, "estimator_main.py")}
     for package in PACKAGES:
-        for name in sorted(os.listdir(os.path.join(ROOT, package))):
-            if name.endswith(".py"):
-                found[f"{package}.{name[:-3]}"] = os.path.join(ROOT, package, name)
+        for directory, _, names in sorted(os.walk(os.path.join(ROOT, package))):
+            dotted = os.path.relpath(directory, ROOT).replace(os.sep, ".")
+            for name in sorted(names):
+                if name.endswith(".py"):
+                    found[f"{dotted}.{name[:-3]}"] = os.path.join(directory, name)
     return found
 
 
@@ -147,7 +149,8 @@ PROGRAMS = sorted(module for module, name in UNITS if name == "define_flags")
 
 def test_the_programs_are_found():
     assert {"estimator_main", "export.embed", "export.gallery", "export.convert",
-            "data_tools.make_tfrecords", "data_tools.align"} <= set(PROGRAMS)
+            "data_tools.make_tfrecords", "data_tools.alignment.align",
+            "data_tools.insightface.make_bin", "data_tools.synthetic.make_faces"} <= set(PROGRAMS)
 
 
 @pytest.mark.parametrize("program", PROGRAMS)

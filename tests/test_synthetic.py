@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_tools import synthetic_dataset as dataset
-from data_tools import synthetic_faces as faces
+from data_tools.synthetic import dataset, faces
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -11,16 +11,10 @@ import pytest
 import tensorflow.compat.v1 as tf
 from PIL import Image
 
-from data_tools import (
-    conversion,
-    input_fns,
-    insightface,
-    make_tfrecords,
-    recordio,
-    schema,
-    teachers,
-)
+from data_tools import conversion, input_fns, make_tfrecords, schema, teachers
 from data_tools import manifest as manifest_lib
+from data_tools.insightface import convert as insightface
+from data_tools.insightface import recordio
 from tests import _folder_fixtures as ff
 from tests import tiny_model
 
@@ -422,7 +416,7 @@ def test_rec_records_carry_the_teacher_vector(tmp_path, faces):
 
 
 def test_bin_pair_records_carry_the_teacher_vectors(tmp_path):
-    from data_tools import insightface_bin  # noqa: PLC0415
+    from data_tools.insightface import bin_format as insightface_bin  # noqa: PLC0415
 
     ff.make_face_tree(str(tmp_path / "faces"), [2] * 10, size=24)
     blobs = []
@@ -475,7 +469,7 @@ def test_cli_align_gives_the_teacher_the_raw_photo(tmp_path, faces):
     """With --align the records hold our aligned face, the teacher's vector is of the raw photo
     (it has its own detector or crop)."""
     pytest.importorskip("onnxruntime")
-    from data_tools import face_alignment  # noqa: PLC0415
+    from data_tools.alignment import face_alignment  # noqa: PLC0415
 
     weights = _weights()
     model = _onnx_model(tmp_path / "t.onnx", weights)

@@ -10,6 +10,7 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 from data_tools import input_fns
+from data_tools.input_config import WorkerShard
 from tests import records_helpers as rh
 
 NUM_CLASSES, PER_CLASS, SHARDS, WORKERS = 6, 4, 3, 4
@@ -23,12 +24,11 @@ def records(tmp_path_factory):
     return directory
 
 
-def records_seen(records, rank, batches, monkeypatch):
+def records_seen(records, rank, batches):
     """Distinct (label, image checksum) a worker reads in ``batches`` batches of 2."""
-    monkeypatch.setenv("RANK_SIZE", str(WORKERS))
-    monkeypatch.setenv("RANK_ID", str(rank))
     input_fn = input_fns.train_input_fn_builder(
-        records, image_size=16, random_flip=False, shuffle_buffer=64, seed=None, batch_size=2)
+        records, image_size=16, random_flip=False, shuffle_buffer=64, seed=None, batch_size=2,
+        worker_shard=WorkerShard(rank, WORKERS))
     seen = set()
     with tf.Graph().as_default():
         for features, batch_labels in rh.run_dataset(input_fn(), max_batches=batches):
@@ -37,10 +37,10 @@ def records_seen(records, rank, batches, monkeypatch):
     return seen
 
 
-def test_unseeded_workers_split_the_records_exactly(records, monkeypatch):
+def test_unseeded_workers_split_the_records_exactly(records):
     total = NUM_CLASSES * PER_CLASS
     # Each worker holds 6 of 24 records; 6 batches of 2 are 2 passes over them.
-    parts = [records_seen(records, rank, 6, monkeypatch) for rank in range(WORKERS)]
+    parts = [records_seen(records, rank, 6) for rank in range(WORKERS)]
     for i in range(WORKERS):
         for j in range(i + 1, WORKERS):
             assert not parts[i] & parts[j], f"workers {i} and {j} read the same records"

@@ -11,8 +11,8 @@ import tensorflow.compat.v1 as tf
 
 from data_tools import input_fns
 from evaluation import registry
-from model import config as model_config
-from model import estimator_factory, model_fn
+from model import model_fn
+from runtime import cluster, estimator_factory
 from training import run_record
 from training.params import build_configs, multi_worker_task
 
@@ -49,7 +49,7 @@ def build_estimator(p):
     strategy, timeout, tf_config = None, 0, None
     if _is_evaluator(p):
         # Not part of the all-reduce: no strategy, no step timeout, a RunConfig it accepts.
-        tf_config = model_config.evaluator_tf_config(os.environ["TF_CONFIG"])
+        tf_config = cluster.evaluator_tf_config(os.environ["TF_CONFIG"])
     elif p["mode"] in ("train", "train_and_evaluate"):
         strategy = estimator_factory.train_distribution(runtime.distribution, runtime.device,
                                                         runtime.num_replicas)
@@ -88,6 +88,7 @@ def _warm_start_settings(p):
 def train_input_fn(p):
     inputs = build_configs(p).input
     return input_fns.train_input_fn_builder(p["train_records"], num_classes=p["num_classes"],
+                                            worker_shard=cluster.worker_shard(),
                                             **inputs._asdict())
 
 

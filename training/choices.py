@@ -3,7 +3,8 @@ model/'s registries and the estimator factory's options, read here so that the c
 (estimator_main.py) talks to training/ only and a new backbone, head or optimizer shows in
 ``--help`` without an edit there."""
 
-from model import backbones, distillation, estimator_factory, heads, optimization
+from model import backbones, distillation, heads, optimization
+from runtime import estimator_factory
 from training.params import EVAL_PROTOCOLS, MODES, NO_HEAD
 
 BACKBONES = sorted(backbones.BACKBONES)

@@ -14,7 +14,8 @@ import re
 import tensorflow.compat.v1 as tf
 
 from data_tools import manifest
-from model import estimator_factory, hooks, model_fn
+from model import hooks, model_fn
+from runtime import estimator_factory
 from training import run_record
 from training.params import ParamsError
 

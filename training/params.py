@@ -17,8 +17,8 @@ from data_tools import input_fns, manifest
 from data_tools.transform import Transform
 from evaluation import registry
 from evaluation import sets as eval_sets
-from model import config as model_config
-from model import estimator_factory, heads
+from model import heads
+from runtime import ascend, cluster, estimator_factory
 from training import run_spec
 from training.run_spec import (  # noqa: F401  (the names callers import from here)
     EVAL_PROTOCOLS,
@@ -108,7 +108,7 @@ def multi_worker_task(p):
     _require(p["mode"] in ("train", "train_and_evaluate"), "--distribution=multi_worker is for "
              f"training; run --mode={p['mode']} without it (and without TF_CONFIG)")
     try:
-        task = model_config.multi_worker_task(os.environ.get("TF_CONFIG"))
+        task = cluster.multi_worker_task(os.environ.get("TF_CONFIG"))
     except ValueError as e:
         raise ParamsError(str(e)) from None
     _require(task.task_type != "evaluator" or p["mode"] == "train_and_evaluate",
@@ -269,7 +269,7 @@ def _data_parallel_ranks(p):
     count the global batch themselves."""
     if p["device"] != "npu":
         return 1
-    return estimator_factory.ascend_rank()[1]
+    return ascend.ascend_rank()[1]
 
 
 def _round_up_to_loop(p, name, what):

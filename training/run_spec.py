@@ -20,7 +20,7 @@ section            type (its constructor validates)
                    are the head's own declarations (``Head.options``)
 ``optimization``   ``model.config.OptimizationConfig``
 ``input``          ``data_tools.input_config.InputConfig``
-``runtime``        ``model.config.RuntimeConfig``
+``runtime``        ``runtime.config.RuntimeConfig``
 ``distillation``   ``model.distillation.DistillationConfig``
 ``protocol``       :class:`ProtocolConfig`: the evaluation protocol's settings
 ``checkpoints``    :class:`CheckpointConfig`: checkpoints, warm start, logging
@@ -45,6 +45,7 @@ from data_tools import input_config
 from evaluation import registry
 from model import config as model_config
 from model import distillation, heads
+from runtime.config import RuntimeConfig
 
 MODES = ("train", "evaluate", "train_and_evaluate", "export")
 NO_HEAD = "none"  # --head=none: the distillation term alone (no identity labels needed)
@@ -373,9 +374,9 @@ def _fields(config_type, p, renamed=None):
 
 def runtime_config(p):
     """The RuntimeConfig of the flat settings ``p`` (their precision is the backbone's)."""
-    values = _fields(model_config.RuntimeConfig, p)
+    values = _fields(RuntimeConfig, p)
     values.pop("num_replicas", None)  # derived by the config
-    return _config(model_config.RuntimeConfig, **values)
+    return _config(RuntimeConfig, **values)
 
 
 def build_configs(p, runtime=None):

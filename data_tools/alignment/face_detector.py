@@ -1,4 +1,5 @@
-"""Face detector adapter: boxes, scores and the five landmarks of ``data_tools.face_alignment``.
+"""Face detector adapter: boxes, scores and the five landmarks of
+``data_tools.alignment.face_alignment``.
 
     detector = load_detector()                  # imports the detector package, loads its weights
     faces = detector.detect(pixels)             # [Face(box, score, landmarks)], largest first
@@ -32,7 +33,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from data_tools import face_alignment
+from data_tools.alignment import face_alignment
 
 PACKAGE = "mtcnn"
 INSTALL_HINT = "pip install 'circle-face[align]' (or pip install mtcnn==1.0.0; TensorFlow 2)"

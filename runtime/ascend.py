@@ -1,8 +1,9 @@
 """The Ascend launch environment: HCCL training runs one process per NPU, described by the
 ``RANK_ID`` and ``RANK_SIZE`` environment variables rather than by ``TF_CONFIG``.
 
-One parser for both readers (the input pipeline's sharding and the estimator factory's
-distributed optimizer). No TensorFlow here.
+One parser for its readers: the worker shard of the input pipeline (``runtime.cluster``), the
+estimator factory's distributed optimizer and the step count of a run (``training.params``). No
+TensorFlow here.
 """
 
 import os

@@ -1,7 +1,7 @@
 """The embedded synthetic face dataset on disk (the command line is ``data_tools.synthetic``).
 
 It is the README's demo data and the test suite's data, so it needs no download and no licence.
-The faces come from :mod:`data_tools.synthetic_faces`; :func:`generate` renders them in worker
+The faces come from :mod:`data_tools.synthetic.faces`; :func:`generate` renders them in worker
 processes, writes the pairs file with :mod:`data_tools.pairs` and manages the output directory.
 
 Layout written by :func:`generate` (identities are disjoint between ``train`` and ``lfw``, and the
@@ -25,7 +25,7 @@ import time
 from tqdm import tqdm
 
 from data_tools import pairs as pairs_lib
-from data_tools.synthetic_faces import (
+from data_tools.synthetic.faces import (
     GENERATOR_VERSION,
     TRAIN,
     VERIFICATION,

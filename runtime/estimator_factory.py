@@ -13,14 +13,14 @@ import os
 
 import tensorflow.compat.v1 as tf
 
-from data_tools.ascend import ascend_rank
-from model import config as model_config
+from runtime import config as runtime_config
+from runtime.ascend import ascend_rank
 
-# One definition each, in model.config (which validates them); re-exported for the flags.
-DEVICES = model_config.DEVICES
-PRECISIONS = model_config.PRECISIONS
-NPU_PRECISION_MODES = model_config.NPU_PRECISION_MODES
-DISTRIBUTIONS = model_config.DISTRIBUTIONS
+# One definition each, in runtime.config (which validates them); re-exported for the flags.
+DEVICES = runtime_config.DEVICES
+PRECISIONS = runtime_config.PRECISIONS
+NPU_PRECISION_MODES = runtime_config.NPU_PRECISION_MODES
+DISTRIBUTIONS = runtime_config.DISTRIBUTIONS
 NPU_MODULES = ("npu_config", "npu_estimator", "npu_optimizer", "npu_loss_scale_optimizer",
                "npu_loss_scale_manager")
 
@@ -88,7 +88,7 @@ def visible_gpus():
 
 def check_device(runtime):
     """Fail now, with one line, when ``runtime``'s device cannot run here; warn when bf16 would
-    be emulated. ``runtime`` is a validated ``model.config.RuntimeConfig``."""
+    be emulated. ``runtime`` is a validated ``runtime.config.RuntimeConfig``."""
     if runtime.precision == "bf16":
         if not bfloat16_supported():
             raise DeviceUnavailableError("--precision=bf16 needs TensorFlow 2.x with oneDNN (TF "
@@ -126,7 +126,7 @@ def session_config(device, precision, intra_op_threads=0, inter_op_threads=0,
     DeadlineExceededError (0: no limit): a multi-worker step waiting in a collective for a worker
     that is gone fails instead of hanging.
     """
-    model_config.RuntimeConfig(device=device, precision=precision)  # the one validation
+    runtime_config.RuntimeConfig(device=device, precision=precision)  # the one validation
     if precision == "bf16" and not bfloat16_supported():
         raise DeviceUnavailableError("--precision=bf16 needs TensorFlow 2.x with oneDNN (TF "
                                      f"{tf.__version__} has no bfloat16 CPU kernels)")
@@ -159,7 +159,7 @@ def train_distribution(distribution, device="cpu", num_devices=1):
     """
     if distribution == "none":
         return None
-    model_config.check_distribution(distribution, device)  # the one validation of the pair
+    runtime_config.check_distribution(distribution, device)  # the one validation of the pair
     if distribution == "multi_worker":
         # Built outside any graph, on purpose: in TF 2 the constructor starts this worker's
         # server in the eager context, and the estimator deep-copies the strategy there. Built
@@ -216,9 +216,9 @@ def build_estimator(model_fn, model_dir, device="cpu", precision="fp32",
     estimator's between-graph parameter-server training when TF_CONFIG describes a cluster).
     ``num_cpu_devices``, ``operation_timeout_secs``: see ``session_config``.
     ``tf_config``: the TF_CONFIG text the RunConfig reads instead of the environment's (the
-    evaluator of a multi-worker cluster, ``model.config.evaluator_tf_config``).
+    evaluator of a multi-worker cluster, ``runtime.cluster.evaluator_tf_config``).
     """
-    model_config.RuntimeConfig(device=device, precision=precision,
+    runtime_config.RuntimeConfig(device=device, precision=precision,
                                npu_precision_mode=npu_precision_mode,
                                iterations_per_loop=iterations_per_loop)
     common = dict(model_dir=model_dir, tf_random_seed=tf_random_seed,

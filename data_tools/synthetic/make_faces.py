@@ -1,5 +1,5 @@
 """Write the embedded synthetic face dataset (command line; the library is
-``data_tools.synthetic_dataset``, the renderer ``data_tools.synthetic_faces``).
+``data_tools.synthetic.dataset``, the renderer ``data_tools.synthetic.faces``).
 
     python -m data_tools.synthetic --output_dir=DIR      # or: circle-synthetic-faces
 
@@ -17,7 +17,7 @@ cli.quiet_tensorflow()  # before anything imports TensorFlow
 from absl import flags  # noqa: E402
 
 from cli import flag_groups  # noqa: E402
-from data_tools.synthetic_dataset import generate  # noqa: E402
+from data_tools.synthetic.dataset import generate  # noqa: E402
 
 
 def define_flags(flag_values=flags.FLAGS):

@@ -1,12 +1,12 @@
-"""Raw photos to aligned faces: the library behind ``python -m data_tools.align``, the
+"""Raw photos to aligned faces: the library behind ``python -m data_tools.alignment.align``, the
 converter's ``--align`` and ``export.embed --align``.
 
 Each photo is read like the converter reads images (:func:`image_files.open_image`: corrupt,
 truncated, decompression-bomb and exotic-mode files are refused with a reason; the EXIF
 orientation is applied), its five landmarks come from a landmark file or from the detector
-(``data_tools.face_detector``, imported only when it is needed), and the face is warped onto
-the 5-point template (``data_tools.face_alignment``). Several faces: the largest box is kept and
-the count is reported; no face: reported, no output.
+(``data_tools.alignment.face_detector``, imported only when it is needed), and the face is
+warped onto the 5-point template (``data_tools.alignment.face_alignment``). Several faces: the
+largest box is kept and the count is reported; no face: reported, no output.
 
 :func:`align_folder` mirrors a tree (same folders, same file names, each written in the format
 its extension names: JPEG at quality 95, everything else lossless) and writes a JSON report
@@ -25,7 +25,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from data_tools import face_alignment, image_files
+from data_tools import image_files
+from data_tools.alignment import face_alignment
 from data_tools.fileio import atomic_write, atomic_write_text, sha256_file
 
 REPORT_NAME = "align_report.json"
@@ -259,7 +260,7 @@ def align_folder(input_dir, output_dir, landmarks_path=None, image_size=DEFAULT_
         options["landmarks"] = os.path.abspath(landmarks_path)
         options["landmarks_sha256"] = sha256_file(landmarks_path)
     else:
-        from data_tools import face_detector  # noqa: PLC0415 - light: the package loads later
+        from data_tools.alignment import face_detector  # noqa: PLC0415 - light: the package loads later
 
         options["detector"] = getattr(detector, "name", None) or face_detector.PACKAGE
         options.update(detector_options or {})
@@ -355,7 +356,7 @@ def dump_report(report):
 
 
 def _default_detector():
-    from data_tools import face_detector  # noqa: PLC0415 - optional, loads TensorFlow
+    from data_tools.alignment import face_detector  # noqa: PLC0415 - optional, loads TensorFlow
 
     return face_detector.load_detector()
 

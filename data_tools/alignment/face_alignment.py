@@ -14,8 +14,8 @@ Coordinates follow OpenCV's convention, which the landmark files of IJB-B/C and 
 input at the position its centre maps back to; outside the input the value is 0 (black).
 
 Only numpy and PIL: no OpenCV, no detector. This is a library module: the detector adapter is
-``data_tools.face_detector``, the folder pipeline ``data_tools.raw_faces`` and the command line
-``python -m data_tools.align``.
+``data_tools.alignment.face_detector``, the folder pipeline ``data_tools.alignment.raw_faces``
+and the command line ``python -m data_tools.alignment.align``.
 """
 
 import collections

@@ -1,5 +1,5 @@
 """An insightface verification ``.bin`` from an LFW-format pairs file and its images: the
-library behind ``python -m data_tools.make_bin`` (:func:`make_bin`).
+library behind ``python -m data_tools.insightface.make_bin`` (:func:`make_bin`).
 
 Images go through the converter's transform (``crop_box``, then ``image_size``; without either,
 JPEG/PNG files are stored byte for byte), so ``make_tfrecords.py --from_bin`` of the result gives
@@ -10,8 +10,9 @@ images are at positions 2i and 2i+1, in pairs-file order, so insightface's
 
 import os
 
-from data_tools import image_files, insightface_bin
+from data_tools import image_files
 from data_tools import pairs as pairs_lib
+from data_tools.insightface import bin_format
 from data_tools.shard_writer import Workers
 
 
@@ -61,5 +62,5 @@ def make_bin(pairs_path, image_dir, output, image_size=None, crop_box=None, num_
                            f"{'; '.join(bad[:5])}")
     bins = [encoded[path] for two in relpath_pairs for path in two]
     issame = [pair.issame for pair in pairs_file.pairs]
-    size = insightface_bin.write_bin(output, bins, issame, protocol=protocol)
+    size = bin_format.write_bin(output, bins, issame, protocol=protocol)
     return {"num_pairs": len(issame), "num_images": len(unique), "bytes": size}

@@ -6,15 +6,15 @@ a verification set (``lfw.bin``, ``cfp_fp.bin``, ``agedb_30.bin``, ...) into pai
 end in :func:`data_tools.shard_writer.write_output`, like the folder and pairs-file converters:
 same manifest, plan, resume, lock, determinism and sha256 checks.
 
-``.rec``: the layout is recognised (:func:`data_tools.recordio.detect_layout`); workers check
-every image record fully (framing, IRHeader, label, image decode), each reading a contiguous
+``.rec``: the layout is recognised (:func:`data_tools.insightface.recordio.detect_layout`); workers
+check every image record fully (framing, IRHeader, label, image decode), each reading a contiguous
 byte range of the file through the index; a damaged record is skipped and listed in the manifest
-with its key and offset (``strict``: fatal). Classes are remapped to 0…C−1 in numeric order of
-the original ids, which ``labels.txt`` keeps (line i holds the id of label i); ``property`` is
-checked against what was read. Image bytes are stored as they are (unless ``image_size`` or
-``crop_box`` asks for a transform, as with image folders).
+with its key and offset (``strict``: fatal). Classes are remapped to 0…C−1 in numeric order of the
+original ids, which ``labels.txt`` keeps (line i holds the id of label i); ``property`` is checked
+against what was read. Image bytes are stored as they are (unless ``image_size`` or ``crop_box``
+asks for a transform, as with image folders).
 
-``.bin``: read by the restricted unpickler of :mod:`data_tools.insightface_bin`; pair i holds
+``.bin``: read by the restricted unpickler of :mod:`data_tools.insightface.bin_format`; pair i holds
 images 2i and 2i+1; folds are contiguous, sized as ``KFold(10, shuffle=False)`` sizes them.
 """
 
@@ -26,7 +26,7 @@ import random
 import time
 
 import data_tools
-from data_tools import image_files, insightface_bin, recordio, schema, teachers
+from data_tools import image_files, schema, teachers
 from data_tools.conversion import (
     PairImage,
     PairRecord,
@@ -35,6 +35,7 @@ from data_tools.conversion import (
     format_skips,
     teacher_manifest,
 )
+from data_tools.insightface import bin_format, recordio
 from data_tools.shard_writer import (
     ConversionError,
     ShardOutput,
@@ -383,7 +384,7 @@ def _convert_rec(input_rec, output_dir, name, num_shards, seed, image_size, crop
 
 def convert_bin(bin_path, output_dir, name="pairs", num_shards=None, image_size=None,
                 crop_box=None, allow_missing_pairs=False, num_workers=None, strict=False,
-                overwrite=False, progress=True, max_bytes=insightface_bin.DEFAULT_MAX_BYTES,
+                overwrite=False, progress=True, max_bytes=bin_format.DEFAULT_MAX_BYTES,
                 teacher=None):
     """Convert an insightface verification ``.bin`` to pair records, in the file's order.
 
@@ -406,9 +407,9 @@ def convert_bin(bin_path, output_dir, name="pairs", num_shards=None, image_size=
     out = ShardOutput(output_dir, name, options, overwrite, progress)
     previous_shards(out)
     try:
-        bins, issame = insightface_bin.read_bin(bin_path, max_bytes=max_bytes)
-        sizes_of_folds = insightface_bin.fold_sizes(len(issame))
-    except insightface_bin.BinFormatError as e:
+        bins, issame = bin_format.read_bin(bin_path, max_bytes=max_bytes)
+        sizes_of_folds = bin_format.fold_sizes(len(issame))
+    except bin_format.BinFormatError as e:
         raise ConversionError(str(e)) from None
     folds = [k for k, n in enumerate(sizes_of_folds) for _ in range(n)]
     base = os.path.basename(bin_path)

@@ -1,5 +1,5 @@
 """Synthetic cartoon faces aligned like insightface 112x112 crops: the renderer behind the
-embedded dataset (``data_tools.synthetic_dataset``).
+embedded dataset (``data_tools.synthetic.dataset``).
 
 Built to make face verification *learnable but not trivial*:
 
