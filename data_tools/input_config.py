@@ -6,20 +6,10 @@ input setting touches its flag, its field here and its use in the builder.
 """
 
 import collections
-import numbers
 
-
-def _check(condition, message):
-    if not condition:
-        raise ValueError(message)
-
-
-def _real(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def _int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+from data_tools.checks import check as _check
+from data_tools.checks import is_int as _int
+from data_tools.checks import is_real as _real
 
 
 class InputConfig(collections.namedtuple(

@@ -13,29 +13,15 @@ A new hyperparameter touches its flag, its field here and the line that uses it.
 
 import collections
 import math
-import numbers
 
+from data_tools.checks import check as _check
+from data_tools.checks import is_int as _is_int
+from data_tools.checks import is_real as _is_number
+from data_tools.checks import one_of as _one_of
 from model import backbones, optimization
 
 # The precisions the backbone computes in; which device runs which is runtime.config's.
 PRECISIONS = ("fp32", "bf16", "fp16")
-
-
-def _check(condition, message):
-    if not condition:
-        raise ValueError(message)
-
-
-def _is_number(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _one_of(value, choices, what):
-    _check(value in choices, f"{what} must be one of {', '.join(choices)}, got {value!r}")
 
 
 class BackboneConfig(collections.namedtuple(

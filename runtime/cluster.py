@@ -11,9 +11,11 @@ network (a launcher may read its cluster before TensorFlow loads).
 
 import collections
 import json
-import numbers
 import os
 
+from data_tools.checks import check as _check
+from data_tools.checks import is_int as _is_int
+from data_tools.checks import one_of as _one_of
 from data_tools.input_config import WorkerShard
 from runtime import ascend
 
@@ -25,19 +27,6 @@ _TRAINING_TASKS = ("chief", "master", "worker")
 
 __all__ = ["MULTI_WORKER_TASKS", "MultiWorkerTask", "WorkerShard", "evaluator_tf_config",
            "multi_worker_task", "worker_shard"]
-
-
-def _check(condition, message):
-    if not condition:
-        raise ValueError(message)
-
-
-def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _one_of(value, choices, what):
-    _check(value in choices, f"{what} must be one of {', '.join(choices)}, got {value!r}")
 
 
 MultiWorkerTask = collections.namedtuple("MultiWorkerTask", ["num_workers", "task_type", "index",

@@ -8,8 +8,10 @@ offers (``check_device``).
 """
 
 import collections
-import numbers
 
+from data_tools.checks import check as _check
+from data_tools.checks import is_int as _is_int
+from data_tools.checks import one_of as _one_of
 from model.config import PRECISIONS
 
 DEVICES = ("cpu", "gpu", "npu")
@@ -19,19 +21,6 @@ DISTRIBUTIONS = ("none", "mirrored", "multi_worker")
 
 __all__ = ["DEVICES", "DISTRIBUTIONS", "NPU_PRECISION_MODES", "PRECISIONS", "RuntimeConfig",
            "check_distribution"]
-
-
-def _check(condition, message):
-    if not condition:
-        raise ValueError(message)
-
-
-def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _one_of(value, choices, what):
-    _check(value in choices, f"{what} must be one of {', '.join(choices)}, got {value!r}")
 
 
 def check_distribution(distribution, device):

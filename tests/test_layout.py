@@ -25,7 +25,7 @@ FORBIDDEN["data_tools"] |= {"evaluation"}
 FORBIDDEN["runtime"] = {"evaluation", "export", "training"}
 for _below in ("data_tools", "model", "evaluation", "export"):
     FORBIDDEN[_below] = FORBIDDEN[_below] | {"runtime"}
-RUNTIME_MAY_USE = {"model.config", "data_tools.input_config"}
+RUNTIME_MAY_USE = {"model.config", "data_tools.input_config", "data_tools.checks"}
 
 
 def imported_packages(path):

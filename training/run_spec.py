@@ -36,12 +36,14 @@ a file that cannot describe a model fails with one line saying what to do.
 import collections
 import collections.abc
 import json
-import numbers
 import os
 
 import tensorflow.compat.v1 as tf
 
 from data_tools import input_config
+from data_tools.checks import check as _check
+from data_tools.checks import is_int as _int
+from data_tools.checks import is_real as _real
 from evaluation import registry
 from model import config as model_config
 from model import distillation, heads
@@ -56,19 +58,6 @@ PARAMS_NAME = "params.json"
 
 class ParamsError(ValueError):
     """Inconsistent settings, reported before any graph is built."""
-
-
-def _check(condition, message):
-    if not condition:
-        raise ValueError(message)
-
-
-def _int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _real(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 class DataConfig(collections.namedtuple("DataConfig", [
