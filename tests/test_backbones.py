@@ -513,12 +513,17 @@ def test_batch_norm_without_scale_or_center():
     np.testing.assert_allclose(got, (x - x.mean(0)) / np.sqrt(x.var(0) + 1e-5), atol=1e-4)
 
 
+@pytest.mark.parametrize("is_training", [True, False])
 @pytest.mark.parametrize("shape", [(2, 3, 3, 4), (5, 4)])
-def test_prelu_matches_numpy(shape):
+def test_prelu_matches_numpy(shape, is_training):
+    """Both graph forms (training's select, inference's relu form) give numpy's values."""
     x = np.random.RandomState(0).normal(size=shape).astype(np.float32)
     alpha = np.array([0.25, -0.5, 0.0, 2.0], np.float32)
-    with tf.Graph().as_default():
-        y = layers.prelu(tf.constant(x), name="act")
+    with tf.Graph().as_default() as graph:
+        y = layers.prelu(tf.constant(x), name="act", is_training=is_training)
+        # The inference form has no select: TF Lite fuses it into PRELU (int8: see layers.prelu).
+        selects = [op for op in graph.get_operations() if op.type in ("Select", "SelectV2")]
+        assert bool(selects) == is_training
         (variable,) = tf.trainable_variables()
         assert variable.op.name == "act/alpha"
         gradient = tf.gradients(tf.reduce_sum(y), variable)[0]

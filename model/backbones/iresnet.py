@@ -52,7 +52,7 @@ def basic_block(x, planes, strides, is_training, name):
         out = layers.batch_norm(x, is_training, name="bn1")
         out = _conv(out, planes, 3, 1, 1, "conv1")
         out = layers.batch_norm(out, is_training, name="bn2")
-        out = layers.prelu(out, name="prelu")
+        out = layers.prelu(out, name="prelu", is_training=is_training)
         out = _conv(out, planes, 3, strides, 1, "conv2")
         out = layers.batch_norm(out, is_training, name="bn3")
         shortcut = x
@@ -74,7 +74,7 @@ def build_iresnet(images, is_training, depths, embedding_size=512, dropout_rate=
     with tf.variable_scope(name):
         x = _conv(images, 64, 3, 1, 1, "conv1")
         x = layers.batch_norm(x, is_training, name="bn1")
-        x = layers.prelu(x, name="prelu")
+        x = layers.prelu(x, name="prelu", is_training=is_training)
         for stage, (width, depth) in enumerate(zip(STAGE_WIDTHS, depths), start=1):
             with tf.variable_scope(f"layer{stage}"):
                 for block in range(depth):

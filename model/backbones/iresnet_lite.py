@@ -43,7 +43,7 @@ def iresnet_lite(images, is_training, embedding_size=512, dropout_rate=0.0):
         x = layers.conv2d(images, STEM_WIDTH, 3, 2, padding=1, init_mode="fan_out",
                           name="conv1")
         x = layers.batch_norm(x, is_training, name="bn1")
-        x = layers.prelu(x, name="prelu")
+        x = layers.prelu(x, name="prelu", is_training=is_training)
         for stage, (width, depth) in enumerate(zip(STAGE_WIDTHS, STAGE_DEPTHS), start=1):
             with tf.variable_scope(f"layer{stage}"):
                 for block in range(depth):

@@ -41,7 +41,7 @@ def _conv_block(x, filters, kernel_size, strides, padding, is_training, name, gr
         x = layers.conv2d(x, filters, kernel_size, strides, padding=padding, groups=groups,
                           init_mode="fan_out", name="conv")
         x = layers.batch_norm(x, is_training, name="bn")
-        return x if linear else layers.prelu(x, name="prelu")
+        return x if linear else layers.prelu(x, name="prelu", is_training=is_training)
 
 
 def _depthwise_unit(x, filters, inner, strides, residual, is_training, name):

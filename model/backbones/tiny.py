@@ -29,7 +29,7 @@ def _conv_bn_prelu(x, filters, strides, is_training, name):
     with tf.variable_scope(name):
         x = layers.conv2d(x, filters, 3, strides, padding=1, name="conv")
         x = layers.batch_norm(x, is_training, name="bn")
-        return layers.prelu(x, name="prelu")
+        return layers.prelu(x, name="prelu", is_training=is_training)
 
 
 def tiny(images, is_training, embedding_size=512, dropout_rate=0.0):
