@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_tools.synthetic import dataset, faces
+from data_tools.synthetic import dataset, faces, parameters
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -219,11 +219,11 @@ def test_deterministic_across_runs_and_workers(tmp_path):
 
 
 def test_render_is_a_function_of_seed_identity_and_image():
-    first = np.asarray(faces.render_image(5, faces.TRAIN, 2, 3)[0])
-    again = np.asarray(faces.render_image(5, faces.TRAIN, 2, 3)[0])
+    first = np.asarray(faces.render_image(5, parameters.TRAIN, 2, 3)[0])
+    again = np.asarray(faces.render_image(5, parameters.TRAIN, 2, 3)[0])
     assert np.array_equal(first, again)
-    for other in ((5, faces.TRAIN, 2, 4), (5, faces.TRAIN, 3, 3),
-                  (5, faces.VERIFICATION, 2, 3), (6, faces.TRAIN, 2, 3)):
+    for other in ((5, parameters.TRAIN, 2, 4), (5, parameters.TRAIN, 3, 3),
+                  (5, parameters.VERIFICATION, 2, 3), (6, parameters.TRAIN, 2, 3)):
         image = np.asarray(faces.render_image(*other)[0].convert("RGB"))
         assert np.abs(image.astype(int) - first.astype(int)).mean() > 5.0, other
 
@@ -253,7 +253,7 @@ def test_foreign_directory_is_never_touched(tmp_path):
 
 
 def _standardised_identity_vectors():
-    sample = [faces.identity_vector(faces.sample_identity(0, faces.TRAIN, i))
+    sample = [parameters.identity_vector(parameters.sample_identity(0, parameters.TRAIN, i))
               for i in range(200)]
     return np.std(sample, axis=0) + 1e-9
 
@@ -281,10 +281,10 @@ def test_identity_parameters_dominate_but_pixels_do_not():
     scale = _standardised_identity_vectors()
     realized, pixels, labels = [], [], []
     for identity in range(20):
-        ident = faces.sample_identity(0, faces.TRAIN, identity)
+        ident = parameters.sample_identity(0, parameters.TRAIN, identity)
         for image in range(6):
-            nz = faces.sample_nuisance(ident, 0, faces.TRAIN, identity, image)
-            realized.append(faces.realized_vector(ident, nz) / scale)
+            nz = parameters.sample_nuisance(ident, 0, parameters.TRAIN, identity, image)
+            realized.append(parameters.realized_vector(ident, nz) / scale)
             pixels.append(_pixels(faces.render(ident, nz)))
             labels.append(identity)
     realized, pixels, labels = np.array(realized), np.array(pixels), np.array(labels)
@@ -326,9 +326,9 @@ def test_raw_pixels_are_a_weak_verifier_but_parameters_are_perfect(verification_
 
     def parameter_vector(name, number):
         index = int(re.match(r"synth_v(\d+)$", name).group(1)) - 1
-        ident = faces.sample_identity(0, faces.VERIFICATION, index)
-        nz = faces.sample_nuisance(ident, 0, faces.VERIFICATION, index, number - 1)
-        return faces.realized_vector(ident, nz) / scale
+        ident = parameters.sample_identity(0, parameters.VERIFICATION, index)
+        nz = parameters.sample_nuisance(ident, 0, parameters.VERIFICATION, index, number - 1)
+        return parameters.realized_vector(ident, nz) / scale
 
     pixel_scores = np.array([pixel_vector(a, i).dot(pixel_vector(b, j)) for a, i, b, j in pairs])
     parameter_scores = np.array([-np.linalg.norm(parameter_vector(a, i) - parameter_vector(b, j))

@@ -1,7 +1,8 @@
 """The embedded synthetic face dataset on disk (the command line is ``data_tools.synthetic``).
 
 It is the README's demo data and the test suite's data, so it needs no download and no licence.
-The faces come from :mod:`data_tools.synthetic.faces`; :func:`generate` renders them in worker
+The faces come from :mod:`data_tools.synthetic.faces` (drawing the seeded parameters of
+:mod:`data_tools.synthetic.parameters`); :func:`generate` renders them in worker
 processes, writes the pairs file with :mod:`data_tools.pairs` and manages the output directory.
 
 Layout written by :func:`generate` (identities are disjoint between ``train`` and ``lfw``, and the
@@ -25,12 +26,12 @@ import time
 from tqdm import tqdm
 
 from data_tools import pairs as pairs_lib
-from data_tools.synthetic.faces import (
+from data_tools.synthetic.faces import render_image
+from data_tools.synthetic.parameters import (
     GENERATOR_VERSION,
     TRAIN,
     VERIFICATION,
     identity_name,
-    render_image,
     rng,
 )
 
