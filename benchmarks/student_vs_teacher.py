@@ -64,9 +64,8 @@ def _student_runners(saved_model_dir):
     return runners
 
 
-def _photo_route(model, files):
+def _photo_route(teacher, model, files):
     """Two callables that each embed the next photo: the teacher's and the student's route."""
-    teacher = teachers.DlibTeacher()
     blobs = []
     for path in files:
         with open(path, "rb") as handle:
@@ -98,7 +97,8 @@ def measure(model, photos=None, rounds=5, calls=20, photo_limit=20, seed=0):
     students = _student_runners(saved_model_dir)
     rng = np.random.RandomState(seed)
     chip = common.face_like_pixels(rng, DLIB_CHIP)
-    recognizer = teachers.DlibTeacher().recognizer
+    teacher = teachers.DlibTeacher()  # loaded once: its network alone and its whole route
+    recognizer = teacher.recognizer
     pixels = common.face_like_pixels(rng, size).astype(np.float32)[None]
     contenders = {"teacher_network": (lambda: recognizer.compute_face_descriptor(chip), calls)}
     for name, runner in students.items():
@@ -106,7 +106,7 @@ def measure(model, photos=None, rounds=5, calls=20, photo_limit=20, seed=0):
     files = _photo_files(photos, photo_limit)
     closers = list(students.values())
     if files:
-        teacher_photo, student_photo, student = _photo_route(model, files)
+        teacher_photo, student_photo, student = _photo_route(teacher, model, files)
         closers.append(student)
         photo_calls = max(1, min(calls, len(files)))
         contenders["teacher_photo"] = (teacher_photo, photo_calls)

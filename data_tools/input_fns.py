@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 from data_tools import manifest as manifest_lib
-from data_tools import preprocessing, schema
+from data_tools import preprocessing, schema, teachers
 from data_tools.input_config import WorkerShard
 from data_tools.shard_writer import progress_bar
 
@@ -96,7 +96,7 @@ def records_teacher_mean(records):
                 total += example.features.feature[schema.TEACHER_EMBEDDING].float_list.value
                 count += 1
                 bar.update(1)
-    return [float(f"{value:.7g}") for value in total / max(count, 1)]
+    return teachers.json_vector(total / max(count, 1))
 
 
 def records_file_pattern(records_dir_or_pattern):

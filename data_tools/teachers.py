@@ -356,12 +356,17 @@ def vector_digest(vector):
 
 
 def mean_vector(vectors):
-    """The mean of the teacher's ``vectors`` as a list of floats (float64 accumulation, 7
-    significant digits: JSON-ready for the manifest), or None when there are none."""
+    """The mean of the teacher's ``vectors`` (float64 accumulation) as :func:`json_vector`, or
+    None when there are none."""
     if not len(vectors):
         return None
-    mean = np.mean(np.asarray(vectors, np.float64), axis=0)
-    return [float(f"{value:.7g}") for value in mean]
+    return json_vector(np.mean(np.asarray(vectors, np.float64), axis=0))
+
+
+def json_vector(vector):
+    """A vector as a list of floats with 7 significant digits (float32's), JSON-ready: the
+    manifest's and params.json's teacher mean."""
+    return [float(f"{value:.7g}") for value in vector]
 
 
 class TeacherCache:
