@@ -126,8 +126,9 @@ def model_fn_builder(backbone, head, optimization, eval_spec_fn=None, optimizer_
 
     Args:
       backbone: a ``model.config.BackboneConfig`` (network, embedding size, input side,
-        dropout, precision: ``bf16`` runs the backbone in bfloat16 while head, loss, proxies and
-        optimizer state stay float32; ``fp16`` is TensorFlow's GPU float16 graph rewrite with
+        dropout, precision: ``bf16`` runs the backbone in bfloat16 in training while head, loss,
+        proxies and optimizer state stay float32 (evaluation and exports compute in float32);
+        ``fp16`` is TensorFlow's GPU float16 graph rewrite with
         dynamic loss scaling).
       head: a built ``model.heads.Head`` (``heads.build_head``): validated, defaults resolved.
       optimization: a ``model.config.OptimizationConfig``.
@@ -157,12 +158,17 @@ def model_fn_builder(backbone, head, optimization, eval_spec_fn=None, optimizer_
     if head is not None and not callable(head):
         raise TypeError(f"head must be a built head (model.heads.build_head), got {head!r}")
     precision = backbone.precision
-    compute_dtype = tf.bfloat16 if precision == "bf16" else tf.float32
+    training_dtype = tf.bfloat16 if precision == "bf16" else tf.float32
     head_fn = head
     opt_config = optimization
 
     def model_fn(features, labels, mode):
         is_training = mode == tf.estimator.ModeKeys.TRAIN
+        # bf16 is a training speed-up: evaluation and every export compute in float32, so the
+        # accuracy a run reports is that of the graph it serves, and a SavedModel runs (and
+        # converts to TFLite/ONNX) alike whichever precision trained it and on CPUs without
+        # bfloat16 units. The variables are float32 in both.
+        compute_dtype = training_dtype if is_training else tf.float32
 
         def normalised_embeddings(images):
             return tf.nn.l2_normalize(

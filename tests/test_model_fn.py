@@ -285,6 +285,18 @@ def test_bf16_runs_the_backbone_in_bfloat16_and_the_head_in_float32():
     assert all(v.dtype.base_dtype == tf.float32 for v in variables if v.dtype.is_floating)
 
 
+
+@pytest.mark.parametrize("mode", [tf.estimator.ModeKeys.EVAL, tf.estimator.ModeKeys.PREDICT])
+def test_bf16_runs_evaluate_and_serve_in_float32(mode):
+    # The served graph is the evaluated one, and converts to TFLite (which refuses bfloat16).
+    with tf.Graph().as_default() as graph:
+        features, labels = image_batch()
+        builder(precision="bf16")(features, labels, mode)
+        dtypes = {op.outputs[0].dtype.base_dtype for op in graph.get_operations() if op.outputs}
+        convolutions = [op for op in graph.get_operations() if op.type == "Conv2D"]
+    assert convolutions and all(op.get_attr("T") == tf.float32 for op in convolutions)
+    assert tf.bfloat16 not in dtypes
+
 # make test-slow: tests/test_estimator_main.py checks a NaN loss end to end in make test.
 @pytest.mark.slow
 def test_nan_loss_names_the_step_and_keeps_the_last_checkpoint(tmp_path, records):
