@@ -57,8 +57,10 @@ def run(quick=False, workdir=None):
     with common.scratch_dir(workdir, "bench_input_") as scratch:
         try:
             records = common.make_train_records(scratch, num_classes, per_class)
+            # As training builds it (training/builders.py): with the label range check.
             train = input_fns.train_input_fn_builder(records, batch_size=BATCH, seed=0,
-                                                     shuffle_buffer=num_classes * per_class)
+                                                     shuffle_buffer=num_classes * per_class,
+                                                     num_classes=num_classes)
             seconds, cpu_seconds = {}, {}
             pipelines = (("input_fn", lambda: train(params={})),
                          ("decode_jpeg", lambda: _decode_only_dataset(records, BATCH)),
