@@ -3,9 +3,15 @@
 The backbone is left out: the embeddings are a trainable [batch, 512] variable, so a step is the
 head's forward and backward pass plus the momentum update of the proxies (and the embeddings),
 which is everything the head adds to a training step. Both heads are timed in alternating rounds.
+
+Each step's CPU time (the process's user + system time, all threads) is measured as well: on a
+machine shared with other jobs the wall clock says how much CPU the step got, the CPU time what
+it costs; ``circle_over_softmax_<C>_cpu`` (median of per-round CPU times) stays put under load.
 """
 
+import time
 
+import numpy as np
 import tensorflow.compat.v1 as tf
 
 from benchmarks import common
@@ -31,6 +37,24 @@ def _step_runner(head_name, num_classes, batch):
     return session, lambda: session.run(train)
 
 
+def _interleaved_wall_and_cpu(runners, rounds):
+    """``common.interleaved`` that also takes each round's CPU time: ({name: median wall
+    seconds per call}, {name: median CPU seconds per call}); the order flips every round."""
+    wall = {name: [] for name in runners}
+    cpu = {name: [] for name in runners}
+    names = list(runners)
+    for round_index in range(rounds):
+        for name in names if round_index % 2 == 0 else names[::-1]:
+            step, calls = runners[name]
+            cpu_start, start = time.process_time(), time.perf_counter()
+            for _ in range(calls):
+                step()
+            wall[name].append((time.perf_counter() - start) / calls)
+            cpu[name].append((time.process_time() - cpu_start) / calls)
+    return ({name: float(np.median(values)) for name, values in wall.items()},
+            {name: float(np.median(values)) for name, values in cpu.items()})
+
+
 def run(quick=False, workdir=None, class_counts=None):
     """Measure and print; returns the JSON dict (``workdir`` is unused: no files)."""
     del workdir
@@ -48,15 +72,20 @@ def run(quick=False, workdir=None, class_counts=None):
                 for _ in range(warmup):
                     step()
                 runners[name] = (step, steps)
-            seconds = common.interleaved(runners, rounds)
+            seconds, cpu_seconds = _interleaved_wall_and_cpu(runners, rounds)
         finally:
             for session in sessions:
                 session.close()
         for name in HEADS:
             figures[f"{name}_{num_classes}_ms_per_step"] = common.rounded(
                 1000 * seconds[name], 2)
+            figures[f"{name}_{num_classes}_cpu_ms_per_step"] = common.rounded(
+                1000 * cpu_seconds[name], 2)
         figures[f"circle_over_softmax_{num_classes}"] = common.ratio(seconds["circle"],
                                                                        seconds["softmax"])
+        figures[f"circle_over_softmax_{num_classes}_cpu"] = common.ratio(cpu_seconds["circle"],
+                                                                           cpu_seconds["softmax"])
+    figures["load_average"] = common.load_average()
     figures["target_circle_over_softmax_100000"] = 1.05
     return common.emit("head_cost", figures)
 

@@ -213,17 +213,38 @@ def train_input_fn_builder(records, image_size=preprocessing.DEFAULT_IMAGE_SIZE,
             (files, tf.constant(skips, tf.int64), tf.constant(takes, tf.int64)))
         if is_training:
             dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+        # Parallel reads only where a read waits on a network (gs://, hdfs://, s3://): a local
+        # file's buffered reads take microseconds, and the parallel interleave's hand-off
+        # between threads cost about 30 us of CPU per record (docs/PERFORMANCE.md, round three).
+        remote = any("://" in str(path) for path in files)
         dataset = dataset.interleave(
             read, cycle_length=min(cycle_length, len(files)) if is_training else 1,
-            num_parallel_calls=AUTOTUNE if is_training else None)
+            num_parallel_calls=AUTOTUNE if is_training and remote else None)
 
         if images_per_identity and is_training:
             dataset = _pk_sample(dataset, batch, images_per_identity, shuffle_buffer, seed)
         elif is_training:
             dataset = dataset.shuffle(shuffle_buffer, seed=seed).repeat()
 
-        def parse(index, serialized):
+        def parse(serialized):
+            # One parse_example over a batch of records instead of one parse_single_example
+            # per record, and the label check once per batch (docs/PERFORMANCE.md, round three).
             record = schema.parse_image_record(serialized, teacher_dim=teacher_dim)
+            label = record["label"]
+            if num_classes is not None:
+                in_range = tf.logical_and(label >= 0, label < num_classes)
+                check = tf.debugging.Assert(tf.reduce_all(in_range), [
+                    f"label out of range [0, {num_classes}):",
+                    tf.boolean_mask(label, tf.logical_not(in_range)), "in record of",
+                    tf.boolean_mask(record["filename"], tf.logical_not(in_range))])
+                with tf.control_dependencies([check]):
+                    label = tf.identity(label)
+            parsed = {"encoded": record["encoded"], "label": label}
+            if teacher_dim:
+                parsed["teacher_embedding"] = record["teacher_embedding"]
+            return parsed
+
+        def preprocess(index, record):
             if is_training:
                 # Augmentation keyed on (seed, position in the stream): repeatable runs.
                 key = None if seed is None else tf.stack(
@@ -234,21 +255,15 @@ def train_input_fn_builder(records, image_size=preprocessing.DEFAULT_IMAGE_SIZE,
                     min_crop_scale=min_crop_scale, contrast_delta=contrast_delta, seed=key)
             else:
                 image = preprocessing.preprocess_for_eval(record["encoded"], image_size)
-            label = record["label"]
-            if num_classes is not None:
-                in_range = tf.logical_and(label >= 0, label < num_classes)
-                check = tf.debugging.Assert(in_range, [
-                    f"label out of range [0, {num_classes}):", label, "in record of",
-                    record["filename"]])
-                with tf.control_dependencies([check]):
-                    label = tf.identity(label)
             features = {"image": image}
             if teacher_dim:
                 features["teacher_embedding"] = record["teacher_embedding"]
-            return features, label
+            return features, record["label"]
 
+        dataset = dataset.batch(batch).map(parse, num_parallel_calls=num_parallel_calls)
+        dataset = dataset.apply(tf.data.experimental.unbatch())
         dataset = dataset.apply(tf.data.experimental.enumerate_dataset())
-        dataset = dataset.map(parse, num_parallel_calls=num_parallel_calls)
+        dataset = dataset.map(preprocess, num_parallel_calls=num_parallel_calls)
         dataset = dataset.batch(batch, drop_remainder=True)
         return _finish(dataset)
 

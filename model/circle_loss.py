@@ -129,17 +129,40 @@ def circle_logits(cos, labels, margin=0.25, gamma=256.0):
     margin, gamma = _check_hyperparameters(margin, gamma)
     cos = _as_float32_matrix(cos, "cos")
     labels = _as_labels(labels)
-    # The negative form over the whole [B, C] matrix, then the B target entries overwritten with
-    # the positive form: the same logits as a where() over two full-width branches, without
-    # computing and differentiating a positive branch over C classes (1.08x -> 1.04x the softmax
-    # head's step time at 100k identities, benchmarks/head_cost.py).
-    alpha_n = tf.stop_gradient(tf.nn.relu(cos + margin))
-    negative = gamma * alpha_n * (cos - margin)
     target = tf.stack([tf.range(tf.shape(cos)[0]), tf.cast(labels, tf.int32)], axis=1)
-    s_p = tf.gather_nd(cos, target)
-    alpha_p = tf.stop_gradient(tf.nn.relu(1.0 + margin - s_p))
-    positive = gamma * alpha_p * (s_p - (1.0 - margin))
-    return tf.tensor_scatter_nd_update(negative, target, positive)
+    return _circle_logits_at(cos, target, margin, gamma)
+
+
+def _circle_logits_at(cos, target, margin, gamma):
+    """:func:`circle_logits` given the [B, 2] (row, label) ``target`` entries.
+
+    The negative form over the whole [B, C] matrix, then the B target entries overwritten with
+    the positive form: the same logits as a where() over two full-width branches, without
+    computing and differentiating a positive branch over C classes (1.08x -> 1.04x the softmax
+    head's step time at 100k identities, benchmarks/head_cost.py).
+
+    The gradient is written out rather than derived: with the weights a_p, a_n held constant it
+    is ``dy * gamma * a_n`` everywhere but at the targets, ``dy * gamma * a_p`` there. Derived,
+    it costs four more passes over [B, C]: the scatter's gradient copies ``dy`` to zero the
+    targets, the gather of s_p scatters its gradient into a dense zero [B, C], and the two are
+    added; here it is one multiply and an in-place update of B entries.
+    """
+
+    @tf.custom_gradient
+    def logits(cos):
+        weight_n = gamma * tf.nn.relu(cos + margin)  # gamma * a_n, a constant of the gradient
+        s_p = tf.gather_nd(cos, target)
+        weight_p = gamma * tf.nn.relu(1.0 + margin - s_p)  # gamma * a_p
+        value = tf.tensor_scatter_nd_update(weight_n * (cos - margin), target,
+                                            weight_p * (s_p - (1.0 - margin)))
+
+        def gradient(dy):
+            return tf.tensor_scatter_nd_update(dy * weight_n, target,
+                                               tf.gather_nd(dy, target) * weight_p)
+
+        return value, gradient
+
+    return logits(cos)
 
 
 def class_level_circle_loss(embeddings, labels, proxies, margin=0.25, gamma=256.0):

@@ -23,7 +23,10 @@ EXPECTED_KEYS = {
                         "check_per_core_images_per_s", "ms1mv2_hours_this_machine",
                         "ms1mv2_hours_16_cores_bound"],
     "input_pipeline": ["input_fn_images_per_s", "input_fn_images_per_s_per_core",
-                       "decode_jpeg_images_per_s", "input_fn_over_decode"],
+                       "decode_jpeg_images_per_s", "input_fn_over_decode",
+                       "decode_jpeg_float32_images_per_s", "input_fn_over_decode_float32",
+                       "input_fn_cpu_us_per_image", "input_fn_over_decode_cpu",
+                       "input_fn_over_decode_float32_cpu"],
     "train_step": ["tiny_train_gflop_per_image"]
                   + [f"matmul_peak_gflops_{p}" for p in train_step.available_precisions()]
                   + [f"tiny_{precision}_{figure}"
@@ -34,7 +37,8 @@ EXPECTED_KEYS = {
                      else []),
     "head_cost": ["circle_1000_ms_per_step", "softmax_1000_ms_per_step",
                   "circle_over_softmax_1000", "circle_10000_ms_per_step",
-                  "softmax_10000_ms_per_step", "circle_over_softmax_10000"],
+                  "softmax_10000_ms_per_step", "circle_over_softmax_10000",
+                  "circle_1000_cpu_ms_per_step", "circle_over_softmax_10000_cpu"],
     "partial_fc": ["num_classes", "r1_num_sample", "r01_num_sample", "r1_ms_per_step",
                    "r01_ms_per_step", "time_ratio", "r1_peak_rss_gb", "r01_peak_rss_gb",
                    "peak_rss_ratio", "r1_step_working_memory_gb", "r01_step_working_memory_gb",

@@ -186,6 +186,28 @@ def test_class_level_is_cross_entropy_over_circle_logits():
     np.testing.assert_allclose(got_logits, want_logits, rtol=1e-5, atol=value_atol(gamma))
 
 
+@pytest.mark.parametrize("labels_dtype", [np.int32, np.int64])
+def test_circle_logits_gradient_is_the_weight_at_each_entry(labels_dtype):
+    """circle_logits writes its gradient out (one pass over [B, C]): d logit / d s is gamma a_p
+    at the label and gamma a_n elsewhere (weights constant), 0 where a_n clips (s < -m), and
+    an upstream gradient scales it entry by entry."""
+    m, gamma = 0.25, 32.0
+    rng = np.random.default_rng(11)
+    s = rng.uniform(-1.0, 1.0, size=(6, 9))
+    s[0, :3] = [-0.9, -0.5, -0.3]  # below -m: no gradient
+    labels = np.array([0, 8, 3, 3, 5, 0], labels_dtype)
+    upstream = rng.normal(size=s.shape)
+    is_label = np.arange(s.shape[1])[None, :] == labels[:, None]
+    want = upstream * np.where(is_label, gamma * np.maximum(1 + m - s, 0),
+                               gamma * np.maximum(s + m, 0))
+    assert not want[0, 1:3].any()
+    with tf.Graph().as_default():
+        cos = tf.constant(s, tf.float32)
+        logits = circle_loss.circle_logits(cos, tf.constant(labels), m, gamma)
+        (got,) = run(tf.gradients(logits, [cos], grad_ys=tf.constant(upstream, tf.float32)))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
 # ----------------------------------------------------------------------------- gradients
 @pytest.mark.parametrize("margin,gamma", [(0.25, 4.0), (0.25, 256.0), (0.4, 32.0)])
 def test_class_level_gradient_holds_weights_constant(margin, gamma):
