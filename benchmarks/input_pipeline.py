@@ -26,7 +26,7 @@ def _decode_only_dataset(records, batch):
     return dataset.batch(batch, drop_remainder=True).prefetch(tf.data.experimental.AUTOTUNE)
 
 
-def _runner(dataset):
+def dataset_runner(dataset):
     """A session and a callable fetching one batch from a one-shot iterator of ``dataset``."""
     graph = tf.Graph()
     with graph.as_default():
@@ -55,7 +55,7 @@ def run(quick=False, workdir=None):
             # which would steal cores from the one being timed and bank batches for its own turn.
             for _ in range(rounds):
                 for name, dataset in pipelines:
-                    session, fetch = _runner(dataset)
+                    session, fetch = dataset_runner(dataset)
                     sessions.append(session)
                     for _ in range(warmup):  # fill the shuffle buffer, let AUTOTUNE settle
                         fetch()

@@ -158,7 +158,7 @@ def worker_spans(files, counts, num_shards, shard_index):
 def train_input_fn_builder(records, image_size=preprocessing.DEFAULT_IMAGE_SIZE,
                            random_flip=True, random_crop=False, brightness_delta=0.0,
                            min_crop_scale=1.0, contrast_delta=0.0, shuffle_buffer=10000,
-                           images_per_identity=None, seed=None,
+                           images_per_identity=None, seed=None, degradations=None,
                            is_training=True, num_classes=None, batch_size=None,
                            cycle_length=8, num_parallel_calls=AUTOTUNE, teacher_dim=None,
                            worker_shard=None):
@@ -174,6 +174,8 @@ def train_input_fn_builder(records, image_size=preprocessing.DEFAULT_IMAGE_SIZE,
       images_per_identity: K of P×K sampling: each batch holds batch_size / K identities with K
         images each (pair-level losses need positives in the batch). None: plain shuffling.
       seed: makes shuffling and augmentation repeatable.
+      degradations: a ``degradations.Degradations`` (low resolution, blur, JPEG, gamma, shading)
+        for training images; None: none. Never applied when ``is_training`` is False.
       is_training: False gives a single ordered pass without augmentation (EVAL on labelled
         records), still with full static batches.
       teacher_dim: the dimension of the records' teacher embeddings (``make_tfrecords.py
@@ -231,7 +233,8 @@ def train_input_fn_builder(records, image_size=preprocessing.DEFAULT_IMAGE_SIZE,
                 image = preprocessing.preprocess_for_train(
                     record["encoded"], image_size, random_flip=random_flip,
                     random_crop=random_crop, brightness_delta=brightness_delta,
-                    min_crop_scale=min_crop_scale, contrast_delta=contrast_delta, seed=key)
+                    min_crop_scale=min_crop_scale, contrast_delta=contrast_delta, seed=key,
+                    degradations=degradations)
             else:
                 image = preprocessing.preprocess_for_eval(record["encoded"], image_size)
             label = record["label"]

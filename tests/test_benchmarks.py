@@ -24,6 +24,8 @@ EXPECTED_KEYS = {
                         "ms1mv2_hours_16_cores_bound"],
     "input_pipeline": ["input_fn_images_per_s", "input_fn_images_per_s_per_core",
                        "decode_jpeg_images_per_s", "input_fn_over_decode"],
+    "degradations": ["plain_images_per_s", "robust_images_per_s", "always_images_per_s",
+                     "robust_over_plain", "always_over_plain"],
     "train_step": ["tiny_train_gflop_per_image"]
                   + [f"matmul_peak_gflops_{p}" for p in train_step.available_precisions()]
                   + [f"tiny_{precision}_{figure}"
