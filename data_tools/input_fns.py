@@ -77,6 +77,13 @@ def records_teacher_dim(records):
     return int(teacher.get("dim") or 0)
 
 
+def records_teacher_flipped(records):
+    """Whether the records also hold the teacher's vectors of the mirrored images
+    (``make_tfrecords.py --teacher_flip``: the manifest's ``teacher.flipped``)."""
+    teacher = (_manifest_of(records) or {}).get("teacher") or {}
+    return bool(teacher.get("dim") and teacher.get("flipped"))
+
+
 def records_teacher_mean(records):
     """The mean of the teacher embeddings the records hold, a list of floats: the manifest's
     ``teacher.mean`` (written by the converter), else one pass over the records (made before
@@ -161,7 +168,7 @@ def train_input_fn_builder(records, image_size=preprocessing.DEFAULT_IMAGE_SIZE,
                            images_per_identity=None, seed=None, degradations=None,
                            is_training=True, num_classes=None, batch_size=None,
                            cycle_length=8, num_parallel_calls=AUTOTUNE, teacher_dim=None,
-                           worker_shard=None):
+                           worker_shard=None, teacher_flipped=None):
     """Builder of the training ``input_fn`` over image records.
 
     Args:
@@ -180,6 +187,9 @@ def train_input_fn_builder(records, image_size=preprocessing.DEFAULT_IMAGE_SIZE,
         records), still with full static batches.
       teacher_dim: the dimension of the records' teacher embeddings (``make_tfrecords.py
         --teacher``); None: the manifest's ``teacher`` entry when there is one; 0: not read.
+      teacher_flipped: whether the records hold the teacher's vectors of the mirrored images
+        (``make_tfrecords.py --teacher_flip``), the target of an image the input flips (mirror-
+        consistent distillation); None: the manifest says.
       worker_shard: the ``WorkerShard`` of the records this process reads
         (``runtime.cluster.worker_shard``); None: all of them. A distribution strategy's own
         split (``input_context``) takes its place (:func:`pipeline_shard`).
@@ -190,6 +200,10 @@ def train_input_fn_builder(records, image_size=preprocessing.DEFAULT_IMAGE_SIZE,
     """
     if teacher_dim is None:
         teacher_dim = records_teacher_dim(records)
+    if teacher_flipped is None:
+        teacher_flipped = bool(teacher_dim) and records_teacher_flipped(records)
+    # Only a training input that flips needs the mirrored targets.
+    flipped_targets = bool(teacher_dim and teacher_flipped and is_training and random_flip)
 
     def input_fn(params=None, config=None, input_context=None):
         batch = _batch_size(batch_size, params)
@@ -225,7 +239,9 @@ def train_input_fn_builder(records, image_size=preprocessing.DEFAULT_IMAGE_SIZE,
             dataset = dataset.shuffle(shuffle_buffer, seed=seed).repeat()
 
         def parse(index, serialized):
-            record = schema.parse_image_record(serialized, teacher_dim=teacher_dim)
+            record = schema.parse_image_record(serialized, teacher_dim=teacher_dim,
+                                               teacher_flipped=flipped_targets)
+            teacher = record.get("teacher_embedding")
             if is_training:
                 # Augmentation keyed on (seed, position in the stream): repeatable runs.
                 key = None if seed is None else tf.stack(
@@ -234,7 +250,12 @@ def train_input_fn_builder(records, image_size=preprocessing.DEFAULT_IMAGE_SIZE,
                     record["encoded"], image_size, random_flip=random_flip,
                     random_crop=random_crop, brightness_delta=brightness_delta,
                     min_crop_scale=min_crop_scale, contrast_delta=contrast_delta, seed=key,
-                    degradations=degradations)
+                    degradations=degradations, with_flip=flipped_targets)
+                if flipped_targets:
+                    # A mirrored face's target is the teacher's vector of the mirrored source.
+                    image, flipped = image
+                    teacher = tf.where(tf.fill([teacher_dim], flipped),
+                                       record["teacher_embedding_flipped"], teacher)
             else:
                 image = preprocessing.preprocess_for_eval(record["encoded"], image_size)
             label = record["label"]
@@ -247,7 +268,7 @@ def train_input_fn_builder(records, image_size=preprocessing.DEFAULT_IMAGE_SIZE,
                     label = tf.identity(label)
             features = {"image": image}
             if teacher_dim:
-                features["teacher_embedding"] = record["teacher_embedding"]
+                features["teacher_embedding"] = teacher
             return features, label
 
         dataset = dataset.apply(tf.data.experimental.enumerate_dataset())

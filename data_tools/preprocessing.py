@@ -136,7 +136,7 @@ def preprocess_for_eval(encoded, image_size=DEFAULT_IMAGE_SIZE):
 def preprocess_for_train(encoded, image_size=DEFAULT_IMAGE_SIZE, random_flip=True,
                          random_crop=False, crop_padding=8, brightness_delta=0.0,
                          min_crop_scale=1.0, max_aspect_ratio=1.1, contrast_delta=0.0, seed=None,
-                         degradations=None):
+                         degradations=None, with_flip=False):
     """Encoded bytes → augmented, normalised float32 [S, S, 3].
 
     * ``min_crop_scale`` < 1: random scale crop: a box of side fraction ``U(min_crop_scale, 1)``
@@ -150,6 +150,9 @@ def preprocess_for_train(encoded, image_size=DEFAULT_IMAGE_SIZE, random_flip=Tru
     * ``contrast_delta``: scale each image's deviation from its mean by ``U(1 - d, 1 + d)``;
     * ``degradations``: a ``degradations.Degradations`` (low resolution, blur, JPEG, gamma,
       shading), applied last; None or its defaults add nothing to the graph.
+
+    ``with_flip``: return ``(image, flipped)``, ``flipped`` a bool scalar saying whether the
+    image was mirrored (the input then takes the teacher's vector of the mirrored source).
 
     ``seed``: an int32 tensor of shape [2] (e.g. (run seed, element index)) makes every random
     choice a stateless function of it, so a training run is repeatable whatever the number of
@@ -168,8 +171,10 @@ def preprocess_for_train(encoded, image_size=DEFAULT_IMAGE_SIZE, random_flip=Tru
         offset_y = tf.cast(tf.floor(draws.uniform(0) * limit), tf.int32)
         offset_x = tf.cast(tf.floor(draws.uniform(1) * limit), tf.int32)
         image = tf.slice(padded, tf.stack([offset_y, offset_x, 0]), [image_size, image_size, 3])
+    flipped = None
     if random_flip:
-        image = tf.cond(draws.uniform(2) < 0.5, lambda: flip_left_right(image), lambda: image)
+        flipped = draws.uniform(2) < 0.5
+        image = tf.cond(flipped, lambda: flip_left_right(image), lambda: image)
     if brightness_delta > 0:
         shift = (2.0 * draws.uniform(3) - 1.0) * brightness_delta
         image = tf.clip_by_value(image + shift, 0.0, 255.0)
@@ -180,6 +185,8 @@ def preprocess_for_train(encoded, image_size=DEFAULT_IMAGE_SIZE, random_flip=Tru
     if degradations is not None and degradations.active:
         image = degradations_lib.degrade(
             image, degradations, draws.uniforms(_DEGRADATION_DRAW, degradations_lib.DRAWS))
+    if with_flip:
+        return normalize(image), tf.constant(False) if flipped is None else flipped
     return normalize(image)
 
 
