@@ -20,6 +20,7 @@ sensor's resolution (low resolution), the encoder (JPEG).
 
 import math
 
+import numpy as np
 import tensorflow.compat.v1 as tf
 
 from data_tools.checks import check as _check
@@ -81,8 +82,7 @@ def _maybe(condition, transform, image):
 
 def _static_side(image):
     """The image's height when the graph knows it, else None."""
-    side = image.shape[0]
-    return getattr(side, "value", side)  # TF 1.15: Dimension; TF 2: int or None
+    return _static(image.shape[0])
 
 
 def shade(image, strength, angle):
@@ -102,13 +102,17 @@ def shade(image, strength, angle):
 
 
 def adjust_gamma(image, exponent):
-    """``255 · (image / 255) ^ exponent``: the tone curve of another exposure or camera."""
-    return 255.0 * tf.pow(tf.clip_by_value(image, 0.0, 255.0) / 255.0, exponent)
+    """``255 · (image / 255) ^ exponent``: the tone curve of another exposure or camera.
+
+    As ``exp(exponent · log(x))``: TensorFlow's CPU ``Pow`` is scalar code (about 0.6 ms for a
+    64 px face), its ``Exp`` and ``Log`` are vectorised; black stays black (log 0 = -inf)."""
+    unit = tf.clip_by_value(image, 0.0, 255.0) / 255.0
+    return 255.0 * tf.exp(exponent * tf.log(unit))
 
 
 def blur_radius(max_sigma, side=None):
     """The Gaussian kernel's radius for sigmas up to ``max_sigma``: ceil(3 sigma), at least 1,
-    at most ``side - 1`` (the symmetric padding's limit) when the image side is known."""
+    at most ``side - 1`` (one mirror image of the edge) when the image side is known."""
     radius = max(1, int(math.ceil(BLUR_TRUNCATE * max_sigma)))
     return radius if side is None else max(1, min(radius, side - 1))
 
@@ -123,18 +127,37 @@ def gaussian_kernel(sigma, radius):
 
 
 def gaussian_blur(image, sigma, radius):
-    """Separable Gaussian blur of ``image`` [H, W, C] (mirror padding at the edges, as scipy's
-    ``gaussian_filter`` mode 'reflect'): two depthwise convolutions of 2 radius + 1 taps."""
-    channels = image.shape[-1]
-    channels = getattr(channels, "value", channels)
+    """Separable Gaussian blur of ``image`` [H, W, C] (static H and W), mirror padding at the
+    edges as scipy's ``gaussian_filter`` mode 'reflect', truncated at ``radius``.
+
+    Each pass is one small matrix product with a banded [N, N] matrix built from the kernel
+    (the mirrored edges folded in), not a depthwise convolution: TensorFlow's CPU depthwise
+    kernel takes about 0.7 ms for a 64 px face of 3 channels, the products a few microseconds.
+    """
+    height, width = (_static(image.shape[0]), _static(image.shape[1]))
+    _check(height is not None and width is not None, "blur needs a static image size")
     kernel = gaussian_kernel(sigma, radius)
-    padded = tf.pad(image[None], [[0, 0], [radius, radius], [radius, radius], [0, 0]],
-                    mode="SYMMETRIC")
-    across = tf.tile(tf.reshape(kernel, [1, -1, 1, 1]), [1, 1, channels, 1])
-    down = tf.tile(tf.reshape(kernel, [-1, 1, 1, 1]), [1, 1, channels, 1])
-    blurred = tf.nn.depthwise_conv2d(padded, across, [1, 1, 1, 1], "VALID")
-    blurred = tf.nn.depthwise_conv2d(blurred, down, [1, 1, 1, 1], "VALID")
-    return blurred[0]
+    down = blur_matrix(kernel, height, radius)
+    across = down if width == height else blur_matrix(kernel, width, radius)
+    columns = tf.tensordot(down, image, axes=[[1], [0]])  # [H, W, C]
+    rows = tf.tensordot(across, tf.transpose(columns, [1, 0, 2]), axes=[[1], [0]])
+    return tf.transpose(rows, [1, 0, 2])
+
+
+def blur_matrix(kernel, size, radius):
+    """The [size, size] matrix B with ``(B x)[i] = sum_t kernel[t] · x[mirror(i + t - radius)]``
+    (``mirror``: d c b a | a b c d, as ``tf.pad(mode='SYMMETRIC')``)."""
+    taps = np.zeros((2 * radius + 1, size, size), np.float32)
+    for tap in range(2 * radius + 1):
+        for i in range(size):
+            j = i + tap - radius
+            j = -j - 1 if j < 0 else (2 * size - j - 1 if j >= size else j)
+            taps[tap, i, j] += 1.0
+    return tf.tensordot(kernel, tf.constant(taps), axes=1)
+
+
+def _static(dimension):
+    return getattr(dimension, "value", dimension)  # TF 1.15: Dimension; TF 2: int or None
 
 
 def low_resolution(image, small_side):

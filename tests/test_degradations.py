@@ -60,10 +60,25 @@ def test_gaussian_blur_matches_a_numpy_gaussian_convolution(sigma):
     assert radius == 6
     got = _run(lambda x: degradations.gaussian_blur(x, sigma, radius), image)
     np.testing.assert_allclose(got, _numpy_gaussian_blur(image, sigma, radius), atol=2e-3)
+
+
+@pytest.mark.parametrize("sigma", [0.5, 2.0])
+def test_gaussian_blur_matches_scipy_gaussian_filter(sigma):
     scipy_ndimage = pytest.importorskip("scipy.ndimage")  # absent on the TF 1.15 venv
+    image = _face(32)
+    radius = degradations.blur_radius(2.0, 32)
+    got = _run(lambda x: degradations.gaussian_blur(x, sigma, radius), image)
     reference = scipy_ndimage.gaussian_filter(image.astype(np.float64), (sigma, sigma, 0),
                                               mode="reflect", truncate=radius / sigma)
     np.testing.assert_allclose(got, reference, atol=2e-3)
+
+
+def test_gaussian_blur_of_a_non_square_image_and_the_widest_radius():
+    image = _face(32)[:20, :28]
+    radius = degradations.blur_radius(8.0, 20)
+    assert radius == 19  # one mirror image of the 20-pixel side
+    got = _run(lambda x: degradations.gaussian_blur(x, 1.7, radius), image)
+    np.testing.assert_allclose(got, _numpy_gaussian_blur(image, 1.7, radius), atol=2e-3)
 
 
 def test_gaussian_blur_of_a_tiny_sigma_is_the_image():
