@@ -20,7 +20,6 @@ sensor's resolution (low resolution), the encoder (JPEG).
 
 import math
 
-import numpy as np
 import tensorflow.compat.v1 as tf
 
 from data_tools.checks import check as _check
@@ -112,7 +111,7 @@ def adjust_gamma(image, exponent):
 
 def blur_radius(max_sigma, side=None):
     """The Gaussian kernel's radius for sigmas up to ``max_sigma``: ceil(3 sigma), at least 1,
-    at most ``side - 1`` (one mirror image of the edge) when the image side is known."""
+    at most ``side - 1`` (the symmetric padding's limit) when the image side is known."""
     radius = max(1, int(math.ceil(BLUR_TRUNCATE * max_sigma)))
     return radius if side is None else max(1, min(radius, side - 1))
 
@@ -130,30 +129,17 @@ def gaussian_blur(image, sigma, radius):
     """Separable Gaussian blur of ``image`` [H, W, C] (static H and W), mirror padding at the
     edges as scipy's ``gaussian_filter`` mode 'reflect', truncated at ``radius``.
 
-    Each pass is one small matrix product with a banded [N, N] matrix built from the kernel
-    (the mirrored edges folded in), not a depthwise convolution: TensorFlow's CPU depthwise
-    kernel takes about 0.7 ms for a 64 px face of 3 channels, the products a few microseconds.
+    Each pass is a weighted sum of 2 radius + 1 shifted slices: elementwise, vectorised work.
+    On the loaded 2-core machine, per 64 px face of 3 channels and radius 5, it measured about
+    half the time of two depthwise convolutions (TensorFlow's CPU depthwise kernel is slow for 3
+    channels) and of two products with a banded matrix.
     """
     height, width = (_static(image.shape[0]), _static(image.shape[1]))
     _check(height is not None and width is not None, "blur needs a static image size")
-    kernel = gaussian_kernel(sigma, radius)
-    down = blur_matrix(kernel, height, radius)
-    across = down if width == height else blur_matrix(kernel, width, radius)
-    columns = tf.tensordot(down, image, axes=[[1], [0]])  # [H, W, C]
-    rows = tf.tensordot(across, tf.transpose(columns, [1, 0, 2]), axes=[[1], [0]])
-    return tf.transpose(rows, [1, 0, 2])
-
-
-def blur_matrix(kernel, size, radius):
-    """The [size, size] matrix B with ``(B x)[i] = sum_t kernel[t] · x[mirror(i + t - radius)]``
-    (``mirror``: d c b a | a b c d, as ``tf.pad(mode='SYMMETRIC')``)."""
-    taps = np.zeros((2 * radius + 1, size, size), np.float32)
-    for tap in range(2 * radius + 1):
-        for i in range(size):
-            j = i + tap - radius
-            j = -j - 1 if j < 0 else (2 * size - j - 1 if j >= size else j)
-            taps[tap, i, j] += 1.0
-    return tf.tensordot(kernel, tf.constant(taps), axes=1)
+    weights = tf.unstack(gaussian_kernel(sigma, radius))
+    padded = tf.pad(image, [[radius, radius], [radius, radius], [0, 0]], mode="SYMMETRIC")
+    across = tf.add_n([w * padded[:, t:t + width] for t, w in enumerate(weights)])
+    return tf.add_n([w * across[t:t + height] for t, w in enumerate(weights)])
 
 
 def _static(dimension):
