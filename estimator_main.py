@@ -109,6 +109,7 @@ def define_flags(fv=flags.FLAGS):
     float_flag("min_crop_scale", 1.0, "Random scale crops: box side in [this, 1] of the "
                "stored face, aspect ratio within 1.1 (1: off).")
     float_flag("contrast_delta", 0.0, "Random contrast factor in [1 - d, 1 + d] (0: off).")
+    define_degradation_flags(fv)
     integer_flag("shuffle_buffer", 10000, "Records held for shuffling.")
     flag_groups.define_seed(fv, "shuffling, augmentation and initialisation")
     # Evaluation and export.
@@ -164,6 +165,30 @@ def define_flags(fv=flags.FLAGS):
     bool_flag("verify_records", True, "Check every shard's size and sha256 against its "
               "manifest before any graph is built (local paths; hashing reads every byte).")
     return fv
+
+
+def define_degradation_flags(fv):
+    """The training faces' quality and lighting degradations (``data_tools.degradations``;
+    training input only, never evaluation or serving), all off by default."""
+    off = choices.DEGRADATION_DEFAULTS
+    define = functools.partial(flags.DEFINE_float, flag_values=fv)
+    define("lowres_prob", off.lowres_prob, "Probability of a low-resolution copy: down to a "
+           "side fraction U(--lowres_min_scale, 1) (area) and back up (bilinear) (0: off).")
+    define("lowres_min_scale", off.lowres_min_scale, "Smallest side fraction of --lowres_prob.")
+    define("blur_prob", off.blur_prob, "Probability of a Gaussian blur, sigma U(0, "
+           "--blur_max_sigma) input pixels (0: off).")
+    define("blur_max_sigma", off.blur_max_sigma, "Largest sigma of --blur_prob, in pixels.")
+    define("jpeg_prob", off.jpeg_prob, "Probability of a JPEG re-compression at quality "
+           "U(--jpeg_min_quality, 95) (0: off).")
+    flags.DEFINE_integer("jpeg_min_quality", off.jpeg_min_quality, "Lowest JPEG quality of "
+                         "--jpeg_prob.", flag_values=fv)
+    define("gamma_range", off.gamma_range, "Random gamma: pixel^exp(U(-g, g)) on 0..1 "
+           "(exposure, tone curves; 0: off).")
+    define("shading_prob", off.shading_prob, "Probability of a side light: a linear "
+           "illumination ramp 1 - a .. 1 + a across the face in a random direction, "
+           "a ~ U(0, --shading_strength) (0: off).")
+    define("shading_strength", off.shading_strength, "Largest ramp amplitude of "
+           "--shading_prob, in [0, 1].")
 
 
 _OPTION_FLAGS = ((bool, flags.DEFINE_bool), (int, flags.DEFINE_integer),

@@ -37,7 +37,7 @@ def _decode_only_dataset(records, batch, dtype=tf.uint8):
     return dataset.batch(batch, drop_remainder=True).prefetch(tf.data.experimental.AUTOTUNE)
 
 
-def _runner(dataset):
+def dataset_runner(dataset):
     """A session and a callable fetching one batch from a one-shot iterator of ``dataset``."""
     graph = tf.Graph()
     with graph.as_default():
@@ -71,7 +71,7 @@ def run(quick=False, workdir=None):
             # The order alternates round by round, so a burst of load hits every pipeline alike.
             for round_index in range(rounds):
                 for name, dataset in pipelines[::1 if round_index % 2 == 0 else -1]:
-                    session, fetch = _runner(dataset)
+                    session, fetch = dataset_runner(dataset)
                     sessions.append(session)
                     for _ in range(warmup):  # fill the shuffle buffer, let AUTOTUNE settle
                         fetch()

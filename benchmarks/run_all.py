@@ -17,6 +17,7 @@ import time
 from benchmarks import (
     common,
     conversion,
+    degradations,
     deploy,
     evaluation,
     head_cost,
@@ -33,6 +34,7 @@ BENCHMARKS = collections.OrderedDict([
     ("conversion", conversion.run),
     ("insightface_rec", insightface_rec.run),
     ("input_pipeline", input_pipeline.run),
+    ("degradations", degradations.run),
     ("train_step", train_step.run),
     ("precision_curve", precision_curve.run),
     ("head_cost", head_cost.run),

@@ -130,11 +130,12 @@ def _check_images(workers, input_dir, relpaths, image_size, crop_box, progress):
 
 class _ImageFiles(collections.namedtuple(
         "_ImageFiles", ["workers", "input_dir", "info_of", "image_size", "crop_box",
-                        "teacher_of"])):
+                        "teacher_of", "flipped_of"])):
     """The checked image files of a conversion and how they become record images.
 
     ``info_of`` maps a relpath to its :class:`image_files.ImageInfo` from the check pass;
-    ``teacher_of`` (or None) a relpath to its teacher embedding.
+    ``teacher_of`` (or None) a relpath to its teacher embedding, ``flipped_of`` (or None) to
+    the teacher's embedding of the mirrored image (``--teacher_flip``).
     """
 
     def encoded(self, sources):
@@ -171,15 +172,21 @@ class _ImageFiles(collections.namedtuple(
             images = [next(encoded) for _ in items]
             if self.teacher_of is None:
                 yield source.serialize(record, images)
-            else:
+            elif self.flipped_of is None:
                 yield source.serialize(record, images,
                                        [self.teacher_of[relpath] for relpath, _ in items])
+            else:
+                yield source.serialize(record, images,
+                                       [self.teacher_of[relpath] for relpath, _ in items],
+                                       [self.flipped_of[relpath] for relpath, _ in items])
 
 
-def _teacher_pass(teacher, out, teacher_dir, relpaths, infos, reasons, progress, workers):
+def _teacher_pass(teacher, out, teacher_dir, relpaths, infos, reasons, progress, workers,
+                  mirrored=False):
     """The teacher's vector of every image that passed the check, from the file under
-    ``teacher_dir`` (the source photo); an image the teacher fails on gets its reason and no
-    info, like a corrupt one. Returns ``({relpath: vector}, fallback relpaths)``.
+    ``teacher_dir`` (the source photo; ``mirrored``: that file mirrored left to right); an image
+    the teacher fails on gets its reason and no info, like a corrupt one. Returns
+    ``({relpath: vector}, fallback relpaths)``.
 
     Runs under the output lock, caching each vector in the output directory as it is made
     (:class:`teachers.TeacherCache`): a killed run resumes where the teacher stopped.
@@ -189,12 +196,14 @@ def _teacher_pass(teacher, out, teacher_dir, relpaths, infos, reasons, progress,
     def reader(relpath):
         def read():
             with open(os.path.join(teacher_dir, relpath), "rb") as f:
-                return f.read()
+                data = f.read()
+            return teachers.mirrored_png(data) if mirrored else data
         return read
 
     with locked_output(out.output_dir):
         cache = teachers.TeacherCache(out.output_dir, teacher)
-        with progress_bar(len(todo), f"teacher {teacher.name}", progress) as bar:
+        what = f"teacher {teacher.name}" + (" (mirrored)" if mirrored else "")
+        with progress_bar(len(todo), what, progress) as bar:
             # A fork-safe teacher (dlib) runs in the worker pool, forked after it was shared.
             parallel = teacher.fork_safe and workers.num_workers > 1
             vectors, failed, fallbacks = teachers.embed_all(
@@ -206,14 +215,17 @@ def _teacher_pass(teacher, out, teacher_dir, relpaths, infos, reasons, progress,
     return vectors, fallbacks
 
 
-def teacher_manifest(teacher, used, fallbacks, teacher_of):
+def teacher_manifest(teacher, used, fallbacks, teacher_of, flipped_fallbacks=None):
     """The manifest's ``teacher`` entry: name, dimension, the stored images the teacher saw
     as a whole frame (no face detected), and the mean of the stored vectors (what training's
-    ``--distill_center`` subtracts; ``teacher_of`` maps each relpath to its vector)."""
+    ``--distill_center`` subtracts; ``teacher_of`` maps each relpath to its vector). With
+    ``flipped_fallbacks`` (``--teacher_flip``): ``flipped`` and the mirrored images' fallbacks."""
     entry = teachers.describe(teacher)
     fell_back = sorted(set(used) & set(fallbacks))
     entry.update(fallbacks=len(fell_back), fallback_files=fell_back,
                  mean=teachers.mean_vector([teacher_of[relpath] for relpath in sorted(used)]))
+    if flipped_fallbacks is not None:
+        entry.update(flipped=True, flipped_fallbacks=len(set(used) & set(flipped_fallbacks)))
     return entry
 
 
@@ -230,12 +242,15 @@ def _conversion_transform(image_size, crop_box, align, sizes):
 
 
 def _convert(source, output_dir, name, num_shards, image_size, crop_box, num_workers, strict,
-             overwrite, progress, align=None, teacher=None, teacher_dir=None):
+             overwrite, progress, align=None, teacher=None, teacher_dir=None, teacher_flip=False):
     """Check, plan and write one conversion of ``source``; returns its summary dict.
 
     ``teacher`` (a :class:`teachers.Teacher`) adds its embedding of each image, computed on the
-    file of the same relpath under ``teacher_dir`` (default: the source's input directory).
+    file of the same relpath under ``teacher_dir`` (default: the source's input directory);
+    ``teacher_flip`` also its embedding of that file mirrored (image records only).
     """
+    if teacher_flip and (teacher is None or source.kind != "images"):
+        raise ConversionError("--teacher_flip needs --teacher and image records (not pairs)")
     start_time = time.time()
     crop_box, num_workers = check_options(name, num_shards, image_size, crop_box, num_workers)
     source.check_arguments()
@@ -249,6 +264,8 @@ def _convert(source, output_dir, name, num_shards, image_size, crop_box, num_wor
         options["teacher"] = teachers.describe(teacher)
         if teacher_dir is not None:
             options["teacher_dir"] = os.path.abspath(teacher_dir)
+        if teacher_flip:
+            options["teacher_flip"] = True
     out = ShardOutput(output_dir, name, options, overwrite, progress)
     previous_shards(out)  # refuse early, before the long part
 
@@ -257,10 +274,14 @@ def _convert(source, output_dir, name, num_shards, image_size, crop_box, num_wor
     with Workers(num_workers) as workers:
         infos, reasons = _check_images(workers, source.input_dir, relpaths, image_size,
                                        crop_box, progress)
-        teacher_of, fallbacks = None, ()
+        teacher_of, fallbacks, flipped_of, flipped_fallbacks = None, (), None, None
         if teacher is not None:
             teacher_of, fallbacks = _teacher_pass(teacher, out, teacher_dir or source.input_dir,
                                                   relpaths, infos, reasons, progress, workers)
+        if teacher_flip:
+            flipped_of, flipped_fallbacks = _teacher_pass(
+                teacher, out, teacher_dir or source.input_dir, relpaths, infos, reasons,
+                progress, workers, mirrored=True)
         records, sizes = source.collect(relpaths, infos, reasons, strict)
         count = resolve_num_shards(num_shards, sizes, len(records), source.what)
         descriptors = [source.descriptor(record) for record in records]
@@ -269,9 +290,13 @@ def _convert(source, output_dir, name, num_shards, image_size, crop_box, num_wor
             descriptors = [descriptor + [[teachers.vector_digest(teacher_of[relpath])
                                           for relpath, _ in source.sources(record)]]
                            for descriptor, record in zip(descriptors, records)]
+        if flipped_of is not None:
+            descriptors = [descriptor + [[teachers.vector_digest(flipped_of[relpath])
+                                          for relpath, _ in source.sources(record)]]
+                           for descriptor, record in zip(descriptors, records)]
         shards = plan_shards(out, count, descriptors)
         files = _ImageFiles(workers, source.input_dir, dict(zip(relpaths, infos)), image_size,
-                            crop_box, teacher_of)
+                            crop_box, teacher_of, flipped_of)
 
         def build_manifest(manifest_shards):
             manifest = {"kind": source.kind, "shards": manifest_shards,
@@ -285,7 +310,8 @@ def _convert(source, output_dir, name, num_shards, image_size, crop_box, num_wor
             if teacher is not None:
                 used = set(relpath for record in records
                            for relpath, _ in source.sources(record))
-                manifest["teacher"] = teacher_manifest(teacher, used, fallbacks, teacher_of)
+                manifest["teacher"] = teacher_manifest(teacher, used, fallbacks, teacher_of,
+                                                       flipped_fallbacks)
             return manifest
 
         manifest, kept = write_output(out, shards, records,
@@ -387,12 +413,13 @@ class _FolderSource:
         return [(record.relpath, record.sha256)]
 
     @staticmethod
-    def serialize(record, encoded, teacher=None):
+    def serialize(record, encoded, teacher=None, flipped=None):
         image = encoded[0]
         return schema.image_example(image.encoded, image.format, image.height, image.width,
                                     image.channels, record.label, record.identity,
                                     record.relpath,
-                                    teacher_embedding=teacher[0] if teacher else None)
+                                    teacher_embedding=teacher[0] if teacher else None,
+                                    teacher_embedding_flipped=flipped[0] if flipped else None)
 
     def manifest(self, records):
         return {"num_images": len(records), "num_classes": len(self.labels),
@@ -408,7 +435,8 @@ class _FolderSource:
 
 def convert_folder(input_dir, output_dir, name="train", num_shards=None, seed=0, image_size=None,
                    crop_box=None, min_images_per_class=1, num_workers=None, strict=False,
-                   overwrite=False, progress=True, align=None, teacher=None, teacher_dir=None):
+                   overwrite=False, progress=True, align=None, teacher=None, teacher_dir=None,
+                   teacher_flip=False):
     """Convert a folder tree with one sub-folder per identity to sharded image records.
 
     ``crop_box`` is ``'x0,y0,x1,y1'`` or a 4-tuple; ``image_size`` centre-crops to a square and
@@ -421,10 +449,12 @@ def convert_folder(input_dir, output_dir, name="train", num_shards=None, seed=0,
     ``teacher`` (a ``data_tools.teachers.Teacher``) stores its embedding of each image, made
     from the file of the same relpath under ``teacher_dir`` (default ``input_dir``; with
     ``--align``, the raw photos); an image it fails on is skipped with the reason.
+    ``teacher_flip``: also its embedding of the mirrored file (``teacher/embedding_flipped``,
+    the target of an image the training input flips).
     """
     return _convert(_FolderSource(input_dir, seed, min_images_per_class), output_dir, name,
                     num_shards, image_size, crop_box, num_workers, strict, overwrite, progress,
-                    align, teacher, teacher_dir)
+                    align, teacher, teacher_dir, teacher_flip)
 
 
 # ------------------------------------------------------------------ pairs mode

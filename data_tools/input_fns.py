@@ -77,6 +77,13 @@ def records_teacher_dim(records):
     return int(teacher.get("dim") or 0)
 
 
+def records_teacher_flipped(records):
+    """Whether the records also hold the teacher's vectors of the mirrored images
+    (``make_tfrecords.py --teacher_flip``: the manifest's ``teacher.flipped``)."""
+    teacher = (_manifest_of(records) or {}).get("teacher") or {}
+    return bool(teacher.get("dim") and teacher.get("flipped"))
+
+
 def records_teacher_mean(records):
     """The mean of the teacher embeddings the records hold, a list of floats: the manifest's
     ``teacher.mean`` (written by the converter), else one pass over the records (made before
@@ -158,10 +165,10 @@ def worker_spans(files, counts, num_shards, shard_index):
 def train_input_fn_builder(records, image_size=preprocessing.DEFAULT_IMAGE_SIZE,
                            random_flip=True, random_crop=False, brightness_delta=0.0,
                            min_crop_scale=1.0, contrast_delta=0.0, shuffle_buffer=10000,
-                           images_per_identity=None, seed=None,
+                           images_per_identity=None, seed=None, degradations=None,
                            is_training=True, num_classes=None, batch_size=None,
                            cycle_length=8, num_parallel_calls=AUTOTUNE, teacher_dim=None,
-                           worker_shard=None):
+                           worker_shard=None, teacher_flipped=None):
     """Builder of the training ``input_fn`` over image records.
 
     Args:
@@ -174,10 +181,15 @@ def train_input_fn_builder(records, image_size=preprocessing.DEFAULT_IMAGE_SIZE,
       images_per_identity: K of P×K sampling: each batch holds batch_size / K identities with K
         images each (pair-level losses need positives in the batch). None: plain shuffling.
       seed: makes shuffling and augmentation repeatable.
+      degradations: a ``degradations.Degradations`` (low resolution, blur, JPEG, gamma, shading)
+        for training images; None: none. Never applied when ``is_training`` is False.
       is_training: False gives a single ordered pass without augmentation (EVAL on labelled
         records), still with full static batches.
       teacher_dim: the dimension of the records' teacher embeddings (``make_tfrecords.py
         --teacher``); None: the manifest's ``teacher`` entry when there is one; 0: not read.
+      teacher_flipped: whether the records hold the teacher's vectors of the mirrored images
+        (``make_tfrecords.py --teacher_flip``), the target of an image the input flips (mirror-
+        consistent distillation); None: the manifest says.
       worker_shard: the ``WorkerShard`` of the records this process reads
         (``runtime.cluster.worker_shard``); None: all of them. A distribution strategy's own
         split (``input_context``) takes its place (:func:`pipeline_shard`).
@@ -188,6 +200,10 @@ def train_input_fn_builder(records, image_size=preprocessing.DEFAULT_IMAGE_SIZE,
     """
     if teacher_dim is None:
         teacher_dim = records_teacher_dim(records)
+    if teacher_flipped is None:
+        teacher_flipped = bool(teacher_dim) and records_teacher_flipped(records)
+    # Only a training input that flips needs the mirrored targets.
+    flipped_targets = bool(teacher_dim and teacher_flipped and is_training and random_flip)
 
     def input_fn(params=None, config=None, input_context=None):
         batch = _batch_size(batch_size, params)
@@ -229,7 +245,8 @@ def train_input_fn_builder(records, image_size=preprocessing.DEFAULT_IMAGE_SIZE,
         def parse(serialized):
             # One parse_example over a batch of records instead of one parse_single_example
             # per record, and the label check once per batch (docs/PERFORMANCE.md, round three).
-            record = schema.parse_image_record(serialized, teacher_dim=teacher_dim)
+            record = schema.parse_image_record(serialized, teacher_dim=teacher_dim,
+                                               teacher_flipped=flipped_targets)
             label = record["label"]
             if num_classes is not None:
                 in_range = tf.logical_and(label >= 0, label < num_classes)
@@ -242,9 +259,12 @@ def train_input_fn_builder(records, image_size=preprocessing.DEFAULT_IMAGE_SIZE,
             parsed = {"encoded": record["encoded"], "label": label}
             if teacher_dim:
                 parsed["teacher_embedding"] = record["teacher_embedding"]
+            if flipped_targets:
+                parsed["teacher_embedding_flipped"] = record["teacher_embedding_flipped"]
             return parsed
 
         def preprocess(index, record):
+            teacher = record.get("teacher_embedding")
             if is_training:
                 # Augmentation keyed on (seed, position in the stream): repeatable runs.
                 key = None if seed is None else tf.stack(
@@ -252,12 +272,18 @@ def train_input_fn_builder(records, image_size=preprocessing.DEFAULT_IMAGE_SIZE,
                 image = preprocessing.preprocess_for_train(
                     record["encoded"], image_size, random_flip=random_flip,
                     random_crop=random_crop, brightness_delta=brightness_delta,
-                    min_crop_scale=min_crop_scale, contrast_delta=contrast_delta, seed=key)
+                    min_crop_scale=min_crop_scale, contrast_delta=contrast_delta, seed=key,
+                    degradations=degradations, with_flip=flipped_targets)
+                if flipped_targets:
+                    # A mirrored face's target is the teacher's vector of the mirrored source.
+                    image, flipped = image
+                    teacher = tf.where(tf.fill([teacher_dim], flipped),
+                                       record["teacher_embedding_flipped"], teacher)
             else:
                 image = preprocessing.preprocess_for_eval(record["encoded"], image_size)
             features = {"image": image}
             if teacher_dim:
-                features["teacher_embedding"] = record["teacher_embedding"]
+                features["teacher_embedding"] = teacher
             return features, record["label"]
 
         dataset = dataset.batch(batch).map(parse, num_parallel_calls=num_parallel_calls)

@@ -142,12 +142,17 @@ def define_teacher_flags(flag_values):
     flags.DEFINE_integer("teacher_image_size", None, "ONNX teacher input side (default: from "
                          "the model's input shape, else 112).", lower_bound=1,
                          flag_values=flag_values)
+    flags.DEFINE_bool("teacher_flip", False, "Also store the teacher's embedding of each source "
+                      "image mirrored left to right (teacher/embedding_flipped): the training "
+                      "input then targets it for the images it flips, so the student learns a "
+                      "mirror-consistent embedding (image records of --input_dir only).",
+                      flag_values=flag_values)
 
 
 def _load_teacher(FLAGS):  # noqa: N803 - absl idiom
     if not FLAGS.teacher:
         for flag in ("teacher_layout", "teacher_channels", "teacher_mean", "teacher_std",
-                     "teacher_image_size"):
+                     "teacher_image_size", "teacher_flip"):
             if FLAGS[flag].present:
                 raise app.UsageError(f"--{flag} needs --teacher")
         return None
@@ -219,6 +224,9 @@ def main(argv, flag_values=flags.FLAGS):
                                      "order and all identities)")
     elif FLAGS.allow_missing_pairs and not FLAGS.from_bin:
         raise app.UsageError("--allow_missing_pairs needs --pairs or --from_bin")
+    if FLAGS.teacher_flip and (FLAGS.pairs or not FLAGS.input_dir):
+        raise app.UsageError("--teacher_flip applies to image records of --input_dir (not "
+                             "--pairs, --input_rec or --from_bin)")
     if FLAGS.align and not FLAGS.input_dir:
         raise app.UsageError("--align needs --input_dir (the raw photos)")
     _check_align_usage(FLAGS)
@@ -256,7 +264,7 @@ def main(argv, flag_values=flags.FLAGS):
                 summary = convert_folder(input_dir=input_dir, name=FLAGS.name or "train",
                                          seed=FLAGS.seed,
                                          min_images_per_class=FLAGS.min_images_per_class,
-                                         **common)
+                                         teacher_flip=FLAGS.teacher_flip, **common)
     except _USER_ERRORS + alignment_flags.user_errors() as e:
         print(f"make_tfrecords: error: {alignment_flags.describe_error(e)}", file=sys.stderr)
         return 1

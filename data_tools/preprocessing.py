@@ -11,6 +11,8 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 import tensorflow.compat.v2 as tf_v2  # v2 resize (antialias); TF 1.15 lacks tf.compat.v1.compat.v2
 
+from data_tools import degradations as degradations_lib
+
 PIXEL_MEAN = 127.5
 PIXEL_SCALE = 128.0
 # insightface's aligned face crop: the one source of the input size the backbones default to.
@@ -133,7 +135,8 @@ def preprocess_for_eval(encoded, image_size=DEFAULT_IMAGE_SIZE):
 
 def preprocess_for_train(encoded, image_size=DEFAULT_IMAGE_SIZE, random_flip=True,
                          random_crop=False, crop_padding=8, brightness_delta=0.0,
-                         min_crop_scale=1.0, max_aspect_ratio=1.1, contrast_delta=0.0, seed=None):
+                         min_crop_scale=1.0, max_aspect_ratio=1.1, contrast_delta=0.0, seed=None,
+                         degradations=None, with_flip=False):
     """Encoded bytes → augmented, normalised float32 [S, S, 3].
 
     * ``min_crop_scale`` < 1: random scale crop: a box of side fraction ``U(min_crop_scale, 1)``
@@ -144,7 +147,12 @@ def preprocess_for_train(encoded, image_size=DEFAULT_IMAGE_SIZE, random_flip=Tru
       small translation jitter that aligned faces tolerate;
     * ``random_flip``: horizontal flip with probability 1/2 (faces are left/right symmetric);
     * ``brightness_delta``: add a uniform shift in ±delta (0..255 scale);
-    * ``contrast_delta``: scale each image's deviation from its mean by ``U(1 - d, 1 + d)``.
+    * ``contrast_delta``: scale each image's deviation from its mean by ``U(1 - d, 1 + d)``;
+    * ``degradations``: a ``degradations.Degradations`` (low resolution, blur, JPEG, gamma,
+      shading), applied last; None or its defaults add nothing to the graph.
+
+    ``with_flip``: return ``(image, flipped)``, ``flipped`` a bool scalar saying whether the
+    image was mirrored (the input then takes the teacher's vector of the mirrored source).
 
     ``seed``: an int32 tensor of shape [2] (e.g. (run seed, element index)) makes every random
     choice a stateless function of it, so a training run is repeatable whatever the number of
@@ -163,8 +171,10 @@ def preprocess_for_train(encoded, image_size=DEFAULT_IMAGE_SIZE, random_flip=Tru
         offset_y = tf.cast(tf.floor(draws.uniform(0) * limit), tf.int32)
         offset_x = tf.cast(tf.floor(draws.uniform(1) * limit), tf.int32)
         image = tf.slice(padded, tf.stack([offset_y, offset_x, 0]), [image_size, image_size, 3])
+    flipped = None
     if random_flip:
-        image = tf.cond(draws.uniform(2) < 0.5, lambda: flip_left_right(image), lambda: image)
+        flipped = draws.uniform(2) < 0.5
+        image = tf.cond(flipped, lambda: flip_left_right(image), lambda: image)
     if brightness_delta > 0:
         shift = (2.0 * draws.uniform(3) - 1.0) * brightness_delta
         image = tf.clip_by_value(image + shift, 0.0, 255.0)
@@ -172,6 +182,11 @@ def preprocess_for_train(encoded, image_size=DEFAULT_IMAGE_SIZE, random_flip=Tru
         factor = 1.0 + (2.0 * draws.uniform(8) - 1.0) * contrast_delta
         mean = tf.reduce_mean(image)
         image = tf.clip_by_value((image - mean) * factor + mean, 0.0, 255.0)
+    if degradations is not None and degradations.active:
+        image = degradations_lib.degrade(
+            image, degradations, draws.uniforms(_DEGRADATION_DRAW, degradations_lib.DRAWS))
+    if with_flip:
+        return normalize(image), tf.constant(False) if flipped is None else flipped
     return normalize(image)
 
 
@@ -192,8 +207,10 @@ def _random_scale_crop(image, image_size, min_scale, max_aspect_ratio, draws):
     return tf.reshape(crop, [image_size, image_size, 3])
 
 
-# Independent draws per image (flip, crop, brightness, scale crop, contrast use 0..8).
+# Independent draws per image (flip, crop, brightness, scale crop, contrast use 0..8; the
+# degradations one vector, draw 9).
 _DRAWS_PER_IMAGE = 16
+_DEGRADATION_DRAW = 9
 
 
 class _RandomDraws:
@@ -205,8 +222,15 @@ class _RandomDraws:
     def uniform(self, draw):
         if self._seed is None:
             return tf.random.uniform([])
+        return self.uniforms(draw, None)
+
+    def uniforms(self, draw, count):
+        """``count`` uniforms (float32 [count]) from one draw number; a scalar when None."""
+        shape = [] if count is None else [count]
+        if self._seed is None:
+            return tf.random.uniform(shape)
         key = tf.stack([self._seed[0], self._seed[1] * _DRAWS_PER_IMAGE + draw])
-        return tf.random.stateless_uniform([], seed=key)
+        return tf.random.stateless_uniform(shape, seed=key)
 
 
 def flip_left_right(images):

@@ -32,6 +32,10 @@ FILENAME = "image/filename"
 # Distillation (make_tfrecords.py --teacher): the teacher's embedding of the image, float32
 # [dim]; the manifest's ``teacher`` entry gives its name and dimension. Absent without a teacher.
 TEACHER_EMBEDDING = "teacher/embedding"
+# Mirror-consistent targets (make_tfrecords.py --teacher_flip): the teacher's embedding of the
+# horizontally flipped source image, the target of a training image the input flips; the
+# manifest's ``teacher`` entry says ``flipped``. Absent otherwise.
+TEACHER_EMBEDDING_FLIPPED = "teacher/embedding_flipped"
 
 # Pair record keys. Each image of a pair carries the image fields above under its own prefix.
 PAIR_INDEX = "pair/index"
@@ -71,18 +75,21 @@ def _image_features(prefix, encoded, image_format, height, width, channels, iden
 
 
 def image_example(encoded, image_format, height, width, channels, label, identity, filename,
-                  teacher_embedding=None):
+                  teacher_embedding=None, teacher_embedding_flipped=None):
     """Serialized ``tf.train.Example`` of one training image.
 
     ``encoded`` is the JPEG/PNG bytes, ``label`` the integer class (line of labels.txt),
     ``identity`` the identity folder name, ``filename`` the path relative to the input dir,
-    ``teacher_embedding`` (optional) the teacher's float vector of the image.
+    ``teacher_embedding`` (optional) the teacher's float vector of the image,
+    ``teacher_embedding_flipped`` (optional) its vector of the mirrored image.
     """
     feature = _image_features("image/", encoded, image_format, height, width, channels,
                               identity, filename)
     feature[LABEL] = _int(label)
     if teacher_embedding is not None:
         feature[TEACHER_EMBEDDING] = _floats(teacher_embedding)
+    if teacher_embedding_flipped is not None:
+        feature[TEACHER_EMBEDDING_FLIPPED] = _floats(teacher_embedding_flipped)
     example = tf.train.Example(features=tf.train.Features(feature=feature))
     # Protobuf leaves map order unspecified; sorted keys keep shards byte-identical.
     return example.SerializeToString(deterministic=True)
@@ -151,12 +158,13 @@ PAIR_FEATURE_SPEC = dict(
 )
 
 
-def parse_image_record(serialized, teacher_dim=None):
+def parse_image_record(serialized, teacher_dim=None, teacher_flipped=False):
     """Parse one serialized image record into a dict of scalar tensors, or a [N] batch of
     records into [N] tensors (one ``parse_example``, cheaper than N single parses).
 
     Keys: ``encoded, format, height, width, channels, identity, filename`` and ``label``
-    (int32); with ``teacher_dim``, also ``teacher_embedding`` (float32 [teacher_dim]).
+    (int32); with ``teacher_dim``, also ``teacher_embedding`` (float32 [teacher_dim]), and
+    with ``teacher_flipped`` too ``teacher_embedding_flipped``.
     """
     serialized = tf.convert_to_tensor(serialized, tf.string)
     parse = tf.io.parse_single_example if serialized.shape.ndims == 0 else tf.io.parse_example
@@ -164,11 +172,15 @@ def parse_image_record(serialized, teacher_dim=None):
     if teacher_dim:
         spec = dict(spec, **{TEACHER_EMBEDDING: tf.io.FixedLenFeature([teacher_dim],
                                                                       tf.float32)})
+        if teacher_flipped:
+            spec[TEACHER_EMBEDDING_FLIPPED] = tf.io.FixedLenFeature([teacher_dim], tf.float32)
     parsed = parse(serialized, spec)
     record = _unprefix(parsed, "image/")
     record["label"] = tf.cast(parsed[LABEL], tf.int32)
     if teacher_dim:
         record["teacher_embedding"] = parsed[TEACHER_EMBEDDING]
+        if teacher_flipped:
+            record["teacher_embedding_flipped"] = parsed[TEACHER_EMBEDDING_FLIPPED]
     return record
 
 

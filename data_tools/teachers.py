@@ -58,6 +58,18 @@ def _rgb_array(data):
         return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
+def mirrored_png(data):
+    """Encoded image bytes mirrored left to right, as PNG (lossless, so the teacher sees the
+    same pixels mirrored): what it embeds for ``make_tfrecords.py --teacher_flip``."""
+    from PIL import Image, ImageOps  # noqa: PLC0415
+
+    with Image.open(io.BytesIO(data)) as opened:
+        image = opened if opened.mode in ("L", "RGB") else opened.convert("RGB")
+        buffer = io.BytesIO()
+        ImageOps.mirror(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 class Teacher:
     """A loaded teacher: ``name``, ``dim``, ``description`` (JSON-able: everything that
     determines its vectors, for the conversion's options and plan) and :meth:`embed`."""

@@ -27,6 +27,8 @@ EXPECTED_KEYS = {
                        "decode_jpeg_float32_images_per_s", "input_fn_over_decode_float32",
                        "input_fn_cpu_us_per_image", "input_fn_over_decode_cpu",
                        "input_fn_over_decode_float32_cpu"],
+    "degradations": ["plain_images_per_s", "robust_images_per_s", "always_images_per_s",
+                     "robust_over_plain", "always_over_plain"],
     "train_step": ["tiny_train_gflop_per_image"]
                   + [f"matmul_peak_gflops_{p}" for p in train_step.available_precisions()]
                   + [f"tiny_{precision}_{figure}"

@@ -3,6 +3,7 @@ model/'s registries and the estimator factory's options, read here so that the c
 (estimator_main.py) talks to training/ only and a new backbone, head or optimizer shows in
 ``--help`` without an edit there."""
 
+from data_tools.input_config import Degradations
 from model import backbones, distillation, heads, optimization
 from runtime import estimator_factory
 from training.params import EVAL_PROTOCOLS, MODES, NO_HEAD
@@ -20,6 +21,8 @@ DISTRIBUTIONS = list(estimator_factory.DISTRIBUTIONS)
 MARGIN_DEFAULTS = heads.defaults_text("margin")
 GAMMA_DEFAULTS = heads.defaults_text("gamma")
 SCALE_USERS = ", ".join(heads.users_of("scale"))
+# The training degradations' defaults (all off), for the flags.
+DEGRADATION_DEFAULTS = Degradations()
 
 
 def head_names():
@@ -37,7 +40,7 @@ def head_options():
             for name, declared in heads.declared_options().items()]
 
 
-__all__ = ["BACKBONES", "DEVICES", "DISTILL_LOSSES", "DISTRIBUTIONS", "EVAL_PROTOCOLS",
-           "GAMMA_DEFAULTS", "HEADS", "MARGIN_DEFAULTS", "MODES", "NO_HEAD",
+__all__ = ["BACKBONES", "DEGRADATION_DEFAULTS", "DEVICES", "DISTILL_LOSSES", "DISTRIBUTIONS",
+           "EVAL_PROTOCOLS", "GAMMA_DEFAULTS", "HEADS", "MARGIN_DEFAULTS", "MODES", "NO_HEAD",
            "NPU_PRECISION_MODES", "OPTIMIZERS", "PRECISIONS", "SCALE_USERS", "SCHEDULES",
            "head_names", "head_options"]

@@ -155,7 +155,8 @@ SECTIONS = collections.OrderedDict([
                       "train_epochs", "warmup_steps", "schedule", "decay_boundaries",
                       "decay_factor")),
     ("input", ("batch_size", "random_flip", "random_crop", "brightness_delta", "min_crop_scale",
-               "contrast_delta", "shuffle_buffer", "images_per_identity", "seed")),
+               "contrast_delta", "shuffle_buffer", "images_per_identity", "seed")
+     + input_config.Degradations._fields),
     ("runtime", ("device", "npu_precision_mode", "iterations_per_loop", "distribution",
                  "num_gpus", "num_cpu_devices", "num_workers", "worker_timeout_secs",
                  "num_replicas", "intra_op_threads", "inter_op_threads")),
@@ -182,6 +183,8 @@ LEGACY_DEFAULTS = {
     "batch_size": 128, "random_flip": True, "random_crop": False, "brightness_delta": 0.0,
     "min_crop_scale": 1.0, "contrast_delta": 0.0, "shuffle_buffer": 10000,
     "images_per_identity": 0, "seed": 0,
+    # The degradations' defaults: off (runs before them had none).
+    **input_config.Degradations()._asdict(),
     "device": "cpu", "npu_precision_mode": "allow_mix_precision", "iterations_per_loop": 100,
     "distribution": "none", "num_gpus": 0, "num_cpu_devices": 1, "num_workers": 1,
     "worker_timeout_secs": 600, "num_replicas": 1, "intra_op_threads": 0,
@@ -389,6 +392,8 @@ def build_configs(p, runtime=None):
         model_config.OptimizationConfig, p, {"total_steps": "train_steps"}))
     input_values = _fields(input_config.InputConfig, p)
     input_values["images_per_identity"] = p["images_per_identity"] or None
+    input_values["degradations"] = _config(input_config.Degradations,
+                                           **_fields(input_config.Degradations, p))
     inputs = _config(input_config.InputConfig, **input_values)
     return Configs(backbone, head, optimization, inputs, runtime, _distillation_config(p),
                    _config(DataConfig, **_fields(DataConfig, p)),
