@@ -121,8 +121,36 @@ def _dims_for_reshape(x):
     return [dim if dim is not None else dynamic[i] for i, dim in enumerate(static)]
 
 
+_GROUPED_CONV2D_SUPPORTED = []  # the probe's answer, once per process
+
+
+def grouped_conv2d_supported():
+    """Whether this TensorFlow trains a grouped ``Conv2D`` (kernel depth < input depth) on CPU.
+
+    TF 2.x with oneDNN does, forward and backward; TF 2.x with ``TF_ENABLE_ONEDNN_OPTS=0``
+    fails ("Gradients for grouped convolutions are not supported on CPU"): asked once, of a
+    tiny graph, and remembered. TF 1.15 is not asked: its CPU kernel aborts the process.
+    """
+    if not _GROUPED_CONV2D_SUPPORTED and int(tf.__version__.split(".")[0]) < 2:
+        _GROUPED_CONV2D_SUPPORTED.append(False)
+    if not _GROUPED_CONV2D_SUPPORTED:
+        graph = tf.Graph()
+        with graph.as_default(), tf.device("/cpu:0"):
+            x = tf.ones([1, 3, 3, 4])
+            kernel = tf.ones([3, 3, 2, 4])
+            y = tf.nn.conv2d(x, kernel, [1, 1, 1, 1], "SAME")
+            grads = tf.gradients(tf.reduce_sum(y), [x, kernel])
+        try:
+            with tf.Session(graph=graph) as session:
+                session.run(grads)
+            _GROUPED_CONV2D_SUPPORTED.append(True)
+        except (tf.errors.OpError, ValueError):
+            _GROUPED_CONV2D_SUPPORTED.append(False)
+    return _GROUPED_CONV2D_SUPPORTED[0]
+
+
 def conv2d(x, filters, kernel_size, strides=1, padding="SAME", use_bias=False, groups=1,
-           init_mode="fan_in", init_scale=2.0, name=None):
+           init_mode="fan_in", init_scale=2.0, native_groups=False, name=None):
     """2-D convolution of NHWC ``x``; returns ``[B, H', W', filters]`` in ``x``'s dtype.
 
     Args:
@@ -137,12 +165,20 @@ def conv2d(x, filters, kernel_size, strides=1, padding="SAME", use_bias=False, g
       init_mode, init_scale: He initialisation of the ``kernel`` with ``init_scale / fan``
         variance, fan "fan_in" (kh·kw·in/groups) or "fan_out" (kh·kw·filters), PyTorch's
         definitions for grouped kernels.
+      native_groups: run a grouped (not depthwise) convolution as one grouped ``Conv2D`` where
+        this TensorFlow trains it (:func:`grouped_conv2d_supported`); the backbones ask for it
+        in training graphs only.
       name: variable scope.
 
     The ``kernel`` variable is ``[kh, kw, in_channels // groups, filters]`` for every ``groups``
     (TF's grouped-convolution layout, PyTorch's weight transposed). Grouped convolutions run as a
     depthwise convolution with multiplier ``filters // groups`` followed by a sum over each
-    group's inputs, because TF 1.15's CPU kernels and the NPU have no grouped ``Conv2D``.
+    group's inputs, because TF 1.15's CPU kernels and the NPU have no grouped ``Conv2D`` and
+    exporters (TF Lite, ONNX) handle a depthwise convolution everywhere. In training on TF 2.x
+    with oneDNN, ``native_groups`` makes it one grouped ``Conv2D`` (oneDNN's grouped kernels),
+    the same function of the same variable: MobileFaceNet's 64-group ``conv2_dw`` as depthwise
+    + sum took 16% of a training step (the multiplier-2 depthwise convolution, its two
+    backward products, the sum and the sum's gradient), more than any other layer.
     """
     kernel_h, kernel_w = _pair(kernel_size, "kernel_size")
     stride_h, stride_w = _pair(strides, "strides")
@@ -170,7 +206,7 @@ def conv2d(x, filters, kernel_size, strides=1, padding="SAME", use_bias=False, g
         x, tf_padding = _pad_for_conv(x, padding, (kernel_h, kernel_w), (stride_h, stride_w))
         kernel = _as_dtype_of(kernel, x)
         strides_nhwc = [1, stride_h, stride_w, 1]
-        if groups == 1:
+        if groups == 1 or (native_groups and in_per_group > 1 and grouped_conv2d_supported()):
             y = tf.nn.conv2d(x, kernel, strides_nhwc, tf_padding)
         else:
             # Depthwise filter [kh, kw, in_channels, out_per_group]: input channel g·ipg + j

@@ -13,6 +13,7 @@ import tensorflow.compat.v1 as tf
 
 from model import layers
 from model.backbones import BACKBONES, check_image_size, default_image_size, get_backbone
+from runtime import estimator_factory
 
 ALL_BACKBONES = ["iresnet18", "iresnet34", "iresnet50", "iresnet100", "iresnet_lite",
                  "mobilefacenet", "tiny"]
@@ -397,11 +398,13 @@ def _same_pads(size, kernel, stride):
     (4, 8, 3, 1, "SAME", 4),   # depthwise with channel multiplier 2
     (5, 5, 7, 1, 0, 5),        # GDC: 7x7 depthwise to 1x1
 ])
-def test_conv2d_matches_numpy(in_channels, filters, kernel_size, stride, padding, groups):
+@pytest.mark.parametrize("native_groups", [False, True])
+def test_conv2d_matches_numpy(in_channels, filters, kernel_size, stride, padding, groups,
+                              native_groups):
     x = np.random.RandomState(0).normal(size=(2, 7, 7, in_channels)).astype(np.float32)
     with tf.Graph().as_default():
         y = layers.conv2d(tf.constant(x), filters, kernel_size, stride, padding=padding,
-                          use_bias=True, groups=groups, name="conv")
+                          use_bias=True, groups=groups, native_groups=native_groups, name="conv")
         kernel, bias = tf.trainable_variables()
         assert [kernel.op.name, bias.op.name] == ["conv/kernel", "conv/bias"]
         assert kernel.shape.as_list() == [kernel_size, kernel_size, in_channels // groups,
@@ -419,6 +422,45 @@ def test_conv2d_matches_numpy(in_channels, filters, kernel_size, stride, padding
     expected = _reference_conv(x, kernel_value, stride, pads, groups) + np.arange(filters)
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [tf.float32, tf.bfloat16])
+def test_native_grouped_conv2d_trains_as_the_depthwise_form(dtype):
+    """Same outputs and gradients (input and kernel) from one variable, both graph forms."""
+    if dtype == tf.bfloat16 and not estimator_factory.bfloat16_supported():
+        pytest.skip("no bfloat16 CPU kernels in this TensorFlow")
+    rng = np.random.RandomState(0)
+    x = rng.normal(size=(2, 9, 9, 8)).astype(np.float32)
+    upstream = rng.normal(size=(2, 5, 5, 12)).astype(np.float32)
+    results = []
+    for native in (False, True):
+        with tf.Graph().as_default():
+            tf.set_random_seed(0)
+            inputs = tf.constant(x)
+            y = layers.conv2d(tf.cast(inputs, dtype), 12, 3, 2, padding=1, groups=4,
+                              native_groups=native, name="conv")
+            y = tf.cast(y, tf.float32)
+            kernel = tf.trainable_variables()[0]
+            grads = tf.gradients(y, [inputs, kernel], grad_ys=upstream)
+            with tf.Session() as session:
+                session.run(tf.global_variables_initializer())
+                results.append(session.run([y, kernel] + grads))
+    tolerance = 1e-4 if dtype == tf.float32 else 0.05
+    for depthwise_form, grouped in zip(*results):
+        scale = max(1.0, float(np.abs(depthwise_form).max()))
+        np.testing.assert_allclose(grouped / scale, depthwise_form / scale, atol=tolerance)
+
+
+def test_mobilefacenet_trains_its_grouped_conv_natively_and_exports_it_depthwise():
+    def conv_ops(is_training):
+        with tf.Graph().as_default() as graph:
+            get_backbone("mobilefacenet")(tf.zeros([2, 112, 112, 3]), is_training=is_training)
+            ops = [op for op in graph.get_operations() if "conv2_dw/" in op.name]
+        return sorted({op.type for op in ops if "Conv2d" in op.type or "Conv2D" in op.type})
+
+    assert conv_ops(False) == ["DepthwiseConv2dNative"]
+    assert conv_ops(True) == (["Conv2D"] if layers.grouped_conv2d_supported()
+                              else ["DepthwiseConv2dNative"])
 
 
 def test_grouped_conv2d_with_unknown_spatial_size():
