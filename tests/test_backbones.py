@@ -579,6 +579,37 @@ def test_prelu_matches_numpy(shape, is_training):
     np.testing.assert_allclose(got_gradient, np.minimum(x, 0).sum(axes), rtol=1e-5)
 
 
+@pytest.mark.parametrize("is_training", [True, False])
+def test_bf16_prelu_matches_numpy_without_bf16_selects(is_training):
+    """bf16 PReLU (training and inference) has no bfloat16 select, the op TensorFlow's CPU
+    runs element by element (see layers.prelu), and gives numpy's values and gradients."""
+    if not estimator_factory.bfloat16_supported():
+        pytest.skip("no bfloat16 CPU kernels in this TensorFlow")
+    rng = np.random.RandomState(0)
+    x = rng.normal(size=(2, 3, 3, 4)).astype(np.float32)
+    upstream = rng.normal(size=x.shape).astype(np.float32)
+    alpha = np.array([0.25, -0.5, 0.0, 2.0], np.float32)
+    to_bf16 = tf.bfloat16.as_numpy_dtype
+    x = x.astype(to_bf16).astype(np.float32)  # exactly representable inputs
+    with tf.Graph().as_default() as graph:
+        inputs = tf.constant(x)
+        y = layers.prelu(tf.cast(inputs, tf.bfloat16), name="act", is_training=is_training)
+        (variable,) = tf.trainable_variables()
+        grads = tf.gradients(tf.cast(y, tf.float32), [inputs, variable], grad_ys=upstream)
+        selects = [op for op in graph.get_operations() if op.type in ("Select", "SelectV2")
+                   and op.get_attr("T") == tf.bfloat16]
+        assert selects == []
+        with tf.Session() as session:
+            session.run(tf.global_variables_initializer())
+            variable.load(alpha, session)
+            got, got_dx, got_dalpha = session.run([tf.cast(y, tf.float32)] + grads)
+    np.testing.assert_allclose(got, np.where(x > 0, x, alpha * x), rtol=1e-2, atol=1e-2)
+    np.testing.assert_allclose(got_dx, np.where(x > 0, upstream, alpha * upstream), rtol=1e-2,
+                               atol=1e-2)
+    np.testing.assert_allclose(got_dalpha, (np.minimum(x, 0) * upstream).sum((0, 1, 2)),
+                               rtol=2e-2, atol=5e-2)
+
+
 @pytest.mark.parametrize("use_bias", [True, False])
 def test_dense_matches_numpy(use_bias):
     x = np.random.RandomState(0).normal(size=(3, 300)).astype(np.float32)
