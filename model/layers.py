@@ -203,6 +203,13 @@ def conv2d(x, filters, kernel_size, strides=1, padding="SAME", use_bias=False, g
     with tf.variable_scope(name, default_name="conv2d"):
         kernel = _weight("kernel", [kernel_h, kernel_w, in_per_group, filters],
                          variance_scaling(fan, init_scale))
+        # Grouped and depthwise convolutions of bfloat16 activations run in float32: oneDNN's
+        # bf16 depthwise backward kernels (avx512_bf16, no AMX) took twice their fp32 time, and
+        # these convolutions are memory-bound, so bf16 saves nothing there; the casts in and out
+        # cost less (MobileFaceNet bf16 step 1.40x, docs/PERFORMANCE.md).
+        output_dtype = x.dtype.base_dtype
+        if groups > 1 and output_dtype == tf.bfloat16:
+            x = tf.cast(x, tf.float32)
         x, tf_padding = _pad_for_conv(x, padding, (kernel_h, kernel_w), (stride_h, stride_w))
         kernel = _as_dtype_of(kernel, x)
         strides_nhwc = [1, stride_h, stride_w, 1]
@@ -225,7 +232,7 @@ def conv2d(x, filters, kernel_size, strides=1, padding="SAME", use_bias=False, g
         if use_bias:
             bias = _weight("bias", [filters], tf.zeros_initializer())
             y = tf.nn.bias_add(y, _as_dtype_of(bias, y))
-        return y
+        return tf.cast(y, output_dtype) if y.dtype.base_dtype != output_dtype else y
 
 
 def _moving_statistic(name, channels, initializer):

@@ -451,6 +451,27 @@ def test_native_grouped_conv2d_trains_as_the_depthwise_form(dtype):
         np.testing.assert_allclose(grouped / scale, depthwise_form / scale, atol=tolerance)
 
 
+@pytest.mark.parametrize("groups, native", [(4, False), (4, True), (8, False)])
+def test_bf16_grouped_and_depthwise_conv2d_compute_in_float32(groups, native):
+    """bf16 in, bf16 out, float32 inside (layers.conv2d says why), numpy's values."""
+    if not estimator_factory.bfloat16_supported():
+        pytest.skip("no bfloat16 CPU kernels in this TensorFlow")
+    x = np.random.RandomState(0).normal(size=(2, 7, 7, 8)).astype(np.float32)
+    x = x.astype(tf.bfloat16.as_numpy_dtype).astype(np.float32)
+    with tf.Graph().as_default() as graph:
+        y = layers.conv2d(tf.cast(tf.constant(x), tf.bfloat16), 8, 3, 2, padding=1,
+                          groups=groups, native_groups=native, name="conv")
+        assert y.dtype == tf.bfloat16
+        convs = [op for op in graph.get_operations()
+                 if op.type in ("Conv2D", "DepthwiseConv2dNative")]
+        assert convs and all(op.get_attr("T") == tf.float32 for op in convs)
+        with tf.Session() as session:
+            session.run(tf.global_variables_initializer())
+            got, kernel = session.run([tf.cast(y, tf.float32), tf.trainable_variables()[0]])
+    expected = _reference_conv(x, kernel, 2, [(1, 1)] * 2, groups)
+    np.testing.assert_allclose(got, expected, rtol=1e-2, atol=2e-2)
+
+
 def test_mobilefacenet_trains_its_grouped_conv_natively_and_exports_it_depthwise():
     def conv_ops(is_training):
         with tf.Graph().as_default() as graph:
