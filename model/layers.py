@@ -122,6 +122,9 @@ def _dims_for_reshape(x):
 
 
 _GROUPED_CONV2D_SUPPORTED = []  # the probe's answer, once per process
+# Grouped/depthwise convolutions of bfloat16 activations compute in float32 (see conv2d);
+# benchmarks.train_ab turns it off to measure what it gains.
+BF16_GROUPED_CONV_IN_FLOAT32 = True
 
 
 def grouped_conv2d_supported():
@@ -208,7 +211,7 @@ def conv2d(x, filters, kernel_size, strides=1, padding="SAME", use_bias=False, g
         # these convolutions are memory-bound, so bf16 saves nothing there; the casts in and out
         # cost less (MobileFaceNet bf16 step 1.40x, docs/PERFORMANCE.md).
         output_dtype = x.dtype.base_dtype
-        if groups > 1 and output_dtype == tf.bfloat16:
+        if groups > 1 and output_dtype == tf.bfloat16 and BF16_GROUPED_CONV_IN_FLOAT32:
             x = tf.cast(x, tf.float32)
         x, tf_padding = _pad_for_conv(x, padding, (kernel_h, kernel_w), (stride_h, stride_w))
         kernel = _as_dtype_of(kernel, x)
