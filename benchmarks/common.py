@@ -65,6 +65,40 @@ def load_average():
         return None
 
 
+def quantile(values, fraction):
+    """The ``fraction`` quantile of ``values`` by linear interpolation between order statistics
+    (numpy's default, "linear"; written out so the tests can check it against numpy)."""
+    ordered = sorted(float(v) for v in values)
+    if not ordered:
+        raise ValueError("quantile of no values")
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+    position = fraction * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def spread(values):
+    """Median, quartiles and extremes of per-round figures: ``{"median", "q1", "q3", "iqr",
+    "min", "max", "n"}``. The median is what a report quotes; the interquartile range is how
+    far the middle half of the rounds scatter (a burst of load on one round moves the extremes,
+    not the quartiles)."""
+    q1, median, q3 = (quantile(values, f) for f in (0.25, 0.5, 0.75))
+    return {"median": median, "q1": q1, "q3": q3, "iqr": q3 - q1,
+            "min": min(float(v) for v in values), "max": max(float(v) for v in values),
+            "n": len(values)}
+
+
+def load_warning(load, cores):
+    """A one-line warning when the 1-minute load average exceeds the cores, else None: then
+    other jobs took CPU time from the measurement and only same-run ratios mean anything."""
+    if not load or load[0] <= cores:
+        return None
+    return (f"load average {load[0]:.2f} > {cores} cores: other jobs share the CPUs, absolute "
+            "figures are low and per-round ratios scatter; quote the median and its spread")
+
+
 def machine():
     """A short description of where the figures came from."""
     flags = cpu_flags()

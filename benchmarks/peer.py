@@ -17,8 +17,12 @@ turns: each round runs ``steps`` steps of one side and then of the other, the or
 every round (project-peer, peer-project, ...), so load from other jobs and any drift hit both
 alike. ``<backbone>_<precision>_over_peer`` is the median over rounds of the paired ratio
 project images/s / peer images/s; above 1 means this project trains faster. ``..._over_peer_rounds``
-lists every round's ratio (their spread is what other jobs' load did) and
-``..._over_peer_of_medians`` divides the two sides' median images/s.
+lists every round's ratio, ``..._over_peer_q1``/``_q3``/``_iqr``/``_min``/``_max`` their spread
+(what other jobs' load did), ``..._round_load`` the 1-minute load average after each round, and
+``..._over_peer_of_medians`` divides the two sides' median images/s. Rounds are short (one step
+of each side) and many: a burst of load then spoils one round's ratio, which the median
+discards, instead of a third of the measurement. The load average and the cores are printed at
+start and end, with a warning when the load exceeds the cores.
 
 bf16 runs by default only on CPUs with bf16 units (AVX512-BF16 or AMX): elsewhere both
 frameworks emulate it in fp32 arithmetic, minutes per iresnet50 step, and the ratio says nothing
@@ -44,7 +48,9 @@ DEFAULT_PEER_PYTHON = os.path.join(os.path.dirname(os.path.dirname(os.path.abspa
 BATCH, NUM_CLASSES = 64, 100
 # (warm-up steps per side, steps per round, rounds) at batch 64 on 2 cores: iresnet50 takes
 # 10-20 s a step in fp32, mobilefacenet 2-4 s.
-STEPS = {"iresnet50": (1, 1, 5), "mobilefacenet": (2, 3, 5)}
+# One step per round and many rounds (a round is one step of each side, back to back): under
+# load, the paired ratio of two adjacent single steps scatters less than that of longer rounds.
+STEPS = {"iresnet50": (1, 1, 9), "mobilefacenet": (2, 1, 11)}
 # bf16 where the CPU has no bf16 units (--bf16=on): emulated, one round only.
 EMULATED_BF16_STEPS = (1, 1, 1)
 QUICK = {"backbones": ("mobilefacenet",), "batch": 4, "num_classes": 8, "steps": (1, 1, 2)}
@@ -134,20 +140,44 @@ def measure(peer_python, backbone, precision, batch, num_classes, warmup, steps,
             return common.per_call(step, steps)
 
         samples = {"project": [], "peer": []}
+        loads = []
         for index in range(rounds):
             order = ("project", "peer") if index % 2 == 0 else ("peer", "project")
             for side in order:
                 samples[side].append(project() if side == "project" else peer.run(steps))
+            load = common.load_average()
+            loads.append(load[0] if load else None)
             sys.stderr.write(f"peer: {backbone} {precision} round {index + 1}/{rounds}: "
                              f"{samples['project'][-1]:.2f} s/step, peer "
-                             f"{samples['peer'][-1]:.2f} s/step\n")
+                             f"{samples['peer'][-1]:.2f} s/step, ratio "
+                             f"{samples['peer'][-1] / samples['project'][-1]:.3f}, load "
+                             f"{loads[-1]}\n")
         params = train_step.trainable_params(graph)
     paired = [theirs / ours for ours, theirs in zip(samples["project"], samples["peer"])]
     return {"ready": peer.ready, "params_project": params,
             "params_peer": peer.ready["backbone_params"],
             "images_per_s": batch / float(np.median(samples["project"])),
             "peer_images_per_s": batch / float(np.median(samples["peer"])),
-            "over_peer": float(np.median(paired)), "over_peer_rounds": paired}
+            "over_peer": float(np.median(paired)), "over_peer_rounds": paired,
+            "spread": common.spread(paired), "round_load": loads}
+
+
+def summary_line(key, stats):
+    """``<key>: 1.234x the peer (median of 9 rounds; IQR 1.1-1.3, min 0.9, max 1.4)``."""
+    return (f"peer: {key}: {stats['median']:.3f}x the peer (median of {stats['n']} rounds; "
+            f"IQR {stats['q1']:.3f}-{stats['q3']:.3f}, min {stats['min']:.3f}, "
+            f"max {stats['max']:.3f})")
+
+
+def _warn_load(when, load):
+    """Print (and return) the load warning of ``common.load_warning`` for ``when``, if any."""
+    cores = common.cpu_count()
+    sys.stderr.write(f"peer: load average at {when} {load} on {cores} cores\n")
+    warning = common.load_warning(load, cores)
+    if warning:
+        warning = f"at {when}: {warning}"
+        sys.stderr.write(f"peer: WARNING {warning}\n")
+    return warning
 
 
 def chosen_precisions(bf16, precisions=None):
@@ -188,7 +218,8 @@ def run(quick=False, workdir=None, backbones=None, bf16="auto", rounds=None, pee
     figures = {"batch": batch, "image_size": common.IMAGE_SIZE, "num_classes": num_classes,
                "threads": common.cpu_count(), "cpu_model": machine["cpu_model"],
                "isa": machine["isa"], "tf": machine["tf"],
-               "load_average_start": common.load_average()}
+               "cpus": common.cpu_count(), "load_average_start": common.load_average()}
+    start_warning = _warn_load("start", figures["load_average_start"])
     ratio_keys = [f"{b}_{p}_over_peer" for b in backbones for p in PRECISIONS]
     python = find_peer_python(peer_python)
     if python is None:
@@ -228,9 +259,12 @@ def run(quick=False, workdir=None, backbones=None, bf16="auto", rounds=None, pee
             figures[f"{key}_peer_images_per_s"] = common.rounded(result["peer_images_per_s"], 2)
             figures[f"{key}_over_peer"] = round(result["over_peer"], 3)
             figures[f"{key}_over_peer_rounds"] = [round(r, 3) for r in result["over_peer_rounds"]]
+            for name in ("q1", "q3", "iqr", "min", "max"):
+                figures[f"{key}_over_peer_{name}"] = round(result["spread"][name], 3)
+            figures[f"{key}_round_load"] = result["round_load"]
             figures[f"{key}_over_peer_of_medians"] = common.ratio(result["images_per_s"],
                                                                   result["peer_images_per_s"])
-            sys.stderr.write(f"peer: {key} {figures[f'{key}_over_peer']}x the peer\n")
+            sys.stderr.write(summary_line(key, result["spread"]) + "\n")
         if "fp32" in precisions and "bf16" in precisions:
             for side in ("", "peer_"):
                 figures[f"{backbone}_{side}bf16_over_fp32"] = common.ratio(
@@ -239,6 +273,9 @@ def run(quick=False, workdir=None, backbones=None, bf16="auto", rounds=None, pee
     if bf16_reason:
         figures["bf16_not_measured"] = bf16_reason
     figures["load_average_end"] = common.load_average()
+    warnings = [w for w in (start_warning, _warn_load("end", figures["load_average_end"])) if w]
+    if warnings:
+        figures["load_warning"] = warnings
     figures["targets"] = {"over_peer": TARGET_OVER_PEER}
     return common.emit("peer", figures)
 
@@ -253,8 +290,10 @@ def main(argv=None):
     parser.add_argument("--bf16", choices=("auto", "on", "off"), default="auto",
                         help="auto: only on CPUs with bf16 units (AVX512-BF16, AMX)")
     parser.add_argument("--rounds", type=int, default=None,
-                        help="alternating rounds per backbone and precision (default: 5; 1 for "
-                             "emulated bf16)")
+                        help="alternating rounds per backbone and precision (default: "
+                             f"{STEPS['iresnet50'][2]} for iresnet50, "
+                             f"{STEPS['mobilefacenet'][2]} for mobilefacenet; 1 for emulated "
+                             "bf16)")
     parser.add_argument("--peer_python", default=None,
                         help="the peer's Python, with torch (default: $PEER_PYTHON, else "
                              ".venv-peer/bin/python)")

@@ -11,7 +11,9 @@ one JSON line per message:
     -> {"seconds_per_step": 12.3, "loss": 41.2}
     <- (end of input)                                     exit
 
-``--count`` prints the parameter counts and exits without training.
+``--count`` prints the parameter counts and exits without training. ``--device=cuda`` trains on
+the GPU (``scripts/gpu_check.sh``), where ``--precision=fp16`` is ``torch.autocast`` to float16
+with a ``GradScaler`` (dynamic loss scaling), as this project's ``precision=fp16`` on GPU.
 
 The models follow insightface ``recognition/arcface_torch/backbones/iresnet.py`` and
 ``mobilefacenet.py`` (``get_mbf``: blocks (1, 4, 6, 2), scale 2) layer for layer, written here
@@ -35,6 +37,7 @@ from torch import nn
 from torch.nn import functional
 
 BACKBONES = ("iresnet50", "mobilefacenet")
+PRECISIONS = ("fp32", "bf16", "fp16")
 IRESNET50_DEPTHS = (3, 4, 14, 3)
 WIDTHS = (64, 128, 256, 512)
 
@@ -161,7 +164,7 @@ class CircleHead(nn.Module):
         cos = functional.normalize(embeddings, dim=1) @ functional.normalize(self.proxies, dim=0)
         m = self.margin
         logits = self.gamma * torch.relu(cos + m).detach() * (cos - m)
-        rows = torch.arange(cos.shape[0])
+        rows = torch.arange(cos.shape[0], device=cos.device)
         s_p = cos[rows, labels]
         positive = self.gamma * torch.relu(1.0 + m - s_p).detach() * (s_p - (1.0 - m))
         logits = logits.index_put((rows, labels), positive)
@@ -179,13 +182,14 @@ def _decayed(name, parameter):
 
 class Trainer:
     def __init__(self, backbone, precision, batch, num_classes, image_size=112,
-                 channels_last=True, seed=0):
+                 channels_last=True, seed=0, device="cpu"):
         torch.manual_seed(seed)
         self.precision = precision
+        self.device = torch.device(device)
         self.backbone = build_backbone(backbone)
-        self.head = CircleHead(512, num_classes)
+        self.head = CircleHead(512, num_classes).to(self.device)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.backbone = self.backbone.to(memory_format=self.memory_format)
+        self.backbone = self.backbone.to(self.device, memory_format=self.memory_format)
         params = [(n, p) for module in (self.backbone, self.head)
                   for n, p in module.named_parameters() if p.requires_grad]
         self.optimizer = torch.optim.SGD(
@@ -194,18 +198,30 @@ class Trainer:
             lr=0.01, momentum=0.9)
         generator = torch.Generator().manual_seed(seed)
         self.images = (torch.rand(batch, 3, image_size, image_size, generator=generator) * 2 - 1
-                       ).contiguous(memory_format=self.memory_format)
-        self.labels = torch.randint(0, num_classes, (batch,), generator=generator)
+                       ).to(self.device).contiguous(memory_format=self.memory_format)
+        self.labels = torch.randint(0, num_classes, (batch,), generator=generator).to(self.device)
         self.backbone.train()
+        # fp16 needs loss scaling (its gradients underflow); bf16 has fp32's exponent range.
+        self.scaler = None
+        if precision == "fp16":
+            self.scaler = (torch.amp.GradScaler("cuda") if hasattr(torch.amp, "GradScaler")
+                           else torch.cuda.amp.GradScaler())
+        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
 
     def step(self):
         self.optimizer.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
+                            enabled=self.autocast_dtype is not None):
             embeddings = self.backbone(self.images)
         loss = self.head(embeddings.float(), self.labels)
-        loss.backward()
-        self.optimizer.step()
-        return loss.detach().item()
+        if self.scaler is None:
+            loss.backward()
+            self.optimizer.step()
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        return loss.detach().item()  # .item() waits for the device: steps are timed whole
 
 
 def _send(message):
@@ -217,7 +233,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", choices=BACKBONES, default="iresnet50")
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="fp16 only with --device=cuda")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--image_size", type=int, default=112)
     parser.add_argument("--num_classes", type=int, default=100)
@@ -228,20 +246,25 @@ def main(argv=None):
     parser.add_argument("--count", action="store_true",
                         help="print the parameter counts and exit")
     args = parser.parse_args(argv)
+    if args.precision == "fp16" and args.device != "cuda":
+        parser.error("--precision=fp16 is for --device=cuda (bf16 on CPU)")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device=cuda but torch sees no CUDA device")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.count:
         _send({backbone: trainable_params(build_backbone(backbone)) for backbone in BACKBONES})
         return
     trainer = Trainer(args.backbone, args.precision, args.batch, args.num_classes,
-                      args.image_size, channels_last=not args.contiguous)
+                      args.image_size, channels_last=not args.contiguous, device=args.device)
     for _ in range(args.warmup):
         trainer.step()
     _send({"ready": True, "backbone_params": trainable_params(trainer.backbone),
            "head_params": trainable_params(trainer.head), "torch": torch.__version__,
            "threads": torch.get_num_threads(),
            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-           "memory_format": "contiguous" if args.contiguous else "channels_last"})
+           "memory_format": "contiguous" if args.contiguous else "channels_last",
+           "device": (torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu")})
     for line in sys.stdin:
         steps = int(line)
         start = time.perf_counter()

@@ -121,8 +121,39 @@ def _dims_for_reshape(x):
     return [dim if dim is not None else dynamic[i] for i, dim in enumerate(static)]
 
 
+_GROUPED_CONV2D_SUPPORTED = []  # the probe's answer, once per process
+# Grouped/depthwise convolutions of bfloat16 activations compute in float32 (see conv2d);
+# benchmarks.train_ab turns it off to measure what it gains.
+BF16_GROUPED_CONV_IN_FLOAT32 = True
+
+
+def grouped_conv2d_supported():
+    """Whether this TensorFlow trains a grouped ``Conv2D`` (kernel depth < input depth) on CPU.
+
+    TF 2.x with oneDNN does, forward and backward; TF 2.x with ``TF_ENABLE_ONEDNN_OPTS=0``
+    fails ("Gradients for grouped convolutions are not supported on CPU"): asked once, of a
+    tiny graph, and remembered. TF 1.15 is not asked: its CPU kernel aborts the process.
+    """
+    if not _GROUPED_CONV2D_SUPPORTED and int(tf.__version__.split(".")[0]) < 2:
+        _GROUPED_CONV2D_SUPPORTED.append(False)
+    if not _GROUPED_CONV2D_SUPPORTED:
+        graph = tf.Graph()
+        with graph.as_default(), tf.device("/cpu:0"):
+            x = tf.ones([1, 3, 3, 4])
+            kernel = tf.ones([3, 3, 2, 4])
+            y = tf.nn.conv2d(x, kernel, [1, 1, 1, 1], "SAME")
+            grads = tf.gradients(tf.reduce_sum(y), [x, kernel])
+        try:
+            with tf.Session(graph=graph) as session:
+                session.run(grads)
+            _GROUPED_CONV2D_SUPPORTED.append(True)
+        except (tf.errors.OpError, ValueError):
+            _GROUPED_CONV2D_SUPPORTED.append(False)
+    return _GROUPED_CONV2D_SUPPORTED[0]
+
+
 def conv2d(x, filters, kernel_size, strides=1, padding="SAME", use_bias=False, groups=1,
-           init_mode="fan_in", init_scale=2.0, name=None):
+           init_mode="fan_in", init_scale=2.0, native_groups=False, name=None):
     """2-D convolution of NHWC ``x``; returns ``[B, H', W', filters]`` in ``x``'s dtype.
 
     Args:
@@ -137,12 +168,20 @@ def conv2d(x, filters, kernel_size, strides=1, padding="SAME", use_bias=False, g
       init_mode, init_scale: He initialisation of the ``kernel`` with ``init_scale / fan``
         variance, fan "fan_in" (kh·kw·in/groups) or "fan_out" (kh·kw·filters), PyTorch's
         definitions for grouped kernels.
+      native_groups: run a grouped (not depthwise) convolution as one grouped ``Conv2D`` where
+        this TensorFlow trains it (:func:`grouped_conv2d_supported`); the backbones ask for it
+        in training graphs only.
       name: variable scope.
 
     The ``kernel`` variable is ``[kh, kw, in_channels // groups, filters]`` for every ``groups``
     (TF's grouped-convolution layout, PyTorch's weight transposed). Grouped convolutions run as a
     depthwise convolution with multiplier ``filters // groups`` followed by a sum over each
-    group's inputs, because TF 1.15's CPU kernels and the NPU have no grouped ``Conv2D``.
+    group's inputs, because TF 1.15's CPU kernels and the NPU have no grouped ``Conv2D`` and
+    exporters (TF Lite, ONNX) handle a depthwise convolution everywhere. In training on TF 2.x
+    with oneDNN, ``native_groups`` makes it one grouped ``Conv2D`` (oneDNN's grouped kernels),
+    the same function of the same variable: MobileFaceNet's 64-group ``conv2_dw`` as depthwise
+    + sum took 16% of a training step (the multiplier-2 depthwise convolution, its two
+    backward products, the sum and the sum's gradient), more than any other layer.
     """
     kernel_h, kernel_w = _pair(kernel_size, "kernel_size")
     stride_h, stride_w = _pair(strides, "strides")
@@ -167,10 +206,17 @@ def conv2d(x, filters, kernel_size, strides=1, padding="SAME", use_bias=False, g
     with tf.variable_scope(name, default_name="conv2d"):
         kernel = _weight("kernel", [kernel_h, kernel_w, in_per_group, filters],
                          variance_scaling(fan, init_scale))
+        # Grouped and depthwise convolutions of bfloat16 activations run in float32: oneDNN's
+        # bf16 depthwise backward kernels (avx512_bf16, no AMX) took twice their fp32 time, and
+        # these convolutions are memory-bound, so bf16 saves nothing there; the casts in and out
+        # cost less (MobileFaceNet bf16 step 1.40x, docs/PERFORMANCE.md).
+        output_dtype = x.dtype.base_dtype
+        if groups > 1 and output_dtype == tf.bfloat16 and BF16_GROUPED_CONV_IN_FLOAT32:
+            x = tf.cast(x, tf.float32)
         x, tf_padding = _pad_for_conv(x, padding, (kernel_h, kernel_w), (stride_h, stride_w))
         kernel = _as_dtype_of(kernel, x)
         strides_nhwc = [1, stride_h, stride_w, 1]
-        if groups == 1:
+        if groups == 1 or (native_groups and in_per_group > 1 and grouped_conv2d_supported()):
             y = tf.nn.conv2d(x, kernel, strides_nhwc, tf_padding)
         else:
             # Depthwise filter [kh, kw, in_channels, out_per_group]: input channel g·ipg + j
@@ -189,7 +235,7 @@ def conv2d(x, filters, kernel_size, strides=1, padding="SAME", use_bias=False, g
         if use_bias:
             bias = _weight("bias", [filters], tf.zeros_initializer())
             y = tf.nn.bias_add(y, _as_dtype_of(bias, y))
-        return y
+        return tf.cast(y, output_dtype) if y.dtype.base_dtype != output_dtype else y
 
 
 def _moving_statistic(name, channels, initializer):
@@ -249,7 +295,7 @@ def batch_norm(x, is_training, momentum=0.9, epsilon=1e-5, scale=True, center=Tr
         # The fused kernel is 4-D only; features [B, C] become [B, 1, 1, C], which normalises
         # over the batch exactly as BatchNorm1d does.
         inputs = tf.reshape(x, [-1, 1, 1, channels]) if ndims == 2 else x
-        if is_training:
+        if is_training and x.dtype.base_dtype != tf.bfloat16:
             y, batch_mean, batch_variance = tf.nn.fused_batch_norm(
                 inputs, gamma, beta, epsilon=epsilon, is_training=True)
             decay = 1.0 - momentum
@@ -276,11 +322,15 @@ def prelu(x, name=None, is_training=True):
     with tf.variable_scope(name, default_name="prelu"):
         alpha = _weight("alpha", [channels], tf.constant_initializer(0.25))
         alpha = _as_dtype_of(alpha, x)
-        if is_training:
+        if is_training and x.dtype.base_dtype != tf.bfloat16:
             # One select forward and backward: on CPU this trains about twice as fast as the
             # max(x, 0) + alpha·min(x, 0) formulation, whose gradients need two
             # compare-and-selects.
             return tf.where(x >= 0, x, alpha * x)
+        # bfloat16 (training too): TensorFlow's CPU Select has no vectorised bfloat16 kernel; its
+        # forward and backward selects took 46% of a MobileFaceNet bf16 training step (13x their
+        # fp32 time), which made bf16 slower than fp32. The relu form runs on oneDNN's bf16
+        # eltwise kernels and multiplies, which are.
         # Evaluation, serving and every export: relu(x) - alpha·relu(-x), the same values in a
         # form TF Lite fuses into its PRELU op. The select form's int8 quantisation ties one
         # scale to both of its inputs and its output, which clips one side: an iresnet_lite

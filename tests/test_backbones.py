@@ -397,11 +397,13 @@ def _same_pads(size, kernel, stride):
     (4, 8, 3, 1, "SAME", 4),   # depthwise with channel multiplier 2
     (5, 5, 7, 1, 0, 5),        # GDC: 7x7 depthwise to 1x1
 ])
-def test_conv2d_matches_numpy(in_channels, filters, kernel_size, stride, padding, groups):
+@pytest.mark.parametrize("native_groups", [False, True])
+def test_conv2d_matches_numpy(in_channels, filters, kernel_size, stride, padding, groups,
+                              native_groups):
     x = np.random.RandomState(0).normal(size=(2, 7, 7, in_channels)).astype(np.float32)
     with tf.Graph().as_default():
         y = layers.conv2d(tf.constant(x), filters, kernel_size, stride, padding=padding,
-                          use_bias=True, groups=groups, name="conv")
+                          use_bias=True, groups=groups, native_groups=native_groups, name="conv")
         kernel, bias = tf.trainable_variables()
         assert [kernel.op.name, bias.op.name] == ["conv/kernel", "conv/bias"]
         assert kernel.shape.as_list() == [kernel_size, kernel_size, in_channels // groups,

@@ -123,3 +123,50 @@ def test_peer_models_have_the_reference_parameter_counts():
                             stdout=subprocess.PIPE, text=True, timeout=120).stdout
     counts = json.loads(output)
     assert counts == {name: REFERENCE_TRAINABLE_PARAMS[(name, 512)] for name in peer.BACKBONES}
+
+
+@pytest.mark.parametrize("values", [[1.0], [0.53, 1.05, 1.0, 0.64, 0.77],
+                                    [3.0, 1.0, 2.0, 2.0], list(range(11, 0, -1))])
+def test_spread_matches_numpy_quantiles(values):
+    import numpy as np  # noqa: PLC0415
+
+    stats = common.spread(values)
+    q1, median, q3 = np.percentile(values, [25, 50, 75])
+    assert stats["median"] == pytest.approx(median)
+    assert stats["q1"] == pytest.approx(q1)
+    assert stats["q3"] == pytest.approx(q3)
+    assert stats["iqr"] == pytest.approx(q3 - q1)
+    assert (stats["min"], stats["max"], stats["n"]) == (min(values), max(values), len(values))
+    for fraction in (0.0, 0.1, 0.9, 1.0):
+        assert common.quantile(values, fraction) == pytest.approx(
+            np.percentile(values, 100 * fraction))
+
+
+def test_spread_rejects_nothing_and_bad_fractions():
+    with pytest.raises(ValueError):
+        common.spread([])
+    with pytest.raises(ValueError):
+        common.quantile([1.0], 1.5)
+
+
+def test_load_warning_only_when_the_load_exceeds_the_cores():
+    assert common.load_warning([2.0, 5.0, 5.0], 2) is None  # the 1-minute figure decides
+    assert common.load_warning(None, 2) is None
+    assert "2.50 > 2 cores" in common.load_warning([2.5, 1.0, 1.0], 2)
+
+
+def test_peer_reports_round_spread_and_load(fake_peer, capsys, monkeypatch):
+    overload = float(common.cpu_count() + 1)
+    monkeypatch.setattr(common, "load_average", lambda: [overload] * 3)
+    result = peer.run(quick=True, peer_python=sys.executable)
+    err = capsys.readouterr().err
+    rounds = result["tiny_fp32_over_peer_rounds"]
+    stats = common.spread(rounds)
+    for name in ("q1", "q3", "iqr", "min", "max"):
+        assert result[f"tiny_fp32_over_peer_{name}"] == pytest.approx(stats[name], abs=1e-3)
+    assert result["tiny_fp32_over_peer_min"] <= result["tiny_fp32_over_peer"] \
+        <= result["tiny_fp32_over_peer_max"]
+    assert result["tiny_fp32_round_load"] == [overload] * len(rounds)
+    assert result["cpus"] == common.cpu_count()
+    assert len(result["load_warning"]) == 2 and "WARNING" in err
+    assert "tiny_fp32" in err and "IQR" in err and f"median of {len(rounds)} rounds" in err

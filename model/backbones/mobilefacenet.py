@@ -38,8 +38,10 @@ def image_size_error(image_size):
 def _conv_block(x, filters, kernel_size, strides, padding, is_training, name, groups=1,
                 linear=False):
     with tf.variable_scope(name):
+        # Grouped convolutions as one grouped Conv2D in training, where TensorFlow has one
+        # (layers.conv2d); evaluation and exports keep the depthwise form every converter takes.
         x = layers.conv2d(x, filters, kernel_size, strides, padding=padding, groups=groups,
-                          init_mode="fan_out", name="conv")
+                          init_mode="fan_out", native_groups=is_training, name="conv")
         x = layers.batch_norm(x, is_training, name="bn")
         return x if linear else layers.prelu(x, name="prelu", is_training=is_training)
 
