@@ -136,13 +136,13 @@ def _timed_calls(fn, calls):
 
 
 def measure(peer_python, arch, workdir, batches, image_size, embedding_size, schedule,
-            threads, rounds=None):
+            threads, rounds=None, calls=None):
     """Both sides of one architecture, alternating; returns ``(peer ready message, project
     parameters, {batch: {format: summarize(...)}})``; peer formats carry PEER_PREFIX."""
     paths = deploy.build_formats(workdir, arch, image_size, embedding_size)
     params = saved_model_params(paths["savedmodel"])
     b1_calls, large_calls, count = schedule
-    count = rounds or count
+    b1_calls, count = calls or b1_calls, rounds or count
     rng = np.random.RandomState(0)
     pixels = np.stack([common.face_like_pixels(rng, image_size)
                        for _ in range(max(batches))]).astype(np.float32)
@@ -209,7 +209,8 @@ def ratio_keys(archs, batches):
             for label in ("", "_fp32")]
 
 
-def run(quick=False, workdir=None, archs=None, rounds=None, threads=THREADS, peer_python=None):
+def run(quick=False, workdir=None, archs=None, rounds=None, threads=THREADS, peer_python=None,
+        calls=None):
     """Measure and print one JSON line; returns its dict. ``workdir`` keeps the exported and
     converted models (a later run reuses them)."""
     archs = list(archs or (QUICK["archs"] if quick else ARCHS))
@@ -241,7 +242,7 @@ def run(quick=False, workdir=None, archs=None, rounds=None, threads=THREADS, pee
         for arch in archs:
             schedule = QUICK["schedule"] if quick else SCHEDULE[arch]
             ready, params, results = measure(python, arch, scratch, batches, image_size,
-                                             embedding_size, schedule, threads, rounds)
+                                             embedding_size, schedule, threads, rounds, calls)
             for key in ("torch", "cpu_capability", "memory_format"):
                 figures.setdefault(f"peer_{key}", ready[key])
             figures[f"{arch}_torchscript_max_abs_diff"] = ready["torchscript_max_abs_diff"]
@@ -268,6 +269,9 @@ def main(argv=None):
                         help=f"comma-separated subset of {','.join(ARCHS)}")
     parser.add_argument("--rounds", type=int, default=None,
                         help="alternating rounds per architecture and batch size (default 5)")
+    parser.add_argument("--calls", type=int, default=None,
+                        help="calls per format and round at batch 1 (default: iresnet50 15, "
+                             "mobilefacenet 30)")
     parser.add_argument("--threads", type=int, default=THREADS,
                         help="threads of every runtime on both sides (default 2)")
     parser.add_argument("--peer_python", default=None,
@@ -282,7 +286,7 @@ def main(argv=None):
         parser.error(f"unknown architecture(s) {', '.join(unknown)}; choose from "
                      f"{', '.join(ARCHS)}")
     run(quick=args.quick, workdir=args.workdir, archs=archs, rounds=args.rounds,
-        threads=args.threads, peer_python=args.peer_python)
+        threads=args.threads, peer_python=args.peer_python, calls=args.calls)
 
 
 if __name__ == "__main__":
