@@ -55,6 +55,9 @@ SCHEDULE = {"iresnet50": (15, 1, 5), "mobilefacenet": (30, 1, 5)}
 QUICK = {"archs": ("mobilefacenet",), "batches": (1, 4), "image_size": IMAGE_SIZE,
          "embedding_size": EMBEDDING_SIZE, "schedule": (3, 1, 2)}
 TARGET_OVER_PEER = 1.2
+# Untimed calls per format and batch size before the first round, on both sides (TorchScript's
+# profiling executor optimises the graph on its second call).
+WARMUP_CALLS = 2
 
 
 def percentile(values, percent):
@@ -102,7 +105,7 @@ class PeerEmbedder(peer.PeerProcess):
 def peer_command(peer_python, arch, batches, image_size, threads):
     return [peer_python, PEER_SCRIPT, f"--backbone={arch}",
             f"--batches={','.join(str(b) for b in batches)}", f"--image_size={image_size}",
-            f"--threads={threads}"]
+            f"--threads={threads}", f"--warmup={WARMUP_CALLS}"]
 
 
 def project_runner(name, path, threads):
@@ -155,7 +158,8 @@ def measure(peer_python, arch, workdir, batches, image_size, embedding_size, sch
                 images = pixels[:batch]
                 calls = b1_calls if batch == 1 else large_calls
                 for runner in runners.values():
-                    runner(images)  # graph optimisation, allocation, delegate setup
+                    for _ in range(WARMUP_CALLS):  # graph optimisation, allocation, delegates
+                        runner(images)
                 samples = {name: [] for name in PROJECT_FORMATS}
                 samples.update({PEER_PREFIX + name: [] for name in PEER_FORMATS})
                 for index in range(count):
@@ -210,7 +214,7 @@ def ratio_keys(archs, batches):
 
 
 def run(quick=False, workdir=None, archs=None, rounds=None, threads=THREADS, peer_python=None,
-        calls=None):
+        calls=None, batches=None):
     """Measure and print one JSON line; returns its dict. ``workdir`` keeps the exported and
     converted models (a later run reuses them)."""
     archs = list(archs or (QUICK["archs"] if quick else ARCHS))
@@ -218,7 +222,7 @@ def run(quick=False, workdir=None, archs=None, rounds=None, threads=THREADS, pee
     if unknown:
         raise ValueError(f"unknown architecture(s) {', '.join(unknown)}; choose from "
                          f"{', '.join(ARCHS)}")
-    batches = QUICK["batches"] if quick else BATCHES
+    batches = tuple(batches or (QUICK["batches"] if quick else BATCHES))
     image_size = QUICK["image_size"] if quick else IMAGE_SIZE
     embedding_size = QUICK["embedding_size"] if quick else EMBEDDING_SIZE
     machine = common.machine()
@@ -269,6 +273,8 @@ def main(argv=None):
                         help=f"comma-separated subset of {','.join(ARCHS)}")
     parser.add_argument("--rounds", type=int, default=None,
                         help="alternating rounds per architecture and batch size (default 5)")
+    parser.add_argument("--batches", default=None,
+                        help="comma-separated batch sizes (default 1,64; --quick 1,4)")
     parser.add_argument("--calls", type=int, default=None,
                         help="calls per format and round at batch 1 (default: iresnet50 15, "
                              "mobilefacenet 30)")
@@ -286,7 +292,8 @@ def main(argv=None):
         parser.error(f"unknown architecture(s) {', '.join(unknown)}; choose from "
                      f"{', '.join(ARCHS)}")
     run(quick=args.quick, workdir=args.workdir, archs=archs, rounds=args.rounds,
-        threads=args.threads, peer_python=args.peer_python, calls=args.calls)
+        threads=args.threads, peer_python=args.peer_python, calls=args.calls,
+        batches=[int(b) for b in args.batches.split(",")] if args.batches else None)
 
 
 if __name__ == "__main__":
