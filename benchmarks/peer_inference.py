@@ -173,8 +173,10 @@ def measure(peer_python, arch, workdir, batches, image_size, embedding_size, sch
                             for name in PEER_FORMATS:
                                 samples[PEER_PREFIX + name].append(
                                     other.timed(name, batch, calls))
+                    per_call = ", ".join(f"{name} {1000 * np.mean(seconds[-1]):.1f}"
+                                         for name, seconds in samples.items())
                     sys.stderr.write(f"peer_inference: {arch} batch {batch} round "
-                                     f"{index + 1}/{count}\n")
+                                     f"{index + 1}/{count}, ms per call: {per_call}\n")
                 results[batch] = {name: summarize(batch, rounds_seconds)
                                   for name, rounds_seconds in samples.items()}
         finally:
