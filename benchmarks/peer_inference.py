@@ -251,7 +251,7 @@ def run(quick=False, workdir=None, archs=None, rounds=None, threads=THREADS, pee
                                              embedding_size, schedule, threads, rounds, calls)
             for key in ("torch", "cpu_capability", "memory_format"):
                 figures.setdefault(f"peer_{key}", ready[key])
-            figures[f"{arch}_torchscript_max_abs_diff"] = ready["torchscript_max_abs_diff"]
+            figures[f"{arch}_torchscript_max_rel_diff"] = ready["torchscript_max_rel_diff"]
             figures[f"{arch}_rounds"] = rounds or schedule[2]
             figures.update(arch_figures(arch, ready, params, results))
             for batch in batches:
