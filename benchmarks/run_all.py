@@ -5,7 +5,9 @@ one per deployment format).
 
 The benchmarks share one scratch directory, so the generated JPEGs and TFRecords are made once.
 ``--quick`` runs every benchmark at toy sizes in seconds (the smoke test); its figures mean little.
-``peer`` (PyTorch, ``make bench-peer``) prints a "skipped" line unless its environment exists.
+``peer`` (PyTorch, ``make bench-peer``) is a group: the training comparison (``benchmarks.peer``)
+and the inference one (``benchmarks.peer_inference``); each prints a "skipped" line unless the
+peer's environment exists.
 """
 
 import argparse
@@ -26,6 +28,7 @@ from benchmarks import (
     insightface_rec,
     partial_fc,
     peer,
+    peer_inference,
     precision_curve,
     train_step,
 )
@@ -43,14 +46,23 @@ BENCHMARKS = collections.OrderedDict([
     ("identification", identification.run),
     ("deploy", deploy.run),
     ("peer", peer.run),
+    ("peer_inference", peer_inference.run),
 ])
+# Names that stand for several benchmarks: ``--only=peer`` (``make bench-peer``) runs both
+# comparisons with PyTorch.
+GROUPS = {"peer": ("peer", "peer_inference")}
 
 
 def parse_only(value):
-    """``'a,b'`` -> ``['a', 'b']``, checked against the suite; empty means all of it."""
+    """``'a,b'`` -> ``['a', 'b']``, checked against the suite, groups expanded (each name
+    once, in the order given); empty means all of it."""
     if not value:
         return list(BENCHMARKS)
-    names = [name.strip() for name in value.split(",") if name.strip()]
+    names = []
+    for name in (name.strip() for name in value.split(",") if name.strip()):
+        for member in GROUPS.get(name, (name,)):
+            if member not in names:
+                names.append(member)
     unknown = [name for name in names if name not in BENCHMARKS]
     if unknown:
         raise argparse.ArgumentTypeError(f"unknown benchmark(s) {', '.join(unknown)}; choose from "
@@ -78,7 +90,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", type=parse_only, default=None,
-                        help=f"comma-separated subset of: {', '.join(BENCHMARKS)}")
+                        help=f"comma-separated subset of: {', '.join(BENCHMARKS)} (peer: peer and "
+                             "peer_inference)")
     common.add_common_args(parser)
     args = parser.parse_args(argv)
     run(args.only, quick=args.quick, workdir=args.workdir)

@@ -32,7 +32,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 from data_tools import input_fns, preprocessing, schema
-from export import embedder, freeze, native_stderr, serving
+from export import embedder, freeze, native_stderr, onnx_graph, serving
 
 QUANTIZE_MODES = ("none", "float16", "int8")
 ONNX_INPUT = "pixels"
@@ -195,7 +195,8 @@ def convert_onnx(saved_model_dir, output_path, image_size=None, opset=DEFAULT_OP
     """Write the ONNX model of ``saved_model_dir``; returns ``{"path", "image_size", ...}``.
 
     Input ``pixels`` float32 [batch, S, S, 3] RGB 0..255 (dynamic batch), output ``embedding``
-    float32 [batch, D], L2-normalised.
+    float32 [batch, D], L2-normalised. PReLU is one ``PRelu`` node (``export.onnx_graph``:
+    tf2onnx alone writes five per PReLU); ``prelu_fused`` says how many.
     """
     tf2onnx, onnx = _import_tf2onnx()
     image_size = image_size or model_image_size(saved_model_dir)
@@ -210,6 +211,7 @@ def convert_onnx(saved_model_dir, output_path, image_size=None, opset=DEFAULT_OP
         dim = value.type.tensor_type.shape.dim[0]
         dim.Clear()
         dim.dim_param = ONNX_BATCH_DIM
+    prelu_fused = onnx_graph.fuse_prelu(model_proto)
     model_proto.doc_string = (f"circle-face embedding from {os.path.abspath(saved_model_dir)}: "
                               f"input {ONNX_INPUT} float32 [batch, {image_size}, {image_size}, 3] "
                               f"RGB 0..255, output {ONNX_OUTPUT} L2-normalised")
@@ -217,7 +219,7 @@ def convert_onnx(saved_model_dir, output_path, image_size=None, opset=DEFAULT_OP
     _atomic_bytes(output_path, model_proto.SerializeToString())
     dim = model_proto.graph.output[0].type.tensor_type.shape.dim[1]
     return {"path": output_path, "format": "onnx", "image_size": image_size, "opset": opset,
-            "embedding_size": dim.dim_value or None,
+            "embedding_size": dim.dim_value or None, "prelu_fused": prelu_fused,
             "bytes": os.path.getsize(output_path)}
 
 

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from benchmarks import common, deploy, peer, precision_curve, run_all, train_step
+from benchmarks import common, deploy, peer, peer_inference, precision_curve, run_all, train_step
 from export import deploy_formats
 from runtime import estimator_factory
 
@@ -64,6 +64,10 @@ EXPECTED_KEYS = {
     "peer": (["mobilefacenet_params_project", "mobilefacenet_params_peer",
               "mobilefacenet_fp32_images_per_s", "mobilefacenet_fp32_peer_images_per_s",
               "mobilefacenet_fp32_over_peer"] if peer.find_peer_python() else []),
+    "peer_inference": ([f"mobilefacenet_infer_b{batch}{label}_over_peer"
+                        for batch in peer_inference.QUICK["batches"] for label in ("", "_fp32")]
+                       + ["mobilefacenet_params_project", "mobilefacenet_params_peer"]
+                       if peer.find_peer_python() else []),
 }
 
 
@@ -84,7 +88,8 @@ TRAINING_BENCHMARKS = ("train_step", "precision_curve", "deploy", "partial_fc")
 
 
 def _is_slow_benchmark(name):
-    return name in TRAINING_BENCHMARKS or (name == "peer" and peer.find_peer_python())
+    return name in TRAINING_BENCHMARKS or (name in ("peer", "peer_inference")
+                                           and peer.find_peer_python())
 
 
 @pytest.mark.parametrize("name", [

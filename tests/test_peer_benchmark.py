@@ -81,8 +81,10 @@ def test_peer_alternates_with_the_project_and_prints_same_run_ratios(fake_peer, 
 def test_peer_skips_without_a_peer_environment(monkeypatch, capsys):
     monkeypatch.setattr(peer, "DEFAULT_PEER_PYTHON", "/nonexistent/python")
     monkeypatch.delenv("PEER_PYTHON", raising=False)
-    run_all.main(["--only=peer", "--quick"])
-    machine, result = _json_lines(capsys.readouterr().out)
+    run_all.main(["--only=peer", "--quick"])  # the group: training, then inference
+    machine, result, inference = _json_lines(capsys.readouterr().out)
+    assert inference["benchmark"] == "peer_inference" and "make bench-peer" in \
+        inference["skipped"]
     assert machine["benchmark"] == "machine" and "cpu_model" in machine
     assert result["benchmark"] == "peer"
     assert "make bench-peer" in result["skipped"]
