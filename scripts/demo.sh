@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-demo_output}
 PY=${PYTHON:-.venv/bin/python}
-STEPS=${DEMO_STEPS:-1200}
+STEPS=${DEMO_STEPS:-1400}
 # Two evaluation rounds: one half-way (the best exporter's first candidate), one at the end.
 EVAL_EVERY=$(( STEPS / 2 > 0 ? STEPS / 2 : 1 ))
 LOGS="$OUT/logs"
