@@ -38,7 +38,7 @@ TORCH_PROBE = ("import json, torch; print(json.dumps({'torch': torch.__version__
                "'device': torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}))")
 TF_PROBE = ("import json, os; os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2'); "
             "import tensorflow as tf; print(json.dumps({'tf': tf.__version__, "
-            "'gpus': len(tf.config.list_physical_devices('GPU'))}))")
+            "'gpus': len(tf.config.experimental.list_physical_devices('GPU'))}))")
 TF_TRAIN = """
 import json, sys
 from benchmarks import common, train_step

@@ -5,12 +5,13 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 from benchmarks import common, train_step
+from runtime import estimator_factory
 
 pytestmark = pytest.mark.gpu
 
 
 def _gpu_or_skip():
-    if not tf.config.list_physical_devices("GPU"):
+    if not estimator_factory.visible_gpus():  # TF 1.15 and 2.x
         pytest.skip("TensorFlow sees no GPU")
 
 
