@@ -20,6 +20,7 @@ Variable names are a contract with the optimizer, which decays only ``kernel`` v
 ==================  ============================================================
 """
 
+import functools
 import math
 
 import tensorflow.compat.v1 as tf
@@ -121,12 +122,12 @@ def _dims_for_reshape(x):
     return [dim if dim is not None else dynamic[i] for i, dim in enumerate(static)]
 
 
-_GROUPED_CONV2D_SUPPORTED = []  # the probe's answer, once per process
 # Grouped/depthwise convolutions of bfloat16 activations compute in float32 (see conv2d);
 # benchmarks.train_ab turns it off to measure what it gains.
 BF16_GROUPED_CONV_IN_FLOAT32 = True
 
 
+@functools.lru_cache(maxsize=None)  # asked once per process
 def grouped_conv2d_supported():
     """Whether this TensorFlow trains a grouped ``Conv2D`` (kernel depth < input depth) on CPU.
 
@@ -134,22 +135,20 @@ def grouped_conv2d_supported():
     fails ("Gradients for grouped convolutions are not supported on CPU"): asked once, of a
     tiny graph, and remembered. TF 1.15 is not asked: its CPU kernel aborts the process.
     """
-    if not _GROUPED_CONV2D_SUPPORTED and int(tf.__version__.split(".")[0]) < 2:
-        _GROUPED_CONV2D_SUPPORTED.append(False)
-    if not _GROUPED_CONV2D_SUPPORTED:
-        graph = tf.Graph()
-        with graph.as_default(), tf.device("/cpu:0"):
-            x = tf.ones([1, 3, 3, 4])
-            kernel = tf.ones([3, 3, 2, 4])
-            y = tf.nn.conv2d(x, kernel, [1, 1, 1, 1], "SAME")
-            grads = tf.gradients(tf.reduce_sum(y), [x, kernel])
-        try:
-            with tf.Session(graph=graph) as session:
-                session.run(grads)
-            _GROUPED_CONV2D_SUPPORTED.append(True)
-        except (tf.errors.OpError, ValueError):
-            _GROUPED_CONV2D_SUPPORTED.append(False)
-    return _GROUPED_CONV2D_SUPPORTED[0]
+    if int(tf.__version__.split(".")[0]) < 2:
+        return False
+    graph = tf.Graph()
+    with graph.as_default(), tf.device("/cpu:0"):
+        x = tf.ones([1, 3, 3, 4])
+        kernel = tf.ones([3, 3, 2, 4])
+        y = tf.nn.conv2d(x, kernel, [1, 1, 1, 1], "SAME")
+        grads = tf.gradients(tf.reduce_sum(y), [x, kernel])
+    try:
+        with tf.Session(graph=graph) as session:
+            session.run(grads)
+        return True
+    except (tf.errors.OpError, ValueError):
+        return False
 
 
 def conv2d(x, filters, kernel_size, strides=1, padding="SAME", use_bias=False, groups=1,
