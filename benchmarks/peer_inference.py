@@ -204,6 +204,10 @@ def arch_figures(arch, ready, params, results):
             key = f"{arch}_infer_b{batch}{label}"
             figures[f"{key}_over_peer"] = round(median, 3)
             figures[f"{key}_over_peer_rounds"] = [round(r, 3) for r in paired]
+            # The spread of the per-round ratios, as benchmarks.peer reports training's.
+            spread = common.spread(paired)
+            for name in ("q1", "q3", "iqr", "min", "max"):
+                figures[f"{key}_over_peer_{name}"] = round(spread[name], 3)
             figures[f"{key}_over_peer_of_medians"] = round(of_medians, 3)
             figures[f"{key}_best"] = ours
             figures[f"{key}_peer_best"] = theirs

@@ -120,7 +120,12 @@ def _check_figures(result, arch, batches, formats):
         for label in ("", "_fp32"):
             key = f"{arch}_infer_b{batch}{label}"
             assert result[f"{key}_over_peer"] > 0
-            assert len(result[f"{key}_over_peer_rounds"]) == result[f"{arch}_rounds"]
+            rounds = result[f"{key}_over_peer_rounds"]
+            assert len(rounds) == result[f"{arch}_rounds"]
+            q1, q3 = np.percentile(rounds, [25, 75])
+            assert result[f"{key}_over_peer_q1"] == pytest.approx(q1, abs=2e-3)
+            assert result[f"{key}_over_peer_iqr"] == pytest.approx(q3 - q1, abs=4e-3)
+            assert result[f"{key}_over_peer_min"] == min(rounds)
             assert result[f"{key}_best"] in peer_inference.PROJECT_FORMATS
             assert result[f"{key}_peer_best"] in ("torch_eager", "torch_torchscript")
         assert result[f"{arch}_infer_b{batch}_fp32_best"] not in peer_inference.INT8_FORMATS
