@@ -11,6 +11,7 @@ override it with the converter's own meaning (``make_tfrecords.py --crop_box/--i
 
 import sys
 
+import cli
 from data_tools import image_files
 from data_tools.transform import DEFAULT_ALIGNED_SIZE, Transform
 
@@ -68,3 +69,12 @@ def resolve_transform(fv, model_transform, out=None, recorded=True):
         transform, source = None, "the model records no transform.json"
     print(f"transform: {transform.describe() if transform else 'none'} ({source})", file=out)
     return transform
+
+
+def fallback_line(transform, fallbacks, total, what):
+    """The count of --align's whole-frame fallbacks (``export.embedder.align_photos``), or
+    None without --align."""
+    if transform is None or not transform.align:
+        return None
+    return (f"align fallbacks: {len(fallbacks)} of {cli.count(total, what)} without a detected "
+            "face, embedded as the whole frame")

@@ -351,15 +351,20 @@ def _quiet(function):
 
 
 @_quiet
-def transformed_png(data, image_size=None, crop_box=None):
+def transformed_png(data, image_size=None, crop_box=None, exif_transpose=False):
     """PNG bytes of encoded image ``data`` (any format PIL reads) after the converter's
     transform: 8-bit grayscale or RGB, cropped and resized by :func:`transform_image`, encoded
     as the converter encodes the records it re-encodes (same pixels, same bytes).
+    ``exif_transpose`` turns the image by its EXIF orientation tag first, as
+    :func:`open_image` does for the aligner (a phone photo's frame, upright).
 
     Raises :class:`ImageError` (with the reason) for data that is not a usable image, or
     smaller than ``crop_box``.
     """
-    return _encode_png(transform_image(_to_8bit(_decode(data)[1]), image_size, crop_box))
+    image = _decode(data)[1]
+    if exif_transpose:
+        image = ImageOps.exif_transpose(image)
+    return _encode_png(transform_image(_to_8bit(image), image_size, crop_box))
 
 
 @_quiet

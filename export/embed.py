@@ -195,19 +195,10 @@ def _embed_files(fv, embedder, images, transform):
     result = embedder.embed_files(images, batch_size=fv.batch_size, flip=fv.flip,
                                   transform=transform, with_norm=fv.print_norm,
                                   fallbacks=fallbacks)
-    line = _fallback_line(transform, fallbacks, len(images), "photo")
+    line = transform_flags.fallback_line(transform, fallbacks, len(images), "photo")
     if line:
         print(line, file=sys.stderr)  # stdout holds the embeddings
     return (result.embeddings, result.norms) if fv.print_norm else (result, None)
-
-
-def _fallback_line(transform, fallbacks, total, what):
-    """The count of --align's whole-frame fallbacks (``export.embedder.align_photos``), or
-    None without --align."""
-    if transform is None or not transform.align:
-        return None
-    return (f"align fallbacks: {len(fallbacks)} of {cli.count(total, what)} without a detected "
-            "face, embedded as the whole frame")
 
 
 def _embed_images(fv, embedder, images, transform):
@@ -260,7 +251,7 @@ def _embed_folder(fv, embedder, transform):
     print(f"{cli.count(len(result.names), 'image')} of "
           f"{cli.count(result.num_identities, 'identity', 'identities')}, embeddings of size "
           f"{result.embeddings.shape[1]} -> {npy_path}, {names_path}")
-    line = _fallback_line(transform, fallbacks, len(result.names), "image")
+    line = transform_flags.fallback_line(transform, fallbacks, len(result.names), "image")
     if line:
         print(line)
 
@@ -289,7 +280,7 @@ def _evaluate_pairs(fv, embedder, transform):
           f"{metrics['far']:.5f})")
     print(f"AUC: {metrics['auc']:.4f}")
     print(f"EER: {metrics['eer']:.4f}")
-    line = _fallback_line(transform, fallbacks, result.num_images, "image")
+    line = transform_flags.fallback_line(transform, fallbacks, result.num_images, "image")
     if line:
         print(line)
     if fv.report_dir:

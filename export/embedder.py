@@ -447,7 +447,8 @@ def align_photos(paths, image_size=112, detector=None, names=None, fallbacks=Non
         png, result = raw_faces.aligned_png(path, image_size, detector=detector)
         if png is None and result.status == raw_faces.NO_FACE:
             with open(path, "rb") as f:  # read and decoded by the detection already
-                png = image_files.transformed_png(f.read(), image_size)
+                # Upright by its EXIF tag, as the detector saw it (a phone photo's frame).
+                png = image_files.transformed_png(f.read(), image_size, exif_transpose=True)
             notes.append(f"{name}: no face detected: the whole frame is used (centre square, "
                          f"{image_size}x{image_size})")
             if fallbacks is not None:

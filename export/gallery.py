@@ -110,13 +110,16 @@ def main(argv, flag_values=flags.FLAGS):
                 raise app.UsageError(f"enrol takes --folder, not photos: {' '.join(photos)}")
             if not fv.model or not fv.folder:
                 raise app.UsageError("enrol needs --model and --folder")
+            fallbacks = []
             with embed.load_saved_model(fv.model) as embedder:
                 transform = transform_flags.resolve_transform(
                     fv, embedder.transform(), recorded=embedder.records_transform())
                 added, total, skipped = enrol(embedder, fv.folder, fv.index, flip=fv.flip,
-                                              batch_size=fv.batch_size, transform=transform)
+                                              batch_size=fv.batch_size, transform=transform,
+                                              fallbacks=fallbacks)
             for relpath, reason in skipped:
                 print(f"skipped {relpath}: {reason}", file=sys.stderr)
+            _print_fallbacks(transform, fallbacks, added, "new image")
             print(f"enrolled {added} new image(s); {fv.index} holds {total}")
             return 0
         if not photos:
@@ -140,12 +143,14 @@ def main(argv, flag_values=flags.FLAGS):
                 raise GalleryError(f"photo not found: {missing[0]}")
             transform = transform_flags.resolve_transform(
                 fv, embedder.transform(), recorded=embedder.records_transform())
+            fallbacks = []
             embeddings = embedder.embed_files(photos, batch_size=fv.batch_size,
                                               flip=index["flip"], progress=len(photos) > 50,
-                                              transform=transform)
+                                              transform=transform, fallbacks=fallbacks)
     except (GalleryError, embed.EmbedError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    _print_fallbacks(transform, fallbacks, len(photos), "photo")
     if threshold is not None:
         print(f"threshold: cosine {threshold:.4f} ({source})")
     for photo, result in zip(photos, search(index, embeddings, fv.top_k, threshold)):
@@ -156,10 +161,22 @@ def main(argv, flag_values=flags.FLAGS):
             verdict = f"unknown (best: {best_label}, cosine {best_score:.4f} <= {threshold:.4f})"
         else:
             verdict = f"{best_label} (cosine {best_score:.4f} > {threshold:.4f})"
+        if photo in fallbacks:
+            verdict += " [no face detected: the whole frame was searched]"
         print(f"{photo}: {verdict}")
         for rank, (score, label, path) in enumerate(result["matches"], 1):
             print(f"  {rank}. {score:.4f}  {label}  {path}")
     return 0
+
+
+def _print_fallbacks(transform, fallbacks, total, what):
+    """The count of --align's whole-frame fallbacks on stderr (``export.embed``'s line), and
+    each one's name: a photo without a detected face is never dropped in silence."""
+    line = transform_flags.fallback_line(transform, fallbacks, total, what)
+    if line:
+        print(line, file=sys.stderr)
+        for name in fallbacks:
+            print(f"  no face detected: {name}", file=sys.stderr)
 
 
 def run():

@@ -109,7 +109,8 @@ def _file_sha256(path):
     return digest.hexdigest()
 
 
-def _enrol_store(embedder, scan, folder, index_path, flip, batch_size, progress, transform):
+def _enrol_store(embedder, scan, folder, index_path, flip, batch_size, progress, transform,
+                 fallbacks):
     """Folder enrolment into the SQLite gallery: one transaction per identity."""
     folder_abs = os.path.abspath(folder)
     by_identity = {}
@@ -122,7 +123,7 @@ def _enrol_store(embedder, scan, folder, index_path, flip, batch_size, progress,
             paths = [os.path.join(folder_abs, *r.split("/")) for r in relpaths]
             embeddings = embedder.embed_files(paths, batch_size=batch_size, flip=flip,
                                               names=relpaths, progress=progress,
-                                              transform=transform)
+                                              transform=transform, fallbacks=fallbacks)
             faces = [(_file_sha256(p), p, e) for p, e in zip(paths, embeddings)]
             try:
                 added += len(store.enrol(identity, faces)[0])
@@ -161,14 +162,16 @@ def import_npz(npz_path, embedder, db_path):
     return added, total
 
 
-def enrol(embedder, folder, index_path, flip=True, batch_size=64, progress=True, transform=None):
+def enrol(embedder, folder, index_path, flip=True, batch_size=64, progress=True, transform=None,
+          fallbacks=None):
     """Embed the images of ``folder``'s identity folders not yet in the index, append them.
 
     Returns ``(added, total, skipped)``: images added, entries in the index, and the scanner's
     ``(relpath, reason)`` list of files that are not usable images. A ``.db`` index is the
     SQLite gallery: each identity goes in with one transaction, images already enrolled (same
     sha256) are skipped. ``transform``: a ``data_tools.transform.Transform`` applied to every
-    image (see ``Embedder.embed_files``).
+    image (see ``Embedder.embed_files``); ``fallbacks``, a list, receives the relpaths that
+    ``--align`` found no face in and enrolled as the whole frame.
     """
     if not os.path.isdir(folder):
         raise GalleryError(f"--folder {folder} is not a directory")
@@ -177,7 +180,7 @@ def enrol(embedder, folder, index_path, flip=True, batch_size=64, progress=True,
         raise GalleryError(f"no images in identity folders under {folder}")
     if gallery_store.is_gallery_db(index_path):
         return _enrol_store(embedder, scan, folder, index_path, flip, batch_size, progress,
-                            transform)
+                            transform, fallbacks)
     model = os.path.abspath(embedder.saved_model_dir)
     if os.path.exists(index_path):
         index = load_index(index_path)
@@ -205,7 +208,8 @@ def enrol(embedder, folder, index_path, flip=True, batch_size=64, progress=True,
     if new:
         embeddings = embedder.embed_files([p for _, p, _ in new], batch_size=batch_size,
                                           flip=flip, names=[r for _, _, r in new],
-                                          progress=progress, transform=transform)
+                                          progress=progress, transform=transform,
+                                          fallbacks=fallbacks)
         save_index(index_path, np.concatenate([index["embeddings"], embeddings]),
                    index["labels"].tolist() + [label for label, _, _ in new],
                    index["paths"].tolist() + [path for _, path, _ in new], model, flip)

@@ -164,3 +164,71 @@ def test_pairs_fall_back_and_the_report_counts(model, tmp_path, capsys):
     assert status == 0, err
     assert "align fallbacks" not in out
     assert report.read_report(str(tmp_path / "plain"))["extra"]["align_fallbacks"] is None
+
+
+def test_fallback_frame_is_upright_by_its_exif_tag(model, tmp_path, capsys):
+    """A phone photo stored on its side with an EXIF orientation tag: the detector sees it upright
+    (``open_image(exif_transpose=True)``), and so must the whole-frame fallback."""
+    export_dir, reference = model
+    rng = np.random.RandomState(3)
+    sideways = Image.fromarray(rng.randint(0, 256, NO_FACE_SIZE).astype(np.uint8))  # 26 x 30
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to view (30 x 26 upright)
+    path = str(tmp_path / "phone.jpg")
+    sideways.save(path, quality=92, exif=exif)
+    with open(path, "rb") as f:
+        data = f.read()
+    upright = decoded(image_files.transformed_png(data, SIZE, exif_transpose=True))
+    as_stored = decoded(image_files.transformed_png(data, SIZE))
+    with Image.open(path) as stored:
+        expected_upright = image_files.transform_image(stored.transpose(Image.ROTATE_270), SIZE)
+    np.testing.assert_array_equal(upright, np.asarray(expected_upright))
+    assert not np.array_equal(upright, as_stored)
+
+    status, out, err = run_cli(capsys, "--model", export_dir, "--align", "--image_size", SIZE,
+                               path)
+    assert status == 0, err
+    assert "align fallbacks: 1 of 1 photo without a detected face" in err
+    row = np.array([float(v) for v in out.split()[1:]])
+    np.testing.assert_allclose(row, reference(upright, True), atol=2e-6)
+
+
+def test_gallery_counts_and_marks_fallbacks(model, tmp_path, capsys):
+    """``export.gallery enrol/search --align``: the whole-frame fallbacks counted and named, and a
+    search result on a frame without a face says so."""
+    from export import gallery  # noqa: PLC0415 - absl flags of its own
+    import cli  # noqa: PLC0415
+
+    export_dir, _ = model
+    rng = np.random.RandomState(4)
+    root = tmp_path / "people"
+    write_frame(str(root / "Ann" / "Ann_0001.jpg"), rng)
+    wide_frame(str(root / "Bob" / "Bob_0001.jpg"), rng)
+    index = str(tmp_path / "gallery.npz")
+
+    def run_gallery(*args):
+        status = cli.run_main(gallery.define_flags, gallery.main,
+                              ["gallery"] + [str(a) for a in args])
+        return (status,) + capsys.readouterr()
+
+    status, out, err = run_gallery("enrol", "--model", export_dir, "--folder", root, "--index",
+                                   index, "--align", "--image_size", SIZE)
+    assert status == 0, err
+    assert "enrolled 2 new image(s)" in out
+    assert "align fallbacks: 1 of 2 new images without a detected face" in err
+    assert "no face detected: Bob/Bob_0001.jpg" in err
+
+    probe_face = write_frame(str(tmp_path / "probe.jpg"), rng)
+    probe_wall = wide_frame(str(tmp_path / "wall.jpg"), rng)
+    status, out, err = run_gallery("search", "--index", index, "--align", "--image_size", SIZE,
+                                   probe_face, probe_wall)
+    assert status == 0, err
+    assert "align fallbacks: 1 of 2 photos without a detected face" in err
+    lines = {line.split(": ", 1)[0]: line for line in out.splitlines() if ": " in line}
+    assert "[no face detected" in lines[probe_wall]
+    assert "[no face detected" not in lines[probe_face]
+
+    # Without --align: no count.
+    status, out, err = run_gallery("search", "--index", index, probe_face)
+    assert status == 0, err
+    assert "align fallbacks" not in err
