@@ -294,7 +294,9 @@ def batch_norm(x, is_training, momentum=0.9, epsilon=1e-5, scale=True, center=Tr
         # The fused kernel is 4-D only; features [B, C] become [B, 1, 1, C], which normalises
         # over the batch exactly as BatchNorm1d does.
         inputs = tf.reshape(x, [-1, 1, 1, channels]) if ndims == 2 else x
-        if is_training and x.dtype.base_dtype != tf.bfloat16:
+        # Batch statistics in training whatever the dtype (bfloat16 too: the fused kernel takes
+        # bf16 activations with float32 scale and offset).
+        if is_training:
             y, batch_mean, batch_variance = tf.nn.fused_batch_norm(
                 inputs, gamma, beta, epsilon=epsilon, is_training=True)
             decay = 1.0 - momentum

@@ -101,3 +101,37 @@ def test_bf16_prelu_matches_numpy_without_bf16_selects(is_training):
                                atol=1e-2)
     np.testing.assert_allclose(got_dalpha, (np.minimum(x, 0) * upstream).sum((0, 1, 2)),
                                rtol=2e-2, atol=5e-2)
+
+
+@pytest.mark.parametrize("dtype", [tf.float32, tf.bfloat16])
+def test_batch_norm_trains_on_batch_statistics_in_every_dtype(dtype):
+    """Training normalises with the batch's own mean and variance and registers the two
+    moving-average updates, in bfloat16 as in float32 (a bf16 training graph once normalised
+    with the frozen moving statistics and never updated them: a fresh network collapsed to
+    zero embeddings). numpy reference: (x - mean) / sqrt(var + eps) * gamma + beta."""
+    if dtype == tf.bfloat16 and not estimator_factory.bfloat16_supported():
+        pytest.skip("no bfloat16 CPU kernels in this TensorFlow")
+    rng = np.random.RandomState(0)
+    x = (rng.normal(size=(4, 5, 5, 6)) * 3.0 + 7.0).astype(np.float32)
+    with tf.Graph().as_default():
+        y = layers.batch_norm(tf.cast(tf.constant(x), dtype), is_training=True, momentum=0.9,
+                              name="bn")
+        updates = tf.get_collection(tf.GraphKeys.UPDATE_OPS)
+        moving_mean = [v for v in tf.global_variables() if "moving_mean" in v.name][0]
+        with tf.Session() as session:
+            session.run(tf.global_variables_initializer())
+            out = session.run(tf.cast(y, tf.float32))
+            session.run(updates)
+            mean_after = session.run(moving_mean)
+    assert len(updates) == 2
+    stored = x if dtype == tf.float32 else rounded_to_bf16(x)
+    mean = stored.mean(axis=(0, 1, 2))
+    expected = (stored - mean) / np.sqrt(stored.var(axis=(0, 1, 2)) + 1e-5)
+    np.testing.assert_allclose(out, expected, atol=1e-4 if dtype == tf.float32 else 0.05)
+    np.testing.assert_allclose(mean_after, 0.1 * mean, rtol=1e-3 if dtype == tf.float32 else 0.02)
+
+
+def rounded_to_bf16(x):
+    """``x`` rounded to bfloat16 and back (the input the bf16 graph normalises)."""
+    with tf.Graph().as_default(), tf.Session() as session:
+        return session.run(tf.cast(tf.cast(tf.constant(x), tf.bfloat16), tf.float32))
