@@ -270,6 +270,12 @@ def test_bf16_builds_and_trains_on_cpu(tmp_path, records):
         assert value.dtype != np.dtype("O") and np.all(np.isfinite(value)), name
     # The optimizer state and proxies stay float32.
     assert estimator.get_variable_value("head/proxies").dtype == np.float32
+    # Batch norm trained on batch statistics: its moving averages moved off their initial 0 / 1
+    # (a bf16 graph once normalised with the frozen ones and never updated them).
+    means = [n for n in estimator.get_variable_names() if n.endswith("/moving_mean")]
+    assert means and all(np.any(estimator.get_variable_value(n) != 0.0) for n in means)
+    variances = [n[:-len("mean")] + "variance" for n in means]
+    assert all(np.any(estimator.get_variable_value(n) != 1.0) for n in variances)
 
 
 def test_bf16_runs_the_backbone_in_bfloat16_and_the_head_in_float32():
