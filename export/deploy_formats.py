@@ -287,6 +287,7 @@ def convert_tflite(saved_model_dir, output_path, image_size=None, quantize="none
     image_size = image_size or model_image_size(saved_model_dir)
     graph_def = frozen_graph_def(saved_model_dir, image_size)
     prelu_fused = tflite_graph.keras_prelu_form(graph_def)
+    grouped = tflite_graph.grouped_convolutions(graph_def)
     tflite_graph.batch_free_reshapes(graph_def)  # resizable to any batch after conversion
     scratch = tempfile.mkdtemp(prefix="convert_")
     data, notes = None, []
@@ -324,7 +325,7 @@ def convert_tflite(saved_model_dir, output_path, image_size=None, quantize="none
     _atomic_bytes(output_path, data)
     info = {"path": output_path, "format": "tflite", "quantize": quantize,
             "image_size": image_size, "bytes": len(data), "notes": notes[:1],
-            "prelu_fused": prelu_fused}
+            "prelu_fused": prelu_fused, "grouped_convolutions": grouped}
     if quantize == "int8":
         info["calibration_images"] = int(len(calibration))
         info["float_ops"] = list(float_ops or ())

@@ -99,18 +99,23 @@ class TFLiteRunner:
     name = "TFLite"
 
     def __init__(self, path, threads=None, batched=True):
-        with native_stderr.filtered([]):  # "Created TensorFlow Lite XNNPACK delegate for CPU."
-            self._interpreter = deploy_formats.tflite_module().Interpreter(model_path=path,
-                                                                           num_threads=threads)
-            self._interpreter.allocate_tensors()
+        self._path, self._threads = path, threads
+        self._open()
         self._input = self._interpreter.get_input_details()[0]
         self._output = self._interpreter.get_output_details()[0]
-        self._batch = 1
         self.batched = batched
 
+    def _open(self):
+        with native_stderr.filtered([]):  # "Created TensorFlow Lite XNNPACK delegate for CPU."
+            self._interpreter = deploy_formats.tflite_module().Interpreter(
+                model_path=self._path, num_threads=self._threads)
+            self._interpreter.allocate_tensors()
+        self._batch = 1
+
     def _resize(self, batch):
-        """Resize the input to ``batch``; False (and back at 1) when the model does not allow
-        it, which turns batching off for good."""
+        """Resize the input to ``batch``; False (and a fresh interpreter at batch 1: one whose
+        allocation failed crashes on the next resize) when the model does not allow it, which
+        turns batching off for good."""
         if batch == self._batch:
             return True
         shape = [batch] + list(self._input["shape"][1:])
@@ -119,9 +124,8 @@ class TFLiteRunner:
             self._interpreter.allocate_tensors()
         except (RuntimeError, ValueError):
             self.batched = False
-            self._interpreter.resize_tensor_input(self._input["index"], self._input["shape"])
-            self._interpreter.allocate_tensors()
-            self._batch = 1
+            self._interpreter = None
+            self._open()
             return False
         self._batch = batch
         return True

@@ -157,3 +157,54 @@ def test_the_tflite_runner_batches_a_batch_free_model_and_falls_back_otherwise(t
         single = runner(x[:1]).reshape(1, -1)  # back to batch 1 after a batch of 7
         np.testing.assert_allclose(single, expected[:1], rtol=1e-5)
         np.testing.assert_allclose(runner(x[:3]).reshape(3, -1), expected[:3], rtol=1e-5)
+
+
+# --- grouped convolutions ------------------------------------------------------------------------
+
+def _grouped_conv_graph_def(strides=1, padding="SAME"):
+    """input [1, 6, 6, 8] -> model.layers.conv2d(filters=12, groups=4) (depthwise + sum, as the
+    exports build it) -> output, its variables frozen."""
+    from model import layers  # noqa: PLC0415
+
+    with tf.Graph().as_default() as graph:
+        tf.set_random_seed(1)
+        x = tf.placeholder(tf.float32, [None, 6, 6, 8], name="input")
+        y = layers.conv2d(x, 12, 3, strides=strides, padding=padding, groups=4, name="grouped")
+        tf.identity(y, name="output")
+        with tf.Session(graph=graph) as session:
+            session.run(tf.global_variables_initializer())
+            return tf.graph_util.convert_variables_to_constants(
+                session, graph.as_graph_def(), ["output"])
+
+
+@pytest.mark.skipif(not deploy_formats.tflite_available(), reason="needs TensorFlow 2's tf.lite")
+@pytest.mark.parametrize("strides, padding", [(1, "SAME"), (2, 1)])
+def test_grouped_convolution_becomes_one_grouped_conv_2d(tmp_path, strides, padding):
+    graph_def = _grouped_conv_graph_def(strides, padding)
+    x = np.random.RandomState(3).randn(1, 6, 6, 8).astype(np.float32)
+    expected = _run(graph_def, x)  # the depthwise + sum chain, in TensorFlow
+    assert tflite_graph.grouped_convolutions(graph_def) == 1
+    (conv,) = [node for node in graph_def.node if node.name.endswith("grouped/Reshape_3")]
+    assert conv.op == "Conv2D"
+    path = tmp_path / "frozen.pb"
+    path.write_bytes(graph_def.SerializeToString())
+    converter = tf.lite.TFLiteConverter.from_frozen_graph(str(path), ["input"], ["output"],
+                                                          input_shapes={"input": [1, 6, 6, 8]})
+    interpreter = deploy_formats.tflite_module().Interpreter(model_content=converter.convert())
+    interpreter.allocate_tensors()
+    ops = collections.Counter(op["op_name"] for op in interpreter._get_ops_details())
+    assert ops["CONV_2D"] == 1 and not ops["SUM"] and not ops["DEPTHWISE_CONV_2D"], ops
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+    interpreter.invoke()
+    result = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    np.testing.assert_allclose(result, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_a_depthwise_convolution_is_not_a_grouped_one():
+    from model import layers  # noqa: PLC0415
+
+    with tf.Graph().as_default() as graph:
+        x = tf.placeholder(tf.float32, [None, 6, 6, 8], name="input")
+        tf.identity(layers.conv2d(x, 16, 3, groups=8), name="output")  # multiplier 2, no sum
+    graph_def = graph.as_graph_def()
+    assert tflite_graph.grouped_convolutions(graph_def) == 0
