@@ -93,7 +93,7 @@ class OnnxRunner:
 class TFLiteRunner:
     """A TFLite model of :func:`convert_tflite`. It is converted at batch 1; N images are one
     invocation at batch N (the input resized to N when N changes, which this project's
-    conversions allow: ``export.tflite_graph``), or, with ``batched=False`` or a model whose
+    conversions allow: ``export.graph_rewrites``), or, with ``batched=False`` or a model whose
     reshapes fix the batch at 1, N invocations of one image."""
 
     name = "TFLite"

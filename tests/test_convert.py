@@ -108,7 +108,7 @@ def test_tflite_float32_matches_and_float16_is_close(saved_model, faces, referen
     runner = format_checks.TFLiteRunner(fp32)
     details = runner._interpreter.get_input_details()[0]
     assert list(details["shape"]) == [1, SIZE, SIZE, 3] and details["dtype"] == np.float32
-    # Every PReLU is one PRELU op (export.tflite_graph), none left as NEG/RELU/MUL/SUB.
+    # Every PReLU is one PRELU op (export.graph_rewrites), none left as NEG/RELU/MUL/SUB.
     assert info["prelu_fused"] > 0
     assert len(op_dtypes(runner._interpreter, "PRELU")) == info["prelu_fused"]
     assert not op_dtypes(runner._interpreter, "NEG")

@@ -1,4 +1,5 @@
-"""Rewrites of the frozen GraphDef before TF Lite converts it (``deploy_formats.convert_tflite``).
+"""Rewrites of the frozen GraphDef before TF Lite (``deploy_formats.convert_tflite``: all three)
+and tf2onnx (``deploy_formats.convert_onnx``: :func:`grouped_convolutions`) convert it.
 
 The exported backbones build PReLU as ``relu(x) - alpha * relu(-x)`` (``model.layers.prelu``),
 with ``alpha`` of shape [C]. TF Lite's converter fuses a PReLU into its one ``PRELU`` op only in
@@ -15,7 +16,9 @@ over each group's inputs and a reshape back, for TF 1.15 and NPUs without groupe
 In TF Lite that SUM is not delegated to XNNPACK: it splits the graph in two and runs in TF
 Lite's own single-threaded reduction, 4.8 ms of a 14 ms MobileFaceNet on one core (loaded; the
 grouped CONV_2D instead: 1.6 ms). :func:`grouped_convolutions` puts back the one grouped
-``Conv2D`` of the same kernel, which TF Lite converts to a grouped CONV_2D that XNNPACK runs.
+``Conv2D`` of the same kernel, which TF Lite converts to a grouped CONV_2D that XNNPACK runs,
+and tf2onnx to one grouped ``Conv`` (instead of a Conv, two Transposes, a ReduceSum and an
+unfused BatchNormalization).
 
 The converter fixes the batch at 1, and folds every reshape whose target names the batch as a
 dynamic dimension (``model.layers`` keeps the others static: MobileFaceNet's grouped

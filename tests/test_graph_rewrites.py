@@ -1,4 +1,4 @@
-"""export.tflite_graph.keras_prelu_form: the exports' ``relu(x) - alpha * relu(-x)`` becomes the
+"""export.graph_rewrites.keras_prelu_form: the exports' ``relu(x) - alpha * relu(-x)`` becomes the
 form TF Lite fuses into one PRELU op, with the same values (checked in TensorFlow and in TF Lite
 against a numpy PReLU), and nothing else is touched."""
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-from export import deploy_formats, tflite_graph
+from export import deploy_formats, graph_rewrites
 
 ALPHA = np.array([0.25, -0.5, 1.5, 0.0], np.float32)
 SHAPE = [1, 5, 5, len(ALPHA)]
@@ -49,7 +49,7 @@ def test_rewrite_keeps_every_value_to_the_bit():
     x = _inputs()
     graph_def = _graph_def()
     before = _run(graph_def, x)
-    assert tflite_graph.keras_prelu_form(graph_def) == 1
+    assert graph_rewrites.keras_prelu_form(graph_def) == 1
     ops = collections.Counter(node.op for node in graph_def.node)
     assert ops["Sub"] == 0 and ops["AddV2"] == 2
     after = _run(graph_def, x)
@@ -60,14 +60,14 @@ def test_rewrite_keeps_every_value_to_the_bit():
 def test_an_intermediate_used_elsewhere_is_left_alone():
     graph_def = _graph_def(extra_use=True)
     serialized = graph_def.SerializeToString()
-    assert tflite_graph.keras_prelu_form(graph_def) == 0
+    assert graph_rewrites.keras_prelu_form(graph_def) == 0
     assert graph_def.SerializeToString() == serialized
 
 
 @pytest.mark.skipif(not deploy_formats.tflite_available(), reason="needs TensorFlow 2's tf.lite")
 def test_tflite_writes_one_prelu_with_the_same_values(tmp_path):
     graph_def = _graph_def()
-    assert tflite_graph.keras_prelu_form(graph_def) == 1
+    assert graph_rewrites.keras_prelu_form(graph_def) == 1
     path = tmp_path / "frozen.pb"
     path.write_bytes(graph_def.SerializeToString())
     converter = tf.lite.TFLiteConverter.from_frozen_graph(str(path), ["input"], ["output"],
@@ -114,7 +114,7 @@ def _grouped_inputs(batch):
 
 def test_batch_free_reshapes_keep_the_values():
     graph_def = _grouped_sum_graph_def()
-    assert tflite_graph.batch_free_reshapes(graph_def) == 2
+    assert graph_rewrites.batch_free_reshapes(graph_def) == 2
     for batch in (1, 5):
         x = _grouped_inputs(batch)
         np.testing.assert_allclose(_run(graph_def, x), _numpy_grouped(x), rtol=1e-6)
@@ -123,7 +123,7 @@ def test_batch_free_reshapes_keep_the_values():
 def test_a_pack_with_another_user_is_left_alone():
     graph_def = _grouped_sum_graph_def(extra_use=True)
     # The first reshape's Pack also feeds reduce_sum; the second's is its own.
-    assert tflite_graph.batch_free_reshapes(graph_def) == 1
+    assert graph_rewrites.batch_free_reshapes(graph_def) == 1
     x = _grouped_inputs(2)
     np.testing.assert_allclose(_run(graph_def, x), _numpy_grouped(x) + 2 + 4 + 4 + 3 + 2,
                                rtol=1e-6)
@@ -143,7 +143,7 @@ def test_the_tflite_runner_batches_a_batch_free_model_and_falls_back_otherwise(t
     from export import format_checks  # noqa: PLC0415
 
     free = _grouped_sum_graph_def()
-    tflite_graph.batch_free_reshapes(free)
+    graph_rewrites.batch_free_reshapes(free)
     x = _grouped_inputs(7)
     expected = _numpy_grouped(x).reshape(7, -1)
     fixed_path = _convert_at_batch_1(_grouped_sum_graph_def(), tmp_path / "fixed.pb")
@@ -183,7 +183,7 @@ def test_grouped_convolution_becomes_one_grouped_conv_2d(tmp_path, strides, padd
     graph_def = _grouped_conv_graph_def(strides, padding)
     x = np.random.RandomState(3).randn(1, 6, 6, 8).astype(np.float32)
     expected = _run(graph_def, x)  # the depthwise + sum chain, in TensorFlow
-    assert tflite_graph.grouped_convolutions(graph_def) == 1
+    assert graph_rewrites.grouped_convolutions(graph_def) == 1
     (conv,) = [node for node in graph_def.node if node.name.endswith("grouped/Reshape_3")]
     assert conv.op == "Conv2D"
     path = tmp_path / "frozen.pb"
@@ -207,4 +207,25 @@ def test_a_depthwise_convolution_is_not_a_grouped_one():
         x = tf.placeholder(tf.float32, [None, 6, 6, 8], name="input")
         tf.identity(layers.conv2d(x, 16, 3, groups=8), name="output")  # multiplier 2, no sum
     graph_def = graph.as_graph_def()
-    assert tflite_graph.grouped_convolutions(graph_def) == 0
+    assert graph_rewrites.grouped_convolutions(graph_def) == 0
+
+
+@pytest.mark.skipif(not deploy_formats.onnx_available(), reason="needs tf2onnx and onnxruntime")
+def test_tf2onnx_writes_the_grouped_convolution_as_one_grouped_conv():
+    import onnxruntime  # noqa: PLC0415
+    import tf2onnx  # noqa: PLC0415
+
+    graph_def = _grouped_conv_graph_def()
+    x = np.random.RandomState(4).randn(3, 6, 6, 8).astype(np.float32)
+    expected = _run(graph_def, x)
+    assert graph_rewrites.grouped_convolutions(graph_def) == 1
+    model, _ = tf2onnx.convert.from_graph_def(graph_def, input_names=["input:0"],
+                                              output_names=["output:0"], opset=15)
+    ops = collections.Counter(node.op_type for node in model.graph.node)
+    assert ops["Conv"] == 1 and not ops["ReduceSum"], ops
+    (conv,) = [node for node in model.graph.node if node.op_type == "Conv"]
+    assert {a.name: a.i for a in conv.attribute}.get("group") == 4
+    session = onnxruntime.InferenceSession(model.SerializeToString(),
+                                           providers=["CPUExecutionProvider"])
+    result = session.run(None, {"input:0": x})[0]
+    np.testing.assert_allclose(result, expected, rtol=1e-4, atol=1e-5)
