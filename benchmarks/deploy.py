@@ -7,7 +7,8 @@ initialised model is exported as a SavedModel with this project's serving receiv
 format embeds the same float32 RGB pixels at batch 1 and at batch 32, timed in alternating rounds
 so that load from other jobs hits them alike: the SavedModel's pixels signature and the frozen
 graph in a TF session, ONNX Runtime (CPU provider), and the TFLite interpreter (XNNPACK delegate by
-default), which has a fixed batch of 1 and is invoked 32 times for a batch of 32. Every runtime
+default), converted at batch 1 and resized to 32 for a batch of 32. The conversions run in a child
+process (:func:`build_formats_apart`: iresnet50's peak near 18 GB of memory). Every runtime
 gets the same number of threads (``--threads``; default the CPUs of this process).
 
 One JSON line per format: images/s at batch 1 and 32 for each backbone and the ratio to the
