@@ -11,7 +11,8 @@ TFLite int8); ``benchmarks.deploy.build_formats`` does exactly that, in a child 
 memory is given back before the timing (``<arch>_build_peak_rss_mb``; this process's own peak is
 ``<arch>_peak_rss_mb``, cumulative over the architectures). Each format runs in its own
 runtime as ``export/format_checks.py`` runs it: the SavedModel's pixels signature and the frozen
-graph in a TF session, ONNX Runtime (CPU provider), the TFLite interpreter (XNNPACK delegate).
+graph in a TF session, ONNX Runtime (CPU provider), the TFLite interpreter (XNNPACK delegate; a
+batch of 64 is one invocation with the input resized to 64).
 The peer: insightface's same architectures in PyTorch (``benchmarks/peer_torch_infer.py``: eager
 ``inference_mode`` and TorchScript traced, frozen and optimised for inference), run by the peer's
 own Python (``--peer_python``, else ``$PEER_PYTHON``, else ``.venv-peer/bin/python``) as a warm
