@@ -7,9 +7,12 @@
 This side: a freshly initialised iresnet50 / MobileFaceNet of this project, exported as users
 export it (a SavedModel with the serving receiver, as ``estimator_main.py --mode=export``), then
 frozen (``export/freeze.py``) and converted (``export/deploy_formats.py``: ONNX, TFLite float32,
-TFLite int8); ``benchmarks.deploy.build_formats`` does exactly that. Each format runs in its own
+TFLite int8); ``benchmarks.deploy.build_formats`` does exactly that, in a child process whose
+memory is given back before the timing (``<arch>_build_peak_rss_mb``; this process's own peak is
+``<arch>_peak_rss_mb``, cumulative over the architectures). Each format runs in its own
 runtime as ``export/format_checks.py`` runs it: the SavedModel's pixels signature and the frozen
-graph in a TF session, ONNX Runtime (CPU provider), the TFLite interpreter (XNNPACK delegate).
+graph in a TF session, ONNX Runtime (CPU provider), the TFLite interpreter (XNNPACK delegate; a
+batch of 64 is one invocation with the input resized to 64).
 The peer: insightface's same architectures in PyTorch (``benchmarks/peer_torch_infer.py``: eager
 ``inference_mode`` and TorchScript traced, frozen and optimised for inference), run by the peer's
 own Python (``--peer_python``, else ``$PEER_PYTHON``, else ``.venv-peer/bin/python``) as a warm
@@ -141,8 +144,11 @@ def _timed_calls(fn, calls):
 def measure(peer_python, arch, workdir, batches, image_size, embedding_size, schedule,
             threads, rounds=None, calls=None):
     """Both sides of one architecture, alternating; returns ``(peer ready message, project
-    parameters, {batch: {format: summarize(...)}})``; peer formats carry PEER_PREFIX."""
-    paths = deploy.build_formats(workdir, arch, image_size, embedding_size)
+    parameters, {batch: {format: summarize(...)}}, memory)``; peer formats carry PEER_PREFIX;
+    ``memory``: the peak resident MiB of the conversions' child process and of this one."""
+    # Converted in a child process, whose memory (iresnet50's conversions peak near 18 GiB)
+    # goes back to the system before anything is timed.
+    paths, build_peak_mb = deploy.build_formats_apart(workdir, arch, image_size, embedding_size)
     params = saved_model_params(paths["savedmodel"])
     b1_calls, large_calls, count = schedule
     b1_calls, count = calls or b1_calls, rounds or count
@@ -182,7 +188,8 @@ def measure(peer_python, arch, workdir, batches, image_size, embedding_size, sch
         finally:
             for runner in runners.values():
                 runner.close()
-    return other.ready, params, results
+    memory = {"build_peak_rss_mb": build_peak_mb, "peak_rss_mb": deploy.peak_rss_mb()}
+    return other.ready, params, results, memory
 
 
 def arch_figures(arch, ready, params, results):
@@ -251,8 +258,11 @@ def run(quick=False, workdir=None, archs=None, rounds=None, threads=THREADS, pee
     with common.scratch_dir(workdir, "bench_peer_inference_") as scratch:
         for arch in archs:
             schedule = QUICK["schedule"] if quick else SCHEDULE[arch]
-            ready, params, results = measure(python, arch, scratch, batches, image_size,
-                                             embedding_size, schedule, threads, rounds, calls)
+            ready, params, results, memory = measure(python, arch, scratch, batches,
+                                                     image_size, embedding_size, schedule,
+                                                     threads, rounds, calls)
+            for key, value in memory.items():
+                figures[f"{arch}_{key}"] = value
             for key in ("torch", "cpu_capability", "memory_format"):
                 figures.setdefault(f"peer_{key}", ready[key])
             figures[f"{arch}_torchscript_max_rel_diff"] = ready["torchscript_max_rel_diff"]

@@ -10,11 +10,13 @@ the model's size S x S (read from the graph's resize by :func:`model_image_size`
   the model.
 * TFLite (:func:`convert_tflite`, the TF1-style converter: the dynamic-shape signature does not
   convert with the TF2 one): input float32 [1, S, S, 3], RGB 0..255; output float32 [1, D],
-  L2-normalised. ``quantize="float16"`` stores the weights in float16; ``quantize="int8"`` is
-  integer quantisation (int8 weights and activations, float input and output), calibrated on
-  faces of the training records (:func:`calibration_pixels`); the ops named in ``float_ops``
-  stay in float (by default the final L2 normalisation, whose int8 output scale of 1/128 is
-  coarse for the small components of a unit 512-d vector).
+  L2-normalised; ``Interpreter.resize_tensor_input`` resizes the batch (the reshapes are
+  batch-free, ``export.graph_rewrites``). ``quantize="float16"`` stores the weights in float16;
+  ``quantize="int8"`` is integer quantisation (int8 weights and activations, float input and
+  output), calibrated on faces of the training records (:func:`calibration_pixels`); the ops
+  named in ``float_ops`` stay in float (by default the final L2 normalisation, whose int8
+  output scale of 1/128 is coarse for the small components of a unit 512-d vector, and PRELU,
+  which XNNPACK runs only in float). Every PReLU is one PRELU op (``export.graph_rewrites``).
 
 Running the converted files and checking them against the SavedModel (parity, accuracy) is
 ``export/format_checks.py``.
@@ -32,7 +34,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 from data_tools import input_fns, preprocessing, schema
-from export import embedder, freeze, native_stderr, onnx_graph, serving
+from export import embedder, freeze, graph_rewrites, native_stderr, onnx_graph, serving
 
 QUANTIZE_MODES = ("none", "float16", "int8")
 ONNX_INPUT = "pixels"
@@ -43,8 +45,12 @@ DEFAULT_OPSET = 15
 # the float embedding from 0.973 to 0.981 and keep the accuracy (200 lost up to 1.8 points).
 DEFAULT_CALIBRATION_IMAGES = 1000
 # TFLite op names kept in float in an int8 model: the last op, whose int8 output would round the
-# unit-length embedding to steps of 1/128 (measured in docs/DEPLOYING.md).
-DEFAULT_INT8_FLOAT_OPS = ("L2_NORMALIZATION",)
+# unit-length embedding to steps of 1/128 (measured in docs/DEPLOYING.md); and PRELU, which
+# XNNPACK (the interpreter's default delegate, TF 2.15) runs in float but not in int8: an int8
+# PRELU falls back to TF Lite's own kernel and cuts the delegated graph at every PReLU
+# (MobileFaceNet: 35 XNNPACK partitions, 73 ms per face on one core), a float one between a
+# dequantise and a quantise stays inside it (2 partitions, 21 ms; docs/PERFORMANCE.md).
+DEFAULT_INT8_FLOAT_OPS = ("L2_NORMALIZATION", "PRELU")
 _RESIZE_OPS = ("ResizeBilinear", "ResizeArea", "ResizeBicubic", "ResizeNearestNeighbor")
 _INSTALL_HINT = "pip install tf2onnx==1.17.0 onnx==1.17.0 onnxruntime==1.22.1 (or .[onnx])"
 
@@ -196,11 +202,13 @@ def convert_onnx(saved_model_dir, output_path, image_size=None, opset=DEFAULT_OP
 
     Input ``pixels`` float32 [batch, S, S, 3] RGB 0..255 (dynamic batch), output ``embedding``
     float32 [batch, D], L2-normalised. PReLU is one ``PRelu`` node (``export.onnx_graph``:
-    tf2onnx alone writes five per PReLU); ``prelu_fused`` says how many.
+    tf2onnx alone writes five per PReLU); ``prelu_fused`` says how many. A grouped convolution
+    is one grouped ``Conv`` (``export.graph_rewrites``); ``grouped_convolutions`` says how many.
     """
     tf2onnx, onnx = _import_tf2onnx()
     image_size = image_size or model_image_size(saved_model_dir)
     graph_def = frozen_graph_def(saved_model_dir, image_size)
+    grouped = graph_rewrites.grouped_convolutions(graph_def)
     input_name = freeze.INPUT_NODE + ":0"
     output_name = freeze.OUTPUT_NODE + ":0"
     model_proto, _ = tf2onnx.convert.from_graph_def(
@@ -220,6 +228,7 @@ def convert_onnx(saved_model_dir, output_path, image_size=None, opset=DEFAULT_OP
     dim = model_proto.graph.output[0].type.tensor_type.shape.dim[1]
     return {"path": output_path, "format": "onnx", "image_size": image_size, "opset": opset,
             "embedding_size": dim.dim_value or None, "prelu_fused": prelu_fused,
+            "grouped_convolutions": grouped,
             "bytes": os.path.getsize(output_path)}
 
 
@@ -280,6 +289,9 @@ def convert_tflite(saved_model_dir, output_path, image_size=None, quantize="none
     lite = tflite_module()
     image_size = image_size or model_image_size(saved_model_dir)
     graph_def = frozen_graph_def(saved_model_dir, image_size)
+    prelu_fused = graph_rewrites.keras_prelu_form(graph_def)
+    grouped = graph_rewrites.grouped_convolutions(graph_def)
+    graph_rewrites.batch_free_reshapes(graph_def)  # resizable to any batch after conversion
     scratch = tempfile.mkdtemp(prefix="convert_")
     data, notes = None, []
     try:
@@ -315,7 +327,8 @@ def convert_tflite(saved_model_dir, output_path, image_size=None, quantize="none
         shutil.rmtree(scratch, ignore_errors=True)
     _atomic_bytes(output_path, data)
     info = {"path": output_path, "format": "tflite", "quantize": quantize,
-            "image_size": image_size, "bytes": len(data), "notes": notes[:1]}
+            "image_size": image_size, "bytes": len(data), "notes": notes[:1],
+            "prelu_fused": prelu_fused, "grouped_convolutions": grouped}
     if quantize == "int8":
         info["calibration_images"] = int(len(calibration))
         info["float_ops"] = list(float_ops or ())

@@ -91,20 +91,53 @@ class OnnxRunner:
 
 
 class TFLiteRunner:
-    """A TFLite model of :func:`convert_tflite`: one image per invocation (fixed batch 1)."""
+    """A TFLite model of :func:`convert_tflite`. It is converted at batch 1; N images are one
+    invocation at batch N (the input resized to N when N changes, which this project's
+    conversions allow: ``export.graph_rewrites``), or, with ``batched=False`` or a model whose
+    reshapes fix the batch at 1, N invocations of one image."""
 
     name = "TFLite"
 
-    def __init__(self, path, threads=None):
-        with native_stderr.filtered([]):  # "Created TensorFlow Lite XNNPACK delegate for CPU."
-            self._interpreter = deploy_formats.tflite_module().Interpreter(model_path=path,
-                                                                           num_threads=threads)
-            self._interpreter.allocate_tensors()
+    def __init__(self, path, threads=None, batched=True):
+        self._path, self._threads = path, threads
+        self._open()
         self._input = self._interpreter.get_input_details()[0]
         self._output = self._interpreter.get_output_details()[0]
+        self.batched = batched
+
+    def _open(self):
+        with native_stderr.filtered([]):  # "Created TensorFlow Lite XNNPACK delegate for CPU."
+            self._interpreter = deploy_formats.tflite_module().Interpreter(
+                model_path=self._path, num_threads=self._threads)
+            self._interpreter.allocate_tensors()
+        self._batch = 1
+
+    def _resize(self, batch):
+        """Resize the input to ``batch``; False (and a fresh interpreter at batch 1: one whose
+        allocation failed crashes on the next resize) when the model does not allow it, which
+        turns batching off for good."""
+        if batch == self._batch:
+            return True
+        shape = [batch] + list(self._input["shape"][1:])
+        try:
+            self._interpreter.resize_tensor_input(self._input["index"], shape)
+            self._interpreter.allocate_tensors()
+        except (RuntimeError, ValueError):
+            self.batched = False
+            self._interpreter = None
+            self._open()
+            return False
+        self._batch = batch
+        return True
 
     def __call__(self, pixels):
         pixels = np.asarray(pixels, np.float32)
+        if len(pixels) > 1 and self.batched and self._resize(len(pixels)):
+            self._interpreter.set_tensor(self._input["index"], pixels)
+            self._interpreter.invoke()
+            return self._interpreter.get_tensor(self._output["index"]).copy()
+        if len(pixels) and not self._resize(1):
+            raise deploy_formats.ConvertError("the TFLite model does not take one image")
         outputs = []
         for image in pixels:
             self._interpreter.set_tensor(self._input["index"], image[None])

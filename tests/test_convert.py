@@ -103,15 +103,32 @@ def test_onnx_has_a_dynamic_batch_and_matches_at_batch_1_and_32(saved_model, fac
 def test_tflite_float32_matches_and_float16_is_close(saved_model, faces, reference, tmp_path):
     fp32 = str(tmp_path / "face.tflite")
     fp16 = str(tmp_path / "face_fp16.tflite")
-    deploy_formats.convert_tflite(saved_model, fp32)
     deploy_formats.convert_tflite(saved_model, fp16, quantize="float16")
+    info = deploy_formats.convert_tflite(saved_model, fp32)
     runner = format_checks.TFLiteRunner(fp32)
     details = runner._interpreter.get_input_details()[0]
     assert list(details["shape"]) == [1, SIZE, SIZE, 3] and details["dtype"] == np.float32
-    assert format_checks.parity(reference, runner(faces))["max_abs_diff"] <= 1e-5
+    # Every PReLU is one PRELU op (export.graph_rewrites), none left as NEG/RELU/MUL/SUB.
+    assert info["prelu_fused"] > 0
+    assert len(op_dtypes(runner._interpreter, "PRELU")) == info["prelu_fused"]
+    assert not op_dtypes(runner._interpreter, "NEG")
+    # The 40 faces in one invocation at batch 40 (resized), the same as 40 of one face.
+    batched = runner(faces)
+    assert runner.batched
+    single = format_checks.TFLiteRunner(fp32, batched=False)(faces)
+    np.testing.assert_allclose(batched, single, rtol=1e-5, atol=1e-6)
+    assert format_checks.parity(reference, batched)["max_abs_diff"] <= 1e-5
+    assert format_checks.parity(reference[:1], runner(faces[:1]))["max_abs_diff"] <= 1e-5
     half = format_checks.parity(reference, format_checks.TFLiteRunner(fp16)(faces))
     assert half["cosine_min"] > 0.999
     assert os.path.getsize(fp16) < 0.7 * os.path.getsize(fp32)
+
+
+def delegated_partitions(interpreter):
+    """How many parts of the graph the default delegate (XNNPACK) took: its DELEGATE nodes in
+    the execution plan, after the model's own ops."""
+    plan = interpreter._interpreter
+    return [plan.NodeName(i) for i in range(plan.NumNodes())].count("DELEGATE")
 
 
 def op_dtypes(interpreter, name):
@@ -125,7 +142,7 @@ def op_dtypes(interpreter, name):
 
 @needs_tflite
 @pytest.mark.parametrize("float_ops", [deploy_formats.DEFAULT_INT8_FLOAT_OPS, (),
-                                       ("L2_NORMALIZATION", "FULLY_CONNECTED")])
+                                       ("L2_NORMALIZATION", "FULLY_CONNECTED", "PRELU")])
 def test_tflite_int8_with_float_input_output_and_chosen_float_ops(saved_model, faces, reference,
                                                                   tmp_path, float_ops):
     records = str(tmp_path / "train")
@@ -146,12 +163,22 @@ def test_tflite_int8_with_float_input_output_and_chosen_float_ops(saved_model, f
     for inputs, outputs in convs:
         assert inputs[:2] == [np.int8, np.int8] and outputs == [np.int8]
     # The ops asked for run in float, the others in int8 (a full-integer model when none).
-    for name in ("L2_NORMALIZATION", "FULLY_CONNECTED"):
-        (found,) = op_dtypes(interpreter, name)
+    for name in ("L2_NORMALIZATION", "FULLY_CONNECTED", "PRELU"):
         expected = np.float32 if name in float_ops else np.int8
-        assert found[0][0] == expected and found[1] == [expected], (name, found)
+        assert op_dtypes(interpreter, name)
+        for found in op_dtypes(interpreter, name):
+            assert found[0][0] == expected and found[1] == [expected], (name, found)
+    # XNNPACK has no int8 PRELU: in int8, every PReLU cuts the delegated graph; in float (the
+    # default) the graph is one or two delegated parts.
+    partitions = delegated_partitions(interpreter)
+    if "PRELU" in float_ops:
+        assert partitions <= 2
+    else:
+        assert partitions > len(op_dtypes(interpreter, "PRELU")) > 0
     result = format_checks.parity(reference, runner(faces))
     assert result["cosine_mean"] > 0.9, result
+    np.testing.assert_allclose(runner(faces), format_checks.TFLiteRunner(
+        path, batched=False)(faces), atol=1e-6)
 
 
 def test_parity_figures():

@@ -158,6 +158,8 @@ def test_quick_run_against_a_fake_peer(tmp_path, monkeypatch, capsys):
         assert result[f"tiny_torch_eager_b{batch}_images_per_s"] == batch / FAKE_SECONDS
     assert result["tiny_torch_torchscript_b1_p99_ms"] == 1000 * FAKE_SECONDS
     assert len(result["load_average_start"]) == 3
+    # The formats are built in a child process, whose peak memory is reported apart.
+    assert result["tiny_build_peak_rss_mb"] > 0 and result["tiny_peak_rss_mb"] > 0
     lines = log.read_text().splitlines()
     args = json.loads(lines[0])
     assert args["backbone"] == "tiny" and int(args["threads"]) == peer_inference.THREADS
