@@ -267,13 +267,19 @@ def test_flip_follows_its_stateless_draw(decoded_shape):
     assert 0 < flips < 40
 
 
-def test_each_image_is_augmented_under_the_key_of_its_place_in_the_stream(tmp_path):
+@pytest.mark.parametrize("augmentation,known_shape", [
+    ({"random_crop": True, "brightness_delta": 9.0, "contrast_delta": 0.2}, False),
+    ({}, True), ({"brightness_delta": 9.0}, True)])
+def test_each_image_is_augmented_under_the_key_of_its_place_in_the_stream(
+        tmp_path, augmentation, known_shape):
     """The keys are made a batch of records at a time; image i of the stream (one file, a
     shuffle buffer of 1: the records in file order, repeated) is preprocess_for_train of
-    record i mod N under the key (seed, i), past the end of an epoch too."""
+    record i mod N under the key (seed, i), past the end of an epoch too; with the manifest's
+    record_shape too (no resize in the graph; the flip of the uint8 pixels)."""
     directory = str(tmp_path / "one_shard")
     rh.write_image_records(directory, num_classes=3, per_class=4, size=32, num_shards=1)
-    augmentation = {"random_crop": True, "brightness_delta": 9.0, "contrast_delta": 0.2}
+    if known_shape:
+        directory = _records_with_shape(directory, tmp_path, (32, 32))
     with tf.Graph().as_default():
         input_fn = input_fns.train_input_fn_builder(directory, image_size=32, seed=11,
                                                     shuffle_buffer=1, batch_size=5,
