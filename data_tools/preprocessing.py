@@ -15,6 +15,8 @@ from data_tools import degradations as degradations_lib
 
 PIXEL_MEAN = 127.5
 PIXEL_SCALE = 128.0
+_PIXEL_INVERSE_SCALE = 1.0 / PIXEL_SCALE
+assert PIXEL_SCALE == 2.0 ** round(np.log2(PIXEL_SCALE)), "normalize multiplies by 1/scale"
 # insightface's aligned face crop: the one source of the input size the backbones default to.
 DEFAULT_IMAGE_SIZE = 112
 
@@ -125,7 +127,9 @@ def resize_like_converter(pixels, image_size):
 
 def normalize(pixels):
     """Map float pixels in 0..255 to the network's input range, (x - 127.5) / 128."""
-    return (tf.cast(pixels, tf.float32) - PIXEL_MEAN) / PIXEL_SCALE
+    # Times 1/128 rather than divided by 128: the same floats (a power of two's reciprocal is
+    # exact), and a multiply costs the vector units a fraction of a divide.
+    return (tf.cast(pixels, tf.float32) - PIXEL_MEAN) * _PIXEL_INVERSE_SCALE
 
 
 def preprocess_for_eval(encoded, image_size=DEFAULT_IMAGE_SIZE):

@@ -481,3 +481,15 @@ def test_tf1_pipelines_run_without_the_racy_autotuning_model(image_records, pair
                 assert options.experimental_optimization.autotune is False
             else:
                 assert options.autotune.enabled is not False
+
+
+def test_normalize_is_the_insightface_mapping_bit_for_bit():
+    """(x - 127.5) / 128, computed as a multiply by 1/128: the same float32 for every byte value
+    and for the fractional pixels a resize or an augmentation makes."""
+    values = np.concatenate([np.arange(256, dtype=np.float32),
+                             np.random.default_rng(0).uniform(0, 255, 10000).astype(np.float32)])
+    with tf.Graph().as_default(), tf.Session() as sess:
+        got = sess.run(preprocessing.normalize(tf.constant(values)))
+    want = (values - np.float32(127.5)) / np.float32(128.0)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, want)
