@@ -84,6 +84,15 @@ def records_teacher_flipped(records):
     return bool(teacher.get("dim") and teacher.get("flipped"))
 
 
+def records_image_shape(records):
+    """``(height, width)`` all the records' images share, from their manifest's conversion
+    transform (``record_shape``), or None (sizes vary, or no manifest says)."""
+    manifest = _manifest_of(records)
+    transform = manifest_lib.conversion_transform(manifest) if manifest else None
+    shape = (transform or {}).get("record_shape")
+    return tuple(int(side) for side in shape) if shape else None
+
+
 def records_teacher_mean(records):
     """The mean of the teacher embeddings the records hold, a list of floats: the manifest's
     ``teacher.mean`` (written by the converter), else one pass over the records (made before
@@ -204,6 +213,8 @@ def train_input_fn_builder(records, image_size=preprocessing.DEFAULT_IMAGE_SIZE,
         teacher_flipped = bool(teacher_dim) and records_teacher_flipped(records)
     # Only a training input that flips needs the mirrored targets.
     flipped_targets = bool(teacher_dim and teacher_flipped and is_training and random_flip)
+    # Known image sizes spare every image the conditional resize (docs/PERFORMANCE.md).
+    decoded_shape = records_image_shape(records)
 
     def input_fn(params=None, config=None, input_context=None):
         batch = _batch_size(batch_size, params)
@@ -242,7 +253,9 @@ def train_input_fn_builder(records, image_size=preprocessing.DEFAULT_IMAGE_SIZE,
         elif is_training:
             dataset = dataset.shuffle(shuffle_buffer, seed=seed).repeat()
 
-        def parse(serialized):
+        keyed = is_training and seed is not None
+
+        def parse(batch_index, serialized):
             # One parse_example over a batch of records instead of one parse_single_example
             # per record, and the label check once per batch (docs/PERFORMANCE.md, round three).
             record = schema.parse_image_record(serialized, teacher_dim=teacher_dim,
@@ -261,19 +274,26 @@ def train_input_fn_builder(records, image_size=preprocessing.DEFAULT_IMAGE_SIZE,
                 parsed["teacher_embedding"] = record["teacher_embedding"]
             if flipped_targets:
                 parsed["teacher_embedding_flipped"] = record["teacher_embedding_flipped"]
+            if keyed:
+                # Augmentation keyed on (seed, position in the stream): repeatable runs. The
+                # keys of a batch of records at once (only a finite stream's last batch can be
+                # short, so batch number x batch + place is the position), not an enumerate
+                # and two ops per image.
+                position = batch_index * batch + tf.cast(tf.range(tf.size(serialized)), tf.int64)
+                parsed["key"] = tf.stack(
+                    [tf.fill(tf.shape(position), tf.constant(seed, tf.int64)), position], axis=1)
             return parsed
 
-        def preprocess(index, record):
+        def preprocess(record):
             teacher = record.get("teacher_embedding")
             if is_training:
-                # Augmentation keyed on (seed, position in the stream): repeatable runs.
-                key = None if seed is None else tf.stack(
-                    [tf.constant(seed, tf.int64), tf.cast(index, tf.int64)])
                 image = preprocessing.preprocess_for_train(
                     record["encoded"], image_size, random_flip=random_flip,
                     random_crop=random_crop, brightness_delta=brightness_delta,
-                    min_crop_scale=min_crop_scale, contrast_delta=contrast_delta, seed=key,
-                    degradations=degradations, with_flip=flipped_targets)
+                    min_crop_scale=min_crop_scale, contrast_delta=contrast_delta,
+                    seed=record.get("key"),
+                    degradations=degradations, with_flip=flipped_targets,
+                    decoded_shape=decoded_shape)
                 if flipped_targets:
                     # A mirrored face's target is the teacher's vector of the mirrored source.
                     image, flipped = image
@@ -286,9 +306,9 @@ def train_input_fn_builder(records, image_size=preprocessing.DEFAULT_IMAGE_SIZE,
                 features["teacher_embedding"] = teacher
             return features, record["label"]
 
-        dataset = dataset.batch(batch).map(parse, num_parallel_calls=num_parallel_calls)
+        dataset = dataset.batch(batch).apply(tf.data.experimental.enumerate_dataset())
+        dataset = dataset.map(parse, num_parallel_calls=num_parallel_calls)
         dataset = dataset.apply(tf.data.experimental.unbatch())
-        dataset = dataset.apply(tf.data.experimental.enumerate_dataset())
         dataset = dataset.map(preprocess, num_parallel_calls=num_parallel_calls)
         dataset = dataset.batch(batch, drop_remainder=True)
         return _finish(dataset)

@@ -15,6 +15,8 @@ from data_tools import degradations as degradations_lib
 
 PIXEL_MEAN = 127.5
 PIXEL_SCALE = 128.0
+_PIXEL_INVERSE_SCALE = 1.0 / PIXEL_SCALE
+assert PIXEL_SCALE == 2.0 ** round(np.log2(PIXEL_SCALE)), "normalize multiplies by 1/scale"
 # insightface's aligned face crop: the one source of the input size the backbones default to.
 DEFAULT_IMAGE_SIZE = 112
 
@@ -125,7 +127,9 @@ def resize_like_converter(pixels, image_size):
 
 def normalize(pixels):
     """Map float pixels in 0..255 to the network's input range, (x - 127.5) / 128."""
-    return (tf.cast(pixels, tf.float32) - PIXEL_MEAN) / PIXEL_SCALE
+    # Times 1/128 rather than divided by 128: the same floats (a power of two's reciprocal is
+    # exact), and a multiply costs the vector units a fraction of a divide.
+    return (tf.cast(pixels, tf.float32) - PIXEL_MEAN) * _PIXEL_INVERSE_SCALE
 
 
 def preprocess_for_eval(encoded, image_size=DEFAULT_IMAGE_SIZE):
@@ -136,7 +140,7 @@ def preprocess_for_eval(encoded, image_size=DEFAULT_IMAGE_SIZE):
 def preprocess_for_train(encoded, image_size=DEFAULT_IMAGE_SIZE, random_flip=True,
                          random_crop=False, crop_padding=8, brightness_delta=0.0,
                          min_crop_scale=1.0, max_aspect_ratio=1.1, contrast_delta=0.0, seed=None,
-                         degradations=None, with_flip=False):
+                         degradations=None, with_flip=False, decoded_shape=None):
     """Encoded bytes → augmented, normalised float32 [S, S, 3].
 
     * ``min_crop_scale`` < 1: random scale crop: a box of side fraction ``U(min_crop_scale, 1)``
@@ -157,13 +161,29 @@ def preprocess_for_train(encoded, image_size=DEFAULT_IMAGE_SIZE, random_flip=Tru
     ``seed``: an int32 tensor of shape [2] (e.g. (run seed, element index)) makes every random
     choice a stateless function of it, so a training run is repeatable whatever the number of
     parallel map calls; None draws from TensorFlow's stateful generators.
+
+    ``decoded_shape``: ``(height, width)`` every image decodes to, when known (the records
+    manifest's ``record_shape``); checked per image (``tf.ensure_shape``, an error naming both
+    shapes), it tells :func:`resize` when the graph is built whether to resize, where an
+    unknown shape costs a ``tf.cond`` per image (about 11 µs of CPU of the 178 µs an image cost
+    at 112², docs/PERFORMANCE.md).
     """
     draws = _RandomDraws(seed)
+    decoded = decode_image(encoded)
+    if decoded_shape is not None:
+        decoded = tf.ensure_shape(decoded, [int(side) for side in decoded_shape] + [3])
+    flipped = None
+    if random_flip and not random_crop and min_crop_scale >= 1.0 \
+            and _static_size(decoded[None]) == (image_size, image_size):
+        # Nothing moves the pixels before the flip (no crop, a resize known to be none): it
+        # mirrors the decoded uint8 image, a quarter of the float image's bytes; the cast
+        # after it is per pixel, so the float pixels are the same.
+        flipped = draws.uniform(2) < 0.5
+        decoded = flip_left_right_if(decoded, flipped)
     if min_crop_scale < 1.0:
-        image = _random_scale_crop(decode_image(encoded), image_size, min_crop_scale,
-                                   max_aspect_ratio, draws)
+        image = _random_scale_crop(decoded, image_size, min_crop_scale, max_aspect_ratio, draws)
     else:
-        image = resize(decode_image(encoded), image_size)
+        image = resize(decoded, image_size)
     if random_crop:
         padded = tf.pad(image, [[crop_padding, crop_padding], [crop_padding, crop_padding], [0, 0]],
                         mode="SYMMETRIC")
@@ -171,10 +191,9 @@ def preprocess_for_train(encoded, image_size=DEFAULT_IMAGE_SIZE, random_flip=Tru
         offset_y = tf.cast(tf.floor(draws.uniform(0) * limit), tf.int32)
         offset_x = tf.cast(tf.floor(draws.uniform(1) * limit), tf.int32)
         image = tf.slice(padded, tf.stack([offset_y, offset_x, 0]), [image_size, image_size, 3])
-    flipped = None
-    if random_flip:
+    if random_flip and flipped is None:
         flipped = draws.uniform(2) < 0.5
-        image = tf.cond(flipped, lambda: flip_left_right(image), lambda: image)
+        image = flip_left_right_if(image, flipped)
     if brightness_delta > 0:
         shift = (2.0 * draws.uniform(3) - 1.0) * brightness_delta
         image = tf.clip_by_value(image + shift, 0.0, 255.0)
@@ -229,13 +248,28 @@ class _RandomDraws:
         shape = [] if count is None else [count]
         if self._seed is None:
             return tf.random.uniform(shape)
-        key = tf.stack([self._seed[0], self._seed[1] * _DRAWS_PER_IMAGE + draw])
-        return tf.random.stateless_uniform(shape, seed=key)
+        # (seed[0], seed[1] * _DRAWS_PER_IMAGE + draw) in two ops on the [2] key, not five;
+        # the raw op is what tf.random.stateless_uniform computes in [0, 1) (TF 2 by its
+        # key/counter form, then * 1 + 0): four ops fewer per draw, about 6 us of an image's
+        # CPU (docs/PERFORMANCE.md), the same numbers (tests/test_input_fns.py).
+        key = self._seed * tf.constant([1, _DRAWS_PER_IMAGE], tf.int64) + tf.constant(
+            [0, draw], tf.int64)
+        return tf.raw_ops.StatelessRandomUniform(shape=shape, seed=key, dtype=tf.float32)
 
 
 def flip_left_right(images):
     """Horizontal flip of one image [H, W, C] or a batch [N, H, W, C] (flip TTA)."""
     return tf.reverse(images, axis=[images.shape.ndims - 2])
+
+
+def flip_left_right_if(image, flipped):
+    """``image`` [H, W, C] mirrored when the bool scalar ``flipped`` holds, else unchanged.
+
+    One ``ReverseV2`` whose axis list is [1] or empty, instead of a ``tf.cond`` between the two
+    (a function call per image: about 12 µs of CPU against 2 or 3 for the axis list's scalar
+    ops, docs/PERFORMANCE.md); the pixels are the same.
+    """
+    return tf.reverse(image, axis=tf.range(1, 1 + tf.cast(flipped, tf.int32)))
 
 
 def preprocess_pixels(pixels, image_size=DEFAULT_IMAGE_SIZE, record_size=None, kept_size=False,

@@ -55,7 +55,7 @@ import numbers
 
 import tensorflow.compat.v1 as tf
 
-from model import circle_loss
+from model import circle_loss, partial_fc
 
 __all__ = ["HEADS", "HeadOption", "HeadOutput", "build_head", "declared_options",
            "defaults_text", "partial_fc_num_sample", "users_of"]
@@ -170,9 +170,12 @@ def _mean_where(values, mask):
     return total / tf.maximum(count, 1.0)
 
 
-def _class_major_cosine(embeddings, blocks):
-    """[B, C] cosines of float32 embeddings with class-major [C_i, D] proxy blocks."""
+def _class_major_cosine(embeddings, blocks, scale=None):
+    """[B, C] cosines (times ``scale``, applied to the [B, D] side) of float32 embeddings with
+    class-major [C_i, D] proxy blocks."""
     normalized = tf.nn.l2_normalize(embeddings, axis=1, epsilon=1e-12)
+    if scale is not None:
+        normalized *= scale
     cos = [tf.matmul(normalized, tf.nn.l2_normalize(tf.convert_to_tensor(block), axis=1,
                                                     epsilon=1e-12), transpose_b=True)
            for block in blocks]
@@ -336,66 +339,45 @@ class _ProxyHead(Head):
         raise NotImplementedError
 
     def _class_terms(self, embeddings, labels, sample):
-        classes = None
+        classes = rows = None
         if not self.partial_fc:
-            cos = circle_loss.cosine_similarity(embeddings, self.proxies())
+            proxies = circle_loss._proxy_shards(self.proxies())  # noqa: SLF001
         elif sample:
             classes, labels = self.sample_classes(labels)
             # Gathered on the devices that hold the shards ("div": fixed_size_partitioner's
             # contiguous blocks); the gradient is IndexedSlices over the sampled rows.
             rows = tf.nn.embedding_lookup(self.proxies(), classes, partition_strategy="div")
-            cos = _class_major_cosine(embeddings, [rows])
+            proxies = [rows]
         else:
-            cos = _class_major_cosine(embeddings, circle_loss._proxy_shards(self.proxies()))  # noqa: SLF001
-        logits = self.margin_logits(cos, labels)
-        loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
-        positive = tf.reduce_sum(
-            tf.where(_target_mask(cos, labels), cos, tf.zeros_like(cos)), axis=1)
+            proxies = circle_loss._proxy_shards(self.proxies())  # noqa: SLF001
+        loss_logits, logits, cos, positive = self._logits(embeddings, labels, proxies, sample)
+        loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=loss_logits)
+        if positive is None:  # B entries gathered, not a [B, C] mask
+            positive = tf.gather_nd(cos, tf.stack(
+                [tf.range(tf.shape(labels)[0]), tf.cast(labels, tf.int32)], axis=1))
         columns = self.num_sample if classes is not None else self.num_classes
         negative = (tf.reduce_sum(cos, axis=1) - positive) / float(columns - 1)
-        return HeadOutput(loss, positive, negative, logits, cos, classes,
-                          rows if classes is not None else None)
+        return HeadOutput(loss, positive, negative, logits, cos, classes, rows)
+
+    def _cosine(self, embeddings, proxies, scale=None):
+        """[B, C] cosines (times ``scale``) with [D, C_i] or Partial FC's [C_i, D] blocks."""
+        if self.partial_fc:
+            return _class_major_cosine(embeddings, proxies, scale)
+        return circle_loss.cosine_similarity(embeddings, proxies, scale)
+
+    def _logits(self, embeddings, labels, proxies, sample):
+        """(logits the cross-entropy takes, ``margin_logits``, cosines, None or the positive
+        cosines): the first two differ where a head's loss takes its logits shifted by a
+        constant. Graph tensors that nothing fetches are not computed."""
+        del sample  # the heads that specialise training use it
+        cos = self._cosine(embeddings, proxies)
+        logits = self.margin_logits(cos, labels)
+        return logits, logits, cos, None
 
     def sample_classes(self, labels):
-        """Partial FC's class sample of one step.
-
-        Every class of ``labels`` and ``num_sample - #classes in the batch`` others drawn
-        uniformly without replacement: the first of a random permutation of the classes that
-        are not in the batch. O(C) work, no sort and no top_k over the classes.
-
-        Returns:
-          (classes, local_labels): [num_sample] int32 increasing class ids, and [B] int32 the
-          position of each label in ``classes``.
-        """
-        num_classes, num_sample = self.num_classes, self.num_sample
-        labels = tf.cast(labels, tf.int32)
-        batch = tf.dimension_value(labels.shape[0])
-        # A sample of every class holds any batch.
-        fits = num_sample == num_classes
-        if batch is not None and batch > num_sample and not fits:
-            raise ValueError(
-                f"partial_fc_rate={self.partial_fc_rate} keeps {num_sample} of "
-                f"{num_classes} classes per step, fewer than the {batch} examples of the "
-                "batch, which may all be different classes: raise partial_fc_rate or lower "
-                "the batch size")
-        in_batch = tf.scatter_nd(labels[:, tf.newaxis], tf.ones_like(labels),
-                                 [num_classes]) > 0
-        num_positive = tf.reduce_sum(tf.cast(in_batch, tf.int32))
-        checks = []
-        if batch is None and not fits:
-            checks.append(tf.debugging.assert_less_equal(
-                num_positive, num_sample, message=f"Partial FC: more classes in the batch "
-                f"than the {num_sample} sampled per step"))
-        with tf.control_dependencies(checks):
-            order = tf.random.shuffle(tf.range(num_classes))
-        # Along the permutation: the negatives, counted; the first ones fill the sample.
-        negative = tf.logical_not(tf.gather(in_batch, order))
-        rank = tf.cumsum(tf.cast(negative, tf.int32))
-        taken = tf.logical_and(negative, rank <= num_sample - num_positive)
-        keep = tf.logical_or(in_batch, tf.gather(taken, tf.math.invert_permutation(order)))
-        # where() lists the kept classes in increasing order; there are exactly num_sample.
-        classes = tf.reshape(tf.cast(tf.where(keep), tf.int32), [num_sample])
-        return classes, tf.searchsorted(classes, labels)
+        """Partial FC's class sample of one step: :func:`model.partial_fc.sample_classes`."""
+        return partial_fc.sample_classes(labels, self.num_classes, self.num_sample,
+                                         self.partial_fc_rate)
 
     def _compute(self, embeddings, labels, sample):
         return self._class_terms(embeddings, labels, sample)
@@ -421,6 +403,17 @@ class CircleHead(_CircleParameters, _ProxyHead):
 
     def margin_logits(self, cos, labels):
         return circle_loss.circle_logits(cos, labels, self.margin, self.gamma)
+
+    def _logits(self, embeddings, labels, proxies, sample):
+        # Training on one proxy block: circle_loss.shifted_circle_logits, a pass over [B, C]
+        # forward and one backward (the cosine matrix is then a second matmul, run only when
+        # fetched, as summaries do). Evaluation fetches the cosines, so takes the one matmul.
+        if (not sample or len(proxies) > 1
+                or type(self).margin_logits is not CircleHead.margin_logits):
+            return super()._logits(embeddings, labels, proxies, sample)
+        shifted, positive, shift = circle_loss.shifted_circle_logits(
+            embeddings, labels, proxies[0], self.margin, self.gamma, self.partial_fc)
+        return shifted, shifted - shift, self._cosine(embeddings, proxies), positive
 
 
 class CirclePairHead(_CircleParameters, Head):
@@ -472,6 +465,14 @@ class SoftmaxHead(_ProxyHead):
 
     def margin_logits(self, cos, labels):
         return self.scale * tf.cast(cos, tf.float32)
+
+    def _logits(self, embeddings, labels, proxies, sample):
+        if type(self).margin_logits is not SoftmaxHead.margin_logits:
+            return super()._logits(embeddings, labels, proxies, sample)
+        # The scale applied to the [B, D] side: the matmul returns the logits, and neither
+        # pass nor its gradient touches [B, C] more than the matmul does.
+        logits = self._cosine(embeddings, proxies, scale=self.scale)
+        return logits, logits, logits / self.scale, None
 
 
 class _AdditiveMarginHead(_ProxyHead):

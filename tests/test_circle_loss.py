@@ -208,6 +208,84 @@ def test_circle_logits_gradient_is_the_weight_at_each_entry(labels_dtype):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+def _ref_logit_gradients(emb, labels, proxies, m, gamma, upstream):
+    """numpy: the gradients of sum(upstream * circle logits) with respect to the raw embeddings
+    and the raw [D, C] proxies, the weights a_p, a_n held constant (eq. 5, 6): d logit / d s is
+    gamma a, then through the matmul and each L2 normalisation (dx = (g - x̂ (g·x̂)) / |x|)."""
+    e_norm = np.linalg.norm(emb, axis=1, keepdims=True)
+    p_norm = np.linalg.norm(proxies, axis=0, keepdims=True)
+    e_hat, p_hat = emb / e_norm, proxies / p_norm
+    s = e_hat @ p_hat
+    is_label = np.arange(s.shape[1])[None, :] == labels[:, None]
+    d_s = upstream * gamma * np.where(is_label, np.maximum(1 + m - s, 0), np.maximum(s + m, 0))
+    g_e, g_p = d_s @ p_hat.T, e_hat.T @ d_s
+    d_e = (g_e - e_hat * (g_e * e_hat).sum(axis=1, keepdims=True)) / e_norm
+    d_p = (g_p - p_hat * (g_p * p_hat).sum(axis=0, keepdims=True)) / p_norm
+    return d_e, d_p
+
+
+@pytest.mark.parametrize("class_major", [False, True])
+@pytest.mark.parametrize("margin,gamma", MARGIN_GAMMA)
+def test_shifted_circle_logits_are_the_paper_logits_plus_gamma_m2(margin, gamma, class_major):
+    """shifted_circle_logits (the algebra gamma r (s - m) = gamma (r - m)² - gamma m², the
+    sqrt(gamma) scale on the embeddings, the in-place label entries) against the paper's
+    logits: the same plus gamma m², the label's cosine, and the gradients (weights constant)
+    for a random upstream gradient and for ones, the default of tf.gradients (grappler then
+    drops the multiply by dy: the in-place update must still not touch the forward's input)."""
+    emb, labels, proxies = class_case(21, batch=9, dim=6, classes=7)
+    s = _unit(emb, 1) @ _unit(proxies, 0)
+    is_label = np.arange(s.shape[1])[None, :] == labels[:, None]
+    assert (s[~is_label] < -margin).any()
+    want = np.where(is_label, gamma * np.maximum(1 + margin - s, 0) * (s - (1 - margin)),
+                    gamma * np.maximum(s + margin, 0) * (s - margin))
+    upstream = np.random.default_rng(22).normal(size=s.shape)
+    with tf.Graph().as_default():
+        e_t = tf.constant(emb, tf.float32)
+        p_t = tf.constant(proxies.T if class_major else proxies, tf.float32)
+        logits, positive, shift = circle_loss.shifted_circle_logits(
+            e_t, tf.constant(labels), p_t, margin, gamma, class_major=class_major)
+        random_up = tf.gradients(logits, [e_t, p_t], grad_ys=tf.constant(upstream, tf.float32))
+        ones_up = tf.gradients(logits, [e_t, p_t])
+        with tf.Session() as sess:
+            first = sess.run([logits, positive, shift, random_up, ones_up])
+            again = sess.run([logits, ones_up, random_up])
+    got, got_positive, got_shift, (d_e, d_p), (ones_e, ones_p) = first
+    assert got_shift == pytest.approx(gamma * margin ** 2, rel=1e-6)
+    np.testing.assert_allclose(got - got_shift, want, rtol=1e-5, atol=value_atol(gamma))
+    np.testing.assert_allclose(got_positive, s[is_label], atol=1e-6)
+    for up, (got_e, got_p) in ((upstream, (d_e, d_p)), (np.ones_like(s), (ones_e, ones_p))):
+        want_e, want_p = _ref_logit_gradients(emb, labels, proxies, margin, gamma, up)
+        for g, w in ((got_e, want_e), (got_p.T if class_major else got_p, want_p)):
+            np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5 * np.abs(w).max())
+    # A second run gives the same: nothing the graph keeps was written into.
+    np.testing.assert_array_equal(again[0], got)
+    np.testing.assert_array_equal(again[1][0], ones_e)
+    np.testing.assert_array_equal(again[2][1], d_p)
+
+
+@pytest.mark.parametrize("margin,gamma", [(0.25, 256.0), (0.4, 32.0)])
+def test_circle_logits_gradient_for_ones_upstream(margin, gamma):
+    """circle_logits on a cosine tensor, d sum(logits) / d s: dy is all ones, so grappler makes
+    the product dy * weight an alias of the weight, which the in-place label update then
+    writes into: the forward value and the gradient must both still be right."""
+    m = margin
+    rng = np.random.default_rng(23)
+    s = rng.uniform(-1.0, 1.0, size=(6, 40))
+    labels = np.array([0, 39, 3, 3, 17, 0])
+    is_label = np.arange(s.shape[1])[None, :] == labels[:, None]
+    want_value = np.where(is_label, gamma * np.maximum(1 + m - s, 0) * (s - (1 - m)),
+                          gamma * np.maximum(s + m, 0) * (s - m))
+    want_grad = gamma * np.where(is_label, np.maximum(1 + m - s, 0), np.maximum(s + m, 0))
+    with tf.Graph().as_default():
+        cos = tf.placeholder(tf.float32, s.shape)
+        logits = circle_loss.circle_logits(cos, tf.constant(labels), m, gamma)
+        (grad,) = tf.gradients(logits, [cos])
+        for _ in range(2):
+            value, got = run([logits, grad], {cos: s})
+            np.testing.assert_allclose(value, want_value, rtol=1e-5, atol=value_atol(gamma))
+            np.testing.assert_allclose(got, want_grad, rtol=1e-5, atol=1e-5)
+
+
 # ----------------------------------------------------------------------------- gradients
 @pytest.mark.parametrize("margin,gamma", [(0.25, 4.0), (0.25, 256.0), (0.4, 32.0)])
 def test_class_level_gradient_holds_weights_constant(margin, gamma):
@@ -455,7 +533,8 @@ def test_proxies_as_list_of_column_blocks():
             e_t, tf.constant(labels), [tf.constant(b, tf.float32) for b in blocks])
         cos = circle_loss.cosine_similarity(e_t, [tf.constant(b, tf.float32) for b in blocks])
         want, got, got_cos = run([whole, split, cos])
-    np.testing.assert_array_equal(got, want)
+    # One block takes shifted_circle_logits, several the cosine matrix: equal to float rounding.
+    np.testing.assert_allclose(got, want, rtol=1e-6)
     np.testing.assert_allclose(got_cos, _unit(emb, 1) @ _unit(proxies, 0), atol=1e-6)
 
 

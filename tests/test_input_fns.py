@@ -1,12 +1,14 @@
 """input_fn builders: pixels, labels, P×K batches, padded pair batches, worker sharding."""
 
 import collections
+import json
+import shutil
 
 import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-from data_tools import input_fns, preprocessing
+from data_tools import input_fns, preprocessing, schema
 from data_tools.input_config import WorkerShard
 from tests import records_helpers as rh
 
@@ -243,6 +245,137 @@ def test_stateless_augmentation_flips_crops_and_shifts(image_records):
     assert 10 <= flips <= 30 and crops >= 30
 
 
+@pytest.mark.parametrize("decoded_shape", [None, (32, 32)])
+def test_flip_follows_its_stateless_draw(decoded_shape):
+    """The flip (a reverse over an axis list of [1] or none, not a tf.cond; of the uint8 pixels
+    when the decoded size is known to be the output size) mirrors exactly the images whose
+    draw number 2 under their key, U(0, 1) stateless, is below 1/2."""
+    with tf.Graph().as_default(), tf.Session() as sess:
+        encoded = tf.placeholder(tf.string, [])
+        key = tf.placeholder(tf.int64, [2])
+        image = preprocessing.preprocess_for_train(encoded, 32, seed=key,
+                                                   decoded_shape=decoded_shape)
+        draw = tf.random.stateless_uniform([], seed=tf.stack([key[0], key[1] * 16 + 2]))
+        data = rh.encode(rh.class_image(2, 1, 32))
+        base = sess.run(preprocessing.preprocess_for_eval(encoded, 32), {encoded: data})
+        assert not np.array_equal(base, base[:, ::-1])
+        flips = 0
+        for i in range(40):
+            got, u = sess.run([image, draw], {encoded: data, key: [5, i]})
+            np.testing.assert_array_equal(got, base[:, ::-1] if u < 0.5 else base)
+            flips += u < 0.5
+    assert 0 < flips < 40
+
+
+@pytest.mark.parametrize("augmentation,known_shape", [
+    ({"random_crop": True, "brightness_delta": 9.0, "contrast_delta": 0.2}, False),
+    ({}, True), ({"brightness_delta": 9.0}, True)])
+def test_each_image_is_augmented_under_the_key_of_its_place_in_the_stream(
+        tmp_path, augmentation, known_shape):
+    """The keys are made a batch of records at a time; image i of the stream (one file, a
+    shuffle buffer of 1: the records in file order, repeated) is preprocess_for_train of
+    record i mod N under the key (seed, i), past the end of an epoch too; with the manifest's
+    record_shape too (no resize in the graph; the flip of the uint8 pixels)."""
+    directory = str(tmp_path / "one_shard")
+    rh.write_image_records(directory, num_classes=3, per_class=4, size=32, num_shards=1)
+    if known_shape:
+        directory = _records_with_shape(directory, tmp_path, (32, 32))
+    with tf.Graph().as_default():
+        input_fn = input_fns.train_input_fn_builder(directory, image_size=32, seed=11,
+                                                    shuffle_buffer=1, batch_size=5,
+                                                    **augmentation)
+        batches = rh.run_dataset(input_fn(), max_batches=4)
+    images = np.concatenate([features["image"] for features, _ in batches])
+    (path,) = tf.io.gfile.glob(directory + "/*.tfrecord")
+    serialized = list(tf.io.tf_record_iterator(path))
+    assert len(images) == 20 > len(serialized) == 12
+    with tf.Graph().as_default(), tf.Session() as sess:
+        record = tf.placeholder(tf.string, [])
+        key = tf.placeholder(tf.int64, [2])
+        image = preprocessing.preprocess_for_train(
+            schema.parse_image_record(record)["encoded"], 32, seed=key, **augmentation)
+        for i, got in enumerate(images):
+            want = sess.run(image, {record: serialized[i % len(serialized)], key: [11, i]})
+            np.testing.assert_array_equal(got, want, err_msg=f"image {i}")
+
+
+@pytest.mark.parametrize("count", [None, 5])
+def test_augmentation_draws_are_tf_stateless_uniform(count):
+    """Each draw is tf.random.stateless_uniform under the key (seed[0], seed[1] * 16 + draw),
+    whatever op computes it."""
+    with tf.Graph().as_default(), tf.Session() as sess:
+        seed = tf.constant([7, 1234], tf.int64)
+        shape = [] if count is None else [count]
+        for draw in (0, 2, 9):
+            got = preprocessing._RandomDraws(seed).uniforms(draw, count)  # noqa: SLF001
+            want = tf.random.stateless_uniform(shape, seed=tf.constant([7, 1234 * 16 + draw],
+                                                                       tf.int64))
+            got, want = sess.run([got, want])
+            assert got.shape == tuple(shape)
+            np.testing.assert_array_equal(got, want)
+
+
+def _records_with_shape(directory, tmp_path, shape):
+    """A copy of the records whose manifest says every image is ``shape`` (H, W)."""
+    copy = tmp_path / f"records_{shape[0]}x{shape[1]}"
+    shutil.copytree(directory, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["transform"] = {"crop_box": None, "image_size": None, "resampling": None,
+                             "record_shape": list(shape)}
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    return str(copy)
+
+
+def _cond_ops(graph):
+    """Conditionals of the graph but TF 1.15's decode_image (a format-sniffing tf.cond)."""
+    return [op for op in graph.get_operations() if op.type in ("If", "StatelessIf", "Switch")
+            and not op.name.startswith("decode_image/")]
+
+
+@pytest.mark.parametrize("augmentation", [
+    {}, {"random_crop": True, "brightness_delta": 9.0, "contrast_delta": 0.2},
+    {"min_crop_scale": 0.8}])
+@pytest.mark.parametrize("image_size", [32, 40])
+def test_known_record_shape_spares_the_conditional_resize_not_a_pixel(image_records, tmp_path,
+                                                                       image_size, augmentation):
+    """With the manifest's record_shape the decoded images get a static shape, so the resize to
+    the same size is left out when the graph is built (no tf.cond), and the flip alone mirrors
+    the uint8 pixels; the batches, augmented and seeded, are the same as without it, whether a
+    resize is due (40) or not (32)."""
+    directory, _ = image_records
+    known = _records_with_shape(directory, tmp_path, (32, 32))
+    assert input_fns.records_image_shape(known) == (32, 32)
+    assert input_fns.records_image_shape(directory) is None
+    batches = {}
+    for name, records in (("unknown", directory), ("known", known)):
+        with tf.Graph().as_default():
+            input_fn = input_fns.train_input_fn_builder(
+                records, image_size=image_size, seed=3, batch_size=6, **augmentation)
+            batches[name] = rh.run_dataset(input_fn(), max_batches=5)
+    for a, b in zip(batches["unknown"], batches["known"]):
+        np.testing.assert_array_equal(a[0]["image"], b[0]["image"])
+        np.testing.assert_array_equal(a[1], b[1])
+    with tf.Graph().as_default() as graph:
+        encoded = tf.placeholder(tf.string, [])
+        preprocessing.preprocess_for_train(encoded, 32, seed=tf.constant([1, 2], tf.int64),
+                                           decoded_shape=(32, 32))
+        assert not _cond_ops(graph)
+    with tf.Graph().as_default() as graph:  # the test can see the conditional
+        preprocessing.preprocess_for_train(tf.placeholder(tf.string, []), 32,
+                                           seed=tf.constant([1, 2], tf.int64))
+        assert _cond_ops(graph)
+
+
+def test_a_record_of_another_shape_than_the_manifest_says_stops_the_input(image_records,
+                                                                          tmp_path):
+    directory, _ = image_records
+    wrong = _records_with_shape(directory, tmp_path, (30, 30))
+    with tf.Graph().as_default():
+        input_fn = input_fns.train_input_fn_builder(wrong, image_size=32, seed=1, batch_size=4)
+        with pytest.raises(tf.errors.InvalidArgumentError, match="30"):
+            rh.run_dataset(input_fn(), max_batches=1)
+
+
 # What the environment says where a process stands, contradicting every shard below: the
 # input_fn must read the shard it is given (runtime.cluster reads the environment, not it).
 CONTRADICTING_ENVIRONMENT = {
@@ -348,3 +481,15 @@ def test_tf1_pipelines_run_without_the_racy_autotuning_model(image_records, pair
                 assert options.experimental_optimization.autotune is False
             else:
                 assert options.autotune.enabled is not False
+
+
+def test_normalize_is_the_insightface_mapping_bit_for_bit():
+    """(x - 127.5) / 128, computed as a multiply by 1/128: the same float32 for every byte value
+    and for the fractional pixels a resize or an augmentation makes."""
+    values = np.concatenate([np.arange(256, dtype=np.float32),
+                             np.random.default_rng(0).uniform(0, 255, 10000).astype(np.float32)])
+    with tf.Graph().as_default(), tf.Session() as sess:
+        got = sess.run(preprocessing.normalize(tf.constant(values)))
+    want = (values - np.float32(127.5)) / np.float32(128.0)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, want)
