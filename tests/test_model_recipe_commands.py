@@ -25,7 +25,8 @@ def test_recipe_aligns_distils_from_dlib_and_trains_the_small_student(tmp_path):
     train_records, pair_records = commands_of(lines, "data_tools/make_tfrecords.py")
     assert f"--input_dir={split}/train" in train_records
     assert "--align --min_face_size=60 --image_size=112" in train_records
-    assert train_records.endswith("--teacher=dlib")
+    # dlib on the raw frames and on their mirror images (mirror-consistent targets).
+    assert train_records.endswith("--teacher=dlib --teacher_flip")
     assert f"--output_dir={split}/records_distill/train" in train_records
     assert f"--pairs={split}/pairs.txt" in pair_records and "--teacher" not in pair_records
     assert "--align" in pair_records and pair_records.endswith("--allow_missing_pairs")
