@@ -196,8 +196,8 @@ def test_fallback_frame_is_upright_by_its_exif_tag(model, tmp_path, capsys):
 def test_gallery_counts_and_marks_fallbacks(model, tmp_path, capsys):
     """``export.gallery enrol/search --align``: the whole-frame fallbacks counted and named, and a
     search result on a frame without a face says so."""
-    from export import gallery  # noqa: PLC0415 - absl flags of its own
     import cli  # noqa: PLC0415
+    from export import gallery  # noqa: PLC0415 - absl flags of its own
 
     export_dir, _ = model
     rng = np.random.RandomState(4)
