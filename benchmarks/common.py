@@ -57,6 +57,16 @@ ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
+def peak_rss_mb():
+    """The largest resident set of this process so far, in whole MiB (None where ``resource``
+    is missing, e.g. on Windows)."""
+    try:
+        import resource  # noqa: PLC0415  (Unix only)
+    except ImportError:
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024  # Linux: KiB
+
+
 def load_average():
     """1, 5 and 15 minute load averages, or None where the OS has none."""
     try:

@@ -105,17 +105,7 @@ def build_formats_apart(workdir, backbone, image_size, embedding_size=512):
 
 def _build_and_measure(workdir, backbone, image_size, embedding_size):
     paths = build_formats(workdir, backbone, image_size, embedding_size)
-    return paths, peak_rss_mb()
-
-
-def peak_rss_mb():
-    """The largest resident set of this process so far, in MiB (None where ``resource`` is
-    missing, e.g. on Windows)."""
-    try:
-        import resource  # noqa: PLC0415  (Unix only)
-    except ImportError:
-        return None
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024  # Linux: KiB
+    return paths, common.peak_rss_mb()
 
 
 def _runner(name, path, threads):

@@ -9,7 +9,6 @@ itself (2 GB at 1M) plus its normalised copy plus one chunk of scores. ``cpu_sec
 threads) next to ``seconds`` (wall) tells how much of the time went to other jobs.
 """
 
-import resource
 import time
 
 import numpy as np
@@ -20,10 +19,6 @@ from evaluation import retrieval
 DIM = 512
 SIZES = ((100000, 2000), (1000000, 200))  # (gallery entries, probes)
 QUICK_SIZES = ((2000, 100), (10000, 50))
-
-
-def _peak_rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # kB on Linux
 
 
 def run(quick=False, workdir=None, sizes=None):
@@ -56,7 +51,7 @@ def run(quick=False, workdir=None, sizes=None):
         figures[f"gallery_normalise_s_{name}"] = common.rounded(normalise, 2)
         figures[f"rank1_{name}"] = result["rank1"]
         del gallery, probes
-    figures["peak_rss_mb"] = common.rounded(_peak_rss_mb(), 0)
+    figures["peak_rss_mb"] = common.peak_rss_mb()
     return common.emit("identification", figures)
 
 

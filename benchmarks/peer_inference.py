@@ -188,7 +188,7 @@ def measure(peer_python, arch, workdir, batches, image_size, embedding_size, sch
         finally:
             for runner in runners.values():
                 runner.close()
-    memory = {"build_peak_rss_mb": build_peak_mb, "peak_rss_mb": deploy.peak_rss_mb()}
+    memory = {"build_peak_rss_mb": build_peak_mb, "peak_rss_mb": common.peak_rss_mb()}
     return other.ready, params, results, memory
 
 

@@ -16,7 +16,6 @@ from data_tools import degradations as degradations_lib
 PIXEL_MEAN = 127.5
 PIXEL_SCALE = 128.0
 _PIXEL_INVERSE_SCALE = 1.0 / PIXEL_SCALE
-assert PIXEL_SCALE == 2.0 ** round(np.log2(PIXEL_SCALE)), "normalize multiplies by 1/scale"
 # insightface's aligned face crop: the one source of the input size the backbones default to.
 DEFAULT_IMAGE_SIZE = 112
 
